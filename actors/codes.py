@@ -1,0 +1,63 @@
+"""Result codes, in the order the ledger checks them.
+
+The position of a code in its enum is its rank: when several checks fail, the one listed
+first wins. A cross-shard transfer is checked in parts on several shards; the router keeps
+the lowest-ranked failure, which gives the same answer as checking everything in one place.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class AccountResult(str, Enum):
+    ok = "ok"
+    flags_invalid = "flags_invalid"
+    ledger_unknown = "ledger_unknown"
+    exists_with_different_ledger = "exists_with_different_ledger"
+    exists_with_different_code = "exists_with_different_code"
+    exists_with_different_owner = "exists_with_different_owner"
+    exists_with_different_flags = "exists_with_different_flags"
+    exists_with_different_user_data = "exists_with_different_user_data"
+    exists = "exists"
+
+
+class TransferResult(str, Enum):
+    ok = "ok"
+    amount_invalid = "amount_invalid"
+    accounts_must_be_different = "accounts_must_be_different"
+    exists_with_different_debit_account_id = "exists_with_different_debit_account_id"
+    exists_with_different_credit_account_id = "exists_with_different_credit_account_id"
+    exists_with_different_amount = "exists_with_different_amount"
+    exists_with_different_ledger = "exists_with_different_ledger"
+    exists_with_different_code = "exists_with_different_code"
+    exists_with_different_user_data = "exists_with_different_user_data"
+    exists = "exists"
+    debit_account_not_found = "debit_account_not_found"
+    credit_account_not_found = "credit_account_not_found"
+    ledger_mismatch = "ledger_mismatch"
+    debit_account_closed = "debit_account_closed"
+    credit_account_closed = "credit_account_closed"
+    overflows_debits = "overflows_debits"
+    overflows_credits = "overflows_credits"
+    exceeds_credits = "exceeds_credits"
+    exceeds_debits = "exceeds_debits"
+    # Transient: another attempt with this id holds a reservation that recovery has not yet
+    # resolved. Nothing was applied; the client retries with the same id.
+    in_flight = "in_flight"
+
+
+TRANSFER_RANK: dict[TransferResult, int] = {code: rank for rank, code in enumerate(TransferResult)}
+ACCOUNT_RANK: dict[AccountResult, int] = {code: rank for rank, code in enumerate(AccountResult)}
+
+# Codes that mean "this id was already applied": the request is a repeat.
+TRANSFER_EXISTS = frozenset(
+    code for code in TransferResult if code.value.startswith("exists")
+)
+ACCOUNT_EXISTS = frozenset(code for code in AccountResult if code.value.startswith("exists"))
+
+
+def first_failure(codes: list[TransferResult]) -> TransferResult:
+    """The lowest-ranked failure among parts of one transfer checked on different shards."""
+    failures = [code for code in codes if code is not TransferResult.ok]
+    return min(failures, key=TRANSFER_RANK.__getitem__, default=TransferResult.ok)

@@ -1,0 +1,99 @@
+"""Accounts and transfers: the ledger's two entities, and the limits on their fields.
+
+Rows (plain lists of str and int) are how entities cross process and disk boundaries: they
+encode with orjson as they are and decode without a schema walk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import Any
+
+AMOUNT_MAX = 2**63 - 1  # amounts are 0 < amount <= AMOUNT_MAX, in minor units
+BALANCE_MAX = 2**64 - 1  # no balance field may exceed this (u64 on the wire and in the log)
+CODE_MAX = 2**32 - 1
+ID_LENGTH_MAX = 64
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+USER_DATA_LENGTH_MAX = 128
+ID_RE = re.compile(ID_PATTERN)
+
+
+class AccountFlags(IntFlag):
+    debits_must_not_exceed_credits = 1
+    credits_must_not_exceed_debits = 2
+    closed = 4
+
+
+ACCOUNT_FLAGS_ALL = int(
+    AccountFlags.debits_must_not_exceed_credits
+    | AccountFlags.credits_must_not_exceed_debits
+    | AccountFlags.closed
+)
+
+
+class Roles(IntFlag):
+    """Which sides of a transfer a shard holds: the debit account, the credit account, both."""
+
+    debit = 1
+    credit = 2
+    both = 3
+
+
+@dataclass(slots=True)
+class Account:
+    id: str
+    ledger: str
+    code: int
+    owner: str
+    flags: int
+    user_data: str
+    timestamp: int = 0
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+
+    def row(self) -> list[Any]:
+        return [
+            self.id, self.ledger, self.code, self.owner, self.flags, self.user_data,
+            self.timestamp, self.debits_posted, self.credits_posted,
+            self.debits_pending, self.credits_pending,
+        ]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Account:
+        return cls(*row)
+
+
+@dataclass(slots=True, frozen=True)
+class Transfer:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    ledger: str
+    code: int
+    user_data: str
+    timestamp: int = 0
+
+    def row(self) -> list[Any]:
+        return [
+            self.id, self.debit_account_id, self.credit_account_id, self.amount,
+            self.ledger, self.code, self.user_data, self.timestamp,
+        ]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Transfer:
+        return cls(*row)
+
+    def same_fields(self, other: Transfer) -> bool:
+        """Equal in every client-chosen field (the timestamp is the switch's)."""
+        return self.row()[:-1] == other.row()[:-1]
+
+    def stamped(self, timestamp: int) -> Transfer:
+        return Transfer(
+            self.id, self.debit_account_id, self.credit_account_id, self.amount,
+            self.ledger, self.code, self.user_data, timestamp,
+        )

@@ -1,0 +1,41 @@
+"""The commands the router sends to a shard, and the shape of a shard's reply.
+
+A call carries a batch of commands as one orjson blob: a list of lists whose first element
+is the op. The shard replies with [REPLY_OK, [reply per command]] or, when the batch could not
+be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
+
+    ["account", [id, ledger, code, owner, flags, user_data]] -> [result, account row]
+    ["commit", transfer fields, roles, remote result]        -> [result, transfer row | None]
+    ["reserve", transfer fields, roles, attempt]             -> result
+    ["finalize", transfer id, attempt, post, commit ts]      -> applied (bool)
+    ["resolve", transfer fields]                             -> commit ts, 0 if not committed
+    ["get_account", id] -> row | None        ["get_transfer", id] -> row | None
+    ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
+    ["in_doubt"] -> [[transfer row, roles, attempt], ...]
+    ["totals"] -> {ledger: [debits_posted, credits_posted, debits_pending, credits_pending]}
+    ["status"] -> {...}
+
+Transfer fields are [id, debit_account_id, credit_account_id, amount, ledger, code, user_data]:
+a transfer row without its timestamp, which the shard assigns.
+"""
+
+from __future__ import annotations
+
+OP_ACCOUNT = "account"
+OP_COMMIT = "commit"
+OP_RESERVE = "reserve"
+OP_FINALIZE = "finalize"
+OP_RESOLVE = "resolve"
+OP_GET_ACCOUNT = "get_account"
+OP_GET_TRANSFER = "get_transfer"
+OP_ACCOUNT_TRANSFERS = "account_transfers"
+OP_IN_DOUBT = "in_doubt"
+OP_TOTALS = "totals"
+OP_STATUS = "status"
+
+REPLY_OK = 0
+REPLY_FAILED = 1
+
+# Codes of a failed call (the whole batch), as the router maps them to HTTP.
+FAILED_STORAGE_FULL = "storage_full"
+FAILED_INTERNAL = "internal_error"

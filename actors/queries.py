@@ -1,0 +1,43 @@
+"""Read-only views of a ledger: balances totals, account history pages, in-doubt parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.ledger import Ledger
+from actors.model import Transfer
+
+BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+
+
+def totals_by_ledger(ledger: Ledger) -> dict[str, list[int]]:
+    """Per ledger: sums of debits_posted, credits_posted, debits_pending, credits_pending."""
+    sums: dict[str, list[int]] = {}
+    for account in ledger.accounts.values():
+        row = sums.setdefault(account.ledger, [0, 0, 0, 0])
+        row[0] += account.debits_posted
+        row[1] += account.credits_posted
+        row[2] += account.debits_pending
+        row[3] += account.credits_pending
+    return sums
+
+
+def account_transfers_page(
+    ledger: Ledger, account_id: str, limit: int, before: int | None
+) -> tuple[list[Transfer], int | None]:
+    """Posted transfers of an account, newest first.
+
+    `before` is a position in the account's history (the cursor a previous page returned);
+    histories only grow, so a position stays valid. Returns the page and the next cursor.
+    """
+    entries = ledger.history.get(account_id, [])
+    end = len(entries) if before is None else max(0, min(before, len(entries)))
+    start = max(0, end - limit)
+    page = entries[start:end]
+    page.reverse()
+    return page, (start if start > 0 else None)
+
+
+def in_doubt(ledger: Ledger) -> list[list[Any]]:
+    """Reservations waiting for their home's decision: what recovery must re-drive."""
+    return [[r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()]

@@ -1,0 +1,46 @@
+"""The shard actor: a Ray actor (one process, one call at a time) around a ShardHost.
+
+This is the only module of actors/ that imports Ray. `max_concurrency=1` makes the actor the
+single writer of every account it hosts: Ray runs its calls one after another.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.host import ShardConfig, ShardHost
+from persistence.lmdb_log import LmdbLog
+
+
+def shard_directory(data_dir: Path, shard_index: int) -> Path:
+    return data_dir / f"shard-{shard_index:04d}"
+
+
+@ray.remote(max_concurrency=1)
+class ShardActor:
+    def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        directory = shard_directory(Path(data_dir), config.shard_index)
+        self._host = ShardHost(config, lambda: LmdbLog(directory, map_size_bytes))
+        # The recovered state is long-lived: keep the collector from rescanning it.
+        gc.collect()
+        gc.freeze()
+
+    def handle(self, blob: bytes) -> bytes:
+        return self._host.handle(blob)
+
+    def status(self) -> dict[str, Any]:
+        return self._host.status()
+
+    def close(self) -> None:
+        self._host.close()
+
+
+def start_shard(config: ShardConfig, data_dir: Path, map_size_bytes: int) -> Any:
+    """Create a shard actor; num_cpus=0 so shards may outnumber the cores they share."""
+    return ShardActor.options(num_cpus=0).remote(config, str(data_dir), map_size_bytes)

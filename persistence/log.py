@@ -1,0 +1,164 @@
+"""The write-ahead log interface, its shared record logic, and the in-memory twin.
+
+A backend stores raw records by sequence number and raw snapshots; `RecordLog` turns that
+into a checked, hash-chained log. `MemoryLog` and `persistence.lmdb_log.LmdbLog` pass the same
+contract tests (tests/persistence/test_log_contract.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from persistence.records import (
+    GENESIS_CHAIN,
+    CorruptRecord,
+    Record,
+    decode_record,
+    decode_snapshot,
+    encode_record,
+    encode_snapshot,
+    raw_of,
+)
+
+SNAPSHOTS_KEPT = 2
+
+
+class StorageFull(Exception):
+    """The log's configured map size cannot take this commit; nothing of it was written."""
+
+
+class RecordLog(ABC):
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self.last_chain = GENESIS_CHAIN
+        self.last_timestamp_ns = 0
+
+    def _load_tail(self) -> None:
+        """Find the last record (checksum only: recovery checks the chain)."""
+        last = self._last_raw()
+        if last is not None:
+            seq, raw = last
+            record = decode_record(raw, seq, None)
+            self.last_seq, self.last_chain = record.seq, record.chain
+            self.last_timestamp_ns = record.timestamp_ns
+
+    def append(self, payload: bytes, timestamp_ns: int) -> Record:
+        """Append one record in one durable commit; returns it once it is on disk."""
+        assert timestamp_ns >= self.last_timestamp_ns, "timestamps are monotonic per log"
+        record = encode_record(self.last_seq + 1, timestamp_ns, payload, self.last_chain)
+        self._put_raw(record.seq, raw_of(record))
+        self.last_seq, self.last_chain = record.seq, record.chain
+        self.last_timestamp_ns = timestamp_ns
+        return record
+
+    def read(self, seq_from: int, prev_chain: bytes, seq_to: int | None = None) -> Iterator[Record]:
+        """Records seq_from..seq_to (inclusive), each checked against the one before it.
+
+        `prev_chain` is the chain of record seq_from - 1 (GENESIS_CHAIN before record 1).
+        Raises CorruptRecord at the first record that fails a check or is missing.
+        """
+        expected, chain = seq_from, prev_chain
+        for seq, raw in self._raw_range(seq_from, seq_to):
+            if seq != expected:
+                raise CorruptRecord(expected, f"missing (next stored record is {seq})")
+            record = decode_record(raw, expected, chain)
+            yield record
+            expected, chain = expected + 1, record.chain
+        last = self.last_seq if seq_to is None else min(seq_to, self.last_seq)
+        if expected <= last:
+            raise CorruptRecord(expected, "missing")
+
+    def save_snapshot(self, seq: int, chain: bytes, body: bytes) -> None:
+        self._put_snapshot(seq, encode_snapshot(seq, chain, body))
+        for old_seq in self._snapshot_seqs()[:-SNAPSHOTS_KEPT]:
+            self._delete_snapshot(old_seq)
+
+    def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
+        """The newest intact snapshot as (seq, chain, body); damaged ones are skipped."""
+        for seq in reversed(self._snapshot_seqs()):
+            raw = self._get_snapshot(seq)
+            try:
+                snapshot = decode_snapshot(raw)
+            except CorruptRecord:
+                continue
+            if snapshot[0] == seq and seq <= self.last_seq:
+                return snapshot
+        return None
+
+    @abstractmethod
+    def _put_raw(self, seq: int, raw: bytes) -> None: ...
+
+    @abstractmethod
+    def _raw_range(self, seq_from: int, seq_to: int | None) -> Iterator[tuple[int, bytes]]: ...
+
+    @abstractmethod
+    def _last_raw(self) -> tuple[int, bytes] | None: ...
+
+    @abstractmethod
+    def _put_snapshot(self, seq: int, raw: bytes) -> None: ...
+
+    @abstractmethod
+    def _get_snapshot(self, seq: int) -> bytes: ...
+
+    @abstractmethod
+    def _delete_snapshot(self, seq: int) -> None: ...
+
+    @abstractmethod
+    def _snapshot_seqs(self) -> list[int]: ...
+
+    @abstractmethod
+    def overwrite_raw(self, seq: int, raw: bytes) -> None:
+        """Replace a stored record's bytes as they are: for corruption tests and repair."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class MemoryLog(RecordLog):
+    """The in-memory twin: for unit tests of the core and the contract suite only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[int, bytes] = {}
+        self._snapshots: dict[int, bytes] = {}
+
+    def _put_raw(self, seq: int, raw: bytes) -> None:
+        assert seq not in self._records
+        self._records[seq] = raw
+
+    def _raw_range(self, seq_from: int, seq_to: int | None) -> Iterator[tuple[int, bytes]]:
+        for seq in sorted(self._records):
+            if seq >= seq_from and (seq_to is None or seq <= seq_to):
+                yield seq, self._records[seq]
+
+    def _last_raw(self) -> tuple[int, bytes] | None:
+        if not self._records:
+            return None
+        seq = max(self._records)
+        return seq, self._records[seq]
+
+    def _put_snapshot(self, seq: int, raw: bytes) -> None:
+        self._snapshots[seq] = raw
+
+    def _get_snapshot(self, seq: int) -> bytes:
+        return self._snapshots[seq]
+
+    def _delete_snapshot(self, seq: int) -> None:
+        del self._snapshots[seq]
+
+    def _snapshot_seqs(self) -> list[int]:
+        return sorted(self._snapshots)
+
+    def overwrite_raw(self, seq: int, raw: bytes) -> None:
+        self._records[seq] = raw
+
+    def reopen(self) -> MemoryLog:
+        """A fresh handle on the same stored bytes, as after a restart."""
+        log = MemoryLog()
+        log._records, log._snapshots = self._records, self._snapshots
+        log._load_tail()
+        return log
+
+    def close(self) -> None:
+        pass

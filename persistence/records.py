@@ -1,0 +1,108 @@
+"""Log records and snapshot envelopes: encoding, checksums and the hash chain.
+
+A record is one committed batch of events:
+
+    header  seq u64 | timestamp_ns u64 | payload_bytes u32      (big-endian)
+    payload the batch's events, as the shard encoded them
+    chain   16 bytes: blake2b(previous record's chain + header + payload)
+    crc32   of everything before it
+
+The checksum catches a damaged record on its own; the chain catches a record that was
+replaced, dropped or reordered even when its own checksum is valid. Both are asserted when
+a record is written and checked again when it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+HEADER = struct.Struct(">QQI")
+CRC = struct.Struct(">I")
+CHAIN_BYTES = 16
+GENESIS_CHAIN = bytes(CHAIN_BYTES)
+RECORD_OVERHEAD_BYTES = HEADER.size + CHAIN_BYTES + CRC.size
+PAYLOAD_BYTES_MAX = 2**31
+SNAPSHOT_HEADER = struct.Struct(">Q16sQ")  # seq, log chain at seq, body bytes
+
+
+class CorruptRecord(Exception):
+    """A stored record or snapshot fails its checksum, its chain, its length or its sequence."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"record {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    seq: int
+    timestamp_ns: int
+    payload: bytes
+    chain: bytes
+
+
+def chain_of(prev_chain: bytes, body: bytes) -> bytes:
+    return hashlib.blake2b(prev_chain + body, digest_size=CHAIN_BYTES).digest()
+
+
+def encode_record(seq: int, timestamp_ns: int, payload: bytes, prev_chain: bytes) -> Record:
+    """Build a record; returns it with its chain (the raw bytes are `raw_of(record)`)."""
+    assert seq > 0 and timestamp_ns > 0, (seq, timestamp_ns)
+    assert 0 < len(payload) < PAYLOAD_BYTES_MAX
+    assert len(prev_chain) == CHAIN_BYTES
+    body = HEADER.pack(seq, timestamp_ns, len(payload)) + payload
+    return Record(seq, timestamp_ns, payload, chain_of(prev_chain, body))
+
+
+def raw_of(record: Record) -> bytes:
+    head = HEADER.pack(record.seq, record.timestamp_ns, len(record.payload))
+    without_crc = head + record.payload + record.chain
+    return without_crc + CRC.pack(zlib.crc32(without_crc))
+
+
+def decode_record(raw: bytes, expected_seq: int, prev_chain: bytes | None) -> Record:
+    """Parse and check one stored record.
+
+    `prev_chain` is the chain of the record before it; None skips the chain check (used only
+    to find the tail when a log is opened: recovery checks the whole chain).
+    """
+    if len(raw) < RECORD_OVERHEAD_BYTES:
+        raise CorruptRecord(expected_seq, f"torn: {len(raw)} bytes is shorter than a header")
+    (crc,) = CRC.unpack_from(raw, len(raw) - CRC.size)
+    if zlib.crc32(memoryview(raw)[: -CRC.size]) != crc:
+        raise CorruptRecord(expected_seq, "checksum mismatch")
+    seq, timestamp_ns, payload_bytes = HEADER.unpack_from(raw)
+    if len(raw) != RECORD_OVERHEAD_BYTES + payload_bytes:
+        raise CorruptRecord(expected_seq, "length does not match the header")
+    if seq != expected_seq:
+        raise CorruptRecord(expected_seq, f"holds sequence number {seq}")
+    payload_end = HEADER.size + payload_bytes
+    chain = raw[payload_end : payload_end + CHAIN_BYTES]
+    if prev_chain is not None and chain_of(prev_chain, raw[:payload_end]) != chain:
+        raise CorruptRecord(expected_seq, "hash chain broken")
+    record = Record(seq, timestamp_ns, raw[HEADER.size : payload_end], chain)
+    assert record.timestamp_ns > 0 and len(record.payload) == payload_bytes
+    return record
+
+
+def encode_snapshot(seq: int, chain: bytes, body: bytes) -> bytes:
+    assert seq > 0 and len(chain) == CHAIN_BYTES and body
+    head = SNAPSHOT_HEADER.pack(seq, chain, len(body))
+    return head + body + CRC.pack(zlib.crc32(head + body))
+
+
+def decode_snapshot(raw: bytes) -> tuple[int, bytes, bytes]:
+    """Returns (seq, log chain at seq, body); raises CorruptRecord if damaged."""
+    if len(raw) < SNAPSHOT_HEADER.size + CRC.size:
+        raise CorruptRecord(0, "snapshot torn")
+    seq, chain, body_bytes = SNAPSHOT_HEADER.unpack_from(raw)
+    (crc,) = CRC.unpack_from(raw, len(raw) - CRC.size)
+    if len(raw) != SNAPSHOT_HEADER.size + body_bytes + CRC.size:
+        raise CorruptRecord(seq, "snapshot length does not match its header")
+    if zlib.crc32(memoryview(raw)[: -CRC.size]) != crc:
+        raise CorruptRecord(seq, "snapshot checksum mismatch")
+    return seq, chain, raw[SNAPSHOT_HEADER.size : -CRC.size]

@@ -1,0 +1,1 @@
+"""The service: HTTP API, router, settings and the `payswitch` command."""

@@ -1,0 +1,102 @@
+"""Error bodies and status codes: every error has a stable `code` and a human `message`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from actors.codes import AccountResult, TransferResult
+
+MESSAGES: dict[str, str] = {
+    "ok": "Created.",
+    "exists": "Already created with the same fields; nothing was changed.",
+    "flags_invalid": "The flags debits_must_not_exceed_credits and "
+    "credits_must_not_exceed_debits cannot both be set.",
+    "ledger_unknown": "The ledger is not one of the switch's configured ledgers.",
+    "amount_invalid": "The amount must be an integer of minor units, 0 < amount < 2^63.",
+    "accounts_must_be_different": "The debit and credit accounts must be different.",
+    "debit_account_not_found": "The debit account does not exist.",
+    "credit_account_not_found": "The credit account does not exist.",
+    "ledger_mismatch": "The transfer's ledger and both accounts' ledgers must be the same.",
+    "debit_account_closed": "The debit account is closed.",
+    "credit_account_closed": "The credit account is closed.",
+    "overflows_debits": "The debit account's debits would exceed 2^64 - 1.",
+    "overflows_credits": "The credit account's credits would exceed 2^64 - 1.",
+    "exceeds_credits": "The debit account's debits would exceed its credits "
+    "(debits_must_not_exceed_credits).",
+    "exceeds_debits": "The credit account's credits would exceed its debits "
+    "(credits_must_not_exceed_debits).",
+    "in_flight": "Another attempt with this id is still being resolved; retry with the same id.",
+    "invalid_json": "The body is not valid JSON.",
+    "validation_error": "The body does not match the schema; see details.",
+    "batch_empty": "An array must hold at least one item.",
+    "batch_too_large": "Too many items in one request.",
+    "body_too_large": "The request body is larger than the limit.",
+    "unsupported_media_type": "Send the body as application/json.",
+    "overloaded": "The switch is at its queue limit; retry after the Retry-After delay.",
+    "shard_unavailable": "A shard did not answer; retry with the same ids.",
+    "storage_full": "A shard's log is full; the operator must raise wal.map_size_bytes.",
+    "internal_error": "An internal error; this is a bug.",
+    "account_not_found": "No account has this id.",
+    "transfer_not_found": "No transfer has this id.",
+    "id_invalid": "Ids are 1-64 characters of A-Z a-z 0-9 . _ : -",
+    "query_invalid": "A query parameter is not valid; see message.",
+    "not_found": "No such route.",
+    "method_not_allowed": "This route does not accept that method.",
+    "too_many_requests_in_flight": "Too many requests are in progress; retry after Retry-After.",
+}
+for _code in [*AccountResult, *TransferResult]:
+    if _code.value.startswith("exists_with_different_"):
+        MESSAGES[_code.value] = (
+            "Already created with a different "
+            f"{_code.value.removeprefix('exists_with_different_')}; nothing was changed."
+        )
+assert all(code.value in MESSAGES for code in [*AccountResult, *TransferResult])
+
+RETRYABLE = {"in_flight", "overloaded", "shard_unavailable", "storage_full",
+             "too_many_requests_in_flight"}
+
+
+def status_of_result(result: str) -> int:
+    """HTTP status for a single created item's result."""
+    if result == "ok":
+        return 201
+    if result == "exists":
+        return 200
+    if result.startswith("exists_with_different_"):
+        return 409
+    if result == "in_flight":
+        return 503
+    return 422
+
+
+def json_response(body: Any, status: int = 200, retry_after_seconds: int | None = None) -> Response:
+    headers = {"Retry-After": str(retry_after_seconds)} if retry_after_seconds else None
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str | None = None,
+    retry_after_seconds: int | None = None,
+    **extra: Any,
+) -> Response:
+    body = {"code": code, "message": message or MESSAGES.get(code, code), **extra}
+    return json_response(body, status, retry_after_seconds if code in RETRYABLE else None)
+
+
+class ApiError(Exception):
+    """A request the API refuses before it reaches the ledger (4xx): nothing is changed."""
+
+    def __init__(
+        self, status: int, code: str, message: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message or MESSAGES.get(code, code))
+        self.status = status
+        self.code = code
+        self.message = message or MESSAGES.get(code, code)
+        self.details = details

@@ -1,0 +1,301 @@
+"""The router: which shard holds what, and how a transfer crosses shards.
+
+Every id (account or transfer) maps to a slot by a stable hash, and every slot to a shard
+by a table the router holds (so that slots can later move between shards and nodes). An
+account lives on its id's shard; a transfer's *home* is its id's shard: it keeps the id
+index (idempotency) and records the commit decision.
+
+A transfer whose home, debit and credit shards are one shard commits there in one event.
+Otherwise it runs in three rounds (docs/ARCHITECTURE.md, "Cross-shard transfers"):
+  A. reserve: each non-home shard holding an account checks its side and holds it pending;
+  B. commit: the home checks the id, its own sides and the reservations' verdict, and
+     records the decision durably (this is the acknowledgement point);
+  C. finalize: the reservations are posted or voided.
+A crash between rounds leaves reservations in doubt; `redrive` resolves each against its
+home's decision (no commit recorded means void), at start-up and then periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import protocol as p
+from actors.codes import TransferResult, first_failure
+from actors.ledger import check_transfer_static
+from actors.model import Account, Roles, Transfer
+from switch.channel import Overloaded, ShardChannel
+
+log = logging.getLogger("payswitch.router")
+
+Reply = Any
+# A per-item outcome: (result code, stored row or None), or the exception that prevented it.
+Outcome = tuple[str, list[Any] | None] | BaseException
+
+
+def slot_of(key: str, slots: int) -> int:
+    """Stable across processes and restarts (unlike Python's salted hash)."""
+    return zlib.crc32(key.encode()) % slots
+
+
+@dataclass
+class _Cross:
+    """A transfer crossing shards, through its three rounds."""
+
+    index: int
+    transfer: Transfer
+    home: int
+    home_roles: int
+    remote_roles: dict[int, int]
+    attempt: int
+    reserved: dict[int, Reply] = field(default_factory=dict)
+    committed: Reply = None  # the home's reply to the commit, or the error that hid it
+
+
+class Router:
+    def __init__(self, channels: list[ShardChannel], slots: int) -> None:
+        assert channels and slots >= len(channels)
+        self.channels = channels
+        self.slot_table = [slot % len(channels) for slot in range(slots)]
+        self._live: dict[str, asyncio.Future[None]] = {}
+        self._attempt_base = random.getrandbits(31) << 32
+        self._attempt_next = 0
+
+    def shard_of(self, key: str) -> int:
+        return self.slot_table[slot_of(key, len(self.slot_table))]
+
+    # ---- scatter / gather ----
+
+    async def _scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
+        """Send (shard, command) pairs grouped per shard; replies come back in input order."""
+        by_shard: dict[int, list[int]] = defaultdict(list)
+        for position, (shard, _) in enumerate(calls):
+            by_shard[shard].append(position)
+        replies: list[Reply | BaseException] = [None] * len(calls)
+        futures: list[tuple[list[int], asyncio.Future[list[Any]]]] = []
+        for shard, positions in by_shard.items():
+            try:
+                future = self.channels[shard].submit([calls[i][1] for i in positions])
+            except Overloaded as error:
+                for i in positions:
+                    replies[i] = error
+                continue
+            futures.append((positions, future))
+        for positions, future in futures:
+            try:
+                group_replies = await future
+            except Exception as error:
+                group_replies = [error] * len(positions)
+            for i, reply in zip(positions, group_replies, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def ask(self, shard: int, command: list[Any]) -> Reply:
+        (reply,) = await self._scatter([(shard, command)])
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def ask_all(self, command: list[Any]) -> list[Reply]:
+        replies = await self._scatter([(shard, command) for shard in range(len(self.channels))])
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
+    # ---- accounts ----
+
+    async def create_accounts(self, accounts: list[Account]) -> list[Outcome]:
+        calls = [(self.shard_of(a.id), [p.OP_ACCOUNT, a.row()[:6]]) for a in accounts]
+        return [
+            reply if isinstance(reply, BaseException) else (reply[0], reply[1])
+            for reply in await self._scatter(calls)
+        ]
+
+    # ---- transfers ----
+
+    async def create_transfers(self, transfers: list[Transfer]) -> list[Outcome]:
+        """Apply a batch; items are independent (not atomic) and each gets its outcome."""
+        outcomes: list[Outcome | None] = [None] * len(transfers)
+        waiting: list[int] = []
+        for index, transfer in enumerate(transfers):
+            static = check_transfer_static(transfer)
+            if static is TransferResult.ok:
+                waiting.append(index)
+            else:
+                outcomes[index] = (static.value, None)
+        while waiting:
+            wave, waiting = self._next_wave(transfers, waiting)
+            if wave:
+                ids = {transfers[i].id for i in wave}
+                done = asyncio.get_running_loop().create_future()
+                for transfer_id in ids:
+                    self._live[transfer_id] = done
+                # Shielded: once a wave has started, it finishes even if the client goes away,
+                # so an id is never released while its rounds are still under way.
+                task = asyncio.ensure_future(self._run_wave(transfers, wave, outcomes, ids, done))
+                await asyncio.shield(task)
+            else:
+                busy = {self._live[transfers[i].id] for i in waiting if transfers[i].id in self._live}
+                await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _next_wave(self, transfers: list[Transfer], waiting: list[int]) -> tuple[list[int], list[int]]:
+        """Items whose id is not already under way; repeats of an id wait for the first."""
+        wave, later, ids = [], [], set()
+        for index in waiting:
+            transfer_id = transfers[index].id
+            if transfer_id in ids or transfer_id in self._live:
+                later.append(index)
+            else:
+                ids.add(transfer_id)
+                wave.append(index)
+        return wave, later
+
+    async def _run_wave(
+        self,
+        transfers: list[Transfer],
+        wave: list[int],
+        outcomes: list[Outcome | None],
+        ids: set[str],
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            crosses = await self._round_reserve_and_local(transfers, wave, outcomes)
+            if crosses:
+                await self._round_commit(crosses, outcomes)
+                await self._round_finalize(crosses, outcomes)
+        finally:
+            for transfer_id in ids:
+                del self._live[transfer_id]
+            done.set_result(None)
+
+    async def _round_reserve_and_local(
+        self, transfers: list[Transfer], wave: list[int], outcomes: list[Outcome | None]
+    ) -> list[_Cross]:
+        calls: list[tuple[int, list[Any]]] = []
+        owners: list[tuple[int, _Cross | None]] = []
+        crosses: list[_Cross] = []
+        for index in wave:
+            transfer = transfers[index]
+            fields = transfer.row()[:7]
+            home = self.shard_of(transfer.id)
+            debit = self.shard_of(transfer.debit_account_id)
+            credit = self.shard_of(transfer.credit_account_id)
+            if home == debit == credit:
+                calls.append((home, [p.OP_COMMIT, fields, int(Roles.both), "ok"]))
+                owners.append((index, None))
+                continue
+            cross = self._cross(index, transfer, home, debit, credit)
+            crosses.append(cross)
+            for shard, roles in cross.remote_roles.items():
+                calls.append((shard, [p.OP_RESERVE, fields, roles, cross.attempt]))
+                owners.append((shard, cross))
+        for (key, cross_owner), reply in zip(owners, await self._scatter(calls), strict=True):
+            if cross_owner is None:
+                outcomes[key] = reply if isinstance(reply, BaseException) else (reply[0], reply[1])
+            else:
+                cross_owner.reserved[key] = reply
+        return crosses
+
+    def _cross(self, index: int, transfer: Transfer, home: int, debit: int, credit: int) -> _Cross:
+        home_roles = (Roles.debit if debit == home else 0) | (Roles.credit if credit == home else 0)
+        remote_roles: dict[int, int] = defaultdict(int)
+        if debit != home:
+            remote_roles[debit] |= Roles.debit
+        if credit != home:
+            remote_roles[credit] |= Roles.credit
+        self._attempt_next += 1
+        return _Cross(index, transfer, home, int(home_roles), dict(remote_roles),
+                      self._attempt_base + self._attempt_next)
+
+    async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
+        calls = []
+        for cross in crosses:
+            verdicts = [
+                TransferResult.in_flight if isinstance(reply, BaseException) else TransferResult(reply)
+                for reply in cross.reserved.values()
+            ]
+            remote = first_failure(verdicts)
+            calls.append((cross.home, [p.OP_COMMIT, cross.transfer.row()[:7], cross.home_roles,
+                                       remote.value]))
+        for cross, reply in zip(crosses, await self._scatter(calls), strict=True):
+            cross.committed = reply
+            failure = next((r for r in cross.reserved.values() if isinstance(r, BaseException)), None)
+            if isinstance(reply, BaseException):
+                outcomes[cross.index] = reply
+            elif failure is not None and not reply[0].startswith("exists"):
+                outcomes[cross.index] = failure
+            else:
+                outcomes[cross.index] = (reply[0], reply[1])
+
+    async def _round_finalize(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
+        calls = []
+        for cross in crosses:
+            reply = cross.committed
+            if isinstance(reply, BaseException):
+                continue  # the decision is unknown here: redrive asks the home
+            committed = reply[0] == TransferResult.ok.value
+            commit_timestamp = reply[1][7] if committed else 0
+            for shard, reserve_reply in cross.reserved.items():
+                if reserve_reply == TransferResult.ok.value:
+                    calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
+                                          committed, commit_timestamp]))
+        for reply in await self._scatter(calls):
+            if isinstance(reply, BaseException):
+                log.warning("finalize failed, left for redrive: %r", reply)
+
+    # ---- recovery of in-doubt reservations ----
+
+    async def redrive(self) -> int:
+        """Post or void every reservation whose transfer is not under way; returns how many."""
+        listed = await self._scatter([(s, [p.OP_IN_DOUBT]) for s in range(len(self.channels))])
+        parts = []
+        for shard, reply in enumerate(listed):
+            if isinstance(reply, BaseException):
+                log.warning("redrive: shard %d did not list its in-doubt parts: %r", shard, reply)
+                continue
+            parts.extend((shard, row, attempt) for row, _, attempt in reply
+                         if row[0] not in self._live)
+        if not parts:
+            return 0
+        verdicts = await self._scatter(
+            [(self.shard_of(row[0]), [p.OP_RESOLVE, row[:7]]) for _, row, _ in parts]
+        )
+        calls = [
+            (shard, [p.OP_FINALIZE, row[0], attempt, verdict > 0, verdict])
+            for (shard, row, attempt), verdict in zip(parts, verdicts, strict=True)
+            if not isinstance(verdict, BaseException) and row[0] not in self._live
+        ]
+        finalized = await self._scatter(calls)
+        return sum(1 for reply in finalized if reply is True)
+
+    async def redrive_forever(self, interval_ms: int) -> None:
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            try:
+                count = await self.redrive()
+            except Exception:
+                log.exception("redrive failed")
+                continue
+            if count:
+                log.info("redrive resolved %d in-doubt parts", count)
+
+    # ---- reads ----
+
+    async def totals(self) -> dict[str, list[int]]:
+        sums: dict[str, list[int]] = {}
+        for shard_totals in await self.ask_all([p.OP_TOTALS]):
+            for ledger, values in shard_totals.items():
+                row = sums.setdefault(ledger, [0, 0, 0, 0])
+                for i, value in enumerate(values):
+                    row[i] += value
+        return sums
+
+    def queue_depths(self) -> list[int]:
+        return [channel.queued_commands for channel in self.channels]

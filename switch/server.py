@@ -1,0 +1,124 @@
+"""`payswitch serve`: start Ray and the shards, recover, then serve the API.
+
+Start-up order: Ray (embedded by default), one shard actor per configured shard (each locks
+its data directory and recovers from its log), then the router and the HTTP server, whose
+start-up re-drives every cross-shard transfer a crash left in doubt before taking traffic.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+import uvicorn
+
+from actors.host import ShardConfig
+from actors.shard import start_shard
+from switch.app import create_app
+from switch.channel import ShardChannel
+from switch.router import Router
+from switch.settings import Settings
+
+log = logging.getLogger("payswitch")
+
+
+def start_ray(settings: Settings) -> None:
+    options: dict[str, Any] = {
+        "address": settings.ray.address,
+        "include_dashboard": settings.ray.include_dashboard,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    if settings.ray.address == "local":
+        options["object_store_memory"] = settings.ray.object_store_bytes
+        if settings.ray.num_cpus:
+            options["num_cpus"] = settings.ray.num_cpus
+    ray.init(**options)
+
+
+def start_shards(settings: Settings) -> list[Any]:
+    """Start every shard and wait until each has recovered; raises if any cannot start."""
+    data_dir = Path(settings.data.dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shards = [
+        start_shard(
+            ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
+                        settings.api.history_page_max),
+            data_dir,
+            settings.wal.map_size_bytes,
+        )
+        for index in range(settings.shard_count)
+    ]
+    for index, status in enumerate(ray.get([shard.status.remote() for shard in shards])):
+        log.info("shard %d ready: %s", index, status)
+    return shards
+
+
+def build_router(settings: Settings, shards: list[Any]) -> Router:
+    channels = [
+        ShardChannel(
+            index,
+            shard.handle.remote,
+            settings.router.shard_queue_commands_max,
+            settings.router.call_commands_max,
+        )
+        for index, shard in enumerate(shards)
+    ]
+    return Router(channels, settings.shards.slots)
+
+
+def stop_shards(shards: list[Any]) -> None:
+    try:
+        ray.get([shard.close.remote() for shard in shards], timeout=30)
+    except Exception:
+        log.exception("closing shards")
+
+
+def tune_gc(settings: Settings) -> None:
+    """Start-up objects live for the whole run: freeze them out of every collection."""
+    if settings.gc.freeze_after_start:
+        gc.collect()
+        gc.freeze()
+    _, generation1, generation2 = gc.get_threshold()
+    gc.set_threshold(settings.gc.generation0_threshold, generation1, generation2)
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    start_ray(settings)
+    try:
+        try:
+            shards = start_shards(settings)
+        except ray.exceptions.RayActorError as error:
+            log.error("a shard could not start: %s", error)
+            return 2
+        try:
+            app = create_app(build_router(settings, shards), settings)
+            config = uvicorn.Config(
+                app,
+                host=settings.server.host,
+                port=settings.server.port,
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                access_log=settings.server.access_log,
+                log_level="info",
+                timeout_graceful_shutdown=10,
+            )
+            server = uvicorn.Server(config)
+            tune_gc(settings)
+            try:
+                server.run()
+            except KeyboardInterrupt:
+                pass  # uvicorn re-raises Ctrl-C after its graceful shutdown
+            log.info("stopping shards")
+            return 0 if server.started else 1
+        finally:
+            stop_shards(shards)
+    finally:
+        ray.shutdown()
+        sys.stdout.flush()
