@@ -36,6 +36,9 @@ class CorruptRecord(Exception):
         self.seq = seq
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[CorruptRecord], tuple[int, str]]:
+        return CorruptRecord, (self.seq, self.reason)  # so it crosses process boundaries intact
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

@@ -38,9 +38,11 @@ class Api:
     def __init__(self, router: Router, settings: Settings) -> None:
         self.router = router
         self.settings = settings
-        batch = Annotated[Any, Field(min_length=1, max_length=settings.api.batch_items_max)]
-        self._accounts = TypeAdapter(Annotated[list[AccountIn], batch])  # type: ignore[valid-type]
-        self._transfers = TypeAdapter(Annotated[list[TransferIn], batch])  # type: ignore[valid-type]
+        size = Field(min_length=1, max_length=settings.api.batch_items_max)
+        self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
+            Annotated[list[AccountIn], size])
+        self._transfers: TypeAdapter[list[TransferIn]] = TypeAdapter(
+            Annotated[list[TransferIn], size])
 
     # ---- request bodies ----
 
@@ -114,6 +116,21 @@ class Api:
             "transfers": [transfer_json(row) for row in rows],
             "next_cursor": None if next_cursor is None else str(next_cursor),
         })
+
+    async def get_ledgers(self, request: Request) -> Response:
+        """Per-ledger totals over every shard: the conservation check an operator can run."""
+        totals = await self.router.totals()
+        ledgers = []
+        for code, scale in self.settings.ledgers.items():
+            debits_posted, credits_posted, debits_pending, credits_pending = totals.get(
+                code, [0, 0, 0, 0])
+            ledgers.append({
+                "ledger": code, "scale": scale,
+                "debits_posted": debits_posted, "credits_posted": credits_posted,
+                "debits_pending": debits_pending, "credits_pending": credits_pending,
+                "balanced": debits_posted == credits_posted and debits_pending == credits_pending,
+            })
+        return json_response({"ledgers": ledgers})
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -266,6 +283,7 @@ def create_app(router: Router, settings: Settings) -> Starlette:
         Route("/v1/accounts/{account_id}/transfers", api.get_account_transfers, methods=["GET"]),
         Route("/v1/transfers", api.post_transfers, methods=["POST"]),
         Route("/v1/transfers/{transfer_id}", api.get_transfer, methods=["GET"]),
+        Route("/v1/ledgers", api.get_ledgers, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),

@@ -1,0 +1,70 @@
+"""What only the LMDB log does: one owner per directory, and a bounded map."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from persistence.lmdb_log import LmdbLog
+from persistence.lock import DirectoryLocked, is_locked
+from persistence.log import StorageFull
+from persistence.records import GENESIS_CHAIN
+
+
+def test_second_owner_in_another_process_is_refused(tmp_path: Path) -> None:
+    log = LmdbLog(tmp_path, 1 << 20)
+    try:
+        assert is_locked(tmp_path)
+        code = (
+            "import sys; from pathlib import Path; from persistence.lmdb_log import LmdbLog\n"
+            "from persistence.lock import DirectoryLocked\n"
+            f"try:\n    LmdbLog(Path({str(tmp_path)!r}), 1 << 20)\n"
+            "except DirectoryLocked as e:\n    print(e); sys.exit(3)\n"
+        )
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=30)
+        assert child.returncode == 3, child.stderr
+        assert "owned by another process" in child.stdout
+    finally:
+        log.close()
+    assert not is_locked(tmp_path)
+    LmdbLog(tmp_path, 1 << 20).close()  # free again once the owner closed it
+
+
+def test_second_owner_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    log = LmdbLog(tmp_path, 1 << 20)
+    with pytest.raises(DirectoryLocked):
+        LmdbLog(tmp_path, 1 << 20)
+    log.close()
+
+
+def test_lock_is_released_when_the_owner_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import os, signal; from pathlib import Path; from persistence.lmdb_log import LmdbLog\n"
+        f"log = LmdbLog(Path({str(tmp_path)!r}), 1 << 20); log.append(b'x', 1)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=30)
+    log = LmdbLog(tmp_path, 1 << 20)
+    assert log.last_seq == 1
+    log.close()
+
+
+def test_map_full_fails_the_commit_and_writes_nothing(tmp_path: Path) -> None:
+    log = LmdbLog(tmp_path, 1 << 17)
+    payload = b"x" * 4000
+    appended = 0
+    with pytest.raises(StorageFull):
+        for timestamp in range(1, 1000):
+            log.append(payload, timestamp)
+            appended += 1
+    assert 0 < appended < 999
+    assert log.last_seq == appended
+    assert len(list(log.read(1, GENESIS_CHAIN))) == appended
+    log.close()
+    reopened = LmdbLog(tmp_path, 1 << 17)
+    assert reopened.last_seq == appended
+    reopened.close()
