@@ -7,10 +7,10 @@ the lowest-ranked failure, which gives the same answer as checking everything in
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class AccountResult(str, Enum):
+class AccountResult(StrEnum):
     ok = "ok"
     flags_invalid = "flags_invalid"
     ledger_unknown = "ledger_unknown"
@@ -22,7 +22,7 @@ class AccountResult(str, Enum):
     exists = "exists"
 
 
-class TransferResult(str, Enum):
+class TransferResult(StrEnum):
     ok = "ok"
     amount_invalid = "amount_invalid"
     accounts_must_be_different = "accounts_must_be_different"

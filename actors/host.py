@@ -119,22 +119,22 @@ class ShardHost:
     # ---- commands ----
 
     def _create_account(self, command: list[Any], events: list[Event]) -> list[Any]:
-        account = Account(*command[1], timestamp=self._next_timestamp())
+        account = Account.from_row([*command[1], self._next_timestamp()])
         result, new_events = self.ledger.create_account(account)
         self._record(new_events, events)
         stored = self.ledger.accounts.get(account.id)
         return [result.value, stored.row() if stored is not None else None]
 
     def _commit(self, command: list[Any], events: list[Event]) -> list[Any]:
-        transfer = Transfer(*command[1], timestamp=self._next_timestamp())
+        transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events, stored = self.ledger.commit_transfer(
-            transfer, command[2], TransferResult(command[3])
+            transfer, command[2], TransferResult(command[3]), command[4]
         )
         self._record(new_events, events)
         return [result.value, stored.row() if stored is not None else None]
 
     def _reserve(self, command: list[Any], events: list[Event]) -> str:
-        transfer = Transfer(*command[1], timestamp=self._next_timestamp())
+        transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events = self.ledger.reserve_transfer(transfer, command[2], command[3])
         self._record(new_events, events)
         return result.value
@@ -147,7 +147,7 @@ class ShardHost:
         return bool(new_events)
 
     def _resolve(self, command: list[Any], events: list[Event]) -> int:
-        return self.ledger.resolve(Transfer(*command[1]))
+        return self.ledger.resolve(command[1], command[2])
 
     def _get_account(self, command: list[Any], events: list[Event]) -> list[Any] | None:
         account = self.ledger.accounts.get(command[1])

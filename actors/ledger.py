@@ -67,6 +67,8 @@ class Ledger:
         self.accounts: dict[str, Account] = {}
         self.transfers: dict[str, Transfer] = {}  # transfers whose id is homed here
         self.reservations: dict[str, Reservation] = {}
+        # For transfers that crossed shards: which attempt committed (see `resolve`).
+        self.commit_attempts: dict[str, int] = {}
         self.history: dict[str, list[Transfer]] = {}  # posted transfers per account, in order
         self._appliers: dict[str, Callable[[Event], None]] = {
             ACCOUNT_CREATED: self._apply_account_created,
@@ -91,11 +93,12 @@ class Ledger:
         return AccountResult.ok, [[ACCOUNT_CREATED, account.row()]]
 
     def commit_transfer(
-        self, transfer: Transfer, roles: int, remote: TransferResult
+        self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0
     ) -> tuple[TransferResult, list[Event], Transfer | None]:
         """Decide a transfer at its home: the id check, the local roles, the remote verdict.
 
-        Returns the stored transfer for `ok` and for the `exists*` codes.
+        `attempt` names the cross-shard attempt whose reservations this decision settles (0 for
+        a transfer wholly on this shard). Returns the stored transfer for `ok` and `exists*`.
         """
         static = check_transfer_static(transfer)
         if static is not _R.ok:
@@ -107,7 +110,7 @@ class Ledger:
         if result is not _R.ok:
             return result, [], None
         assert transfer.timestamp > 0
-        return _R.ok, [[TRANSFER_COMMITTED, transfer.row(), int(roles)]], transfer
+        return _R.ok, [[TRANSFER_COMMITTED, transfer.row(), int(roles), attempt]], transfer
 
     def reserve_transfer(
         self, transfer: Transfer, roles: int, attempt: int
@@ -131,11 +134,14 @@ class Ledger:
             return [[RESERVATION_POSTED, transfer_id, timestamp]]
         return [[RESERVATION_VOIDED, transfer_id]]
 
-    def resolve(self, transfer: Transfer) -> int:
-        """At the home: the commit timestamp if this transfer committed, else 0 (void it)."""
-        committed = self.transfers.get(transfer.id)
-        if committed is not None and committed.same_fields(transfer):
-            return committed.timestamp
+    def resolve(self, transfer_id: str, attempt: int) -> int:
+        """At the home: the commit timestamp if this attempt committed, else 0 (void it).
+
+        The attempt, not the fields, decides: a retry with identical fields reserves too, is
+        told `exists`, and its reservation must be voided, never posted a second time.
+        """
+        if self.commit_attempts.get(transfer_id) == attempt:
+            return self.transfers[transfer_id].timestamp
         return 0
 
     def _check_roles(self, transfer: Transfer, roles: int) -> TransferResult:
@@ -190,6 +196,8 @@ class Ledger:
         transfer = Transfer.from_row(event[1])
         assert transfer.id not in self.transfers, transfer.id
         self.transfers[transfer.id] = transfer
+        if event[3]:
+            self.commit_attempts[transfer.id] = event[3]
         self._post(transfer, event[2])
 
     def _apply_transfer_reserved(self, event: Event) -> None:

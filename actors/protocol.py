@@ -5,10 +5,10 @@ is the op. The shard replies with [REPLY_OK, [reply per command]] or, when the b
 be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
 
     ["account", [id, ledger, code, owner, flags, user_data]] -> [result, account row]
-    ["commit", transfer fields, roles, remote result]        -> [result, transfer row | None]
+    ["commit", transfer fields, roles, remote result, attempt] -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
     ["finalize", transfer id, attempt, post, commit ts]      -> applied (bool)
-    ["resolve", transfer fields]                             -> commit ts, 0 if not committed
+    ["resolve", transfer id, attempt]                        -> commit ts, 0: not this attempt
     ["get_account", id] -> row | None        ["get_transfer", id] -> row | None
     ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
     ["in_doubt"] -> [[transfer row, roles, attempt], ...]

@@ -21,7 +21,7 @@ def shard_directory(data_dir: Path, shard_index: int) -> Path:
     return data_dir / f"shard-{shard_index:04d}"
 
 
-@ray.remote(max_concurrency=1)
+@ray.remote(max_concurrency=1)  # type: ignore[call-overload]
 class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -43,4 +43,6 @@ class ShardActor:
 
 def start_shard(config: ShardConfig, data_dir: Path, map_size_bytes: int) -> Any:
     """Create a shard actor; num_cpus=0 so shards may outnumber the cores they share."""
-    return ShardActor.options(num_cpus=0).remote(config, str(data_dir), map_size_bytes)
+    return ShardActor.options(  # type: ignore[attr-defined]
+        num_cpus=0
+    ).remote(config, str(data_dir), map_size_bytes)

@@ -21,6 +21,7 @@ def dump(ledger: Ledger) -> dict[str, Any]:
         "accounts": [account.row() for account in ledger.accounts.values()],
         "transfers": [transfer.row() for transfer in known.values()],
         "homed": list(ledger.transfers),
+        "commit_attempts": list(ledger.commit_attempts.items()),
         "history": {
             account_id: [transfer.id for transfer in entries]
             for account_id, entries in ledger.history.items()
@@ -36,6 +37,7 @@ def load(ledger: Ledger, data: dict[str, Any]) -> None:
     ledger.accounts = {row[0]: Account.from_row(row) for row in data["accounts"]}
     known = {row[0]: Transfer.from_row(row) for row in data["transfers"]}
     ledger.transfers = {transfer_id: known[transfer_id] for transfer_id in data["homed"]}
+    ledger.commit_attempts = dict(data["commit_attempts"])
     ledger.history = {
         account_id: [known[transfer_id] for transfer_id in ids]
         for account_id, ids in data["history"].items()

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--set", action="append", default=[], metavar="PAYSWITCH_X=Y",
-                        help="environment setting for the switch, e.g. PAYSWITCH_GC_FREEZE_AFTER_START=false")
+                        help="a setting for the switch, e.g. PAYSWITCH_GC_FREEZE_AFTER_START=false")
     args = parser.parse_args(argv)
     args.env = dict(item.split("=", 1) for item in args.set)
     if shutil.which("wrk") is None and "single" in args.modes:

@@ -27,7 +27,8 @@ class DirectoryLock:
         except BlockingIOError:
             owner = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
-            raise DirectoryLocked(f"{directory} is owned by another process (pid {owner})") from None
+            message = f"{directory} is owned by another process (pid {owner})"
+            raise DirectoryLocked(message) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
 

@@ -87,7 +87,8 @@ class Api:
 
     async def get_account(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
-        row = await self.router.ask(self.router.shard_of(account_id), [p.OP_GET_ACCOUNT, account_id])
+        shard = self.router.shard_of(account_id)
+        row = await self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id])
         if row is None:
             raise ApiError(404, "account_not_found")
         return json_response(account_json(row))
@@ -102,7 +103,8 @@ class Api:
 
     async def get_account_transfers(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
-        limit = _int_query(request, "limit", HISTORY_LIMIT_DEFAULT, self.settings.api.history_page_max)
+        page_max = self.settings.api.history_page_max
+        limit = _int_query(request, "limit", HISTORY_LIMIT_DEFAULT, page_max)
         cursor = request.query_params.get("cursor")
         before = None if cursor is None else _int_query(request, "cursor", 0, 2**62)
         shard = self.router.shard_of(account_id)
@@ -207,8 +209,7 @@ def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    extra = {"details": error.details} if error.details else {}
-    return error_response(error.status, error.code, error.message, **extra)
+    return error_response(error.status, error.code, error.message, details=error.details)
 
 
 def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:

@@ -52,7 +52,7 @@ class ShardChannel:
         self.shard_index = shard_index
         self._call = call
         self._queue_commands_max = queue_commands_max
-        self._call_commands_max = call_commands_max
+        self.call_commands_max = call_commands_max
         self._queue: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self.queued_commands = 0
         self._drain_task: asyncio.Task[None] | None = None
@@ -61,7 +61,7 @@ class ShardChannel:
 
     def submit(self, commands: list[Any]) -> asyncio.Future[list[Any]]:
         """Queue a group; its future resolves to one reply per command, in order."""
-        assert 0 < len(commands) <= self._call_commands_max
+        assert 0 < len(commands) <= self.call_commands_max
         if self.queued_commands + len(commands) > self._queue_commands_max:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -81,7 +81,7 @@ class ShardChannel:
     def _take_call(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
         groups = [self._queue.popleft()]
         size = len(groups[0][0])
-        while self._queue and size + len(self._queue[0][0]) <= self._call_commands_max:
+        while self._queue and size + len(self._queue[0][0]) <= self.call_commands_max:
             groups.append(self._queue.popleft())
             size += len(groups[-1][0])
         self.queued_commands -= size

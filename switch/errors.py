@@ -82,9 +82,11 @@ def error_response(
     code: str,
     message: str | None = None,
     retry_after_seconds: int | None = None,
-    **extra: Any,
+    details: list[dict[str, Any]] | None = None,
 ) -> Response:
-    body = {"code": code, "message": message or MESSAGES.get(code, code), **extra}
+    body: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, code)}
+    if details:
+        body["details"] = details
     return json_response(body, status, retry_after_seconds if code in RETRYABLE else None)
 
 

@@ -7,6 +7,7 @@ once: the same as the machine losing power under the switch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,8 @@ class SwitchProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_timeout_s: float = 120) -> SwitchProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "PAYSWITCH_"))}
+        inherited = os.environ.items()
+        env = {k: v for k, v in inherited if not k.startswith(("RAY_ADDRESS", "PAYSWITCH_"))}
         env.update(self.extra_env)
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -50,7 +52,8 @@ class SwitchProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"switch exited with {self.process.returncode}; see {self.log_path}")
+                code = self.process.returncode
+                raise RuntimeError(f"switch exited with {code}; see {self.log_path}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return
@@ -78,10 +81,8 @@ class SwitchProcess:
         while pids := self.session_pids():
             self.process.poll()  # reap our own child as soon as it dies
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             assert time.monotonic() < deadline, f"processes survived kill -9: {pids}"
             time.sleep(0.05)
         self._reap()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from actors.model import ID_PATTERN
@@ -64,9 +65,12 @@ def _path_param(name: str) -> dict[str, Any]:
 
 @cache
 def _document(batch_items_max: int, history_page_max: int) -> dict[str, Any]:
-    models = [AccountIn, TransferIn, AccountOut, TransferOut, AccountCreated, TransferCreated,
-              BatchResults, TransferPage, Error]
-    _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    models: list[type[BaseModel]] = [AccountIn, TransferIn, AccountOut, TransferOut,
+                                      AccountCreated, TransferCreated, BatchResults,
+                                      TransferPage, Error]
+    inputs: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in models]
+    _, schemas = models_json_schema(inputs, ref_template=_REF)
     query = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                     "maximum": history_page_max}},

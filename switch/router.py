@@ -29,7 +29,7 @@ from actors import protocol as p
 from actors.codes import TransferResult, first_failure
 from actors.ledger import check_transfer_static
 from actors.model import Account, Roles, Transfer
-from switch.channel import Overloaded, ShardChannel
+from switch.channel import Overloaded, ShardChannel, ShardUnavailable
 
 log = logging.getLogger("payswitch.router")
 
@@ -78,14 +78,17 @@ class Router:
             by_shard[shard].append(position)
         replies: list[Reply | BaseException] = [None] * len(calls)
         futures: list[tuple[list[int], asyncio.Future[list[Any]]]] = []
-        for shard, positions in by_shard.items():
-            try:
-                future = self.channels[shard].submit([calls[i][1] for i in positions])
-            except Overloaded as error:
-                for i in positions:
-                    replies[i] = error
-                continue
-            futures.append((positions, future))
+        for shard, all_positions in by_shard.items():
+            channel = self.channels[shard]
+            for start in range(0, len(all_positions), channel.call_commands_max):
+                positions = all_positions[start : start + channel.call_commands_max]
+                try:
+                    future = channel.submit([calls[i][1] for i in positions])
+                except Overloaded as error:
+                    for i in positions:
+                        replies[i] = error
+                    continue
+                futures.append((positions, future))
         for positions, future in futures:
             try:
                 group_replies = await future
@@ -141,11 +144,14 @@ class Router:
                 task = asyncio.ensure_future(self._run_wave(transfers, wave, outcomes, ids, done))
                 await asyncio.shield(task)
             else:
-                busy = {self._live[transfers[i].id] for i in waiting if transfers[i].id in self._live}
+                busy = {self._live[transfers[i].id] for i in waiting
+                        if transfers[i].id in self._live}
                 await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _next_wave(self, transfers: list[Transfer], waiting: list[int]) -> tuple[list[int], list[int]]:
+    def _next_wave(
+        self, transfers: list[Transfer], waiting: list[int]
+    ) -> tuple[list[int], list[int]]:
         """Items whose id is not already under way; repeats of an id wait for the first."""
         wave, later, ids = [], [], set()
         for index in waiting:
@@ -188,7 +194,7 @@ class Router:
             debit = self.shard_of(transfer.debit_account_id)
             credit = self.shard_of(transfer.credit_account_id)
             if home == debit == credit:
-                calls.append((home, [p.OP_COMMIT, fields, int(Roles.both), "ok"]))
+                calls.append((home, [p.OP_COMMIT, fields, int(Roles.both), "ok", 0]))
                 owners.append((index, None))
                 continue
             cross = self._cross(index, transfer, home, debit, credit)
@@ -218,15 +224,16 @@ class Router:
         calls = []
         for cross in crosses:
             verdicts = [
-                TransferResult.in_flight if isinstance(reply, BaseException) else TransferResult(reply)
-                for reply in cross.reserved.values()
+                TransferResult.in_flight if isinstance(r, BaseException) else TransferResult(r)
+                for r in cross.reserved.values()
             ]
             remote = first_failure(verdicts)
             calls.append((cross.home, [p.OP_COMMIT, cross.transfer.row()[:7], cross.home_roles,
-                                       remote.value]))
+                                       remote.value, cross.attempt]))
         for cross, reply in zip(crosses, await self._scatter(calls), strict=True):
             cross.committed = reply
-            failure = next((r for r in cross.reserved.values() if isinstance(r, BaseException)), None)
+            errors = [r for r in cross.reserved.values() if isinstance(r, BaseException)]
+            failure = errors[0] if errors else None
             if isinstance(reply, BaseException):
                 outcomes[cross.index] = reply
             elif failure is not None and not reply[0].startswith("exists"):
@@ -238,9 +245,10 @@ class Router:
         calls = []
         for cross in crosses:
             reply = cross.committed
-            if isinstance(reply, BaseException):
-                continue  # the decision is unknown here: redrive asks the home
-            committed = reply[0] == TransferResult.ok.value
+            if isinstance(reply, ShardUnavailable):
+                continue  # the home may or may not have committed: redrive will ask it
+            # Refused at the queue (never sent) or failed whole (nothing applied): not committed.
+            committed = not isinstance(reply, BaseException) and reply[0] == TransferResult.ok
             commit_timestamp = reply[1][7] if committed else 0
             for shard, reserve_reply in cross.reserved.items():
                 if reserve_reply == TransferResult.ok.value:
@@ -255,7 +263,7 @@ class Router:
     async def redrive(self) -> int:
         """Post or void every reservation whose transfer is not under way; returns how many."""
         listed = await self._scatter([(s, [p.OP_IN_DOUBT]) for s in range(len(self.channels))])
-        parts = []
+        parts: list[tuple[int, list[Any], int]] = []
         for shard, reply in enumerate(listed):
             if isinstance(reply, BaseException):
                 log.warning("redrive: shard %d did not list its in-doubt parts: %r", shard, reply)
@@ -265,7 +273,7 @@ class Router:
         if not parts:
             return 0
         verdicts = await self._scatter(
-            [(self.shard_of(row[0]), [p.OP_RESOLVE, row[:7]]) for _, row, _ in parts]
+            [(self.shard_of(row[0]), [p.OP_RESOLVE, row[0], attempt]) for _, row, attempt in parts]
         )
         calls = [
             (shard, [p.OP_FINALIZE, row[0], attempt, verdict > 0, verdict])

@@ -7,6 +7,7 @@ start-up re-drives every cross-shard transfer a crash left in doubt before takin
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import sys
@@ -111,10 +112,8 @@ def serve(settings: Settings) -> int:
             )
             server = uvicorn.Server(config)
             tune_gc(settings)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):  # re-raised by uvicorn after it drains
                 server.run()
-            except KeyboardInterrupt:
-                pass  # uvicorn re-raises Ctrl-C after its graceful shutdown
             log.info("stopping shards")
             return 0 if server.started else 1
         finally:

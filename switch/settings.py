@@ -159,5 +159,6 @@ def load_settings(
         if value is None:
             continue
         section, key = dotted.split(".")
-        settings = replace(settings, **{section: replace(getattr(settings, section), **{key: value})})
+        updated = replace(getattr(settings, section), **{key: value})
+        settings = replace(settings, **{section: updated})
     return settings.check()

@@ -7,17 +7,16 @@ from typing import Any
 from actors.model import Account, AccountFlags, Transfer
 from switch.schemas import AccountIn, TransferIn
 
-_FLAG_NAMES = [flag.name for flag in AccountFlags]
+_FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed")
 
 
 def account_from_request(item: AccountIn) -> Account:
     flags = item.flags
-    bits = (
-        (AccountFlags.debits_must_not_exceed_credits if flags.debits_must_not_exceed_credits else 0)
-        | (AccountFlags.credits_must_not_exceed_debits if flags.credits_must_not_exceed_debits else 0)
-        | (AccountFlags.closed if flags.closed else 0)
-    )
-    return Account(item.id, item.ledger, item.code, item.owner, int(bits), item.user_data)
+    bits = 0
+    for name in _FLAG_NAMES:
+        if getattr(flags, name):
+            bits |= AccountFlags[name]
+    return Account(item.id, item.ledger, item.code, item.owner, bits, item.user_data)
 
 
 def transfer_from_request(item: TransferIn) -> Transfer:

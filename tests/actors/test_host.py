@@ -28,7 +28,7 @@ def account(account_id: str, flags: int = 0) -> list[Any]:
 
 
 def commit(transfer_id: str, debit: str, credit: str, amount: int) -> list[Any]:
-    return [p.OP_COMMIT, [transfer_id, debit, credit, amount, "USD", 1, ""], 3, "ok"]
+    return [p.OP_COMMIT, [transfer_id, debit, credit, amount, "USD", 1, ""], 3, "ok", 0]
 
 
 def test_a_batch_is_one_record_and_later_commands_see_earlier_ones(tmp_path: Path) -> None:
@@ -59,7 +59,8 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     call(host, [account("bank"), account("a", flags=1), account("b")])
     for i in range(20):
         call(host, [commit(f"t{i}", "bank", "a", 10 + i), commit(f"u{i}", "a", "b", 5)])
-    call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, ""], 1, 42]])
+    call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, ""], 1, 42],
+                [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, ""], 1, "ok", 43]])
     before = host.ledger
     assert host._log.latest_snapshot() is not None
     host.close()
@@ -70,6 +71,7 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     assert again.ledger.transfers == before.transfers
     assert again.ledger.history == before.history
     assert again.ledger.reservations == before.reservations
+    assert again.ledger.commit_attempts == before.commit_attempts == {"c1": 43}
     again.close()
     # And from the log alone, as if every snapshot were lost:
     log = LmdbLog(tmp_path, 1 << 24)
@@ -79,6 +81,7 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     bare = host_on(tmp_path, config)
     assert bare.recovery.snapshot_seq == 0
     assert bare.ledger.transfers == before.transfers and bare.ledger.history == before.history
+    assert bare.ledger.commit_attempts == before.commit_attempts
     bare.close()
 
 

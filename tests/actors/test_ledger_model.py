@@ -115,9 +115,8 @@ def check_conservation(accounts: list[Account]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(operations)
 def test_core_matches_the_reference(ops: list[tuple[Any, ...]]) -> None:
-    reference, ledger, now = Reference(), Ledger(LEDGERS), 0
-    for op in ops:
-        now += 1
+    reference, ledger = Reference(), Ledger(LEDGERS)
+    for now, op in enumerate(ops, start=1):
         if op[0] == "account":
             _, id_, ledger_code, flags = op
             result, events = ledger.create_account(Account(id_, ledger_code, 1, "o", flags, "",
@@ -189,3 +188,4 @@ def test_router_over_three_shards_matches_the_reference(ops: list[tuple[Any, ...
             {k: v.row() for k, v in after.ledger.accounts.items()}
         assert before.ledger.transfers == after.ledger.transfers
         assert before.ledger.history == after.ledger.history
+        assert before.ledger.commit_attempts == after.ledger.commit_attempts

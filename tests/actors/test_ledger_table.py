@@ -258,9 +258,13 @@ def test_finalize(post: bool) -> None:
         assert balances(ledger, "b") == (0, 0, 0, 0)
 
 
-def test_resolve_posts_only_the_committed_fields() -> None:
+def test_resolve_posts_only_the_attempt_that_committed() -> None:
     ledger = ledger_with(*BASE)
-    apply_all(ledger, ledger.commit_transfer(transfer(), Roles.both, T.ok)[1])
-    assert ledger.resolve(transfer()) == NOW + 1
-    assert ledger.resolve(transfer(amount=11)) == 0
-    assert ledger.resolve(transfer("other")) == 0
+    apply_all(ledger, ledger.commit_transfer(transfer(), Roles.debit, T.ok, attempt=41)[1])
+    assert ledger.resolve("t1", 41) == NOW + 1
+    # A retry with the very same fields reserved too, was told `exists`: void it.
+    assert ledger.resolve("t1", 42) == 0
+    assert ledger.resolve("other", 41) == 0
+    local = ledger_with(*BASE)
+    apply_all(local, local.commit_transfer(transfer(), Roles.both, T.ok)[1])
+    assert local.resolve("t1", 0) == 0 and local.commit_attempts == {}

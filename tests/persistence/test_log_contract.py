@@ -78,7 +78,8 @@ def test_reopen_finds_the_tail(backend: tuple[RecordLog, Reopen]) -> None:
 def test_checksum_failure_stops_at_the_damaged_record(backend: tuple[RecordLog, Reopen]) -> None:
     log, _ = backend
     fill(log, 5)
-    raw = raw_of(list(log.read(3, list(log.read(1, GENESIS_CHAIN, 2))[-1].chain, 3))[0])
+    second = list(log.read(1, GENESIS_CHAIN, 2))[-1]
+    raw = raw_of(next(log.read(3, second.chain, 3)))
     flipped = bytearray(raw)
     flipped[30] ^= 0x01
     log.overwrite_raw(3, bytes(flipped))

@@ -69,14 +69,17 @@ CASES: list[tuple[str, Any, str, int, str]] = [
 def test_bad_transfer_changes_nothing(shared_switch: RunningSwitch, name: str, body: Any,
                                       content_type: str, status: int, code: str) -> None:
     open_accounts(shared_switch, "alice")
-    before = (shared_switch.account("bank"), shared_switch.account("alice"), shared_switch.totals())
+    before = (shared_switch.account("bank"), shared_switch.account("alice"),
+              shared_switch.totals())
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"content-type": content_type} if content_type else {}
-    response = shared_switch.client.post(shared_switch.url + "/v1/transfers", content=raw, headers=headers)
+    response = shared_switch.client.post(shared_switch.url + "/v1/transfers", content=raw,
+                                         headers=headers)
     assert response.status_code == status, response.text
     error = response.json()
     assert error["code"] == code and error["message"]
-    assert (shared_switch.account("bank"), shared_switch.account("alice"), shared_switch.totals()) == before
+    after = (shared_switch.account("bank"), shared_switch.account("alice"), shared_switch.totals())
+    assert after == before
     assert shared_switch.get("/v1/transfers/bad-1").status_code == 404
 
 
@@ -97,8 +100,8 @@ ACCOUNT_CASES: list[tuple[str, Any, int, str]] = [
 
 @pytest.mark.parametrize(("name", "body", "status", "code"), ACCOUNT_CASES,
                          ids=[c[0] for c in ACCOUNT_CASES])
-def test_bad_account_changes_nothing(shared_switch: RunningSwitch, name: str, body: Any, status: int,
-                                     code: str) -> None:
+def test_bad_account_changes_nothing(shared_switch: RunningSwitch, name: str, body: Any,
+                                     status: int, code: str) -> None:
     response = shared_switch.post("/v1/accounts", body)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code

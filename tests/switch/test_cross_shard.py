@@ -136,7 +136,7 @@ def test_redrive_posts_a_reservation_whose_home_committed(switch: RunningSwitch)
     # A crash after the home committed and before the parts were finalized looks like this:
     assert shard_call(switch, 1, [[p.OP_RESERVE, fields, 1, 777]]) == ["ok"]
     assert shard_call(switch, 2, [[p.OP_RESERVE, fields, 2, 777]]) == ["ok"]
-    assert shard_call(switch, 0, [[p.OP_COMMIT, fields, 0, "ok"]])[0][0] == "ok"
+    assert shard_call(switch, 0, [[p.OP_COMMIT, fields, 0, "ok", 777]])[0][0] == "ok"
     switch.restart()
     assert switch.in_doubt() == 0  # resolved before the API took traffic
     payer, payee = switch.account(names["payer"]), switch.account(names["payee"])

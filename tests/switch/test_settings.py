@@ -1,0 +1,57 @@
+"""Settings: the file, then the environment, then flags; every bound checked at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switch.cli import main
+from switch.settings import load_settings
+
+
+def test_defaults_come_from_the_file() -> None:
+    settings = load_settings(environ={})
+    assert settings.server.host == "127.0.0.1" and settings.server.port == 8080
+    assert settings.data.dir == "./data" and settings.api.batch_items_max == 8190
+    assert settings.wal.map_size_bytes > 0 and settings.ledgers["USD"] == 2
+    assert settings.shard_count >= 1  # 0 in the file: one per CPU
+
+
+def test_environment_then_flags_override() -> None:
+    environ = {"PAYSWITCH_SERVER_PORT": "9001", "PAYSWITCH_GC_FREEZE_AFTER_START": "false",
+               "PAYSWITCH_DATA_DIR": "/tmp/elsewhere"}
+    settings = load_settings(environ=environ)
+    assert settings.server.port == 9001 and settings.gc.freeze_after_start is False
+    assert settings.data.dir == "/tmp/elsewhere"
+    flagged = load_settings(environ=environ, overrides={"server.port": 9002, "shards.count": 3})
+    assert flagged.server.port == 9002 and flagged.shard_count == 3
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"PAYSWITCH_SERVER_PORT": "0"}, "server.port must be positive"),
+    ({"PAYSWITCH_API_BATCH_ITEMS_MAX": "-1"}, "api.batch_items_max must be positive"),
+    ({"PAYSWITCH_ROUTER_CALL_COMMANDS_MAX": "100"}, "must hold a whole batch"),
+    ({"PAYSWITCH_WAL_MAP_SIZE_BYTES": "4096"}, "at least 1 MiB"),
+    ({"PAYSWITCH_GC_FREEZE_AFTER_START": "maybe"}, "expected a boolean"),
+    ({"PAYSWITCH_SERVER_PORT": "eighty"}, "invalid literal"),
+])
+def test_bad_values_stop_start_up(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(environ=environ)
+
+
+def test_cli_refuses_bad_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PAYSWITCH_SHARDS_SLOTS", "0")
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    assert "bad configuration" in capsys.readouterr().err
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--host", "--port", "--data-dir", "--shards"):
+        assert flag in out
