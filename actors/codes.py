@@ -47,7 +47,7 @@ class TransferResult(StrEnum):
     in_flight = "in_flight"
 
 
-TRANSFER_RANK: dict[TransferResult, int] = {code: rank for rank, code in enumerate(TransferResult)}
+TRANSFER_RANK: dict[str, int] = {code: rank for rank, code in enumerate(TransferResult)}
 ACCOUNT_RANK: dict[AccountResult, int] = {code: rank for rank, code in enumerate(AccountResult)}
 
 # Codes that mean "this id was already applied": the request is a repeat.
@@ -57,7 +57,14 @@ TRANSFER_EXISTS = frozenset(
 ACCOUNT_EXISTS = frozenset(code for code in AccountResult if code.value.startswith("exists"))
 
 
-def first_failure(codes: list[TransferResult]) -> TransferResult:
-    """The lowest-ranked failure among parts of one transfer checked on different shards."""
-    failures = [code for code in codes if code is not TransferResult.ok]
-    return min(failures, key=TRANSFER_RANK.__getitem__, default=TransferResult.ok)
+TRANSFER_RESULTS: dict[str, TransferResult] = {code.value: code for code in TransferResult}
+_OK = TransferResult.ok
+
+
+def first_failure(first: TransferResult, second: TransferResult) -> TransferResult:
+    """The lower-ranked failure of two parts of one transfer (ok if both are ok)."""
+    if first is _OK:
+        return second
+    if second is _OK or TRANSFER_RANK[first] <= TRANSFER_RANK[second]:
+        return first
+    return second

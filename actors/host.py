@@ -21,9 +21,10 @@ import orjson
 
 from actors import protocol as p
 from actors import queries, snapshot
-from actors.codes import TransferResult
+from actors.codes import TRANSFER_RESULTS, TransferResult
 from actors.ledger import Event, Ledger
 from actors.model import Account, Transfer
+from actors.runtime import GENERATION0_THRESHOLD_DEFAULT
 from persistence.log import RecordLog, StorageFull
 from persistence.records import Record
 from persistence.recovery import RecoveryReport, recover
@@ -37,6 +38,8 @@ class ShardConfig:
     ledgers: tuple[str, ...]
     snapshot_every_events: int
     history_page_max: int = 1000
+    gc_generation0_threshold: int = GENERATION0_THRESHOLD_DEFAULT
+    gc_freeze: bool = True
 
 
 class ShardHost:
@@ -45,11 +48,13 @@ class ShardHost:
         config: ShardConfig,
         open_log: Callable[[], RecordLog],
         clock_ns: Callable[[], int] = time.time_ns,
+        on_snapshot: Callable[[], None] = lambda: None,
     ) -> None:
         assert config.snapshot_every_events > 0
         self.config = config
         self._open_log = open_log
         self._clock_ns = clock_ns
+        self._on_snapshot = on_snapshot
         self._log = open_log()
         self.ledger, self.recovery = self._recover()
         self._last_timestamp_ns = self.recovery.last_timestamp_ns
@@ -123,21 +128,21 @@ class ShardHost:
         result, new_events = self.ledger.create_account(account)
         self._record(new_events, events)
         stored = self.ledger.accounts.get(account.id)
-        return [result.value, stored.row() if stored is not None else None]
+        return [result, stored.row() if stored is not None else None]
 
     def _commit(self, command: list[Any], events: list[Event]) -> list[Any]:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events, stored = self.ledger.commit_transfer(
-            transfer, command[2], TransferResult(command[3]), command[4]
+            transfer, command[2], TRANSFER_RESULTS[command[3]], command[4]
         )
         self._record(new_events, events)
-        return [result.value, stored.row() if stored is not None else None]
+        return [result, stored.row() if stored is not None else None]
 
-    def _reserve(self, command: list[Any], events: list[Event]) -> str:
+    def _reserve(self, command: list[Any], events: list[Event]) -> TransferResult:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events = self.ledger.reserve_transfer(transfer, command[2], command[3])
         self._record(new_events, events)
-        return result.value
+        return result
 
     def _finalize(self, command: list[Any], events: list[Event]) -> bool:
         _, transfer_id, attempt, post, commit_timestamp = command
@@ -173,6 +178,7 @@ class ShardHost:
             log.error("shard %d: no room for a snapshot", self.config.shard_index)
             return
         self._events_since_snapshot = 0
+        self._on_snapshot()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -23,8 +23,10 @@ from actors.model import (
     ACCOUNT_FLAGS_ALL,
     AMOUNT_MAX,
     BALANCE_MAX,
+    CLOSED,
+    CREDITS_MUST_NOT_EXCEED_DEBITS,
+    DEBITS_MUST_NOT_EXCEED_CREDITS,
     Account,
-    AccountFlags,
     Roles,
     Transfer,
 )
@@ -37,10 +39,13 @@ TRANSFER_RESERVED = "transfer_reserved"
 RESERVATION_POSTED = "reservation_posted"
 RESERVATION_VOIDED = "reservation_voided"
 
-_DEBITS_LIMITED = AccountFlags.debits_must_not_exceed_credits
-_CREDITS_LIMITED = AccountFlags.credits_must_not_exceed_debits
-_CLOSED = AccountFlags.closed
+_DEBITS_LIMITED = DEBITS_MUST_NOT_EXCEED_CREDITS
+_CREDITS_LIMITED = CREDITS_MUST_NOT_EXCEED_DEBITS
+_CLOSED = CLOSED
+_DEBIT = Roles.debit
+_CREDIT = Roles.credit
 _R = TransferResult
+_OK = TransferResult.ok
 
 
 @dataclass(slots=True)
@@ -106,11 +111,11 @@ class Ledger:
         existing = self.transfers.get(transfer.id)
         if existing is not None:
             return _transfer_exists(existing, transfer), [], existing
-        result = first_failure([self._check_roles(transfer, roles), remote])
-        if result is not _R.ok:
+        result = first_failure(self._check_roles(transfer, roles), remote)
+        if result is not _OK:
             return result, [], None
         assert transfer.timestamp > 0
-        return _R.ok, [[TRANSFER_COMMITTED, transfer.row(), int(roles), attempt]], transfer
+        return _OK, [[TRANSFER_COMMITTED, transfer.row(), roles, attempt]], transfer
 
     def reserve_transfer(
         self, transfer: Transfer, roles: int, attempt: int
@@ -119,9 +124,9 @@ class Ledger:
         if transfer.id in self.reservations:
             return _R.in_flight, []
         result = self._check_roles(transfer, roles)
-        if result is not _R.ok:
+        if result is not _OK:
             return result, []
-        return _R.ok, [[TRANSFER_RESERVED, transfer.row(), int(roles), attempt]]
+        return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt]]
 
     def finalize_reservation(
         self, transfer_id: str, attempt: int, post: bool, timestamp: int
@@ -145,12 +150,10 @@ class Ledger:
         return 0
 
     def _check_roles(self, transfer: Transfer, roles: int) -> TransferResult:
-        codes: list[TransferResult] = []
-        if roles & Roles.debit:
-            codes.append(self._check_debit(transfer))
-        if roles & Roles.credit:
-            codes.append(self._check_credit(transfer))
-        return first_failure(codes)
+        debit = self._check_debit(transfer) if roles & _DEBIT else _OK
+        if roles & _CREDIT:
+            return first_failure(debit, self._check_credit(transfer))
+        return debit
 
     def _check_debit(self, transfer: Transfer) -> TransferResult:
         account = self.accounts.get(transfer.debit_account_id)
@@ -204,9 +207,9 @@ class Ledger:
         transfer = Transfer.from_row(event[1])
         roles, amount = event[2], transfer.amount
         assert transfer.id not in self.reservations, transfer.id
-        if roles & Roles.debit:
+        if roles & _DEBIT:
             self.accounts[transfer.debit_account_id].debits_pending += amount
-        if roles & Roles.credit:
+        if roles & _CREDIT:
             self.accounts[transfer.credit_account_id].credits_pending += amount
         self.reservations[transfer.id] = Reservation(transfer, roles, event[3])
 
@@ -220,11 +223,11 @@ class Ledger:
     def _release(self, transfer_id: str) -> Reservation:
         reservation = self.reservations.pop(transfer_id)
         transfer, roles = reservation.transfer, reservation.roles
-        if roles & Roles.debit:
+        if roles & _DEBIT:
             account = self.accounts[transfer.debit_account_id]
             account.debits_pending -= transfer.amount
             assert account.debits_pending >= 0
-        if roles & Roles.credit:
+        if roles & _CREDIT:
             account = self.accounts[transfer.credit_account_id]
             account.credits_pending -= transfer.amount
             assert account.credits_pending >= 0
@@ -233,12 +236,12 @@ class Ledger:
     def _post(self, transfer: Transfer, roles: int) -> None:
         amount = transfer.amount
         assert 0 < amount <= AMOUNT_MAX
-        if roles & Roles.debit:
+        if roles & _DEBIT:
             debit = self.accounts[transfer.debit_account_id]
             debit.debits_posted += amount
             assert debit.debits_posted <= BALANCE_MAX
             self.history.setdefault(debit.id, []).append(transfer)
-        if roles & Roles.credit:
+        if roles & _CREDIT:
             credit = self.accounts[transfer.credit_account_id]
             credit.credits_posted += amount
             assert credit.credits_posted <= BALANCE_MAX

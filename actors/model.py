@@ -33,7 +33,13 @@ ACCOUNT_FLAGS_ALL = int(
 )
 
 
-class Roles(IntFlag):
+# Plain ints on the hot path: an IntFlag operation costs about 40 times an int one.
+DEBITS_MUST_NOT_EXCEED_CREDITS = int(AccountFlags.debits_must_not_exceed_credits)
+CREDITS_MUST_NOT_EXCEED_DEBITS = int(AccountFlags.credits_must_not_exceed_debits)
+CLOSED = int(AccountFlags.closed)
+
+
+class Roles:
     """Which sides of a transfer a shard holds: the debit account, the credit account, both."""
 
     debit = 1
@@ -67,8 +73,10 @@ class Account:
         return cls(*row)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Transfer:
+    """Never changed once built (not frozen only because frozen construction is slower)."""
+
     id: str
     debit_account_id: str
     credit_account_id: str
@@ -88,9 +96,14 @@ class Transfer:
     def from_row(cls, row: list[Any]) -> Transfer:
         return cls(*row)
 
+    def fields(self) -> list[Any]:
+        """The client-chosen fields: a row without the timestamp."""
+        return [self.id, self.debit_account_id, self.credit_account_id, self.amount,
+                self.ledger, self.code, self.user_data]
+
     def same_fields(self, other: Transfer) -> bool:
         """Equal in every client-chosen field (the timestamp is the switch's)."""
-        return self.row()[:-1] == other.row()[:-1]
+        return self.fields() == other.fields()
 
     def stamped(self, timestamp: int) -> Transfer:
         return Transfer(

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from actors.host import ShardConfig, ShardHost
+from actors.runtime import tune_gc
 from persistence.lmdb_log import LmdbLog
 
 
@@ -26,11 +27,19 @@ class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         directory = shard_directory(Path(data_dir), config.shard_index)
-        self._host = ShardHost(config, lambda: LmdbLog(directory, map_size_bytes))
-        # The recovered state is long-lived: keep the collector from rescanning it.
-        gc.collect()
+        # The ledger is long-lived: freeze it out of collections after recovery and after
+        # each snapshot (a full pass over the state anyway), so the collector only ever
+        # walks what changed since.
+        freeze = self._freeze if config.gc_freeze else (lambda: None)
+        self._host = ShardHost(config, lambda: LmdbLog(directory, map_size_bytes),
+                               on_snapshot=freeze)
+        tune_gc(config.gc_generation0_threshold, config.gc_freeze)
+
+    @staticmethod
+    def _freeze() -> None:
         gc.freeze()
 
+    @ray.method(enable_task_events=False)
     def handle(self, blob: bytes) -> bytes:
         return self._host.handle(blob)
 

@@ -56,6 +56,7 @@ class ShardChannel:
         self._queue: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
         self.queued_commands = 0
         self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
         self.commands_sent = 0
 
@@ -64,11 +65,13 @@ class ShardChannel:
         assert 0 < len(commands) <= self.call_commands_max
         if self.queued_commands + len(commands) > self._queue_commands_max:
             raise Overloaded(f"shard {self.shard_index} queue is full")
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
         self._queue.append((commands, future))
         self.queued_commands += len(commands)
         if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+            self._drain_task = self._loop.create_task(self._drain())
         return future
 
     async def _drain(self) -> None:

@@ -21,12 +21,11 @@ import asyncio
 import logging
 import random
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors import protocol as p
-from actors.codes import TransferResult, first_failure
+from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger import check_transfer_static
 from actors.model import Account, Roles, Transfer
 from switch.channel import Overloaded, ShardChannel, ShardUnavailable
@@ -34,13 +33,14 @@ from switch.channel import Overloaded, ShardChannel, ShardUnavailable
 log = logging.getLogger("payswitch.router")
 
 Reply = Any
+_Pending = tuple[list[Any], list[tuple[list[int], "asyncio.Future[list[Any]]"]]]
+_OK = TransferResult.ok
+_IN_FLIGHT = TransferResult.in_flight
+_DEBIT = Roles.debit
+_CREDIT = Roles.credit
+_BOTH = Roles.both
 # A per-item outcome: (result code, stored row or None), or the exception that prevented it.
 Outcome = tuple[str, list[Any] | None] | BaseException
-
-
-def slot_of(key: str, slots: int) -> int:
-    """Stable across processes and restarts (unlike Python's salted hash)."""
-    return zlib.crc32(key.encode()) % slots
 
 
 @dataclass
@@ -62,20 +62,27 @@ class Router:
         assert channels and slots >= len(channels)
         self.channels = channels
         self.slot_table = [slot % len(channels) for slot in range(slots)]
+        self._slots = slots
         self._live: dict[str, asyncio.Future[None]] = {}
         self._attempt_base = random.getrandbits(31) << 32
         self._attempt_next = 0
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def shard_of(self, key: str) -> int:
-        return self.slot_table[slot_of(key, len(self.slot_table))]
+        """slot = crc32(id) mod slots: stable across processes and restarts (unlike hash())."""
+        return self.slot_table[zlib.crc32(key.encode()) % self._slots]
 
     # ---- scatter / gather ----
 
-    async def _scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
-        """Send (shard, command) pairs grouped per shard; replies come back in input order."""
-        by_shard: dict[int, list[int]] = defaultdict(list)
+    def _submit(self, calls: list[tuple[int, list[Any]]]) -> _Pending:
+        """Queue (shard, command) pairs, grouped per shard, now; `_gather` awaits the replies.
+
+        Queueing is synchronous, so whatever a caller submits after this returns reaches each
+        shard after these commands: the order that read-your-writes relies on.
+        """
+        by_shard: dict[int, list[int]] = {}
         for position, (shard, _) in enumerate(calls):
-            by_shard[shard].append(position)
+            by_shard.setdefault(shard, []).append(position)
         replies: list[Reply | BaseException] = [None] * len(calls)
         futures: list[tuple[list[int], asyncio.Future[list[Any]]]] = []
         for shard, all_positions in by_shard.items():
@@ -89,6 +96,11 @@ class Router:
                         replies[i] = error
                     continue
                 futures.append((positions, future))
+        return replies, futures
+
+    @staticmethod
+    async def _gather(pending: _Pending) -> list[Reply | BaseException]:
+        replies, futures = pending
         for positions, future in futures:
             try:
                 group_replies = await future
@@ -97,6 +109,10 @@ class Router:
             for i, reply in zip(positions, group_replies, strict=True):
                 replies[i] = reply
         return replies
+
+    async def _scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
+        """Send (shard, command) pairs grouped per shard; replies come back in input order."""
+        return await self._gather(self._submit(calls))
 
     async def ask(self, shard: int, command: list[Any]) -> Reply:
         (reply,) = await self._scatter([(shard, command)])
@@ -131,7 +147,7 @@ class Router:
             if static is TransferResult.ok:
                 waiting.append(index)
             else:
-                outcomes[index] = (static.value, None)
+                outcomes[index] = (static, None)
         while waiting:
             wave, waiting = self._next_wave(transfers, waiting)
             if wave:
@@ -171,15 +187,39 @@ class Router:
         ids: set[str],
         done: asyncio.Future[None],
     ) -> None:
+        """Rounds A and B; round C is queued before the caller answers, and awaited after.
+
+        The answer can leave once the home's commit is durable (round B) and the finalize
+        commands are queued: any later command to those shards, a read of the same accounts
+        included, runs after them. The ids stay under way until round C is done.
+        """
+        finalizing: _Pending | None = None
         try:
             crosses = await self._round_reserve_and_local(transfers, wave, outcomes)
             if crosses:
                 await self._round_commit(crosses, outcomes)
-                await self._round_finalize(crosses, outcomes)
+                finalizing = self._submit(self._finalize_calls(crosses))
         finally:
-            for transfer_id in ids:
-                del self._live[transfer_id]
-            done.set_result(None)
+            if finalizing is None:
+                self._release(ids, done)
+            else:
+                task = asyncio.ensure_future(self._finish_wave(finalizing, ids, done))
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
+
+    async def _finish_wave(self, finalizing: _Pending, ids: set[str],
+                           done: asyncio.Future[None]) -> None:
+        try:
+            for reply in await self._gather(finalizing):
+                if isinstance(reply, BaseException):
+                    log.warning("finalize failed, left for redrive: %r", reply)
+        finally:
+            self._release(ids, done)
+
+    def _release(self, ids: set[str], done: asyncio.Future[None]) -> None:
+        for transfer_id in ids:
+            del self._live[transfer_id]
+        done.set_result(None)
 
     async def _round_reserve_and_local(
         self, transfers: list[Transfer], wave: list[int], outcomes: list[Outcome | None]
@@ -187,14 +227,15 @@ class Router:
         calls: list[tuple[int, list[Any]]] = []
         owners: list[tuple[int, _Cross | None]] = []
         crosses: list[_Cross] = []
+        shard_of = self.shard_of
         for index in wave:
             transfer = transfers[index]
-            fields = transfer.row()[:7]
-            home = self.shard_of(transfer.id)
-            debit = self.shard_of(transfer.debit_account_id)
-            credit = self.shard_of(transfer.credit_account_id)
+            fields = transfer.fields()
+            home = shard_of(transfer.id)
+            debit = shard_of(transfer.debit_account_id)
+            credit = shard_of(transfer.credit_account_id)
             if home == debit == credit:
-                calls.append((home, [p.OP_COMMIT, fields, int(Roles.both), "ok", 0]))
+                calls.append((home, [p.OP_COMMIT, fields, _BOTH, "ok", 0]))
                 owners.append((index, None))
                 continue
             cross = self._cross(index, transfer, home, debit, credit)
@@ -210,53 +251,49 @@ class Router:
         return crosses
 
     def _cross(self, index: int, transfer: Transfer, home: int, debit: int, credit: int) -> _Cross:
-        home_roles = (Roles.debit if debit == home else 0) | (Roles.credit if credit == home else 0)
-        remote_roles: dict[int, int] = defaultdict(int)
+        home_roles = (_DEBIT if debit == home else 0) | (_CREDIT if credit == home else 0)
+        remote_roles: dict[int, int] = {}
         if debit != home:
-            remote_roles[debit] |= Roles.debit
+            remote_roles[debit] = _DEBIT
         if credit != home:
-            remote_roles[credit] |= Roles.credit
+            remote_roles[credit] = remote_roles.get(credit, 0) | _CREDIT
         self._attempt_next += 1
-        return _Cross(index, transfer, home, int(home_roles), dict(remote_roles),
+        return _Cross(index, transfer, home, home_roles, remote_roles,
                       self._attempt_base + self._attempt_next)
 
     async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
         calls = []
         for cross in crosses:
-            verdicts = [
-                TransferResult.in_flight if isinstance(r, BaseException) else TransferResult(r)
-                for r in cross.reserved.values()
-            ]
-            remote = first_failure(verdicts)
-            calls.append((cross.home, [p.OP_COMMIT, cross.transfer.row()[:7], cross.home_roles,
-                                       remote.value, cross.attempt]))
+            remote = _OK
+            for reply in cross.reserved.values():
+                failed = isinstance(reply, BaseException)
+                remote = first_failure(remote, _IN_FLIGHT if failed else TRANSFER_RESULTS[reply])
+            calls.append((cross.home, [p.OP_COMMIT, cross.transfer.fields(), cross.home_roles,
+                                       remote, cross.attempt]))
         for cross, reply in zip(crosses, await self._scatter(calls), strict=True):
             cross.committed = reply
             errors = [r for r in cross.reserved.values() if isinstance(r, BaseException)]
-            failure = errors[0] if errors else None
             if isinstance(reply, BaseException):
                 outcomes[cross.index] = reply
-            elif failure is not None and not reply[0].startswith("exists"):
-                outcomes[cross.index] = failure
+            elif errors and not reply[0].startswith("exists"):
+                outcomes[cross.index] = errors[0]
             else:
                 outcomes[cross.index] = (reply[0], reply[1])
 
-    async def _round_finalize(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
+    def _finalize_calls(self, crosses: list[_Cross]) -> list[tuple[int, list[Any]]]:
         calls = []
         for cross in crosses:
             reply = cross.committed
             if isinstance(reply, ShardUnavailable):
                 continue  # the home may or may not have committed: redrive will ask it
             # Refused at the queue (never sent) or failed whole (nothing applied): not committed.
-            committed = not isinstance(reply, BaseException) and reply[0] == TransferResult.ok
+            committed = not isinstance(reply, BaseException) and reply[0] == _OK
             commit_timestamp = reply[1][7] if committed else 0
             for shard, reserve_reply in cross.reserved.items():
-                if reserve_reply == TransferResult.ok.value:
+                if reserve_reply == _OK:
                     calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
                                           committed, commit_timestamp]))
-        for reply in await self._scatter(calls):
-            if isinstance(reply, BaseException):
-                log.warning("finalize failed, left for redrive: %r", reply)
+        return calls
 
     # ---- recovery of in-doubt reservations ----
 

@@ -8,7 +8,6 @@ start-up re-drives every cross-shard transfer a crash left in doubt before takin
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import ray
 import uvicorn
 
 from actors.host import ShardConfig
+from actors.runtime import tune_gc
 from actors.shard import start_shard
 from switch.app import create_app
 from switch.channel import ShardChannel
@@ -48,7 +48,8 @@ def start_shards(settings: Settings) -> list[Any]:
     shards = [
         start_shard(
             ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
-                        settings.api.history_page_max),
+                        settings.api.history_page_max, settings.gc.generation0_threshold,
+                        settings.gc.freeze_after_start),
             data_dir,
             settings.wal.map_size_bytes,
         )
@@ -79,15 +80,6 @@ def stop_shards(shards: list[Any]) -> None:
         log.exception("closing shards")
 
 
-def tune_gc(settings: Settings) -> None:
-    """Start-up objects live for the whole run: freeze them out of every collection."""
-    if settings.gc.freeze_after_start:
-        gc.collect()
-        gc.freeze()
-    _, generation1, generation2 = gc.get_threshold()
-    gc.set_threshold(settings.gc.generation0_threshold, generation1, generation2)
-
-
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     start_ray(settings)
@@ -111,7 +103,7 @@ def serve(settings: Settings) -> int:
                 timeout_graceful_shutdown=10,
             )
             server = uvicorn.Server(config)
-            tune_gc(settings)
+            tune_gc(settings.gc.generation0_threshold, settings.gc.freeze_after_start)
             with contextlib.suppress(KeyboardInterrupt):  # re-raised by uvicorn after it drains
                 server.run()
             log.info("stopping shards")
