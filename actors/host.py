@@ -24,7 +24,7 @@ from actors import queries, snapshot
 from actors.codes import TRANSFER_RESULTS, TransferResult
 from actors.ledger import Event, Ledger
 from actors.model import Account, Transfer
-from actors.runtime import GENERATION0_THRESHOLD_DEFAULT
+from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from persistence.log import RecordLog, StorageFull
 from persistence.records import Record
 from persistence.recovery import RecoveryReport, recover
@@ -171,7 +171,8 @@ class ShardHost:
     # ---- upkeep ----
 
     def take_snapshot(self) -> None:
-        body = orjson.dumps(snapshot.dump(self.ledger))
+        with gc_paused():
+            body = orjson.dumps(snapshot.dump(self.ledger))
         try:
             self._log.save_snapshot(self._log.last_seq, self._log.last_chain, body)
         except StorageFull:
@@ -184,7 +185,7 @@ class ShardHost:
         return {
             "shard": self.config.shard_index,
             "accounts": len(self.ledger.accounts),
-            "transfers": len(self.ledger.transfers),
+            "transfers": self.ledger.homed_count,
             "in_doubt": len(self.ledger.reservations),
             "last_seq": self._log.last_seq,
             "recovery_ms": round(self.recovery.duration_ms, 3),

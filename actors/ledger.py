@@ -70,7 +70,10 @@ class Ledger:
     def __init__(self, ledgers: Iterable[str]) -> None:
         self.ledgers = frozenset(ledgers)
         self.accounts: dict[str, Account] = {}
-        self.transfers: dict[str, Transfer] = {}  # transfers whose id is homed here
+        # Every transfer applied here: committed at this home, or posted to an account held
+        # here. Commits only ever reach an id's home, so at the home this is the id index.
+        self.transfers: dict[str, Transfer] = {}
+        self.homed_count = 0  # transfers committed with this shard as their home
         self.reservations: dict[str, Reservation] = {}
         # For transfers that crossed shards: which attempt committed (see `resolve`).
         self.commit_attempts: dict[str, int] = {}
@@ -199,6 +202,7 @@ class Ledger:
         transfer = Transfer.from_row(event[1])
         assert transfer.id not in self.transfers, transfer.id
         self.transfers[transfer.id] = transfer
+        self.homed_count += 1
         if event[3]:
             self.commit_attempts[transfer.id] = event[3]
         self._post(transfer, event[2])
@@ -215,7 +219,10 @@ class Ledger:
 
     def _apply_reservation_posted(self, event: Event) -> None:
         reservation = self._release(event[1])
-        self._post(reservation.transfer.stamped(event[2]), reservation.roles)
+        transfer = reservation.transfer.stamped(event[2])
+        assert transfer.id not in self.transfers, transfer.id
+        self.transfers[transfer.id] = transfer
+        self._post(transfer, reservation.roles)
 
     def _apply_reservation_voided(self, event: Event) -> None:
         self._release(event[1])

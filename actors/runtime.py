@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 # The young generation is collected after this many net allocations. Requests and batches
 # allocate thousands of short-lived objects; the default (700) runs a collection every few
@@ -21,3 +23,15 @@ def tune_gc(
         gc.collect()
         gc.freeze()
     gc.set_threshold(generation0_threshold, GENERATION1_THRESHOLD, GENERATION2_THRESHOLD)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No collections while building a large, acyclic, short-lived structure (a snapshot)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
