@@ -68,7 +68,8 @@ class ShardHost:
             p.OP_GET_ACCOUNT: self._get_account,
             p.OP_GET_TRANSFER: self._get_transfer,
             p.OP_ACCOUNT_TRANSFERS: self._account_transfers,
-            p.OP_IN_DOUBT: lambda command, events: queries.in_doubt(self.ledger),
+            p.OP_IN_DOUBT: lambda command, events: queries.in_doubt(
+                self.ledger, self._last_timestamp_ns - command[1] * 1_000_000),
             p.OP_TOTALS: lambda command, events: queries.totals_by_ledger(self.ledger),
             p.OP_STATUS: lambda command, events: self.status(),
         }
@@ -89,6 +90,8 @@ class ShardHost:
 
     def handle(self, blob: bytes) -> bytes:
         commands = orjson.loads(blob)
+        # One clock read per batch; each command then takes the next nanosecond.
+        self._last_timestamp_ns = max(self._last_timestamp_ns, self._clock_ns() - 1)
         events: list[Event] = []
         try:
             replies = [self._ops[command[0]](command, events) for command in commands]
@@ -102,7 +105,7 @@ class ShardHost:
             self._rebuild()
             return orjson.dumps([p.REPLY_FAILED, p.FAILED_INTERNAL, repr(error)])
         self._events_since_snapshot += len(events)
-        if self._events_since_snapshot >= self.config.snapshot_every_events:
+        if self._events_since_snapshot >= self._snapshot_due_events():
             self.take_snapshot()
         return orjson.dumps([p.REPLY_OK, replies])
 
@@ -112,9 +115,15 @@ class ShardHost:
         self.ledger, _ = self._recover()
 
     def _next_timestamp(self) -> int:
-        timestamp = max(self._clock_ns(), self._last_timestamp_ns + 1)
-        self._last_timestamp_ns = timestamp
-        return timestamp
+        self._last_timestamp_ns += 1
+        return self._last_timestamp_ns
+
+    def _snapshot_due_events(self) -> int:
+        """A snapshot costs time in proportion to the state; taking one only after at least as
+        many events as the state holds keeps that cost constant per event, and recovery never
+        replays more than about one state's worth of events after the snapshot."""
+        state = len(self.ledger.accounts) + len(self.ledger.transfers)
+        return max(self.config.snapshot_every_events, state)
 
     def _record(self, new_events: list[Event], events: list[Event]) -> None:
         for event in new_events:

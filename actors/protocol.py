@@ -11,7 +11,7 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["resolve", transfer id, attempt]                        -> commit ts, 0: not this attempt
     ["get_account", id] -> row | None        ["get_transfer", id] -> row | None
     ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
-    ["in_doubt"] -> [[transfer row, roles, attempt], ...]
+    ["in_doubt", min_age_ms] -> [[transfer row, roles, attempt], ...] reserved that long ago
     ["totals"] -> {ledger: [debits_posted, credits_posted, debits_pending, credits_pending]}
     ["status"] -> {...}
 

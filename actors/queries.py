@@ -38,6 +38,10 @@ def account_transfers_page(
     return page, (start if start > 0 else None)
 
 
-def in_doubt(ledger: Ledger) -> list[list[Any]]:
-    """Reservations waiting for their home's decision: what recovery must re-drive."""
-    return [[r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()]
+def in_doubt(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
+    """Reservations waiting for their home's decision: what recovery must re-drive.
+
+    Only those reserved before the given time: younger ones are almost always still under way.
+    """
+    return [[r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()
+            if r.transfer.timestamp <= reserved_before_ns]

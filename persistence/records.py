@@ -95,7 +95,8 @@ def decode_record(raw: bytes, expected_seq: int, prev_chain: bytes | None) -> Re
 def encode_snapshot(seq: int, chain: bytes, body: bytes) -> bytes:
     assert seq > 0 and len(chain) == CHAIN_BYTES and body
     head = SNAPSHOT_HEADER.pack(seq, chain, len(body))
-    return head + body + CRC.pack(zlib.crc32(head + body))
+    crc = zlib.crc32(body, zlib.crc32(head))  # no copy of a body that may be large
+    return b"".join((head, body, CRC.pack(crc)))
 
 
 def decode_snapshot(raw: bytes) -> tuple[int, bytes, bytes]:

@@ -49,6 +49,7 @@ class _Cross:
 
     index: int
     transfer: Transfer
+    fields: list[Any]
     home: int
     home_roles: int
     remote_roles: dict[int, int]
@@ -238,7 +239,7 @@ class Router:
                 calls.append((home, [p.OP_COMMIT, fields, _BOTH, "ok", 0]))
                 owners.append((index, None))
                 continue
-            cross = self._cross(index, transfer, home, debit, credit)
+            cross = self._cross(index, transfer, fields, home, debit, credit)
             crosses.append(cross)
             for shard, roles in cross.remote_roles.items():
                 calls.append((shard, [p.OP_RESERVE, fields, roles, cross.attempt]))
@@ -250,7 +251,8 @@ class Router:
                 cross_owner.reserved[key] = reply
         return crosses
 
-    def _cross(self, index: int, transfer: Transfer, home: int, debit: int, credit: int) -> _Cross:
+    def _cross(self, index: int, transfer: Transfer, fields: list[Any], home: int, debit: int,
+               credit: int) -> _Cross:
         home_roles = (_DEBIT if debit == home else 0) | (_CREDIT if credit == home else 0)
         remote_roles: dict[int, int] = {}
         if debit != home:
@@ -258,7 +260,7 @@ class Router:
         if credit != home:
             remote_roles[credit] = remote_roles.get(credit, 0) | _CREDIT
         self._attempt_next += 1
-        return _Cross(index, transfer, home, home_roles, remote_roles,
+        return _Cross(index, transfer, fields, home, home_roles, remote_roles,
                       self._attempt_base + self._attempt_next)
 
     async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
@@ -268,8 +270,8 @@ class Router:
             for reply in cross.reserved.values():
                 failed = isinstance(reply, BaseException)
                 remote = first_failure(remote, _IN_FLIGHT if failed else TRANSFER_RESULTS[reply])
-            calls.append((cross.home, [p.OP_COMMIT, cross.transfer.fields(), cross.home_roles,
-                                       remote, cross.attempt]))
+            calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
+                                       cross.attempt]))
         for cross, reply in zip(crosses, await self._scatter(calls), strict=True):
             cross.committed = reply
             errors = [r for r in cross.reserved.values() if isinstance(r, BaseException)]
@@ -297,9 +299,14 @@ class Router:
 
     # ---- recovery of in-doubt reservations ----
 
-    async def redrive(self) -> int:
-        """Post or void every reservation whose transfer is not under way; returns how many."""
-        listed = await self._scatter([(s, [p.OP_IN_DOUBT]) for s in range(len(self.channels))])
+    async def redrive(self, min_age_ms: int = 0) -> int:
+        """Post or void every reservation whose transfer is not under way; returns how many.
+
+        `min_age_ms` skips reservations younger than that (under way, in all likelihood): the
+        periodic pass need not list every transfer in flight under load.
+        """
+        listed = await self._scatter([(s, [p.OP_IN_DOUBT, min_age_ms])
+                                      for s in range(len(self.channels))])
         parts: list[tuple[int, list[Any], int]] = []
         for shard, reply in enumerate(listed):
             if isinstance(reply, BaseException):
@@ -324,7 +331,7 @@ class Router:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             try:
-                count = await self.redrive()
+                count = await self.redrive(min_age_ms=interval_ms)
             except Exception:
                 log.exception("redrive failed")
                 continue

@@ -149,7 +149,8 @@ class RunningSwitch:
         return sums
 
     def in_doubt(self) -> int:
-        replies = ray.get([s.handle.remote(orjson.dumps([[p.OP_IN_DOUBT]])) for s in self.shards])
+        command = orjson.dumps([[p.OP_IN_DOUBT, 0]])
+        replies = ray.get([s.handle.remote(command) for s in self.shards])
         return sum(len(orjson.loads(reply)[1][0]) for reply in replies)
 
 
