@@ -6,7 +6,7 @@ snapshot neither repeats a transfer nor loads it as several objects.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from itertools import starmap
 from operator import attrgetter
 from typing import Any
@@ -20,19 +20,55 @@ _TRANSFER_ROW = attrgetter(*(f.name for f in fields(Transfer)))
 _ID = attrgetter("id")
 
 
-def dump(ledger: Ledger) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A consistent view of a ledger, cheap to take: mutable parts copied, the rest shared.
+
+    Accounts change, so their rows are copied. Transfers never change once applied, so the
+    cut shares them; histories only grow, so the cut keeps each list with its length then.
+    """
+
+    accounts: list[tuple[Any, ...]]
+    transfers: list[Transfer]
+    homed_count: int
+    commit_attempts: list[tuple[str, int]]
+    history: list[tuple[str, list[Transfer]]]
+    history_lengths: list[int]
+    reservations: list[list[Any]]
+
+
+def cut(ledger: Ledger) -> Cut:
+    """Runs on the shard's own thread, between batches: C-level copies only."""
+    return Cut(
+        accounts=list(map(_ACCOUNT_ROW, ledger.accounts.values())),
+        transfers=list(ledger.transfers.values()),
+        homed_count=ledger.homed_count,
+        commit_attempts=list(ledger.commit_attempts.items()),
+        history=list(ledger.history.items()),
+        history_lengths=list(map(len, ledger.history.values())),
+        reservations=[[r.transfer.row(), r.roles, r.attempt]
+                      for r in ledger.reservations.values()],
+    )
+
+
+def finish(view: Cut) -> dict[str, Any]:
+    """The heavy part, safe on another thread while the shard goes on: reads only the cut."""
     return {
-        "accounts": list(map(_ACCOUNT_ROW, ledger.accounts.values())),
-        "transfers": list(map(_TRANSFER_ROW, ledger.transfers.values())),
-        "homed_count": ledger.homed_count,
-        "commit_attempts": list(ledger.commit_attempts.items()),
+        "accounts": view.accounts,
+        "transfers": list(map(_TRANSFER_ROW, view.transfers)),
+        "homed_count": view.homed_count,
+        "commit_attempts": view.commit_attempts,
         "history": {
-            account_id: list(map(_ID, entries)) for account_id, entries in ledger.history.items()
+            account_id: list(map(_ID, entries[:length]))
+            for (account_id, entries), length in zip(view.history, view.history_lengths,
+                                                     strict=True)
         },
-        "reservations": [
-            [r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()
-        ],
+        "reservations": view.reservations,
     }
+
+
+def dump(ledger: Ledger) -> dict[str, Any]:
+    return finish(cut(ledger))
 
 
 def load(ledger: Ledger, data: dict[str, Any]) -> None:

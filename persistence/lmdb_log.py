@@ -21,6 +21,7 @@ from persistence.log import RecordLog, StorageFull
 KEY = struct.Struct(">Q")  # big-endian, so byte order is numeric order
 LOG_DB = b"log"
 SNAPSHOTS_DB = b"snapshots"
+SNAPSHOTS_DIR = "snapshots"
 
 
 class LmdbLog(RecordLog):
@@ -30,29 +31,21 @@ class LmdbLog(RecordLog):
         self.directory = directory
         self._lock = DirectoryLock(directory)
         try:
-            self._env = lmdb.open(
-                str(directory),
-                map_size=map_size_bytes,
-                subdir=True,
-                max_dbs=4,
-                sync=True,
-                metasync=True,
-                writemap=False,
-                map_async=False,
-                meminit=False,
-                readahead=False,
-                lock=True,
-            )
+            self._env = _open_env(directory, map_size_bytes)
             self._log_db = self._env.open_db(LOG_DB)
-            self._snapshots_db = self._env.open_db(SNAPSHOTS_DB)
+            # Snapshots have an environment of their own: a snapshot is written on another
+            # thread while the shard goes on, and must not hold the log's single writer lock.
+            self._snapshots_env = _open_env(directory / SNAPSHOTS_DIR, map_size_bytes)
+            self._snapshots_db = self._snapshots_env.open_db(SNAPSHOTS_DB)
             self._load_tail()
         except BaseException:
             self._lock.release()
             raise
 
     def _write(self, db: lmdb._Database, key: bytes, value: bytes | None, append: bool) -> None:
+        env = self._snapshots_env if db is self._snapshots_db else self._env
         try:
-            with self._env.begin(write=True) as txn:
+            with env.begin(write=True) as txn:
                 if value is None:
                     txn.delete(key, db=db)
                 else:
@@ -88,7 +81,7 @@ class LmdbLog(RecordLog):
         self._write(self._snapshots_db, KEY.pack(seq), raw, append=False)
 
     def _get_snapshot(self, seq: int) -> bytes:
-        with self._env.begin(db=self._snapshots_db) as txn:
+        with self._snapshots_env.begin(db=self._snapshots_db) as txn:
             raw = txn.get(KEY.pack(seq))
         assert raw is not None
         return bytes(raw)
@@ -97,7 +90,7 @@ class LmdbLog(RecordLog):
         self._write(self._snapshots_db, KEY.pack(seq), None, append=False)
 
     def _snapshot_seqs(self) -> list[int]:
-        with self._env.begin(db=self._snapshots_db) as txn:
+        with self._snapshots_env.begin(db=self._snapshots_db) as txn:
             return [KEY.unpack(key)[0] for key in txn.cursor().iternext(values=False)]
 
     def used_bytes(self) -> int:
@@ -108,5 +101,22 @@ class LmdbLog(RecordLog):
         return int(self._env.info()["map_size"])
 
     def close(self) -> None:
+        self._snapshots_env.close()
         self._env.close()
         self._lock.release()
+
+
+def _open_env(directory: Path, map_size_bytes: int) -> lmdb.Environment:
+    return lmdb.open(
+        str(directory),
+        map_size=map_size_bytes,
+        subdir=True,
+        max_dbs=2,
+        sync=True,
+        metasync=True,
+        writemap=False,
+        map_async=False,
+        meminit=False,
+        readahead=False,
+        lock=True,
+    )

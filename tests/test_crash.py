@@ -139,8 +139,10 @@ def resend_acknowledged(url: str, load: Load) -> None:
 
 def run_crash_scenario(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
+    # Frequent snapshots, so that kills also land while one is being written.
     switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
-                           log_path=tmp_path / "switch.log").start()
+                           log_path=tmp_path / "switch.log",
+                           extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
     try:
         setup_accounts(switch.url)
         load = Load(switch.url, seed)
@@ -157,6 +159,9 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
         print(f"seed {seed}: sent {len(load.sent)}, acknowledged {len(load.acked)}, "
               f"rejected {len(load.rejected)}, in doubt at the kill {in_doubt}")
         switch.start()
+        shards = httpx.get(switch.url + "/readyz").json()["shards"]
+        print(f"seed {seed}: recovered from snapshots at "
+              f"{[s['snapshot_seq'] for s in shards]} of {[s['last_seq'] for s in shards]}")
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
     finally:

@@ -62,6 +62,7 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, ""], 1, 42],
                 [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, ""], 1, "ok", 43]])
     before = host.ledger
+    host.wait_for_snapshot()
     assert host._log.latest_snapshot() is not None
     host.close()
     again = host_on(tmp_path, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ def test_restart_recovers_everything(ray_session: None, tmp_path: Path, how: str
     try:
         make_history(switch)
         before = observe(switch)
+        deadline = time.monotonic() + 30
+        while not all(s["snapshot_seq_written"] for s in switch.get("/readyz").json()["shards"]):
+            assert time.monotonic() < deadline, "no snapshot was written"
+            time.sleep(0.1)
         if how == "crash":
             switch.crash()
         else:
