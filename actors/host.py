@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 
+from actors import failpoints, queries, snapshot
 from actors import protocol as p
-from actors import queries, snapshot
+from actors.codec import apply_payload, decode_snapshot_body, encode_events
 from actors.codes import TRANSFER_RESULTS, TransferResult
 from actors.ledger import Event, Ledger
 from actors.model import Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from persistence.log import RecordLog, StorageFull
-from persistence.records import Record
 from persistence.recovery import RecoveryReport, recover
 
 log = logging.getLogger("payswitch.shard")
@@ -80,12 +80,11 @@ class ShardHost:
     def _recover(self) -> tuple[Ledger, RecoveryReport]:
         ledger = Ledger(self.config.ledgers)
 
-        def apply_record(record: Record) -> None:
-            for event in orjson.loads(record.payload):
-                ledger.apply(event)
-
-        report = recover(self._log, lambda body: snapshot.load(ledger, orjson.loads(body)),
-                         apply_record)
+        report = recover(
+            self._log,
+            lambda body: snapshot.load(ledger, decode_snapshot_body(body)),
+            lambda record: apply_payload(ledger, record.payload),
+        )
         log.info("shard %d recovered: %s", self.config.shard_index, report)
         return ledger, report
 
@@ -99,7 +98,11 @@ class ShardHost:
         try:
             replies = [self._ops[command[0]](command, events) for command in commands]
             if events:
-                self._log.append(orjson.dumps(events), self._last_timestamp_ns)
+                if failpoints.ARMED:
+                    failpoints.hit(failpoints.SHARD_BEFORE_COMMIT)
+                self._log.append(encode_events(events), self._last_timestamp_ns)
+                if failpoints.ARMED:
+                    failpoints.hit(failpoints.SHARD_AFTER_COMMIT)
         except StorageFull as error:
             self._rebuild()
             return orjson.dumps([p.REPLY_FAILED, p.FAILED_STORAGE_FULL, str(error)])
@@ -203,6 +206,8 @@ class ShardHost:
     def _write_snapshot(self, log_: RecordLog, seq: int, chain: bytes, view: snapshot.Cut) -> None:
         with gc_paused():
             body = orjson.dumps(snapshot.finish(view))
+        if failpoints.ARMED:
+            failpoints.hit(failpoints.SHARD_SNAPSHOT_MIDWAY)
         try:
             log_.save_snapshot(seq, chain, body)
         except StorageFull:

@@ -15,11 +15,8 @@ import ray
 
 from actors.host import ShardConfig, ShardHost
 from actors.runtime import tune_gc
+from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
-
-
-def shard_directory(data_dir: Path, shard_index: int) -> Path:
-    return data_dir / f"shard-{shard_index:04d}"
 
 
 @ray.remote(max_concurrency=1)  # type: ignore[call-overload]

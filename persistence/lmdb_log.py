@@ -11,36 +11,73 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from itertools import takewhile
 from pathlib import Path
 
 import lmdb
 
 from persistence.lock import DirectoryLock
-from persistence.log import RecordLog, StorageFull
+from persistence.log import RecordLog, StorageFull, StoreDamaged
+from persistence.records import GENESIS_CHAIN, CorruptRecord
 
 KEY = struct.Struct(">Q")  # big-endian, so byte order is numeric order
 LOG_DB = b"log"
 SNAPSHOTS_DB = b"snapshots"
 SNAPSHOTS_DIR = "snapshots"
+# Read-only opens map this much address space (not memory): enough for any log's file.
+READONLY_MAP_SIZE_BYTES = 1 << 40
+ARCHIVE_DIR = "archive"
 
 
 class LmdbLog(RecordLog):
-    def __init__(self, directory: Path, map_size_bytes: int) -> None:
+    """A shard's log. The shard opens it as the owner; the WAL tool opens it read-only (no
+    lock, so it can look at a running switch's data) or as the owner to repair or compact."""
+
+    def __init__(self, directory: Path, map_size_bytes: int, readonly: bool = False,
+                 check_tail: bool = True) -> None:
         super().__init__()
         assert map_size_bytes >= 1 << 16, "map size below 64 KiB"
         self.directory = directory
-        self._lock = DirectoryLock(directory)
+        self.readonly = readonly
+        if readonly and not (directory / "data.mdb").exists():
+            raise FileNotFoundError(f"{directory} holds no log (no data.mdb)")
+        self._lock = None if readonly else DirectoryLock(directory)
+        if readonly:
+            map_size_bytes = READONLY_MAP_SIZE_BYTES
         try:
-            self._env = _open_env(directory, map_size_bytes)
-            self._log_db = self._env.open_db(LOG_DB)
-            # Snapshots have an environment of their own: a snapshot is written on another
-            # thread while the shard goes on, and must not hold the log's single writer lock.
-            self._snapshots_env = _open_env(directory / SNAPSHOTS_DIR, map_size_bytes)
-            self._snapshots_db = self._snapshots_env.open_db(SNAPSHOTS_DB)
-            self._load_tail()
+            self._open(directory, map_size_bytes, readonly, check_tail)
+        except lmdb.Error as error:
+            if self._lock is not None:
+                self._lock.release()
+            raise StoreDamaged(f"{directory}: LMDB cannot open it: {error}") from None
         except BaseException:
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
             raise
+
+    def _open(self, directory: Path, map_size_bytes: int, readonly: bool,
+              check_tail: bool) -> None:
+        self._env = _open_env(directory, map_size_bytes, readonly)
+        self._log_db = self._env.open_db(LOG_DB, create=not readonly)
+        # Snapshots have an environment of their own: a snapshot is written on another
+        # thread while the shard goes on, and must not hold the log's single writer lock.
+        self._snapshots_env = _open_env(directory / SNAPSHOTS_DIR, map_size_bytes, readonly)
+        self._snapshots_db = self._snapshots_env.open_db(SNAPSHOTS_DB, create=not readonly)
+        self._map_size_bytes = map_size_bytes
+        self._archive_env: lmdb.Environment | None = None
+        if readonly or not check_tail:
+            self.tail_error = self._try_load_tail()
+        else:
+            self._load_tail()
+
+    def _try_load_tail(self) -> CorruptRecord | None:
+        try:
+            self._load_tail()
+        except CorruptRecord as error:
+            last = self._last_raw()
+            self.last_seq = last[0] if last else 0
+            return error
+        return None
 
     def _write(self, db: lmdb._Database, key: bytes, value: bytes | None, append: bool) -> None:
         env = self._snapshots_env if db is self._snapshots_db else self._env
@@ -60,15 +97,7 @@ class LmdbLog(RecordLog):
         self._write(self._log_db, KEY.pack(seq), raw, append=False)
 
     def _raw_range(self, seq_from: int, seq_to: int | None) -> Iterator[tuple[int, bytes]]:
-        with self._env.begin(db=self._log_db, buffers=False) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(KEY.pack(seq_from)):
-                return
-            for key, raw in cursor.iternext():
-                (seq,) = KEY.unpack(key)
-                if seq_to is not None and seq > seq_to:
-                    return
-                yield seq, raw
+        return _iterate(self._env, self._log_db, seq_from, seq_to)
 
     def _last_raw(self) -> tuple[int, bytes] | None:
         with self._env.begin(db=self._log_db) as txn:
@@ -100,18 +129,121 @@ class LmdbLog(RecordLog):
     def map_size_bytes(self) -> int:
         return int(self._env.info()["map_size"])
 
+    # ---- for the WAL tool ----
+
+    def first_seq(self) -> int:
+        with self._env.begin(db=self._log_db) as txn:
+            cursor = txn.cursor()
+            return KEY.unpack(cursor.key())[0] if cursor.first() else 0
+
+    def raw_records(self, seq_from: int = 1) -> Iterator[tuple[int, bytes]]:
+        """Stored records as they are, unchecked: for scans that report damage themselves."""
+        return self._raw_range(seq_from, None)
+
+    def archived_raw_records(self) -> Iterator[tuple[int, bytes]]:
+        if not (self.directory / ARCHIVE_DIR / "data.mdb").exists():
+            return iter(())
+        env = self._archive(create=False)
+        return _iterate(env, env.open_db(LOG_DB, create=False), 1, None)
+
+    def append_raw_many(self, records: list[tuple[int, bytes]]) -> None:
+        """Store already-encoded records in one transaction (copies made by the WAL tool)."""
+        assert not self.readonly
+        try:
+            with self._env.begin(write=True, db=self._log_db) as txn:
+                for seq, raw in records:
+                    txn.put(KEY.pack(seq), raw, append=True)
+        except lmdb.MapFullError as error:
+            raise StorageFull(f"{self.directory}: log map is full ({error})") from None
+        self._load_tail()
+
+    def truncate_from(self, seq: int) -> list[int]:
+        """Delete every record from `seq` on, and snapshots past the new tail (repair only)."""
+        assert not self.readonly and seq >= 1
+        with self._env.begin(write=True, db=self._log_db) as txn:
+            keys = [key for key, _ in _keys_from(txn.cursor(), seq)]
+            for key in keys:
+                txn.delete(key)
+        dropped = [KEY.unpack(key)[0] for key in keys]
+        for snapshot_seq in self._snapshot_seqs():
+            if snapshot_seq >= seq:
+                self._delete_snapshot(snapshot_seq)
+        self.last_seq, self.last_chain, self.last_timestamp_ns = 0, GENESIS_CHAIN, 0
+        self._load_tail()
+        return dropped
+
+    def archive_prefix(self, up_to_seq: int, keep: bool) -> int:
+        """Move records up to `up_to_seq` out of the live log: into archive/ when `keep`."""
+        assert not self.readonly
+        moved = 0
+        archive = self._archive(create=True) if keep else None
+        archive_db = archive.open_db(LOG_DB) if archive is not None else None
+        with self._env.begin(write=True, db=self._log_db) as txn:
+            prefix = list(takewhile(lambda item: KEY.unpack(item[0])[0] <= up_to_seq,
+                                    _keys_from(txn.cursor(), 1)))
+            if archive is not None:
+                with archive.begin(write=True, db=archive_db) as archive_txn:
+                    for key, raw in prefix:  # committed before the live log drops them
+                        archive_txn.put(key, raw, append=True)
+            for key, _ in prefix:
+                txn.delete(key)
+                moved += 1
+        return moved
+
+    def usage(self) -> dict[str, int]:
+        info, stat = self._env.info(), self._env.stat()
+        files = [self.directory / "data.mdb", self.directory / SNAPSHOTS_DIR / "data.mdb",
+                 self.directory / ARCHIVE_DIR / "data.mdb"]
+        return {
+            "map_size_bytes": int(info["map_size"]),
+            "used_bytes": int((info["last_pgno"] + 1) * stat["psize"]),
+            "file_bytes": sum(f.stat().st_size for f in files if f.exists()),
+        }
+
+    def _archive(self, create: bool) -> lmdb.Environment:
+        if self._archive_env is None:
+            self._archive_env = _open_env(self.directory / ARCHIVE_DIR, self._map_size_bytes,
+                                          readonly=self.readonly or not create)
+        return self._archive_env
+
     def close(self) -> None:
+        if self._archive_env is not None:
+            self._archive_env.close()
         self._snapshots_env.close()
         self._env.close()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
 
-def _open_env(directory: Path, map_size_bytes: int) -> lmdb.Environment:
+def _keys_from(cursor: lmdb.Cursor, seq_from: int) -> Iterator[tuple[bytes, bytes]]:
+    if cursor.set_range(KEY.pack(seq_from)):
+        for key, raw in cursor.iternext():
+            yield bytes(key), bytes(raw)
+
+
+def _iterate(env: lmdb.Environment, db: lmdb._Database, seq_from: int, seq_to: int | None
+             ) -> Iterator[tuple[int, bytes]]:
+    try:
+        with env.begin(db=db, buffers=False) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(KEY.pack(seq_from)):
+                return
+            for key, raw in cursor.iternext():
+                (seq,) = KEY.unpack(key)
+                if seq_to is not None and seq > seq_to:
+                    return
+                yield seq, raw
+    except lmdb.Error as error:
+        raise StoreDamaged(f"{env.path()}: LMDB cannot read it: {error}") from None
+
+
+def _open_env(directory: Path, map_size_bytes: int, readonly: bool = False) -> lmdb.Environment:
     return lmdb.open(
         str(directory),
         map_size=map_size_bytes,
         subdir=True,
         max_dbs=2,
+        readonly=readonly,
         sync=True,
         metasync=True,
         writemap=False,

@@ -28,6 +28,10 @@ class StorageFull(Exception):
     """The log's configured map size cannot take this commit; nothing of it was written."""
 
 
+class StoreDamaged(Exception):
+    """The storage engine itself reports damage (a page it cannot read), not one record."""
+
+
 class RecordLog(ABC):
     def __init__(self) -> None:
         self.last_seq = 0
@@ -73,6 +77,13 @@ class RecordLog(ABC):
         self._put_snapshot(seq, encode_snapshot(seq, chain, body))
         for old_seq in self._snapshot_seqs()[:-SNAPSHOTS_KEPT]:
             self._delete_snapshot(old_seq)
+
+    def snapshot_seqs(self) -> list[int]:
+        return self._snapshot_seqs()
+
+    def snapshot_at(self, seq: int) -> tuple[int, bytes, bytes]:
+        """(seq, chain, body) of the snapshot at `seq`; raises CorruptRecord if damaged."""
+        return decode_snapshot(self._get_snapshot(seq))
 
     def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
         """The newest intact snapshot as (seq, chain, body); damaged ones are skipped."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from switch.settings import DEFAULT_CONFIG, load_settings
+from switch.wal import cli as wal_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,11 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--data-dir", help="where the shards keep their logs (data.dir)")
     serve.add_argument("--shards", type=int, help="number of shard actors; 0 = one per CPU")
+    wal_cli.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "wal":
+        return wal_cli.run(args)
     if args.command == "serve":
         from switch.server import serve
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors import failpoints
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger import check_transfer_static
 from actors.model import Account, Roles, Transfer
+from actors.placement import Placement, default_slot_table
 from switch.channel import Overloaded, ShardChannel, ShardUnavailable
 
 log = logging.getLogger("payswitch.router")
@@ -62,16 +63,12 @@ class Router:
     def __init__(self, channels: list[ShardChannel], slots: int) -> None:
         assert channels and slots >= len(channels)
         self.channels = channels
-        self.slot_table = [slot % len(channels) for slot in range(slots)]
-        self._slots = slots
+        self.placement = Placement(default_slot_table(len(channels), slots))
+        self.shard_of = self.placement.shard_of
         self._live: dict[str, asyncio.Future[None]] = {}
         self._attempt_base = random.getrandbits(31) << 32
         self._attempt_next = 0
         self._finishing: set[asyncio.Task[None]] = set()
-
-    def shard_of(self, key: str) -> int:
-        """slot = crc32(id) mod slots: stable across processes and restarts (unlike hash())."""
-        return self.slot_table[zlib.crc32(key.encode()) % self._slots]
 
     # ---- scatter / gather ----
 
@@ -198,7 +195,11 @@ class Router:
         try:
             crosses = await self._round_reserve_and_local(transfers, wave, outcomes)
             if crosses:
+                if failpoints.ARMED:
+                    failpoints.hit(failpoints.ROUTER_AFTER_RESERVE)
                 await self._round_commit(crosses, outcomes)
+                if failpoints.ARMED:
+                    failpoints.hit(failpoints.ROUTER_AFTER_COMMIT)
                 finalizing = self._submit(self._finalize_calls(crosses))
         finally:
             if finalizing is None:

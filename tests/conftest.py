@@ -17,7 +17,7 @@ import ray
 import uvicorn
 
 from actors import protocol as p
-from actors.shard import shard_directory
+from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.app import create_app
 from switch.router import Router

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from switch.launcher import SwitchProcess
-from tests.test_crash import free_port
+from tests.chaos import free_port
 
 
 def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:

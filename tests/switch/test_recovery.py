@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import ray
 
-from actors.shard import shard_directory
+from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN, raw_of
 from tests.conftest import RunningSwitch, assert_balanced, switch_settings

@@ -1,0 +1,61 @@
+"""Named failpoints in the write path, for crash tests.
+
+Arm them with an environment variable before the switch starts (Ray passes it on to the
+shard processes):
+
+    PAYSWITCH_FAILPOINTS="shard.after_commit=#40"      the 40th time it is reached
+    PAYSWITCH_FAILPOINTS="router.after_reserve=0.01"   each time with probability 0.01
+
+(several, comma-separated; PAYSWITCH_FAILPOINT_SEED seeds the probabilities). When one fires,
+its process ends at once with os._exit, as if killed: no cleanup, no flush, no reply.
+Disarmed, a failpoint costs one check of a module global: `if failpoints.ARMED: hit(...)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+SHARD_BEFORE_COMMIT = "shard.before_commit"  # batch applied in memory, nothing on disk yet
+SHARD_AFTER_COMMIT = "shard.after_commit"  # batch on disk, reply not sent
+SHARD_SNAPSHOT_MIDWAY = "shard.snapshot_midway"  # snapshot encoded, not yet written
+ROUTER_AFTER_RESERVE = "router.after_reserve"  # cross-shard parts reserved, home not asked
+ROUTER_AFTER_COMMIT = "router.after_commit"  # home committed, parts not finalized
+ALL = (SHARD_BEFORE_COMMIT, SHARD_AFTER_COMMIT, SHARD_SNAPSHOT_MIDWAY, ROUTER_AFTER_RESERVE,
+       ROUTER_AFTER_COMMIT)
+EXIT_CODE = 86
+ENVIRONMENT_VARIABLE = "PAYSWITCH_FAILPOINTS"
+
+
+def _parse(spec: str) -> dict[str, tuple[str, float]]:
+    armed: dict[str, tuple[str, float]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, when = item.partition("=")
+        if name not in ALL:
+            raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(ALL)}")
+        if when.startswith("#"):
+            armed[name] = ("count", float(int(when[1:])))
+        else:
+            armed[name] = ("probability", float(when or 1.0))
+    return armed
+
+
+_armed = _parse(os.environ.get(ENVIRONMENT_VARIABLE, ""))
+_hits: dict[str, int] = dict.fromkeys(_armed, 0)
+_random = random.Random(int(os.environ.get("PAYSWITCH_FAILPOINT_SEED", "0")) + os.getpid())
+ARMED = bool(_armed)
+
+
+def hit(name: str) -> None:
+    """Reached `name`: end the process here if it is armed to fire now."""
+    rule = _armed.get(name)
+    if rule is None:
+        return
+    _hits[name] += 1
+    kind, value = rule
+    if (kind == "count" and _hits[name] == int(value)) or (
+            kind == "probability" and _random.random() < value):
+        sys.stderr.write(f"failpoint {name} fired in process {os.getpid()}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_CODE)

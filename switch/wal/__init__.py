@@ -1,0 +1,1 @@
+"""`payswitch wal ...`: look inside a data directory's logs, verify, replay, export, repair."""

@@ -1,0 +1,236 @@
+"""`payswitch wal ...` on real data directories: written by a switch under load, then killed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actors.codec import decode_events
+from actors.host import ShardConfig, ShardHost
+from persistence.layout import shard_directories, shard_directory
+from persistence.lmdb_log import LmdbLog
+from persistence.lock import DirectoryLock
+from persistence.records import CHAIN_BYTES, CRC, HEADER, encode_snapshot
+from switch.launcher import SwitchProcess
+from tests.chaos import CLIENTS, Load, free_port, setup_accounts
+
+LEDGERS = ("USD", "EUR", "GBP", "CHF", "KES", "NGN", "INR", "JPY")
+
+
+def wal(*args: str | Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "switch.cli", "wal", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Load]]:
+    """A data directory as a kill -9 left it: snapshots, in-doubt parts and all."""
+    base = tmp_path_factory.mktemp("crashed")
+    switch = SwitchProcess(base / "data", free_port(), shards=2, log_path=base / "switch.log",
+                           extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
+    try:
+        setup_accounts(switch.url)
+        load = Load(switch.url, seed=11)
+        clients = [threading.Thread(target=load.run_client, args=(i,)) for i in range(CLIENTS)]
+        for client in clients:
+            client.start()
+        time.sleep(2.5)
+        switch.kill_session()
+        load.stop.set()
+        for client in clients:
+            client.join(timeout=60)
+    finally:
+        switch.kill_session()
+    yield base / "data", load
+
+
+@pytest.fixture
+def data(crashed: tuple[Path, Load], tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(crashed[0], copy)
+    return copy
+
+
+def payload_of(raw: bytes) -> bytes:
+    return raw[HEADER.size : -(CHAIN_BYTES + CRC.size)]
+
+
+def records_of(directory: Path) -> list[tuple[int, bytes]]:
+    log = LmdbLog(directory, 1 << 30, readonly=True)
+    try:
+        return list(log.raw_records())
+    finally:
+        log.close()
+
+
+def test_inspect_lists_every_shard(data: Path) -> None:
+    result = wal("inspect", data)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["shard", "records", "archived"]
+    for index, directory in shard_directories(data):
+        row = lines[1 + index].split()
+        assert int(row[0]) == index and int(row[1].replace(",", "")) == len(records_of(directory))
+
+
+def test_inspect_records_filtered_by_transfer_and_account(data: Path,
+                                                          crashed: tuple[Path, Load]) -> None:
+    transfer_id = sorted(crashed[1].acked)[0]
+    result = wal("inspect", data, "--records", "--transfer", transfer_id)
+    events = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert events and all(
+        transfer_id in (e["event"].get("transfer_id"), e["event"].get("transfer", {}).get("id"))
+        for e in events)
+    assert any(e["event"]["type"] == "transfer_committed" for e in events)
+    account = wal("inspect", data, "--records", "--account", "acct-3", "--shard", "0")
+    for line in account.stdout.splitlines():
+        event = orjson.loads(line)["event"]
+        body = event.get("transfer") or event.get("account")
+        assert "acct-3" in (body.get("id"), body.get("debit_account_id"),
+                            body.get("credit_account_id"))
+
+
+def test_verify_passes_on_a_crashed_switch_and_settles_what_is_in_doubt(data: Path) -> None:
+    result = wal("verify", data, "--progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "USD" in result.stdout and "balanced" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()[1:3]]
+    assert all(row[-1] == "ok" and int(row[4]) > 0 for row in rows), result.stdout  # snapshots
+    assert "records" in result.stderr  # the progress bar
+
+
+def test_verify_names_a_damaged_record(data: Path) -> None:
+    directory = shard_directory(data, 1)
+    seq, raw = records_of(directory)[5]
+    damaged = bytearray(raw)
+    damaged[40] ^= 0x10
+    log = LmdbLog(directory, 1 << 30)
+    log.overwrite_raw(seq, bytes(damaged))
+    log.close()
+    result = wal("verify", data)
+    assert result.returncode == 1
+    assert f"shard 1 record {seq}: checksum mismatch" in result.stdout
+
+
+def test_verify_finds_a_snapshot_that_does_not_match_the_log(data: Path) -> None:
+    directory = shard_directory(data, 0)
+    log = LmdbLog(directory, 1 << 30)
+    seq = log.snapshot_seqs()[-1]
+    _, chain, body = log.snapshot_at(seq)
+    state = orjson.loads(body)
+    state["accounts"][0][7] += 1  # one more cent of debits than the log says
+    log._put_snapshot(seq, encode_snapshot(seq, chain, orjson.dumps(state)))
+    log.close()
+    result = wal("verify", data)
+    assert result.returncode == 1
+    assert f"shard 0 snapshot {seq}: differs from the state the log replays to" in result.stdout
+
+
+def test_verify_finds_unbalanced_books_in_a_well_formed_log(data: Path) -> None:
+    directory = shard_directory(data, 0)
+    log = LmdbLog(directory, 1 << 30)
+    account = next(e[1][0] for _, raw in records_of(directory)[:1]
+                   for e in decode_events(payload_of(raw)) if e[0] == "account_created")
+    # A record with a valid checksum and chain that debits without a credit anywhere.
+    forged = [["transfer_committed", ["forged-1", account, "nowhere", 5, "USD", 1, "",
+                                      log.last_timestamp_ns + 1], 1, 0]]
+    log.append(orjson.dumps(forged), log.last_timestamp_ns + 1)
+    log.close()
+    result = wal("verify", data)
+    assert result.returncode == 1 and "UNBALANCED" in result.stdout
+
+
+def test_export_writes_every_event_in_order(data: Path) -> None:
+    result = wal("export", data, "--shard", "1")
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    expected = sum(len(decode_events(payload_of(raw))) for _, raw in
+                   records_of(shard_directory(data, 1)))
+    assert len(lines) == expected
+    assert [x["seq"] for x in lines] == sorted(x["seq"] for x in lines)
+    middle = lines[len(lines) // 2]["timestamp_ns"]
+    later = wal("export", data, "--shard", "1", "--from", str(middle)).stdout.splitlines()
+    assert 0 < len(later) < len(lines)
+    assert all(orjson.loads(line)["timestamp_ns"] >= middle for line in later)
+
+
+@pytest.mark.parametrize("cut", ["sequence", "time"])
+def test_replay_rebuilds_a_point_in_time_that_verifies(data: Path, tmp_path: Path,
+                                                       cut: str) -> None:
+    records = records_of(shard_directory(data, 0))
+    seq, raw = records[len(records) // 2]
+    until = str(seq) if cut == "sequence" else str(HEADER.unpack_from(raw)[1])
+    into = tmp_path / "then"
+    result = wal("replay", data, "--until", until, "--into", into)
+    assert result.returncode == 0, result.stderr
+    assert f"shard 0: replayed to record {seq}" in result.stdout
+    balances = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {b["id"] for b in balances} >= {"bank", "acct-0"}
+    assert len(records_of(shard_directory(into, 0))) == seq
+    verified = wal("verify", into)
+    assert verified.returncode == 0, verified.stdout
+    diff = wal("replay", data, "--until", "1", "--into", tmp_path / "start", "--diff")
+    changed = [orjson.loads(line) for line in diff.stdout.splitlines() if line.startswith("{")]
+    assert changed and all("now" in row for row in changed if row["id"] != "bank")
+
+
+def test_repair_cuts_a_torn_tail_after_a_backup_and_says_what_it_dropped(data: Path) -> None:
+    directory = shard_directory(data, 1)
+    records = records_of(directory)
+    last_seq, last_raw = records[-1]
+    ids = [e[1][0] for e in decode_events(payload_of(last_raw)) if len(e) > 2]
+    log = LmdbLog(directory, 1 << 30)
+    log.overwrite_raw(last_seq, last_raw[: len(last_raw) // 2])
+    log.close()
+    assert wal("verify", data).returncode == 1
+    result = wal("repair", data)
+    assert result.returncode == 0, result.stderr
+    assert f"dropped records [{last_seq}]" in result.stdout
+    assert "too damaged to read" in result.stdout or all(i in result.stdout for i in ids)
+    backups = list(data.parent.glob("data-backup-*"))
+    assert len(backups) == 1 and (backups[0] / "shard-0001" / "REPAIR.txt").exists()
+    assert len(records_of(backups[0] / "shard-0001")) == len(records)  # untouched copy
+    assert len(records_of(directory)) == len(records) - 1
+    after = wal("verify", data)
+    assert "shard 1 record" not in after.stdout  # every record checks out again
+
+
+def test_writing_commands_refuse_a_running_switchs_directory(data: Path) -> None:
+    lock = DirectoryLock(shard_directory(data, 0))  # what a running shard holds
+    try:
+        for command in ("repair", "snapshot", "compact"):
+            result = wal(command, data)
+            assert result.returncode == 2, command
+            assert "owned by a running switch" in result.stderr
+        assert wal("verify", data).returncode == 0  # reading is fine
+    finally:
+        lock.release()
+
+
+@pytest.mark.parametrize("discard", [False, True])
+def test_compact_keeps_recovery_and_verification_whole(data: Path, discard: bool) -> None:
+    before = [_recovered(directory) for _, directory in shard_directories(data)]
+    result = wal("compact", data, *(["--discard"] if discard else []))
+    assert result.returncode == 0, result.stderr
+    moved = [int(line.split()[2]) for line in result.stdout.splitlines()]
+    assert any(moved)
+    verified = wal("verify", data)
+    assert verified.returncode == 0, verified.stdout
+    after = [_recovered(directory) for _, directory in shard_directories(data)]
+    assert after == before
+    archive = [d / "archive" for _, d in shard_directories(data)]
+    assert any(a.exists() for a in archive) != discard
+
+
+def _recovered(directory: Path) -> dict[str, list[object]]:
+    host = ShardHost(ShardConfig(0, LEDGERS, 1_000_000), lambda: LmdbLog(directory, 1 << 30))
+    state = {k: v.row() for k, v in host.ledger.accounts.items()}
+    host.close()
+    return state
