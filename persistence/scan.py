@@ -77,6 +77,8 @@ def scan(
         _walk(log, report, expected, chain, on_record, on_progress, stop_before)
     except StoreDamaged as error:  # the engine cannot read further: damage at this point
         report.damage = CorruptRecord(report.last_seq + 1, str(error))
+    if on_progress is not None:
+        on_progress(report.records)
     return report
 
 

@@ -41,7 +41,11 @@ def add_parser(commands: Any) -> None:
     verify = sub.add_parser("verify", parents=[common],
                             help="checksums, chain, sequence, snapshots, conservation")
     verify.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    replay = sub.add_parser("replay", parents=[common], help="rebuild the state at a point")
+    replay = sub.add_parser(
+        "replay", parents=[common], help="rebuild the state at a point",
+        description="Rebuild every shard as it was at one moment. A sequence number names a "
+        "record of the shard given by --shard (default 0): all shards are rebuilt to the "
+        "moment that record was committed, since sequence numbers are per shard.")
     replay.add_argument("--until", required=True,
                         help="sequence number, nanoseconds, or ISO time (UTC if no zone)")
     replay.add_argument("--into", type=Path, required=True, help="a new data directory")
@@ -143,7 +147,8 @@ def _partial(results: list[audits.ShardAudit]) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings, shards: Shards) -> int:
-    until = _cut(args.until)
+    until = _cut(args.until, args.data_dir, args.shard or 0)
+    shards = shard_directories(args.data_dir)  # a moment is cut across every shard
     args.into.mkdir(parents=True, exist_ok=True)
     results = [ops.replay_into(i, d, args.into, tuple(settings.ledgers), until)
                for i, d in shards]
@@ -272,13 +277,27 @@ def _time(text: str | None, default: int) -> int:
     return int(moment.timestamp() * 1e9)
 
 
-def _cut(text: str) -> Callable[[Record], bool]:
-    """Which records are past the point a replay rebuilds (a sequence number or a time)."""
-    if text.isdigit() and int(text) < SEQUENCE_BELOW:
-        last_seq = int(text)
-        return lambda record: record.seq > last_seq
+def _cut(text: str, data_dir: Path, shard: int) -> Callable[[Record], bool]:
+    """Which records are past the moment a replay rebuilds.
+
+    A time cut is consistent across shards: a cross-shard transfer's reservations are all
+    recorded before its home's commit, so a cut after the commit holds them too.
+    """
     moment = _time(text, 0)
+    if text.isdigit() and int(text) < SEQUENCE_BELOW:
+        moment = _timestamp_of(data_dir, shard, int(text))
     return lambda record: record.timestamp_ns > moment
+
+
+def _timestamp_of(data_dir: Path, shard: int, seq: int) -> int:
+    log = LmdbLog(dict(shard_directories(data_dir))[shard], 1 << 20, readonly=True)
+    try:
+        report = scan(log, stop_before=lambda record: record.seq > seq)
+    finally:
+        log.close()
+    if report.last_seq != seq:
+        raise ValueError(f"shard {shard} has no intact record {seq}")
+    return report.last_timestamp_ns
 
 
 def _iso(timestamp_ns: int) -> str:
