@@ -190,6 +190,15 @@ class LmdbLog(RecordLog):
                 moved += 1
         return moved
 
+    def copy_to(self, target: Path) -> None:
+        """A consistent, compacted copy (LMDB's own copy: safe while the owner writes)."""
+        envs = [(self._env, target), (self._snapshots_env, target / SNAPSHOTS_DIR)]
+        if (self.directory / ARCHIVE_DIR / "data.mdb").exists():
+            envs.append((self._archive(create=False), target / ARCHIVE_DIR))
+        for env, path in envs:
+            path.mkdir(parents=True, exist_ok=False)
+            env.copy(str(path), compact=True)
+
     def usage(self) -> dict[str, int]:
         info, stat = self._env.info(), self._env.stat()
         files = [self.directory / "data.mdb", self.directory / SNAPSHOTS_DIR / "data.mdb",

@@ -204,6 +204,19 @@ def test_repair_cuts_a_torn_tail_after_a_backup_and_says_what_it_dropped(data: P
     assert "shard 1 record" not in after.stdout  # every record checks out again
 
 
+def test_backup_of_a_directory_in_use_verifies(data: Path, tmp_path: Path) -> None:
+    lock = DirectoryLock(shard_directory(data, 0))  # as if the switch were running
+    try:
+        result = wal("backup", data, "--into", tmp_path / "copy")
+        assert result.returncode == 0, result.stderr
+    finally:
+        lock.release()
+    verified = wal("verify", tmp_path / "copy")
+    assert verified.returncode == 0, verified.stdout
+    assert verified.stdout.splitlines()[1:3] == wal("verify", data).stdout.splitlines()[1:3]
+    assert wal("backup", data, "--into", tmp_path / "copy").returncode == 2  # never over one
+
+
 def test_writing_commands_refuse_a_running_switchs_directory(data: Path) -> None:
     lock = DirectoryLock(shard_directory(data, 0))  # what a running shard holds
     try:

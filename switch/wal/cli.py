@@ -56,6 +56,9 @@ def add_parser(commands: Any) -> None:
     sub.add_parser("repair", parents=[common],
                    help="back up, then cut a damaged log to its longest valid prefix")
     sub.add_parser("snapshot", parents=[common], help="take a fresh snapshot of each shard")
+    backup = sub.add_parser("backup", parents=[common],
+                            help="a consistent, compacted copy (also of a running switch)")
+    backup.add_argument("--into", type=Path, required=True, help="a new directory")
     compact = sub.add_parser("compact", parents=[common],
                              help="snapshot, then archive the log prefix it makes unnecessary")
     compact.add_argument("--discard", action="store_true",
@@ -193,6 +196,13 @@ def _repair(args: argparse.Namespace, settings: Settings, shards: Shards) -> int
     return 0
 
 
+def _backup(args: argparse.Namespace, settings: Settings, shards: Shards) -> int:
+    for index, directory in shards:
+        ops.backup_shard(directory, args.into / directory.name)
+        print(f"shard {index}: copied to {args.into / directory.name}")
+    return 0
+
+
 def _snapshot(args: argparse.Namespace, settings: Settings, shards: Shards) -> int:
     for index, directory in shards:
         result = ops.snapshot_shard(index, directory, tuple(settings.ledgers))
@@ -210,7 +220,7 @@ def _compact(args: argparse.Namespace, settings: Settings, shards: Shards) -> in
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Shards], int]] = {
     "inspect": _inspect, "verify": _verify, "replay": _replay, "export": _export,
-    "repair": _repair, "snapshot": _snapshot, "compact": _compact,
+    "repair": _repair, "snapshot": _snapshot, "compact": _compact, "backup": _backup,
 }
 
 

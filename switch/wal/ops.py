@@ -85,6 +85,17 @@ def repair_shard(index: int, directory: Path, backup_root: Path) -> RepairReport
     return result
 
 
+def backup_shard(directory: Path, target: Path) -> None:
+    """Copy a shard (even a running one) into `target`, which must not exist yet."""
+    if target.exists():
+        raise Refused(f"{target} already exists: a backup goes into a new directory")
+    log = LmdbLog(directory, 1 << 20, readonly=True)
+    try:
+        log.copy_to(target)
+    finally:
+        log.close()
+
+
 def snapshot_shard(index: int, directory: Path, ledgers: tuple[str, ...]) -> ShardAudit:
     """Replay and verify the shard, then store a snapshot of its state at its last record."""
     refuse_if_running(directory)
