@@ -79,12 +79,12 @@ class ShardHost:
 
     def _recover(self) -> tuple[Ledger, RecoveryReport]:
         ledger = Ledger(self.config.ledgers)
-
-        report = recover(
-            self._log,
-            lambda body: snapshot.load(ledger, decode_snapshot_body(body)),
-            lambda record: apply_payload(ledger, record.payload),
-        )
+        with gc_paused():  # millions of long-lived objects: collections would only rescan them
+            report = recover(
+                self._log,
+                lambda body: snapshot.load(ledger, decode_snapshot_body(body)),
+                lambda record: apply_payload(ledger, record.payload),
+            )
         log.info("shard %d recovered: %s", self.config.shard_index, report)
         return ledger, report
 

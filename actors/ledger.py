@@ -14,6 +14,7 @@ posted or voided (see docs/ARCHITECTURE.md, "Cross-shard transfers").
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,8 @@ class Ledger:
         self.reservations: dict[str, Reservation] = {}
         # For transfers that crossed shards: which attempt committed (see `resolve`).
         self.commit_attempts: dict[str, int] = {}
-        self.history: dict[str, list[Transfer]] = {}  # posted transfers per account, in order
+        # Posted transfers per account, in order (a defaultdict: no empty list built per post).
+        self.history: defaultdict[str, list[Transfer]] = defaultdict(list)
         self._appliers: dict[str, Callable[[Event], None]] = {
             ACCOUNT_CREATED: self._apply_account_created,
             TRANSFER_COMMITTED: self._apply_transfer_committed,
@@ -247,12 +249,12 @@ class Ledger:
             debit = self.accounts[transfer.debit_account_id]
             debit.debits_posted += amount
             assert debit.debits_posted <= BALANCE_MAX
-            self.history.setdefault(debit.id, []).append(transfer)
+            self.history[debit.id].append(transfer)
         if roles & _CREDIT:
             credit = self.accounts[transfer.credit_account_id]
             credit.credits_posted += amount
             assert credit.credits_posted <= BALANCE_MAX
-            self.history.setdefault(credit.id, []).append(transfer)
+            self.history[credit.id].append(transfer)
 
 
 def _account_exists(existing: Account, account: Account) -> AccountResult:

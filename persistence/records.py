@@ -24,6 +24,8 @@ CRC = struct.Struct(">I")
 CHAIN_BYTES = 16
 GENESIS_CHAIN = bytes(CHAIN_BYTES)
 RECORD_OVERHEAD_BYTES = HEADER.size + CHAIN_BYTES + CRC.size
+_HEADER_BYTES, _CRC_BYTES = HEADER.size, CRC.size
+_unpack_header, _crc32, _blake2b = HEADER.unpack_from, zlib.crc32, hashlib.blake2b
 PAYLOAD_BYTES_MAX = 2**31
 SNAPSHOT_HEADER = struct.Struct(">Q16sQ")  # seq, log chain at seq, body bytes
 
@@ -40,8 +42,11 @@ class CorruptRecord(Exception):
         return CorruptRecord, (self.seq, self.reason)  # so it crosses process boundaries intact
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
+    """Never changed once decoded (not frozen: frozen construction is slower, and recovery
+    builds one per record)."""
+
     seq: int
     timestamp_ns: int
     payload: bytes
@@ -73,23 +78,24 @@ def decode_record(raw: bytes, expected_seq: int, prev_chain: bytes | None) -> Re
     `prev_chain` is the chain of the record before it; None skips the chain check (used only
     to find the tail when a log is opened: recovery checks the whole chain).
     """
-    if len(raw) < RECORD_OVERHEAD_BYTES:
+    # Recovery and verification run this once per record: one slice per part, no more.
+    crc_at = len(raw) - _CRC_BYTES
+    if crc_at < _HEADER_BYTES + CHAIN_BYTES:
         raise CorruptRecord(expected_seq, f"torn: {len(raw)} bytes is shorter than a header")
-    (crc,) = CRC.unpack_from(raw, len(raw) - CRC.size)
-    if zlib.crc32(memoryview(raw)[: -CRC.size]) != crc:
+    if _crc32(raw[:crc_at]) != int.from_bytes(raw[crc_at:], "big"):
         raise CorruptRecord(expected_seq, "checksum mismatch")
-    seq, timestamp_ns, payload_bytes = HEADER.unpack_from(raw)
-    if len(raw) != RECORD_OVERHEAD_BYTES + payload_bytes:
+    seq, timestamp_ns, payload_bytes = _unpack_header(raw)
+    payload_end = _HEADER_BYTES + payload_bytes
+    if payload_end + CHAIN_BYTES != crc_at:
         raise CorruptRecord(expected_seq, "length does not match the header")
     if seq != expected_seq:
         raise CorruptRecord(expected_seq, f"holds sequence number {seq}")
-    payload_end = HEADER.size + payload_bytes
-    chain = raw[payload_end : payload_end + CHAIN_BYTES]
-    if prev_chain is not None and chain_of(prev_chain, raw[:payload_end]) != chain:
+    chain = raw[payload_end:crc_at]
+    if prev_chain is not None and _blake2b(prev_chain + raw[:payload_end],
+                                           digest_size=CHAIN_BYTES).digest() != chain:
         raise CorruptRecord(expected_seq, "hash chain broken")
-    record = Record(seq, timestamp_ns, raw[HEADER.size : payload_end], chain)
-    assert record.timestamp_ns > 0 and len(record.payload) == payload_bytes
-    return record
+    assert timestamp_ns > 0
+    return Record(seq, timestamp_ns, raw[_HEADER_BYTES:payload_end], chain)
 
 
 def encode_snapshot(seq: int, chain: bytes, body: bytes) -> bytes:

@@ -20,6 +20,7 @@ from actors.ledger import Ledger
 from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.placement import Placement
 from actors.queries import totals_by_ledger
+from actors.runtime import gc_paused
 from persistence.layout import shard_directories
 from persistence.lmdb_log import LmdbLog
 from persistence.records import CorruptRecord, Record
@@ -87,7 +88,8 @@ def audit_shard(
                     audit.snapshot_mismatch = (
                         f"snapshot {record.seq}: differs from the state the log replays to")
 
-        audit.report = scan(log, replay, on_progress, start=start, stop_before=stop_before)
+        with gc_paused():
+            audit.report = scan(log, replay, on_progress, start=start, stop_before=stop_before)
         return audit
     finally:
         log.close()
