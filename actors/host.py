@@ -27,6 +27,7 @@ from actors.codes import TRANSFER_RESULTS, TransferResult
 from actors.ledger import Event, Ledger
 from actors.model import Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
+from actors.stats import ShardStats
 from persistence.log import RecordLog, StorageFull
 from persistence.recovery import RecoveryReport, recover
 
@@ -62,6 +63,8 @@ class ShardHost:
         self._events_since_snapshot = 0
         self._snapshot_thread: threading.Thread | None = None
         self.snapshot_seq_written = self.recovery.snapshot_seq
+        self.snapshot_written_at = time.time()
+        self.stats = ShardStats()
         self._ops: dict[str, Callable[[list[Any], list[Event]], Any]] = {
             p.OP_ACCOUNT: self._create_account,
             p.OP_COMMIT: self._commit,
@@ -91,16 +94,19 @@ class ShardHost:
     # ---- the batch ----
 
     def handle(self, blob: bytes) -> bytes:
+        started = time.perf_counter()
         commands = orjson.loads(blob)
         # One clock read per batch; each command then takes the next nanosecond.
         self._last_timestamp_ns = max(self._last_timestamp_ns, self._clock_ns() - 1)
         events: list[Event] = []
         try:
             replies = [self._ops[command[0]](command, events) for command in commands]
+            applied = time.perf_counter()
             if events:
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.SHARD_BEFORE_COMMIT)
                 self._log.append(encode_events(events), self._last_timestamp_ns)
+                self.stats.commit_seconds.observe(time.perf_counter() - applied)
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.SHARD_AFTER_COMMIT)
         except StorageFull as error:
@@ -110,10 +116,19 @@ class ShardHost:
             log.exception("shard %d: batch failed", self.config.shard_index)
             self._rebuild()
             return orjson.dumps([p.REPLY_FAILED, p.FAILED_INTERNAL, repr(error)])
+        self._count(len(commands), len(events), applied - started)
         self._events_since_snapshot += len(events)
         if self._events_since_snapshot >= self._snapshot_due_events():
             self.take_snapshot()
         return orjson.dumps([p.REPLY_OK, replies])
+
+    def _count(self, commands: int, events: int, apply_seconds: float) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.commands += commands
+        stats.events += events
+        stats.batch_size.observe(commands)
+        stats.apply_seconds.observe(apply_seconds)
 
     def _rebuild(self) -> None:
         self.wait_for_snapshot()
@@ -214,6 +229,7 @@ class ShardHost:
             log.error("shard %d: no room for a snapshot", self.config.shard_index)
             return
         self.snapshot_seq_written = seq
+        self.snapshot_written_at = time.time()
         self._on_snapshot()
 
     def wait_for_snapshot(self) -> None:
@@ -231,6 +247,9 @@ class ShardHost:
             "recovered_records": self.recovery.records_replayed,
             "snapshot_seq": self.recovery.snapshot_seq,  # the one recovery started from
             "snapshot_seq_written": self.snapshot_seq_written,  # the newest on disk
+            "snapshot_age_seconds": round(time.time() - self.snapshot_written_at, 3),
+            "log_bytes": self._log.stored_bytes(),
+            "stats": self.stats.export(),
         }
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ class ShardActor:
 
     def status(self) -> dict[str, Any]:
         return self._host.status()
+
+    def placement(self) -> dict[str, Any]:
+        """Where this shard runs: for the dashboard's node table."""
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(),
+                "node_ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+                "pid": os.getpid()}
 
     def close(self) -> None:
         self._host.close()

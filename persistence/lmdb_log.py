@@ -199,6 +199,9 @@ class LmdbLog(RecordLog):
             path.mkdir(parents=True, exist_ok=False)
             env.copy(str(path), compact=True)
 
+    def stored_bytes(self) -> int:
+        return self.usage()["used_bytes"]
+
     def usage(self) -> dict[str, int]:
         info, stat = self._env.info(), self._env.stat()
         files = [self.directory / "data.mdb", self.directory / SNAPSHOTS_DIR / "data.mdb",

@@ -123,6 +123,10 @@ class RecordLog(ABC):
         """Replace a stored record's bytes as they are: for corruption tests and repair."""
 
     @abstractmethod
+    def stored_bytes(self) -> int:
+        """How much of its storage bound the log uses."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -163,6 +167,9 @@ class MemoryLog(RecordLog):
 
     def overwrite_raw(self, seq: int, raw: bytes) -> None:
         self._records[seq] = raw
+
+    def stored_bytes(self) -> int:
+        return sum(map(len, self._records.values()))
 
     def reopen(self) -> MemoryLog:
         """A fresh handle on the same stored bytes, as after a restart."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -23,7 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from actors import protocol as p
 from actors.model import ID_RE
 from switch.channel import Overloaded, ShardCallFailed, ShardUnavailable
+from switch.dashboard import dashboard_routes
 from switch.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
+from switch.metrics import Metrics, RequestContext
+from switch.monitor import Monitor
 from switch.openapi import openapi_document
 from switch.router import Outcome, Router
 from switch.schemas import ACCOUNT, TRANSFER, AccountIn, TransferIn
@@ -34,10 +40,16 @@ JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
 
 
+_DEBIT_ID = attrgetter("debit_account_id")
+_CREDIT_ID = attrgetter("credit_account_id")
+_RESULT = itemgetter(0)
+
+
 class Api:
-    def __init__(self, router: Router, settings: Settings) -> None:
+    def __init__(self, router: Router, settings: Settings, monitor: Monitor) -> None:
         self.router = router
         self.settings = settings
+        self.monitor = monitor
         size = Field(min_length=1, max_length=settings.api.batch_items_max)
         self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
             Annotated[list[AccountIn], size])
@@ -81,9 +93,14 @@ class Api:
         return _created(is_array, items, outcomes, "account", account_json)
 
     async def post_transfers(self, request: Request) -> Response:
+        started = time.perf_counter()
         is_array, items = await self._parse(request, TRANSFER, self._transfers)
         outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
-        return _created(is_array, items, outcomes, "transfer", transfer_json)
+        response = _created(is_array, items, outcomes, "transfer", transfer_json)
+        accounts = chain(map(_DEBIT_ID, items), map(_CREDIT_ID, items))
+        self.monitor.count_transfers(map(_RESULT, outcomes), accounts, len(items),  # type: ignore[arg-type]
+                                     time.perf_counter() - started)
+        return response
 
     async def get_account(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
@@ -268,15 +285,22 @@ class InFlightLimit:
             self.in_flight -= 1
 
 
-def create_app(router: Router, settings: Settings) -> Starlette:
-    api = Api(router, settings)
+def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
+               placements: list[dict[str, Any]] | None = None) -> Starlette:
+    """`placements`: where each shard runs (node, pid), for the dashboard."""
+    monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
+                      placements or [])
+    metrics = Metrics(monitor)
+    api = Api(router, settings, monitor)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await router.redrive()  # resolve what a crash left in doubt before serving
-        task = asyncio.create_task(router.redrive_forever(settings.router.redrive_interval_ms))
+        tasks = [asyncio.create_task(router.redrive_forever(settings.router.redrive_interval_ms)),
+                 asyncio.create_task(monitor.run())]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     routes = [
         Route("/v1/accounts", api.post_accounts, methods=["POST"]),
@@ -288,9 +312,11 @@ def create_app(router: Router, settings: Settings) -> Starlette:
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        *dashboard_routes(monitor, metrics, ray_dashboard_url),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: sees every answer
     return app

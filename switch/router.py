@@ -145,7 +145,7 @@ class Router:
             if static is TransferResult.ok:
                 waiting.append(index)
             else:
-                outcomes[index] = (static, None)
+                outcomes[index] = (static.value, None)
         while waiting:
             wave, waiting = self._next_wave(transfers, waiting)
             if wave:

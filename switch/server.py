@@ -27,7 +27,8 @@ from switch.settings import Settings
 log = logging.getLogger("payswitch")
 
 
-def start_ray(settings: Settings) -> None:
+def start_ray(settings: Settings) -> str | None:
+    """Start (or join) Ray; returns the Ray dashboard's address, if it runs."""
     options: dict[str, Any] = {
         "address": settings.ray.address,
         "include_dashboard": settings.ray.include_dashboard,
@@ -38,7 +39,9 @@ def start_ray(settings: Settings) -> None:
         options["object_store_memory"] = settings.ray.object_store_bytes
         if settings.ray.num_cpus:
             options["num_cpus"] = settings.ray.num_cpus
-    ray.init(**options)
+    context = ray.init(**options)
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url else None
 
 
 def start_shards(settings: Settings) -> list[Any]:
@@ -82,7 +85,7 @@ def stop_shards(shards: list[Any]) -> None:
 
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    start_ray(settings)
+    ray_dashboard_url = start_ray(settings)
     try:
         try:
             shards = start_shards(settings)
@@ -90,7 +93,9 @@ def serve(settings: Settings) -> int:
             log.error("a shard could not start: %s", error)
             return 2
         try:
-            app = create_app(build_router(settings, shards), settings)
+            placements = ray.get([shard.placement.remote() for shard in shards])
+            app = create_app(build_router(settings, shards), settings,
+                             ray_dashboard_url=ray_dashboard_url, placements=placements)
             config = uvicorn.Config(
                 app,
                 host=settings.server.host,

@@ -72,6 +72,12 @@ class GcSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    interval_ms: int
+    window_s: int
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings
     api: ApiSettings
@@ -81,6 +87,7 @@ class Settings:
     wal: WalSettings
     ray: RaySettings
     gc: GcSettings
+    monitor: MonitorSettings
     ledgers: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -103,6 +110,8 @@ class Settings:
             "wal.map_size_bytes": self.wal.map_size_bytes,
             "wal.snapshot_every_events": self.wal.snapshot_every_events,
             "ray.object_store_bytes": self.ray.object_store_bytes,
+            "monitor.interval_ms": self.monitor.interval_ms,
+            "monitor.window_s": self.monitor.window_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -123,7 +132,7 @@ class Settings:
 _SECTION_CLASSES: dict[str, type] = {
     "server": ServerSettings, "api": ApiSettings, "data": DataSettings,
     "shards": ShardSettings, "router": RouterSettings, "wal": WalSettings,
-    "ray": RaySettings, "gc": GcSettings,
+    "ray": RaySettings, "gc": GcSettings, "monitor": MonitorSettings,
 }
 
 

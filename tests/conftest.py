@@ -74,7 +74,8 @@ class RunningSwitch:
         self._wait_unlocked()
         self.shards = start_shards(self.settings)
         self.router = build_router(self.settings, self.shards)
-        app = create_app(self.router, self.settings)
+        placements = ray.get([shard.placement.remote() for shard in self.shards])
+        app = create_app(self.router, self.settings, placements=placements)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
