@@ -32,6 +32,7 @@ from persistence.log import RecordLog, StorageFull
 from persistence.recovery import RecoveryReport, recover
 
 log = logging.getLogger("payswitch.shard")
+SLOW_BATCH_S = 0.5  # a batch this slow is logged (with its request ids) at any log level
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class ShardConfig:
     history_page_max: int = 1000
     gc_generation0_threshold: int = GENERATION0_THRESHOLD_DEFAULT
     gc_freeze: bool = True
+    log_level: str = "INFO"
+    log_json: bool = True
 
 
 class ShardHost:
@@ -93,7 +96,8 @@ class ShardHost:
 
     # ---- the batch ----
 
-    def handle(self, blob: bytes) -> bytes:
+    def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
+        """Run one batch; `request_ids` name the API requests it serves, for the logs."""
         started = time.perf_counter()
         commands = orjson.loads(blob)
         # One clock read per batch; each command then takes the next nanosecond.
@@ -117,6 +121,13 @@ class ShardHost:
             self._rebuild()
             return orjson.dumps([p.REPLY_FAILED, p.FAILED_INTERNAL, repr(error)])
         self._count(len(commands), len(events), applied - started)
+        seconds = time.perf_counter() - started
+        if seconds > SLOW_BATCH_S or log.isEnabledFor(logging.DEBUG):
+            log.log(logging.WARNING if seconds > SLOW_BATCH_S else logging.DEBUG, "batch", extra={
+                "shard": self.config.shard_index, "seq": self._log.last_seq,
+                "commands": len(commands), "events": len(events),
+                "apply_ms": round(1000 * (applied - started), 3),
+                "total_ms": round(1000 * seconds, 3), "request_ids": request_ids or []})
         self._events_since_snapshot += len(events)
         if self._events_since_snapshot >= self._snapshot_due_events():
             self.take_snapshot()

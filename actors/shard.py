@@ -7,7 +7,6 @@ single writer of every account it hosts: Ray runs its calls one after another.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import ray
 
 from actors.host import ShardConfig, ShardHost
-from actors.runtime import tune_gc
+from actors.runtime import configure_logging, tune_gc
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 
@@ -23,7 +22,7 @@ from persistence.lmdb_log import LmdbLog
 @ray.remote(max_concurrency=1)  # type: ignore[call-overload]
 class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        configure_logging(config.log_level, config.log_json)
         directory = shard_directory(Path(data_dir), config.shard_index)
         # The ledger is long-lived: freeze it out of collections after recovery and after
         # each snapshot (a full pass over the state anyway), so the collector only ever
@@ -38,8 +37,8 @@ class ShardActor:
         gc.freeze()
 
     @ray.method(enable_task_events=False)
-    def handle(self, blob: bytes) -> bytes:
-        return self._host.handle(blob)
+    def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
+        return self._host.handle(blob, request_ids or [])
 
     def status(self) -> dict[str, Any]:
         return self._host.status()

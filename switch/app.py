@@ -318,5 +318,6 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)
-    app.add_middleware(RequestContext, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(RequestContext, metrics=metrics,  # outermost: sees every answer
+                       access_log=settings.server.access_log)
     return app

@@ -13,15 +13,25 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from actors.protocol import REPLY_OK
+from switch.context import request_id_var
 
 log = logging.getLogger("payswitch.router")
 
-ShardCall = Callable[[bytes], Awaitable[bytes]]
+# (commands blob, request ids of the groups in it) -> replies blob
+ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
+
+
+@dataclass(slots=True)
+class _Group:
+    commands: list[Any]
+    future: asyncio.Future[list[Any]]
+    request_id: str
 
 
 class Overloaded(Exception):
@@ -53,7 +63,7 @@ class ShardChannel:
         self._call = call
         self._queue_commands_max = queue_commands_max
         self.call_commands_max = call_commands_max
-        self._queue: deque[tuple[list[Any], asyncio.Future[list[Any]]]] = deque()
+        self._queue: deque[_Group] = deque()
         self.queued_commands = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,7 +78,7 @@ class ShardChannel:
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
             self._loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = self._loop.create_future()
-        self._queue.append((commands, future))
+        self._queue.append(_Group(commands, future, request_id_var.get()))
         self.queued_commands += len(commands)
         if self._drain_task is None:
             self._drain_task = self._loop.create_task(self._drain())
@@ -81,21 +91,22 @@ class ShardChannel:
         finally:
             self._drain_task = None
 
-    def _take_call(self) -> list[tuple[list[Any], asyncio.Future[list[Any]]]]:
+    def _take_call(self) -> list[_Group]:
         groups = [self._queue.popleft()]
-        size = len(groups[0][0])
-        while self._queue and size + len(self._queue[0][0]) <= self.call_commands_max:
+        size = len(groups[0].commands)
+        while self._queue and size + len(self._queue[0].commands) <= self.call_commands_max:
             groups.append(self._queue.popleft())
-            size += len(groups[-1][0])
+            size += len(groups[-1].commands)
         self.queued_commands -= size
         return groups
 
-    async def _send(self, groups: list[tuple[list[Any], asyncio.Future[list[Any]]]]) -> None:
-        commands = [command for group, _ in groups for command in group]
+    async def _send(self, groups: list[_Group]) -> None:
+        commands = [command for group in groups for command in group.commands]
+        request_ids = list(dict.fromkeys(g.request_id for g in groups if g.request_id))
         self.calls += 1
         self.commands_sent += len(commands)
         try:
-            reply = orjson.loads(await self._call(orjson.dumps(commands)))
+            reply = orjson.loads(await self._call(orjson.dumps(commands), request_ids))
         except Exception as error:
             log.error("shard %d call failed: %r", self.shard_index, error)
             _fail(groups, ShardUnavailable(f"shard {self.shard_index} is unavailable"))
@@ -104,14 +115,14 @@ class ShardChannel:
             _fail(groups, ShardCallFailed(reply[1], reply[2]))
             return
         replies, start = reply[1], 0
-        for group, future in groups:
-            end = start + len(group)
-            if not future.done():
-                future.set_result(replies[start:end])
+        for group in groups:
+            end = start + len(group.commands)
+            if not group.future.done():
+                group.future.set_result(replies[start:end])
             start = end
 
 
-def _fail(groups: list[tuple[list[Any], asyncio.Future[list[Any]]]], error: Exception) -> None:
-    for _, future in groups:
-        if not future.done():
-            future.set_exception(error)
+def _fail(groups: list[_Group], error: Exception) -> None:
+    for group in groups:
+        if not group.future.done():
+            group.future.set_exception(error)

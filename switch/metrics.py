@@ -6,7 +6,7 @@ in the shards, and the books, is exported from the Monitor's latest poll by a co
 
 from __future__ import annotations
 
-import contextvars
+import logging
 import os
 import re
 import time
@@ -18,9 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switch.context import request_id_var
 from switch.monitor import Monitor
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access_log = logging.getLogger("payswitch.access")
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0)
@@ -43,9 +45,10 @@ class RequestContext:
     """Pure ASGI: a request id for logs (X-Request-Id, taken from the client when well formed),
     and the request's route, status and latency for /metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,8 +74,13 @@ class RequestContext:
             request_id_var.reset(token)
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
+            seconds = time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(route).observe(seconds)
+            if self.access_log:
+                access_log.info("%s %s", scope["method"], scope["path"], extra={
+                    "request_id": request_id, "route": route, "status": status,
+                    "ms": round(1000 * seconds, 3)})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -17,10 +17,11 @@ import ray
 import uvicorn
 
 from actors.host import ShardConfig
-from actors.runtime import tune_gc
+from actors.runtime import configure_logging, tune_gc
 from actors.shard import start_shard
 from switch.app import create_app
 from switch.channel import ShardChannel
+from switch.context import RequestIdFilter
 from switch.router import Router
 from switch.settings import Settings
 
@@ -52,7 +53,8 @@ def start_shards(settings: Settings) -> list[Any]:
         start_shard(
             ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
                         settings.api.history_page_max, settings.gc.generation0_threshold,
-                        settings.gc.freeze_after_start),
+                        settings.gc.freeze_after_start, settings.logging.level,
+                        settings.logging.json),
             data_dir,
             settings.wal.map_size_bytes,
         )
@@ -84,7 +86,9 @@ def stop_shards(shards: list[Any]) -> None:
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.logging.level, settings.logging.json)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     ray_dashboard_url = start_ray(settings)
     try:
         try:
@@ -103,7 +107,8 @@ def serve(settings: Settings) -> int:
                 loop="uvloop",
                 http="httptools",
                 lifespan="on",
-                access_log=settings.server.access_log,
+                access_log=False,  # ours is RequestContext's, with request ids
+                log_config=None,  # keep the JSON handler configured above
                 log_level="info",
                 timeout_graceful_shutdown=10,
             )

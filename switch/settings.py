@@ -72,6 +72,12 @@ class GcSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    level: str
+    json: bool
+
+
+@dataclass(frozen=True)
 class MonitorSettings:
     interval_ms: int
     window_s: int
@@ -88,6 +94,7 @@ class Settings:
     ray: RaySettings
     gc: GcSettings
     monitor: MonitorSettings
+    logging: LoggingSettings
     ledgers: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -124,6 +131,8 @@ class Settings:
             raise ValueError("router.shard_queue_commands_max must hold a whole call")
         if self.wal.map_size_bytes < 1 << 20:
             raise ValueError("wal.map_size_bytes must be at least 1 MiB")
+        if self.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("logging.level must be DEBUG, INFO, WARNING or ERROR")
         if not self.ledgers or any(not 0 <= scale <= 18 for scale in self.ledgers.values()):
             raise ValueError("ledgers: at least one, each with a scale from 0 to 18")
         return self
@@ -133,6 +142,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "server": ServerSettings, "api": ApiSettings, "data": DataSettings,
     "shards": ShardSettings, "router": RouterSettings, "wal": WalSettings,
     "ray": RaySettings, "gc": GcSettings, "monitor": MonitorSettings,
+    "logging": LoggingSettings,
 }
 
 

@@ -143,7 +143,7 @@ def three_shard_router(logs: list[MemoryLog]) -> tuple[Router, list[ShardHost]]:
         hosts.append(ShardHost(config, lambda log=log: log.reopen()))
 
     def caller(host: ShardHost) -> Any:
-        async def call(blob: bytes) -> bytes:
+        async def call(blob: bytes, request_ids: list[str]) -> bytes:
             await asyncio.sleep(0)
             return host.handle(blob)
         return call

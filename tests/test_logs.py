@@ -1,0 +1,60 @@
+"""JSON logs: a request id follows a request from the API through the router to the shard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from switch.launcher import SwitchProcess
+from tests.chaos import free_port
+
+
+def json_lines(path: Path) -> list[dict[str, object]]:
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        start = line.find("{")  # Ray prefixes forwarded worker lines with "(ShardActor pid=..)"
+        if start < 0:
+            continue
+        try:
+            entry = orjson.loads(line[start:])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found
+
+
+def test_request_id_reaches_the_access_log_and_the_shard_batch_log(tmp_path: Path) -> None:
+    log_path = tmp_path / "switch.log"
+    switch = SwitchProcess(tmp_path / "data", free_port(), shards=2, log_path=log_path,
+                           extra_env={"PAYSWITCH_LOGGING_LEVEL": "DEBUG",
+                                      "PAYSWITCH_SERVER_ACCESS_LOG": "true"}).start()
+    try:
+        accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"},
+                    {"id": "alice", "ledger": "USD", "code": 1, "owner": "psp"}]
+        httpx.post(switch.url + "/v1/accounts", json=accounts).raise_for_status()
+        response = httpx.post(switch.url + "/v1/transfers", headers={"x-request-id": "trace-42"},
+                              json={"id": "t1", "debit_account_id": "bank",
+                                    "credit_account_id": "alice", "amount": 5, "ledger": "USD",
+                                    "code": 1})
+        assert response.status_code == 201 and response.headers["x-request-id"] == "trace-42"
+        generated = httpx.get(switch.url + "/v1/accounts/alice").headers["x-request-id"]
+        assert len(generated) == 16
+        deadline = time.monotonic() + 20
+        while True:
+            entries = json_lines(log_path)
+            access = [e for e in entries if e.get("logger") == "payswitch.access"
+                      and e.get("request_id") == "trace-42"]
+            batches = [e for e in entries if e.get("logger") == "payswitch.shard"
+                       and "trace-42" in e.get("request_ids", [])]  # type: ignore[operator]
+            if access and batches:
+                break
+            assert time.monotonic() < deadline, f"not found in {log_path}"
+            time.sleep(0.25)
+        assert access[0]["status"] == 201 and access[0]["route"] == "post_transfers"
+        assert batches[0]["events"] >= 1 and batches[0]["level"] == "DEBUG"
+    finally:
+        switch.kill_session()
