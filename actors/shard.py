@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.metrics import Counter as RayCounter
 
 from actors.host import ShardConfig, ShardHost
 from actors.runtime import configure_logging, tune_gc
@@ -31,6 +32,17 @@ class ShardActor:
         self._host = ShardHost(config, lambda: LmdbLog(directory, map_size_bytes),
                                on_snapshot=freeze)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
+        # The key figures again as Ray metrics: in the Ray dashboard and its Prometheus export.
+        tags = {"shard": str(config.shard_index)}
+        self._ray_commands = RayCounter("payswitch_shard_commands",
+                                        "commands applied by a shard", ("shard",))
+        self._ray_events = RayCounter("payswitch_shard_events", "events committed by a shard",
+                                      ("shard",))
+        self._ray_batches = RayCounter("payswitch_shard_batches", "batches (group commits)",
+                                       ("shard",))
+        for metric in (self._ray_commands, self._ray_events, self._ray_batches):
+            metric.set_default_tags(tags)
+        self._counted = (0, 0, 0)
 
     @staticmethod
     def _freeze() -> None:
@@ -38,7 +50,15 @@ class ShardActor:
 
     @ray.method(enable_task_events=False)
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        return self._host.handle(blob, request_ids or [])
+        reply = self._host.handle(blob, request_ids or [])
+        stats = self._host.stats
+        counted = (stats.commands, stats.events, stats.batches)
+        for metric, now, before in zip((self._ray_commands, self._ray_events, self._ray_batches),
+                                       counted, self._counted, strict=True):
+            if now > before:
+                metric.inc(now - before)
+        self._counted = counted
+        return reply
 
     def status(self) -> dict[str, Any]:
         return self._host.status()

@@ -286,10 +286,13 @@ class InFlightLimit:
 
 
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
-               placements: list[dict[str, Any]] | None = None) -> Starlette:
-    """`placements`: where each shard runs (node, pid), for the dashboard."""
+               placements: list[dict[str, Any]] | None = None,
+               on_tick: Callable[[Monitor], None] | None = None) -> Starlette:
+    """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
+    with the monitor after each of its polls (the server publishes Ray metrics there)."""
     monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
                       placements or [])
+    monitor.on_tick = on_tick
     metrics = Metrics(monitor)
     api = Api(router, settings, monitor)
 

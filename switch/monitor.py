@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,7 @@ class Monitor:
             maxlen=max(1, int(HOTTEST_WINDOW_S / self.interval_s)))
         self.last_tick = 0.0
         self._previous: dict[int, dict[str, Any]] = {}
+        self.on_tick: Callable[[Monitor], None] | None = None  # e.g. publish Ray metrics
 
     # ---- from the request path ----
 
@@ -135,6 +136,8 @@ class Monitor:
             window.update(dict(top))
         self.hottest = window.most_common(HOTTEST_SHOWN)
         self.last_tick = now
+        if self.on_tick is not None:
+            self.on_tick(self)
 
     def _shard_sample(self, status: dict[str, Any], depth: int, now: float,
                       elapsed: float) -> None:

@@ -22,6 +22,7 @@ from actors.shard import start_shard
 from switch.app import create_app
 from switch.channel import ShardChannel
 from switch.context import RequestIdFilter
+from switch.ray_metrics import RayMetrics
 from switch.router import Router
 from switch.settings import Settings
 
@@ -99,7 +100,8 @@ def serve(settings: Settings) -> int:
         try:
             placements = ray.get([shard.placement.remote() for shard in shards])
             app = create_app(build_router(settings, shards), settings,
-                             ray_dashboard_url=ray_dashboard_url, placements=placements)
+                             ray_dashboard_url=ray_dashboard_url, placements=placements,
+                             on_tick=RayMetrics().publish)
             config = uvicorn.Config(
                 app,
                 host=settings.server.host,

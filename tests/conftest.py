@@ -20,6 +20,7 @@ from actors import protocol as p
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.app import create_app
+from switch.ray_metrics import RayMetrics
 from switch.router import Router
 from switch.server import build_router, start_shards, stop_shards
 from switch.settings import Settings, load_settings
@@ -75,7 +76,8 @@ class RunningSwitch:
         self.shards = start_shards(self.settings)
         self.router = build_router(self.settings, self.shards)
         placements = ray.get([shard.placement.remote() for shard in self.shards])
-        app = create_app(self.router, self.settings, placements=placements)
+        app = create_app(self.router, self.settings, placements=placements,
+                         on_tick=RayMetrics().publish)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
