@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench load load-ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+load: $(STAMP)
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
+
+load-ui: $(STAMP)
+	$(BIN)/python -m bench.load --ui $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) data bench/out

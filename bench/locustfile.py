@@ -1,0 +1,127 @@
+"""Locust scenarios a payment operator would run against payswitch.
+
+Users (pick some by class name on the command line, or all for the realistic mix):
+  WalletUser        one wallet-to-wallet transfer per request, uniform accounts
+  HotWalletUser     one transfer per request, one side on one of 10 hot accounts
+  BatchSubmitter    arrays of 1,000 transfers (a PSP's settlement file)
+  BalanceReader     reads an account's balances
+(Two-phase flows come with two-phase transfers.)
+
+A 5xx, or a rejection the scenario does not expect, counts as a failure. 429/503 are
+retried after Retry-After with the same transfer ids, so a retry never pays twice; a retry
+that answers `exists` is a success (the first attempt was applied).
+
+Settings from the environment: LOAD_ACCOUNTS (the accounts a0..aN-1 bench/load.py created).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+from typing import Any
+
+import orjson
+from locust import FastHttpUser, between, task
+from locust.contrib.fasthttp import ResponseContextManager
+
+ACCOUNTS = int(os.environ.get("LOAD_ACCOUNTS", "10000"))
+HOT_ACCOUNTS = 10
+BATCH_SIZE = 1000
+RETRIES_MAX = 5
+ACCEPTED = {"ok", "exists"}
+_RUN = f"{random.getrandbits(32):08x}"  # set before Locust forks its processes: add the pid
+_COUNTER = itertools.count()
+HEADERS = {"content-type": "application/json"}
+
+
+def next_id() -> str:
+    return f"L{_RUN}-{os.getpid():x}-{next(_COUNTER)}"
+
+
+def transfer(debit: int, credit: int) -> dict[str, Any]:
+    return {"id": next_id(), "debit_account_id": f"a{debit}", "credit_account_id": f"a{credit}",
+            "amount": random.randint(1, 10_000), "ledger": "USD", "code": 1}
+
+
+def uniform_pair() -> tuple[int, int]:
+    debit, credit = random.sample(range(ACCOUNTS), 2)
+    return debit, credit
+
+
+def hot_pair() -> tuple[int, int]:
+    hot, other = random.randrange(HOT_ACCOUNTS), random.randrange(HOT_ACCOUNTS, ACCOUNTS)
+    return (hot, other) if random.random() < 0.5 else (other, hot)
+
+
+class _Transfers(FastHttpUser):
+    abstract = True
+    wait_time = between(0, 0.01)
+
+    def send(self, body: Any, name: str) -> None:
+        """POST with retries on 429/503 (same ids); judge the results."""
+        payload = orjson.dumps(body)
+        for _ in range(RETRIES_MAX):
+            with self.client.post("/v1/transfers", data=payload, headers=HEADERS, name=name,
+                                  catch_response=True) as response:
+                if response.status_code in (429, 503):
+                    response.success()  # judged on the retry
+                    time.sleep(float(response.headers.get("retry-after") or 1))
+                    continue
+                self._judge(response)
+                return
+
+    @staticmethod
+    def _judge(response: ResponseContextManager) -> None:
+        if response.status_code >= 500 or response.status_code == 0:
+            response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+            return
+        body = orjson.loads(response.content or b"{}")
+        results = [item["result"] for item in body.get("results", [body])]
+        unexpected = [r for r in results if r not in ACCEPTED]
+        if unexpected:
+            response.failure(f"unexpected results: {sorted(set(unexpected))}")
+        else:
+            response.success()
+
+
+class WalletUser(_Transfers):
+    weight = 6
+
+    @task
+    def pay(self) -> None:
+        self.send(transfer(*uniform_pair()), "POST /v1/transfers (single)")
+
+
+class HotWalletUser(_Transfers):
+    weight = 2
+
+    @task
+    def pay_hot(self) -> None:
+        self.send(transfer(*hot_pair()), "POST /v1/transfers (single, hot)")
+
+
+class BatchSubmitter(_Transfers):
+    weight = 1
+    wait_time = between(1, 2)  # a settlement file now and then, not a firehose
+
+    @task
+    def settle_file(self) -> None:
+        self.send([transfer(*uniform_pair()) for _ in range(BATCH_SIZE)],
+                  f"POST /v1/transfers (array of {BATCH_SIZE})")
+
+
+class BalanceReader(FastHttpUser):
+    weight = 2
+    wait_time = between(0, 0.01)
+
+    @task
+    def balance(self) -> None:
+        name = "GET /v1/accounts/{id}"
+        with self.client.get(f"/v1/accounts/a{random.randrange(ACCOUNTS)}", name=name,
+                             catch_response=True) as response:
+            if response.status_code == 200:
+                response.success()
+            else:
+                response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
