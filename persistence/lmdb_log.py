@@ -18,7 +18,7 @@ import lmdb
 
 from persistence.lock import DirectoryLock
 from persistence.log import RecordLog, StorageFull, StoreDamaged
-from persistence.records import GENESIS_CHAIN, CorruptRecord
+from persistence.records import GENESIS_CHAIN, CorruptRecord, Record, decode_record
 
 KEY = struct.Struct(">Q")  # big-endian, so byte order is numeric order
 LOG_DB = b"log"
@@ -130,6 +130,19 @@ class LmdbLog(RecordLog):
         return int(self._env.info()["map_size"])
 
     # ---- for the WAL tool ----
+
+    def tail_seq(self) -> int:
+        """The last record's sequence number now (a reader's `last_seq` is from its open)."""
+        last = self._last_raw()
+        return last[0] if last else 0
+
+    def records_from(self, seq_from: int, count: int) -> list[Record]:
+        """Up to `count` records from `seq_from`, each checked against its checksum, read in one
+        short transaction (a long one would keep the writer from reusing pages)."""
+        records = []
+        for seq, raw in _iterate(self._env, self._log_db, seq_from, seq_from + count - 1):
+            records.append(decode_record(raw, seq, None))
+        return records
 
     def first_seq(self) -> int:
         with self._env.begin(db=self._log_db) as txn:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from itertools import chain
 from operator import attrgetter, itemgetter
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -28,6 +29,7 @@ from actors.model import ID_RE
 from switch.channel import Overloaded, ShardCallFailed, ShardUnavailable
 from switch.dashboard import dashboard_routes
 from switch.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
+from switch.events_api import event_routes
 from switch.metrics import Metrics, RequestContext
 from switch.monitor import Monitor
 from switch.openapi import openapi_document
@@ -316,6 +318,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
+        *event_routes(Path(settings.data.dir).resolve()),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))

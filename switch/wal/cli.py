@@ -18,8 +18,9 @@ from persistence.lmdb_log import LmdbLog
 from persistence.log import StoreDamaged
 from persistence.records import CorruptRecord, Record
 from persistence.scan import scan
+from switch.events import event_json
 from switch.settings import DEFAULT_CONFIG, Settings, load_settings
-from switch.views import account_json, transfer_json
+from switch.views import account_json
 from switch.wal import audit as audits
 from switch.wal import ops
 
@@ -253,18 +254,6 @@ def _print_events(args: argparse.Namespace, shards: Shards) -> int:
                   file=sys.stderr)
             status = 1
     return status
-
-
-def event_json(event: list[Any]) -> dict[str, Any]:
-    kind = event[0]
-    if kind == "account_created":
-        return {"type": kind, "account": account_json(event[1])}
-    if kind in ("transfer_committed", "transfer_reserved"):
-        return {"type": kind, "transfer": transfer_json(event[1]), "roles": event[2],
-                "attempt": event[3]}
-    if kind == "reservation_posted":
-        return {"type": kind, "transfer_id": event[1], "timestamp": event[2]}
-    return {"type": kind, "transfer_id": event[1]}
 
 
 def _matches(rendered: dict[str, Any], account: str | None, transfer: str | None) -> bool:
