@@ -24,6 +24,11 @@ class AccountResult(StrEnum):
 
 class TransferResult(StrEnum):
     ok = "ok"
+    flags_are_mutually_exclusive = "flags_are_mutually_exclusive"
+    pending_id_required = "pending_id_required"
+    pending_id_must_be_empty = "pending_id_must_be_empty"
+    pending_id_must_be_different = "pending_id_must_be_different"
+    timeout_reserved_for_pending_transfer = "timeout_reserved_for_pending_transfer"
     amount_invalid = "amount_invalid"
     accounts_must_be_different = "accounts_must_be_different"
     exists_with_different_debit_account_id = "exists_with_different_debit_account_id"
@@ -32,7 +37,23 @@ class TransferResult(StrEnum):
     exists_with_different_ledger = "exists_with_different_ledger"
     exists_with_different_code = "exists_with_different_code"
     exists_with_different_user_data = "exists_with_different_user_data"
+    exists_with_different_flags = "exists_with_different_flags"
+    exists_with_different_pending_id = "exists_with_different_pending_id"
+    exists_with_different_timeout_ms = "exists_with_different_timeout_ms"
     exists = "exists"
+    pending_transfer_not_found = "pending_transfer_not_found"
+    pending_transfer_not_pending = "pending_transfer_not_pending"
+    pending_transfer_has_different_debit_account_id = (
+        "pending_transfer_has_different_debit_account_id")
+    pending_transfer_has_different_credit_account_id = (
+        "pending_transfer_has_different_credit_account_id")
+    pending_transfer_has_different_ledger = "pending_transfer_has_different_ledger"
+    pending_transfer_has_different_code = "pending_transfer_has_different_code"
+    exceeds_pending_transfer_amount = "exceeds_pending_transfer_amount"
+    pending_transfer_has_different_amount = "pending_transfer_has_different_amount"
+    pending_transfer_already_posted = "pending_transfer_already_posted"
+    pending_transfer_already_voided = "pending_transfer_already_voided"
+    pending_transfer_expired = "pending_transfer_expired"
     debit_account_not_found = "debit_account_not_found"
     credit_account_not_found = "credit_account_not_found"
     ledger_mismatch = "ledger_mismatch"

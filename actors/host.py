@@ -79,6 +79,13 @@ class ShardHost:
             p.OP_ACCOUNT_TRANSFERS: self._account_transfers,
             p.OP_IN_DOUBT: lambda command, events: queries.in_doubt(
                 self.ledger, self._last_timestamp_ns - command[1] * 1_000_000),
+            p.OP_HELD: lambda command, events: queries.held_parts(
+                self.ledger, self._last_timestamp_ns - command[1] * 1_000_000),
+            p.OP_CLAIMS: lambda command, events: queries.claims_in_doubt(self.ledger),
+            p.OP_CLAIM: self._claim,
+            p.OP_FINALIZE_CLAIM: self._finalize_claim,
+            p.OP_SETTLE: self._settle,
+            p.OP_PENDING_STATUS: lambda command, events: self.ledger.pending_status(command[1]),
             p.OP_TOTALS: lambda command, events: queries.totals_by_ledger(self.ledger),
             p.OP_STATUS: lambda command, events: self.status(),
         }
@@ -102,8 +109,10 @@ class ShardHost:
         commands = orjson.loads(blob)
         # One clock read per batch; each command then takes the next nanosecond.
         self._last_timestamp_ns = max(self._last_timestamp_ns, self._clock_ns() - 1)
+        expired = self.ledger.expire_due(self._last_timestamp_ns)
         events: list[Event] = []
         try:
+            self._record(expired, events)
             replies = [self._ops[command[0]](command, events) for command in commands]
             applied = time.perf_counter()
             if events:
@@ -187,13 +196,32 @@ class ShardHost:
         return result
 
     def _finalize(self, command: list[Any], events: list[Event]) -> bool:
-        _, transfer_id, attempt, post, commit_timestamp = command
+        _, transfer_id, attempt, outcome, commit_timestamp = command
         self._next_timestamp()
-        new_events = self.ledger.finalize_reservation(transfer_id, attempt, post, commit_timestamp)
+        new_events = self.ledger.finalize_reservation(transfer_id, attempt, outcome,
+                                                      commit_timestamp)
         self._record(new_events, events)
         return bool(new_events)
 
-    def _resolve(self, command: list[Any], events: list[Event]) -> int:
+    def _claim(self, command: list[Any], events: list[Event]) -> list[Any]:
+        resolving = Transfer.from_row([*command[1], self._next_timestamp()])
+        result, new_events, pending = self.ledger.claim_pending(resolving, command[2])
+        self._record(new_events, events)
+        return [result, pending.row() if pending is not None else None]
+
+    def _finalize_claim(self, command: list[Any], events: list[Event]) -> bool:
+        _, pending_id, resolving_id, attempt, resolving_row = command
+        new_events = self.ledger.finalize_claim(pending_id, resolving_id, attempt, resolving_row)
+        self._record(new_events, events)
+        return bool(new_events)
+
+    def _settle(self, command: list[Any], events: list[Event]) -> bool:
+        _, pending_id, post, amount, resolving_row = command
+        new_events = self.ledger.settle_held(pending_id, post, amount, resolving_row)
+        self._record(new_events, events)
+        return bool(new_events)
+
+    def _resolve(self, command: list[Any], events: list[Event]) -> list[Any]:
         return self.ledger.resolve(command[1], command[2])
 
     def _get_account(self, command: list[Any], events: list[Event]) -> list[Any] | None:
@@ -202,7 +230,9 @@ class ShardHost:
 
     def _get_transfer(self, command: list[Any], events: list[Event]) -> list[Any] | None:
         transfer = self.ledger.transfers.get(command[1])
-        return transfer.row() if transfer is not None else None
+        if transfer is None:
+            return None
+        return [transfer.row(), self.ledger.pending_status(command[1])]
 
     def _account_transfers(self, command: list[Any], events: list[Event]) -> list[Any]:
         _, account_id, limit, before = command

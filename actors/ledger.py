@@ -14,12 +14,15 @@ posted or voided (see docs/ARCHITECTURE.md, "Cross-shard transfers").
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from actors import pending as pending_rules
 from actors.codes import AccountResult, TransferResult, first_failure
+from actors.exists import account_exists, transfer_exists
 from actors.model import (
     ACCOUNT_FLAGS_ALL,
     AMOUNT_MAX,
@@ -27,10 +30,13 @@ from actors.model import (
     CLOSED,
     CREDITS_MUST_NOT_EXCEED_DEBITS,
     DEBITS_MUST_NOT_EXCEED_CREDITS,
+    PENDING,
+    POST_PENDING,
     Account,
     Roles,
     Transfer,
 )
+from actors.pending import EXPIRED, PENDING_STATUS, POSTED, VOIDED, PendingState
 
 Event = list[Any]
 
@@ -39,6 +45,15 @@ TRANSFER_COMMITTED = "transfer_committed"
 TRANSFER_RESERVED = "transfer_reserved"
 RESERVATION_POSTED = "reservation_posted"
 RESERVATION_VOIDED = "reservation_voided"
+RESERVATION_HELD = "reservation_held"  # a part of a pending transfer, now committed
+PENDING_CLAIMED = "pending_claimed"
+PENDING_CLAIM_RELEASED = "pending_claim_released"
+PENDING_RESOLVED = "pending_resolved"
+PENDING_EXPIRED = "pending_expired"
+HELD_SETTLED = "held_settled"
+
+# What a reservation becomes once its transfer's home has decided.
+POST, VOID, HOLD = "post", "void", "hold"
 
 _DEBITS_LIMITED = DEBITS_MUST_NOT_EXCEED_CREDITS
 _CREDITS_LIMITED = CREDITS_MUST_NOT_EXCEED_DEBITS
@@ -51,20 +66,18 @@ _OK = TransferResult.ok
 
 @dataclass(slots=True)
 class Reservation:
-    """A remote role of a cross-shard transfer, held as pending until its home decides."""
+    """A role of a transfer held as pending on this shard: a cross-shard part waiting for its
+    home's decision (in doubt), or a part of a committed pending transfer (held)."""
 
     transfer: Transfer
     roles: int
     attempt: int
+    held: bool = False
 
 
 def check_transfer_static(transfer: Transfer) -> TransferResult:
     """The checks that need no state; the router runs them before routing anything."""
-    if not (isinstance(transfer.amount, int) and 0 < transfer.amount <= AMOUNT_MAX):
-        return _R.amount_invalid
-    if transfer.debit_account_id == transfer.credit_account_id:
-        return _R.accounts_must_be_different
-    return _R.ok
+    return pending_rules.check_static(transfer)
 
 
 class Ledger:
@@ -80,12 +93,20 @@ class Ledger:
         self.commit_attempts: dict[str, int] = {}
         # Posted transfers per account, in order (a defaultdict: no empty list built per post).
         self.history: defaultdict[str, list[Transfer]] = defaultdict(list)
+        self.pending: dict[str, PendingState] = {}  # pending transfers homed here
+        self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
         self._appliers: dict[str, Callable[[Event], None]] = {
             ACCOUNT_CREATED: self._apply_account_created,
             TRANSFER_COMMITTED: self._apply_transfer_committed,
             TRANSFER_RESERVED: self._apply_transfer_reserved,
             RESERVATION_POSTED: self._apply_reservation_posted,
             RESERVATION_VOIDED: self._apply_reservation_voided,
+            RESERVATION_HELD: self._apply_reservation_held,
+            PENDING_CLAIMED: self._apply_pending_claimed,
+            PENDING_CLAIM_RELEASED: self._apply_pending_claim_released,
+            PENDING_RESOLVED: self._apply_pending_resolved,
+            PENDING_EXPIRED: self._apply_pending_expired,
+            HELD_SETTLED: self._apply_held_settled,
         }
 
     # ---- decisions (read-only) ----
@@ -98,7 +119,7 @@ class Ledger:
             return AccountResult.ledger_unknown, []
         existing = self.accounts.get(account.id)
         if existing is not None:
-            return _account_exists(existing, account), []
+            return account_exists(existing, account), []
         assert account.timestamp > 0
         return AccountResult.ok, [[ACCOUNT_CREATED, account.row()]]
 
@@ -115,7 +136,7 @@ class Ledger:
             return static, [], None
         existing = self.transfers.get(transfer.id)
         if existing is not None:
-            return _transfer_exists(existing, transfer), [], existing
+            return transfer_exists(existing, transfer), [], existing
         result = first_failure(self._check_roles(transfer, roles), remote)
         if result is not _OK:
             return result, [], None
@@ -134,25 +155,91 @@ class Ledger:
         return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt]]
 
     def finalize_reservation(
-        self, transfer_id: str, attempt: int, post: bool, timestamp: int
+        self, transfer_id: str, attempt: int, outcome: str, timestamp: int
     ) -> list[Event]:
-        """Post or void a reservation once its home has decided; a repeat changes nothing."""
+        """Post, void or hold (a pending transfer) a part once its home has decided; a repeat
+        changes nothing."""
         reservation = self.reservations.get(transfer_id)
-        if reservation is None or reservation.attempt != attempt:
+        if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
-        if post:
+        if outcome == POST:
             return [[RESERVATION_POSTED, transfer_id, timestamp]]
+        if outcome == HOLD:
+            return [[RESERVATION_HELD, transfer_id]]
         return [[RESERVATION_VOIDED, transfer_id]]
 
-    def resolve(self, transfer_id: str, attempt: int) -> int:
-        """At the home: the commit timestamp if this attempt committed, else 0 (void it).
+    def resolve(self, transfer_id: str, attempt: int) -> list[Any]:
+        """At the home: what becomes of this attempt's parts: [post|hold|void, ts, row].
 
         The attempt, not the fields, decides: a retry with identical fields reserves too, is
         told `exists`, and its reservation must be voided, never posted a second time.
         """
         if self.commit_attempts.get(transfer_id) == attempt:
-            return self.transfers[transfer_id].timestamp
-        return 0
+            committed = self.transfers[transfer_id]
+            outcome = HOLD if committed.flags & PENDING else POST
+            return [outcome, committed.timestamp, committed.row()]
+        return [VOID, 0, None]
+
+    # ---- two-phase: at the pending transfer's home, and at its parts ----
+
+    def claim_pending(
+        self, resolving: Transfer, attempt: int
+    ) -> tuple[TransferResult, list[Event], Transfer | None]:
+        """May this post or void take its pending transfer? On ok the pending transfer is
+        locked for it (durably) until its home decides."""
+        pending = self.transfers.get(resolving.pending_id)
+        state = self.pending.get(resolving.pending_id)
+        result, amount = pending_rules.check_claim(pending, state, resolving,
+                                                   resolving.timestamp)
+        if result is not _OK:
+            return result, [], pending
+        post = bool(resolving.flags & POST_PENDING)
+        return _OK, [[PENDING_CLAIMED, resolving.pending_id, resolving.id, attempt, post,
+                      amount]], pending
+
+    def finalize_claim(
+        self, pending_id: str, resolving_id: str, attempt: int, resolving_row: list[Any] | None
+    ) -> list[Event]:
+        """The post or void was committed (its row given) or not (None): record it at the
+        pending transfer's home. A repeat, or another attempt's, changes nothing."""
+        state = self.pending.get(pending_id)
+        if state is None or state.claim is None or state.claim[:2] != [resolving_id, attempt]:
+            return []
+        if resolving_row is None:
+            return [[PENDING_CLAIM_RELEASED, pending_id]]
+        status = POSTED if state.claim[2] else VOIDED
+        return [[PENDING_RESOLVED, pending_id, status, state.claim[3], resolving_row]]
+
+    def settle_held(
+        self, pending_id: str, post: bool, amount: int, resolving_row: list[Any] | None
+    ) -> list[Event]:
+        """Post (the amount given) or release this shard's held part of a pending transfer."""
+        reservation = self.reservations.get(pending_id)
+        if reservation is None or not reservation.held:
+            return []
+        return [[HELD_SETTLED, pending_id, post, amount, resolving_row]]
+
+    def expire_due(self, now_ns: int) -> list[Event]:
+        """Pending transfers whose timeout has passed, and that nobody is resolving: expire."""
+        events = []
+        while self._expiries and self._expiries[0][0] <= now_ns:
+            _, pending_id = heapq.heappop(self._expiries)
+            state = self.pending[pending_id]
+            if state.status == PENDING_STATUS and state.claim is None:
+                events.append([PENDING_EXPIRED, pending_id])
+        return events
+
+    def pending_status(self, pending_id: str) -> list[Any] | None:
+        state = self.pending.get(pending_id)
+        if state is None:
+            return None
+        return [state.status, state.amount_posted, state.resolution]
+
+    def rebuild_expiries(self) -> None:
+        """After loading a snapshot: the heap of pending transfers that can still expire."""
+        self._expiries = [(s.expires_at_ns, pending_id) for pending_id, s in self.pending.items()
+                          if s.expires_at_ns and s.status == PENDING_STATUS]
+        heapq.heapify(self._expiries)
 
     def _check_roles(self, transfer: Transfer, roles: int) -> TransferResult:
         debit = self._check_debit(transfer) if roles & _DEBIT else _OK
@@ -207,17 +294,61 @@ class Ledger:
         self.homed_count += 1
         if event[3]:
             self.commit_attempts[transfer.id] = event[3]
-        self._post(transfer, event[2])
+        if not transfer.flags & PENDING:
+            self._post(transfer, event[2])
+            return
+        expires_at_ns = transfer.timestamp + transfer.timeout_ms * 1_000_000 \
+            if transfer.timeout_ms else 0
+        self.pending[transfer.id] = PendingState(PENDING_STATUS, expires_at_ns)
+        if expires_at_ns:
+            heapq.heappush(self._expiries, (expires_at_ns, transfer.id))
+        if event[2]:  # the home's own accounts: held at once
+            self._hold(transfer, event[2], event[3])
 
     def _apply_transfer_reserved(self, event: Event) -> None:
-        transfer = Transfer.from_row(event[1])
-        roles, amount = event[2], transfer.amount
+        self._hold(Transfer.from_row(event[1]), event[2], event[3], held=False)  # in doubt
+
+    def _hold(self, transfer: Transfer, roles: int, attempt: int, held: bool = True) -> None:
+        amount = transfer.amount
         assert transfer.id not in self.reservations, transfer.id
         if roles & _DEBIT:
             self.accounts[transfer.debit_account_id].debits_pending += amount
         if roles & _CREDIT:
             self.accounts[transfer.credit_account_id].credits_pending += amount
-        self.reservations[transfer.id] = Reservation(transfer, roles, event[3])
+        self.reservations[transfer.id] = Reservation(transfer, roles, attempt, held)
+
+    def _apply_reservation_held(self, event: Event) -> None:
+        self.reservations[event[1]].held = True
+
+    def _apply_pending_claimed(self, event: Event) -> None:
+        state = self.pending[event[1]]
+        assert state.claim is None and state.status == PENDING_STATUS
+        state.claim = event[2:]
+
+    def _apply_pending_claim_released(self, event: Event) -> None:
+        state = self.pending[event[1]]
+        state.claim = None
+        if state.expires_at_ns:  # it may have come due meanwhile
+            heapq.heappush(self._expiries, (state.expires_at_ns, event[1]))
+
+    def _apply_pending_resolved(self, event: Event) -> None:
+        state = self.pending[event[1]]
+        state.status, state.amount_posted, state.resolution = event[2], event[3], event[4]
+        state.claim = None
+
+    def _apply_pending_expired(self, event: Event) -> None:
+        state = self.pending[event[1]]
+        assert state.status == PENDING_STATUS
+        state.status = EXPIRED
+
+    def _apply_held_settled(self, event: Event) -> None:
+        _, pending_id, post, amount, resolving_row = event
+        reservation = self._release(pending_id)
+        if post and amount:
+            resolving = Transfer.from_row(resolving_row)
+            assert resolving.amount == amount
+            self.transfers.setdefault(resolving.id, resolving)
+            self._post(resolving, reservation.roles)
 
     def _apply_reservation_posted(self, event: Event) -> None:
         reservation = self._release(event[1])
@@ -255,33 +386,3 @@ class Ledger:
             credit.credits_posted += amount
             assert credit.credits_posted <= BALANCE_MAX
             self.history[credit.id].append(transfer)
-
-
-def _account_exists(existing: Account, account: Account) -> AccountResult:
-    if existing.ledger != account.ledger:
-        return AccountResult.exists_with_different_ledger
-    if existing.code != account.code:
-        return AccountResult.exists_with_different_code
-    if existing.owner != account.owner:
-        return AccountResult.exists_with_different_owner
-    if existing.flags != account.flags:
-        return AccountResult.exists_with_different_flags
-    if existing.user_data != account.user_data:
-        return AccountResult.exists_with_different_user_data
-    return AccountResult.exists
-
-
-def _transfer_exists(existing: Transfer, transfer: Transfer) -> TransferResult:
-    if existing.debit_account_id != transfer.debit_account_id:
-        return _R.exists_with_different_debit_account_id
-    if existing.credit_account_id != transfer.credit_account_id:
-        return _R.exists_with_different_credit_account_id
-    if existing.amount != transfer.amount:
-        return _R.exists_with_different_amount
-    if existing.ledger != transfer.ledger:
-        return _R.exists_with_different_ledger
-    if existing.code != transfer.code:
-        return _R.exists_with_different_code
-    if existing.user_data != transfer.user_data:
-        return _R.exists_with_different_user_data
-    return _R.exists

@@ -39,6 +39,22 @@ CREDITS_MUST_NOT_EXCEED_DEBITS = int(AccountFlags.credits_must_not_exceed_debits
 CLOSED = int(AccountFlags.closed)
 
 
+class TransferFlags(IntFlag):
+    linked = 1
+    pending = 2
+    post_pending_transfer = 4
+    void_pending_transfer = 8
+
+
+PENDING = int(TransferFlags.pending)
+POST_PENDING = int(TransferFlags.post_pending_transfer)
+VOID_PENDING = int(TransferFlags.void_pending_transfer)
+RESOLVES_PENDING = POST_PENDING | VOID_PENDING
+TRANSFER_FLAGS_ALL = int(TransferFlags.pending | TransferFlags.post_pending_transfer
+                         | TransferFlags.void_pending_transfer)  # linked: not yet
+TIMEOUT_MS_MAX = 2**32 - 1
+
+
 class Roles:
     """Which sides of a transfer a shard holds: the debit account, the credit account, both."""
 
@@ -84,12 +100,16 @@ class Transfer:
     ledger: str
     code: int
     user_data: str
+    flags: int = 0
+    pending_id: str = ""  # for post_pending_transfer / void_pending_transfer
+    timeout_ms: int = 0  # for pending: 0 never expires
     timestamp: int = 0
 
     def row(self) -> list[Any]:
         return [
             self.id, self.debit_account_id, self.credit_account_id, self.amount,
-            self.ledger, self.code, self.user_data, self.timestamp,
+            self.ledger, self.code, self.user_data, self.flags, self.pending_id,
+            self.timeout_ms, self.timestamp,
         ]
 
     @classmethod
@@ -99,7 +119,8 @@ class Transfer:
     def fields(self) -> list[Any]:
         """The client-chosen fields: a row without the timestamp."""
         return [self.id, self.debit_account_id, self.credit_account_id, self.amount,
-                self.ledger, self.code, self.user_data]
+                self.ledger, self.code, self.user_data, self.flags, self.pending_id,
+                self.timeout_ms]
 
     def same_fields(self, other: Transfer) -> bool:
         """Equal in every client-chosen field (the timestamp is the switch's)."""
@@ -108,5 +129,6 @@ class Transfer:
     def stamped(self, timestamp: int) -> Transfer:
         return Transfer(
             self.id, self.debit_account_id, self.credit_account_id, self.amount,
-            self.ledger, self.code, self.user_data, timestamp,
+            self.ledger, self.code, self.user_data, self.flags, self.pending_id,
+            self.timeout_ms, timestamp,
         )

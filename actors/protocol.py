@@ -7,16 +7,23 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["account", [id, ledger, code, owner, flags, user_data]] -> [result, account row]
     ["commit", transfer fields, roles, remote result, attempt] -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
-    ["finalize", transfer id, attempt, post, commit ts]      -> applied (bool)
-    ["resolve", transfer id, attempt]                        -> commit ts, 0: not this attempt
-    ["get_account", id] -> row | None        ["get_transfer", id] -> row | None
+    ["finalize", transfer id, attempt, post|void|hold, commit ts] -> applied (bool)
+    ["resolve", transfer id, attempt]          -> [post|hold|void, commit ts, transfer row]
+    ["claim", post-or-void fields, attempt]    -> [result, pending transfer row | None]
+    ["finalize_claim", pending id, post-or-void id, attempt, its row | None] -> applied
+    ["settle", pending id, post, amount, post-or-void row]   -> applied (bool)
+    ["pending_status", pending id]             -> [status, amount posted, row] | None
+    ["held", min_age_ms] -> [[pending id, roles], ...]   parts of pending transfers
+    ["claims", min_age_ms] -> [[pending id, post-or-void id, attempt], ...] claims in doubt
+    ["get_account", id] -> row | None
+    ["get_transfer", id] -> [row, pending status | None] | None
     ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
     ["in_doubt", min_age_ms] -> [[transfer row, roles, attempt], ...] reserved that long ago
     ["totals"] -> {ledger: [debits_posted, credits_posted, debits_pending, credits_pending]}
     ["status"] -> {...}
 
-Transfer fields are [id, debit_account_id, credit_account_id, amount, ledger, code, user_data]:
-a transfer row without its timestamp, which the shard assigns.
+Transfer fields are [id, debit_account_id, credit_account_id, amount, ledger, code, user_data,
+flags, pending_id, timeout_ms]: a transfer row without its timestamp, which the shard assigns.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ OP_GET_ACCOUNT = "get_account"
 OP_GET_TRANSFER = "get_transfer"
 OP_ACCOUNT_TRANSFERS = "account_transfers"
 OP_IN_DOUBT = "in_doubt"
+OP_CLAIM = "claim"
+OP_FINALIZE_CLAIM = "finalize_claim"
+OP_SETTLE = "settle"
+OP_PENDING_STATUS = "pending_status"
+OP_HELD = "held"
+OP_CLAIMS = "claims"
 OP_TOTALS = "totals"
 OP_STATUS = "status"
 

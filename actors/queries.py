@@ -44,4 +44,16 @@ def in_doubt(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
     Only those reserved before the given time: younger ones are almost always still under way.
     """
     return [[r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()
-            if r.transfer.timestamp <= reserved_before_ns]
+            if not r.held and r.transfer.timestamp <= reserved_before_ns]
+
+
+def held_parts(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
+    """Parts of committed pending transfers held here: settled once their home resolves them."""
+    return [[r.transfer.id, r.roles] for r in ledger.reservations.values()
+            if r.held and r.transfer.timestamp <= reserved_before_ns]
+
+
+def claims_in_doubt(ledger: Ledger) -> list[list[Any]]:
+    """Pending transfers locked by a post or void whose own home has not been heard from."""
+    return [[pending_id, state.claim[0], state.claim[1]]
+            for pending_id, state in ledger.pending.items() if state.claim is not None]

@@ -14,6 +14,7 @@ from typing import Any
 
 from actors.ledger import Ledger, Reservation
 from actors.model import Account, Transfer
+from actors.pending import PendingState
 
 # A snapshot blocks its shard while it is taken: attrgetter builds each row in C.
 _ACCOUNT_ROW = attrgetter(*(f.name for f in fields(Account)))
@@ -35,6 +36,7 @@ class Cut:
     history: list[tuple[str, list[Transfer]]]
     history_lengths: list[int]
     reservations: list[list[Any]]
+    pending: list[list[Any]]
 
 
 def cut(ledger: Ledger) -> Cut:
@@ -46,8 +48,9 @@ def cut(ledger: Ledger) -> Cut:
         commit_attempts=list(ledger.commit_attempts.items()),
         history=list(ledger.history.items()),
         history_lengths=list(map(len, ledger.history.values())),
-        reservations=[[r.transfer.row(), r.roles, r.attempt]
+        reservations=[[r.transfer.row(), r.roles, r.attempt, r.held]
                       for r in ledger.reservations.values()],
+        pending=[[pending_id, *state.row()] for pending_id, state in ledger.pending.items()],
     )
 
 
@@ -70,6 +73,7 @@ def finish(view: Cut) -> dict[str, Any]:
                                                      strict=True)
         },
         "reservations": view.reservations,
+        "pending": view.pending,
     }
 
 
@@ -90,6 +94,8 @@ def load(ledger: Ledger, data: dict[str, Any]) -> None:
         account_id: list(map(at, positions)) for account_id, positions in data["history"].items()
     })
     ledger.reservations = {
-        row[0]: Reservation(Transfer.from_row(row), roles, attempt)
-        for row, roles, attempt in data["reservations"]
+        row[0]: Reservation(Transfer.from_row(row), roles, attempt, held)
+        for row, roles, attempt, held in data["reservations"]
     }
+    ledger.pending = {pending_id: PendingState(*state) for pending_id, *state in data["pending"]}
+    ledger.rebuild_expiries()

@@ -52,7 +52,7 @@ def build(directory: Path, records: int) -> None:
         timestamp += 1000
         debit, credit = rng.sample(range(ACCOUNTS), 2)
         event = [TRANSFER_COMMITTED, [f"t{seq}", f"a{debit}", f"a{credit}", rng.randint(1, 999),
-                                      "USD", 1, "", timestamp], 3, 0]
+                                      "USD", 1, "", 0, "", 0, timestamp], 3, 0]
         record = encode_record(seq, timestamp, encode_events([event]), chain)
         pending.append((seq, raw_of(record)))
         chain = record.chain

@@ -9,6 +9,7 @@ raises StorageFull and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterator
 from itertools import takewhile
@@ -100,7 +101,7 @@ class LmdbLog(RecordLog):
         return _iterate(self._env, self._log_db, seq_from, seq_to)
 
     def _last_raw(self) -> tuple[int, bytes] | None:
-        with self._env.begin(db=self._log_db) as txn:
+        with _reading(self._env), self._env.begin(db=self._log_db) as txn:
             cursor = txn.cursor()
             if not cursor.last():
                 return None
@@ -110,7 +111,8 @@ class LmdbLog(RecordLog):
         self._write(self._snapshots_db, KEY.pack(seq), raw, append=False)
 
     def _get_snapshot(self, seq: int) -> bytes:
-        with self._snapshots_env.begin(db=self._snapshots_db) as txn:
+        with _reading(self._snapshots_env), \
+                self._snapshots_env.begin(db=self._snapshots_db) as txn:
             raw = txn.get(KEY.pack(seq))
         assert raw is not None
         return bytes(raw)
@@ -119,7 +121,8 @@ class LmdbLog(RecordLog):
         self._write(self._snapshots_db, KEY.pack(seq), None, append=False)
 
     def _snapshot_seqs(self) -> list[int]:
-        with self._snapshots_env.begin(db=self._snapshots_db) as txn:
+        with _reading(self._snapshots_env), \
+                self._snapshots_env.begin(db=self._snapshots_db) as txn:
             return [KEY.unpack(key)[0] for key in txn.cursor().iternext(values=False)]
 
     def used_bytes(self) -> int:
@@ -145,7 +148,7 @@ class LmdbLog(RecordLog):
         return records
 
     def first_seq(self) -> int:
-        with self._env.begin(db=self._log_db) as txn:
+        with _reading(self._env), self._env.begin(db=self._log_db) as txn:
             cursor = txn.cursor()
             return KEY.unpack(cursor.key())[0] if cursor.first() else 0
 
@@ -240,6 +243,17 @@ class LmdbLog(RecordLog):
             self._lock.release()
 
 
+@contextlib.contextmanager
+def _reading(env: lmdb.Environment) -> Iterator[None]:
+    """LMDB reporting a damaged page (or worse) is damage to the store, named by its path."""
+    try:
+        yield
+    except lmdb.MapFullError:
+        raise
+    except lmdb.Error as error:
+        raise StoreDamaged(f"{env.path()}: LMDB cannot read it: {error}") from None
+
+
 def _keys_from(cursor: lmdb.Cursor, seq_from: int) -> Iterator[tuple[bytes, bytes]]:
     if cursor.set_range(KEY.pack(seq_from)):
         for key, raw in cursor.iternext():
@@ -248,18 +262,15 @@ def _keys_from(cursor: lmdb.Cursor, seq_from: int) -> Iterator[tuple[bytes, byte
 
 def _iterate(env: lmdb.Environment, db: lmdb._Database, seq_from: int, seq_to: int | None
              ) -> Iterator[tuple[int, bytes]]:
-    try:
-        with env.begin(db=db, buffers=False) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(KEY.pack(seq_from)):
+    with _reading(env), env.begin(db=db, buffers=False) as txn:
+        cursor = txn.cursor()
+        if not cursor.set_range(KEY.pack(seq_from)):
+            return
+        for key, raw in cursor.iternext():
+            (seq,) = KEY.unpack(key)
+            if seq_to is not None and seq > seq_to:
                 return
-            for key, raw in cursor.iternext():
-                (seq,) = KEY.unpack(key)
-                if seq_to is not None and seq > seq_to:
-                    return
-                yield seq, raw
-    except lmdb.Error as error:
-        raise StoreDamaged(f"{env.path()}: LMDB cannot read it: {error}") from None
+            yield seq, raw
 
 
 def _open_env(directory: Path, map_size_bytes: int, readonly: bool = False) -> lmdb.Environment:

@@ -33,6 +33,7 @@ from switch.events_api import event_routes
 from switch.metrics import Metrics, RequestContext
 from switch.monitor import Monitor
 from switch.openapi import openapi_document
+from switch.redrive import Redriver
 from switch.router import Outcome, Router
 from switch.schemas import ACCOUNT, TRANSFER, AccountIn, TransferIn
 from switch.settings import Settings
@@ -99,7 +100,7 @@ class Api:
         is_array, items = await self._parse(request, TRANSFER, self._transfers)
         outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
         response = _created(is_array, items, outcomes, "transfer", transfer_json)
-        accounts = chain(map(_DEBIT_ID, items), map(_CREDIT_ID, items))
+        accounts = filter(None, chain(map(_DEBIT_ID, items), map(_CREDIT_ID, items)))
         self.monitor.count_transfers(map(_RESULT, outcomes), accounts, len(items),  # type: ignore[arg-type]
                                      time.perf_counter() - started)
         return response
@@ -114,11 +115,11 @@ class Api:
 
     async def get_transfer(self, request: Request) -> Response:
         transfer_id = _path_id(request, "transfer_id")
-        row = await self.router.ask(self.router.shard_of(transfer_id),
-                                    [p.OP_GET_TRANSFER, transfer_id])
-        if row is None:
+        found = await self.router.ask(self.router.shard_of(transfer_id),
+                                      [p.OP_GET_TRANSFER, transfer_id])
+        if found is None:
             raise ApiError(404, "transfer_not_found")
-        return json_response(transfer_json(row))
+        return json_response(transfer_json(*found))
 
     async def get_account_transfers(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
@@ -300,8 +301,9 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await router.redrive()  # resolve what a crash left in doubt before serving
-        tasks = [asyncio.create_task(router.redrive_forever(settings.router.redrive_interval_ms)),
+        redriver = Redriver(router)
+        await redriver.run_once()  # resolve what a crash left in doubt before serving
+        tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
                  asyncio.create_task(monitor.run())]
         yield
         for task in tasks:

@@ -28,6 +28,27 @@ MESSAGES: dict[str, str] = {
     "(debits_must_not_exceed_credits).",
     "exceeds_debits": "The credit account's credits would exceed its debits "
     "(credits_must_not_exceed_debits).",
+    "flags_are_mutually_exclusive": "pending, post_pending_transfer and void_pending_transfer "
+    "exclude each other.",
+    "pending_id_required": "post_pending_transfer and void_pending_transfer need pending_id.",
+    "pending_id_must_be_empty": "pending_id is only for post_pending_transfer and "
+    "void_pending_transfer.",
+    "pending_id_must_be_different": "A transfer cannot post or void itself.",
+    "timeout_reserved_for_pending_transfer": "timeout_ms is only for pending transfers.",
+    "pending_transfer_not_found": "No transfer has the id given as pending_id.",
+    "pending_transfer_not_pending": "The transfer given as pending_id is not a pending transfer.",
+    "pending_transfer_has_different_debit_account_id": "The pending transfer has another "
+    "debit account.",
+    "pending_transfer_has_different_credit_account_id": "The pending transfer has another "
+    "credit account.",
+    "pending_transfer_has_different_ledger": "The pending transfer has another ledger.",
+    "pending_transfer_has_different_code": "The pending transfer has another code.",
+    "exceeds_pending_transfer_amount": "A post cannot exceed the pending transfer's amount.",
+    "pending_transfer_has_different_amount": "A void must leave amount out or give the pending "
+    "transfer's amount.",
+    "pending_transfer_already_posted": "The pending transfer was already posted.",
+    "pending_transfer_already_voided": "The pending transfer was already voided.",
+    "pending_transfer_expired": "The pending transfer expired (its timeout passed).",
     "in_flight": "Another attempt with this id is still being resolved; retry with the same id.",
     "invalid_json": "The body is not valid JSON.",
     "validation_error": "The body does not match the schema; see details.",

@@ -11,8 +11,8 @@ Otherwise it runs in three rounds (docs/ARCHITECTURE.md, "Cross-shard transfers"
   B. commit: the home checks the id, its own sides and the reservations' verdict, and
      records the decision durably (this is the acknowledgement point);
   C. finalize: the reservations are posted or voided.
-A crash between rounds leaves reservations in doubt; `redrive` resolves each against its
-home's decision (no commit recorded means void), at start-up and then periodically.
+A crash between rounds leaves reservations in doubt; switch/redrive.py resolves each against
+its home's decision (no commit recorded means void), at start-up and then periodically.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 from actors import failpoints
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
-from actors.ledger import check_transfer_static
-from actors.model import Account, Roles, Transfer
+from actors.ledger import HOLD, POST, VOID, check_transfer_static
+from actors.model import PENDING, POST_PENDING, RESOLVES_PENDING, Account, Roles, Transfer
+from actors.pending import filled
 from actors.placement import Placement, default_slot_table
 from switch.channel import Overloaded, ShardChannel, ShardUnavailable
 
@@ -57,6 +58,8 @@ class _Cross:
     attempt: int
     reserved: dict[int, Reply] = field(default_factory=dict)
     committed: Reply = None  # the home's reply to the commit, or the error that hid it
+    claim_shard: int = -1  # a post or void: the pending transfer's home, which it claims
+    claimed: Reply = None  # [result, pending transfer row] from the claim
 
 
 class Router:
@@ -65,7 +68,7 @@ class Router:
         self.channels = channels
         self.placement = Placement(default_slot_table(len(channels), slots))
         self.shard_of = self.placement.shard_of
-        self._live: dict[str, asyncio.Future[None]] = {}
+        self.live: dict[str, asyncio.Future[None]] = {}  # transfer ids under way here
         self._attempt_base = random.getrandbits(31) << 32
         self._attempt_next = 0
         self._finishing: set[asyncio.Task[None]] = set()
@@ -108,18 +111,18 @@ class Router:
                 replies[i] = reply
         return replies
 
-    async def _scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
+    async def scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
         """Send (shard, command) pairs grouped per shard; replies come back in input order."""
         return await self._gather(self._submit(calls))
 
     async def ask(self, shard: int, command: list[Any]) -> Reply:
-        (reply,) = await self._scatter([(shard, command)])
+        (reply,) = await self.scatter([(shard, command)])
         if isinstance(reply, BaseException):
             raise reply
         return reply
 
     async def ask_all(self, command: list[Any]) -> list[Reply]:
-        replies = await self._scatter([(shard, command) for shard in range(len(self.channels))])
+        replies = await self.scatter([(shard, command) for shard in range(len(self.channels))])
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
@@ -131,7 +134,7 @@ class Router:
         calls = [(self.shard_of(a.id), [p.OP_ACCOUNT, a.row()[:6]]) for a in accounts]
         return [
             reply if isinstance(reply, BaseException) else (reply[0], reply[1])
-            for reply in await self._scatter(calls)
+            for reply in await self.scatter(calls)
         ]
 
     # ---- transfers ----
@@ -152,14 +155,14 @@ class Router:
                 ids = {transfers[i].id for i in wave}
                 done = asyncio.get_running_loop().create_future()
                 for transfer_id in ids:
-                    self._live[transfer_id] = done
+                    self.live[transfer_id] = done
                 # Shielded: once a wave has started, it finishes even if the client goes away,
                 # so an id is never released while its rounds are still under way.
                 task = asyncio.ensure_future(self._run_wave(transfers, wave, outcomes, ids, done))
                 await asyncio.shield(task)
             else:
-                busy = {self._live[transfers[i].id] for i in waiting
-                        if transfers[i].id in self._live}
+                busy = {self.live[transfers[i].id] for i in waiting
+                        if transfers[i].id in self.live}
                 await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
         return [outcome for outcome in outcomes if outcome is not None]
 
@@ -170,7 +173,7 @@ class Router:
         wave, later, ids = [], [], set()
         for index in waiting:
             transfer_id = transfers[index].id
-            if transfer_id in ids or transfer_id in self._live:
+            if transfer_id in ids or transfer_id in self.live:
                 later.append(index)
             else:
                 ids.add(transfer_id)
@@ -220,7 +223,7 @@ class Router:
 
     def _release(self, ids: set[str], done: asyncio.Future[None]) -> None:
         for transfer_id in ids:
-            del self._live[transfer_id]
+            del self.live[transfer_id]
         done.set_result(None)
 
     async def _round_reserve_and_local(
@@ -234,6 +237,12 @@ class Router:
             transfer = transfers[index]
             fields = transfer.fields()
             home = shard_of(transfer.id)
+            if transfer.flags & RESOLVES_PENDING:
+                cross = self._resolving(index, transfer, fields, home)
+                crosses.append(cross)
+                calls.append((cross.claim_shard, [p.OP_CLAIM, fields, cross.attempt]))
+                owners.append((-1, cross))
+                continue
             debit = shard_of(transfer.debit_account_id)
             credit = shard_of(transfer.credit_account_id)
             if home == debit == credit:
@@ -245,12 +254,20 @@ class Router:
             for shard, roles in cross.remote_roles.items():
                 calls.append((shard, [p.OP_RESERVE, fields, roles, cross.attempt]))
                 owners.append((shard, cross))
-        for (key, cross_owner), reply in zip(owners, await self._scatter(calls), strict=True):
+        for (key, cross_owner), reply in zip(owners, await self.scatter(calls), strict=True):
             if cross_owner is None:
                 outcomes[key] = reply if isinstance(reply, BaseException) else (reply[0], reply[1])
+            elif key < 0:
+                cross_owner.claimed = reply
             else:
                 cross_owner.reserved[key] = reply
         return crosses
+
+    def _resolving(self, index: int, transfer: Transfer, fields: list[Any], home: int) -> _Cross:
+        """A post or void: its home commits it, its pending transfer's home is claimed."""
+        self._attempt_next += 1
+        return _Cross(index, transfer, fields, home, 0, {}, self._attempt_base +
+                      self._attempt_next, claim_shard=self.shard_of(transfer.pending_id))
 
     def _cross(self, index: int, transfer: Transfer, fields: list[Any], home: int, debit: int,
                credit: int) -> _Cross:
@@ -268,14 +285,21 @@ class Router:
         calls = []
         for cross in crosses:
             remote = _OK
-            for reply in cross.reserved.values():
-                failed = isinstance(reply, BaseException)
-                remote = first_failure(remote, _IN_FLIGHT if failed else TRANSFER_RESULTS[reply])
+            parts = [*cross.reserved.values(), *([cross.claimed] if cross.claim_shard >= 0 else [])]
+            for reply in parts:
+                if isinstance(reply, BaseException):
+                    remote = first_failure(remote, _IN_FLIGHT)
+                else:
+                    remote = first_failure(remote, TRANSFER_RESULTS[
+                        reply[0] if isinstance(reply, list) else reply])
+            if cross.claim_shard >= 0 and isinstance(cross.claimed, list) and cross.claimed[1]:
+                cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
                                        cross.attempt]))
-        for cross, reply in zip(crosses, await self._scatter(calls), strict=True):
+        for cross, reply in zip(crosses, await self.scatter(calls), strict=True):
             cross.committed = reply
-            errors = [r for r in cross.reserved.values() if isinstance(r, BaseException)]
+            errors = [r for r in [*cross.reserved.values(), cross.claimed]
+                      if isinstance(r, BaseException)]
             if isinstance(reply, BaseException):
                 outcomes[cross.index] = reply
             elif errors and not reply[0].startswith("exists"):
@@ -291,53 +315,35 @@ class Router:
                 continue  # the home may or may not have committed: redrive will ask it
             # Refused at the queue (never sent) or failed whole (nothing applied): not committed.
             committed = not isinstance(reply, BaseException) and reply[0] == _OK
-            commit_timestamp = reply[1][7] if committed else 0
+            if cross.claim_shard >= 0:
+                calls.extend(self._resolution_calls(cross, reply[1] if committed else None))
+                continue
+            outcome = (HOLD if cross.transfer.flags & PENDING else POST) if committed else VOID
+            commit_timestamp = reply[1][-1] if committed else 0
             for shard, reserve_reply in cross.reserved.items():
                 if reserve_reply == _OK:
                     calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
-                                          committed, commit_timestamp]))
+                                          outcome, commit_timestamp]))
         return calls
 
-    # ---- recovery of in-doubt reservations ----
-
-    async def redrive(self, min_age_ms: int = 0) -> int:
-        """Post or void every reservation whose transfer is not under way; returns how many.
-
-        `min_age_ms` skips reservations younger than that (under way, in all likelihood): the
-        periodic pass need not list every transfer in flight under load.
-        """
-        listed = await self._scatter([(s, [p.OP_IN_DOUBT, min_age_ms])
-                                      for s in range(len(self.channels))])
-        parts: list[tuple[int, list[Any], int]] = []
-        for shard, reply in enumerate(listed):
-            if isinstance(reply, BaseException):
-                log.warning("redrive: shard %d did not list its in-doubt parts: %r", shard, reply)
-                continue
-            parts.extend((shard, row, attempt) for row, _, attempt in reply
-                         if row[0] not in self._live)
-        if not parts:
-            return 0
-        verdicts = await self._scatter(
-            [(self.shard_of(row[0]), [p.OP_RESOLVE, row[0], attempt]) for _, row, attempt in parts]
-        )
-        calls = [
-            (shard, [p.OP_FINALIZE, row[0], attempt, verdict > 0, verdict])
-            for (shard, row, attempt), verdict in zip(parts, verdicts, strict=True)
-            if not isinstance(verdict, BaseException) and row[0] not in self._live
-        ]
-        finalized = await self._scatter(calls)
-        return sum(1 for reply in finalized if reply is True)
-
-    async def redrive_forever(self, interval_ms: int) -> None:
-        while True:
-            await asyncio.sleep(interval_ms / 1000)
-            try:
-                count = await self.redrive(min_age_ms=interval_ms)
-            except Exception:
-                log.exception("redrive failed")
-                continue
-            if count:
-                log.info("redrive resolved %d in-doubt parts", count)
+    def _resolution_calls(self, cross: _Cross, row: list[Any] | None
+                          ) -> list[tuple[int, list[Any]]]:
+        """A post or void decided: release or resolve the claim; if committed, settle the
+        pending transfer's held parts on its accounts' shards."""
+        claimed = cross.claimed
+        if not isinstance(claimed, list) or claimed[0] != _OK:
+            return []  # no claim was taken (or it is unknown: redrive lists claims)
+        transfer = cross.transfer
+        calls = [(cross.claim_shard, [p.OP_FINALIZE_CLAIM, transfer.pending_id, transfer.id,
+                                      cross.attempt, row])]
+        if row is not None:
+            pending = Transfer.from_row(claimed[1])
+            post = bool(transfer.flags & POST_PENDING)
+            amount = row[3] if post else 0
+            for shard in {self.shard_of(pending.debit_account_id),
+                          self.shard_of(pending.credit_account_id)}:
+                calls.append((shard, [p.OP_SETTLE, pending.id, post, amount, row]))
+        return calls
 
     # ---- reads ----
 

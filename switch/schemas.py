@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_validator,
+)
 
 from actors.codes import AccountResult, TransferResult
-from actors.model import CODE_MAX, ID_PATTERN, USER_DATA_LENGTH_MAX
+from actors.model import CODE_MAX, ID_PATTERN, TIMEOUT_MS_MAX, USER_DATA_LENGTH_MAX
 
 Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
 LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
@@ -39,14 +48,39 @@ class AccountIn(_Strict):
     user_data: UserData = ""
 
 
+class TransferFlagsIn(_Strict):
+    pending: StrictBool = False
+    post_pending_transfer: StrictBool = False
+    void_pending_transfer: StrictBool = False
+
+
 class TransferIn(_Strict):
+    """A transfer. A post or void of a pending transfer may leave out the accounts, amount,
+    ledger and code: they are the pending transfer's (a post may give a smaller amount)."""
+
     id: Id
-    debit_account_id: Id
-    credit_account_id: Id
-    amount: Annotated[StrictInt, Field(description="minor units, 0 < amount < 2^63")]
-    ledger: LedgerCode
-    code: Code
+    debit_account_id: Id | None = None
+    credit_account_id: Id | None = None
+    amount: Annotated[StrictInt | None, Field(description="minor units, 0 < amount < 2^63")] = None
+    ledger: LedgerCode | None = None
+    code: Code | None = None
     user_data: UserData = ""
+    flags: TransferFlagsIn = TransferFlagsIn()
+    pending_id: Id | None = None
+    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX)] = 0
+
+    @model_validator(mode="after")
+    def _required_unless_resolving(self) -> TransferIn:
+        if self.flags.post_pending_transfer or self.flags.void_pending_transfer:
+            return self
+        missing = [name for name in _REQUIRED_UNLESS_RESOLVING if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"required unless post_pending_transfer or "
+                             f"void_pending_transfer: {', '.join(missing)}")
+        return self
+
+
+_REQUIRED_UNLESS_RESOLVING = ("debit_account_id", "credit_account_id", "amount", "ledger", "code")
 
 
 class AccountOut(BaseModel):
@@ -71,7 +105,13 @@ class TransferOut(BaseModel):
     ledger: str
     code: int
     user_data: str
+    flags: TransferFlagsIn
+    pending_id: str | None
+    timeout_ms: int
     timestamp: int
+    status: str | None = Field(None, description="pending transfers: pending, posted, voided "
+                                                 "or expired")
+    amount_posted: int | None = Field(None, description="pending transfers: what was posted")
 
 
 class AccountCreated(BaseModel):

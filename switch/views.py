@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.model import Account, AccountFlags, Transfer
+from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, AccountFlags, Transfer
+from actors.pending import UNSPECIFIED_CODE
 from switch.schemas import AccountIn, TransferIn
 
 _FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed")
@@ -20,8 +21,13 @@ def account_from_request(item: AccountIn) -> Account:
 
 
 def transfer_from_request(item: TransferIn) -> Transfer:
-    return Transfer(item.id, item.debit_account_id, item.credit_account_id, item.amount,
-                    item.ledger, item.code, item.user_data)
+    flags = item.flags
+    bits = ((PENDING if flags.pending else 0) | (POST_PENDING if flags.post_pending_transfer else 0)
+            | (VOID_PENDING if flags.void_pending_transfer else 0))
+    return Transfer(item.id, item.debit_account_id or "", item.credit_account_id or "",
+                    item.amount or 0, item.ledger or "",
+                    UNSPECIFIED_CODE if item.code is None else item.code, item.user_data, bits,
+                    item.pending_id or "", item.timeout_ms)
 
 
 def account_json(row: list[Any]) -> dict[str, Any]:
@@ -41,9 +47,20 @@ def account_json(row: list[Any]) -> dict[str, Any]:
     }
 
 
-TRANSFER_FIELDS = ("id", "debit_account_id", "credit_account_id", "amount", "ledger", "code",
-                   "user_data", "timestamp")
-
-
-def transfer_json(row: list[Any]) -> dict[str, Any]:
-    return dict(zip(TRANSFER_FIELDS, row, strict=True))
+def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, Any]:
+    """A transfer row as the API shows it; `status` is a pending transfer's [status, amount
+    posted, ...] at its home, when known."""
+    transfer = Transfer.from_row(row)
+    shown = {
+        "id": transfer.id, "debit_account_id": transfer.debit_account_id,
+        "credit_account_id": transfer.credit_account_id, "amount": transfer.amount,
+        "ledger": transfer.ledger, "code": transfer.code, "user_data": transfer.user_data,
+        "flags": {"pending": bool(transfer.flags & PENDING),
+                  "post_pending_transfer": bool(transfer.flags & POST_PENDING),
+                  "void_pending_transfer": bool(transfer.flags & VOID_PENDING)},
+        "pending_id": transfer.pending_id or None, "timeout_ms": transfer.timeout_ms,
+        "timestamp": transfer.timestamp,
+    }
+    if status is not None:
+        shown["status"], shown["amount_posted"] = status[0], status[1]
+    return shown

@@ -140,7 +140,7 @@ def test_verify_finds_unbalanced_books_in_a_well_formed_log(data: Path) -> None:
                    for e in decode_events(payload_of(raw)) if e[0] == "account_created")
     log = LmdbLog(directory, 1 << 30)
     # A record with a valid checksum and chain that debits without a credit anywhere.
-    forged = [["transfer_committed", ["forged-1", account, "nowhere", 5, "USD", 1, "",
+    forged = [["transfer_committed", ["forged-1", account, "nowhere", 5, "USD", 1, "", 0, "", 0,
                                       log.last_timestamp_ns + 1], 1, 0]]
     log.append(orjson.dumps(forged), log.last_timestamp_ns + 1)
     log.close()

@@ -14,10 +14,11 @@ from typing import Any
 
 import orjson
 
-from actors import snapshot
+from actors import queries, snapshot
 from actors.codec import apply_payload, decode_snapshot_body
-from actors.ledger import Ledger
+from actors.ledger import VOID, Ledger
 from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
+from actors.pending import PENDING_STATUS, POSTED
 from actors.placement import Placement
 from actors.queries import totals_by_ledger
 from actors.runtime import gc_paused
@@ -103,18 +104,36 @@ def audit_data_dir(
 
 
 def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
-    """Do to the replayed ledgers what redrive does at start-up: post each reservation whose
-    attempt its home committed, void the rest. Returns how many were settled."""
+    """Do to the replayed ledgers what `Router.redrive` does at start-up: decide each part in
+    doubt by its home's commit, each claim on a pending transfer by its post or void's home,
+    and settle the held parts of pending transfers that are resolved. Returns how many."""
+    ledgers = [audit.ledger for audit in audits]
+
+    def home(transfer_id: str) -> Ledger:
+        return ledgers[placement.shard_of(transfer_id)]
+
+    def apply(ledger: Ledger, events: list[list[Any]]) -> int:
+        for event in events:
+            ledger.apply(event)
+        return 1
+
     settled = 0
-    for audit in audits:
-        for reservation in list(audit.ledger.reservations.values()):
-            transfer_id = reservation.transfer.id
-            home = audits[placement.shard_of(transfer_id)].ledger
-            commit_timestamp = home.resolve(transfer_id, reservation.attempt)
-            for event in audit.ledger.finalize_reservation(
-                    transfer_id, reservation.attempt, commit_timestamp > 0, commit_timestamp):
-                audit.ledger.apply(event)
-            settled += 1
+    for ledger in ledgers:
+        for row, _, attempt in queries.in_doubt(ledger, 2**64):
+            outcome, timestamp, _ = home(row[0]).resolve(row[0], attempt)
+            settled += apply(ledger, ledger.finalize_reservation(row[0], attempt, outcome,
+                                                                 timestamp))
+    for ledger in ledgers:
+        for pending_id, resolving_id, attempt in queries.claims_in_doubt(ledger):
+            outcome, _, row = home(resolving_id).resolve(resolving_id, attempt)
+            settled += apply(ledger, ledger.finalize_claim(
+                pending_id, resolving_id, attempt, None if outcome == VOID else row))
+    for ledger in ledgers:
+        for pending_id, _ in queries.held_parts(ledger, 2**64):
+            status = home(pending_id).pending_status(pending_id)
+            if status is not None and status[0] != PENDING_STATUS:
+                settled += apply(ledger, ledger.settle_held(pending_id, status[0] == POSTED,
+                                                            status[1], status[2]))
     return settled
 
 

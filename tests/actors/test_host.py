@@ -28,7 +28,7 @@ def account(account_id: str, flags: int = 0) -> list[Any]:
 
 
 def commit(transfer_id: str, debit: str, credit: str, amount: int) -> list[Any]:
-    return [p.OP_COMMIT, [transfer_id, debit, credit, amount, "USD", 1, ""], 3, "ok", 0]
+    return [p.OP_COMMIT, [transfer_id, debit, credit, amount, "USD", 1, "", 0, "", 0], 3, "ok", 0]
 
 
 def test_a_batch_is_one_record_and_later_commands_see_earlier_ones(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_a_batch_is_one_record_and_later_commands_see_earlier_ones(tmp_path: Pat
     assert status == p.REPLY_OK
     assert [r[0] for r in replies] == ["ok"] * 5 + ["exceeds_credits"]
     assert host._log.last_seq == 1
-    timestamps = [r[1][-1] if len(r[1]) == 8 else r[1][6] for r in replies[:5]]
+    timestamps = [r[1][6] for r in replies[:3]] + [r[1][-1] for r in replies[3:5]]
     assert timestamps == sorted(timestamps) and len(set(timestamps)) == 5
     host.close()
 
@@ -59,8 +59,8 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     call(host, [account("bank"), account("a", flags=1), account("b")])
     for i in range(20):
         call(host, [commit(f"t{i}", "bank", "a", 10 + i), commit(f"u{i}", "a", "b", 5)])
-    call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, ""], 1, 42],
-                [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, ""], 1, "ok", 43]])
+    call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, "", 0, "", 0], 1, 42],
+                [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, "", 0, "", 0], 1, "ok", 43]])
     before = host.ledger
     host.wait_for_snapshot()
     assert host._log.latest_snapshot() is not None

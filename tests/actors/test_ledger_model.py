@@ -125,7 +125,7 @@ def test_core_matches_the_reference(ops: list[tuple[Any, ...]]) -> None:
         else:
             _, id_, debit, credit, amount, ledger_code, code = op
             result, events, _ = ledger.commit_transfer(
-                Transfer(id_, debit, credit, amount, ledger_code, code, "", now),
+                Transfer(id_, debit, credit, amount, ledger_code, code, "", timestamp=now),
                 Roles.both, TransferResult.ok)
             assert result.value == reference.transfer(*op[1:]), op
         for event in events:

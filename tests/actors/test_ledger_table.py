@@ -244,10 +244,11 @@ def test_finalize(post: bool) -> None:
     ledger = ledger_with(*BASE, balances=FUNDS)
     command = transfer("r1", "funded", "b", 60)
     apply_all(ledger, ledger.reserve_transfer(command, Roles.both, 5)[1])
-    assert ledger.finalize_reservation("r1", 4, post, 99) == []  # another attempt's finalize
-    events = ledger.finalize_reservation("r1", 5, post, 99)
+    outcome = "post" if post else "void"
+    assert ledger.finalize_reservation("r1", 4, outcome, 99) == []  # another attempt's
+    events = ledger.finalize_reservation("r1", 5, outcome, 99)
     apply_all(ledger, events)
-    assert ledger.finalize_reservation("r1", 5, post, 99) == []  # a repeat changes nothing
+    assert ledger.finalize_reservation("r1", 5, outcome, 99) == []  # a repeat: nothing
     assert "r1" not in ledger.reservations
     if post:
         assert balances(ledger, "funded") == (60, 100, 0, 0)
@@ -261,10 +262,10 @@ def test_finalize(post: bool) -> None:
 def test_resolve_posts_only_the_attempt_that_committed() -> None:
     ledger = ledger_with(*BASE)
     apply_all(ledger, ledger.commit_transfer(transfer(), Roles.debit, T.ok, attempt=41)[1])
-    assert ledger.resolve("t1", 41) == NOW + 1
+    assert ledger.resolve("t1", 41) == ["post", NOW + 1, transfer().row()]
     # A retry with the very same fields reserved too, was told `exists`: void it.
-    assert ledger.resolve("t1", 42) == 0
-    assert ledger.resolve("other", 41) == 0
+    assert ledger.resolve("t1", 42) == ["void", 0, None]
+    assert ledger.resolve("other", 41) == ["void", 0, None]
     local = ledger_with(*BASE)
     apply_all(local, local.commit_transfer(transfer(), Roles.both, T.ok)[1])
-    assert local.resolve("t1", 0) == 0 and local.commit_attempts == {}
+    assert local.resolve("t1", 0)[0] == "void" and local.commit_attempts == {}

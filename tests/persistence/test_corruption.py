@@ -59,8 +59,8 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str], 
     rng = random.Random(5)
     for n in range(40):
         batch = [[p.OP_COMMIT, [f"t{n}-{k}", f"a{rng.randrange(3)}", f"a{3 + rng.randrange(3)}",
-                                rng.randint(1, 99), "USD", 1, "x" * rng.randrange(300)], 3, "ok",
-                  0] for k in range(rng.randint(1, 4))]
+                                rng.randint(1, 99), "USD", 1, "x" * rng.randrange(300), 0, "",
+                                0], 3, "ok", 0] for k in range(rng.randint(1, 4))]
         host.handle(orjson.dumps(batch))
     host.close()
     prefixes, ledger = {digest(Ledger(LEDGERS))}, Ledger(LEDGERS)

@@ -144,4 +144,5 @@ def test_health_readiness_ledgers_and_openapi(switch: RunningSwitch) -> None:
     assert "/v1/transfers" in document["paths"]
     schema = document["components"]["schemas"]["TransferIn"]
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) >= {"id", "debit_account_id", "credit_account_id", "amount"}
+    assert schema["required"] == ["id"]  # the rest is required unless posting or voiding
+    assert {"pending_id", "timeout_ms", "flags"} <= set(schema["properties"])

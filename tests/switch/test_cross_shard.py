@@ -118,7 +118,7 @@ def shard_call(switch: RunningSwitch, shard: int, commands: list[list[Any]]) -> 
 
 def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningSwitch) -> None:
     names = placed(switch, (0, 1, 2), "v")
-    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, ""]
+    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, "", 0, "", 0]
     assert shard_call(switch, 1, [[p.OP_RESERVE, fields, 1, 12345]]) == ["ok"]
     assert switch.account(names["payer"])["debits_pending"] == 300
     deadline = time.monotonic() + 10
@@ -132,7 +132,7 @@ def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningS
 
 def test_redrive_posts_a_reservation_whose_home_committed(switch: RunningSwitch) -> None:
     names = placed(switch, (0, 1, 2), "q")
-    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, ""]
+    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, "", 0, "", 0]
     # A crash after the home committed and before the parts were finalized looks like this:
     assert shard_call(switch, 1, [[p.OP_RESERVE, fields, 1, 777]]) == ["ok"]
     assert shard_call(switch, 2, [[p.OP_RESERVE, fields, 2, 777]]) == ["ok"]
