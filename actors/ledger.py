@@ -347,7 +347,8 @@ class Ledger:
         if post and amount:
             resolving = Transfer.from_row(resolving_row)
             assert resolving.amount == amount
-            self.transfers.setdefault(resolving.id, resolving)
+            # One object per transfer: histories and the index share it (snapshots rely on it).
+            resolving = self.transfers.setdefault(resolving.id, resolving)
             self._post(resolving, reservation.roles)
 
     def _apply_reservation_posted(self, event: Event) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,11 @@ import httpx
 ACCOUNTS = [f"acct-{i}" for i in range(40)]
 CLIENTS = 6
 SEED_FUNDS = 5_000
+
+
+PENDING_TIMEOUT_MS = 1500
+NEUTRAL = {"pending_transfer_expired", "pending_transfer_already_posted",
+           "pending_transfer_already_voided", "in_flight"}
 
 
 def free_port() -> int:
@@ -43,15 +49,15 @@ class Load:
 
     def run_client(self, client_index: int) -> None:
         rng = random.Random(self.seed * 1000 + client_index)
+        open_pending: list[dict[str, Any]] = []  # acknowledged, not yet posted or voided
         with httpx.Client(base_url=self.url, timeout=30) as client:
             n = 0
             while not self.stop.is_set():
                 size = rng.choice([1, 1, 1, 5, 20])
                 batch = []
                 for _ in range(size):
-                    debit, credit = rng.sample(ACCOUNTS, 2)
-                    batch.append(transfer(f"s{self.seed}-c{client_index}-{n}", debit, credit,
-                                          rng.randint(1, 400)))
+                    batch.append(self._next(rng, f"s{self.seed}-c{client_index}-{n}",
+                                            open_pending))
                     n += 1
                 with self.lock:
                     self.sent.update((t["id"], t) for t in batch)
@@ -59,21 +65,51 @@ class Load:
                     response = client.post("/v1/transfers", json=batch if size > 1 else batch[0])
                 except httpx.HTTPError:
                     return  # the switch is gone: these are in doubt
-                self._record(batch, response)
+                for item in self._record(batch, response):
+                    if item.get("flags", {}).get("pending"):
+                        open_pending.append(item)
 
-    def _record(self, batch: list[dict[str, Any]], response: httpx.Response) -> None:
+    @staticmethod
+    def _next(rng: random.Random, transfer_id: str, open_pending: list[dict[str, Any]]
+              ) -> dict[str, Any]:
+        """A plain transfer mostly; now and then a pending one (it expires unless resolved),
+        or a post (all or part) or void of one this client has open."""
+        roll = rng.random()
+        if roll < 0.15 and open_pending:
+            target = open_pending.pop(rng.randrange(len(open_pending)))
+            if rng.random() < 0.6:
+                amount = rng.choice([None, rng.randint(1, target["amount"])])
+                body = {"id": transfer_id, "pending_id": target["id"],
+                        "flags": {"post_pending_transfer": True}}
+                return body if amount is None else {**body, "amount": amount}
+            return {"id": transfer_id, "pending_id": target["id"],
+                    "flags": {"void_pending_transfer": True}}
+        debit, credit = rng.sample(ACCOUNTS, 2)
+        body = transfer(transfer_id, debit, credit, rng.randint(1, 400))
+        if roll < 0.3:
+            body.update(flags={"pending": True}, timeout_ms=PENDING_TIMEOUT_MS)
+        return body
+
+    def _record(self, batch: list[dict[str, Any]], response: httpx.Response
+                ) -> list[dict[str, Any]]:
+        """Remember what was acknowledged and rejected; returns the acknowledged items."""
         body = response.json()
         results = body["results"] if "results" in body else [{"result": body.get("result")}]
         assert response.status_code in (200, 201, 422, 503), response.text
         if response.status_code == 503:
-            return
+            return []
+        acknowledged = []
         with self.lock:
             for item, result in zip(batch, results, strict=True):
                 if result["result"] in ("ok", "exists"):
                     self.acked.add(item["id"])
+                    acknowledged.append(item)
+                elif result["result"] in NEUTRAL:
+                    continue  # a post or void that lost to expiry, or a part still settling
                 else:
                     assert result["result"] == "exceeds_credits", result
                     self.rejected.add(item["id"])
+        return acknowledged
 
 
 def setup_accounts(url: str) -> None:
@@ -87,24 +123,52 @@ def setup_accounts(url: str) -> None:
     assert {r["result"] for r in response.json()["results"]} == {"ok"}
 
 
-def audit(url: str, load: Load) -> None:
-    with httpx.Client(base_url=url, timeout=60) as client:
+def _matches(sent: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """What the client sent is what is stored (a post or void's left-out fields are filled)."""
+    flags_sent = sent.get("flags", {})
+    return all(stored[k] == v for k, v in sent.items() if k != "flags") and all(
+        stored["flags"][k] == v for k, v in flags_sent.items())
+
+
+def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
+    """Every transfer sent that exists, once no pending one is left (all have a timeout)."""
+    deadline = time.monotonic() + 60
+    while True:
         present: dict[str, dict[str, Any]] = {}
         for transfer_id, sent in load.sent.items():
             response = client.get(f"/v1/transfers/{transfer_id}")
             assert response.status_code in (200, 404), response.text
             if response.status_code == 200:
                 stored = response.json()
-                assert {k: stored[k] for k in sent} == sent, "a stored transfer changed"
+                assert _matches(sent, stored), ("a stored transfer changed", sent, stored)
                 present[transfer_id] = stored
+        if all(t.get("status") != "pending" for t in present.values()):
+            return present
+        assert time.monotonic() < deadline, "pending transfers never expired"
+        time.sleep(0.5)
+
+
+def audit(url: str, load: Load) -> None:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        present = _present(client, load)
         missing = load.acked - set(present)
         assert not missing, f"acknowledged transfers lost: {sorted(missing)[:10]}"
         assert not (load.rejected & set(present)), "a rejected transfer was applied"
         expected_debits: Counter[str] = Counter()
         expected_credits: Counter[str] = Counter({a: SEED_FUNDS for a in ACCOUNTS})
         for stored in present.values():
+            flags = stored["flags"]
+            if flags["pending"] or flags["void_pending_transfer"]:
+                continue  # held, then moved by its post (below) or released
+            if flags["post_pending_transfer"]:
+                pending = present[stored["pending_id"]]
+                assert (pending["status"], pending["amount_posted"]) == \
+                    ("posted", stored["amount"]), (stored, pending)
             expected_debits[stored["debit_account_id"]] += stored["amount"]
             expected_credits[stored["credit_account_id"]] += stored["amount"]
+        for stored in present.values():
+            if stored["flags"]["void_pending_transfer"]:
+                assert present[stored["pending_id"]]["status"] == "voided", stored
         for name in ACCOUNTS:
             account = client.get(f"/v1/accounts/{name}").json()
             # Exactly once: the balances are the sum of the transfers that exist, no more.

@@ -46,6 +46,7 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
         shards = httpx.get(switch.url + "/readyz").json()["shards"]
         print(f"seed {seed}: recovered from snapshots at "
               f"{[s['snapshot_seq'] for s in shards]} of {[s['last_seq'] for s in shards]}")
+        assert any(s["snapshot_seq"] for s in shards), "no snapshot was taken under load"
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
     finally:

@@ -61,6 +61,15 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
         call(host, [commit(f"t{i}", "bank", "a", 10 + i), commit(f"u{i}", "a", "b", 5)])
     call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, "", 0, "", 0], 1, 42],
                 [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, "", 0, "", 0], 1, "ok", 43]])
+    # A pending transfer held here, posted in part by a transfer homed here too.
+    call(host, [[p.OP_COMMIT, ["p1", "bank", "b", 30, "USD", 1, "", 2, "", 0], 3, "ok", 0]])
+    _, (claim,) = call(host, [[p.OP_CLAIM, ["q1", "", "", 20, "", -1, "", 4, "p1", 0], 44]])
+    assert claim[0] == "ok"
+    _, (committed,) = call(host, [[p.OP_COMMIT, ["q1", "bank", "b", 20, "USD", 1, "", 4, "p1",
+                                                 0], 0, "ok", 44]])
+    call(host, [[p.OP_FINALIZE_CLAIM, "p1", "q1", 44, committed[1]],
+                [p.OP_SETTLE, "p1", True, 20, committed[1]]])
+    assert host.ledger.accounts["b"].credits_posted >= 20
     before = host.ledger
     host.wait_for_snapshot()
     assert host._log.latest_snapshot() is not None
@@ -72,7 +81,8 @@ def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: P
     assert again.ledger.transfers == before.transfers
     assert again.ledger.history == before.history
     assert again.ledger.reservations == before.reservations
-    assert again.ledger.commit_attempts == before.commit_attempts == {"c1": 43}
+    assert again.ledger.commit_attempts == before.commit_attempts == {"c1": 43, "q1": 44}
+    assert again.ledger.pending == before.pending and before.pending["p1"].status == "posted"
     again.close()
     # And from the log alone, as if every snapshot were lost:
     log = LmdbLog(tmp_path, 1 << 24)
