@@ -92,21 +92,38 @@ def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fractio
             "latency_ms_p999": result["p999_us"] / 1000, "errors": errors}
 
 
-async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
-                     array_size: int) -> dict[str, Any]:
+def array_bodies(run_id: str, accounts: int, transfers: int, hot_fraction: float,
+                 array_size: int, two_phase: bool) -> list[list[bytes]]:
+    """The request bodies, in phases sent one after the other: [transfers], or for two-phase
+    [pending transfers, posts of them]."""
     rng = random.Random(hash(run_id) & 0xFFFF)
-    bodies = []
+    phases: list[list[bytes]] = [[], []] if two_phase else [[]]
     for start in range(0, transfers, array_size):
-        items = []
+        items, posts = [], []
         for n in range(start, min(transfers, start + array_size)):
             debit, credit = pairs(rng, accounts, hot_fraction, 10)
-            items.append({"id": f"{run_id}-{n}", "debit_account_id": f"a{debit}",
-                          "credit_account_id": f"a{credit}", "amount": rng.randint(1, 1000),
-                          "ledger": "USD", "code": 1})
-        bodies.append(orjson.dumps(items))
+            item = {"id": f"{run_id}-{n}", "debit_account_id": f"a{debit}",
+                    "credit_account_id": f"a{credit}", "amount": rng.randint(1, 1000),
+                    "ledger": "USD", "code": 1}
+            if two_phase:
+                item["flags"] = {"pending": True}
+                posts.append({"id": f"{run_id}-{n}-post", "pending_id": item["id"],
+                              "flags": {"post_pending_transfer": True}})
+            items.append(item)
+        phases[0].append(orjson.dumps(items))
+        if two_phase:
+            phases[1].append(orjson.dumps(posts))
+    return phases
+
+
+async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
+                     array_size: int, two_phase: bool = False) -> dict[str, Any]:
+    """Arrays from ARRAY_SENDERS connections. Two-phase: all reserved, then all posted; a
+    transfer counts once, when its post is answered."""
+    phases = array_bodies(run_id, accounts, transfers, hot_fraction, array_size, two_phase)
     latencies: list[float] = []
     replies: list[bytes] = []
-    queue = list(reversed(bodies))
+    queue: list[bytes] = []
 
     async def sender(client: httpx.AsyncClient) -> None:
         while queue:
@@ -121,12 +138,15 @@ async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_f
     limits = httpx.Limits(max_connections=ARRAY_SENDERS)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(sender(client) for _ in range(ARRAY_SENDERS)))
+        for bodies in phases:
+            queue.extend(reversed(bodies))
+            await asyncio.gather(*(sender(client) for _ in range(ARRAY_SENDERS)))
         seconds = time.perf_counter() - started
     ok = sum(r["result"] == "ok" for reply in replies for r in orjson.loads(reply)["results"])
-    assert ok == transfers, f"only {ok} of {transfers} transfers answered ok"
+    assert ok == transfers * len(phases), f"only {ok} of {transfers} answered ok"
+    ok = transfers
     latencies.sort()
-    return {"requests": len(bodies), "transfers": ok, "seconds": seconds,
+    return {"requests": sum(map(len, phases)), "transfers": ok, "seconds": seconds,
             "transfers_per_s": ok / seconds,
             "latency_ms_p50": 1000 * statistics.median(latencies),
             "latency_ms_p99": 1000 * latencies[min(len(latencies) - 1,
@@ -155,8 +175,10 @@ def bench_accounts(args: argparse.Namespace, accounts: int, work_dir: Path) -> l
                     row = run_single(switch.url, run_id, accounts, args.transfers, hot_fraction,
                                      args.connections, args.wrk_threads)
                 else:
+                    two_phase = mode.startswith("twophase")
+                    size = int(mode.removeprefix("twophase" if two_phase else "array"))
                     row = asyncio.run(run_arrays(switch.url, run_id, accounts, args.transfers,
-                                                 hot_fraction, int(mode.removeprefix("array"))))
+                                                 hot_fraction, size, two_phase))
                 totals = ledger_totals(switch.url)
                 assert totals["balanced"], totals
                 assert totals["debits_posted"] > before, "nothing was posted"
@@ -180,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--transfers", type=int, default=200_000)
-    parser.add_argument("--modes", nargs="+", default=["single", "array1000", "array8190"])
+    parser.add_argument("--modes", nargs="+",
+                        default=["single", "array1000", "array8190", "twophase8190"],
+                        help="single, arrayN (arrays of N), twophaseN (reserve then post, in "
+                        "arrays of N)")
     parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
