@@ -61,11 +61,20 @@ class TransferResult(StrEnum):
     credit_account_closed = "credit_account_closed"
     overflows_debits = "overflows_debits"
     overflows_credits = "overflows_credits"
+    exceeds_transfer_max = "exceeds_transfer_max"
     exceeds_credits = "exceeds_credits"
     exceeds_debits = "exceeds_debits"
+    exceeds_velocity_limit = "exceeds_velocity_limit"
     # Transient: another attempt with this id holds a reservation that recovery has not yet
     # resolved. Nothing was applied; the client retries with the same id.
     in_flight = "in_flight"
+
+
+class LimitsResult(StrEnum):
+    ok = "ok"
+    limits_invalid = "limits_invalid"
+    account_not_found = "account_not_found"
+    unchanged = "unchanged"  # the same limits again: nothing to record
 
 
 TRANSFER_RANK: dict[str, int] = {code: rank for rank, code in enumerate(TransferResult)}

@@ -23,8 +23,9 @@ import orjson
 from actors import failpoints, queries, snapshot
 from actors import protocol as p
 from actors.codec import apply_payload, decode_snapshot_body, encode_events
-from actors.codes import TRANSFER_RESULTS, TransferResult
+from actors.codes import TRANSFER_RESULTS, AccountResult, LimitsResult, TransferResult
 from actors.ledger import Event, Ledger
+from actors.limits import Limits
 from actors.model import Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from actors.stats import ShardStats
@@ -77,6 +78,7 @@ class ShardHost:
             p.OP_GET_ACCOUNT: self._get_account,
             p.OP_GET_TRANSFER: self._get_transfer,
             p.OP_ACCOUNT_TRANSFERS: self._account_transfers,
+            p.OP_LIMITS: self._set_limits,
             p.OP_IN_DOUBT: lambda command, events: queries.in_doubt(
                 self.ledger, self._last_timestamp_ns - command[1] * 1_000_000),
             p.OP_HELD: lambda command, events: queries.held_parts(
@@ -178,8 +180,27 @@ class ShardHost:
         account = Account.from_row([*command[1], self._next_timestamp()])
         result, new_events = self.ledger.create_account(account)
         self._record(new_events, events)
-        stored = self.ledger.accounts.get(account.id)
-        return [result, stored.row() if stored is not None else None]
+        if result is AccountResult.ok and len(command) > 2 and command[2] is not None:
+            outcome, limit_events = self.ledger.set_limits(account.id, Limits(*command[2]),
+                                                           account.timestamp)
+            if outcome is LimitsResult.limits_invalid:  # checked at the edge: a bug if here
+                raise ValueError(f"invalid limits for {account.id}: {command[2]}")
+            self._record(limit_events, events)
+        return [result, *self._account_view(account.id)]
+
+    def _set_limits(self, command: list[Any], events: list[Event]) -> list[Any]:
+        _, account_id, row = command
+        result, new_events = self.ledger.set_limits(account_id, Limits(*row),
+                                                    self._next_timestamp())
+        self._record(new_events, events)
+        return [result, *self._account_view(account_id)]
+
+    def _account_view(self, account_id: str) -> list[Any]:
+        account = self.ledger.accounts.get(account_id)
+        if account is None:
+            return [None, None]
+        limits = self.ledger.limits.get(account_id)
+        return [account.row(), limits.row() if limits is not None else None]
 
     def _commit(self, command: list[Any], events: list[Event]) -> list[Any]:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
@@ -225,8 +246,8 @@ class ShardHost:
         return self.ledger.resolve(command[1], command[2])
 
     def _get_account(self, command: list[Any], events: list[Event]) -> list[Any] | None:
-        account = self.ledger.accounts.get(command[1])
-        return account.row() if account is not None else None
+        view = self._account_view(command[1])
+        return view if view[0] is not None else None
 
     def _get_transfer(self, command: list[Any], events: list[Event]) -> list[Any] | None:
         transfer = self.ledger.transfers.get(command[1])

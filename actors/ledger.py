@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import pending as pending_rules
-from actors.codes import AccountResult, TransferResult, first_failure
+from actors.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.exists import account_exists, transfer_exists
+from actors.limits import Limits, Velocity
 from actors.model import (
     ACCOUNT_FLAGS_ALL,
     AMOUNT_MAX,
@@ -51,6 +52,7 @@ PENDING_CLAIM_RELEASED = "pending_claim_released"
 PENDING_RESOLVED = "pending_resolved"
 PENDING_EXPIRED = "pending_expired"
 HELD_SETTLED = "held_settled"
+LIMITS_CHANGED = "limits_changed"
 
 # What a reservation becomes once its transfer's home has decided.
 POST, VOID, HOLD = "post", "void", "hold"
@@ -94,6 +96,8 @@ class Ledger:
         # Posted transfers per account, in order (a defaultdict: no empty list built per post).
         self.history: defaultdict[str, list[Transfer]] = defaultdict(list)
         self.pending: dict[str, PendingState] = {}  # pending transfers homed here
+        self.limits: dict[str, Limits] = {}  # accounts with limits
+        self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
         self._appliers: dict[str, Callable[[Event], None]] = {
             ACCOUNT_CREATED: self._apply_account_created,
@@ -107,6 +111,7 @@ class Ledger:
             PENDING_RESOLVED: self._apply_pending_resolved,
             PENDING_EXPIRED: self._apply_pending_expired,
             HELD_SETTLED: self._apply_held_settled,
+            LIMITS_CHANGED: self._apply_limits_changed,
         }
 
     # ---- decisions (read-only) ----
@@ -122,6 +127,16 @@ class Ledger:
             return account_exists(existing, account), []
         assert account.timestamp > 0
         return AccountResult.ok, [[ACCOUNT_CREATED, account.row()]]
+
+    def set_limits(self, account_id: str, limits: Limits, timestamp: int
+                   ) -> tuple[LimitsResult, list[Event]]:
+        if account_id not in self.accounts:
+            return LimitsResult.account_not_found, []
+        if not limits.valid():
+            return LimitsResult.limits_invalid, []
+        if self.limits.get(account_id, Limits()) == limits:
+            return LimitsResult.unchanged, []
+        return LimitsResult.ok, [[LIMITS_CHANGED, account_id, limits.row(), timestamp]]
 
     def commit_transfer(
         self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0
@@ -258,8 +273,20 @@ class Ledger:
         debits = account.debits_posted + account.debits_pending + transfer.amount
         if debits > BALANCE_MAX:
             return _R.overflows_debits
-        if account.flags & _DEBITS_LIMITED and debits > account.credits_posted:
+        limits = self.limits.get(account.id)
+        if limits is None:
+            if account.flags & _DEBITS_LIMITED and debits > account.credits_posted:
+                return _R.exceeds_credits
+            return _R.ok
+        if limits.transfer_max and transfer.amount > limits.transfer_max:
+            return _R.exceeds_transfer_max
+        if account.flags & _DEBITS_LIMITED and debits > account.credits_posted + limits.overdraft:
             return _R.exceeds_credits
+        if limits.velocity_max:
+            horizon = transfer.timestamp - limits.velocity_window_ms * 1_000_000
+            recent = self.velocity[account.id].sum_since(horizon)
+            if recent + transfer.amount > limits.velocity_max:
+                return _R.exceeds_velocity_limit
         return _R.ok
 
     def _check_credit(self, transfer: Transfer) -> TransferResult:
@@ -294,6 +321,8 @@ class Ledger:
         self.homed_count += 1
         if event[3]:
             self.commit_attempts[transfer.id] = event[3]
+        if event[2] & _DEBIT:
+            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
         if not transfer.flags & PENDING:
             self._post(transfer, event[2])
             return
@@ -306,7 +335,30 @@ class Ledger:
             self._hold(transfer, event[2], event[3])
 
     def _apply_transfer_reserved(self, event: Event) -> None:
-        self._hold(Transfer.from_row(event[1]), event[2], event[3], held=False)  # in doubt
+        transfer = Transfer.from_row(event[1])
+        if event[2] & _DEBIT:
+            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
+        self._hold(transfer, event[2], event[3], held=False)  # in doubt
+
+    def _count_debit(self, account_id: str, timestamp: int, amount: int) -> None:
+        velocity = self.velocity.get(account_id)
+        if velocity is not None:
+            velocity.record(timestamp, amount)
+
+    def _apply_limits_changed(self, event: Event) -> None:
+        _, account_id, row, _timestamp = event
+        limits = Limits(*row)
+        self.limits[account_id] = limits
+        if not limits.velocity_max:
+            self.velocity.pop(account_id, None)
+            return
+        window_ns = limits.velocity_window_ms * 1_000_000
+        velocity = self.velocity.get(account_id)
+        if velocity is None or velocity.window_ns != window_ns:
+            kept = velocity.debits if velocity is not None else ()
+            velocity = self.velocity[account_id] = Velocity(window_ns)
+            for timestamp, amount in kept:
+                velocity.record(timestamp, amount)
 
     def _hold(self, transfer: Transfer, roles: int, attempt: int, held: bool = True) -> None:
         amount = transfer.amount

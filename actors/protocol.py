@@ -4,7 +4,9 @@ A call carries a batch of commands as one orjson blob: a list of lists whose fir
 is the op. The shard replies with [REPLY_OK, [reply per command]] or, when the batch could not
 be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
 
-    ["account", [id, ledger, code, owner, flags, user_data]] -> [result, account row]
+    ["account", [id, ledger, code, owner, flags, user_data], limits row | None]
+                                              -> [result, account row, limits row | None]
+    ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
     ["commit", transfer fields, roles, remote result, attempt] -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
     ["finalize", transfer id, attempt, post|void|hold, commit ts] -> applied (bool)
@@ -15,7 +17,7 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["pending_status", pending id]             -> [status, amount posted, row] | None
     ["held", min_age_ms] -> [[pending id, roles], ...]   parts of pending transfers
     ["claims", min_age_ms] -> [[pending id, post-or-void id, attempt], ...] claims in doubt
-    ["get_account", id] -> row | None
+    ["get_account", id] -> [row, limits row | None] | None
     ["get_transfer", id] -> [row, pending status | None] | None
     ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
     ["in_doubt", min_age_ms] -> [[transfer row, roles, attempt], ...] reserved that long ago
@@ -37,6 +39,7 @@ OP_GET_ACCOUNT = "get_account"
 OP_GET_TRANSFER = "get_transfer"
 OP_ACCOUNT_TRANSFERS = "account_transfers"
 OP_IN_DOUBT = "in_doubt"
+OP_LIMITS = "limits"
 OP_CLAIM = "claim"
 OP_FINALIZE_CLAIM = "finalize_claim"
 OP_SETTLE = "settle"

@@ -13,6 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 from actors.ledger import Ledger, Reservation
+from actors.limits import Limits, Velocity
 from actors.model import Account, Transfer
 from actors.pending import PendingState
 
@@ -37,6 +38,8 @@ class Cut:
     history_lengths: list[int]
     reservations: list[list[Any]]
     pending: list[list[Any]]
+    limits: list[list[Any]]
+    velocity: list[list[Any]]
 
 
 def cut(ledger: Ledger) -> Cut:
@@ -51,6 +54,8 @@ def cut(ledger: Ledger) -> Cut:
         reservations=[[r.transfer.row(), r.roles, r.attempt, r.held]
                       for r in ledger.reservations.values()],
         pending=[[pending_id, *state.row()] for pending_id, state in ledger.pending.items()],
+        limits=[[account_id, limits.row()] for account_id, limits in ledger.limits.items()],
+        velocity=[[account_id, v.row()] for account_id, v in ledger.velocity.items()],
     )
 
 
@@ -74,6 +79,8 @@ def finish(view: Cut) -> dict[str, Any]:
         },
         "reservations": view.reservations,
         "pending": view.pending,
+        "limits": view.limits,
+        "velocity": view.velocity,
     }
 
 
@@ -99,3 +106,5 @@ def load(ledger: Ledger, data: dict[str, Any]) -> None:
     }
     ledger.pending = {pending_id: PendingState(*state) for pending_id, *state in data["pending"]}
     ledger.rebuild_expiries()
+    ledger.limits = {account_id: Limits(*row) for account_id, row in data["limits"]}
+    ledger.velocity = {account_id: Velocity.from_row(row) for account_id, row in data["velocity"]}

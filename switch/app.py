@@ -35,9 +35,15 @@ from switch.monitor import Monitor
 from switch.openapi import openapi_document
 from switch.redrive import Redriver
 from switch.router import Outcome, Router
-from switch.schemas import ACCOUNT, TRANSFER, AccountIn, TransferIn
+from switch.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
 from switch.settings import Settings
-from switch.views import account_from_request, account_json, transfer_from_request, transfer_json
+from switch.views import (
+    account_from_request,
+    account_json,
+    limits_row,
+    transfer_from_request,
+    transfer_json,
+)
 
 JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
@@ -92,7 +98,8 @@ class Api:
 
     async def post_accounts(self, request: Request) -> Response:
         is_array, items = await self._parse(request, ACCOUNT, self._accounts)
-        outcomes = await self.router.create_accounts([account_from_request(i) for i in items])
+        outcomes = await self.router.create_accounts([account_from_request(i) for i in items],
+                                                     [limits_row(i) for i in items])
         return _created(is_array, items, outcomes, "account", account_json)
 
     async def post_transfers(self, request: Request) -> Response:
@@ -108,10 +115,26 @@ class Api:
     async def get_account(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
         shard = self.router.shard_of(account_id)
-        row = await self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id])
-        if row is None:
+        found = await self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id])
+        if found is None:
             raise ApiError(404, "account_not_found")
-        return json_response(account_json(row))
+        return json_response(account_json(*found))
+
+    async def put_limits(self, request: Request) -> Response:
+        """Set an account's limits; the same limits again change nothing (idempotent)."""
+        account_id = _path_id(request, "account_id")
+        body = await self._body(request)
+        try:
+            limits = LIMITS.validate_json(body)
+        except ValidationError as error:
+            raise _validation_error(error, self.settings.api.batch_items_max) from None
+        result, row, current = await self.router.ask(
+            self.router.shard_of(account_id), [p.OP_LIMITS, account_id, limits_row(limits)])
+        if result == "account_not_found":
+            raise ApiError(404, "account_not_found")
+        if result == "limits_invalid":
+            return error_response(422, "limits_invalid")
+        return json_response({"result": result, "account": account_json(row, current)})
 
     async def get_transfer(self, request: Request) -> Response:
         transfer_id = _path_id(request, "transfer_id")
@@ -313,6 +336,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/v1/accounts", api.post_accounts, methods=["POST"]),
         Route("/v1/accounts/{account_id}", api.get_account, methods=["GET"]),
         Route("/v1/accounts/{account_id}/transfers", api.get_account_transfers, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/limits", api.put_limits, methods=["PUT"]),
         Route("/v1/transfers", api.post_transfers, methods=["POST"]),
         Route("/v1/transfers/{transfer_id}", api.get_transfer, methods=["GET"]),
         Route("/v1/ledgers", api.get_ledgers, methods=["GET"]),

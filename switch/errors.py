@@ -49,6 +49,12 @@ MESSAGES: dict[str, str] = {
     "pending_transfer_already_posted": "The pending transfer was already posted.",
     "pending_transfer_already_voided": "The pending transfer was already voided.",
     "pending_transfer_expired": "The pending transfer expired (its timeout passed).",
+    "exceeds_transfer_max": "The amount is above the debit account's maximum per transfer.",
+    "exceeds_velocity_limit": "The debit account's debits in its velocity window would "
+    "exceed its velocity limit.",
+    "limits_invalid": "Limits are integers from 0 to 2^63-1; velocity_max and "
+    "velocity_window_ms go together (window at most 366 days).",
+    "unchanged": "The account already has these limits.",
     "in_flight": "Another attempt with this id is still being resolved; retry with the same id.",
     "invalid_json": "The body is not valid JSON.",
     "validation_error": "The body does not match the schema; see details.",

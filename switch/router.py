@@ -130,8 +130,12 @@ class Router:
 
     # ---- accounts ----
 
-    async def create_accounts(self, accounts: list[Account]) -> list[Outcome]:
-        calls = [(self.shard_of(a.id), [p.OP_ACCOUNT, a.row()[:6]]) for a in accounts]
+    async def create_accounts(self, accounts: list[Account],
+                              limits: list[list[int] | None] | None = None) -> list[Outcome]:
+        """Create accounts (with their limits, when given, in the same shard batch)."""
+        rows = limits or [None] * len(accounts)
+        calls = [(self.shard_of(a.id), [p.OP_ACCOUNT, a.row()[:6], row])
+                 for a, row in zip(accounts, rows, strict=True)]
         return [
             reply if isinstance(reply, BaseException) else (reply[0], reply[1])
             for reply in await self.scatter(calls)

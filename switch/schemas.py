@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from actors.codes import AccountResult, TransferResult
-from actors.model import CODE_MAX, ID_PATTERN, TIMEOUT_MS_MAX, USER_DATA_LENGTH_MAX
+from actors.model import AMOUNT_MAX, CODE_MAX, ID_PATTERN, TIMEOUT_MS_MAX, USER_DATA_LENGTH_MAX
 
 Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
 LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
@@ -39,6 +39,18 @@ class AccountFlagsIn(_Strict):
     closed: StrictBool = False
 
 
+Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)]
+
+
+class LimitsIn(_Strict):
+    """Zero: no limit. See docs/API.md, "Limits"."""
+
+    transfer_max: Limit = 0
+    overdraft: Limit = 0
+    velocity_max: Limit = 0
+    velocity_window_ms: Limit = 0
+
+
 class AccountIn(_Strict):
     id: Id
     ledger: LedgerCode
@@ -46,6 +58,7 @@ class AccountIn(_Strict):
     owner: Id
     flags: AccountFlagsIn = AccountFlagsIn()
     user_data: UserData = ""
+    limits: LimitsIn | None = None
 
 
 class TransferFlagsIn(_Strict):
@@ -95,6 +108,7 @@ class AccountOut(BaseModel):
     credits_posted: int
     debits_pending: int
     credits_pending: int
+    limits: LimitsIn | None = None
 
 
 class TransferOut(BaseModel):
@@ -147,6 +161,7 @@ class Error(BaseModel):
 
 
 ACCOUNT = TypeAdapter(AccountIn)
+LIMITS = TypeAdapter(LimitsIn)
 ACCOUNTS = TypeAdapter(list[AccountIn])
 TRANSFER = TypeAdapter(TransferIn)
 TRANSFERS = TypeAdapter(list[TransferIn])

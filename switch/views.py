@@ -6,7 +6,7 @@ from typing import Any
 
 from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, AccountFlags, Transfer
 from actors.pending import UNSPECIFIED_CODE
-from switch.schemas import AccountIn, TransferIn
+from switch.schemas import AccountIn, LimitsIn, TransferIn
 
 _FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed")
 
@@ -30,7 +30,23 @@ def transfer_from_request(item: TransferIn) -> Transfer:
                     item.pending_id or "", item.timeout_ms)
 
 
-def account_json(row: list[Any]) -> dict[str, Any]:
+LIMIT_FIELDS = ("transfer_max", "overdraft", "velocity_max", "velocity_window_ms")
+
+
+def limits_row(item: AccountIn | LimitsIn) -> list[int] | None:
+    limits = item.limits if isinstance(item, AccountIn) else item
+    return None if limits is None else [getattr(limits, name) for name in LIMIT_FIELDS]
+
+
+def account_json(row: list[Any], limits: list[int] | None = None) -> dict[str, Any]:
+    """An account as the API shows it (with its limits when they are given)."""
+    shown = _account_fields(row)
+    if limits is not None:
+        shown["limits"] = dict(zip(LIMIT_FIELDS, limits, strict=True))
+    return shown
+
+
+def _account_fields(row: list[Any]) -> dict[str, Any]:
     account = Account.from_row(row)
     return {
         "id": account.id,

@@ -48,7 +48,7 @@ def test_reads_only_write_nothing(tmp_path: Path) -> None:
     host = host_on(tmp_path)
     call(host, [account("a")])
     _, replies = call(host, [[p.OP_GET_ACCOUNT, "a"], [p.OP_TOTALS], [p.OP_IN_DOUBT, 0]])
-    assert replies[0][0] == "a" and replies[1] == {"USD": [0, 0, 0, 0]} and replies[2] == []
+    assert replies[0][0][0] == "a" and replies[1] == {"USD": [0, 0, 0, 0]} and replies[2] == []
     assert host._log.last_seq == 1
     host.close()
 
