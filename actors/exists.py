@@ -2,43 +2,30 @@
 
 from __future__ import annotations
 
-from actors.codes import AccountResult, TransferResult
+from actors.codes import TRANSFER_RESULTS, AccountResult, TransferResult
 from actors.model import Account, Transfer
 
 _R = TransferResult
 
 
+_ACCOUNT_FIELDS = ("ledger", "code", "owner", "flags", "user_data")
+_TRANSFER_FIELDS = ("debit_account_id", "credit_account_id", "amount", "ledger", "code",
+                    "user_data", "flags", "pending_id", "timeout_ms")
+
+
+def _first_difference(existing: object, new: object, fields: tuple[str, ...]) -> str | None:
+    for name in fields:
+        if getattr(existing, name) != getattr(new, name):
+            return name
+    return None
+
+
 def account_exists(existing: Account, account: Account) -> AccountResult:
-    if existing.ledger != account.ledger:
-        return AccountResult.exists_with_different_ledger
-    if existing.code != account.code:
-        return AccountResult.exists_with_different_code
-    if existing.owner != account.owner:
-        return AccountResult.exists_with_different_owner
-    if existing.flags != account.flags:
-        return AccountResult.exists_with_different_flags
-    if existing.user_data != account.user_data:
-        return AccountResult.exists_with_different_user_data
-    return AccountResult.exists
+    field = _first_difference(existing, account, _ACCOUNT_FIELDS)
+    return AccountResult.exists if field is None else AccountResult(
+        f"exists_with_different_{field}")
 
 
 def transfer_exists(existing: Transfer, transfer: Transfer) -> TransferResult:
-    if existing.debit_account_id != transfer.debit_account_id:
-        return _R.exists_with_different_debit_account_id
-    if existing.credit_account_id != transfer.credit_account_id:
-        return _R.exists_with_different_credit_account_id
-    if existing.amount != transfer.amount:
-        return _R.exists_with_different_amount
-    if existing.ledger != transfer.ledger:
-        return _R.exists_with_different_ledger
-    if existing.code != transfer.code:
-        return _R.exists_with_different_code
-    if existing.user_data != transfer.user_data:
-        return _R.exists_with_different_user_data
-    if existing.flags != transfer.flags:
-        return _R.exists_with_different_flags
-    if existing.pending_id != transfer.pending_id:
-        return _R.exists_with_different_pending_id
-    if existing.timeout_ms != transfer.timeout_ms:
-        return _R.exists_with_different_timeout_ms
-    return _R.exists
+    field = _first_difference(existing, transfer, _TRANSFER_FIELDS)
+    return _R.exists if field is None else TRANSFER_RESULTS[f"exists_with_different_{field}"]

@@ -46,6 +46,18 @@ class Load:
         self.rejected: set[str] = set()  # answered a ledger rejection: must not be there
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, clients: int = CLIENTS) -> None:
+        self._threads = [threading.Thread(target=self.run_client, args=(i,))
+                         for i in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
 
     def run_client(self, client_index: int) -> None:
         rng = random.Random(self.seed * 1000 + client_index)

@@ -10,7 +10,6 @@ answers `exists` and changes nothing. Seeds 1-3 run in `make test`; more with --
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from switch.launcher import SwitchProcess
-from tests.chaos import CLIENTS, Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
 
 
 def run_crash_scenario(tmp_path: Path, seed: int) -> None:
@@ -30,14 +29,10 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
     try:
         setup_accounts(switch.url)
         load = Load(switch.url, seed)
-        clients = [threading.Thread(target=load.run_client, args=(i,)) for i in range(CLIENTS)]
-        for client in clients:
-            client.start()
+        load.start()
         time.sleep(rng.uniform(1.5, 5.0))
         switch.kill_session()
-        load.stop.set()
-        for client in clients:
-            client.join(timeout=60)
+        load.finish()
         assert len(load.acked) > 100, "the load never got going"
         in_doubt = len(load.sent) - len(load.acked) - len(load.rejected)
         print(f"seed {seed}: sent {len(load.sent)}, acknowledged {len(load.acked)}, "

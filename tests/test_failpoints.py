@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from actors import failpoints
 from switch.launcher import SwitchProcess
-from tests.chaos import CLIENTS, Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
 
 # When each one fires: the nth time it is reached (snapshots are rarer than batches).
 FIRST_HIT = {failpoints.SHARD_SNAPSHOT_MIDWAY: (1, 3)}
@@ -51,18 +50,14 @@ def run_failpoint_scenario(tmp_path: Path, name: str, seed: int) -> None:
     try:
         setup_accounts(switch.url)
         load = Load(switch.url, seed)
-        clients = [threading.Thread(target=load.run_client, args=(i,)) for i in range(CLIENTS)]
-        for client in clients:
-            client.start()
+        load.start()
         deadline = time.monotonic() + 90
         while not fired(switch):
             assert time.monotonic() < deadline, f"{name} never fired (armed at hit {hit_at})"
             time.sleep(0.2)
         time.sleep(0.5)  # let requests already under way meet the broken switch
         switch.kill_session()
-        load.stop.set()
-        for client in clients:
-            client.join(timeout=60)
+        load.finish()
         assert f"failpoint {name} fired" in (tmp_path / "switch.log").read_text()
         switch.extra_env = {}
         switch.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLock
 from persistence.records import CHAIN_BYTES, CRC, HEADER, encode_snapshot
 from switch.launcher import SwitchProcess
-from tests.chaos import CLIENTS, Load, free_port, setup_accounts
+from tests.chaos import Load, free_port, setup_accounts
 
 LEDGERS = ("USD", "EUR", "GBP", "CHF", "KES", "NGN", "INR", "JPY")
 
@@ -39,14 +38,10 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Lo
     try:
         setup_accounts(switch.url)
         load = Load(switch.url, seed=11)
-        clients = [threading.Thread(target=load.run_client, args=(i,)) for i in range(CLIENTS)]
-        for client in clients:
-            client.start()
+        load.start()
         time.sleep(2.5)
         switch.kill_session()
-        load.stop.set()
-        for client in clients:
-            client.join(timeout=60)
+        load.finish()
     finally:
         switch.kill_session()
     yield base / "data", load
