@@ -236,11 +236,15 @@ class Ledger:
 
     def expire_due(self, now_ns: int) -> list[Event]:
         """Pending transfers whose timeout has passed, and that nobody is resolving: expire."""
-        events = []
+        events, expiring = [], set()
         while self._expiries and self._expiries[0][0] <= now_ns:
             _, pending_id = heapq.heappop(self._expiries)
             state = self.pending[pending_id]
-            if state.status == PENDING_STATUS and state.claim is None:
+            # The heap may hold a transfer twice (pushed again when a claim was released);
+            # these events are not applied yet, so the state alone cannot tell: expire once.
+            if state.status == PENDING_STATUS and state.claim is None and \
+                    pending_id not in expiring:
+                expiring.add(pending_id)
                 events.append([PENDING_EXPIRED, pending_id])
         return events
 

@@ -24,13 +24,16 @@ class AccountFlags(IntFlag):
     debits_must_not_exceed_credits = 1
     credits_must_not_exceed_debits = 2
     closed = 4
+    history = 8  # keep the balances after every transfer (GET /v1/accounts/{id}/balances)
 
 
 ACCOUNT_FLAGS_ALL = int(
     AccountFlags.debits_must_not_exceed_credits
     | AccountFlags.credits_must_not_exceed_debits
     | AccountFlags.closed
+    | AccountFlags.history
 )
+HISTORY = int(AccountFlags.history)
 
 
 # Plain ints on the hot path: an IntFlag operation costs about 40 times an int one.

@@ -33,6 +33,7 @@ from switch.events_api import event_routes
 from switch.metrics import Metrics, RequestContext
 from switch.monitor import Monitor
 from switch.openapi import openapi_document
+from switch.query_api import query_routes
 from switch.redrive import Redriver
 from switch.router import Outcome, Router
 from switch.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
@@ -313,7 +314,8 @@ class InFlightLimit:
 
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
                placements: list[dict[str, Any]] | None = None,
-               on_tick: Callable[[Monitor], None] | None = None) -> Starlette:
+               on_tick: Callable[[Monitor], None] | None = None,
+               query_actor: Any = None) -> Starlette:
     """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
     with the monitor after each of its polls (the server publishes Ray metrics there)."""
     monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
@@ -345,6 +347,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
         *event_routes(Path(settings.data.dir).resolve()),
+        *query_routes(query_actor, settings.api.history_page_max),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))

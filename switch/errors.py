@@ -71,6 +71,7 @@ MESSAGES: dict[str, str] = {
     "id_invalid": "Ids are 1-64 characters of A-Z a-z 0-9 . _ : -",
     "query_invalid": "A query parameter is not valid; see message.",
     "cursor_invalid": "The cursor is not one this switch issued.",
+    "history_not_kept": "No account with this id keeps its history (flags.history).",
     "not_found": "No such route.",
     "method_not_allowed": "This route does not accept that method.",
     "too_many_requests_in_flight": "Too many requests are in progress; retry after Retry-After.",

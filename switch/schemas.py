@@ -37,6 +37,7 @@ class AccountFlagsIn(_Strict):
     debits_must_not_exceed_credits: StrictBool = False
     credits_must_not_exceed_debits: StrictBool = False
     closed: StrictBool = False
+    history: StrictBool = False
 
 
 Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)]

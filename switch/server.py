@@ -22,6 +22,7 @@ from actors.shard import start_shard
 from switch.app import create_app
 from switch.channel import ShardChannel
 from switch.context import RequestIdFilter
+from switch.query_actor import start_query_actor
 from switch.ray_metrics import RayMetrics
 from switch.router import Router
 from switch.settings import Settings
@@ -99,9 +100,11 @@ def serve(settings: Settings) -> int:
             return 2
         try:
             placements = ray.get([shard.placement.remote() for shard in shards])
+            query_actor = start_query_actor(Path(settings.data.dir).resolve(),
+                                            tuple(settings.ledgers), settings.shards.slots)
             app = create_app(build_router(settings, shards), settings,
                              ray_dashboard_url=ray_dashboard_url, placements=placements,
-                             on_tick=RayMetrics().publish)
+                             on_tick=RayMetrics().publish, query_actor=query_actor)
             config = uvicorn.Config(
                 app,
                 host=settings.server.host,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, AccountFlags, Transfer
 from actors.pending import UNSPECIFIED_CODE
 from switch.schemas import AccountIn, LimitsIn, TransferIn
 
-_FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed")
+_FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed",
+               "history")
 
 
 def account_from_request(item: AccountIn) -> Account:
@@ -80,3 +82,15 @@ def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, 
     if status is not None:
         shown["status"], shown["amount_posted"] = status[0], status[1]
     return shown
+
+
+def time_ns(text: str | None, default: int) -> int:
+    """A moment given as nanoseconds since the epoch or as an ISO time (UTC if no zone)."""
+    if text is None:
+        return default
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1e9)

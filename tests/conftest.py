@@ -20,6 +20,7 @@ from actors import protocol as p
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.app import create_app
+from switch.query_actor import start_query_actor
 from switch.ray_metrics import RayMetrics
 from switch.router import Router
 from switch.server import build_router, start_shards, stop_shards
@@ -64,6 +65,7 @@ class RunningSwitch:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.router: Router | None = None
+        self.query_actor: Any = None
         self.port = 0
         self.client = httpx.Client(timeout=60)
 
@@ -76,8 +78,10 @@ class RunningSwitch:
         self.shards = start_shards(self.settings)
         self.router = build_router(self.settings, self.shards)
         placements = ray.get([shard.placement.remote() for shard in self.shards])
+        self.query_actor = start_query_actor(Path(self.settings.data.dir), tuple(
+            self.settings.ledgers), self.settings.shards.slots)
         app = create_app(self.router, self.settings, placements=placements,
-                         on_tick=RayMetrics().publish)
+                         on_tick=RayMetrics().publish, query_actor=self.query_actor)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -104,14 +108,14 @@ class RunningSwitch:
         """A clean stop: the server drains, the shards close their logs."""
         self._stop_server()
         stop_shards(self.shards)
-        for shard in self.shards:
-            ray.kill(shard)
+        for actor in [*self.shards, self.query_actor]:
+            ray.kill(actor)
         self.shards = []
 
     def crash(self) -> None:
         """Kill every shard process at once (SIGKILL), whatever it was doing."""
-        for shard in self.shards:
-            ray.kill(shard, no_restart=True)
+        for actor in [*self.shards, self.query_actor]:
+            ray.kill(actor, no_restart=True)
         self._stop_server()
         self.shards = []
 

@@ -20,7 +20,7 @@ from persistence.records import CorruptRecord, Record
 from persistence.scan import scan
 from switch.events import event_json
 from switch.settings import DEFAULT_CONFIG, Settings, load_settings
-from switch.views import account_json
+from switch.views import account_json, time_ns
 from switch.wal import audit as audits
 from switch.wal import ops
 
@@ -228,7 +228,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Shards], int]] = {
 # ---- events, times, progress ----
 
 def _print_events(args: argparse.Namespace, shards: Shards) -> int:
-    from_ns, to_ns = _time(args.from_time, 0), _time(args.to_time, 2**64)
+    from_ns, to_ns = time_ns(args.from_time, 0), time_ns(args.to_time, 2**64)
     out = sys.stdout.buffer
     status = 0
     for index, directory in shards:
@@ -265,24 +265,13 @@ def _matches(rendered: dict[str, Any], account: str | None, transfer: str | None
     return (transfer is None or transfer in ids) and (account is None or account in accounts)
 
 
-def _time(text: str | None, default: int) -> int:
-    if text is None:
-        return default
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1e9)
-
-
 def _cut(text: str, data_dir: Path, shard: int) -> Callable[[Record], bool]:
     """Which records are past the moment a replay rebuilds.
 
     A time cut is consistent across shards: a cross-shard transfer's reservations are all
     recorded before its home's commit, so a cut after the commit holds them too.
     """
-    moment = _time(text, 0)
+    moment = time_ns(text, 0)
     if text.isdigit() and int(text) < SEQUENCE_BELOW:
         moment = _timestamp_of(data_dir, shard, int(text))
     return lambda record: record.timestamp_ns > moment

@@ -143,6 +143,16 @@ def test_a_claim_locks_until_released() -> None:
     assert ledger.claim_pending(resolving("q2"), 2)[0] is T.ok
 
 
+def test_expiry_once_even_when_a_released_claim_queued_it_twice() -> None:
+    ledger = with_pending(pending(timeout_ms=1))
+    _, events, _ = ledger.claim_pending(resolving(), 1)
+    apply_all(ledger, events)
+    apply_all(ledger, ledger.finalize_claim("p1", "q1", 1, None))  # queued again on release
+    expired = ledger.expire_due(NOW + 1_000_000)
+    assert expired == [["pending_expired", "p1"]]
+    apply_all(ledger, expired)
+
+
 def test_expiry_once_and_not_while_claimed() -> None:
     ledger = with_pending(pending(timeout_ms=1), pending("p2", timeout_ms=1, amount=10))
     _, events, _ = ledger.claim_pending(resolving(pending_id="p2"), 1)

@@ -50,7 +50,8 @@ def test_create_account_statuses(switch: RunningSwitch) -> None:
     body = created.json()
     assert body["result"] == "ok" and body["account"]["id"] == "a1"
     assert body["account"]["flags"] == {"debits_must_not_exceed_credits": False,
-                                        "credits_must_not_exceed_debits": False, "closed": False}
+                                        "credits_must_not_exceed_debits": False, "closed": False,
+                                        "history": False}
     again = switch.post("/v1/accounts", account("a1", user_data="first"))
     assert again.status_code == 200 and again.json()["result"] == "exists"
     assert again.json()["account"]["timestamp"] == body["account"]["timestamp"]
