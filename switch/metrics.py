@@ -49,6 +49,11 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # Label lookups cost a microsecond or two per request: keep each child once found.
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+        self._id_prefix = os.urandom(4).hex()
+        self._id_next = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +61,11 @@ class RequestContext:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else os.urandom(8).hex()
+        if given and _REQUEST_ID.match(given):
+            request_id = given
+        else:  # unique per process run without a system call per request
+            self._id_next += 1
+            request_id = f"{self._id_prefix}{self._id_next:08x}"
         token = request_id_var.set(request_id)
         status = 500
 
@@ -75,8 +84,15 @@ class RequestContext:
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
             seconds = time.perf_counter() - started
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(seconds)
+            counter = self._counters.get((route, status))
+            if counter is None:
+                counter = self._counters[route, status] = self.metrics.requests.labels(
+                    route, str(status))
+            counter.inc()
+            histogram = self._histograms.get(route)
+            if histogram is None:
+                histogram = self._histograms[route] = self.metrics.latency.labels(route)
+            histogram.observe(seconds)
             if self.access_log:
                 access_log.info("%s %s", scope["method"], scope["path"], extra={
                     "request_id": request_id, "route": route, "status": status,

@@ -42,7 +42,7 @@ def test_request_id_reaches_the_access_log_and_the_shard_batch_log(tmp_path: Pat
                                     "code": 1})
         assert response.status_code == 201 and response.headers["x-request-id"] == "trace-42"
         generated = httpx.get(switch.url + "/v1/accounts/alice").headers["x-request-id"]
-        assert len(generated) == 16
+        assert len(generated) == 16 and generated != response.headers["x-request-id"]
         deadline = time.monotonic() + 20
         while True:
             entries = json_lines(log_path)
