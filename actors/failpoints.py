@@ -22,8 +22,10 @@ SHARD_AFTER_COMMIT = "shard.after_commit"  # batch on disk, reply not sent
 SHARD_SNAPSHOT_MIDWAY = "shard.snapshot_midway"  # snapshot encoded, not yet written
 ROUTER_AFTER_RESERVE = "router.after_reserve"  # cross-shard parts reserved, home not asked
 ROUTER_AFTER_COMMIT = "router.after_commit"  # home committed, parts not finalized
+# A linked chain decided at its coordinator, its parts on the other shards not finalized.
+ROUTER_CHAIN_HALF_DECIDED = "router.chain_half_decided"
 ALL = (SHARD_BEFORE_COMMIT, SHARD_AFTER_COMMIT, SHARD_SNAPSHOT_MIDWAY, ROUTER_AFTER_RESERVE,
-       ROUTER_AFTER_COMMIT)
+       ROUTER_AFTER_COMMIT, ROUTER_CHAIN_HALF_DECIDED)
 EXIT_CODE = 86
 ENVIRONMENT_VARIABLE = "PAYSWITCH_FAILPOINTS"
 

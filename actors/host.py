@@ -20,11 +20,17 @@ from typing import Any
 
 import orjson
 
-from actors import failpoints, queries, snapshot
+from actors import chains, failpoints, queries, snapshot
 from actors import protocol as p
 from actors.codec import apply_payload, decode_snapshot_body, encode_events
-from actors.codes import TRANSFER_RESULTS, AccountResult, LimitsResult, TransferResult
-from actors.ledger import Event, Ledger
+from actors.codes import (
+    TRANSFER_RESULTS,
+    AccountResult,
+    LimitsResult,
+    TransferResult,
+    first_failure,
+)
+from actors.ledger import Event, Ledger, chain_part_outcome
 from actors.limits import Limits
 from actors.model import Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
@@ -73,6 +79,12 @@ class ShardHost:
             p.OP_ACCOUNT: self._create_account,
             p.OP_COMMIT: self._commit,
             p.OP_RESERVE: self._reserve,
+            p.OP_RESERVE_CHAIN: lambda command, events: [
+                [result, stored.row() if stored is not None else None]
+                for result, stored, _, _ in self._reserve_parts(command, events)],
+            p.OP_COMMIT_CHAIN: self._commit_chain,
+            p.OP_RESOLVE_CHAIN: lambda command, events: self.ledger.resolve_chain(
+                command[1], command[2]),
             p.OP_FINALIZE: self._finalize,
             p.OP_RESOLVE: self._resolve,
             p.OP_GET_ACCOUNT: self._get_account,
@@ -212,9 +224,46 @@ class ShardHost:
 
     def _reserve(self, command: list[Any], events: list[Event]) -> TransferResult:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
-        result, new_events = self.ledger.reserve_transfer(transfer, command[2], command[3])
+        result, new_events, _ = self.ledger.reserve_transfer(transfer, command[2], command[3])
         self._record(new_events, events)
         return result
+
+    def _reserve_parts(self, command: list[Any], events: list[Event]
+                       ) -> list[tuple[TransferResult, Transfer | None, Transfer, int]]:
+        """A linked chain's parts on this shard, in order, each seeing those before it."""
+        _, chain, attempt, parts = command[:4]
+        funds = chains.ChainFunds()
+        reserved = []
+        for fields, roles, member in parts:
+            transfer = Transfer.from_row([*fields, self._next_timestamp()])
+            result, new_events, stored = self.ledger.reserve_transfer(
+                transfer, roles, attempt, chain, member, funds)
+            self._record(new_events, events)
+            if result is TransferResult.ok:
+                funds.add(transfer, roles)
+            reserved.append((result, stored, transfer, member))
+        return reserved
+
+    def _commit_chain(self, command: list[Any], events: list[Event]) -> list[Any]:
+        """At the coordinator: reserve the parts here, decide the chain, finalize them."""
+        chain, attempt = command[1], command[2]
+        local = self._reserve_parts(command, events)
+        codes = [TRANSFER_RESULTS[code] for code in command[4]]
+        stored_rows = []
+        for result, stored, _, member in local:
+            codes[member] = first_failure(codes[member], result)
+            if stored is not None:
+                stored_rows.append([member, stored.row()])
+        timestamps = None
+        if chains.verdict(codes)[0] == chains.OK:
+            timestamps = [self._next_timestamp() for _ in codes]
+            self._record(self.ledger.decide_chain(chain, attempt, timestamps), events)
+        for result, _, transfer, member in local:
+            if result is TransferResult.ok:
+                outcome, timestamp = chain_part_outcome(transfer, member, timestamps)
+                self._record(self.ledger.finalize_reservation(transfer.id, attempt, outcome,
+                                                              timestamp), events)
+        return [codes, timestamps, stored_rows]
 
     def _finalize(self, command: list[Any], events: list[Event]) -> bool:
         _, transfer_id, attempt, outcome, commit_timestamp = command

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import pending as pending_rules
+from actors.chains import ChainFunds
 from actors.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.exists import account_exists, transfer_exists
 from actors.limits import Limits, Velocity
@@ -53,6 +54,8 @@ PENDING_RESOLVED = "pending_resolved"
 PENDING_EXPIRED = "pending_expired"
 HELD_SETTLED = "held_settled"
 LIMITS_CHANGED = "limits_changed"
+CHAIN_COMMITTED = "chain_committed"  # at a linked chain's coordinator: the decision
+PART_COMMITTED = "part_committed"  # a chain member's id part at its home, the chain committed
 
 # What a reservation becomes once its transfer's home has decided.
 POST, VOID, HOLD = "post", "void", "hold"
@@ -62,6 +65,8 @@ _CREDITS_LIMITED = CREDITS_MUST_NOT_EXCEED_DEBITS
 _CLOSED = CLOSED
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
+_BOTH = Roles.both
+_HOME = Roles.home
 _R = TransferResult
 _OK = TransferResult.ok
 
@@ -75,6 +80,8 @@ class Reservation:
     roles: int
     attempt: int
     held: bool = False
+    chain: str = ""  # a linked chain's member: the chain's key (its first member's id)
+    member: int = 0  # and its place in the chain
 
 
 def check_transfer_static(transfer: Transfer) -> TransferResult:
@@ -96,6 +103,8 @@ class Ledger:
         # Posted transfers per account, in order (a defaultdict: no empty list built per post).
         self.history: defaultdict[str, list[Transfer]] = defaultdict(list)
         self.pending: dict[str, PendingState] = {}  # pending transfers homed here
+        # Linked chains coordinated here that committed: key -> [attempt, member timestamps].
+        self.chains: dict[str, list[Any]] = {}
         self.limits: dict[str, Limits] = {}  # accounts with limits
         self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
@@ -112,6 +121,8 @@ class Ledger:
             PENDING_EXPIRED: self._apply_pending_expired,
             HELD_SETTLED: self._apply_held_settled,
             LIMITS_CHANGED: self._apply_limits_changed,
+            CHAIN_COMMITTED: self._apply_chain_committed,
+            PART_COMMITTED: self._apply_part_committed,
         }
 
     # ---- decisions (read-only) ----
@@ -152,6 +163,8 @@ class Ledger:
         existing = self.transfers.get(transfer.id)
         if existing is not None:
             return transfer_exists(existing, transfer), [], existing
+        if transfer.id in self.reservations:  # a linked chain's member, not yet decided
+            return _R.in_flight, [], None
         result = first_failure(self._check_roles(transfer, roles), remote)
         if result is not _OK:
             return result, [], None
@@ -159,15 +172,33 @@ class Ledger:
         return _OK, [[TRANSFER_COMMITTED, transfer.row(), roles, attempt]], transfer
 
     def reserve_transfer(
-        self, transfer: Transfer, roles: int, attempt: int
-    ) -> tuple[TransferResult, list[Event]]:
-        """Check and hold this shard's roles of a cross-shard transfer as pending."""
+        self, transfer: Transfer, roles: int, attempt: int, chain: str = "", member: int = 0,
+        funds: ChainFunds | None = None,
+    ) -> tuple[TransferResult, list[Event], Transfer | None]:
+        """Check and hold this shard's roles of a cross-shard transfer (or of a linked chain's
+        member: `roles` may include its home, `funds` what earlier members hold) as pending.
+        Returns the stored transfer when the home part finds the id taken."""
+        if roles & _HOME:
+            existing = self.transfers.get(transfer.id)
+            if existing is not None:
+                return transfer_exists(existing, transfer), [], existing
         if transfer.id in self.reservations:
-            return _R.in_flight, []
-        result = self._check_roles(transfer, roles)
+            return _R.in_flight, [], None
+        result = self._check_roles(transfer, roles, funds)
         if result is not _OK:
-            return result, []
-        return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt]]
+            return result, [], None
+        return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt, chain, member]], None
+
+    def decide_chain(self, chain: str, attempt: int, timestamps: list[int]) -> list[Event]:
+        """At the coordinator, every member ok: the chain commits (each member at its time)."""
+        assert chain not in self.chains, chain
+        return [[CHAIN_COMMITTED, chain, attempt, timestamps]]
+
+    def resolve_chain(self, chain: str, attempt: int) -> list[int] | None:
+        """The members' timestamps if this attempt of the chain committed, else None (void)."""
+        decision = self.chains.get(chain)
+        return decision[1] if decision is not None and decision[0] == attempt else None
+
 
     def finalize_reservation(
         self, transfer_id: str, attempt: int, outcome: str, timestamp: int
@@ -177,6 +208,10 @@ class Ledger:
         reservation = self.reservations.get(transfer_id)
         if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
+        if reservation.roles & _HOME:  # a chain member's home: commit it here, or free the id
+            if outcome == VOID:
+                return [[RESERVATION_VOIDED, transfer_id]]
+            return [[PART_COMMITTED, transfer_id, timestamp]]
         if outcome == POST:
             return [[RESERVATION_POSTED, transfer_id, timestamp]]
         if outcome == HOLD:
@@ -260,13 +295,21 @@ class Ledger:
                           if s.expires_at_ns and s.status == PENDING_STATUS]
         heapq.heapify(self._expiries)
 
-    def _check_roles(self, transfer: Transfer, roles: int) -> TransferResult:
-        debit = self._check_debit(transfer) if roles & _DEBIT else _OK
+    def _check_roles(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
+                     ) -> TransferResult:
+        if funds is None:
+            debit = self._check_debit(transfer) if roles & _DEBIT else _OK
+            if roles & _CREDIT:
+                return first_failure(debit, self._check_credit(transfer))
+            return debit
+        debit = self._check_debit(transfer, funds.credits.get(transfer.debit_account_id, 0)) \
+            if roles & _DEBIT else _OK
         if roles & _CREDIT:
-            return first_failure(debit, self._check_credit(transfer))
+            return first_failure(debit, self._check_credit(
+                transfer, funds.debits.get(transfer.credit_account_id, 0)))
         return debit
 
-    def _check_debit(self, transfer: Transfer) -> TransferResult:
+    def _check_debit(self, transfer: Transfer, chain_credits: int = 0) -> TransferResult:
         account = self.accounts.get(transfer.debit_account_id)
         if account is None:
             return _R.debit_account_not_found
@@ -278,13 +321,14 @@ class Ledger:
         if debits > BALANCE_MAX:
             return _R.overflows_debits
         limits = self.limits.get(account.id)
+        credits = account.credits_posted + chain_credits
         if limits is None:
-            if account.flags & _DEBITS_LIMITED and debits > account.credits_posted:
+            if account.flags & _DEBITS_LIMITED and debits > credits:
                 return _R.exceeds_credits
             return _R.ok
         if limits.transfer_max and transfer.amount > limits.transfer_max:
             return _R.exceeds_transfer_max
-        if account.flags & _DEBITS_LIMITED and debits > account.credits_posted + limits.overdraft:
+        if account.flags & _DEBITS_LIMITED and debits > credits + limits.overdraft:
             return _R.exceeds_credits
         if limits.velocity_max:
             horizon = transfer.timestamp - limits.velocity_window_ms * 1_000_000
@@ -293,7 +337,7 @@ class Ledger:
                 return _R.exceeds_velocity_limit
         return _R.ok
 
-    def _check_credit(self, transfer: Transfer) -> TransferResult:
+    def _check_credit(self, transfer: Transfer, chain_debits: int = 0) -> TransferResult:
         account = self.accounts.get(transfer.credit_account_id)
         if account is None:
             return _R.credit_account_not_found
@@ -304,7 +348,7 @@ class Ledger:
         credits = account.credits_posted + account.credits_pending + transfer.amount
         if credits > BALANCE_MAX:
             return _R.overflows_credits
-        if account.flags & _CREDITS_LIMITED and credits > account.debits_posted:
+        if account.flags & _CREDITS_LIMITED and credits > account.debits_posted + chain_debits:
             return _R.exceeds_debits
         return _R.ok
 
@@ -320,29 +364,45 @@ class Ledger:
 
     def _apply_transfer_committed(self, event: Event) -> None:
         transfer = Transfer.from_row(event[1])
+        if event[2] & _DEBIT:
+            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
+        self._commit(transfer, event[2], event[3])
+
+    def _apply_part_committed(self, event: Event) -> None:
+        """A chain member at its home: its id reservation becomes the commit (its debit was
+        counted for velocity when it was reserved)."""
+        reservation = self._release(event[1])
+        self._commit(reservation.transfer.stamped(event[2]), reservation.roles & _BOTH, 0)
+
+    def _apply_chain_committed(self, event: Event) -> None:
+        self.chains[event[1]] = [event[2], event[3]]
+
+    def _commit(self, transfer: Transfer, roles: int, attempt: int) -> None:
+        """At the transfer's home: index it, and post (or hold, if pending) its local roles."""
         assert transfer.id not in self.transfers, transfer.id
         self.transfers[transfer.id] = transfer
         self.homed_count += 1
-        if event[3]:
-            self.commit_attempts[transfer.id] = event[3]
-        if event[2] & _DEBIT:
-            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
+        if attempt:
+            self.commit_attempts[transfer.id] = attempt
         if not transfer.flags & PENDING:
-            self._post(transfer, event[2])
+            self._post(transfer, roles)
             return
         expires_at_ns = transfer.timestamp + transfer.timeout_ms * 1_000_000 \
             if transfer.timeout_ms else 0
         self.pending[transfer.id] = PendingState(PENDING_STATUS, expires_at_ns)
         if expires_at_ns:
             heapq.heappush(self._expiries, (expires_at_ns, transfer.id))
-        if event[2]:  # the home's own accounts: held at once
-            self._hold(transfer, event[2], event[3])
+        if roles:  # the home's own accounts: held at once
+            self._hold(transfer, roles, attempt)
 
     def _apply_transfer_reserved(self, event: Event) -> None:
         transfer = Transfer.from_row(event[1])
         if event[2] & _DEBIT:
             self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
         self._hold(transfer, event[2], event[3], held=False)  # in doubt
+        if len(event) > 4 and event[4]:
+            reservation = self.reservations[transfer.id]
+            reservation.chain, reservation.member = event[4], event[5]
 
     def _count_debit(self, account_id: str, timestamp: int, amount: int) -> None:
         velocity = self.velocity.get(account_id)
@@ -443,3 +503,12 @@ class Ledger:
             credit.credits_posted += amount
             assert credit.credits_posted <= BALANCE_MAX
             self.history[credit.id].append(transfer)
+
+
+def chain_part_outcome(member: Transfer, index: int, timestamps: list[int] | None
+                       ) -> tuple[str, int]:
+    """What a chain member's part becomes by its coordinator's decision (None: not committed),
+    and the member's commit timestamp."""
+    if timestamps is None:
+        return VOID, 0
+    return (HOLD if member.flags & PENDING else POST), timestamps[index]

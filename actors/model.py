@@ -43,18 +43,31 @@ CLOSED = int(AccountFlags.closed)
 
 
 class TransferFlags(IntFlag):
+    """The bits are TigerBeetle's, so that its users find what they know."""
+
     linked = 1
     pending = 2
     post_pending_transfer = 4
     void_pending_transfer = 8
+    balancing_debit = 16
+    balancing_credit = 32
+    closing_debit = 64
+    closing_credit = 128
 
 
+LINKED = int(TransferFlags.linked)
 PENDING = int(TransferFlags.pending)
 POST_PENDING = int(TransferFlags.post_pending_transfer)
 VOID_PENDING = int(TransferFlags.void_pending_transfer)
 RESOLVES_PENDING = POST_PENDING | VOID_PENDING
-TRANSFER_FLAGS_ALL = int(TransferFlags.pending | TransferFlags.post_pending_transfer
-                         | TransferFlags.void_pending_transfer)  # linked: not yet
+BALANCING_DEBIT = int(TransferFlags.balancing_debit)
+BALANCING_CREDIT = int(TransferFlags.balancing_credit)
+CLOSING_DEBIT = int(TransferFlags.closing_debit)
+CLOSING_CREDIT = int(TransferFlags.closing_credit)
+BALANCING = BALANCING_DEBIT | BALANCING_CREDIT
+CLOSING = CLOSING_DEBIT | CLOSING_CREDIT
+TRANSFER_FLAGS_ALL = int(sum(TransferFlags))
+TRANSFER_FLAG_NAMES = tuple(flag.name or "" for flag in TransferFlags)
 TIMEOUT_MS_MAX = 2**32 - 1
 
 
@@ -64,6 +77,7 @@ class Roles:
     debit = 1
     credit = 2
     both = 3
+    home = 4  # a linked chain's member at its id's home: the id index (see actors/chains.py)
 
 
 @dataclass(slots=True)

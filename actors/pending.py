@@ -18,6 +18,8 @@ from typing import Any
 from actors.codes import TransferResult
 from actors.model import (
     AMOUNT_MAX,
+    BALANCING,
+    CLOSING,
     PENDING,
     POST_PENDING,
     RESOLVES_PENDING,
@@ -53,8 +55,10 @@ def check_static(transfer: Transfer) -> TransferResult:
     """The checks that need no state, for every transfer."""
     flags = transfer.flags
     resolving = flags & RESOLVES_PENDING
-    if resolving == RESOLVES_PENDING or (resolving and flags & PENDING):
+    if resolving == RESOLVES_PENDING or (resolving and flags & (PENDING | BALANCING | CLOSING)):
         return _R.flags_are_mutually_exclusive
+    if flags & CLOSING and not flags & PENDING:
+        return _R.closing_transfer_must_be_pending
     if resolving:
         if not transfer.pending_id:
             return _R.pending_id_required

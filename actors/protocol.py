@@ -9,6 +9,11 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
     ["commit", transfer fields, roles, remote result, attempt] -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
+    ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]
+                                              -> [[result, stored row | None], ...]
+    ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere]]
+        -> [[result per member], [member timestamps] | None, [[member, stored row], ...]]
+    ["resolve_chain", chain key, attempt]      -> [member timestamps] | None (void)
     ["finalize", transfer id, attempt, post|void|hold, commit ts] -> applied (bool)
     ["resolve", transfer id, attempt]          -> [post|hold|void, commit ts, transfer row]
     ["claim", post-or-void fields, attempt]    -> [result, pending transfer row | None]
@@ -33,6 +38,9 @@ from __future__ import annotations
 OP_ACCOUNT = "account"
 OP_COMMIT = "commit"
 OP_RESERVE = "reserve"
+OP_RESERVE_CHAIN = "reserve_chain"
+OP_COMMIT_CHAIN = "commit_chain"
+OP_RESOLVE_CHAIN = "resolve_chain"
 OP_FINALIZE = "finalize"
 OP_RESOLVE = "resolve"
 OP_GET_ACCOUNT = "get_account"

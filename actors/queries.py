@@ -43,7 +43,8 @@ def in_doubt(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
 
     Only those reserved before the given time: younger ones are almost always still under way.
     """
-    return [[r.transfer.row(), r.roles, r.attempt] for r in ledger.reservations.values()
+    return [[r.transfer.row(), r.roles, r.attempt, r.chain, r.member]
+            for r in ledger.reservations.values()
             if not r.held and r.transfer.timestamp <= reserved_before_ns]
 
 

@@ -34,6 +34,7 @@ class Cut:
     transfers: list[Transfer]
     homed_count: int
     commit_attempts: list[tuple[str, int]]
+    chains: list[tuple[str, list[Any]]]
     history: list[tuple[str, list[Transfer]]]
     history_lengths: list[int]
     reservations: list[list[Any]]
@@ -49,9 +50,10 @@ def cut(ledger: Ledger) -> Cut:
         transfers=list(ledger.transfers.values()),
         homed_count=ledger.homed_count,
         commit_attempts=list(ledger.commit_attempts.items()),
+        chains=list(ledger.chains.items()),
         history=list(ledger.history.items()),
         history_lengths=list(map(len, ledger.history.values())),
-        reservations=[[r.transfer.row(), r.roles, r.attempt, r.held]
+        reservations=[[r.transfer.row(), r.roles, r.attempt, r.held, r.chain, r.member]
                       for r in ledger.reservations.values()],
         pending=[[pending_id, *state.row()] for pending_id, state in ledger.pending.items()],
         limits=[[account_id, limits.row()] for account_id, limits in ledger.limits.items()],
@@ -72,6 +74,7 @@ def finish(view: Cut) -> dict[str, Any]:
         "transfers": list(map(_TRANSFER_ROW, view.transfers)),
         "homed_count": view.homed_count,
         "commit_attempts": view.commit_attempts,
+        "chains": view.chains,
         "history": {
             account_id: list(map(where, map(id, entries[:length])))
             for (account_id, entries), length in zip(view.history, view.history_lengths,
@@ -96,13 +99,14 @@ def load(ledger: Ledger, data: dict[str, Any]) -> None:
     ledger.transfers = {transfer.id: transfer for transfer in rows}
     ledger.homed_count = data["homed_count"]
     ledger.commit_attempts = dict(data["commit_attempts"])
+    ledger.chains = dict(data["chains"])
     at = rows.__getitem__
     ledger.history = defaultdict(list, {
         account_id: list(map(at, positions)) for account_id, positions in data["history"].items()
     })
     ledger.reservations = {
-        row[0]: Reservation(Transfer.from_row(row), roles, attempt, held)
-        for row, roles, attempt, held in data["reservations"]
+        row[0]: Reservation(Transfer.from_row(row), *fields)
+        for row, *fields in data["reservations"]
     }
     ledger.pending = {pending_id: PendingState(*state) for pending_id, *state in data["pending"]}
     ledger.rebuild_expiries()

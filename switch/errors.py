@@ -29,7 +29,14 @@ MESSAGES: dict[str, str] = {
     "exceeds_debits": "The credit account's credits would exceed its debits "
     "(credits_must_not_exceed_debits).",
     "flags_are_mutually_exclusive": "pending, post_pending_transfer and void_pending_transfer "
-    "exclude each other.",
+    "exclude each other; a post or void cannot be balancing or closing.",
+    "closing_transfer_must_be_pending": "closing_debit and closing_credit need flags.pending.",
+    "linked_event_failed": "Another transfer of this linked chain failed; nothing of the chain "
+    "was applied.",
+    "linked_event_chain_open": "The request ended inside a linked chain: the last transfer "
+    "must not have flags.linked. Nothing of the chain was applied.",
+    "linked_post_or_void_unsupported": "A post or void of a pending transfer cannot be part of "
+    "a linked chain (yet); send it on its own.",
     "pending_id_required": "post_pending_transfer and void_pending_transfer need pending_id.",
     "pending_id_must_be_empty": "pending_id is only for post_pending_transfer and "
     "void_pending_transfer.",

@@ -2,7 +2,8 @@
 
 Three passes, each idempotent, at start-up before the API serves and then periodically:
 1. parts in doubt (reserved for a cross-shard transfer, never finalized): ask the transfer's
-   home whether this attempt committed; post it, hold it (a pending transfer) or void it;
+   home (a linked chain's coordinator, for a chain's member) whether this attempt committed;
+   post it, hold it (a pending transfer) or void it;
 2. pending transfers claimed by a post or void never finalized: ask the post or void's home
    whether it committed; resolve the pending transfer with it, or release the claim;
 3. held parts of pending transfers that are resolved (posted, voided, expired) at their home:
@@ -17,7 +18,8 @@ import logging
 from typing import Any
 
 from actors import protocol as p
-from actors.ledger import VOID
+from actors.ledger import VOID, chain_part_outcome
+from actors.model import Transfer
 from actors.pending import PENDING_STATUS, POSTED
 from switch.router import Router
 
@@ -59,16 +61,23 @@ class Redriver:
         return sum(1 for reply in await self.router.scatter(calls) if reply is True)
 
     async def _parts(self, min_age_ms: int) -> int:
+        """A part asks its transfer's home, or a linked chain member's its coordinator."""
         router = self.router
-        parts = [(shard, row[0], attempt) for shard, (row, _, attempt)
+        parts = [(shard, row, attempt, chain, member) for shard, (row, _, attempt, chain, member)
                  in await self._listed([p.OP_IN_DOUBT, min_age_ms])
                  if row[0] not in router.live]
-        verdicts = await router.scatter(
-            [(router.shard_of(tid), [p.OP_RESOLVE, tid, attempt]) for _, tid, attempt in parts])
-        return await self._settle([
-            (shard, [p.OP_FINALIZE, tid, attempt, verdict[0], verdict[1]])
-            for (shard, tid, attempt), verdict in zip(parts, verdicts, strict=True)
-            if not isinstance(verdict, BaseException) and tid not in router.live])
+        verdicts = await router.scatter([
+            (router.shard_of(chain), [p.OP_RESOLVE_CHAIN, chain, attempt]) if chain
+            else (router.shard_of(row[0]), [p.OP_RESOLVE, row[0], attempt])
+            for _, row, attempt, chain, _ in parts])
+        calls = []
+        for (shard, row, attempt, chain, member), verdict in zip(parts, verdicts, strict=True):
+            if isinstance(verdict, BaseException) or row[0] in router.live:
+                continue
+            if chain:  # the members' timestamps if the chain committed, else None
+                verdict = chain_part_outcome(Transfer.from_row(row), member, verdict)
+            calls.append((shard, [p.OP_FINALIZE, row[0], attempt, verdict[0], verdict[1]]))
+        return await self._settle(calls)
 
     async def _claims(self, min_age_ms: int) -> int:
         router = self.router

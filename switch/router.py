@@ -23,14 +23,23 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import failpoints
+from actors import chains, failpoints
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger import HOLD, POST, VOID, check_transfer_static
-from actors.model import PENDING, POST_PENDING, RESOLVES_PENDING, Account, Roles, Transfer
+from actors.model import (
+    LINKED,
+    PENDING,
+    POST_PENDING,
+    RESOLVES_PENDING,
+    Account,
+    Roles,
+    Transfer,
+)
 from actors.pending import filled
 from actors.placement import Placement, default_slot_table
 from switch.channel import Overloaded, ShardChannel, ShardUnavailable
+from switch.linked import ChainRun
 
 log = logging.getLogger("payswitch.router")
 
@@ -144,19 +153,14 @@ class Router:
     # ---- transfers ----
 
     async def create_transfers(self, transfers: list[Transfer]) -> list[Outcome]:
-        """Apply a batch; items are independent (not atomic) and each gets its outcome."""
+        """Apply a batch; items are independent (not atomic), except that a linked chain
+        succeeds or fails as one, and each item gets its outcome."""
         outcomes: list[Outcome | None] = [None] * len(transfers)
-        waiting: list[int] = []
-        for index, transfer in enumerate(transfers):
-            static = check_transfer_static(transfer)
-            if static is TransferResult.ok:
-                waiting.append(index)
-            else:
-                outcomes[index] = (static.value, None)
+        waiting = self._units(transfers, outcomes)
         while waiting:
             wave, waiting = self._next_wave(transfers, waiting)
             if wave:
-                ids = {transfers[i].id for i in wave}
+                ids = {transfers[i].id for unit in wave for i in unit}
                 done = asyncio.get_running_loop().create_future()
                 for transfer_id in ids:
                     self.live[transfer_id] = done
@@ -165,29 +169,57 @@ class Router:
                 task = asyncio.ensure_future(self._run_wave(transfers, wave, outcomes, ids, done))
                 await asyncio.shield(task)
             else:
-                busy = {self.live[transfers[i].id] for i in waiting
+                busy = {self.live[transfers[i].id] for unit in waiting for i in unit
                         if transfers[i].id in self.live}
                 await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _next_wave(
-        self, transfers: list[Transfer], waiting: list[int]
-    ) -> tuple[list[int], list[int]]:
-        """Items whose id is not already under way; repeats of an id wait for the first."""
-        wave, later, ids = [], [], set()
-        for index in waiting:
-            transfer_id = transfers[index].id
-            if transfer_id in ids or transfer_id in self.live:
-                later.append(index)
+    @staticmethod
+    def _units(transfers: list[Transfer], outcomes: list[Outcome | None]) -> list[list[int]]:
+        """The request as units to run: single items and linked chains (a list of places).
+        Those that fail the checks needing no state are answered here."""
+        units: list[list[int]] = []
+        chain: list[int] = []
+        for index, transfer in enumerate(transfers):
+            chain.append(index)
+            if transfer.flags & LINKED and index < len(transfers) - 1:
+                continue
+            members = [transfers[i] for i in chain]
+            if transfer.flags & LINKED:  # the request ended inside the chain
+                codes = [TransferResult.ok] * (len(chain) - 1) + [
+                    TransferResult.linked_event_chain_open]
+            elif len(chain) == 1:
+                codes = [check_transfer_static(transfer)]
             else:
-                ids.add(transfer_id)
-                wave.append(index)
+                codes = chains.check_chain_static(members)
+            if all(code is TransferResult.ok for code in codes):
+                units.append(chain)
+            else:
+                for i, code in zip(chain, chains.answers(codes), strict=True):
+                    outcomes[i] = (code.value, None)
+            chain = []
+        return units
+
+    def _next_wave(
+        self, transfers: list[Transfer], waiting: list[list[int]]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Units whose ids are not already under way; repeats of an id wait for the first."""
+        wave: list[list[int]] = []
+        later: list[list[int]] = []
+        ids: set[str] = set()
+        for unit in waiting:
+            unit_ids = {transfers[i].id for i in unit}
+            if unit_ids & ids or any(transfer_id in self.live for transfer_id in unit_ids):
+                later.append(unit)
+            else:
+                ids |= unit_ids
+                wave.append(unit)
         return wave, later
 
     async def _run_wave(
         self,
         transfers: list[Transfer],
-        wave: list[int],
+        wave: list[list[int]],
         outcomes: list[Outcome | None],
         ids: set[str],
         done: asyncio.Future[None],
@@ -200,14 +232,19 @@ class Router:
         """
         finalizing: _Pending | None = None
         try:
-            crosses = await self._round_reserve_and_local(transfers, wave, outcomes)
-            if crosses:
+            runs = [self._chain_run(transfers, unit) for unit in wave if len(unit) > 1]
+            singles = [unit[0] for unit in wave if len(unit) == 1]
+            crosses = await self._round_reserve_and_local(transfers, singles, outcomes, runs)
+            if crosses or runs:
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.ROUTER_AFTER_RESERVE)
-                await self._round_commit(crosses, outcomes)
+                await self._round_commit(crosses, outcomes, runs)
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.ROUTER_AFTER_COMMIT)
-                finalizing = self._submit(self._finalize_calls(crosses))
+                    if runs:
+                        failpoints.hit(failpoints.ROUTER_CHAIN_HALF_DECIDED)
+                finalizing = self._submit(self._finalize_calls(crosses) + [
+                    call for run in runs for call in run.finalize_calls()])
         finally:
             if finalizing is None:
                 self._release(ids, done)
@@ -230,11 +267,21 @@ class Router:
             del self.live[transfer_id]
         done.set_result(None)
 
+    def _chain_run(self, transfers: list[Transfer], unit: list[int]) -> ChainRun:
+        self._attempt_next += 1
+        return ChainRun.build(unit, [transfers[i] for i in unit], self.shard_of,
+                              self._attempt_base + self._attempt_next)
+
     async def _round_reserve_and_local(
-        self, transfers: list[Transfer], wave: list[int], outcomes: list[Outcome | None]
+        self, transfers: list[Transfer], wave: list[int], outcomes: list[Outcome | None],
+        runs: list[ChainRun],
     ) -> list[_Cross]:
         calls: list[tuple[int, list[Any]]] = []
-        owners: list[tuple[int, _Cross | None]] = []
+        owners: list[tuple[int, _Cross | ChainRun | None]] = []
+        for run in runs:
+            for call in run.reserve_calls():
+                calls.append(call)
+                owners.append((call[0], run))
         crosses: list[_Cross] = []
         shard_of = self.shard_of
         for index in wave:
@@ -259,7 +306,9 @@ class Router:
                 calls.append((shard, [p.OP_RESERVE, fields, roles, cross.attempt]))
                 owners.append((shard, cross))
         for (key, cross_owner), reply in zip(owners, await self.scatter(calls), strict=True):
-            if cross_owner is None:
+            if isinstance(cross_owner, ChainRun):
+                cross_owner.reserved[key] = reply
+            elif cross_owner is None:
                 outcomes[key] = reply if isinstance(reply, BaseException) else (reply[0], reply[1])
             elif key < 0:
                 cross_owner.claimed = reply
@@ -285,8 +334,9 @@ class Router:
         return _Cross(index, transfer, fields, home, home_roles, remote_roles,
                       self._attempt_base + self._attempt_next)
 
-    async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None]) -> None:
-        calls = []
+    async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None],
+                            runs: list[ChainRun]) -> None:
+        calls = [run.commit_call() for run in runs]
         for cross in crosses:
             remote = _OK
             parts = [*cross.reserved.values(), *([cross.claimed] if cross.claim_shard >= 0 else [])]
@@ -300,7 +350,12 @@ class Router:
                 cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
                                        cross.attempt]))
-        for cross, reply in zip(crosses, await self.scatter(calls), strict=True):
+        replies = await self.scatter(calls)
+        for run, reply in zip(runs, replies, strict=False):
+            run.committed = reply
+            for index, outcome in zip(run.indexes, run.outcomes(), strict=True):
+                outcomes[index] = outcome
+        for cross, reply in zip(crosses, replies[len(runs):], strict=True):
             cross.committed = reply
             errors = [r for r in [*cross.reserved.values(), cross.claimed]
                       if isinstance(r, BaseException)]

@@ -63,9 +63,16 @@ class AccountIn(_Strict):
 
 
 class TransferFlagsIn(_Strict):
+    """TigerBeetle's transfer flags; see docs/API.md."""
+
+    linked: StrictBool = False
     pending: StrictBool = False
     post_pending_transfer: StrictBool = False
     void_pending_transfer: StrictBool = False
+    balancing_debit: StrictBool = False
+    balancing_credit: StrictBool = False
+    closing_debit: StrictBool = False
+    closing_credit: StrictBool = False
 
 
 class TransferIn(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, AccountFlags, Transfer
+from actors.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
 from actors.pending import UNSPECIFIED_CODE
 from switch.schemas import AccountIn, LimitsIn, TransferIn
 
@@ -24,8 +24,10 @@ def account_from_request(item: AccountIn) -> Account:
 
 def transfer_from_request(item: TransferIn) -> Transfer:
     flags = item.flags
-    bits = ((PENDING if flags.pending else 0) | (POST_PENDING if flags.post_pending_transfer else 0)
-            | (VOID_PENDING if flags.void_pending_transfer else 0))
+    bits = 0
+    for name in TRANSFER_FLAG_NAMES:
+        if getattr(flags, name):
+            bits |= TransferFlags[name]
     return Transfer(item.id, item.debit_account_id or "", item.credit_account_id or "",
                     item.amount or 0, item.ledger or "",
                     UNSPECIFIED_CODE if item.code is None else item.code, item.user_data, bits,
@@ -73,9 +75,8 @@ def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, 
         "id": transfer.id, "debit_account_id": transfer.debit_account_id,
         "credit_account_id": transfer.credit_account_id, "amount": transfer.amount,
         "ledger": transfer.ledger, "code": transfer.code, "user_data": transfer.user_data,
-        "flags": {"pending": bool(transfer.flags & PENDING),
-                  "post_pending_transfer": bool(transfer.flags & POST_PENDING),
-                  "void_pending_transfer": bool(transfer.flags & VOID_PENDING)},
+        "flags": {name: bool(transfer.flags & TransferFlags[name])
+                  for name in TRANSFER_FLAG_NAMES},
         "pending_id": transfer.pending_id or None, "timeout_ms": transfer.timeout_ms,
         "timestamp": transfer.timestamp,
     }

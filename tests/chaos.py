@@ -5,6 +5,7 @@ Shared by the kill -9 crash test, the failpoint tests and the WAL tool tests.
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import threading
@@ -44,6 +45,7 @@ class Load:
         self.sent: dict[str, dict[str, Any]] = {}
         self.acked: set[str] = set()  # answered ok or exists: the switch promised it is there
         self.rejected: set[str] = set()  # answered a ledger rejection: must not be there
+        self.chains: list[list[str]] = []  # linked chains sent: each all there or none
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -65,14 +67,20 @@ class Load:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             n = 0
             while not self.stop.is_set():
-                size = rng.choice([1, 1, 1, 5, 20])
+                size = rng.choice([1, 1, 1, 5, 20, 0])
                 batch = []
                 for _ in range(size):
                     batch.append(self._next(rng, f"s{self.seed}-c{client_index}-{n}",
                                             open_pending))
                     n += 1
+                if not size:  # a linked chain of 2 to 4, its members on any shards
+                    batch = self._chain(rng, f"s{self.seed}-c{client_index}-{n}-")
+                    n += 1
+                    size = len(batch)
                 with self.lock:
                     self.sent.update((t["id"], t) for t in batch)
+                    if batch[0].get("flags", {}).get("linked"):
+                        self.chains.append([t["id"] for t in batch])
                 try:
                     response = client.post("/v1/transfers", json=batch if size > 1 else batch[0])
                 except httpx.HTTPError:
@@ -102,6 +110,22 @@ class Load:
             body.update(flags={"pending": True}, timeout_ms=PENDING_TIMEOUT_MS)
         return body
 
+    @staticmethod
+    def _chain(rng: random.Random, prefix: str) -> list[dict[str, Any]]:
+        """Money passed along a path of accounts, some members pending: later members may
+        spend what earlier ones bring, and the chain fails whole when one cannot pay."""
+        path = rng.sample(ACCOUNTS, rng.randint(3, 5))
+        amount = rng.randint(1, 3000)
+        chain = []
+        for index, (debit, credit) in enumerate(itertools.pairwise(path)):
+            body = transfer(f"{prefix}{index}", debit, credit, amount)
+            flags = {"linked": index < len(path) - 2}
+            if rng.random() < 0.2:
+                flags["pending"] = True
+                body["timeout_ms"] = PENDING_TIMEOUT_MS
+            chain.append({**body, "flags": flags})
+        return chain
+
     def _record(self, batch: list[dict[str, Any]], response: httpx.Response
                 ) -> list[dict[str, Any]]:
         """Remember what was acknowledged and rejected; returns the acknowledged items."""
@@ -119,7 +143,7 @@ class Load:
                 elif result["result"] in NEUTRAL:
                     continue  # a post or void that lost to expiry, or a part still settling
                 else:
-                    assert result["result"] == "exceeds_credits", result
+                    assert result["result"] in ("exceeds_credits", "linked_event_failed"), result
                     self.rejected.add(item["id"])
         return acknowledged
 
@@ -193,12 +217,18 @@ def audit(url: str, load: Load) -> None:
             assert len(ids) == len(set(ids)), "a transfer appears twice in a history"
         for ledger in client.get("/v1/ledgers").json()["ledgers"]:
             assert ledger["balanced"], ledger
+        for chain in load.chains:
+            there = [transfer_id in present for transfer_id in chain]
+            assert all(there) or not any(there), ("a linked chain applied in part", chain, there)
 
 
 def resend_acknowledged(url: str, load: Load) -> None:
     before = httpx.get(url + "/v1/ledgers").json()
-    acked = [load.sent[i] for i in sorted(load.acked)]
-    for start in range(0, len(acked), 500):
-        response = httpx.post(url + "/v1/transfers", json=acked[start:start + 500], timeout=60)
+    in_chains = {transfer_id for chain in load.chains for transfer_id in chain}
+    units = [[i] for i in sorted(load.acked - in_chains)] + [
+        chain for chain in load.chains if set(chain) <= load.acked]  # chains resent whole
+    for start in range(0, len(units), 200):
+        batch = [load.sent[i] for unit in units[start:start + 200] for i in unit]
+        response = httpx.post(url + "/v1/transfers", json=batch, timeout=60)
         assert {r["result"] for r in response.json()["results"]} == {"exists"}
     assert httpx.get(url + "/v1/ledgers").json() == before

@@ -16,8 +16,8 @@ import orjson
 
 from actors import queries, snapshot
 from actors.codec import apply_payload, decode_snapshot_body
-from actors.ledger import VOID, Ledger
-from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
+from actors.ledger import VOID, Ledger, chain_part_outcome
+from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS, Transfer
 from actors.pending import PENDING_STATUS, POSTED
 from actors.placement import Placement
 from actors.queries import totals_by_ledger
@@ -119,8 +119,12 @@ def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
 
     settled = 0
     for ledger in ledgers:
-        for row, _, attempt in queries.in_doubt(ledger, 2**64):
-            outcome, timestamp, _ = home(row[0]).resolve(row[0], attempt)
+        for row, _, attempt, chain, member in queries.in_doubt(ledger, 2**64):
+            if chain:
+                outcome, timestamp = chain_part_outcome(
+                    Transfer.from_row(row), member, home(chain).resolve_chain(chain, attempt))
+            else:
+                outcome, timestamp, _ = home(row[0]).resolve(row[0], attempt)
             settled += apply(ledger, ledger.finalize_reservation(row[0], attempt, outcome,
                                                                  timestamp))
     for ledger in ledgers:

@@ -223,7 +223,7 @@ RESERVE_TABLE = [
 def test_reserve(name: str, roles: Roles, command: Transfer, expected: T,
                  funded_after: tuple[int, int, int, int]) -> None:
     ledger = ledger_with(*BASE, balances=FUNDS)
-    result, events = ledger.reserve_transfer(command, roles, attempt=7)
+    result, events, _ = ledger.reserve_transfer(command, roles, attempt=7)
     assert result is expected
     apply_all(ledger, events)
     assert balances(ledger, "funded") == funded_after

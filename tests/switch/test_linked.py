@@ -1,0 +1,181 @@
+"""Linked chains through the API: all or nothing, across shards, also when redrive finishes
+them after a crash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors import protocol as p
+from actors.chains import parts_by_shard
+from actors.model import LINKED, Transfer
+from tests.conftest import RunningSwitch, assert_balanced, shard_ids
+from tests.switch.test_api import LIMITED, account, transfer
+from tests.switch.test_cross_shard import shard_call
+
+
+def linked(item: dict[str, Any], **flags: bool) -> dict[str, Any]:
+    return {**item, "flags": {"linked": True, **flags}}
+
+
+def codes(response: Any) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["result"] for r in response.json()["results"]]
+
+
+def people(switch: RunningSwitch, tag: str, shards: list[int]) -> list[str]:
+    """A funded bank account and limited wallets, one on each shard given."""
+    assert switch.router is not None
+    names = [shard_ids(switch.router, shard, f"{tag}-w{i}-", 1)[0]
+             for i, shard in enumerate(shards)]
+    bank = f"{tag}-bank"
+    assert switch.post("/v1/accounts", [account(bank)] + [account(n, LIMITED) for n in names]
+                       ).status_code == 200
+    return [bank, *names]
+
+
+def balance(switch: RunningSwitch, name: str) -> int:
+    found = switch.account(name)
+    return int(found["credits_posted"] - found["debits_posted"])
+
+
+def pending_of(switch: RunningSwitch, name: str) -> tuple[int, int]:
+    found = switch.account(name)
+    return found["debits_pending"], found["credits_pending"]
+
+
+# Which shard each of three wallets lives on.
+LAYOUTS = [(0, 0, 0), (0, 1, 2), (2, 1, 1), (1, 2, 0)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["-".join(map(str, x)) for x in LAYOUTS])
+def test_a_chain_commits_whole_and_each_member_sees_the_ones_before(
+        shared_switch: RunningSwitch, layout: tuple[int, int, int]) -> None:
+    switch = shared_switch
+    tag = "ok" + "".join(map(str, layout))
+    bank, a, b, c = people(switch, tag, list(layout))
+    # b and c hold nothing yet: each later member spends what the one before brought.
+    chain = [linked(transfer(f"{tag}-1", bank, a, 500)), linked(transfer(f"{tag}-2", a, b, 300)),
+             transfer(f"{tag}-3", b, c, 300)]
+    assert codes(switch.post("/v1/transfers", chain)) == ["ok", "ok", "ok"]
+    assert [balance(switch, n) for n in (a, b, c)] == [200, 0, 300]
+    assert all(pending_of(switch, n) == (0, 0) for n in (a, b, c))
+    shown = switch.get(f"/v1/transfers/{tag}-2").json()
+    assert shown["flags"]["linked"] is True
+    # The same chain again: every member is a repeat, nothing moves.
+    assert codes(switch.post("/v1/transfers", chain)) == ["exists", "exists", "exists"]
+    assert [balance(switch, n) for n in (a, b, c)] == [200, 0, 300]
+    assert_balanced(switch.totals())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["-".join(map(str, x)) for x in LAYOUTS])
+def test_a_failing_member_fails_the_whole_chain(shared_switch: RunningSwitch,
+                                                layout: tuple[int, int, int]) -> None:
+    switch = shared_switch
+    tag = "bad" + "".join(map(str, layout))
+    bank, a, b, c = people(switch, tag, list(layout))
+    chain = [linked(transfer(f"{tag}-1", bank, a, 500)), linked(transfer(f"{tag}-2", a, b, 300)),
+             transfer(f"{tag}-3", b, c, 301)]  # b has only 300
+    assert codes(switch.post("/v1/transfers", chain)) == [
+        "linked_event_failed", "linked_event_failed", "exceeds_credits"]
+    assert [balance(switch, n) for n in (a, b, c)] == [0, 0, 0]
+    assert all(pending_of(switch, n) == (0, 0) for n in (a, b, c))
+    for index in (1, 2, 3):  # nothing of a failed chain is visible
+        assert switch.get(f"/v1/transfers/{tag}-{index}").status_code == 404
+    # The ids are free: a corrected chain with the same ids commits.
+    chain[2] = transfer(f"{tag}-3", b, c, 300)
+    assert codes(switch.post("/v1/transfers", chain)) == ["ok", "ok", "ok"]
+    assert_balanced(switch.totals())
+
+
+def test_chain_rules_checked_before_anything_moves(shared_switch: RunningSwitch) -> None:
+    switch = shared_switch
+    bank, a, b = people(switch, "rules", [0, 1])
+    single = transfer("rules-x", bank, a, 10)
+    assert codes(switch.post("/v1/transfers", [single, linked(transfer("rules-y", bank, a, 5))])
+                 ) == ["ok", "linked_event_chain_open"]
+    response = switch.post("/v1/transfers", linked(transfer("rules-z", bank, a, 5)))
+    assert response.status_code == 422
+    assert response.json()["code"] == "linked_event_chain_open"
+    assert codes(switch.post("/v1/transfers", [
+        linked(transfer("rules-1", bank, a, 5)), linked(transfer("rules-2", bank, a, 0)),
+        transfer("rules-3", bank, a, 5)])) == [
+        "linked_event_failed", "amount_invalid", "linked_event_failed"]
+    # One id twice in a chain: the second is a repeat of the first, and the chain fails.
+    assert codes(switch.post("/v1/transfers", [
+        linked(transfer("rules-4", bank, a, 5)), linked(transfer("rules-4", bank, a, 5)),
+        transfer("rules-5", bank, a, 5)])) == [
+        "linked_event_failed", "exists", "linked_event_failed"]
+    assert codes(switch.post("/v1/transfers", [
+        linked(transfer("rules-5", bank, a, 5)),
+        {"id": "rules-6", "pending_id": "rules-x", "flags": {"void_pending_transfer": True}}])
+    ) == ["linked_event_failed", "linked_post_or_void_unsupported"]
+    # A member whose id is taken fails the chain; a chain after it in the request is its own.
+    assert codes(switch.post("/v1/transfers", [
+        linked(transfer("rules-7", bank, a, 5)), transfer("rules-x", bank, a, 10),
+        linked(transfer("rules-8", a, b, 1)), transfer("rules-9", b, a, 1)])) == [
+        "linked_event_failed", "exists", "ok", "ok"]
+    assert switch.get("/v1/transfers/rules-7").status_code == 404
+    assert balance(switch, a) == 10
+    assert_balanced(switch.totals())
+
+
+def test_pending_members_are_held_and_resolved_like_any_pending_transfer(
+        shared_switch: RunningSwitch) -> None:
+    switch = shared_switch
+    bank, a, b = people(switch, "pend", [1, 2])
+    chain = [linked(transfer("pend-1", bank, a, 100)),
+             linked(transfer("pend-2", a, b, 60), pending=True),
+             transfer("pend-3", bank, b, 5, timeout_ms=0)]
+    assert codes(switch.post("/v1/transfers", chain)) == ["ok", "ok", "ok"]
+    assert pending_of(switch, a) == (60, 0) and pending_of(switch, b) == (0, 60)
+    assert switch.post("/v1/transfers", {"id": "pend-4", "pending_id": "pend-2",
+                                         "flags": {"post_pending_transfer": True}}
+                       ).status_code == 201
+    assert (balance(switch, a), balance(switch, b)) == (40, 65)
+    assert pending_of(switch, a) == (0, 0) and pending_of(switch, b) == (0, 0)
+    assert_balanced(switch.totals())
+
+
+def test_redrive_finishes_a_chain_its_coordinator_decided(switch: RunningSwitch) -> None:
+    """The coordinator decided, the other shards' parts were never finalized (a crash)."""
+    assert switch.router is not None
+    bank, a, b = people(switch, "half", [1, 2])
+    key = shard_ids(switch.router, 0, "half-k", 1)[0]
+    members = [Transfer(key, bank, a, 100, "USD", 1, "", LINKED),
+               Transfer("half-2", a, b, 100, "USD", 1, "")]
+    parts = parts_by_shard(members, switch.router.shard_of)
+    for shard, shard_parts in parts.items():
+        if shard != 0:
+            replies = shard_call(switch, shard, [[p.OP_RESERVE_CHAIN, key, 99, shard_parts]])[0]
+            assert all(reply[0] == "ok" for reply in replies)
+    decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 99, parts.get(0, []),
+                                      ["ok", "ok"]]])[0]
+    assert decided[1] is not None
+    assert switch.in_doubt() > 0
+    switch.restart()
+    assert switch.in_doubt() == 0  # resolved before the API took traffic
+    assert (balance(switch, a), balance(switch, b)) == (0, 100)
+    assert pending_of(switch, a) == (0, 0) and pending_of(switch, b) == (0, 0)
+    assert switch.get(f"/v1/transfers/{key}").status_code == 200
+    assert switch.get("/v1/transfers/half-2").status_code == 200
+    assert_balanced(switch.totals())
+
+
+def test_redrive_voids_a_chain_never_decided(switch: RunningSwitch) -> None:
+    assert switch.router is not None
+    bank, a, b = people(switch, "undecided", [1, 2])
+    key = shard_ids(switch.router, 0, "und-k", 1)[0]
+    fields = [key, a, b, 0 + 70, "USD", 1, "", 1, "", 0]
+    assert switch.post("/v1/transfers", transfer("und-fund", bank, a, 100)).status_code == 201
+    shard_call(switch, 1, [[p.OP_RESERVE_CHAIN, key, 5, [[fields, 1, 0]]]])
+    shard_call(switch, 2, [[p.OP_RESERVE_CHAIN, key, 5, [[fields, 2, 0]]]])
+    assert pending_of(switch, a) == (70, 0)
+    switch.restart()
+    assert switch.in_doubt() == 0
+    assert pending_of(switch, a) == (0, 0) and pending_of(switch, b) == (0, 0)
+    assert (balance(switch, a), balance(switch, b)) == (100, 0)
+    # The key's home never saw it: the id is free.
+    assert switch.post("/v1/transfers", transfer(key, a, b, 70)).status_code == 201
+    assert_balanced(switch.totals())
