@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.codes import TRANSFER_RESULTS, AccountResult, TransferResult
-from actors.model import Account, Transfer
+from actors.model import BALANCING, Account, Transfer
 
 _R = TransferResult
 
@@ -11,6 +11,7 @@ _R = TransferResult
 _ACCOUNT_FIELDS = ("ledger", "code", "owner", "flags", "user_data")
 _TRANSFER_FIELDS = ("debit_account_id", "credit_account_id", "amount", "ledger", "code",
                     "user_data", "flags", "pending_id", "timeout_ms")
+_BALANCING_FIELDS = tuple(name for name in _TRANSFER_FIELDS if name != "amount")
 
 
 def _first_difference(existing: object, new: object, fields: tuple[str, ...]) -> str | None:
@@ -27,5 +28,10 @@ def account_exists(existing: Account, account: Account) -> AccountResult:
 
 
 def transfer_exists(existing: Transfer, transfer: Transfer) -> TransferResult:
-    field = _first_difference(existing, transfer, _TRANSFER_FIELDS)
+    """A balancing transfer is stored with the amount that moved: a repeat may ask for more."""
+    fields: tuple[str, ...] = _TRANSFER_FIELDS
+    if existing.flags & BALANCING and existing.flags == transfer.flags \
+            and existing.amount <= transfer.amount:
+        fields = _BALANCING_FIELDS
+    field = _first_difference(existing, transfer, fields)
     return _R.exists if field is None else TRANSFER_RESULTS[f"exists_with_different_{field}"]

@@ -32,7 +32,7 @@ from actors.codes import (
 )
 from actors.ledger import Event, Ledger, chain_part_outcome
 from actors.limits import Limits
-from actors.model import Account, Transfer
+from actors.model import BALANCING, Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from actors.stats import ShardStats
 from persistence.log import RecordLog, StorageFull
@@ -80,8 +80,8 @@ class ShardHost:
             p.OP_COMMIT: self._commit,
             p.OP_RESERVE: self._reserve,
             p.OP_RESERVE_CHAIN: lambda command, events: [
-                [result, stored.row() if stored is not None else None]
-                for result, stored, _, _ in self._reserve_parts(command, events)],
+                [result, stored.row() if stored is not None else None, reserved.amount]
+                for result, stored, reserved, _ in self._reserve_parts(command, events)],
             p.OP_COMMIT_CHAIN: self._commit_chain,
             p.OP_RESOLVE_CHAIN: lambda command, events: self.ledger.resolve_chain(
                 command[1], command[2]),
@@ -217,15 +217,17 @@ class ShardHost:
     def _commit(self, command: list[Any], events: list[Event]) -> list[Any]:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events, stored = self.ledger.commit_transfer(
-            transfer, command[2], TRANSFER_RESULTS[command[3]], command[4]
-        )
+            transfer, command[2], TRANSFER_RESULTS[command[3]], command[4],
+            command[5] if len(command) > 5 else 0)
         self._record(new_events, events)
         return [result, stored.row() if stored is not None else None]
 
-    def _reserve(self, command: list[Any], events: list[Event]) -> TransferResult:
+    def _reserve(self, command: list[Any], events: list[Event]) -> Any:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events, _ = self.ledger.reserve_transfer(transfer, command[2], command[3])
         self._record(new_events, events)
+        if transfer.flags & BALANCING:  # and how much this shard's side lets it move
+            return [result, new_events[0][1][3] if new_events else 0]
         return result
 
     def _reserve_parts(self, command: list[Any], events: list[Event]
@@ -239,6 +241,8 @@ class ShardHost:
             result, new_events, stored = self.ledger.reserve_transfer(
                 transfer, roles, attempt, chain, member, funds)
             self._record(new_events, events)
+            if new_events:  # as held: a balancing member's amount may be less than asked
+                transfer = Transfer.from_row(new_events[0][1])
             if result is TransferResult.ok:
                 funds.add(transfer, roles)
             reserved.append((result, stored, transfer, member))
@@ -249,27 +253,31 @@ class ShardHost:
         chain, attempt = command[1], command[2]
         local = self._reserve_parts(command, events)
         codes = [TRANSFER_RESULTS[code] for code in command[4]]
+        amounts = list(command[5])  # the most each member's parts elsewhere let it move
         stored_rows = []
-        for result, stored, _, member in local:
+        for result, stored, transfer, member in local:
             codes[member] = first_failure(codes[member], result)
+            amounts[member] = min(amounts[member], transfer.amount)
             if stored is not None:
                 stored_rows.append([member, stored.row()])
-        timestamps = None
+        decision: list[list[int]] | None = None
         if chains.verdict(codes)[0] == chains.OK:
-            timestamps = [self._next_timestamp() for _ in codes]
-            self._record(self.ledger.decide_chain(chain, attempt, timestamps), events)
+            decision = [[self._next_timestamp() for _ in codes], amounts]
+            self._record(self.ledger.decide_chain(chain, attempt, *decision), events)
         for result, _, transfer, member in local:
             if result is TransferResult.ok:
-                outcome, timestamp = chain_part_outcome(transfer, member, timestamps)
+                outcome, timestamp, amount = chain_part_outcome(transfer, member, decision)
                 self._record(self.ledger.finalize_reservation(transfer.id, attempt, outcome,
-                                                              timestamp), events)
-        return [codes, timestamps, stored_rows]
+                                                              timestamp, amount), events)
+        if decision is None:
+            return [codes, None, None, stored_rows]
+        return [codes, *decision, stored_rows]
 
     def _finalize(self, command: list[Any], events: list[Event]) -> bool:
-        _, transfer_id, attempt, outcome, commit_timestamp = command
+        _, transfer_id, attempt, outcome, commit_timestamp, amount = command
         self._next_timestamp()
         new_events = self.ledger.finalize_reservation(transfer_id, attempt, outcome,
-                                                      commit_timestamp)
+                                                      commit_timestamp, amount)
         self._record(new_events, events)
         return bool(new_events)
 

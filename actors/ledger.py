@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import pending as pending_rules
+from actors.balancing import balanced_amount
 from actors.chains import ChainFunds
 from actors.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.exists import account_exists, transfer_exists
@@ -29,7 +30,10 @@ from actors.model import (
     ACCOUNT_FLAGS_ALL,
     AMOUNT_MAX,
     BALANCE_MAX,
+    BALANCING,
     CLOSED,
+    CLOSING_CREDIT,
+    CLOSING_DEBIT,
     CREDITS_MUST_NOT_EXCEED_DEBITS,
     DEBITS_MUST_NOT_EXCEED_CREDITS,
     PENDING,
@@ -150,12 +154,14 @@ class Ledger:
         return LimitsResult.ok, [[LIMITS_CHANGED, account_id, limits.row(), timestamp]]
 
     def commit_transfer(
-        self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0
+        self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0,
+        amount_limit: int = 0,
     ) -> tuple[TransferResult, list[Event], Transfer | None]:
         """Decide a transfer at its home: the id check, the local roles, the remote verdict.
 
         `attempt` names the cross-shard attempt whose reservations this decision settles (0 for
-        a transfer wholly on this shard). Returns the stored transfer for `ok` and `exists*`.
+        a transfer wholly on this shard); `amount_limit`, for a balancing transfer, the most
+        its remote parts allow. Returns the stored transfer for `ok` and `exists*`.
         """
         static = check_transfer_static(transfer)
         if static is not _R.ok:
@@ -165,7 +171,10 @@ class Ledger:
             return transfer_exists(existing, transfer), [], existing
         if transfer.id in self.reservations:  # a linked chain's member, not yet decided
             return _R.in_flight, [], None
-        result = first_failure(self._check_roles(transfer, roles), remote)
+        if amount_limit and amount_limit < transfer.amount:
+            transfer = transfer.resized(amount_limit)
+        result, transfer = self._checked(transfer, roles)
+        result = first_failure(result, remote)
         if result is not _OK:
             return result, [], None
         assert transfer.timestamp > 0
@@ -184,39 +193,40 @@ class Ledger:
                 return transfer_exists(existing, transfer), [], existing
         if transfer.id in self.reservations:
             return _R.in_flight, [], None
-        result = self._check_roles(transfer, roles, funds)
+        result, transfer = self._checked(transfer, roles, funds)
         if result is not _OK:
             return result, [], None
         return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt, chain, member]], None
 
-    def decide_chain(self, chain: str, attempt: int, timestamps: list[int]) -> list[Event]:
-        """At the coordinator, every member ok: the chain commits (each member at its time)."""
+    def decide_chain(self, chain: str, attempt: int, timestamps: list[int], amounts: list[int]
+                     ) -> list[Event]:
+        """At the coordinator, every member ok: the chain commits (each member at its time,
+        with its amount: less than asked for a balancing member)."""
         assert chain not in self.chains, chain
-        return [[CHAIN_COMMITTED, chain, attempt, timestamps]]
+        return [[CHAIN_COMMITTED, chain, attempt, timestamps, amounts]]
 
-    def resolve_chain(self, chain: str, attempt: int) -> list[int] | None:
-        """The members' timestamps if this attempt of the chain committed, else None (void)."""
+    def resolve_chain(self, chain: str, attempt: int) -> list[list[int]] | None:
+        """[timestamps, amounts] of the members if this attempt of the chain committed, else
+        None (void)."""
         decision = self.chains.get(chain)
-        return decision[1] if decision is not None and decision[0] == attempt else None
+        return decision[1:] if decision is not None and decision[0] == attempt else None
 
 
     def finalize_reservation(
-        self, transfer_id: str, attempt: int, outcome: str, timestamp: int
+        self, transfer_id: str, attempt: int, outcome: str, timestamp: int, amount: int = 0
     ) -> list[Event]:
         """Post, void or hold (a pending transfer) a part once its home has decided; a repeat
-        changes nothing."""
+        changes nothing. `amount`: what the transfer moves, if less than held (balancing)."""
         reservation = self.reservations.get(transfer_id)
         if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
-        if reservation.roles & _HOME:  # a chain member's home: commit it here, or free the id
-            if outcome == VOID:
-                return [[RESERVATION_VOIDED, transfer_id]]
-            return [[PART_COMMITTED, transfer_id, timestamp]]
+        if outcome == VOID:
+            return [[RESERVATION_VOIDED, transfer_id]]
+        if reservation.roles & _HOME:  # a chain member's home: commit it here
+            return [[PART_COMMITTED, transfer_id, timestamp, amount]]
         if outcome == POST:
-            return [[RESERVATION_POSTED, transfer_id, timestamp]]
-        if outcome == HOLD:
-            return [[RESERVATION_HELD, transfer_id]]
-        return [[RESERVATION_VOIDED, transfer_id]]
+            return [[RESERVATION_POSTED, transfer_id, timestamp, amount]]
+        return [[RESERVATION_HELD, transfer_id, amount]]
 
     def resolve(self, transfer_id: str, attempt: int) -> list[Any]:
         """At the home: what becomes of this attempt's parts: [post|hold|void, ts, row].
@@ -295,6 +305,28 @@ class Ledger:
                           if s.expires_at_ns and s.status == PENDING_STATUS]
         heapq.heapify(self._expiries)
 
+    def _checked(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
+                 ) -> tuple[TransferResult, Transfer]:
+        """The checks of this shard's roles, and the transfer as it would be stored: with a
+        balancing transfer's amount limited to what these roles allow."""
+        if not transfer.flags & BALANCING:
+            return self._check_roles(transfer, roles, funds), transfer
+        debit = self.accounts.get(transfer.debit_account_id)
+        credit = self.accounts.get(transfer.credit_account_id)
+        limits = self.limits.get(transfer.debit_account_id)
+        debit_extra = limits.overdraft if limits is not None else 0
+        credit_extra = 0
+        if funds is not None:
+            debit_extra += funds.credits.get(transfer.debit_account_id, 0)
+            credit_extra = funds.debits.get(transfer.credit_account_id, 0)
+        amount = balanced_amount(transfer, roles, debit, credit, debit_extra, credit_extra)
+        if amount > 0:
+            sized = transfer.resized(amount) if amount < transfer.amount else transfer
+            return self._check_roles(sized, roles, funds), sized
+        nothing = _R.exceeds_credits if balanced_amount(
+            transfer, roles & _DEBIT, debit, credit, debit_extra) <= 0 else _R.exceeds_debits
+        return first_failure(self._check_roles(transfer, roles, funds), nothing), transfer
+
     def _check_roles(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
                      ) -> TransferResult:
         if funds is None:
@@ -372,10 +404,12 @@ class Ledger:
         """A chain member at its home: its id reservation becomes the commit (its debit was
         counted for velocity when it was reserved)."""
         reservation = self._release(event[1])
-        self._commit(reservation.transfer.stamped(event[2]), reservation.roles & _BOTH, 0)
+        transfer = reservation.transfer.stamped(event[2])
+        self._commit(transfer.resized(event[3]) if event[3] else transfer,
+                     reservation.roles & _BOTH, 0)
 
     def _apply_chain_committed(self, event: Event) -> None:
-        self.chains[event[1]] = [event[2], event[3]]
+        self.chains[event[1]] = event[2:]
 
     def _commit(self, transfer: Transfer, roles: int, attempt: int) -> None:
         """At the transfer's home: index it, and post (or hold, if pending) its local roles."""
@@ -425,16 +459,38 @@ class Ledger:
                 velocity.record(timestamp, amount)
 
     def _hold(self, transfer: Transfer, roles: int, attempt: int, held: bool = True) -> None:
+        """Add a part to pending; a closing transfer closes its account from here on."""
         amount = transfer.amount
         assert transfer.id not in self.reservations, transfer.id
         if roles & _DEBIT:
-            self.accounts[transfer.debit_account_id].debits_pending += amount
+            account = self.accounts[transfer.debit_account_id]
+            account.debits_pending += amount
+            if transfer.flags & CLOSING_DEBIT:
+                account.flags |= _CLOSED
         if roles & _CREDIT:
-            self.accounts[transfer.credit_account_id].credits_pending += amount
+            account = self.accounts[transfer.credit_account_id]
+            account.credits_pending += amount
+            if transfer.flags & CLOSING_CREDIT:
+                account.flags |= _CLOSED
         self.reservations[transfer.id] = Reservation(transfer, roles, attempt, held)
 
+    def _reopen(self, reservation: Reservation) -> None:
+        """A closing transfer voided (or expired, or never committed): its account reopens."""
+        transfer, roles = reservation.transfer, reservation.roles
+        if roles & _DEBIT and transfer.flags & CLOSING_DEBIT:
+            self.accounts[transfer.debit_account_id].flags &= ~_CLOSED
+        if roles & _CREDIT and transfer.flags & CLOSING_CREDIT:
+            self.accounts[transfer.credit_account_id].flags &= ~_CLOSED
+
     def _apply_reservation_held(self, event: Event) -> None:
-        self.reservations[event[1]].held = True
+        reservation = self.reservations[event[1]]
+        amount = event[2] if len(event) > 2 else 0
+        if amount and amount < reservation.transfer.amount:  # a balancing transfer: hold less
+            self._release(event[1])
+            self._hold(reservation.transfer.resized(amount), reservation.roles,
+                       reservation.attempt)
+            return
+        reservation.held = True
 
     def _apply_pending_claimed(self, event: Event) -> None:
         state = self.pending[event[1]]
@@ -460,6 +516,8 @@ class Ledger:
     def _apply_held_settled(self, event: Event) -> None:
         _, pending_id, post, amount, resolving_row = event
         reservation = self._release(pending_id)
+        if not post:
+            self._reopen(reservation)
         if post and amount:
             resolving = Transfer.from_row(resolving_row)
             assert resolving.amount == amount
@@ -470,12 +528,14 @@ class Ledger:
     def _apply_reservation_posted(self, event: Event) -> None:
         reservation = self._release(event[1])
         transfer = reservation.transfer.stamped(event[2])
+        if len(event) > 3 and event[3]:
+            transfer = transfer.resized(event[3])
         assert transfer.id not in self.transfers, transfer.id
         self.transfers[transfer.id] = transfer
         self._post(transfer, reservation.roles)
 
     def _apply_reservation_voided(self, event: Event) -> None:
-        self._release(event[1])
+        self._reopen(self._release(event[1]))
 
     def _release(self, transfer_id: str) -> Reservation:
         reservation = self.reservations.pop(transfer_id)
@@ -505,10 +565,11 @@ class Ledger:
             self.history[credit.id].append(transfer)
 
 
-def chain_part_outcome(member: Transfer, index: int, timestamps: list[int] | None
-                       ) -> tuple[str, int]:
-    """What a chain member's part becomes by its coordinator's decision (None: not committed),
-    and the member's commit timestamp."""
-    if timestamps is None:
-        return VOID, 0
-    return (HOLD if member.flags & PENDING else POST), timestamps[index]
+def chain_part_outcome(member: Transfer, index: int, decision: list[list[int]] | None
+                       ) -> tuple[str, int, int]:
+    """What a chain member's part becomes by its coordinator's decision ([timestamps, amounts],
+    or None: not committed): the outcome, the member's commit timestamp and its amount."""
+    if decision is None:
+        return VOID, 0, 0
+    timestamps, amounts = decision
+    return (HOLD if member.flags & PENDING else POST), timestamps[index], amounts[index]

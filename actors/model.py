@@ -143,6 +143,14 @@ class Transfer:
         """Equal in every client-chosen field (the timestamp is the switch's)."""
         return self.fields() == other.fields()
 
+    def resized(self, amount: int) -> Transfer:
+        """The same transfer moving another amount (a balancing transfer, once decided)."""
+        return Transfer(
+            self.id, self.debit_account_id, self.credit_account_id, amount,
+            self.ledger, self.code, self.user_data, self.flags, self.pending_id,
+            self.timeout_ms, self.timestamp,
+        )
+
     def stamped(self, timestamp: int) -> Transfer:
         return Transfer(
             self.id, self.debit_account_id, self.credit_account_id, self.amount,

@@ -7,14 +7,18 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["account", [id, ledger, code, owner, flags, user_data], limits row | None]
                                               -> [result, account row, limits row | None]
     ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
-    ["commit", transfer fields, roles, remote result, attempt] -> [result, transfer row | None]
+    ["commit", transfer fields, roles, remote result, attempt(, amount limit)]
+                                              -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
+                                              (a balancing transfer: [result, amount held])
     ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]
-                                              -> [[result, stored row | None], ...]
-    ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere]]
-        -> [[result per member], [member timestamps] | None, [[member, stored row], ...]]
-    ["resolve_chain", chain key, attempt]      -> [member timestamps] | None (void)
-    ["finalize", transfer id, attempt, post|void|hold, commit ts] -> applied (bool)
+                                              -> [[result, stored row | None, amount], ...]
+    ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere],
+     [amount limit per member]]
+        -> [[result per member], [timestamps] | None, [amounts] | None, [[member, row], ...]]
+    ["resolve_chain", chain key, attempt]      -> [[timestamps], [amounts]] | None (void)
+    ["finalize", transfer id, attempt, post|void|hold, commit ts, amount (0: as held)]
+                                              -> applied (bool)
     ["resolve", transfer id, attempt]          -> [post|hold|void, commit ts, transfer row]
     ["claim", post-or-void fields, attempt]    -> [result, pending transfer row | None]
     ["finalize_claim", pending id, post-or-void id, attempt, its row | None] -> applied

@@ -55,21 +55,25 @@ class ChainRun:
 
     def commit_call(self) -> tuple[int, list[Any]]:
         codes = [_OK] * len(self.members)
+        amounts = [member.amount for member in self.members]
         for shard, reply in self.reserved.items():
             for index, part in enumerate(self.parts[shard]):
                 member = part[2]
-                code = TransferResult.in_flight if isinstance(reply, BaseException) \
-                    else TRANSFER_RESULTS[reply[index][0]]
-                codes[member] = first_failure(codes[member], code)
+                if isinstance(reply, BaseException):
+                    codes[member] = first_failure(codes[member], TransferResult.in_flight)
+                    continue
+                code, _, amount = reply[index]
+                codes[member] = first_failure(codes[member], TRANSFER_RESULTS[code])
+                amounts[member] = min(amounts[member], amount)
         return self.coordinator, [p.OP_COMMIT_CHAIN, self.key, self.attempt,
-                                  self.parts.get(self.coordinator, []), codes]
+                                  self.parts.get(self.coordinator, []), codes, amounts]
 
     def outcomes(self) -> list[Outcome]:
         """Each member's answer, in chain order."""
         reply = self.committed
         if isinstance(reply, BaseException):
             return [reply] * len(self.members)
-        codes, timestamps, stored = reply
+        codes, timestamps, amounts, stored = reply
         errors = [r for r in self.reserved.values() if isinstance(r, BaseException)]
         answers = chains.answers([TRANSFER_RESULTS[code] for code in codes])
         if errors and timestamps is None and chains.verdict(answers)[0] != chains.EXISTS:
@@ -77,13 +81,14 @@ class ChainRun:
         rows = dict(stored)
         for shard, shard_reply in self.reserved.items():
             if not isinstance(shard_reply, BaseException):
-                for part, (_, row) in zip(self.parts[shard], shard_reply, strict=True):
+                for part, (_, row, _) in zip(self.parts[shard], shard_reply, strict=True):
                     if row is not None:
                         rows[part[2]] = row
         found: list[Outcome] = []
         for index, code in enumerate(answers):
             if code is _OK:
-                found.append((code, self.members[index].stamped(timestamps[index]).row()))
+                member = self.members[index].stamped(timestamps[index])
+                found.append((code, member.resized(amounts[index]).row()))
             else:
                 found.append((code, rows.get(index) if code.startswith("exists") else None))
         return found
@@ -93,16 +98,17 @@ class ChainRun:
         reply = self.committed
         if isinstance(reply, ShardUnavailable):
             return []  # the coordinator may or may not have decided: redrive will ask it
-        timestamps = None if isinstance(reply, BaseException) else reply[1]
+        decision = None if isinstance(reply, BaseException) or reply[1] is None \
+            else reply[1:3]
         calls = []
         for shard, shard_reply in self.reserved.items():
             if isinstance(shard_reply, BaseException):
                 continue  # unknown: any part it holds is in doubt, for redrive
-            for part, (result, _) in zip(self.parts[shard], shard_reply, strict=True):
+            for part, (result, _, _) in zip(self.parts[shard], shard_reply, strict=True):
                 if result != _OK:
                     continue
                 member = self.members[part[2]]
-                outcome, timestamp = chain_part_outcome(member, part[2], timestamps)
+                outcome, timestamp, amount = chain_part_outcome(member, part[2], decision)
                 calls.append((shard, [p.OP_FINALIZE, member.id, self.attempt, outcome,
-                                      timestamp]))
+                                      timestamp, amount]))
         return calls

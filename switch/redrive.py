@@ -74,9 +74,13 @@ class Redriver:
         for (shard, row, attempt, chain, member), verdict in zip(parts, verdicts, strict=True):
             if isinstance(verdict, BaseException) or row[0] in router.live:
                 continue
-            if chain:  # the members' timestamps if the chain committed, else None
-                verdict = chain_part_outcome(Transfer.from_row(row), member, verdict)
-            calls.append((shard, [p.OP_FINALIZE, row[0], attempt, verdict[0], verdict[1]]))
+            if chain:  # [timestamps, amounts] if the chain committed, else None
+                outcome, timestamp, amount = chain_part_outcome(Transfer.from_row(row), member,
+                                                                verdict)
+            else:  # [outcome, timestamp, committed row]
+                outcome, timestamp, amount = verdict[0], verdict[1], \
+                    verdict[2][3] if verdict[2] else 0
+            calls.append((shard, [p.OP_FINALIZE, row[0], attempt, outcome, timestamp, amount]))
         return await self._settle(calls)
 
     async def _claims(self, min_age_ms: int) -> int:

@@ -349,7 +349,7 @@ class Router:
             if cross.claim_shard >= 0 and isinstance(cross.claimed, list) and cross.claimed[1]:
                 cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
-                                       cross.attempt]))
+                                       cross.attempt, _amount_limit(cross.reserved)]))
         replies = await self.scatter(calls)
         for run, reply in zip(runs, replies, strict=False):
             run.committed = reply
@@ -379,10 +379,12 @@ class Router:
                 continue
             outcome = (HOLD if cross.transfer.flags & PENDING else POST) if committed else VOID
             commit_timestamp = reply[1][-1] if committed else 0
+            amount = reply[1][3] if committed else 0
             for shard, reserve_reply in cross.reserved.items():
-                if reserve_reply == _OK:
+                if reserve_reply == _OK or (isinstance(reserve_reply, list)
+                                            and reserve_reply[0] == _OK):
                     calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
-                                          outcome, commit_timestamp]))
+                                          outcome, commit_timestamp, amount]))
         return calls
 
     def _resolution_calls(self, cross: _Cross, row: list[Any] | None
@@ -417,3 +419,10 @@ class Router:
 
     def queue_depths(self) -> list[int]:
         return [channel.queued_commands for channel in self.channels]
+
+
+def _amount_limit(reserved: dict[int, Reply]) -> int:
+    """For a balancing transfer, the most its reserved parts let it move (0: no limit)."""
+    amounts = [reply[1] for reply in reserved.values()
+               if isinstance(reply, list) and reply[0] == _OK]
+    return min(amounts) if amounts else 0

@@ -121,12 +121,13 @@ def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
     for ledger in ledgers:
         for row, _, attempt, chain, member in queries.in_doubt(ledger, 2**64):
             if chain:
-                outcome, timestamp = chain_part_outcome(
+                outcome, timestamp, amount = chain_part_outcome(
                     Transfer.from_row(row), member, home(chain).resolve_chain(chain, attempt))
             else:
-                outcome, timestamp, _ = home(row[0]).resolve(row[0], attempt)
+                outcome, timestamp, committed = home(row[0]).resolve(row[0], attempt)
+                amount = committed[3] if committed else 0
             settled += apply(ledger, ledger.finalize_reservation(row[0], attempt, outcome,
-                                                                 timestamp))
+                                                                 timestamp, amount))
     for ledger in ledgers:
         for pending_id, resolving_id, attempt in queries.claims_in_doubt(ledger):
             outcome, _, row = home(resolving_id).resolve(resolving_id, attempt)

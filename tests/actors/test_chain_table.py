@@ -11,7 +11,7 @@ import pytest
 from actors import protocol as p
 from actors.chains import answers, check_chain_static, verdict
 from actors.codes import TransferResult as T
-from actors.model import LINKED, PENDING, RESOLVES_PENDING, Roles, Transfer
+from actors.model import AMOUNT_MAX, LINKED, PENDING, RESOLVES_PENDING, Roles, Transfer
 from tests.actors.test_host import account, call, host_on
 
 HOME = Roles.home
@@ -21,8 +21,9 @@ def fields(transfer_id: str, debit: str, credit: str, amount: int, flags: int = 
     return [transfer_id, debit, credit, amount, "USD", 1, "", flags, "", 0]
 
 
-def commit_chain(key: str, attempt: int, parts: list[list[Any]], remote: list[str]) -> list[Any]:
-    return [p.OP_COMMIT_CHAIN, key, attempt, parts, remote]
+def commit_chain(key: str, attempt: int, parts: list[list[Any]], remote: list[str],
+                 amounts: list[int] | None = None) -> list[Any]:
+    return [p.OP_COMMIT_CHAIN, key, attempt, parts, remote, amounts or [AMOUNT_MAX] * len(remote)]
 
 
 def balances(host: Any, account_id: str) -> tuple[int, int, int, int]:
@@ -61,14 +62,14 @@ def test_the_coordinator_decides_and_commits_a_local_chain_in_one_batch(tmp_path
     parts = [[fields("k", "bank", "a", 100, LINKED), HOME | Roles.both, 0],
              [fields("m", "a", "b", 100), HOME | Roles.both, 1]]
     before = host._log.last_seq
-    _, [[codes, timestamps, stored]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, stored]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
     assert codes == ["ok", "ok"] and len(timestamps) == 2 and stored == []
     assert host._log.last_seq == before + 1  # reserved, decided and committed: one record
     assert balances(host, "a") == (100, 100, 0, 0) and balances(host, "b") == (0, 100, 0, 0)
     assert host.ledger.transfers["m"].timestamp == timestamps[1]
     assert not host.ledger.reservations
     # Again: both are repeats, the stored rows come back, nothing moves.
-    _, [[codes, timestamps, stored]] = call(host, [commit_chain("k", 8, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, stored]] = call(host, [commit_chain("k", 8, parts, ["ok", "ok"])])
     assert codes == ["exists", "exists"] and timestamps is None
     assert [member for member, _ in stored] == [0, 1]
     assert balances(host, "a") == (100, 100, 0, 0) and not host.ledger.reservations
@@ -80,12 +81,12 @@ def test_a_failing_chain_leaves_nothing_but_a_voided_reservation(tmp_path: Path)
     call(host, [account("bank"), account("a", flags=1), account("b", flags=1)])
     parts = [[fields("k", "bank", "a", 100, LINKED), HOME | Roles.both, 0],
              [fields("m", "a", "b", 101), HOME | Roles.both, 1]]  # a has only 100
-    _, [[codes, timestamps, _]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, _]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
     assert codes == ["ok", "exceeds_credits"] and timestamps is None
     assert balances(host, "a") == (0, 0, 0, 0) and "k" not in host.ledger.transfers
     # A verdict from another shard fails the chain here too.
     parts[1][0][3] = 100
-    _, [[codes, timestamps, _]] = call(host, [commit_chain("k", 8, parts,
+    _, [[codes, timestamps, _, _]] = call(host, [commit_chain("k", 8, parts,
                                                             ["ok", "exceeds_debits"])])
     assert codes == ["ok", "exceeds_debits"] and timestamps is None
     assert not host.ledger.reservations and not host.ledger.transfers
@@ -109,8 +110,8 @@ def test_parts_held_for_another_coordinator_survive_a_restart(tmp_path: Path) ->
     assert sorted((row[0], chain, member) for row, _, _, chain, member in doubt) == [
         ("k", "k", 0), ("m", "k", 1)]
     # The coordinator committed with these timestamps: k is held (pending), m posted here.
-    _, replies = call(host, [[p.OP_FINALIZE, "k", 3, "hold", 1001],
-                             [p.OP_FINALIZE, "m", 3, "post", 1002]])
+    _, replies = call(host, [[p.OP_FINALIZE, "k", 3, "hold", 1001, 0],
+                             [p.OP_FINALIZE, "m", 3, "post", 1002, 0]])
     assert replies == [True, True]
     assert balances(host, "a") == (100, 0, 0, 100)  # k's credit held, m's debit posted
     assert host.ledger.transfers["m"].timestamp == 1002 and host.ledger.homed_count == 1
@@ -124,13 +125,13 @@ def test_resolve_chain_answers_only_the_attempt_that_committed(tmp_path: Path) -
     host = host_on(tmp_path)
     call(host, [account("bank"), account("a")])
     parts = [[fields("k", "bank", "a", 5, LINKED), HOME | Roles.both, 0]]
-    _, [[_, timestamps, _]] = call(host, [commit_chain("k", 41, parts, ["ok"])])
+    _, [[_, timestamps, amounts, _]] = call(host, [commit_chain("k", 41, parts, ["ok"], [5])])
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41], [p.OP_RESOLVE_CHAIN, "k", 40],
                              [p.OP_RESOLVE_CHAIN, "other", 41]])
-    assert replies == [timestamps, None, None]
+    assert replies == [[timestamps, amounts], None, None] and amounts == [5]
     host.take_snapshot()
     host.close()
     host = host_on(tmp_path)
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41]])
-    assert replies == [timestamps]
+    assert replies == [[timestamps, amounts]]
     host.close()

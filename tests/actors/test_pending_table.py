@@ -6,7 +6,17 @@ import pytest
 
 from actors.codes import TransferResult as T
 from actors.ledger import Ledger
-from actors.model import PENDING, POST_PENDING, VOID_PENDING, Roles, Transfer
+from actors.model import (
+    BALANCING_CREDIT,
+    BALANCING_DEBIT,
+    CLOSING_CREDIT,
+    CLOSING_DEBIT,
+    PENDING,
+    POST_PENDING,
+    VOID_PENDING,
+    Roles,
+    Transfer,
+)
 from actors.pending import UNSPECIFIED_CODE, check_static
 from tests.actors.test_ledger_table import BASE, FUNDS, apply_all, balances, ledger_with
 
@@ -45,6 +55,16 @@ STATIC = [
     ("order: flags before pending_id", Transfer("x", "", "", 0, "", 1, "",
                                                 POST_PENDING | VOID_PENDING, ""),
      T.flags_are_mutually_exclusive),
+    ("post and balancing", Transfer("x", "", "", 0, "", 1, "", POST_PENDING | BALANCING_DEBIT,
+                                    "p"), T.flags_are_mutually_exclusive),
+    ("void and closing", Transfer("x", "", "", 0, "", 1, "", VOID_PENDING | CLOSING_CREDIT, "p"),
+     T.flags_are_mutually_exclusive),
+    ("closing needs pending", Transfer("x", "a", "b", 1, "USD", 1, "", CLOSING_DEBIT),
+     T.closing_transfer_must_be_pending),
+    ("order: closing before amount", Transfer("x", "a", "b", 0, "USD", 1, "", CLOSING_DEBIT),
+     T.closing_transfer_must_be_pending),
+    ("ok closing pending balancing", Transfer("x", "a", "b", 1, "USD", 1, "",
+                                              CLOSING_DEBIT | PENDING | BALANCING_CREDIT), T.ok),
 ]
 
 
