@@ -1,11 +1,12 @@
 """`make bench`: durable transfers per second through the HTTP API, end to end.
 
 Starts a switch (a child process with its own Ray), creates the accounts, then drives
-transfers three ways: one transfer per request over many keep-alive connections (wrk, a C
-load generator, so the client costs little of the shared CPU), and arrays of 1,000 and 8,190
-(an asyncio client). Each way runs on uniform accounts and with 20% of transfers touching 10
-hot accounts. Every transfer is acknowledged only after its shard's fsync'd commit. At the
-end the books must balance and the posted total must equal what was sent.
+transfers several ways: one transfer per request over many keep-alive connections (wrk, a C
+load generator, so the client costs little of the shared CPU), arrays of 1,000 and 8,190
+(an asyncio client), two-phase (reserve, then post) and linked chains in arrays. Each way
+runs on uniform accounts and with 20% of transfers touching 10 hot accounts. Every transfer
+is acknowledged only after its shard's fsync'd commit. At the end the books must balance
+and the posted total must equal what was sent.
 
     python -m bench.throughput [--accounts 10000 100000] [--transfers 200000] [--shards N]
 """
@@ -93,18 +94,23 @@ def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fractio
 
 
 def array_bodies(run_id: str, accounts: int, transfers: int, hot_fraction: float,
-                 array_size: int, two_phase: bool) -> list[list[bytes]]:
+                 array_size: int, two_phase: bool, chain_length: int = 1) -> list[list[bytes]]:
     """The request bodies, in phases sent one after the other: [transfers], or for two-phase
-    [pending transfers, posts of them]."""
+    [pending transfers, posts of them]. With chain_length > 1 the transfers of each array are
+    linked chains of that length (the array size rounded down to whole chains)."""
     rng = random.Random(hash(run_id) & 0xFFFF)
     phases: list[list[bytes]] = [[], []] if two_phase else [[]]
+    array_size -= array_size % chain_length
     for start in range(0, transfers, array_size):
         items, posts = [], []
         for n in range(start, min(transfers, start + array_size)):
             debit, credit = pairs(rng, accounts, hot_fraction, 10)
-            item = {"id": f"{run_id}-{n}", "debit_account_id": f"a{debit}",
-                    "credit_account_id": f"a{credit}", "amount": rng.randint(1, 1000),
-                    "ledger": "USD", "code": 1}
+            item: dict[str, Any] = {
+                "id": f"{run_id}-{n}", "debit_account_id": f"a{debit}",
+                "credit_account_id": f"a{credit}", "amount": rng.randint(1, 1000),
+                "ledger": "USD", "code": 1}
+            if chain_length > 1 and (n + 1) % chain_length and n + 1 < transfers:
+                item["flags"] = {"linked": True}
             if two_phase:
                 item["flags"] = {"pending": True}
                 posts.append({"id": f"{run_id}-{n}-post", "pending_id": item["id"],
@@ -117,10 +123,12 @@ def array_bodies(run_id: str, accounts: int, transfers: int, hot_fraction: float
 
 
 async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
-                     array_size: int, two_phase: bool = False) -> dict[str, Any]:
+                     array_size: int, two_phase: bool = False, chain_length: int = 1
+                     ) -> dict[str, Any]:
     """Arrays from ARRAY_SENDERS connections. Two-phase: all reserved, then all posted; a
     transfer counts once, when its post is answered."""
-    phases = array_bodies(run_id, accounts, transfers, hot_fraction, array_size, two_phase)
+    phases = array_bodies(run_id, accounts, transfers, hot_fraction, array_size, two_phase,
+                          chain_length)
     latencies: list[float] = []
     replies: list[bytes] = []
     queue: list[bytes] = []
@@ -175,10 +183,10 @@ def bench_accounts(args: argparse.Namespace, accounts: int, work_dir: Path) -> l
                     row = run_single(switch.url, run_id, accounts, args.transfers, hot_fraction,
                                      args.connections, args.wrk_threads)
                 else:
-                    two_phase = mode.startswith("twophase")
-                    size = int(mode.removeprefix("twophase" if two_phase else "array"))
+                    kind, size, chain_length = parse_mode(mode)
                     row = asyncio.run(run_arrays(switch.url, run_id, accounts, args.transfers,
-                                                 hot_fraction, size, two_phase))
+                                                 hot_fraction, size, kind == "twophase",
+                                                 chain_length))
                 totals = ledger_totals(switch.url)
                 assert totals["balanced"], totals
                 assert totals["debits_posted"] > before, "nothing was posted"
@@ -188,6 +196,16 @@ def bench_accounts(args: argparse.Namespace, accounts: int, work_dir: Path) -> l
     finally:
         switch.kill_session()
     return rows
+
+
+def parse_mode(mode: str) -> tuple[str, int, int]:
+    """arrayN, twophaseN or linkedK-N (chains of K in arrays of N): (kind, N, K)."""
+    for kind in ("array", "twophase", "linked"):
+        if mode.startswith(kind):
+            rest = mode.removeprefix(kind)
+            chain_length, _, size = rest.rpartition("-") if kind == "linked" else ("1", "", rest)
+            return kind, int(size), int(chain_length)
+    raise ValueError(f"unknown mode {mode!r}")
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -203,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--transfers", type=int, default=200_000)
     parser.add_argument("--modes", nargs="+",
-                        default=["single", "array1000", "array8190", "twophase8190"],
-                        help="single, arrayN (arrays of N), twophaseN (reserve then post, in "
+                        default=["single", "array1000", "array8190", "twophase8190",
+                                 "linked2-8190"],
+                        help="single, arrayN (arrays of N), linkedK-N (linked chains of K "
+                        "in arrays of N), twophaseN (reserve then post, in "
                         "arrays of N)")
     parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--connections", type=int, default=64)
