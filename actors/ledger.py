@@ -405,8 +405,10 @@ class Ledger:
         counted for velocity when it was reserved)."""
         reservation = self._release(event[1])
         transfer = reservation.transfer.stamped(event[2])
-        self._commit(transfer.resized(event[3]) if event[3] else transfer,
-                     reservation.roles & _BOTH, 0)
+        if event[3]:
+            transfer = transfer.resized(event[3])
+            self._recount_debit(reservation, event[3])
+        self._commit(transfer, reservation.roles & _BOTH, 0)
 
     def _apply_chain_committed(self, event: Event) -> None:
         self.chains[event[1]] = event[2:]
@@ -443,8 +445,17 @@ class Ledger:
         if velocity is not None:
             velocity.record(timestamp, amount)
 
+    def _recount_debit(self, reservation: Reservation, amount: int) -> None:
+        """A reserved (in doubt) debit decided: it counts for velocity with what it moved, so
+        a retry answered `exists` or a transfer failed elsewhere uses no velocity budget."""
+        transfer = reservation.transfer
+        if reservation.roles & _DEBIT and not reservation.held and amount != transfer.amount:
+            velocity = self.velocity.get(transfer.debit_account_id)
+            if velocity is not None:
+                velocity.resize(transfer.timestamp, transfer.amount, amount)
+
     def _apply_limits_changed(self, event: Event) -> None:
-        _, account_id, row, _timestamp = event
+        _, account_id, row, timestamp = event
         limits = Limits(*row)
         self.limits[account_id] = limits
         if not limits.velocity_max:
@@ -453,10 +464,12 @@ class Ledger:
         window_ns = limits.velocity_window_ms * 1_000_000
         velocity = self.velocity.get(account_id)
         if velocity is None or velocity.window_ns != window_ns:
-            kept = velocity.debits if velocity is not None else ()
+            # A new window starts from what the old one held at the change (no more is known).
+            kept = [] if velocity is None else [
+                debit for debit in velocity.debits if debit[0] > timestamp - velocity.window_ns]
             velocity = self.velocity[account_id] = Velocity(window_ns)
-            for timestamp, amount in kept:
-                velocity.record(timestamp, amount)
+            for debit_timestamp, amount in kept:
+                velocity.record(debit_timestamp, amount)
 
     def _hold(self, transfer: Transfer, roles: int, attempt: int, held: bool = True) -> None:
         """Add a part to pending; a closing transfer closes its account from here on."""
@@ -486,6 +499,7 @@ class Ledger:
         reservation = self.reservations[event[1]]
         amount = event[2] if len(event) > 2 else 0
         if amount and amount < reservation.transfer.amount:  # a balancing transfer: hold less
+            self._recount_debit(reservation, amount)
             self._release(event[1])
             self._hold(reservation.transfer.resized(amount), reservation.roles,
                        reservation.attempt)
@@ -530,12 +544,15 @@ class Ledger:
         transfer = reservation.transfer.stamped(event[2])
         if len(event) > 3 and event[3]:
             transfer = transfer.resized(event[3])
+            self._recount_debit(reservation, event[3])
         assert transfer.id not in self.transfers, transfer.id
         self.transfers[transfer.id] = transfer
         self._post(transfer, reservation.roles)
 
     def _apply_reservation_voided(self, event: Event) -> None:
-        self._reopen(self._release(event[1]))
+        reservation = self._release(event[1])
+        self._recount_debit(reservation, 0)
+        self._reopen(reservation)
 
     def _release(self, transfer_id: str) -> Reservation:
         reservation = self.reservations.pop(transfer_id)

@@ -56,6 +56,18 @@ class Velocity:
         while self.debits and self.debits[0][0] <= horizon:
             self.total -= self.debits.popleft()[1]
 
+    def resize(self, timestamp: int, amount_was: int, amount: int) -> None:
+        """A reserved debit that moved less (a balancing transfer) or nothing (voided): count
+        what moved. Timestamps are unique per shard, so the entry is found by them."""
+        for index, entry in enumerate(self.debits):
+            if entry == (timestamp, amount_was):
+                self.total += amount - amount_was
+                if amount:
+                    self.debits[index] = (timestamp, amount)
+                else:
+                    del self.debits[index]
+                return
+
     def sum_since(self, horizon: int) -> int:
         """Debits after `horizon` (read-only: the decision must not change state)."""
         total = self.total

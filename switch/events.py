@@ -59,10 +59,18 @@ def event_json(event: list[Any]) -> dict[str, Any]:
     if kind == "account_created":
         return {"type": kind, "account": account_json(event[1])}
     if kind in ("transfer_committed", "transfer_reserved"):
-        return {"type": kind, "transfer": transfer_json(event[1]), "roles": event[2],
-                "attempt": event[3]}
-    if kind == "reservation_posted":
-        return {"type": kind, "transfer_id": event[1], "timestamp": event[2]}
+        shown = {"type": kind, "transfer": transfer_json(event[1]), "roles": event[2],
+                 "attempt": event[3]}
+        if len(event) > 4 and event[4]:
+            shown["chain"] = event[4]
+        return shown
+    if kind in ("reservation_posted", "part_committed"):
+        return {"type": kind, "transfer_id": event[1], "timestamp": event[2],
+                "amount": event[3] if len(event) > 3 and event[3] else None}
+    if kind == "chain_committed":
+        return {"type": kind, "chain": event[1], "timestamps": event[3], "amounts": event[4]}
+    if kind == "limits_changed":
+        return {"type": kind, "account_id": event[1], "limits": event[2]}
     return {"type": kind, "transfer_id": event[1]}
 
 

@@ -11,12 +11,12 @@ STEP_MS. No window is a multiple of a step, so no debit ever sits exactly on a w
 (the shards add a nanosecond per command, far less than the distance to the edge; the edge
 itself, to the nanosecond, is for tests/actors/test_limits_table.py).
 
-What the velocity window holds follows actors/limits.py and the ledger: a debit counts when
-its account's shard records it (commit, or reservation for a transfer homed elsewhere) and
-is not given back by a void or an expiry; switching the limit off forgets the debits, and a
-new window starts from what the old one still held. Transfer ids are never repeated here:
-a repeat of a cross-shard transfer reserves (and counts) its debit again before its home
-answers `exists`, which this test does not pin down.
+What the velocity window holds follows actors/limits.py and the ledger: a debit counts if
+its transfer commits, wherever its id and accounts live (a cross-shard reservation counts
+while in doubt and is taken back if voided); a committed pending transfer's debit is not
+given back by its void or expiry; switching the limit off forgets the debits, and a new
+window starts from what the old one still held. Repeats of an id (which use no budget) are
+tests/switch/test_limits.py's.
 """
 
 from __future__ import annotations
@@ -76,10 +76,11 @@ class LimitsReference(Reference):
         if not velocity_max:
             self.debits.pop(account, None)  # off: forgotten (on again later: from nothing)
         elif window_ms != old[3] and account in self.debits:
-            # A new window keeps what the old one still held (no more: it is not known).
+            # A new window keeps what the old one held at the change (no more is known).
             kept, self.debits[account] = self.debits[account], []
             for at_ms, amount in kept:
-                self._count(account, at_ms, amount)
+                if self.now_ms - at_ms < old[3]:
+                    self._count(account, at_ms, amount)
         else:
             self.debits.setdefault(account, [])
         return "ok"
@@ -137,16 +138,9 @@ class LimitsReference(Reference):
         debit_result = self.check_debit(debit, amount)
         failures = [r for r in (debit_result, self.check_credit(credit, amount)) if r != "ok"]
         result = min(failures, key=FAILURE_ORDER.index) if failures else "ok"
-        # The debit counts towards velocity once the debit shard records it: at the commit
-        # when that shard is the transfer's home (only if all is ok), else when it reserves
-        # the debit (its own sides ok), even if the transfer then fails elsewhere and the
-        # reservation is voided: a void does not give the window back.
-        home, debit_shard = self.shard_of(id_), self.shard_of(debit)
-        if debit_shard == home or debit_shard == self.shard_of(credit):
-            counted = result == "ok"
-        else:
-            counted = debit_result == "ok"
-        if counted and debit in self.debits:
+        # The debit counts towards velocity if the transfer commits, wherever it lives (a
+        # reservation counts while in doubt and is taken back when it is voided).
+        if result == "ok" and debit in self.debits:
             self._count(debit, self.now_ms, amount)
         if result != "ok":
             return result

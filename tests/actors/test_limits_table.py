@@ -54,8 +54,10 @@ def test_velocity_window_rolls_and_counts_reservations() -> None:
     assert ledger.commit_transfer(debit(1, 1.9, "b"), Roles.both, T.ok)[0] is \
         T.exceeds_velocity_limit  # 20 + 10 held
     apply_all(ledger, ledger.finalize_reservation("r", 7, "void", 0))
-    assert ledger.commit_transfer(debit(1, 1.9, "b"), Roles.both, T.ok)[0] is \
-        T.exceeds_velocity_limit  # a void does not give the window back
+    assert ledger.commit_transfer(debit(10, 1.9, "b"), Roles.both, T.ok)[0] is \
+        T.ok  # a voided reservation moved nothing: it gives its part of the window back
+    assert ledger.commit_transfer(debit(11, 1.9, "b"), Roles.both, T.ok)[0] is \
+        T.exceeds_velocity_limit
     assert ledger.commit_transfer(debit(20, 2.01, "c"), Roles.both, T.ok)[0] is T.ok  # a left
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import RunningSwitch, assert_balanced
+from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 
 LIMITS = {"transfer_max": 100, "overdraft": 50, "velocity_max": 150, "velocity_window_ms": 1500}
@@ -63,3 +63,26 @@ def test_changing_limits_is_idempotent_and_checked(switch: RunningSwitch) -> Non
     missing = switch.client.put(switch.url + "/v1/accounts/nobody/limits", json={})
     assert missing.status_code == 404
     assert switch.account("v")["limits"]["transfer_max"] == 5  # nothing bad was applied
+
+
+def test_velocity_counts_what_moved_not_what_was_tried(switch: RunningSwitch) -> None:
+    """A retry answered `exists`, a transfer the credit side refused, a failed chain: none
+    uses velocity budget, wherever the transfer's id and accounts live."""
+    assert switch.router is not None
+    payer = shard_ids(switch.router, 1, "vel-payer-", 1)[0]
+    shop = shard_ids(switch.router, 2, "vel-shop-", 1)[0]
+    capped = shard_ids(switch.router, 2, "vel-capped-", 1)[0]
+    minute = {"velocity_max": 50, "velocity_window_ms": 60_000}
+    switch.post("/v1/accounts", [account("vel-bank"), account(payer, limits=minute),
+                                 account(shop), account(capped, {
+                                     "credits_must_not_exceed_debits": True})])
+    ids = shard_ids(switch.router, 0, "vel-t-", 4)  # homed on neither account's shard
+    assert result(switch, transfer(ids[0], payer, shop, 20)) == "ok"
+    assert result(switch, transfer(ids[0], payer, shop, 20)) == "exists"
+    assert result(switch, transfer(ids[1], payer, capped, 20)) == "exceeds_debits"
+    chain = [{**transfer(ids[2], payer, shop, 5), "flags": {"linked": True}},
+             transfer(ids[3], "vel-bank", capped, 1)]
+    assert [r["result"] for r in switch.post("/v1/transfers", chain).json()["results"]] == [
+        "linked_event_failed", "exceeds_debits"]
+    assert result(switch, transfer("vel-last", payer, shop, 30)) == "ok"  # 20 + 30 = 50
+    assert result(switch, transfer("vel-over", payer, shop, 1)) == "exceeds_velocity_limit"
