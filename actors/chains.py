@@ -11,8 +11,8 @@ coordinator, and no decision recorded means void. Nothing of a failed chain is e
 
 Within a chain each member sees the ones before it: the pending credits (and debits) of
 earlier members count as funds for a later member's balance checks on the same account,
-since they are posted together or not at all. A balancing member's do not: its amount is
-decided only when every shard it touches has limited it.
+since they are posted together or not at all. A pending member's do not (it may be voided),
+nor do a balancing member's: its amount is decided only when every shard has limited it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from actors.codes import TransferResult
 from actors.exists import transfer_exists
-from actors.model import BALANCING, RESOLVES_PENDING, Roles, Transfer
+from actors.model import BALANCING, PENDING, RESOLVES_PENDING, Roles, Transfer
 from actors.pending import check_static
 
 _R = TransferResult
@@ -40,8 +40,10 @@ class ChainFunds:
     debits: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, transfer: Transfer, roles: int) -> None:
-        if transfer.flags & BALANCING:
-            return  # its amount is final only once every shard has had its say: not funds
+        if transfer.flags & (BALANCING | PENDING):
+            # A pending member's credit may yet be voided; a balancing member's amount is
+            # final only once every shard has had its say: neither is funds.
+            return
         if roles & Roles.debit:
             self.debits[transfer.debit_account_id] += transfer.amount
         if roles & Roles.credit:

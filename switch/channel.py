@@ -70,10 +70,15 @@ class ShardChannel:
         self.calls = 0
         self.commands_sent = 0
 
-    def submit(self, commands: list[Any]) -> asyncio.Future[list[Any]]:
-        """Queue a group; its future resolves to one reply per command, in order."""
+    def submit(self, commands: list[Any], admitted: bool = False) -> asyncio.Future[list[Any]]:
+        """Queue a group; its future resolves to one reply per command, in order.
+
+        `admitted`: the commands finish work already under way (a commit after reservations,
+        a finalize): never refused, since refusing them would only leave money in doubt for
+        redrive. The queue limit applies to new work.
+        """
         assert 0 < len(commands) <= self.call_commands_max
-        if self.queued_commands + len(commands) > self._queue_commands_max:
+        if not admitted and self.queued_commands + len(commands) > self._queue_commands_max:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
             self._loop = asyncio.get_running_loop()

@@ -58,7 +58,8 @@ class Redriver:
         return found
 
     async def _settle(self, calls: list[tuple[int, list[Any]]]) -> int:
-        return sum(1 for reply in await self.router.scatter(calls) if reply is True)
+        return sum(1 for reply in await self.router.scatter(calls, admitted=True)
+                   if reply is True)
 
     async def _parts(self, min_age_ms: int) -> int:
         """A part asks its transfer's home, or a linked chain member's its coordinator."""

@@ -84,7 +84,7 @@ class Router:
 
     # ---- scatter / gather ----
 
-    def _submit(self, calls: list[tuple[int, list[Any]]]) -> _Pending:
+    def _submit(self, calls: list[tuple[int, list[Any]]], admitted: bool = False) -> _Pending:
         """Queue (shard, command) pairs, grouped per shard, now; `_gather` awaits the replies.
 
         Queueing is synchronous, so whatever a caller submits after this returns reaches each
@@ -100,7 +100,7 @@ class Router:
             for start in range(0, len(all_positions), channel.call_commands_max):
                 positions = all_positions[start : start + channel.call_commands_max]
                 try:
-                    future = channel.submit([calls[i][1] for i in positions])
+                    future = channel.submit([calls[i][1] for i in positions], admitted)
                 except Overloaded as error:
                     for i in positions:
                         replies[i] = error
@@ -120,9 +120,11 @@ class Router:
                 replies[i] = reply
         return replies
 
-    async def scatter(self, calls: list[tuple[int, list[Any]]]) -> list[Reply | BaseException]:
-        """Send (shard, command) pairs grouped per shard; replies come back in input order."""
-        return await self._gather(self._submit(calls))
+    async def scatter(self, calls: list[tuple[int, list[Any]]], admitted: bool = False
+                      ) -> list[Reply | BaseException]:
+        """Send (shard, command) pairs grouped per shard; replies come back in input order.
+        `admitted`: finishing work under way, never refused at a full queue."""
+        return await self._gather(self._submit(calls, admitted))
 
     async def ask(self, shard: int, command: list[Any]) -> Reply:
         (reply,) = await self.scatter([(shard, command)])
@@ -244,7 +246,7 @@ class Router:
                     if runs:
                         failpoints.hit(failpoints.ROUTER_CHAIN_HALF_DECIDED)
                 finalizing = self._submit(self._finalize_calls(crosses) + [
-                    call for run in runs for call in run.finalize_calls()])
+                    call for run in runs for call in run.finalize_calls()], admitted=True)
         finally:
             if finalizing is None:
                 self._release(ids, done)
@@ -350,7 +352,7 @@ class Router:
                 cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
                                        cross.attempt, _amount_limit(cross.reserved)]))
-        replies = await self.scatter(calls)
+        replies = await self.scatter(calls, admitted=True)
         for run, reply in zip(runs, replies, strict=False):
             run.committed = reply
             for index, outcome in zip(run.indexes, run.outcomes(), strict=True):

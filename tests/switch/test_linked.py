@@ -179,3 +179,14 @@ def test_redrive_voids_a_chain_never_decided(switch: RunningSwitch) -> None:
     # The key's home never saw it: the id is free.
     assert switch.post("/v1/transfers", transfer(key, a, b, 70)).status_code == 201
     assert_balanced(switch.totals())
+
+
+def test_a_pending_member_brings_no_funds(shared_switch: RunningSwitch) -> None:
+    """A pending credit may yet be voided: a later member cannot spend it."""
+    switch = shared_switch
+    bank, a, b = people(switch, "nofunds", [1, 2])
+    chain = [linked(transfer("nofunds-1", bank, a, 100), pending=True),
+             transfer("nofunds-2", a, b, 100)]
+    assert codes(switch.post("/v1/transfers", chain)) == ["linked_event_failed",
+                                                           "exceeds_credits"]
+    assert pending_of(switch, a) == (0, 0)
