@@ -6,23 +6,34 @@ it to what the credit account can take: its debits less its credits, posted and 
 TigerBeetle, this holds whether or not the account has the matching balance flag, and when
 nothing can move the transfer is rejected (`exceeds_credits` / `exceeds_debits`) rather than
 stored with amount 0. The stored transfer carries the amount that moved.
+
+The amount is known only once every side has had its say, and the sides may live on several
+shards. So for a balancing transfer each shard describes its sides as *rules*: [code, the
+most amount the rule lets through, clamps], where a clamping rule (the balancing side) limits
+the amount and the others reject it above their limit. `decide` gives, from all the rules,
+exactly what checking everything in one place would: the amount is the smallest clamp, and
+the answer the lowest-ranked rule that this amount breaks.
 """
 
 from __future__ import annotations
 
-from actors.model import BALANCING_CREDIT, BALANCING_DEBIT, Account, Roles, Transfer
+from typing import Any
+
+from actors.codes import TRANSFER_RANK, TRANSFER_RESULTS, TransferResult
+
+Rule = list[Any]  # [code, limit, clamps (bool)]
 
 
-def balanced_amount(transfer: Transfer, roles: int, debit: Account | None,
-                    credit: Account | None, debit_extra: int = 0, credit_extra: int = 0) -> int:
-    """The amount this shard's roles allow (<= 0: nothing can move). The extras are what the
-    debit account may also give (its overdraft; what earlier members of its linked chain
-    bring it) and what the credit account may also take (earlier members' debits)."""
-    amount = transfer.amount
-    if transfer.flags & BALANCING_DEBIT and roles & Roles.debit and debit is not None:
-        amount = min(amount, debit.credits_posted + debit_extra - debit.debits_posted
-                     - debit.debits_pending)
-    if transfer.flags & BALANCING_CREDIT and roles & Roles.credit and credit is not None:
-        amount = min(amount, credit.debits_posted + credit_extra - credit.credits_posted
-                     - credit.credits_pending)
-    return amount
+def decide(requested: int, rules: list[Rule]) -> tuple[TransferResult, int]:
+    """The answer and the amount that moves (meaningful when the answer is ok)."""
+    amount = min([requested, *(limit for _, limit, clamps in rules if clamps)])
+    broken = [code for code, limit, clamps in rules
+              if (limit < 1 if clamps else limit < max(amount, 1))]
+    if not broken:
+        return TransferResult.ok, amount
+    return TRANSFER_RESULTS[min(broken, key=TRANSFER_RANK.__getitem__)], amount
+
+
+def most_allowed(requested: int, rules: list[Rule]) -> int:
+    """What a shard may hold for these rules: no more than any of them lets through."""
+    return int(min([requested, *(limit for _, limit, _ in rules)]))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import pending as pending_rules
-from actors.balancing import balanced_amount
+from actors.balancing import Rule, decide, most_allowed
 from actors.chains import ChainFunds
 from actors.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.exists import account_exists, transfer_exists
@@ -31,6 +31,8 @@ from actors.model import (
     AMOUNT_MAX,
     BALANCE_MAX,
     BALANCING,
+    BALANCING_CREDIT,
+    BALANCING_DEBIT,
     CLOSED,
     CLOSING_CREDIT,
     CLOSING_DEBIT,
@@ -155,13 +157,13 @@ class Ledger:
 
     def commit_transfer(
         self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0,
-        amount_limit: int = 0,
+        remote_rules: list[Rule] | None = None,
     ) -> tuple[TransferResult, list[Event], Transfer | None]:
         """Decide a transfer at its home: the id check, the local roles, the remote verdict.
 
         `attempt` names the cross-shard attempt whose reservations this decision settles (0 for
-        a transfer wholly on this shard); `amount_limit`, for a balancing transfer, the most
-        its remote parts allow. Returns the stored transfer for `ok` and `exists*`.
+        a transfer wholly on this shard); `remote_rules`, for a balancing transfer, those of
+        its remote parts. Returns the stored transfer for `ok` and `exists*`.
         """
         static = check_transfer_static(transfer)
         if static is not _R.ok:
@@ -171,9 +173,13 @@ class Ledger:
             return transfer_exists(existing, transfer), [], existing
         if transfer.id in self.reservations:  # a linked chain's member, not yet decided
             return _R.in_flight, [], None
-        if amount_limit and amount_limit < transfer.amount:
-            transfer = transfer.resized(amount_limit)
-        result, transfer = self._checked(transfer, roles)
+        if transfer.flags & BALANCING:
+            rules = self.balancing_rules(transfer, roles) + (remote_rules or [])
+            result, amount = decide(transfer.amount, rules)
+            if result is _OK and amount < transfer.amount:
+                transfer = transfer.resized(amount)
+        else:
+            result = self._check_roles(transfer, roles)
         result = first_failure(result, remote)
         if result is not _OK:
             return result, [], None
@@ -307,25 +313,77 @@ class Ledger:
 
     def _checked(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
                  ) -> tuple[TransferResult, Transfer]:
-        """The checks of this shard's roles, and the transfer as it would be stored: with a
-        balancing transfer's amount limited to what these roles allow."""
+        """The checks of this shard's roles, and the transfer as this shard would hold it: a
+        balancing transfer with no more than its rules here let through (its answer, and the
+        amount that moves, are decided where all its rules meet; see actors/balancing.py)."""
         if not transfer.flags & BALANCING:
             return self._check_roles(transfer, roles, funds), transfer
-        debit = self.accounts.get(transfer.debit_account_id)
-        credit = self.accounts.get(transfer.credit_account_id)
-        limits = self.limits.get(transfer.debit_account_id)
-        debit_extra = limits.overdraft if limits is not None else 0
-        credit_extra = 0
-        if funds is not None:
-            debit_extra += funds.credits.get(transfer.debit_account_id, 0)
-            credit_extra = funds.debits.get(transfer.credit_account_id, 0)
-        amount = balanced_amount(transfer, roles, debit, credit, debit_extra, credit_extra)
-        if amount > 0:
-            sized = transfer.resized(amount) if amount < transfer.amount else transfer
-            return self._check_roles(sized, roles, funds), sized
-        nothing = _R.exceeds_credits if balanced_amount(
-            transfer, roles & _DEBIT, debit, credit, debit_extra) <= 0 else _R.exceeds_debits
-        return first_failure(self._check_roles(transfer, roles, funds), nothing), transfer
+        rules = self.balancing_rules(transfer, roles, funds)
+        held = most_allowed(transfer.amount, rules)
+        if held < 1:
+            return decide(transfer.amount, rules)[0], transfer
+        return _OK, transfer.resized(held) if held < transfer.amount else transfer
+
+    def balancing_rules(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
+                        ) -> list[Rule]:
+        """This shard's sides of a balancing transfer as rules (actors/balancing.py), in the
+        order of `_check_debit` and `_check_credit`."""
+        rules: list[Rule] = []
+        if roles & _DEBIT:
+            extra = funds.credits.get(transfer.debit_account_id, 0) if funds else 0
+            rules += self._debit_rules(transfer, extra)
+        if roles & _CREDIT:
+            extra = funds.debits.get(transfer.credit_account_id, 0) if funds else 0
+            rules += self._credit_rules(transfer, extra)
+        return rules
+
+    def _debit_rules(self, transfer: Transfer, chain_credits: int) -> list[Rule]:
+        account = self.accounts.get(transfer.debit_account_id)
+        if account is None:
+            return [[_R.debit_account_not_found, 0, False]]
+        rules = self._account_rules(account, transfer, _R.debit_account_closed)
+        held = account.debits_posted + account.debits_pending
+        rules.append([_R.overflows_debits, BALANCE_MAX - held, False])
+        overdraft = 0
+        limits = self.limits.get(account.id)
+        if limits is not None:
+            overdraft = limits.overdraft
+            if limits.transfer_max:
+                rules.append([_R.exceeds_transfer_max, limits.transfer_max, False])
+            if limits.velocity_max:
+                horizon = transfer.timestamp - limits.velocity_window_ms * 1_000_000
+                recent = self.velocity[account.id].sum_since(horizon)
+                rules.append([_R.exceeds_velocity_limit, limits.velocity_max - recent, False])
+        room = account.credits_posted + chain_credits + overdraft - held
+        if account.flags & _DEBITS_LIMITED:
+            rules.append([_R.exceeds_credits, room, False])
+        if transfer.flags & BALANCING_DEBIT:
+            rules.append([_R.exceeds_credits, room, True])
+        return rules
+
+    def _credit_rules(self, transfer: Transfer, chain_debits: int) -> list[Rule]:
+        account = self.accounts.get(transfer.credit_account_id)
+        if account is None:
+            return [[_R.credit_account_not_found, 0, False]]
+        rules = self._account_rules(account, transfer, _R.credit_account_closed)
+        held = account.credits_posted + account.credits_pending
+        rules.append([_R.overflows_credits, BALANCE_MAX - held, False])
+        room = account.debits_posted + chain_debits - held
+        if account.flags & _CREDITS_LIMITED:
+            rules.append([_R.exceeds_debits, room, False])
+        if transfer.flags & BALANCING_CREDIT:
+            rules.append([_R.exceeds_debits, room, True])
+        return rules
+
+    @staticmethod
+    def _account_rules(account: Account, transfer: Transfer, closed: TransferResult
+                       ) -> list[Rule]:
+        rules: list[Rule] = []
+        if account.ledger != transfer.ledger:
+            rules.append([_R.ledger_mismatch, 0, False])
+        if account.flags & _CLOSED:
+            rules.append([closed, 0, False])
+        return rules
 
     def _check_roles(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
                      ) -> TransferResult:

@@ -7,14 +7,14 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["account", [id, ledger, code, owner, flags, user_data], limits row | None]
                                               -> [result, account row, limits row | None]
     ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
-    ["commit", transfer fields, roles, remote result, attempt(, amount limit)]
+    ["commit", transfer fields, roles, remote result, attempt(, remote balancing rules)]
                                               -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
-                                              (a balancing transfer: [result, amount held])
+                   (a balancing transfer: [ok or in_flight, amount held, its rules here])
     ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]
-                                              -> [[result, stored row | None, amount], ...]
+                        -> [[result, stored row | None, amount held, balancing rules], ...]
     ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere],
-     [amount limit per member]]
+     [[amount asked, balancing rules elsewhere | None] per member]]
         -> [[result per member], [timestamps] | None, [amounts] | None, [[member, row], ...]]
     ["resolve_chain", chain key, attempt]      -> [[timestamps], [amounts]] | None (void)
     ["finalize", transfer id, attempt, post|void|hold, commit ts, amount (0: as held)]

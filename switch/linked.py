@@ -17,7 +17,7 @@ from actors import chains
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger import chain_part_outcome
-from actors.model import Transfer
+from actors.model import BALANCING, Transfer
 from switch.channel import ShardUnavailable
 
 Reply = Any
@@ -55,18 +55,21 @@ class ChainRun:
 
     def commit_call(self) -> tuple[int, list[Any]]:
         codes = [_OK] * len(self.members)
-        amounts = [member.amount for member in self.members]
+        # Per member: the amount asked and, for a balancing one, its rules on other shards.
+        asked: list[list[Any]] = [[m.amount, [] if m.flags & BALANCING else None]
+                                  for m in self.members]
         for shard, reply in self.reserved.items():
             for index, part in enumerate(self.parts[shard]):
                 member = part[2]
                 if isinstance(reply, BaseException):
                     codes[member] = first_failure(codes[member], TransferResult.in_flight)
                     continue
-                code, _, amount = reply[index]
+                code, _, _, rules = reply[index]
                 codes[member] = first_failure(codes[member], TRANSFER_RESULTS[code])
-                amounts[member] = min(amounts[member], amount)
+                if rules:
+                    asked[member][1] += rules
         return self.coordinator, [p.OP_COMMIT_CHAIN, self.key, self.attempt,
-                                  self.parts.get(self.coordinator, []), codes, amounts]
+                                  self.parts.get(self.coordinator, []), codes, asked]
 
     def outcomes(self) -> list[Outcome]:
         """Each member's answer, in chain order."""
@@ -81,7 +84,7 @@ class ChainRun:
         rows = dict(stored)
         for shard, shard_reply in self.reserved.items():
             if not isinstance(shard_reply, BaseException):
-                for part, (_, row, _) in zip(self.parts[shard], shard_reply, strict=True):
+                for part, (_, row, _, _) in zip(self.parts[shard], shard_reply, strict=True):
                     if row is not None:
                         rows[part[2]] = row
         found: list[Outcome] = []
@@ -104,8 +107,8 @@ class ChainRun:
         for shard, shard_reply in self.reserved.items():
             if isinstance(shard_reply, BaseException):
                 continue  # unknown: any part it holds is in doubt, for redrive
-            for part, (result, _, _) in zip(self.parts[shard], shard_reply, strict=True):
-                if result != _OK:
+            for part, (result, _, held, _) in zip(self.parts[shard], shard_reply, strict=True):
+                if result != _OK or not held:
                     continue
                 member = self.members[part[2]]
                 outcome, timestamp, amount = chain_part_outcome(member, part[2], decision)

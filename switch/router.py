@@ -351,7 +351,7 @@ class Router:
             if cross.claim_shard >= 0 and isinstance(cross.claimed, list) and cross.claimed[1]:
                 cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
-                                       cross.attempt, _amount_limit(cross.reserved)]))
+                                       cross.attempt, _remote_rules(cross.reserved)]))
         replies = await self.scatter(calls, admitted=True)
         for run, reply in zip(runs, replies, strict=False):
             run.committed = reply
@@ -384,7 +384,7 @@ class Router:
             amount = reply[1][3] if committed else 0
             for shard, reserve_reply in cross.reserved.items():
                 if reserve_reply == _OK or (isinstance(reserve_reply, list)
-                                            and reserve_reply[0] == _OK):
+                                            and reserve_reply[0] == _OK and reserve_reply[1]):
                     calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
                                           outcome, commit_timestamp, amount]))
         return calls
@@ -423,8 +423,7 @@ class Router:
         return [channel.queued_commands for channel in self.channels]
 
 
-def _amount_limit(reserved: dict[int, Reply]) -> int:
-    """For a balancing transfer, the most its reserved parts let it move (0: no limit)."""
-    amounts = [reply[1] for reply in reserved.values()
-               if isinstance(reply, list) and reply[0] == _OK]
-    return min(amounts) if amounts else 0
+def _remote_rules(reserved: dict[int, Reply]) -> list[Any] | None:
+    """A balancing transfer's rules from its reserved parts, for its home (None: not one)."""
+    replies = [reply for reply in reserved.values() if isinstance(reply, list)]
+    return [rule for reply in replies for rule in reply[2]] if replies else None

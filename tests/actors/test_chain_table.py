@@ -11,7 +11,7 @@ import pytest
 from actors import protocol as p
 from actors.chains import answers, check_chain_static, verdict
 from actors.codes import TransferResult as T
-from actors.model import AMOUNT_MAX, LINKED, PENDING, RESOLVES_PENDING, Roles, Transfer
+from actors.model import LINKED, PENDING, RESOLVES_PENDING, Roles, Transfer
 from tests.actors.test_host import account, call, host_on
 
 HOME = Roles.home
@@ -21,9 +21,12 @@ def fields(transfer_id: str, debit: str, credit: str, amount: int, flags: int = 
     return [transfer_id, debit, credit, amount, "USD", 1, "", flags, "", 0]
 
 
-def commit_chain(key: str, attempt: int, parts: list[list[Any]], remote: list[str],
-                 amounts: list[int] | None = None) -> list[Any]:
-    return [p.OP_COMMIT_CHAIN, key, attempt, parts, remote, amounts or [AMOUNT_MAX] * len(remote)]
+def commit_chain(key: str, attempt: int, parts: list[list[Any]], remote: list[str]
+                 ) -> list[Any]:
+    """The coordinator's command, as the router sends it (no balancing members here)."""
+    amounts = {member: fields_[3] for fields_, _, member in parts}
+    asked = [[amounts[member], None] for member in range(len(remote))]
+    return [p.OP_COMMIT_CHAIN, key, attempt, parts, remote, asked]
 
 
 def balances(host: Any, account_id: str) -> tuple[int, int, int, int]:
@@ -96,11 +99,17 @@ def test_a_failing_chain_leaves_nothing_but_a_voided_reservation(tmp_path: Path)
 def test_parts_held_for_another_coordinator_survive_a_restart(tmp_path: Path) -> None:
     host = host_on(tmp_path)
     call(host, [account("bank"), account("a", flags=1)])
-    # This shard holds k's credit and m's id and debit; the coordinator is elsewhere.
-    parts = [[fields("k", "bank", "a", 100, LINKED | PENDING), Roles.credit, 0],
-             [fields("m", "a", "bank", 100), HOME | Roles.debit, 1]]
+    # This shard holds k's credit, m's id and debit, n's credit; the coordinator is elsewhere.
+    parts = [[fields("k", "bank", "a", 100, LINKED), Roles.credit, 0],
+             [fields("m", "a", "bank", 100, LINKED), HOME | Roles.debit, 1],
+             [fields("n", "bank", "a", 7, LINKED | PENDING), Roles.credit, 2],
+             [fields("o", "a", "bank", 1), Roles.debit, 3]]
     _, [replies] = call(host, [[p.OP_RESERVE_CHAIN, "k", 3, parts]])
-    assert [r[0] for r in replies] == ["ok", "ok"]  # m spends what k brings
+    # m spends what k brings; o cannot spend what the pending n may never bring.
+    assert [r[0] for r in replies] == ["ok", "ok", "ok", "exceeds_credits"]
+    parts.pop()
+    _, [replies] = call(host, [[p.OP_RESERVE_CHAIN, "k", 4, parts]])
+    assert [r[0] for r in replies] == ["in_flight"] * 3  # one attempt at a time
     # An id under a chain's reservation is taken for anyone else until it is decided.
     _, [reply] = call(host, [[p.OP_COMMIT, fields("m", "a", "bank", 1), Roles.both, "ok", 0]])
     assert reply[0] == "in_flight"
@@ -108,16 +117,17 @@ def test_parts_held_for_another_coordinator_survive_a_restart(tmp_path: Path) ->
     host = host_on(tmp_path)  # as after a crash
     _, [doubt] = call(host, [[p.OP_IN_DOUBT, 0]])
     assert sorted((row[0], chain, member) for row, _, _, chain, member in doubt) == [
-        ("k", "k", 0), ("m", "k", 1)]
-    # The coordinator committed with these timestamps: k is held (pending), m posted here.
-    _, replies = call(host, [[p.OP_FINALIZE, "k", 3, "hold", 1001, 0],
-                             [p.OP_FINALIZE, "m", 3, "post", 1002, 0]])
-    assert replies == [True, True]
-    assert balances(host, "a") == (100, 0, 0, 100)  # k's credit held, m's debit posted
+        ("k", "k", 0), ("m", "k", 1), ("n", "k", 2)]
+    # The coordinator committed with these timestamps: k posted, m committed here, n held.
+    _, replies = call(host, [[p.OP_FINALIZE, "k", 3, "post", 1001, 0],
+                             [p.OP_FINALIZE, "m", 3, "post", 1002, 0],
+                             [p.OP_FINALIZE, "n", 3, "hold", 1003, 0]])
+    assert replies == [True, True, True]
+    assert balances(host, "a") == (100, 100, 0, 7)
     assert host.ledger.transfers["m"].timestamp == 1002 and host.ledger.homed_count == 1
     host.close()
     host = host_on(tmp_path)
-    assert balances(host, "a") == (100, 0, 0, 100) and host.ledger.homed_count == 1
+    assert balances(host, "a") == (100, 100, 0, 7) and host.ledger.homed_count == 1
     host.close()
 
 
@@ -125,7 +135,7 @@ def test_resolve_chain_answers_only_the_attempt_that_committed(tmp_path: Path) -
     host = host_on(tmp_path)
     call(host, [account("bank"), account("a")])
     parts = [[fields("k", "bank", "a", 5, LINKED), HOME | Roles.both, 0]]
-    _, [[_, timestamps, amounts, _]] = call(host, [commit_chain("k", 41, parts, ["ok"], [5])])
+    _, [[_, timestamps, amounts, _]] = call(host, [commit_chain("k", 41, parts, ["ok"])])
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41], [p.OP_RESOLVE_CHAIN, "k", 40],
                              [p.OP_RESOLVE_CHAIN, "other", 41]])
     assert replies == [[timestamps, amounts], None, None] and amounts == [5]

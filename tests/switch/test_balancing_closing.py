@@ -141,3 +141,27 @@ def test_a_chain_that_sweeps_an_account_and_closes_it(shared_switch: RunningSwit
     assert balance(switch, n["credit"]) == 100 and balance(switch, n["debit"]) == 0
     assert switch.account(n["debit"])["flags"]["closed"] is True
     assert_balanced(switch.totals())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=IDS)
+def test_the_other_side_is_checked_with_the_amount_that_moves(
+        shared_switch: RunningSwitch, layout: tuple[int, int, int]) -> None:
+    """The debit account could not pay the amount asked, but can pay what the credit side
+    takes: the same answer wherever the two accounts live."""
+    switch = shared_switch
+    n = placed(switch, layout, "bo" + "".join(map(str, layout)),
+               credit_flags={"credits_must_not_exceed_debits": True})
+    switch.post("/v1/transfers", transfer(f"{n['t1']}-fund", n["bank"], n["debit"], 300))
+    switch.post("/v1/transfers", transfer(f"{n['t1']}-loan", n["credit"], n["bank"], 250))
+    repay = flagged(transfer(n["t1"], n["debit"], n["credit"], 900), balancing_credit=True)
+    response = switch.post("/v1/transfers", repay)
+    assert response.status_code == 201, response.text
+    assert response.json()["transfer"]["amount"] == 250
+    assert (balance(switch, n["debit"]), balance(switch, n["credit"])) == (50, 0)
+    # Nothing left to take: exceeds_debits. Then 100 to take but 50 to pay: exceeds_credits.
+    again = flagged(transfer(n["t2"], n["debit"], n["credit"], 900), balancing_credit=True)
+    assert switch.post("/v1/transfers", again).json()["result"] == "exceeds_debits"
+    switch.post("/v1/transfers", transfer(f"{n['t2']}-loan", n["credit"], n["bank"], 100))
+    assert switch.post("/v1/transfers", again).json()["result"] == "exceeds_credits"
+    assert pending_of(switch, n["debit"]) == (0, 0) and pending_of(switch, n["credit"]) == (0, 0)
+    assert_balanced(switch.totals())

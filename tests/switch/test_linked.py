@@ -151,7 +151,7 @@ def test_redrive_finishes_a_chain_its_coordinator_decided(switch: RunningSwitch)
             replies = shard_call(switch, shard, [[p.OP_RESERVE_CHAIN, key, 99, shard_parts]])[0]
             assert all(reply[0] == "ok" for reply in replies)
     decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 99, parts.get(0, []),
-                                      ["ok", "ok"], [100, 100]]])[0]
+                                      ["ok", "ok"], [[100, None], [100, None]]]])[0]
     assert decided[1] is not None
     assert switch.in_doubt() > 0
     switch.restart()
