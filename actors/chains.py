@@ -8,6 +8,8 @@ records the decision (`chain_committed`, with each member's timestamp) in the sa
 which it finalizes its own parts. The other shards' parts are finalized after: posted (held,
 for a pending member) or voided. A crash in between leaves parts in doubt; redrive asks the
 coordinator, and no decision recorded means void. Nothing of a failed chain is ever posted.
+A post or void holds no sides of its own: its parts are its id at its home and a claim on
+its pending transfer at that one's home (`Roles.claim`), settled by the same decision.
 
 Within a chain each member sees the ones before it: the pending credits (and debits) of
 earlier members count as funds for a later member's balance checks on the same account,
@@ -80,8 +82,6 @@ def check_chain_static(members: list[Transfer]) -> list[TransferResult]:
     seen: dict[str, Transfer] = {}
     for member in members:
         code = check_static(member)
-        if code is _OK and member.flags & RESOLVES_PENDING:
-            code = _R.linked_post_or_void_unsupported
         if code is _OK and member.id in seen:
             code = transfer_exists(seen[member.id], member)
         seen.setdefault(member.id, member)
@@ -90,13 +90,18 @@ def check_chain_static(members: list[Transfer]) -> list[TransferResult]:
 
 
 def parts_by_shard(members: list[Transfer], shard_of: Any) -> dict[int, list[list[Any]]]:
-    """Each shard's parts of a chain, in member order: [fields, roles, member index]."""
+    """Each shard's parts of a chain, in member order: [fields, roles, member index]. A post
+    or void holds nothing of its own: its parts are its id and the claim on its pending
+    transfer (whose held parts are settled once the chain is decided)."""
     parts: dict[int, list[list[Any]]] = {}
     for index, member in enumerate(members):
         roles: dict[int, int] = defaultdict(int)
         roles[shard_of(member.id)] |= Roles.home
-        roles[shard_of(member.debit_account_id)] |= Roles.debit
-        roles[shard_of(member.credit_account_id)] |= Roles.credit
+        if member.flags & RESOLVES_PENDING:
+            roles[shard_of(member.pending_id)] |= Roles.claim
+        else:
+            roles[shard_of(member.debit_account_id)] |= Roles.debit
+            roles[shard_of(member.credit_account_id)] |= Roles.credit
         fields = member.fields()
         for shard, shard_roles in roles.items():
             parts.setdefault(shard, []).append([fields, shard_roles, index])

@@ -27,7 +27,6 @@ class TransferResult(StrEnum):
     # A linked chain fails as one: its first failing member answers why, the others this.
     linked_event_failed = "linked_event_failed"
     linked_event_chain_open = "linked_event_chain_open"  # the request ended inside a chain
-    linked_post_or_void_unsupported = "linked_post_or_void_unsupported"  # docs/API.md
     flags_are_mutually_exclusive = "flags_are_mutually_exclusive"
     closing_transfer_must_be_pending = "closing_transfer_must_be_pending"
     pending_id_required = "pending_id_required"

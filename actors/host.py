@@ -16,22 +16,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from actors import chains, failpoints, queries, snapshot
+from actors import failpoints, queries, snapshot
 from actors import protocol as p
-from actors.balancing import Rule, decide
+from actors.chain_ops import ChainOps
 from actors.codec import apply_payload, decode_snapshot_body, encode_events
 from actors.codes import (
     TRANSFER_RESULTS,
     AccountResult,
     LimitsResult,
     TransferResult,
-    first_failure,
 )
-from actors.ledger import Event, Ledger, chain_part_outcome
+from actors.ledger import Event, Ledger
 from actors.limits import Limits
 from actors.model import BALANCING, Account, Transfer
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
@@ -43,15 +42,6 @@ log = logging.getLogger("payswitch.shard")
 _IN_FLIGHT = TransferResult.in_flight
 
 
-class _Part(NamedTuple):
-    """A part reserved (or refused) on this shard: see `ShardHost._reserve_parts`."""
-
-    result: TransferResult
-    stored: Transfer | None  # the stored transfer, when a home part finds its id taken
-    transfer: Transfer
-    member: int
-    held: int  # the amount held (0: nothing)
-    rules: list[Rule]  # a balancing transfer's rules here
 SLOW_BATCH_S = 0.5  # a batch this slow is logged (with its request ids) at any log level
 
 
@@ -93,9 +83,9 @@ class ShardHost:
             p.OP_COMMIT: self._commit,
             p.OP_RESERVE: self._reserve,
             p.OP_RESERVE_CHAIN: lambda command, events: [
-                [part.result, part.stored.row() if part.stored is not None else None,
-                 part.held, part.rules] for part in self._reserve_parts(command, events)],
-            p.OP_COMMIT_CHAIN: self._commit_chain,
+                part.reply() for part in self._chains.reserve_parts(command, events)],
+            p.OP_COMMIT_CHAIN: lambda command, events: self._chains.commit_chain(
+                command, events),
             p.OP_RESOLVE_CHAIN: lambda command, events: self.ledger.resolve_chain(
                 command[1], command[2]),
             p.OP_FINALIZE: self._finalize,
@@ -116,6 +106,12 @@ class ShardHost:
             p.OP_TOTALS: lambda command, events: queries.totals_by_ledger(self.ledger),
             p.OP_STATUS: lambda command, events: self.status(),
         }
+
+    @property
+    def _chains(self) -> ChainOps:
+        """Linked chains' and balancing parts' commands, on the current ledger (a failed batch
+        replaces it)."""
+        return ChainOps(self.ledger, self._next_timestamp, self._record)
 
     def _recover(self) -> tuple[Ledger, RecoveryReport]:
         ledger = Ledger(self.config.ledgers)
@@ -237,76 +233,20 @@ class ShardHost:
 
     def _reserve(self, command: list[Any], events: list[Event]) -> Any:
         if command[1][7] & BALANCING:  # [no objection but its rules, amount held, rules]
-            (part,) = self._reserve_parts([p.OP_RESERVE, "", command[3],
-                                           [[command[1], command[2], 0]]], events)
+            (part,) = self._chains.reserve_parts([p.OP_RESERVE, "", command[3],
+                                                  [[command[1], command[2], 0]]], events)
             return [part.result, part.held, part.rules]
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
         result, new_events, _ = self.ledger.reserve_transfer(transfer, command[2], command[3])
         self._record(new_events, events)
         return result
 
-    def _reserve_parts(self, command: list[Any], events: list[Event]) -> list[_Part]:
-        """Parts of transfers on this shard, in order: of a linked chain (each seeing those
-        before it), or one cross-shard transfer's. A balancing transfer's part holds what its
-        rules here allow and leaves the verdict on them to its home (actors/balancing.py)."""
-        _, chain, attempt, parts = command[:4]
-        funds = chains.ChainFunds()
-        reserved = []
-        for fields, roles, member in parts:
-            transfer = Transfer.from_row([*fields, self._next_timestamp()])
-            rules = self.ledger.balancing_rules(transfer, roles, funds) \
-                if transfer.flags & BALANCING else []
-            result, new_events, stored = self.ledger.reserve_transfer(
-                transfer, roles, attempt, chain, member, funds)
-            self._record(new_events, events)
-            held = 0
-            if new_events:
-                held = new_events[0][1][3]
-                funds.add(Transfer.from_row(new_events[0][1]), roles)
-            elif rules and result is not _IN_FLIGHT and not result.startswith("exists"):
-                result = TransferResult.ok  # no objection but the rules: decided at home
-            reserved.append(_Part(result, stored, transfer, member, held, rules))
-        return reserved
-
-    def _commit_chain(self, command: list[Any], events: list[Event]) -> list[Any]:
-        """At the coordinator: reserve the parts here, decide the chain, finalize them."""
-        chain, attempt = command[1], command[2]
-        local = self._reserve_parts(command, events)
-        codes = [TRANSFER_RESULTS[code] for code in command[4]]
-        # Per member: [amount asked, the rules of its parts elsewhere (None: not balancing)].
-        asked = command[5]
-        stored_rows = []
-        for part in local:
-            codes[part.member] = first_failure(codes[part.member], part.result)
-            if part.rules:
-                asked[part.member][1] += part.rules
-            if part.stored is not None:
-                stored_rows.append([part.member, part.stored.row()])
-        amounts = []
-        for member, (amount, rules) in enumerate(asked):
-            if rules is not None:
-                code, amount = decide(amount, rules)
-                codes[member] = first_failure(codes[member], code)
-            amounts.append(amount)
-        decision: list[list[int]] | None = None
-        if chains.verdict(codes)[0] == chains.OK:
-            decision = [[self._next_timestamp() for _ in codes], amounts]
-            self._record(self.ledger.decide_chain(chain, attempt, *decision), events)
-        for part in local:
-            if part.result is TransferResult.ok and part.held:
-                outcome, timestamp, amount = chain_part_outcome(part.transfer, part.member,
-                                                                decision)
-                self._record(self.ledger.finalize_reservation(
-                    part.transfer.id, attempt, outcome, timestamp, amount), events)
-        if decision is None:
-            return [codes, None, None, stored_rows]
-        return [codes, *decision, stored_rows]
-
     def _finalize(self, command: list[Any], events: list[Event]) -> bool:
-        _, transfer_id, attempt, outcome, commit_timestamp, amount = command
+        _, transfer_id, attempt, outcome, commit_timestamp, amount, *fields = command
         self._next_timestamp()
         new_events = self.ledger.finalize_reservation(transfer_id, attempt, outcome,
-                                                      commit_timestamp, amount)
+                                                      commit_timestamp, amount,
+                                                      fields[0] if fields else None)
         self._record(new_events, events)
         return bool(new_events)
 

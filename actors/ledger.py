@@ -40,6 +40,7 @@ from actors.model import (
     DEBITS_MUST_NOT_EXCEED_CREDITS,
     PENDING,
     POST_PENDING,
+    RESOLVES_PENDING,
     Account,
     Roles,
     Transfer,
@@ -196,7 +197,10 @@ class Ledger:
         if roles & _HOME:
             existing = self.transfers.get(transfer.id)
             if existing is not None:
-                return transfer_exists(existing, transfer), [], existing
+                # A post or void compares as stored: what it left out is the stored one's.
+                asked = pending_rules.filled(transfer, existing) \
+                    if transfer.flags & RESOLVES_PENDING else transfer
+                return transfer_exists(existing, asked), [], existing
         if transfer.id in self.reservations:
             return _R.in_flight, [], None
         result, transfer = self._checked(transfer, roles, funds)
@@ -204,31 +208,36 @@ class Ledger:
             return result, [], None
         return _OK, [[TRANSFER_RESERVED, transfer.row(), roles, attempt, chain, member]], None
 
-    def decide_chain(self, chain: str, attempt: int, timestamps: list[int], amounts: list[int]
-                     ) -> list[Event]:
+    def decide_chain(self, chain: str, attempt: int, timestamps: list[int], amounts: list[int],
+                     resolving: list[list[Any] | None]) -> list[Event]:
         """At the coordinator, every member ok: the chain commits (each member at its time,
-        with its amount: less than asked for a balancing member)."""
+        with its amount: less than asked for a balancing member; a post or void as stored,
+        with what it left out filled from its pending transfer)."""
         assert chain not in self.chains, chain
-        return [[CHAIN_COMMITTED, chain, attempt, timestamps, amounts]]
+        return [[CHAIN_COMMITTED, chain, attempt, timestamps, amounts, resolving]]
 
-    def resolve_chain(self, chain: str, attempt: int) -> list[list[int]] | None:
-        """[timestamps, amounts] of the members if this attempt of the chain committed, else
-        None (void)."""
+    def resolve_chain(self, chain: str, attempt: int) -> list[Any] | None:
+        """[timestamps, amounts, posts' and voids' fields] of the members if this attempt of
+        the chain committed, else None (void)."""
         decision = self.chains.get(chain)
         return decision[1:] if decision is not None and decision[0] == attempt else None
 
 
     def finalize_reservation(
-        self, transfer_id: str, attempt: int, outcome: str, timestamp: int, amount: int = 0
+        self, transfer_id: str, attempt: int, outcome: str, timestamp: int, amount: int = 0,
+        fields: list[Any] | None = None,
     ) -> list[Event]:
         """Post, void or hold (a pending transfer) a part once its home has decided; a repeat
-        changes nothing. `amount`: what the transfer moves, if less than held (balancing)."""
+        changes nothing. `amount`: what the transfer moves, if less than held (balancing);
+        `fields`: a chain's post or void as stored (filled from its pending transfer)."""
         reservation = self.reservations.get(transfer_id)
         if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
         if outcome == VOID:
             return [[RESERVATION_VOIDED, transfer_id]]
         if reservation.roles & _HOME:  # a chain member's home: commit it here
+            if fields is not None:
+                return [[PART_COMMITTED, transfer_id, timestamp, amount, fields]]
             return [[PART_COMMITTED, transfer_id, timestamp, amount]]
         if outcome == POST:
             return [[RESERVATION_POSTED, transfer_id, timestamp, amount]]
@@ -249,10 +258,11 @@ class Ledger:
     # ---- two-phase: at the pending transfer's home, and at its parts ----
 
     def claim_pending(
-        self, resolving: Transfer, attempt: int
+        self, resolving: Transfer, attempt: int, chain: str = "", member: int = 0
     ) -> tuple[TransferResult, list[Event], Transfer | None]:
         """May this post or void take its pending transfer? On ok the pending transfer is
-        locked for it (durably) until its home decides."""
+        locked for it (durably) until its home decides (its linked chain's coordinator, for
+        a chain's member: the claim then keeps the post or void as it will be stored)."""
         pending = self.transfers.get(resolving.pending_id)
         state = self.pending.get(resolving.pending_id)
         result, amount = pending_rules.check_claim(pending, state, resolving,
@@ -260,8 +270,10 @@ class Ledger:
         if result is not _OK:
             return result, [], pending
         post = bool(resolving.flags & POST_PENDING)
-        return _OK, [[PENDING_CLAIMED, resolving.pending_id, resolving.id, attempt, post,
-                      amount]], pending
+        claimed = [PENDING_CLAIMED, resolving.pending_id, resolving.id, attempt, post, amount]
+        if chain:
+            claimed += [chain, member, pending_rules.filled(resolving, pending).fields()]
+        return _OK, [claimed], pending
 
     def finalize_claim(
         self, pending_id: str, resolving_id: str, attempt: int, resolving_row: list[Any] | None
@@ -462,6 +474,9 @@ class Ledger:
         """A chain member at its home: its id reservation becomes the commit (its debit was
         counted for velocity when it was reserved)."""
         reservation = self._release(event[1])
+        if len(event) > 4:  # a post or void, filled from its pending transfer
+            self._commit(Transfer.from_row([*event[4], event[2]]), 0, 0)
+            return
         transfer = reservation.transfer.stamped(event[2])
         if event[3]:
             transfer = transfer.resized(event[3])
@@ -640,11 +655,31 @@ class Ledger:
             self.history[credit.id].append(transfer)
 
 
-def chain_part_outcome(member: Transfer, index: int, decision: list[list[int]] | None
-                       ) -> tuple[str, int, int]:
-    """What a chain member's part becomes by its coordinator's decision ([timestamps, amounts],
-    or None: not committed): the outcome, the member's commit timestamp and its amount."""
+def chain_part_outcome(member: Transfer, index: int, decision: list[Any] | None
+                       ) -> tuple[str, int, int, list[Any] | None]:
+    """What a chain member's part becomes by its coordinator's decision ([timestamps, amounts,
+    posts' and voids' fields], or None: not committed): the outcome, the member's commit
+    timestamp, its amount and (a post or void) its fields as stored."""
     if decision is None:
-        return VOID, 0, 0
-    timestamps, amounts = decision
-    return (HOLD if member.flags & PENDING else POST), timestamps[index], amounts[index]
+        return VOID, 0, 0, None
+    timestamps, amounts, resolving = decision
+    outcome = HOLD if member.flags & PENDING else POST
+    return outcome, timestamps[index], amounts[index], resolving[index]
+
+
+def part_verdict(row: list[Any], chain: str, member: int, verdict: Any
+                 ) -> tuple[str, int, int, list[Any] | None]:
+    """A part in doubt, by what its decider answered: its transfer's home (`resolve`) or its
+    chain's coordinator (`resolve_chain`). The arguments of its `finalize_reservation`."""
+    if chain:
+        return chain_part_outcome(Transfer.from_row(row), member, verdict)
+    outcome, timestamp, committed = verdict
+    return outcome, timestamp, committed[3] if committed else 0, None
+
+
+def claim_verdict(chain: str, member: int, verdict: Any) -> list[Any] | None:
+    """A claim in doubt, by what its post or void's decider answered: the row it was stored
+    with, or None (not committed: release the claim)."""
+    if chain:
+        return None if verdict is None else [*verdict[2][member], verdict[0][member]]
+    return None if verdict[0] == VOID else list(verdict[2])

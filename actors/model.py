@@ -78,6 +78,7 @@ class Roles:
     credit = 2
     both = 3
     home = 4  # a linked chain's member at its id's home: the id index (see actors/chains.py)
+    claim = 8  # a chain's post or void at its pending transfer's home: the claim on it
 
 
 @dataclass(slots=True)

@@ -42,7 +42,9 @@ class PendingState:
 
     status: str
     expires_at_ns: int  # 0: never
-    claim: list[Any] | None = None  # [q id, attempt, post, amount] while a Q is under way
+    # While a Q is under way: [q id, attempt, post, amount], and for a Q in a linked chain
+    # [chain key, member index, Q's fields as it will be stored].
+    claim: list[Any] | None = None
     amount_posted: int = 0
     resolution: list[Any] | None = None  # the row of the transfer that posted or voided it
 

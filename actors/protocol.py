@@ -12,20 +12,24 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["reserve", transfer fields, roles, attempt]             -> result
                    (a balancing transfer: [ok or in_flight, amount held, its rules here])
     ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]
-                        -> [[result, stored row | None, amount held, balancing rules], ...]
+        -> [[result, stored row | None, amount held | None, balancing rules,
+             a post's or void's fields as stored | None (its claim taken here)], ...]
     ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere],
-     [[amount asked, balancing rules elsewhere | None] per member]]
-        -> [[result per member], [timestamps] | None, [amounts] | None, [[member, row], ...]]
-    ["resolve_chain", chain key, attempt]      -> [[timestamps], [amounts]] | None (void)
-    ["finalize", transfer id, attempt, post|void|hold, commit ts, amount (0: as held)]
-                                              -> applied (bool)
+     [[amount asked, balancing rules elsewhere | None, post's or void's fields | None]
+      per member]]
+        -> [[result per member], [timestamps] | None, [amounts] | None,
+            [post's or void's fields | None per member] | None, [[member, row], ...]]
+    ["resolve_chain", chain key, attempt]  -> [[timestamps], [amounts], [fields]] | None
+    ["finalize", transfer id, attempt, post|void|hold, commit ts, amount (0: as held),
+     fields (a chain's post or void) | None]  -> applied (bool)
     ["resolve", transfer id, attempt]          -> [post|hold|void, commit ts, transfer row]
     ["claim", post-or-void fields, attempt]    -> [result, pending transfer row | None]
     ["finalize_claim", pending id, post-or-void id, attempt, its row | None] -> applied
     ["settle", pending id, post, amount, post-or-void row]   -> applied (bool)
     ["pending_status", pending id]             -> [status, amount posted, row] | None
     ["held", min_age_ms] -> [[pending id, roles], ...]   parts of pending transfers
-    ["claims", min_age_ms] -> [[pending id, post-or-void id, attempt], ...] claims in doubt
+    ["claims", min_age_ms] -> [[pending id, post-or-void id, attempt, chain key, member], ...]
+                              claims in doubt (chain key "" when not a chain's)
     ["get_account", id] -> [row, limits row | None] | None
     ["get_transfer", id] -> [row, pending status | None] | None
     ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]

@@ -55,6 +55,8 @@ def held_parts(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
 
 
 def claims_in_doubt(ledger: Ledger) -> list[list[Any]]:
-    """Pending transfers locked by a post or void whose own home has not been heard from."""
-    return [[pending_id, state.claim[0], state.claim[1]]
+    """Pending transfers locked by a post or void whose own home (its chain's coordinator)
+    has not been heard from: [pending id, post-or-void id, attempt, chain key, member]."""
+    return [[pending_id, *state.claim[:2], *(state.claim[4:6] if len(state.claim) > 4
+                                            else ["", 0])]
             for pending_id, state in ledger.pending.items() if state.claim is not None]

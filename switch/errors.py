@@ -35,8 +35,6 @@ MESSAGES: dict[str, str] = {
     "was applied.",
     "linked_event_chain_open": "The request ended inside a linked chain: the last transfer "
     "must not have flags.linked. Nothing of the chain was applied.",
-    "linked_post_or_void_unsupported": "A post or void of a pending transfer cannot be part of "
-    "a linked chain (yet); send it on its own.",
     "pending_id_required": "post_pending_transfer and void_pending_transfer need pending_id.",
     "pending_id_must_be_empty": "pending_id is only for post_pending_transfer and "
     "void_pending_transfer.",

@@ -17,7 +17,7 @@ from actors import chains
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger import chain_part_outcome
-from actors.model import BALANCING, Transfer
+from actors.model import BALANCING, POST_PENDING, Transfer
 from switch.channel import ShardUnavailable
 
 Reply = Any
@@ -32,6 +32,7 @@ class ChainRun:
     coordinator: int
     attempt: int
     parts: dict[int, list[list[Any]]]  # shard -> [[fields, roles, member index], ...]
+    shard_of: Any
     reserved: dict[int, Reply] = field(default_factory=dict)  # round A replies per shard
     committed: Reply = None  # the coordinator's reply, or the error that hid it
 
@@ -39,7 +40,7 @@ class ChainRun:
     def build(cls, indexes: list[int], members: list[Transfer], shard_of: Any,
               attempt: int) -> ChainRun:
         return cls(indexes, members, shard_of(members[0].id), attempt,
-                   chains.parts_by_shard(members, shard_of))
+                   chains.parts_by_shard(members, shard_of), shard_of)
 
     @property
     def key(self) -> str:
@@ -55,8 +56,9 @@ class ChainRun:
 
     def commit_call(self) -> tuple[int, list[Any]]:
         codes = [_OK] * len(self.members)
-        # Per member: the amount asked and, for a balancing one, its rules on other shards.
-        asked: list[list[Any]] = [[m.amount, [] if m.flags & BALANCING else None]
+        # Per member: the amount asked, its balancing rules on other shards (None: not
+        # balancing), and a post's or void's fields as stored, if its claim was taken.
+        asked: list[list[Any]] = [[m.amount, [] if m.flags & BALANCING else None, None]
                                   for m in self.members]
         for shard, reply in self.reserved.items():
             for index, part in enumerate(self.parts[shard]):
@@ -64,10 +66,12 @@ class ChainRun:
                 if isinstance(reply, BaseException):
                     codes[member] = first_failure(codes[member], TransferResult.in_flight)
                     continue
-                code, _, _, rules = reply[index]
+                code, _, _, rules, filled = reply[index]
                 codes[member] = first_failure(codes[member], TRANSFER_RESULTS[code])
                 if rules:
                     asked[member][1] += rules
+                if filled is not None:
+                    asked[member][2] = filled
         return self.coordinator, [p.OP_COMMIT_CHAIN, self.key, self.attempt,
                                   self.parts.get(self.coordinator, []), codes, asked]
 
@@ -76,7 +80,7 @@ class ChainRun:
         reply = self.committed
         if isinstance(reply, BaseException):
             return [reply] * len(self.members)
-        codes, timestamps, amounts, stored = reply
+        codes, timestamps, amounts, resolving, stored = reply
         errors = [r for r in self.reserved.values() if isinstance(r, BaseException)]
         answers = chains.answers([TRANSFER_RESULTS[code] for code in codes])
         if errors and timestamps is None and chains.verdict(answers)[0] != chains.EXISTS:
@@ -84,12 +88,14 @@ class ChainRun:
         rows = dict(stored)
         for shard, shard_reply in self.reserved.items():
             if not isinstance(shard_reply, BaseException):
-                for part, (_, row, _, _) in zip(self.parts[shard], shard_reply, strict=True):
+                for part, (_, row, *_) in zip(self.parts[shard], shard_reply, strict=True):
                     if row is not None:
                         rows[part[2]] = row
         found: list[Outcome] = []
         for index, code in enumerate(answers):
-            if code is _OK:
+            if code is _OK and resolving[index] is not None:
+                found.append((code, [*resolving[index], timestamps[index]]))
+            elif code is _OK:
                 member = self.members[index].stamped(timestamps[index])
                 found.append((code, member.resized(amounts[index]).row()))
             else:
@@ -102,16 +108,36 @@ class ChainRun:
         if isinstance(reply, ShardUnavailable):
             return []  # the coordinator may or may not have decided: redrive will ask it
         decision = None if isinstance(reply, BaseException) or reply[1] is None \
-            else reply[1:3]
+            else reply[1:4]
         calls = []
         for shard, shard_reply in self.reserved.items():
             if isinstance(shard_reply, BaseException):
                 continue  # unknown: any part it holds is in doubt, for redrive
-            for part, (result, _, held, _) in zip(self.parts[shard], shard_reply, strict=True):
-                if result != _OK or not held:
-                    continue
+            for part, (_, _, held, _, filled) in zip(self.parts[shard], shard_reply,
+                                                     strict=True):
                 member = self.members[part[2]]
-                outcome, timestamp, amount = chain_part_outcome(member, part[2], decision)
-                calls.append((shard, [p.OP_FINALIZE, member.id, self.attempt, outcome,
-                                      timestamp, amount]))
+                outcome, timestamp, amount, fields = chain_part_outcome(member, part[2],
+                                                                        decision)
+                if filled is not None:  # the claim it took on a pending transfer there
+                    row = None if decision is None else [*filled, timestamp]
+                    calls.append((shard, [p.OP_FINALIZE_CLAIM, member.pending_id, member.id,
+                                          self.attempt, row]))
+                if held is not None:
+                    calls.append((shard, [p.OP_FINALIZE, member.id, self.attempt, outcome,
+                                          timestamp, amount, fields]))
+        return calls + self._settle_calls(decision)
+
+    def _settle_calls(self, decision: list[Any] | None) -> list[tuple[int, list[Any]]]:
+        """The held parts of the pending transfers the chain's posts and voids resolved."""
+        if decision is None:
+            return []
+        calls = []
+        for member, timestamp, fields in zip(self.members, decision[0], decision[2],
+                                             strict=True):
+            if fields is not None:
+                row = [*fields, timestamp]
+                post = bool(member.flags & POST_PENDING)
+                for shard in {self.shard_of(fields[1]), self.shard_of(fields[2])}:
+                    calls.append((shard, [p.OP_SETTLE, member.pending_id, post,
+                                          fields[3] if post else 0, row]))
         return calls

@@ -18,8 +18,7 @@ import logging
 from typing import Any
 
 from actors import protocol as p
-from actors.ledger import VOID, chain_part_outcome
-from actors.model import Transfer
+from actors.ledger import claim_verdict, part_verdict
 from actors.pending import PENDING_STATUS, POSTED
 from switch.router import Router
 
@@ -71,29 +70,24 @@ class Redriver:
             (router.shard_of(chain), [p.OP_RESOLVE_CHAIN, chain, attempt]) if chain
             else (router.shard_of(row[0]), [p.OP_RESOLVE, row[0], attempt])
             for _, row, attempt, chain, _ in parts])
-        calls = []
-        for (shard, row, attempt, chain, member), verdict in zip(parts, verdicts, strict=True):
-            if isinstance(verdict, BaseException) or row[0] in router.live:
-                continue
-            if chain:  # [timestamps, amounts] if the chain committed, else None
-                outcome, timestamp, amount = chain_part_outcome(Transfer.from_row(row), member,
-                                                                verdict)
-            else:  # [outcome, timestamp, committed row]
-                outcome, timestamp, amount = verdict[0], verdict[1], \
-                    verdict[2][3] if verdict[2] else 0
-            calls.append((shard, [p.OP_FINALIZE, row[0], attempt, outcome, timestamp, amount]))
-        return await self._settle(calls)
+        return await self._settle([
+            (shard, [p.OP_FINALIZE, row[0], attempt, *part_verdict(row, chain, member, verdict)])
+            for (shard, row, attempt, chain, member), verdict in zip(parts, verdicts, strict=True)
+            if not isinstance(verdict, BaseException) and row[0] not in router.live])
 
     async def _claims(self, min_age_ms: int) -> int:
         router = self.router
-        claims = [(shard, pid, rid, attempt) for shard, (pid, rid, attempt)
-                  in await self._listed([p.OP_CLAIMS, min_age_ms]) if rid not in router.live]
-        verdicts = await router.scatter(
-            [(router.shard_of(rid), [p.OP_RESOLVE, rid, attempt]) for _, _, rid, attempt in claims])
+        claims = [(shard, *claim) for shard, claim in await self._listed([p.OP_CLAIMS, min_age_ms])
+                  if claim[1] not in router.live]
+        verdicts = await router.scatter([
+            (router.shard_of(chain), [p.OP_RESOLVE_CHAIN, chain, attempt]) if chain
+            else (router.shard_of(rid), [p.OP_RESOLVE, rid, attempt])
+            for _, _, rid, attempt, chain, _ in claims])
         return await self._settle([
             (shard, [p.OP_FINALIZE_CLAIM, pid, rid, attempt,
-                     None if verdict[0] == VOID else verdict[2]])
-            for (shard, pid, rid, attempt), verdict in zip(claims, verdicts, strict=True)
+                     claim_verdict(chain, member, verdict)])
+            for (shard, pid, rid, attempt, chain, member), verdict
+            in zip(claims, verdicts, strict=True)
             if not isinstance(verdict, BaseException) and rid not in router.live])
 
     async def _held(self, min_age_ms: int) -> int:

@@ -74,7 +74,8 @@ class Load:
                                             open_pending))
                     n += 1
                 if not size:  # a linked chain of 2 to 4, its members on any shards
-                    batch = self._chain(rng, f"s{self.seed}-c{client_index}-{n}-")
+                    batch = self._chain(rng, f"s{self.seed}-c{client_index}-{n}-",
+                                        open_pending)
                     n += 1
                     size = len(batch)
                 with self.lock:
@@ -111,9 +112,11 @@ class Load:
         return body
 
     @staticmethod
-    def _chain(rng: random.Random, prefix: str) -> list[dict[str, Any]]:
-        """Money passed along a path of accounts, some members pending: later members may
-        spend what earlier ones bring, and the chain fails whole when one cannot pay."""
+    def _chain(rng: random.Random, prefix: str, open_pending: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+        """Money passed along a path of accounts, some members pending, now and then ending
+        with a post or void of a pending transfer: later members may spend what earlier ones
+        bring, and the chain fails whole when one cannot pay."""
         path = rng.sample(ACCOUNTS, rng.randint(3, 5))
         amount = rng.randint(1, 3000)
         chain = []
@@ -124,6 +127,11 @@ class Load:
                 flags["pending"] = True
                 body["timeout_ms"] = PENDING_TIMEOUT_MS
             chain.append({**body, "flags": flags})
+        if open_pending and rng.random() < 0.3:
+            chain[-1]["flags"]["linked"] = True
+            target = open_pending.pop(rng.randrange(len(open_pending)))
+            flag = rng.choice(["post_pending_transfer", "void_pending_transfer"])
+            chain.append({"id": f"{prefix}r", "pending_id": target["id"], "flags": {flag: True}})
         return chain
 
     def _record(self, batch: list[dict[str, Any]], response: httpx.Response

@@ -16,8 +16,8 @@ import orjson
 
 from actors import queries, snapshot
 from actors.codec import apply_payload, decode_snapshot_body
-from actors.ledger import VOID, Ledger, chain_part_outcome
-from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS, Transfer
+from actors.ledger import Ledger, claim_verdict, part_verdict
+from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.pending import PENDING_STATUS, POSTED
 from actors.placement import Placement
 from actors.queries import totals_by_ledger
@@ -120,19 +120,16 @@ def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
     settled = 0
     for ledger in ledgers:
         for row, _, attempt, chain, member in queries.in_doubt(ledger, 2**64):
-            if chain:
-                outcome, timestamp, amount = chain_part_outcome(
-                    Transfer.from_row(row), member, home(chain).resolve_chain(chain, attempt))
-            else:
-                outcome, timestamp, committed = home(row[0]).resolve(row[0], attempt)
-                amount = committed[3] if committed else 0
-            settled += apply(ledger, ledger.finalize_reservation(row[0], attempt, outcome,
-                                                                 timestamp, amount))
+            verdict = home(chain).resolve_chain(chain, attempt) if chain \
+                else home(row[0]).resolve(row[0], attempt)
+            settled += apply(ledger, ledger.finalize_reservation(
+                row[0], attempt, *part_verdict(row, chain, member, verdict)))
     for ledger in ledgers:
-        for pending_id, resolving_id, attempt in queries.claims_in_doubt(ledger):
-            outcome, _, row = home(resolving_id).resolve(resolving_id, attempt)
+        for pending_id, resolving_id, attempt, chain, member in queries.claims_in_doubt(ledger):
+            verdict = home(chain).resolve_chain(chain, attempt) if chain \
+                else home(resolving_id).resolve(resolving_id, attempt)
             settled += apply(ledger, ledger.finalize_claim(
-                pending_id, resolving_id, attempt, None if outcome == VOID else row))
+                pending_id, resolving_id, attempt, claim_verdict(chain, member, verdict)))
     for ledger in ledgers:
         for pending_id, _ in queries.held_parts(ledger, 2**64):
             status = home(pending_id).pending_status(pending_id)

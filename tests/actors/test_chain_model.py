@@ -1,11 +1,12 @@
 """Property test of linked chains: the real router over three in-process shard hosts against
 a reference that applies each chain's members one after another, in one place.
 
-Chains of plain, pending and balancing members mix with single transfers, posts and voids of
-pending ones, and expiry. Whatever shards the members' ids and accounts land on, every answer
-must be the reference's: all `ok`, all `exists` for a chain sent again, or the first failing
-member's code and `linked_event_failed` for the rest, with nothing of the chain applied. The
-balances, posted and pending, must match at the end, with nothing left in doubt.
+Chains of plain, pending, balancing members and posts and voids of pending transfers mix
+with single transfers, posts and voids, and expiry. Whatever shards the members' ids and
+accounts land on, every answer must be the reference's: all `ok`, all `exists` for a chain
+sent again, or the first failing member's code and `linked_event_failed` for the rest, with
+nothing of the chain applied. The balances, posted and pending, must match at the end, with
+nothing left in doubt.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from actors.model import (
     BALANCING_DEBIT,
     LINKED,
     PENDING,
+    POST_PENDING,
+    VOID_PENDING,
     Account,
     Transfer,
 )
+from actors.pending import UNSPECIFIED_CODE
 from switch.redrive import Redriver
 from tests.actors.test_two_phase_model import (
     ACCOUNT_FLAGS,
+    PENDING_IDS,
     Clock,
     Reference,
     as_transfer,
@@ -59,9 +64,10 @@ class ChainReference(Reference):
         # What balancing members brought does not count for later members (their amount is
         # decided only at the end); pending ones may yet be voided.
         unusable: dict[str, list[int]] = {}
+        made: set[str] = set()  # ids of this chain's earlier members
         codes: list[str] = []
         for member, f in zip(members, fields, strict=True):
-            code = self._member(member, f, unusable)
+            code = self._member(member, f, unusable, made)
             codes.append(code)
             if code != "ok":
                 self.balances, self.transfers, self.status = saved
@@ -69,8 +75,13 @@ class ChainReference(Reference):
         return codes
 
     def _member(self, member: tuple[str, str, str, int, str], fields: dict[str, Any],
-                unusable: dict[str, list[int]]) -> str:
+                unusable: dict[str, list[int]], made: set[str]) -> str:
         id_, debit, credit, amount, kind = member
+        if kind in ("post", "void"):  # `debit` names the pending transfer
+            if debit in made:  # a pending transfer this chain makes: not there yet
+                return "pending_transfer_not_found" if id_ not in self.transfers \
+                    else self._exists(self.transfers[id_], fields)
+            return self.resolve(id_, debit, kind == "post", amount)
         if id_ in self.transfers:
             return self._exists(self.transfers[id_], fields)
         dr, cr = self.balances[debit], self.balances[credit]
@@ -94,11 +105,19 @@ class ChainReference(Reference):
                 unusable.setdefault(credit, [0, 0])[0] += moved
                 unusable.setdefault(debit, [0, 0])[1] += moved
         self.transfers[id_] = {**fields, "amount": moved}
+        made.add(id_)
         return "ok"
 
-    @staticmethod
-    def _fields(id_: str, debit: str, credit: str, amount: int, kind: str, linked: bool
+    def _fields(self, id_: str, debit: str, credit: str, amount: int, kind: str, linked: bool
                 ) -> dict[str, Any]:
+        if kind in ("post", "void"):  # as stored: filled from the pending transfer
+            target = self.transfers.get(debit, {})
+            post = kind == "post"
+            return {"debit": target.get("debit", ""), "credit": target.get("credit", ""),
+                    "amount": (amount or target.get("amount", 0)) if post
+                    else target.get("amount", amount),
+                    "flags": POST_PENDING if post else VOID_PENDING, "pending_id": debit,
+                    "timeout": 0}
         return {"debit": debit, "credit": credit, "amount": amount,
                 "flags": (LINKED if linked else 0) | KINDS[kind], "pending_id": "",
                 "timeout": TIMEOUT_MS if kind == "pending" else 0}
@@ -109,6 +128,8 @@ class ChainReference(Reference):
             id_, debit, credit = member[:3]
             fields = self._fields(*member, index < len(members) - 1)
             code = "accounts_must_be_different" if debit == credit else "ok"
+            if member[4] in ("post", "void"):
+                code = "pending_id_must_be_different" if debit == id_ else "ok"
             if code == "ok" and id_ in seen:
                 code = self._exists(seen[id_], fields)
             seen.setdefault(id_, fields)
@@ -133,11 +154,14 @@ names = st.sampled_from(["bank", "a", "a", "b", "b", "c", "d"])
 amounts = st.sampled_from([1, 10, 30, 60, 100, 150])
 member = st.tuples(st.sampled_from(CHAIN_IDS), names, names, amounts,
                    st.sampled_from(["plain", "plain", "pending"]))
-# A balancing member only last: a later member on the same account would see, where the
-# member's two sides live on different shards, the most it may move rather than what it
-# moves (docs/API.md, "Linked chains").
-last = st.tuples(st.sampled_from(CHAIN_IDS), names, names, amounts,
-                 st.sampled_from(["plain", "pending", "sweep", "fill"]))
+# A balancing member, a post or a void only last: later members of a chain do not see what
+# they move (docs/API.md, "Linked chains").
+last = st.one_of(
+    st.tuples(st.sampled_from(CHAIN_IDS), names, names, amounts,
+              st.sampled_from(["plain", "pending", "sweep", "fill"])),
+    st.tuples(st.sampled_from(["q8", "q9"]), st.sampled_from([*PENDING_IDS[:3], "k0", "k1"]),
+              st.just(""), st.sampled_from([0, 0, 1, 9, 40, 41]),
+              st.sampled_from(["post", "void"])))
 chain = st.tuples(st.just("chain"), st.tuples(st.lists(member, min_size=1, max_size=3), last)
                   .map(lambda parts: [*parts[0], parts[1]]))
 resolving_chain = st.tuples(st.just("resolve"), st.sampled_from(["q5", "q6", "q7"]),
@@ -152,10 +176,17 @@ operations = st.tuples(
 
 
 def chain_transfers(members: list[tuple[str, str, str, int, str]]) -> list[Transfer]:
-    return [Transfer(id_, debit, credit, amount, "USD", 1, "",
-                     (LINKED if index < len(members) - 1 else 0) | KINDS[kind], "",
-                     TIMEOUT_MS if kind == "pending" else 0)
-            for index, (id_, debit, credit, amount, kind) in enumerate(members)]
+    sent = []
+    for index, (id_, debit, credit, amount, kind) in enumerate(members):
+        linked = LINKED if index < len(members) - 1 else 0
+        if kind in ("post", "void"):
+            sent.append(Transfer(id_, "", "", amount, "", UNSPECIFIED_CODE, "",
+                                 linked | (POST_PENDING if kind == "post" else VOID_PENDING),
+                                 debit))
+        else:
+            sent.append(Transfer(id_, debit, credit, amount, "USD", 1, "", linked | KINDS[kind],
+                                 "", TIMEOUT_MS if kind == "pending" else 0))
+    return sent
 
 
 @settings(max_examples=600, deadline=None)

@@ -25,7 +25,7 @@ def commit_chain(key: str, attempt: int, parts: list[list[Any]], remote: list[st
                  ) -> list[Any]:
     """The coordinator's command, as the router sends it (no balancing members here)."""
     amounts = {member: fields_[3] for fields_, _, member in parts}
-    asked = [[amounts[member], None] for member in range(len(remote))]
+    asked = [[amounts[member], None, None] for member in range(len(remote))]
     return [p.OP_COMMIT_CHAIN, key, attempt, parts, remote, asked]
 
 
@@ -55,8 +55,10 @@ def test_static_checks_of_a_chain_in_order() -> None:
     assert check_chain_static([member("x"), member("x", flags=0)]) == [
         T.ok, T.exists_with_different_flags]
     resolving = Transfer("v", "", "", 0, "", -1, "", RESOLVES_PENDING & 8, "p")
-    assert check_chain_static([member("x"), resolving]) == [
-        T.ok, T.linked_post_or_void_unsupported]
+    assert check_chain_static([member("x"), resolving]) == [T.ok, T.ok]
+    assert check_chain_static([member("x"), Transfer("v", "", "", 0, "", -1, "",
+                                                     RESOLVES_PENDING, "p")]) == [
+        T.ok, T.flags_are_mutually_exclusive]
 
 
 def test_the_coordinator_decides_and_commits_a_local_chain_in_one_batch(tmp_path: Path) -> None:
@@ -65,14 +67,14 @@ def test_the_coordinator_decides_and_commits_a_local_chain_in_one_batch(tmp_path
     parts = [[fields("k", "bank", "a", 100, LINKED), HOME | Roles.both, 0],
              [fields("m", "a", "b", 100), HOME | Roles.both, 1]]
     before = host._log.last_seq
-    _, [[codes, timestamps, _, stored]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, _, stored]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
     assert codes == ["ok", "ok"] and len(timestamps) == 2 and stored == []
     assert host._log.last_seq == before + 1  # reserved, decided and committed: one record
     assert balances(host, "a") == (100, 100, 0, 0) and balances(host, "b") == (0, 100, 0, 0)
     assert host.ledger.transfers["m"].timestamp == timestamps[1]
     assert not host.ledger.reservations
     # Again: both are repeats, the stored rows come back, nothing moves.
-    _, [[codes, timestamps, _, stored]] = call(host, [commit_chain("k", 8, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, _, stored]] = call(host, [commit_chain("k", 8, parts, ["ok", "ok"])])
     assert codes == ["exists", "exists"] and timestamps is None
     assert [member for member, _ in stored] == [0, 1]
     assert balances(host, "a") == (100, 100, 0, 0) and not host.ledger.reservations
@@ -84,12 +86,12 @@ def test_a_failing_chain_leaves_nothing_but_a_voided_reservation(tmp_path: Path)
     call(host, [account("bank"), account("a", flags=1), account("b", flags=1)])
     parts = [[fields("k", "bank", "a", 100, LINKED), HOME | Roles.both, 0],
              [fields("m", "a", "b", 101), HOME | Roles.both, 1]]  # a has only 100
-    _, [[codes, timestamps, _, _]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
+    _, [[codes, timestamps, _, _, _]] = call(host, [commit_chain("k", 7, parts, ["ok", "ok"])])
     assert codes == ["ok", "exceeds_credits"] and timestamps is None
     assert balances(host, "a") == (0, 0, 0, 0) and "k" not in host.ledger.transfers
     # A verdict from another shard fails the chain here too.
     parts[1][0][3] = 100
-    _, [[codes, timestamps, _, _]] = call(host, [commit_chain("k", 8, parts,
+    _, [[codes, timestamps, _, _, _]] = call(host, [commit_chain("k", 8, parts,
                                                             ["ok", "exceeds_debits"])])
     assert codes == ["ok", "exceeds_debits"] and timestamps is None
     assert not host.ledger.reservations and not host.ledger.transfers
@@ -135,13 +137,13 @@ def test_resolve_chain_answers_only_the_attempt_that_committed(tmp_path: Path) -
     host = host_on(tmp_path)
     call(host, [account("bank"), account("a")])
     parts = [[fields("k", "bank", "a", 5, LINKED), HOME | Roles.both, 0]]
-    _, [[_, timestamps, amounts, _]] = call(host, [commit_chain("k", 41, parts, ["ok"])])
+    _, [[_, timestamps, amounts, resolving, _]] = call(host, [commit_chain("k", 41, parts, ["ok"])])
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41], [p.OP_RESOLVE_CHAIN, "k", 40],
                              [p.OP_RESOLVE_CHAIN, "other", 41]])
-    assert replies == [[timestamps, amounts], None, None] and amounts == [5]
+    assert replies == [[timestamps, amounts, resolving], None, None] and amounts == [5]
     host.take_snapshot()
     host.close()
     host = host_on(tmp_path)
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41]])
-    assert replies == [[timestamps, amounts]]
+    assert replies == [[timestamps, amounts, resolving]] and resolving == [None]
     host.close()

@@ -3,13 +3,14 @@ them after a crash."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from actors import protocol as p
 from actors.chains import parts_by_shard
-from actors.model import LINKED, Transfer
+from actors.model import LINKED, POST_PENDING, Transfer
 from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 from tests.switch.test_cross_shard import shard_call
@@ -110,7 +111,7 @@ def test_chain_rules_checked_before_anything_moves(shared_switch: RunningSwitch)
     assert codes(switch.post("/v1/transfers", [
         linked(transfer("rules-5", bank, a, 5)),
         {"id": "rules-6", "pending_id": "rules-x", "flags": {"void_pending_transfer": True}}])
-    ) == ["linked_event_failed", "linked_post_or_void_unsupported"]
+    ) == ["linked_event_failed", "pending_transfer_not_pending"]
     # A member whose id is taken fails the chain; a chain after it in the request is its own.
     assert codes(switch.post("/v1/transfers", [
         linked(transfer("rules-7", bank, a, 5)), transfer("rules-x", bank, a, 10),
@@ -151,7 +152,7 @@ def test_redrive_finishes_a_chain_its_coordinator_decided(switch: RunningSwitch)
             replies = shard_call(switch, shard, [[p.OP_RESERVE_CHAIN, key, 99, shard_parts]])[0]
             assert all(reply[0] == "ok" for reply in replies)
     decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 99, parts.get(0, []),
-                                      ["ok", "ok"], [[100, None], [100, None]]]])[0]
+                                      ["ok", "ok"], [[100, None, None], [100, None, None]]]])[0]
     assert decided[1] is not None
     assert switch.in_doubt() > 0
     switch.restart()
@@ -190,3 +191,84 @@ def test_a_pending_member_brings_no_funds(shared_switch: RunningSwitch) -> None:
     assert codes(switch.post("/v1/transfers", chain)) == ["linked_event_failed",
                                                            "exceeds_credits"]
     assert pending_of(switch, a) == (0, 0)
+
+
+# Which shard holds: the pending transfer's id, the payer, the payee, the chain's posts' ids.
+RESOLVING_LAYOUTS = [(0, 0, 0, 0), (0, 1, 2, 1), (2, 1, 0, 0), (1, 2, 2, 0)]
+
+
+@pytest.mark.parametrize("layout", RESOLVING_LAYOUTS,
+                         ids=["-".join(map(str, x)) for x in RESOLVING_LAYOUTS])
+def test_posts_and_voids_in_a_chain(shared_switch: RunningSwitch,
+                                    layout: tuple[int, int, int, int]) -> None:
+    """A chain captures one hold and releases another, as one: or neither, with the holds
+    still pending and free to be resolved later."""
+    switch = shared_switch
+    assert switch.router is not None
+    tag = "res" + "".join(map(str, layout))
+    p_home, payer_shard, payee_shard, q_home = layout
+    bank, payer, payee = people(switch, tag, [payer_shard, payee_shard])
+    hold_1, hold_2 = shard_ids(switch.router, p_home, f"{tag}-hold-", 2)
+    post_id, void_id, fee_id = shard_ids(switch.router, q_home, f"{tag}-q-", 3)
+    switch.post("/v1/transfers", transfer(f"{tag}-fund", bank, payer, 100))
+    for hold in (hold_1, hold_2):
+        assert switch.post("/v1/transfers", {**transfer(hold, payer, payee, 40),
+                                             "flags": {"pending": True}}).status_code == 201
+    post = {"id": post_id, "pending_id": hold_1, "amount": 30,
+            "flags": {"linked": True, "post_pending_transfer": True}}
+    void = {"id": void_id, "pending_id": hold_2,
+            "flags": {"linked": True, "void_pending_transfer": True}}
+    # The fee cannot be paid (the payer has 100, 80 held): nothing happens.
+    chain = [post, void, transfer(fee_id, payer, bank, 21)]
+    assert codes(switch.post("/v1/transfers", chain)) == [
+        "linked_event_failed", "linked_event_failed", "exceeds_credits"]
+    assert pending_of(switch, payer) == (80, 0)
+    assert switch.get(f"/v1/transfers/{hold_1}").json()["status"] == "pending"
+    assert switch.get(f"/v1/transfers/{post_id}").status_code == 404
+    # A fee the payer can pay: the hold captured in part, the other released, the fee paid.
+    chain[2] = transfer(fee_id, payer, bank, 20)
+    assert codes(switch.post("/v1/transfers", chain)) == ["ok", "ok", "ok"]
+    assert pending_of(switch, payer) == (0, 0) and pending_of(switch, payee) == (0, 0)
+    assert (balance(switch, payer), balance(switch, payee)) == (50, 30)
+    stored = switch.get(f"/v1/transfers/{post_id}").json()
+    assert (stored["amount"], stored["debit_account_id"]) == (30, payer)  # filled in
+    assert switch.get(f"/v1/transfers/{hold_1}").json()["status"] == "posted"
+    assert switch.get(f"/v1/transfers/{hold_2}").json()["status"] == "voided"
+    assert codes(switch.post("/v1/transfers", chain)) == ["exists"] * 3
+    assert_balanced(switch.totals())
+
+
+def test_redrive_finishes_a_chain_post_its_coordinator_decided(switch: RunningSwitch) -> None:
+    """The chain's decision is recorded; the claim on the pending transfer and the post's id
+    on other shards were never finalized (a crash): redrive settles both from the decision."""
+    assert switch.router is not None
+    bank, payer, payee = people(switch, "rc", [1, 2])
+    hold = shard_ids(switch.router, 2, "rc-hold-", 1)[0]
+    key = shard_ids(switch.router, 0, "rc-k-", 1)[0]
+    post_id = shard_ids(switch.router, 1, "rc-post-", 1)[0]
+    switch.post("/v1/transfers", transfer("rc-fund", bank, payer, 100))
+    switch.post("/v1/transfers", {**transfer(hold, payer, payee, 60), "flags": {"pending": True}})
+    members = [Transfer(key, bank, payee, 5, "USD", 1, "", LINKED),
+               Transfer(post_id, "", "", 0, "", -1, "", POST_PENDING, hold)]
+    parts = parts_by_shard(members, switch.router.shard_of)
+    asked: list[list[Any]] = [[5, None, None], [0, None, None]]
+    for shard, shard_parts in parts.items():
+        if shard != 0:
+            for index, reply in enumerate(shard_call(switch, shard, [
+                    [p.OP_RESERVE_CHAIN, key, 77, shard_parts]])[0]):
+                assert reply[0] == "ok", reply
+                if reply[4] is not None:
+                    asked[shard_parts[index][2]][2] = reply[4]
+    decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 77, parts.get(0, []),
+                                      ["ok", "ok"], asked]])[0]
+    assert decided[0] == ["ok", "ok"], decided
+    switch.restart()
+    assert switch.in_doubt() == 0
+    deadline = time.monotonic() + 10
+    while pending_of(switch, payer) != (0, 0):  # the held parts: redrive's third pass
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert (balance(switch, payer), balance(switch, payee)) == (40, 65)
+    assert switch.get(f"/v1/transfers/{hold}").json()["status"] == "posted"
+    assert switch.get(f"/v1/transfers/{post_id}").json()["amount"] == 60
+    assert_balanced(switch.totals())
