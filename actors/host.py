@@ -225,9 +225,11 @@ class ShardHost:
 
     def _commit(self, command: list[Any], events: list[Event]) -> list[Any]:
         transfer = Transfer.from_row([*command[1], self._next_timestamp()])
+        pending_row = command[6] if len(command) > 6 else None
         result, new_events, stored = self.ledger.commit_transfer(
             transfer, command[2], TRANSFER_RESULTS[command[3]], command[4],
-            command[5] if len(command) > 5 else None)
+            command[5] if len(command) > 5 else None,
+            Transfer.from_row(pending_row) if pending_row is not None else None)
         self._record(new_events, events)
         return [result, stored.row() if stored is not None else None]
 

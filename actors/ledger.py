@@ -158,22 +158,26 @@ class Ledger:
 
     def commit_transfer(
         self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0,
-        remote_rules: list[Rule] | None = None,
+        remote_rules: list[Rule] | None = None, pending: Transfer | None = None,
     ) -> tuple[TransferResult, list[Event], Transfer | None]:
         """Decide a transfer at its home: the id check, the local roles, the remote verdict.
 
         `attempt` names the cross-shard attempt whose reservations this decision settles (0 for
         a transfer wholly on this shard); `remote_rules`, for a balancing transfer, those of
-        its remote parts. Returns the stored transfer for `ok` and `exists*`.
+        its remote parts; `pending`, for a post or void, its pending transfer as claimed (what
+        the post or void leaves out is filled from it). Returns the stored transfer for `ok`
+        and `exists*`.
         """
         static = check_transfer_static(transfer)
         if static is not _R.ok:
             return static, [], None
         existing = self.transfers.get(transfer.id)
         if existing is not None:
-            return transfer_exists(existing, transfer), [], existing
+            return _repeat(existing, transfer), [], existing
         if transfer.id in self.reservations:  # a linked chain's member, not yet decided
             return _R.in_flight, [], None
+        if transfer.flags & RESOLVES_PENDING:
+            transfer = pending_rules.filled(transfer, pending)
         if transfer.flags & BALANCING:
             rules = self.balancing_rules(transfer, roles) + (remote_rules or [])
             result, amount = decide(transfer.amount, rules)
@@ -197,10 +201,7 @@ class Ledger:
         if roles & _HOME:
             existing = self.transfers.get(transfer.id)
             if existing is not None:
-                # A post or void compares as stored: what it left out is the stored one's.
-                asked = pending_rules.filled(transfer, existing) \
-                    if transfer.flags & RESOLVES_PENDING else transfer
-                return transfer_exists(existing, asked), [], existing
+                return _repeat(existing, transfer), [], existing
         if transfer.id in self.reservations:
             return _R.in_flight, [], None
         result, transfer = self._checked(transfer, roles, funds)
@@ -653,6 +654,15 @@ class Ledger:
             credit.credits_posted += amount
             assert credit.credits_posted <= BALANCE_MAX
             self.history[credit.id].append(transfer)
+
+
+def _repeat(existing: Transfer, transfer: Transfer) -> TransferResult:
+    """A transfer sent again: `exists` or its first difference. A post or void compares as
+    stored, what it leaves out being the stored one's (a repeat that names another pending
+    transfer answers exists_with_different_pending_id)."""
+    if transfer.flags & RESOLVES_PENDING:
+        transfer = pending_rules.filled(transfer, existing)
+    return transfer_exists(existing, transfer)
 
 
 def chain_part_outcome(member: Transfer, index: int, decision: list[Any] | None

@@ -7,8 +7,8 @@ be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
     ["account", [id, ledger, code, owner, flags, user_data], limits row | None]
                                               -> [result, account row, limits row | None]
     ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
-    ["commit", transfer fields, roles, remote result, attempt(, remote balancing rules)]
-                                              -> [result, transfer row | None]
+    ["commit", transfer fields, roles, remote result, attempt(, remote balancing rules,
+     a post's or void's pending transfer row as claimed)] -> [result, transfer row | None]
     ["reserve", transfer fields, roles, attempt]             -> result
                    (a balancing transfer: [ok or in_flight, amount held, its rules here])
     ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]

@@ -36,7 +36,6 @@ from actors.model import (
     Roles,
     Transfer,
 )
-from actors.pending import filled
 from actors.placement import Placement, default_slot_table
 from switch.channel import Overloaded, ShardChannel, ShardUnavailable
 from switch.linked import ChainRun
@@ -348,10 +347,9 @@ class Router:
                 else:
                     remote = first_failure(remote, TRANSFER_RESULTS[
                         reply[0] if isinstance(reply, list) else reply])
-            if cross.claim_shard >= 0 and isinstance(cross.claimed, list) and cross.claimed[1]:
-                cross.fields = filled(cross.transfer, Transfer.from_row(cross.claimed[1])).fields()
+            claimed = cross.claimed[1] if isinstance(cross.claimed, list) else None
             calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
-                                       cross.attempt, _remote_rules(cross.reserved)]))
+                                       cross.attempt, _remote_rules(cross.reserved), claimed]))
         replies = await self.scatter(calls, admitted=True)
         for run, reply in zip(runs, replies, strict=False):
             run.committed = reply

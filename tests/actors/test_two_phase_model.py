@@ -63,9 +63,12 @@ class Reference:
         fields = {"debit": "", "credit": "", "amount": amount,
                   "flags": POST_PENDING if post else VOID_PENDING, "pending_id": pending_id,
                   "timeout": 0}
-        if target is not None:  # what a post or void leaves out is the pending transfer's
-            fields.update(debit=target["debit"], credit=target["credit"],
-                          amount=(amount or target["amount"]) if post else target["amount"])
+        # What a post or void leaves out is its pending transfer's; a repeat compares as
+        # stored, what it leaves out being the stored one's.
+        source = self.transfers.get(id_, target)
+        if source is not None:
+            fields.update(debit=source["debit"], credit=source["credit"],
+                          amount=(amount or source["amount"]) if post else source["amount"])
         if id_ in self.transfers:
             return self._exists(self.transfers[id_], fields)
         if target is None:
