@@ -10,8 +10,9 @@ from typing import Any, NamedTuple
 from actors import chains
 from actors.balancing import Rule, decide
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
-from actors.ledger import Event, Ledger, chain_part_outcome
+from actors.ledger import Event, Ledger
 from actors.model import BALANCING, Roles, Transfer
+from actors.verdicts import chain_part_outcome
 
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight

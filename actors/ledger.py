@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import pending as pending_rules
-from actors.balancing import Rule, decide, most_allowed
+from actors.balancing import Rule, credit_rules, debit_rules, decide, most_allowed
 from actors.chains import ChainFunds
 from actors.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.exists import account_exists, transfer_exists
@@ -31,8 +31,6 @@ from actors.model import (
     AMOUNT_MAX,
     BALANCE_MAX,
     BALANCING,
-    BALANCING_CREDIT,
-    BALANCING_DEBIT,
     CLOSED,
     CLOSING_CREDIT,
     CLOSING_DEBIT,
@@ -343,59 +341,14 @@ class Ledger:
         order of `_check_debit` and `_check_credit`."""
         rules: list[Rule] = []
         if roles & _DEBIT:
-            extra = funds.credits.get(transfer.debit_account_id, 0) if funds else 0
-            rules += self._debit_rules(transfer, extra)
+            account_id = transfer.debit_account_id
+            rules += debit_rules(transfer, self.accounts.get(account_id),
+                                 self.limits.get(account_id), self.velocity.get(account_id),
+                                 funds.credits.get(account_id, 0) if funds else 0)
         if roles & _CREDIT:
-            extra = funds.debits.get(transfer.credit_account_id, 0) if funds else 0
-            rules += self._credit_rules(transfer, extra)
-        return rules
-
-    def _debit_rules(self, transfer: Transfer, chain_credits: int) -> list[Rule]:
-        account = self.accounts.get(transfer.debit_account_id)
-        if account is None:
-            return [[_R.debit_account_not_found, 0, False]]
-        rules = self._account_rules(account, transfer, _R.debit_account_closed)
-        held = account.debits_posted + account.debits_pending
-        rules.append([_R.overflows_debits, BALANCE_MAX - held, False])
-        overdraft = 0
-        limits = self.limits.get(account.id)
-        if limits is not None:
-            overdraft = limits.overdraft
-            if limits.transfer_max:
-                rules.append([_R.exceeds_transfer_max, limits.transfer_max, False])
-            if limits.velocity_max:
-                horizon = transfer.timestamp - limits.velocity_window_ms * 1_000_000
-                recent = self.velocity[account.id].sum_since(horizon)
-                rules.append([_R.exceeds_velocity_limit, limits.velocity_max - recent, False])
-        room = account.credits_posted + chain_credits + overdraft - held
-        if account.flags & _DEBITS_LIMITED:
-            rules.append([_R.exceeds_credits, room, False])
-        if transfer.flags & BALANCING_DEBIT:
-            rules.append([_R.exceeds_credits, room, True])
-        return rules
-
-    def _credit_rules(self, transfer: Transfer, chain_debits: int) -> list[Rule]:
-        account = self.accounts.get(transfer.credit_account_id)
-        if account is None:
-            return [[_R.credit_account_not_found, 0, False]]
-        rules = self._account_rules(account, transfer, _R.credit_account_closed)
-        held = account.credits_posted + account.credits_pending
-        rules.append([_R.overflows_credits, BALANCE_MAX - held, False])
-        room = account.debits_posted + chain_debits - held
-        if account.flags & _CREDITS_LIMITED:
-            rules.append([_R.exceeds_debits, room, False])
-        if transfer.flags & BALANCING_CREDIT:
-            rules.append([_R.exceeds_debits, room, True])
-        return rules
-
-    @staticmethod
-    def _account_rules(account: Account, transfer: Transfer, closed: TransferResult
-                       ) -> list[Rule]:
-        rules: list[Rule] = []
-        if account.ledger != transfer.ledger:
-            rules.append([_R.ledger_mismatch, 0, False])
-        if account.flags & _CLOSED:
-            rules.append([closed, 0, False])
+            account_id = transfer.credit_account_id
+            rules += credit_rules(transfer, self.accounts.get(account_id),
+                                  funds.debits.get(account_id, 0) if funds else 0)
         return rules
 
     def _check_roles(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
@@ -664,32 +617,3 @@ def _repeat(existing: Transfer, transfer: Transfer) -> TransferResult:
         transfer = pending_rules.filled(transfer, existing)
     return transfer_exists(existing, transfer)
 
-
-def chain_part_outcome(member: Transfer, index: int, decision: list[Any] | None
-                       ) -> tuple[str, int, int, list[Any] | None]:
-    """What a chain member's part becomes by its coordinator's decision ([timestamps, amounts,
-    posts' and voids' fields], or None: not committed): the outcome, the member's commit
-    timestamp, its amount and (a post or void) its fields as stored."""
-    if decision is None:
-        return VOID, 0, 0, None
-    timestamps, amounts, resolving = decision
-    outcome = HOLD if member.flags & PENDING else POST
-    return outcome, timestamps[index], amounts[index], resolving[index]
-
-
-def part_verdict(row: list[Any], chain: str, member: int, verdict: Any
-                 ) -> tuple[str, int, int, list[Any] | None]:
-    """A part in doubt, by what its decider answered: its transfer's home (`resolve`) or its
-    chain's coordinator (`resolve_chain`). The arguments of its `finalize_reservation`."""
-    if chain:
-        return chain_part_outcome(Transfer.from_row(row), member, verdict)
-    outcome, timestamp, committed = verdict
-    return outcome, timestamp, committed[3] if committed else 0, None
-
-
-def claim_verdict(chain: str, member: int, verdict: Any) -> list[Any] | None:
-    """A claim in doubt, by what its post or void's decider answered: the row it was stored
-    with, or None (not committed: release the claim)."""
-    if chain:
-        return None if verdict is None else [*verdict[2][member], verdict[0][member]]
-    return None if verdict[0] == VOID else list(verdict[2])

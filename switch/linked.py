@@ -16,8 +16,8 @@ from typing import Any
 from actors import chains
 from actors import protocol as p
 from actors.codes import TRANSFER_RESULTS, TransferResult, first_failure
-from actors.ledger import chain_part_outcome
 from actors.model import BALANCING, POST_PENDING, Transfer
+from actors.verdicts import chain_part_outcome
 from switch.channel import ShardUnavailable
 
 Reply = Any

@@ -18,8 +18,8 @@ import logging
 from typing import Any
 
 from actors import protocol as p
-from actors.ledger import claim_verdict, part_verdict
 from actors.pending import PENDING_STATUS, POSTED
+from actors.verdicts import claim_verdict, part_verdict
 from switch.router import Router
 
 log = logging.getLogger("payswitch.redrive")

@@ -16,12 +16,13 @@ import orjson
 
 from actors import queries, snapshot
 from actors.codec import apply_payload, decode_snapshot_body
-from actors.ledger import Ledger, claim_verdict, part_verdict
+from actors.ledger import Ledger
 from actors.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.pending import PENDING_STATUS, POSTED
 from actors.placement import Placement
 from actors.queries import totals_by_ledger
 from actors.runtime import gc_paused
+from actors.verdicts import claim_verdict, part_verdict
 from persistence.layout import shard_directories
 from persistence.lmdb_log import LmdbLog
 from persistence.records import CorruptRecord, Record

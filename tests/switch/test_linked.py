@@ -4,6 +4,8 @@ them after a crash."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +13,19 @@ import pytest
 from actors import protocol as p
 from actors.chains import parts_by_shard
 from actors.model import LINKED, POST_PENDING, Transfer
-from tests.conftest import RunningSwitch, assert_balanced, shard_ids
+from tests.conftest import RunningSwitch, assert_balanced, shard_ids, switch_settings
 from tests.switch.test_api import LIMITED, account, transfer
 from tests.switch.test_cross_shard import shard_call
+
+
+@pytest.fixture
+def quiet_switch(ray_session: None, tmp_path: Path) -> Iterator[RunningSwitch]:
+    """A switch whose periodic redrive never runs: these tests play a crash by calling the
+    shards directly, and only the redrive at start-up may settle what they leave."""
+    settings = switch_settings(tmp_path / "data", **{"router.redrive_interval_ms": 600_000})
+    running = RunningSwitch(settings).start()
+    yield running
+    running.stop()
 
 
 def linked(item: dict[str, Any], **flags: bool) -> dict[str, Any]:
@@ -139,8 +151,10 @@ def test_pending_members_are_held_and_resolved_like_any_pending_transfer(
     assert_balanced(switch.totals())
 
 
-def test_redrive_finishes_a_chain_its_coordinator_decided(switch: RunningSwitch) -> None:
+def test_redrive_finishes_a_chain_its_coordinator_decided(quiet_switch: RunningSwitch
+                                                           ) -> None:
     """The coordinator decided, the other shards' parts were never finalized (a crash)."""
+    switch = quiet_switch
     assert switch.router is not None
     bank, a, b = people(switch, "half", [1, 2])
     key = shard_ids(switch.router, 0, "half-k", 1)[0]
@@ -164,7 +178,8 @@ def test_redrive_finishes_a_chain_its_coordinator_decided(switch: RunningSwitch)
     assert_balanced(switch.totals())
 
 
-def test_redrive_voids_a_chain_never_decided(switch: RunningSwitch) -> None:
+def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> None:
+    switch = quiet_switch
     assert switch.router is not None
     bank, a, b = people(switch, "undecided", [1, 2])
     key = shard_ids(switch.router, 0, "und-k", 1)[0]
@@ -184,6 +199,7 @@ def test_redrive_voids_a_chain_never_decided(switch: RunningSwitch) -> None:
 
 def test_a_pending_member_brings_no_funds(shared_switch: RunningSwitch) -> None:
     """A pending credit may yet be voided: a later member cannot spend it."""
+    switch = quiet_switch
     switch = shared_switch
     bank, a, b = people(switch, "nofunds", [1, 2])
     chain = [linked(transfer("nofunds-1", bank, a, 100), pending=True),
@@ -238,9 +254,11 @@ def test_posts_and_voids_in_a_chain(shared_switch: RunningSwitch,
     assert_balanced(switch.totals())
 
 
-def test_redrive_finishes_a_chain_post_its_coordinator_decided(switch: RunningSwitch) -> None:
+def test_redrive_finishes_a_chain_post_its_coordinator_decided(
+        quiet_switch: RunningSwitch) -> None:
     """The chain's decision is recorded; the claim on the pending transfer and the post's id
     on other shards were never finalized (a crash): redrive settles both from the decision."""
+    switch = quiet_switch
     assert switch.router is not None
     bank, payer, payee = people(switch, "rc", [1, 2])
     hold = shard_ids(switch.router, 2, "rc-hold-", 1)[0]
