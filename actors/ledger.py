@@ -429,7 +429,11 @@ class Ledger:
         counted for velocity when it was reserved)."""
         reservation = self._release(event[1])
         if len(event) > 4:  # a post or void, filled from its pending transfer
-            self._commit(Transfer.from_row([*event[4], event[2]]), 0, 0)
+            # Settling a held part of its pending transfer on this shard may have stored it
+            # already (its chain decided, this part finalized later): one object, one count.
+            resolving = Transfer.from_row([*event[4], event[2]])
+            self.transfers.setdefault(resolving.id, resolving)
+            self.homed_count += 1
             return
         transfer = reservation.transfer.stamped(event[2])
         if event[3]:

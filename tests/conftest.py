@@ -155,6 +155,18 @@ class RunningSwitch:
                     row[i] += value
         return sums
 
+    def totals_at_rest(self, timeout_s: float = 10) -> dict[str, list[int]]:
+        """Totals once nothing is in flight. An answer leaves when the decision is durable;
+        its last round (finalizing the parts elsewhere) follows at once but may still be
+        running, and these reads do not queue behind it. Returns the last totals seen."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            totals = self.totals()
+            at_rest = all(row[0] == row[1] and row[2] == row[3] for row in totals.values())
+            if at_rest or time.monotonic() > deadline:
+                return totals
+            time.sleep(0.05)
+
     def in_doubt(self) -> int:
         command = orjson.dumps([[p.OP_IN_DOUBT, 0]])
         replies = ray.get([s.handle.remote(command) for s in self.shards])

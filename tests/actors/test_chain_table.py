@@ -11,7 +11,8 @@ import pytest
 from actors import protocol as p
 from actors.chains import answers, check_chain_static, verdict
 from actors.codes import TransferResult as T
-from actors.model import LINKED, PENDING, RESOLVES_PENDING, Roles, Transfer
+from actors.ledger import ACCOUNT_CREATED, TRANSFER_RESERVED, Ledger
+from actors.model import LINKED, PENDING, POST_PENDING, RESOLVES_PENDING, Roles, Transfer
 from tests.actors.test_host import account, call, host_on
 
 HOME = Roles.home
@@ -147,3 +148,26 @@ def test_resolve_chain_answers_only_the_attempt_that_committed(tmp_path: Path) -
     _, replies = call(host, [[p.OP_RESOLVE_CHAIN, "k", 41]])
     assert replies == [[timestamps, amounts, resolving]] and resolving == [None]
     host.close()
+
+
+def test_a_chain_post_finalized_after_its_pending_transfer_was_settled_here() -> None:
+    """A post in a chain, its id's home also holding a part of its pending transfer: the
+    pending transfer's home may record it posted, and the held part here be settled, before
+    the post's id part here is finalized (found by review)."""
+    ledger = Ledger(["USD"])
+    for name in ("payer", "payee"):
+        ledger.apply([ACCOUNT_CREATED, [name, "USD", 1, "o", 0, "", 1, 0, 0, 0, 0]])
+    held = Transfer("p", "payer", "payee", 100, "USD", 1, "", PENDING, "", 0, 10)
+    ledger.apply([TRANSFER_RESERVED, held.row(), Roles.debit, 5, "", 0])
+    ledger.apply(["reservation_held", "p", 0])
+    post = Transfer("q", "", "", 0, "", -1, "", POST_PENDING, "p", 0, 20)
+    ledger.apply([TRANSFER_RESERVED, post.row(), HOME, 9, "k", 1])
+    filled = ["q", "payer", "payee", 100, "USD", 1, "", POST_PENDING, "p", 0]
+    for event in ledger.settle_held("p", True, 100, [*filled, 50]):
+        ledger.apply(event)
+    for event in ledger.finalize_reservation("q", 9, "post", 50, 100, filled):
+        ledger.apply(event)
+    assert ledger.transfers["q"].row() == [*filled, 50]
+    assert ledger.homed_count == 1 and not ledger.reservations
+    assert ledger.history["payer"] == [ledger.transfers["q"]]  # one object, posted once
+    assert ledger.accounts["payer"].debits_posted == 100

@@ -41,7 +41,7 @@ def test_readme_session(switch: RunningSwitch) -> None:
     assert (alice["debits_posted"], alice["credits_posted"]) == (2_500, 10_000)
     assert (bob["debits_posted"], bob["credits_posted"]) == (0, 2_500)
     assert switch.get("/v1/transfers/pay-1").json()["amount"] == 2_500
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_create_account_statuses(switch: RunningSwitch) -> None:
@@ -109,7 +109,7 @@ def test_batch_results_per_item(switch: RunningSwitch) -> None:
     assert switch.account("bob")["credits_posted"] == 30
     again = switch.post("/v1/transfers", batch[:2])
     assert [r["result"] for r in again.json()["results"]] == ["exists", "exists"]
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_account_transfers_newest_first_with_cursor(switch: RunningSwitch) -> None:

@@ -63,7 +63,7 @@ def test_balancing_debit_moves_what_the_account_holds(shared_switch: RunningSwit
     empty = flagged(transfer(n["t2"], n["debit"], n["credit"], 5), balancing_debit=True)
     assert switch.post("/v1/transfers", empty).json()["result"] == "exceeds_credits"
     assert switch.get(f"/v1/transfers/{n['t2']}").status_code == 404
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=IDS)
@@ -86,7 +86,7 @@ def test_balancing_credit_takes_what_the_account_owes(shared_switch: RunningSwit
     assert switch.post("/v1/transfers", post).status_code == 201
     assert (balance(switch, n["debit"]), balance(switch, n["credit"])) == (750, 0)
     assert pending_of(switch, n["debit"]) == (0, 0) and pending_of(switch, n["credit"]) == (0, 0)
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=IDS)
@@ -118,7 +118,7 @@ def test_closing_closes_and_a_void_reopens(shared_switch: RunningSwitch,
     assert switch.post("/v1/transfers", post).status_code == 201
     assert switch.account(n["credit"])["flags"]["closed"] is True
     assert balance(switch, n["credit"]) == 10
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_a_chain_that_sweeps_an_account_and_closes_it(shared_switch: RunningSwitch) -> None:
@@ -140,7 +140,7 @@ def test_a_chain_that_sweeps_an_account_and_closes_it(shared_switch: RunningSwit
     assert switch.get("/v1/transfers/sweep-2").json()["amount"] == 100
     assert balance(switch, n["credit"]) == 100 and balance(switch, n["debit"]) == 0
     assert switch.account(n["debit"])["flags"]["closed"] is True
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=IDS)
@@ -164,4 +164,4 @@ def test_the_other_side_is_checked_with_the_amount_that_moves(
     switch.post("/v1/transfers", transfer(f"{n['t2']}-loan", n["credit"], n["bank"], 100))
     assert switch.post("/v1/transfers", again).json()["result"] == "exceeds_credits"
     assert pending_of(switch, n["debit"]) == (0, 0) and pending_of(switch, n["credit"]) == (0, 0)
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())

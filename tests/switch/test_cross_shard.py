@@ -70,7 +70,7 @@ def test_transfer_in_every_layout(shared_switch: RunningSwitch,
     assert switch.account(names["payer"])["debits_posted"] == 600
     assert switch.get(f"/v1/transfers/{names['retry']}").status_code == 404
     assert switch.in_doubt() == 0
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_concurrent_clients_keep_the_books_balanced(switch: RunningSwitch) -> None:
@@ -107,7 +107,7 @@ def test_concurrent_clients_keep_the_books_balanced(switch: RunningSwitch) -> No
         assert state["credits_posted"] - state["debits_posted"] == expected[name]
         assert state["debits_posted"] <= state["credits_posted"]
         assert state["debits_pending"] == state["credits_pending"] == 0
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def shard_call(switch: RunningSwitch, shard: int, commands: list[list[Any]]) -> Any:
@@ -127,7 +127,7 @@ def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningS
         time.sleep(0.1)
     assert switch.account(names["payer"])["debits_posted"] == 0
     assert switch.get(f"/v1/transfers/{names['transfer']}").status_code == 404
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_redrive_posts_a_reservation_whose_home_committed(switch: RunningSwitch) -> None:
@@ -142,4 +142,4 @@ def test_redrive_posts_a_reservation_whose_home_committed(switch: RunningSwitch)
     payer, payee = switch.account(names["payer"]), switch.account(names["payee"])
     assert (payer["debits_posted"], payer["debits_pending"]) == (300, 0)
     assert (payee["credits_posted"], payee["credits_pending"]) == (300, 0)
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())

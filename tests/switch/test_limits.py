@@ -29,7 +29,7 @@ def test_limits_are_checked_by_the_debit_account(switch: RunningSwitch) -> None:
     time.sleep(1.6)  # the window rolls past t1 and t4
     assert result(switch, transfer("t6", "w", "shop", 100)) == "ok"
     assert switch.account("w")["debits_posted"] == 250
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_limits_and_the_window_survive_a_restart(switch: RunningSwitch) -> None:

@@ -79,7 +79,7 @@ def test_a_chain_commits_whole_and_each_member_sees_the_ones_before(
     # The same chain again: every member is a repeat, nothing moves.
     assert codes(switch.post("/v1/transfers", chain)) == ["exists", "exists", "exists"]
     assert [balance(switch, n) for n in (a, b, c)] == [200, 0, 300]
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["-".join(map(str, x)) for x in LAYOUTS])
@@ -99,7 +99,7 @@ def test_a_failing_member_fails_the_whole_chain(shared_switch: RunningSwitch,
     # The ids are free: a corrected chain with the same ids commits.
     chain[2] = transfer(f"{tag}-3", b, c, 300)
     assert codes(switch.post("/v1/transfers", chain)) == ["ok", "ok", "ok"]
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_chain_rules_checked_before_anything_moves(shared_switch: RunningSwitch) -> None:
@@ -131,7 +131,7 @@ def test_chain_rules_checked_before_anything_moves(shared_switch: RunningSwitch)
         "linked_event_failed", "exists", "ok", "ok"]
     assert switch.get("/v1/transfers/rules-7").status_code == 404
     assert balance(switch, a) == 10
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_pending_members_are_held_and_resolved_like_any_pending_transfer(
@@ -148,7 +148,7 @@ def test_pending_members_are_held_and_resolved_like_any_pending_transfer(
                        ).status_code == 201
     assert (balance(switch, a), balance(switch, b)) == (40, 65)
     assert pending_of(switch, a) == (0, 0) and pending_of(switch, b) == (0, 0)
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_redrive_finishes_a_chain_its_coordinator_decided(quiet_switch: RunningSwitch
@@ -175,7 +175,7 @@ def test_redrive_finishes_a_chain_its_coordinator_decided(quiet_switch: RunningS
     assert pending_of(switch, a) == (0, 0) and pending_of(switch, b) == (0, 0)
     assert switch.get(f"/v1/transfers/{key}").status_code == 200
     assert switch.get("/v1/transfers/half-2").status_code == 200
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> None:
@@ -194,7 +194,7 @@ def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> Non
     assert (balance(switch, a), balance(switch, b)) == (100, 0)
     # The key's home never saw it: the id is free.
     assert switch.post("/v1/transfers", transfer(key, a, b, 70)).status_code == 201
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_a_pending_member_brings_no_funds(shared_switch: RunningSwitch) -> None:
@@ -251,7 +251,7 @@ def test_posts_and_voids_in_a_chain(shared_switch: RunningSwitch,
     assert switch.get(f"/v1/transfers/{hold_1}").json()["status"] == "posted"
     assert switch.get(f"/v1/transfers/{hold_2}").json()["status"] == "voided"
     assert codes(switch.post("/v1/transfers", chain)) == ["exists"] * 3
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_redrive_finishes_a_chain_post_its_coordinator_decided(
@@ -289,4 +289,4 @@ def test_redrive_finishes_a_chain_post_its_coordinator_decided(
     assert (balance(switch, payer), balance(switch, payee)) == (40, 65)
     assert switch.get(f"/v1/transfers/{hold}").json()["status"] == "posted"
     assert switch.get(f"/v1/transfers/{post_id}").json()["amount"] == 60
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())

@@ -67,4 +67,4 @@ def test_full_queues_answer_429_and_retries_converge(small_switch: RunningSwitch
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert switch.account("bank")["debits_posted"] == 40 * 50  # each transfer exactly once
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())

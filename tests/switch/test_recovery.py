@@ -58,7 +58,7 @@ def test_restart_recovers_everything(ray_session: None, tmp_path: Path, how: str
         assert all(s["recovered_records"] < s["last_seq"] for s in status if s["snapshot_seq"])
         again = transfer("x0-0", ACCOUNTS[0], ACCOUNTS[1], 10)
         assert switch.post("/v1/transfers", again).json()["result"] == "exists"
-        assert_balanced(switch.totals())
+        assert_balanced(switch.totals_at_rest())
     finally:
         switch.stop()
 

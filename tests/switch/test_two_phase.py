@@ -93,7 +93,7 @@ def test_reserve_then_post_part_then_void_another(shared_switch: RunningSwitch,
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert balances(switch, n["payee"]) == (0, 450, 0, 0)
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 def test_expiry_releases_the_reservation_once(shared_switch: RunningSwitch) -> None:
@@ -109,7 +109,7 @@ def test_expiry_releases_the_reservation_once(shared_switch: RunningSwitch) -> N
     assert switch.get(f"/v1/transfers/{n['p']}").json()["status"] == "expired"
     late = switch.post("/v1/transfers", resolve(n["q"], n["p"], True))
     assert late.json()["result"] == "pending_transfer_expired"
-    assert_balanced(switch.totals())
+    assert_balanced(switch.totals_at_rest())
 
 
 @pytest.mark.parametrize(("body", "code"), [
