@@ -191,6 +191,17 @@ def switch(ray_session: None, tmp_path: Path) -> Iterator[RunningSwitch]:
     running.stop()
 
 
+@pytest.fixture
+def quiet_switch(ray_session: None, tmp_path: Path) -> Iterator[RunningSwitch]:
+    """A switch whose periodic redrive never runs, for tests that play a crash by calling the
+    shards directly: only the redrive at start-up may settle what they leave (a periodic one
+    could void a part between two of the test's calls on a slow machine)."""
+    settings = switch_settings(tmp_path / "data", **{"router.redrive_interval_ms": 600_000})
+    running = RunningSwitch(settings).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_switch(ray_session: None, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[RunningSwitch]:

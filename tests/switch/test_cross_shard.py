@@ -130,7 +130,9 @@ def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningS
     assert_balanced(switch.totals_at_rest())
 
 
-def test_redrive_posts_a_reservation_whose_home_committed(switch: RunningSwitch) -> None:
+def test_redrive_posts_a_reservation_whose_home_committed(quiet_switch: RunningSwitch
+                                                          ) -> None:
+    switch = quiet_switch
     names = placed(switch, (0, 1, 2), "q")
     fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, "", 0, "", 0]
     # A crash after the home committed and before the parts were finalized looks like this:

@@ -4,8 +4,6 @@ them after a crash."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +11,9 @@ import pytest
 from actors import protocol as p
 from actors.chains import parts_by_shard
 from actors.model import LINKED, POST_PENDING, Transfer
-from tests.conftest import RunningSwitch, assert_balanced, shard_ids, switch_settings
+from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 from tests.switch.test_cross_shard import shard_call
-
-
-@pytest.fixture
-def quiet_switch(ray_session: None, tmp_path: Path) -> Iterator[RunningSwitch]:
-    """A switch whose periodic redrive never runs: these tests play a crash by calling the
-    shards directly, and only the redrive at start-up may settle what they leave."""
-    settings = switch_settings(tmp_path / "data", **{"router.redrive_interval_ms": 600_000})
-    running = RunningSwitch(settings).start()
-    yield running
-    running.stop()
 
 
 def linked(item: dict[str, Any], **flags: bool) -> dict[str, Any]:
@@ -199,7 +187,6 @@ def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> Non
 
 def test_a_pending_member_brings_no_funds(shared_switch: RunningSwitch) -> None:
     """A pending credit may yet be voided: a later member cannot spend it."""
-    switch = quiet_switch
     switch = shared_switch
     bank, a, b = people(switch, "nofunds", [1, 2])
     chain = [linked(transfer("nofunds-1", bank, a, 100), pending=True),
