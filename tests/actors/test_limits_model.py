@@ -144,17 +144,9 @@ class LimitsReference(Reference):
             self._count(debit, self.now_ms, amount)
         if result != "ok":
             return result
-        dr, cr = self.balances[debit], self.balances[credit]
-        if pending:
-            dr[2] += amount
-            cr[3] += amount
-            self.status[id_] = "pending"
-        else:
-            dr[0] += amount
-            cr[1] += amount
-        self.transfers[id_] = {"debit": debit, "credit": credit, "amount": amount,
-                               "flags": PENDING if pending else 0, "pending_id": "",
-                               "timeout": timeout}
+        self._apply(id_, {"debit": debit, "credit": credit, "amount": amount,
+                          "flags": PENDING if pending else 0, "pending_id": "",
+                          "timeout": timeout}, pending)
         return "ok"
 
     def tick(self) -> None:

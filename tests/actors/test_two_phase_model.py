@@ -48,15 +48,20 @@ class Reference:
             return "exceeds_credits"
         if ACCOUNT_FLAGS[credit] & 2 and cr[1] + cr[3] + amount > cr[0]:
             return "exceeds_debits"
+        self._apply(id_, fields, pending)
+        return "ok"
+
+    def _apply(self, id_: str, fields: dict[str, Any], pending: bool) -> None:
+        """Store an accepted transfer: posted, or held as pending."""
+        dr, cr = self.balances[fields["debit"]], self.balances[fields["credit"]]
         if pending:
-            dr[2] += amount
-            cr[3] += amount
+            dr[2] += fields["amount"]
+            cr[3] += fields["amount"]
             self.status[id_] = "pending"
         else:
-            dr[0] += amount
-            cr[1] += amount
+            dr[0] += fields["amount"]
+            cr[1] += fields["amount"]
         self.transfers[id_] = fields
-        return "ok"
 
     def resolve(self, id_: str, pending_id: str, post: bool, amount: int) -> str:
         target = self.transfers.get(pending_id)
@@ -175,34 +180,54 @@ def test_router_two_phase_matches_the_reference(ops: list[tuple[Any, ...]]) -> N
     reference = Reference()
 
     async def drive() -> None:
-        redriver = Redriver(router)
-        await router.create_accounts([Account(name, "USD", 1, "o", flags, "")
-                                      for name, flags in ACCOUNT_FLAGS.items()])
-        funding = [Transfer(f"fund-{n}", "bank", n, 100, "USD", 1, "") for n in "abcd"]
-        for outcome, transfer in zip(await router.create_transfers(funding), funding,
-                                     strict=True):
-            expected = reference.submit(transfer.id, "bank", transfer.credit_account_id, 100,
-                                        False, 0)
-            assert not isinstance(outcome, BaseException) and outcome[0] == expected
+        redriver = await open_and_fund(router, reference)
         for op in ops:
-            if op[0] == "tick":
-                clock.now_ns += 10**12  # past every timeout
-                reference.tick()
-                await redriver.run_once()
-                continue
-            (outcome,) = await router.create_transfers([as_transfer(op)])
-            assert not isinstance(outcome, BaseException), outcome
-            if op[0] == "resolve":
-                expected = reference.resolve(*op[1:])
-            else:
-                expected = reference.submit(*op[1:5], op[0] == "pending",
-                                            op[5] if len(op) > 5 else 0)
-            assert outcome[0] == expected, (op, outcome)
-        while router._finishing:
-            await asyncio.sleep(0)
-        await redriver.run_once()
+            await step(router, redriver, clock, reference, op)
+        await settle(router, redriver)
 
     asyncio.run(drive())
+    check_books(hosts, reference)
+
+
+async def open_and_fund(router: Router, reference: Reference) -> Redriver:
+    """The accounts, 100 for each from the bank, in the switch and the reference alike."""
+    await router.create_accounts([Account(name, "USD", 1, "o", flags, "")
+                                  for name, flags in ACCOUNT_FLAGS.items()])
+    funding = [Transfer(f"fund-{n}", "bank", n, 100, "USD", 1, "") for n in "abcd"]
+    for outcome, transfer in zip(await router.create_transfers(funding), funding,
+                                 strict=True):
+        expected = reference.submit(transfer.id, "bank", transfer.credit_account_id, 100,
+                                    False, 0)
+        assert not isinstance(outcome, BaseException) and outcome[0] == expected
+    return Redriver(router)
+
+
+async def step(router: Router, redriver: Redriver, clock: Clock, reference: Reference,
+               op: tuple[Any, ...]) -> None:
+    """One operation (a transfer, a post or void, or a tick of the clock) on both sides."""
+    if op[0] == "tick":
+        clock.now_ns += 10**12  # past every timeout
+        reference.tick()
+        await redriver.run_once()
+        return
+    (outcome,) = await router.create_transfers([as_transfer(op)])
+    assert not isinstance(outcome, BaseException), outcome
+    if op[0] == "resolve":
+        expected = reference.resolve(*op[1:])
+    else:
+        expected = reference.submit(*op[1:5], op[0] == "pending", op[5] if len(op) > 5 else 0)
+    assert outcome[0] == expected, (op, outcome)
+
+
+async def settle(router: Router, redriver: Redriver) -> None:
+    """Let the last rounds finish, and one redrive pass settle what they leave."""
+    while router._finishing:
+        await asyncio.sleep(0)
+    await redriver.run_once()
+
+
+def check_books(hosts: list[ShardHost], reference: Reference) -> None:
+    """Every balance, posted and pending, as the reference has it; nothing left in doubt."""
     accounts = {a.id: a for h in hosts for a in h.ledger.accounts.values()}
     for name, expected in reference.balances.items():
         account = accounts[name]
