@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from actors.ledger import Event, Ledger
+from actors.ledger.ledger import Event, Ledger
 
 
 def encode_events(events: list[Event]) -> bytes:

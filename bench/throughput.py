@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import orjson
 
-from switch.launcher import SwitchProcess
+from tests.launcher import SwitchProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"

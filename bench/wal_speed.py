@@ -24,13 +24,13 @@ from pathlib import Path
 
 import orjson
 
-from actors import snapshot
 from actors.codec import encode_events
-from actors.host import ShardConfig, ShardHost
-from actors.ledger import ACCOUNT_CREATED, TRANSFER_COMMITTED
+from actors.ledger import snapshot
+from actors.ledger.ledger import ACCOUNT_CREATED, TRANSFER_COMMITTED
+from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 from persistence.records import encode_record, raw_of
-from switch.wal.audit import audit_shard
+from switch.cli.wal.audit import audit_shard
 
 ACCOUNTS = 10_000
 CHUNK = 20_000

@@ -16,15 +16,16 @@ import pytest
 import ray
 import uvicorn
 
-from actors import protocol as p
+from actors import messages as p
+from actors.topology import Topology
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
-from switch.app import create_app
-from switch.query_actor import start_query_actor
-from switch.ray_metrics import RayMetrics
-from switch.router import Router
-from switch.server import build_router, start_shards, stop_shards
-from switch.settings import Settings, load_settings
+from switch.api.app import create_app
+from switch.cli.serve import build_router, open_topology, start_shards, stop_shards
+from switch.cli.settings import Settings, load_settings
+from switch.observe.ray_metrics import RayMetrics
+from switch.read.query_actor import start_query_actor
+from switch.routing.router import Router
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,6 +66,7 @@ class RunningSwitch:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.router: Router | None = None
+        self.topology: Topology | None = None
         self.query_actor: Any = None
         self.port = 0
         self.client = httpx.Client(timeout=60)
@@ -74,12 +76,13 @@ class RunningSwitch:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningSwitch:
-        self._wait_unlocked()
-        self.shards = start_shards(self.settings)
-        self.router = build_router(self.settings, self.shards)
+        self.topology = open_topology(self.settings)
+        self._wait_unlocked(self.topology.shard_count)
+        self.shards = start_shards(self.settings, self.topology)
+        self.router = build_router(self.settings, self.shards, self.topology)
         placements = ray.get([shard.placement.remote() for shard in self.shards])
         self.query_actor = start_query_actor(Path(self.settings.data.dir), tuple(
-            self.settings.ledgers), self.settings.shards.slots)
+            self.settings.ledgers), self.topology)
         app = create_app(self.router, self.settings, placements=placements,
                          on_tick=RayMetrics().publish, query_actor=self.query_actor)
         sock = socket.socket()
@@ -123,10 +126,10 @@ class RunningSwitch:
         self.stop()
         return self.start()
 
-    def _wait_unlocked(self) -> None:
+    def _wait_unlocked(self, shard_count: int) -> None:
         data_dir = Path(self.settings.data.dir)
         deadline = time.monotonic() + 30
-        for index in range(self.settings.shard_count):
+        for index in range(shard_count):
             while is_locked(shard_directory(data_dir, index)):
                 assert time.monotonic() < deadline, "a killed shard still holds its directory"
                 time.sleep(0.05)

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switch.launcher import SwitchProcess
 from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.launcher import SwitchProcess
 
 
 def run_crash_scenario(tmp_path: Path, seed: int) -> None:

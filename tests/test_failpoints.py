@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from actors import failpoints
-from switch.launcher import SwitchProcess
 from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.launcher import SwitchProcess
 
 # When each one fires: the nth time it is reached (snapshots are rarer than batches).
 FIRST_HIT = {failpoints.SHARD_SNAPSHOT_MIDWAY: (1, 3)}

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from switch.launcher import SwitchProcess
 from tests.chaos import free_port
+from tests.launcher import SwitchProcess
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:

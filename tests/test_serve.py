@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from switch.launcher import SwitchProcess
 from tests.chaos import free_port
+from tests.launcher import SwitchProcess
 
 
 def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
@@ -36,3 +36,39 @@ def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
         assert httpx.get(switch.url + "/v1/transfers/t1").json()["amount"] == 1234
     finally:
         switch.kill_session()
+
+
+def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
+        tmp_path: Path) -> None:
+    data_dir, log_path = tmp_path / "data", tmp_path / "serve.log"
+    switch = SwitchProcess(data_dir, free_port(), shards=2, log_path=log_path).start()
+    accounts = [{"id": f"acct-{n}", "ledger": "USD", "code": 1, "owner": "psp"}
+                for n in range(24)]
+    transfers = [{"id": f"t-{n}", "debit_account_id": f"acct-{n}",
+                  "credit_account_id": f"acct-{(n * 7 + 3) % 24}", "amount": n + 1,
+                  "ledger": "USD", "code": 1} for n in range(24)]
+    try:
+        httpx.post(switch.url + "/v1/accounts", json=accounts).raise_for_status()
+        results = httpx.post(switch.url + "/v1/transfers", json=transfers).json()["results"]
+        assert {r["result"] for r in results} == {"ok"}
+    finally:
+        switch.stop()
+    for asked in (4, 1):
+        refused = SwitchProcess(data_dir, free_port(), shards=asked, log_path=log_path)
+        try:
+            refused.start(ready_timeout_s=60)
+            raise AssertionError(f"a start with {asked} shards was not refused")
+        except RuntimeError as error:
+            assert "exited with 2" in str(error)
+        finally:
+            refused.kill_session()
+        assert f"holds 2 shards, but the settings ask for {asked}" in log_path.read_text()
+    # 0: what the data directory says. Every account is there, every re-send is a repeat.
+    switch = SwitchProcess(data_dir, free_port(), shards=0, log_path=log_path).start()
+    try:
+        for account in accounts:
+            assert httpx.get(f"{switch.url}/v1/accounts/{account['id']}").status_code == 200
+        again = httpx.post(switch.url + "/v1/transfers", json=transfers).json()["results"]
+        assert {r["result"] for r in again} == {"exists"}
+    finally:
+        switch.stop()

@@ -13,13 +13,13 @@ import orjson
 import pytest
 
 from actors.codec import decode_events
-from actors.host import ShardConfig, ShardHost
+from actors.shard.host import ShardConfig, ShardHost
 from persistence.layout import shard_directories, shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLock
 from persistence.records import CHAIN_BYTES, CRC, HEADER, encode_snapshot
-from switch.launcher import SwitchProcess
 from tests.chaos import Load, free_port, setup_accounts
+from tests.launcher import SwitchProcess
 
 LEDGERS = ("USD", "EUR", "GBP", "CHF", "KES", "NGN", "INR", "JPY")
 

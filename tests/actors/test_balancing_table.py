@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from actors.balancing import Rule, decide, most_allowed
-from actors.codes import TransferResult as T
+from actors.ledger.balancing import Rule, decide, most_allowed
+from actors.ledger.codes import TransferResult as T
 
 CLAMP_DEBIT = [T.exceeds_credits, 300, True]
 CLAMP_CREDIT = [T.exceeds_debits, 250, True]

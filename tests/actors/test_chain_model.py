@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from actors.model import (
+from actors.ledger.model import (
     BALANCING_CREDIT,
     BALANCING_DEBIT,
     LINKED,
@@ -27,7 +27,7 @@ from actors.model import (
     VOID_PENDING,
     Transfer,
 )
-from actors.pending import UNSPECIFIED_CODE
+from actors.ledger.pending import UNSPECIFIED_CODE
 from tests.actors.test_two_phase_model import (
     ACCOUNT_FLAGS,
     PENDING_IDS,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors import protocol as p
-from actors.chains import answers, check_chain_static, verdict
-from actors.codes import TransferResult as T
-from actors.ledger import ACCOUNT_CREATED, TRANSFER_RESERVED, Ledger
-from actors.model import LINKED, PENDING, POST_PENDING, RESOLVES_PENDING, Roles, Transfer
+from actors import messages as p
+from actors.ledger.chains import answers, check_chain_static, verdict
+from actors.ledger.codes import TransferResult as T
+from actors.ledger.ledger import ACCOUNT_CREATED, TRANSFER_RESERVED, Ledger
+from actors.ledger.model import LINKED, PENDING, POST_PENDING, RESOLVES_PENDING, Roles, Transfer
 from tests.actors.test_host import account, call, host_on
 
 HOME = Roles.home

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from actors import protocol as p
-from actors.host import ShardConfig, ShardHost
+from actors import messages as p
+from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN
 

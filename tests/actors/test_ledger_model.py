@@ -15,13 +15,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.codes import TransferResult
-from actors.host import ShardConfig, ShardHost
-from actors.ledger import Ledger
-from actors.model import AMOUNT_MAX, BALANCE_MAX, Account, Roles, Transfer
+from actors.ledger.codes import TransferResult
+from actors.ledger.ledger import Ledger
+from actors.ledger.model import AMOUNT_MAX, BALANCE_MAX, Account, Roles, Transfer
+from actors.shard.host import ShardConfig, ShardHost
+from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
-from switch.channel import ShardChannel
-from switch.router import Router
+from switch.routing.channel import ShardChannel
+from switch.routing.router import Router
 
 LEDGERS = ("USD", "EUR")
 ACCOUNT_IDS = ["a", "b", "c", "d", "e", "f"]
@@ -149,7 +150,7 @@ def three_shard_router(logs: list[MemoryLog]) -> tuple[Router, list[ShardHost]]:
         return call
 
     channels = [ShardChannel(i, caller(h), 10_000, 8190) for i, h in enumerate(hosts)]
-    return Router(channels, 64), hosts
+    return Router(channels, Placement(round_robin(len(channels), 64))), hosts
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.codes import AccountResult as A
-from actors.codes import TransferResult as T
-from actors.ledger import Ledger
-from actors.model import AMOUNT_MAX, BALANCE_MAX, Account, AccountFlags, Roles, Transfer
+from actors.ledger.codes import AccountResult as A
+from actors.ledger.codes import TransferResult as T
+from actors.ledger.ledger import Ledger
+from actors.ledger.model import AMOUNT_MAX, BALANCE_MAX, Account, AccountFlags, Roles, Transfer
 
 DEBITS_LIMITED = int(AccountFlags.debits_must_not_exceed_credits)
 CREDITS_LIMITED = int(AccountFlags.credits_must_not_exceed_debits)

@@ -29,12 +29,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import protocol as p
-from actors.host import ShardHost
-from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
-from actors.pending import UNSPECIFIED_CODE
-from switch.redrive import Redriver
-from switch.router import Router
+from actors import messages as p
+from actors.ledger.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
+from actors.ledger.pending import UNSPECIFIED_CODE
+from actors.shard.host import ShardHost
+from switch.routing.redrive import Redriver
+from switch.routing.router import Router
 from tests.actors.test_two_phase_model import Clock, Reference, shards
 
 # 1: debits must not exceed credits (the overdraft applies), 2: credits must not exceed debits.

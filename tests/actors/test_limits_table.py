@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from actors.codes import LimitsResult as L
-from actors.codes import TransferResult as T
-from actors.ledger import Ledger
-from actors.limits import Limits
-from actors.model import Roles, Transfer
+from actors.ledger.codes import LimitsResult as L
+from actors.ledger.codes import TransferResult as T
+from actors.ledger.ledger import Ledger
+from actors.ledger.limits import Limits
+from actors.ledger.model import Roles, Transfer
 from tests.actors.test_ledger_table import BASE, FUNDS, apply_all, ledger_with
 
 SECOND = 1_000_000_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from actors.codes import TransferResult as T
-from actors.ledger import Ledger
-from actors.model import (
+from actors.ledger.codes import TransferResult as T
+from actors.ledger.ledger import Ledger
+from actors.ledger.model import (
     BALANCING_CREDIT,
     BALANCING_DEBIT,
     CLOSING_CREDIT,
@@ -17,7 +17,7 @@ from actors.model import (
     Roles,
     Transfer,
 )
-from actors.pending import UNSPECIFIED_CODE, check_static
+from actors.ledger.pending import UNSPECIFIED_CODE, check_static
 from tests.actors.test_ledger_table import BASE, FUNDS, apply_all, balances, ledger_with
 
 NOW = 10_000

@@ -14,13 +14,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.host import ShardConfig, ShardHost
-from actors.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
-from actors.pending import UNSPECIFIED_CODE
+from actors.ledger.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
+from actors.ledger.pending import UNSPECIFIED_CODE
+from actors.shard.host import ShardConfig, ShardHost
+from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
-from switch.channel import ShardChannel
-from switch.redrive import Redriver
-from switch.router import Router
+from switch.routing.channel import ShardChannel
+from switch.routing.redrive import Redriver
+from switch.routing.router import Router
 
 ACCOUNT_FLAGS = {"bank": 0, "a": 1, "b": 1, "c": 0, "d": 2}  # 1: no overdraft, 2: no over-credit
 PLAIN_IDS = [f"t{i}" for i in range(6)]
@@ -158,7 +159,7 @@ def shards(clock: Clock) -> tuple[Router, list[ShardHost]]:
         return call
 
     return Router([ShardChannel(i, caller(h), 10_000, 8190) for i, h in enumerate(hosts)],
-                  64), hosts
+                  Placement(round_robin(len(hosts), 64))), hosts
 
 
 def as_transfer(op: tuple[Any, ...]) -> Transfer:

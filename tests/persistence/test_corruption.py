@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from actors import protocol as p
-from actors import snapshot
+from actors import messages as p
 from actors.codec import apply_payload
-from actors.host import ShardConfig, ShardHost
-from actors.ledger import Ledger
+from actors.ledger import snapshot
+from actors.ledger.ledger import Ledger
+from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN, raw_of
 
@@ -30,8 +30,8 @@ PAGE_BYTES = 4096
 PROBE = """
 import hashlib, sys, orjson
 from pathlib import Path
-from actors import snapshot
-from actors.host import ShardConfig, ShardHost
+from actors.ledger import snapshot
+from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 try:
     config = ShardConfig(0, ("USD",), 1_000_000)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import ray
 
-from actors import protocol as p
+from actors import messages as p
 from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from actors import protocol as p
-from actors.chains import parts_by_shard
-from actors.model import LINKED, POST_PENDING, Transfer
+from actors import messages as p
+from actors.ledger.chains import parts_by_shard
+from actors.ledger.model import LINKED, POST_PENDING, Transfer
 from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 from tests.switch.test_cross_shard import shard_call

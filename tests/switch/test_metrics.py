@@ -45,7 +45,7 @@ def test_metrics_cover_requests_results_shards_and_books(switch: RunningSwitch) 
     assert found[("payswitch_ledger_balanced", (("ledger", "USD"),))] == 1
     debits = ("payswitch_ledger_total", (("balance", "debits_posted"), ("ledger", "USD")))
     assert found[debits] == 50
-    for shard in range(switch.settings.shard_count):
+    for shard in range(len(switch.shards)):
         labels = (("shard", str(shard)),)
         assert ("payswitch_shard_queue_depth", labels) in found
         assert ("payswitch_shard_log_bytes", labels) in found

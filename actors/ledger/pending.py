@@ -1,0 +1,134 @@
+"""Two-phase transfers: the rules for a pending transfer and for the post or void that
+resolves it (pure, like the rest of the core; `Ledger` applies the events).
+
+A pending transfer P is committed at its home like any transfer, but its amounts stay
+pending: each account's shard holds a *held* reservation for P. A later transfer Q with
+post_pending_transfer or void_pending_transfer and pending_id = P is decided in three steps,
+as any cross-shard transfer: P's home *claims* P for Q (the pending_* checks; P is locked),
+Q's home commits Q (the durable decision), then P's home records the resolution and each
+shard holding a part of P settles it (posted, or released). Expiry is decided at P's home on
+its own clock and recorded as an event; the held parts are then released the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from actors.ledger.codes import TransferResult
+from actors.ledger.model import (
+    AMOUNT_MAX,
+    BALANCING,
+    CLOSING,
+    PENDING,
+    POST_PENDING,
+    RESOLVES_PENDING,
+    TIMEOUT_MS_MAX,
+    Transfer,
+)
+
+_R = TransferResult
+UNSPECIFIED_CODE = -1  # a post or void that leaves `code` out: it is the pending transfer's
+
+PENDING_STATUS = "pending"
+POSTED = "posted"
+VOIDED = "voided"
+EXPIRED = "expired"
+
+
+@dataclass(slots=True)
+class PendingState:
+    """At a pending transfer's home: where it stands, and who is resolving it."""
+
+    status: str
+    expires_at_ns: int  # 0: never
+    # While a Q is under way: [q id, attempt, post, amount], and for a Q in a linked chain
+    # [chain key, member index, Q's fields as it will be stored].
+    claim: list[Any] | None = None
+    amount_posted: int = 0
+    resolution: list[Any] | None = None  # the row of the transfer that posted or voided it
+
+    def row(self) -> list[Any]:
+        return [self.status, self.expires_at_ns, self.claim, self.amount_posted,
+                self.resolution]
+
+
+def check_static(transfer: Transfer) -> TransferResult:
+    """The checks that need no state, for every transfer."""
+    flags = transfer.flags
+    resolving = flags & RESOLVES_PENDING
+    if resolving == RESOLVES_PENDING or (resolving and flags & (PENDING | BALANCING | CLOSING)):
+        return _R.flags_are_mutually_exclusive
+    if flags & CLOSING and not flags & PENDING:
+        return _R.closing_transfer_must_be_pending
+    if resolving:
+        if not transfer.pending_id:
+            return _R.pending_id_required
+        if transfer.pending_id == transfer.id:
+            return _R.pending_id_must_be_different
+    elif transfer.pending_id:
+        return _R.pending_id_must_be_empty
+    if transfer.timeout_ms and not flags & PENDING:
+        return _R.timeout_reserved_for_pending_transfer
+    if not (isinstance(transfer.timeout_ms, int) and 0 <= transfer.timeout_ms <= TIMEOUT_MS_MAX):
+        return _R.timeout_reserved_for_pending_transfer
+    lowest = 0 if resolving else 1  # a post or void may leave the amount to the pending one
+    if not (isinstance(transfer.amount, int) and lowest <= transfer.amount <= AMOUNT_MAX):
+        return _R.amount_invalid
+    if transfer.debit_account_id and transfer.debit_account_id == transfer.credit_account_id:
+        return _R.accounts_must_be_different
+    return _R.ok
+
+
+def check_claim(
+    pending: Transfer | None, state: PendingState | None, resolving: Transfer, now_ns: int
+) -> tuple[TransferResult, int]:
+    """May `resolving` (a post or void) take this pending transfer? Returns the result and the
+    amount it would post (0 for a void)."""
+    if pending is None:
+        return _R.pending_transfer_not_found, 0
+    if not pending.flags & PENDING or state is None:
+        return _R.pending_transfer_not_pending, 0
+    for field, code in (
+        ("debit_account_id", _R.pending_transfer_has_different_debit_account_id),
+        ("credit_account_id", _R.pending_transfer_has_different_credit_account_id),
+        ("ledger", _R.pending_transfer_has_different_ledger),
+    ):
+        given = getattr(resolving, field)
+        if given and given != getattr(pending, field):
+            return code, 0
+    if resolving.code != UNSPECIFIED_CODE and resolving.code != pending.code:
+        return _R.pending_transfer_has_different_code, 0
+    post = bool(resolving.flags & POST_PENDING)
+    amount = resolving.amount or pending.amount
+    if post and amount > pending.amount:
+        return _R.exceeds_pending_transfer_amount, 0
+    if not post and amount != pending.amount:
+        return _R.pending_transfer_has_different_amount, 0
+    if state.status == POSTED:
+        return _R.pending_transfer_already_posted, 0
+    if state.status == VOIDED:
+        return _R.pending_transfer_already_voided, 0
+    if state.status == EXPIRED or (state.expires_at_ns and now_ns >= state.expires_at_ns):
+        return _R.pending_transfer_expired, 0
+    if state.claim is not None:
+        return _R.in_flight, 0
+    return _R.ok, amount if post else 0
+
+
+def filled(resolving: Transfer, pending: Transfer | None) -> Transfer:
+    """A post or void with what it left out taken from the pending transfer: the form its
+    home stores, so a repeat compares equal however the client spelled it."""
+    if pending is None:
+        return resolving
+    post = resolving.flags & POST_PENDING
+    return Transfer(
+        resolving.id,
+        resolving.debit_account_id or pending.debit_account_id,
+        resolving.credit_account_id or pending.credit_account_id,
+        resolving.amount or pending.amount if post else pending.amount,
+        resolving.ledger or pending.ledger,
+        pending.code if resolving.code == UNSPECIFIED_CODE else resolving.code,
+        resolving.user_data, resolving.flags, resolving.pending_id, resolving.timeout_ms,
+        resolving.timestamp,
+    )

@@ -1,0 +1,358 @@
+"""The HTTP API (v1): Starlette routes over the router.
+
+Each POST accepts one object or an array. One object answers with its own status (201 ok,
+200 exists, 409 exists with different fields, 422 another rejection); an array answers 200
+with one result per item. Bad input answers 4xx before anything reaches a shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from itertools import chain
+from operator import attrgetter, itemgetter
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from actors import messages as p
+from actors.ledger.model import ID_RE
+from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
+from switch.api.openapi import openapi_document
+from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
+from switch.api.views import (
+    account_from_request,
+    account_json,
+    limits_row,
+    transfer_from_request,
+    transfer_json,
+)
+from switch.cli.settings import Settings
+from switch.observe.dashboard import dashboard_routes
+from switch.observe.metrics import Metrics, RequestContext
+from switch.observe.monitor import Monitor
+from switch.read.events_api import event_routes
+from switch.read.query_api import query_routes
+from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
+from switch.routing.redrive import Redriver
+from switch.routing.router import Outcome, Router
+
+JSON_MEDIA_TYPE = "application/json"
+HISTORY_LIMIT_DEFAULT = 100
+
+
+_DEBIT_ID = attrgetter("debit_account_id")
+_CREDIT_ID = attrgetter("credit_account_id")
+_RESULT = itemgetter(0)
+
+
+class Api:
+    def __init__(self, router: Router, settings: Settings, monitor: Monitor) -> None:
+        self.router = router
+        self.settings = settings
+        self.monitor = monitor
+        size = Field(min_length=1, max_length=settings.api.batch_items_max)
+        self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
+            Annotated[list[AccountIn], size])
+        self._transfers: TypeAdapter[list[TransferIn]] = TypeAdapter(
+            Annotated[list[TransferIn], size])
+
+    # ---- request bodies ----
+
+    async def _body(self, request: Request) -> bytes:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != JSON_MEDIA_TYPE:
+            raise ApiError(415, "unsupported_media_type")
+        limit = self.settings.server.body_bytes_max
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(413, "body_too_large", f"The body is larger than {limit} bytes.")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"The body is larger than {limit} bytes.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _parse(self, request: Request, one: TypeAdapter[Any], many: TypeAdapter[Any]
+                     ) -> tuple[bool, list[Any]]:
+        body = await self._body(request)
+        is_array = body.lstrip()[:1] == b"["
+        try:
+            if is_array:
+                return True, many.validate_json(body)
+            return False, [one.validate_json(body)]
+        except ValidationError as error:
+            raise _validation_error(error, self.settings.api.batch_items_max) from None
+
+    # ---- routes ----
+
+    async def post_accounts(self, request: Request) -> Response:
+        is_array, items = await self._parse(request, ACCOUNT, self._accounts)
+        outcomes = await self.router.create_accounts([account_from_request(i) for i in items],
+                                                     [limits_row(i) for i in items])
+        return _created(is_array, items, outcomes, "account", account_json)
+
+    async def post_transfers(self, request: Request) -> Response:
+        started = time.perf_counter()
+        is_array, items = await self._parse(request, TRANSFER, self._transfers)
+        outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
+        response = _created(is_array, items, outcomes, "transfer", transfer_json)
+        accounts = filter(None, chain(map(_DEBIT_ID, items), map(_CREDIT_ID, items)))
+        self.monitor.count_transfers(map(_RESULT, outcomes), accounts, len(items),  # type: ignore[arg-type]
+                                     time.perf_counter() - started)
+        return response
+
+    async def get_account(self, request: Request) -> Response:
+        account_id = _path_id(request, "account_id")
+        shard = self.router.shard_of(account_id)
+        found = await self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id])
+        if found is None:
+            raise ApiError(404, "account_not_found")
+        return json_response(account_json(*found))
+
+    async def put_limits(self, request: Request) -> Response:
+        """Set an account's limits; the same limits again change nothing (idempotent)."""
+        account_id = _path_id(request, "account_id")
+        body = await self._body(request)
+        try:
+            limits = LIMITS.validate_json(body)
+        except ValidationError as error:
+            raise _validation_error(error, self.settings.api.batch_items_max) from None
+        result, row, current = await self.router.ask(
+            self.router.shard_of(account_id), [p.OP_LIMITS, account_id, limits_row(limits)])
+        if result == "account_not_found":
+            raise ApiError(404, "account_not_found")
+        if result == "limits_invalid":
+            return error_response(422, "limits_invalid")
+        return json_response({"result": result, "account": account_json(row, current)})
+
+    async def get_transfer(self, request: Request) -> Response:
+        transfer_id = _path_id(request, "transfer_id")
+        found = await self.router.ask(self.router.shard_of(transfer_id),
+                                      [p.OP_GET_TRANSFER, transfer_id])
+        if found is None:
+            raise ApiError(404, "transfer_not_found")
+        return json_response(transfer_json(*found))
+
+    async def get_account_transfers(self, request: Request) -> Response:
+        account_id = _path_id(request, "account_id")
+        page_max = self.settings.api.history_page_max
+        limit = _int_query(request, "limit", HISTORY_LIMIT_DEFAULT, page_max)
+        cursor = request.query_params.get("cursor")
+        before = None if cursor is None else _int_query(request, "cursor", 0, 2**62)
+        shard = self.router.shard_of(account_id)
+        account, (rows, next_cursor) = await asyncio.gather(
+            self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id]),
+            self.router.ask(shard, [p.OP_ACCOUNT_TRANSFERS, account_id, limit, before]),
+        )
+        if account is None:
+            raise ApiError(404, "account_not_found")
+        return json_response({
+            "transfers": [transfer_json(row) for row in rows],
+            "next_cursor": None if next_cursor is None else str(next_cursor),
+        })
+
+    async def get_ledgers(self, request: Request) -> Response:
+        """Per-ledger totals over every shard: the conservation check an operator can run."""
+        totals = await self.router.totals()
+        ledgers = []
+        for code, scale in self.settings.ledgers.items():
+            debits_posted, credits_posted, debits_pending, credits_pending = totals.get(
+                code, [0, 0, 0, 0])
+            ledgers.append({
+                "ledger": code, "scale": scale,
+                "debits_posted": debits_posted, "credits_posted": credits_posted,
+                "debits_pending": debits_pending, "credits_pending": credits_pending,
+                "balanced": debits_posted == credits_posted and debits_pending == credits_pending,
+            })
+        return json_response({"ledgers": ledgers})
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            shards = await asyncio.wait_for(self.router.ask_all([p.OP_STATUS]), timeout=5)
+        except (TimeoutError, ShardUnavailable, ShardCallFailed, Overloaded):
+            return error_response(503, "shard_unavailable", retry_after_seconds=1)
+        return json_response({"status": "ready", "shards": shards})
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.settings))
+
+
+def _created(
+    is_array: bool,
+    items: list[Any],
+    outcomes: list[Outcome],
+    kind: str,
+    render: Callable[[list[Any]], dict[str, Any]],
+) -> Response:
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    if not is_array:
+        result, row = outcomes[0]  # type: ignore[misc]
+        status = status_of_result(result)
+        body: dict[str, Any] = {"result": result}
+        if status >= 400:
+            body.update(code=result, message=MESSAGES[result])
+        if row is not None and (status < 400 or status == 409):
+            body[kind] = render(row)
+        return json_response(body, status, 1 if status == 503 else None)
+    results = []
+    for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+        result, row = outcome  # type: ignore[misc]
+        entry: dict[str, Any] = {"index": index, "id": item.id, "result": result}
+        if row is not None and (result == "ok" or result == "exists"):
+            entry["timestamp"] = row[-1] if kind == "transfer" else row[6]
+        results.append(entry)
+    return json_response({"results": results})
+
+
+def _path_id(request: Request, name: str) -> str:
+    value = str(request.path_params[name])
+    if not ID_RE.match(value):
+        raise ApiError(400, "id_invalid")
+    return value
+
+
+def _int_query(request: Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 <= int(raw) <= maximum or (name == "limit" and int(raw) == 0):
+        raise ApiError(400, "query_invalid", f"{name} must be an integer from 1 to {maximum}.")
+    return int(raw)
+
+
+def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
+    errors = error.errors(include_url=False, include_context=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return ApiError(400, "invalid_json", f"The body is not valid JSON: {errors[0]['msg']}.")
+    if errors and errors[0]["loc"] == () and errors[0]["type"] == "too_short":
+        return ApiError(400, "batch_empty")
+    if errors and errors[0]["loc"] == () and errors[0]["type"] == "too_long":
+        return ApiError(400, "batch_too_large", f"At most {batch_items_max} items per request.")
+    details = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in errors[:20]]
+    return ApiError(400, "validation_error", details=details)
+
+
+# ---- error handling and limits ----
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.code, error.message, details=error.details)
+
+
+def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
+    async def overloaded(request: Request, error: Exception) -> Response:
+        return error_response(429, "overloaded", retry_after_seconds=retry_after_seconds)
+
+    async def unavailable(request: Request, error: Exception) -> Response:
+        return error_response(503, "shard_unavailable", retry_after_seconds=retry_after_seconds)
+
+    async def call_failed(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ShardCallFailed)
+        if error.code == p.FAILED_STORAGE_FULL:
+            return error_response(503, "storage_full", retry_after_seconds=retry_after_seconds)
+        return error_response(500, "internal_error")
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail))
+
+    async def internal(request: Request, error: Exception) -> Response:
+        return error_response(500, "internal_error")
+
+    return {
+        ApiError: _api_error,
+        Overloaded: overloaded,
+        ShardUnavailable: unavailable,
+        ShardCallFailed: call_failed,
+        HTTPException: http_error,
+        Exception: internal,
+    }
+
+
+class InFlightLimit:
+    """Answer 503 with Retry-After beyond a bound on concurrent requests (pure ASGI: cheap)."""
+
+    def __init__(self, app: ASGIApp, requests_max: int, retry_after_seconds: int) -> None:
+        self.app = app
+        self.requests_max = requests_max
+        self.retry_after_seconds = retry_after_seconds
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.requests_max:
+            response = error_response(503, "too_many_requests_in_flight",
+                                      retry_after_seconds=self.retry_after_seconds)
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
+               placements: list[dict[str, Any]] | None = None,
+               on_tick: Callable[[Monitor], None] | None = None,
+               query_actor: Any = None) -> Starlette:
+    """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
+    with the monitor after each of its polls (the server publishes Ray metrics there)."""
+    monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
+                      placements or [])
+    monitor.on_tick = on_tick
+    metrics = Metrics(monitor)
+    api = Api(router, settings, monitor)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redriver = Redriver(router)
+        await redriver.run_once()  # resolve what a crash left in doubt before serving
+        tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
+                 asyncio.create_task(monitor.run())]
+        yield
+        for task in tasks:
+            task.cancel()
+
+    routes = [
+        Route("/v1/accounts", api.post_accounts, methods=["POST"]),
+        Route("/v1/accounts/{account_id}", api.get_account, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/transfers", api.get_account_transfers, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/limits", api.put_limits, methods=["PUT"]),
+        Route("/v1/transfers", api.post_transfers, methods=["POST"]),
+        Route("/v1/transfers/{transfer_id}", api.get_transfer, methods=["GET"]),
+        Route("/v1/ledgers", api.get_ledgers, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        *dashboard_routes(monitor, metrics, ray_dashboard_url),
+        *event_routes(Path(settings.data.dir).resolve()),
+        *query_routes(query_actor, settings.api.history_page_max),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers=_error_handlers(settings.server.retry_after_seconds))
+    app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
+                       retry_after_seconds=settings.server.retry_after_seconds)
+    app.add_middleware(RequestContext, metrics=metrics,  # outermost: sees every answer
+                       access_log=settings.server.access_log)
+    return app

@@ -1,0 +1,181 @@
+"""The API's request and response shapes (pydantic v2), and the OpenAPI document built from them.
+
+Requests are strict: no coercion (a float, a numeric string or a boolean is not an integer)
+and no unknown fields. Amount *ranges* are the ledger's rule (`amount_invalid`, checked per
+item so one bad item does not sink a batch); everything else about a field is checked here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_validator,
+)
+
+from actors.ledger.codes import AccountResult, TransferResult
+from actors.ledger.model import (
+    AMOUNT_MAX,
+    CODE_MAX,
+    ID_PATTERN,
+    TIMEOUT_MS_MAX,
+    USER_DATA_LENGTH_MAX,
+)
+
+Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
+LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
+Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX)]
+UserData = Annotated[StrictStr, Field(max_length=USER_DATA_LENGTH_MAX)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AccountFlagsIn(_Strict):
+    debits_must_not_exceed_credits: StrictBool = False
+    credits_must_not_exceed_debits: StrictBool = False
+    closed: StrictBool = False
+    history: StrictBool = False
+
+
+Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)]
+
+
+class LimitsIn(_Strict):
+    """Zero: no limit. See docs/API.md, "Limits"."""
+
+    transfer_max: Limit = 0
+    overdraft: Limit = 0
+    velocity_max: Limit = 0
+    velocity_window_ms: Limit = 0
+
+
+class AccountIn(_Strict):
+    id: Id
+    ledger: LedgerCode
+    code: Code
+    owner: Id
+    flags: AccountFlagsIn = AccountFlagsIn()
+    user_data: UserData = ""
+    limits: LimitsIn | None = None
+
+
+class TransferFlagsIn(_Strict):
+    """TigerBeetle's transfer flags; see docs/API.md."""
+
+    linked: StrictBool = False
+    pending: StrictBool = False
+    post_pending_transfer: StrictBool = False
+    void_pending_transfer: StrictBool = False
+    balancing_debit: StrictBool = False
+    balancing_credit: StrictBool = False
+    closing_debit: StrictBool = False
+    closing_credit: StrictBool = False
+
+
+class TransferIn(_Strict):
+    """A transfer. A post or void of a pending transfer may leave out the accounts, amount,
+    ledger and code: they are the pending transfer's (a post may give a smaller amount)."""
+
+    id: Id
+    debit_account_id: Id | None = None
+    credit_account_id: Id | None = None
+    amount: Annotated[StrictInt | None, Field(description="minor units, 0 < amount < 2^63")] = None
+    ledger: LedgerCode | None = None
+    code: Code | None = None
+    user_data: UserData = ""
+    flags: TransferFlagsIn = TransferFlagsIn()
+    pending_id: Id | None = None
+    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX)] = 0
+
+    @model_validator(mode="after")
+    def _required_unless_resolving(self) -> TransferIn:
+        if self.flags.post_pending_transfer or self.flags.void_pending_transfer:
+            return self
+        missing = [name for name in _REQUIRED_UNLESS_RESOLVING if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"required unless post_pending_transfer or "
+                             f"void_pending_transfer: {', '.join(missing)}")
+        return self
+
+
+_REQUIRED_UNLESS_RESOLVING = ("debit_account_id", "credit_account_id", "amount", "ledger", "code")
+
+
+class AccountOut(BaseModel):
+    id: str
+    ledger: str
+    code: int
+    owner: str
+    flags: AccountFlagsIn
+    user_data: str
+    timestamp: int = Field(description="nanoseconds since the epoch, assigned by the switch")
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    limits: LimitsIn | None = None
+
+
+class TransferOut(BaseModel):
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    ledger: str
+    code: int
+    user_data: str
+    flags: TransferFlagsIn
+    pending_id: str | None
+    timeout_ms: int
+    timestamp: int
+    status: str | None = Field(None, description="pending transfers: pending, posted, voided "
+                                                 "or expired")
+    amount_posted: int | None = Field(None, description="pending transfers: what was posted")
+
+
+class AccountCreated(BaseModel):
+    result: AccountResult
+    account: AccountOut | None = None
+
+
+class TransferCreated(BaseModel):
+    result: TransferResult
+    transfer: TransferOut | None = None
+
+
+class ItemResult(BaseModel):
+    index: int
+    id: str
+    result: str = Field(description="a TransferResult or AccountResult code")
+    timestamp: int | None = None
+
+
+class BatchResults(BaseModel):
+    results: list[ItemResult]
+
+
+class TransferPage(BaseModel):
+    transfers: list[TransferOut]
+    next_cursor: str | None
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+ACCOUNT = TypeAdapter(AccountIn)
+LIMITS = TypeAdapter(LimitsIn)
+ACCOUNTS = TypeAdapter(list[AccountIn])
+TRANSFER = TypeAdapter(TransferIn)
+TRANSFERS = TypeAdapter(list[TransferIn])

@@ -1,0 +1,97 @@
+"""Rows from the shards as API objects, and API objects as core entities."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from actors.ledger.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
+from actors.ledger.pending import UNSPECIFIED_CODE
+from switch.api.schemas import AccountIn, LimitsIn, TransferIn
+
+_FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed",
+               "history")
+
+
+def account_from_request(item: AccountIn) -> Account:
+    flags = item.flags
+    bits = 0
+    for name in _FLAG_NAMES:
+        if getattr(flags, name):
+            bits |= AccountFlags[name]
+    return Account(item.id, item.ledger, item.code, item.owner, bits, item.user_data)
+
+
+def transfer_from_request(item: TransferIn) -> Transfer:
+    flags = item.flags
+    bits = 0
+    for name in TRANSFER_FLAG_NAMES:
+        if getattr(flags, name):
+            bits |= TransferFlags[name]
+    return Transfer(item.id, item.debit_account_id or "", item.credit_account_id or "",
+                    item.amount or 0, item.ledger or "",
+                    UNSPECIFIED_CODE if item.code is None else item.code, item.user_data, bits,
+                    item.pending_id or "", item.timeout_ms)
+
+
+LIMIT_FIELDS = ("transfer_max", "overdraft", "velocity_max", "velocity_window_ms")
+
+
+def limits_row(item: AccountIn | LimitsIn) -> list[int] | None:
+    limits = item.limits if isinstance(item, AccountIn) else item
+    return None if limits is None else [getattr(limits, name) for name in LIMIT_FIELDS]
+
+
+def account_json(row: list[Any], limits: list[int] | None = None) -> dict[str, Any]:
+    """An account as the API shows it (with its limits when they are given)."""
+    shown = _account_fields(row)
+    if limits is not None:
+        shown["limits"] = dict(zip(LIMIT_FIELDS, limits, strict=True))
+    return shown
+
+
+def _account_fields(row: list[Any]) -> dict[str, Any]:
+    account = Account.from_row(row)
+    return {
+        "id": account.id,
+        "ledger": account.ledger,
+        "code": account.code,
+        "owner": account.owner,
+        "flags": {name: bool(account.flags & AccountFlags[name]) for name in _FLAG_NAMES},
+        "user_data": account.user_data,
+        "timestamp": account.timestamp,
+        "debits_posted": account.debits_posted,
+        "credits_posted": account.credits_posted,
+        "debits_pending": account.debits_pending,
+        "credits_pending": account.credits_pending,
+    }
+
+
+def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, Any]:
+    """A transfer row as the API shows it; `status` is a pending transfer's [status, amount
+    posted, ...] at its home, when known."""
+    transfer = Transfer.from_row(row)
+    shown = {
+        "id": transfer.id, "debit_account_id": transfer.debit_account_id,
+        "credit_account_id": transfer.credit_account_id, "amount": transfer.amount,
+        "ledger": transfer.ledger, "code": transfer.code, "user_data": transfer.user_data,
+        "flags": {name: bool(transfer.flags & TransferFlags[name])
+                  for name in TRANSFER_FLAG_NAMES},
+        "pending_id": transfer.pending_id or None, "timeout_ms": transfer.timeout_ms,
+        "timestamp": transfer.timestamp,
+    }
+    if status is not None:
+        shown["status"], shown["amount_posted"] = status[0], status[1]
+    return shown
+
+
+def time_ns(text: str | None, default: int) -> int:
+    """A moment given as nanoseconds since the epoch or as an ISO time (UTC if no zone)."""
+    if text is None:
+        return default
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1e9)

@@ -1,0 +1,1 @@
+"""The `payswitch` command: `serve`, `wal`, and the settings they load."""

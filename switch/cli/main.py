@@ -1,0 +1,60 @@
+"""The `payswitch` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from switch.cli.settings import DEFAULT_CONFIG, load_settings
+from switch.cli.wal import commands as wal_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payswitch",
+        description="An actor-based payment switch: double-entry transfers on Ray shards "
+        "with an LMDB write-ahead log.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the switch (HTTP API, router, shards)",
+        description="Run the switch. Options default to config/default.toml, then to "
+        "PAYSWITCH_<SECTION>_<KEY> environment variables; flags win over both.",
+    )
+    serve.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML settings file")
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
+    serve.add_argument("--data-dir", help="where the shards keep their logs (data.dir)")
+    serve.add_argument("--shards", type=int, help="number of shard actors; 0 = one per CPU")
+    wal_cli.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "wal":
+        return wal_cli.run(args)
+    if args.command == "serve":
+        from switch.cli.serve import serve
+
+        try:
+            settings = load_settings(
+                args.config,
+                overrides={
+                    "server.host": args.host,
+                    "server.port": args.port,
+                    "data.dir": args.data_dir,
+                    "shards.count": args.shards,
+                },
+            )
+        except (ValueError, TypeError, OSError) as error:
+            print(f"payswitch: bad configuration: {error}", file=sys.stderr)
+            return 2
+        return serve(settings)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

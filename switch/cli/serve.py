@@ -1,0 +1,155 @@
+"""`payswitch serve`: start Ray and the shards, recover, then serve the API.
+
+Start-up order: the data directory's topology (saved on its first start; settings that
+disagree with it are refused), Ray (embedded by default), one shard actor per shard (each locks
+its data directory and recovers from its log), then the router and the HTTP server, whose
+start-up re-drives every cross-shard transfer a crash left in doubt before taking traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+import uvicorn
+
+from actors.runtime import configure_logging, tune_gc
+from actors.shard.actor import start_shard
+from actors.shard.host import ShardConfig
+from actors.topology import Placement, Topology
+from persistence.topology import TOPOLOGY_FILE, TopologyMismatch, resolve_topology
+from switch.api.app import create_app
+from switch.cli.settings import Settings
+from switch.observe.context import RequestIdFilter
+from switch.observe.ray_metrics import RayMetrics
+from switch.read.query_actor import start_query_actor
+from switch.routing.channel import ShardChannel
+from switch.routing.router import Router
+
+log = logging.getLogger("payswitch")
+
+
+def start_ray(settings: Settings) -> str | None:
+    """Start (or join) Ray; returns the Ray dashboard's address, if it runs."""
+    options: dict[str, Any] = {
+        "address": settings.ray.address,
+        "include_dashboard": settings.ray.include_dashboard,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    if settings.ray.address == "local":
+        options["object_store_memory"] = settings.ray.object_store_bytes
+        if settings.ray.num_cpus:
+            options["num_cpus"] = settings.ray.num_cpus
+    context = ray.init(**options)
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url else None
+
+
+def open_topology(settings: Settings) -> Topology:
+    """The data directory's saved topology (created or adopted on its first start); raises
+    TopologyMismatch when the settings disagree with it."""
+    data_dir = Path(settings.data.dir).resolve()
+    resolved = resolve_topology(data_dir, settings.shards.count, settings.shards.slots,
+                                os.cpu_count() or 1)
+    topology = resolved.topology
+    if resolved.how == "adopted":
+        log.warning("data directory %s had no topology (written by an older release): adopted "
+                    "%d shards and %d slots from its shard directories and saved them in %s",
+                    data_dir, topology.shard_count, topology.slots, TOPOLOGY_FILE)
+    elif resolved.how == "created":
+        log.info("new data directory %s: %d shards, %d slots", data_dir, topology.shard_count,
+                 topology.slots)
+    return topology
+
+
+def start_shards(settings: Settings, topology: Topology) -> list[Any]:
+    """Start every shard and wait until each has recovered; raises if any cannot start."""
+    data_dir = Path(settings.data.dir).resolve()
+    shards = [
+        start_shard(
+            ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
+                        settings.api.history_page_max, settings.gc.generation0_threshold,
+                        settings.gc.freeze_after_start, settings.logging.level,
+                        settings.logging.json_lines),
+            data_dir,
+            settings.wal.map_size_bytes,
+        )
+        for index in range(topology.shard_count)
+    ]
+    for index, status in enumerate(ray.get([shard.status.remote() for shard in shards])):
+        log.info("shard %d ready: %s", index, status)
+    return shards
+
+
+def build_router(settings: Settings, shards: list[Any], topology: Topology) -> Router:
+    channels = [
+        ShardChannel(
+            index,
+            shard.handle.remote,
+            settings.router.shard_queue_commands_max,
+            settings.router.call_commands_max,
+        )
+        for index, shard in enumerate(shards)
+    ]
+    return Router(channels, Placement(topology))
+
+
+def stop_shards(shards: list[Any]) -> None:
+    try:
+        ray.get([shard.close.remote() for shard in shards], timeout=30)
+    except Exception:
+        log.exception("closing shards")
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.logging.level, settings.logging.json_lines)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+    try:
+        topology = open_topology(settings)
+    except TopologyMismatch as error:
+        log.error("refusing to start: %s", error)
+        return 2
+    ray_dashboard_url = start_ray(settings)
+    try:
+        try:
+            shards = start_shards(settings, topology)
+        except ray.exceptions.RayActorError as error:
+            log.error("a shard could not start: %s", error)
+            return 2
+        try:
+            placements = ray.get([shard.placement.remote() for shard in shards])
+            query_actor = start_query_actor(Path(settings.data.dir).resolve(),
+                                            tuple(settings.ledgers), topology)
+            app = create_app(build_router(settings, shards, topology), settings,
+                             ray_dashboard_url=ray_dashboard_url, placements=placements,
+                             on_tick=RayMetrics().publish, query_actor=query_actor)
+            config = uvicorn.Config(
+                app,
+                host=settings.server.host,
+                port=settings.server.port,
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                access_log=False,  # ours is RequestContext's, with request ids
+                log_config=None,  # keep the JSON handler configured above
+                log_level="info",
+                timeout_graceful_shutdown=10,
+            )
+            server = uvicorn.Server(config)
+            tune_gc(settings.gc.generation0_threshold, settings.gc.freeze_after_start)
+            with contextlib.suppress(KeyboardInterrupt):  # re-raised by uvicorn after it drains
+                server.run()
+            log.info("stopping shards")
+            return 0 if server.started else 1
+        finally:
+            stop_shards(shards)
+    finally:
+        ray.shutdown()
+        sys.stdout.flush()

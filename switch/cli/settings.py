@@ -1,0 +1,199 @@
+"""Configuration: config/default.toml, then PAYSWITCH_* environment variables, then flags.
+
+Loaded by pydantic-settings: the TOML file is the lowest source, `PAYSWITCH_<SECTION>_<KEY>`
+variables override it (the first `_` after the section splits section from key, so
+`PAYSWITCH_WAL_MAP_SIZE_BYTES` is `wal.map_size_bytes`), and flags ("section.key" overrides)
+win. Every value is validated and every bound checked when loading (`load_settings`), so a
+bad value stops the switch before it serves anything, with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "PAYSWITCH_"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "default.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+Positive = Field(gt=0)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str
+    port: int = Field(gt=0, le=65535)
+    body_bytes_max: int = Positive
+    requests_in_flight_max: int = Positive
+    retry_after_seconds: int = Positive
+    access_log: bool
+
+
+class ApiSettings(_Section):
+    batch_items_max: int = Positive
+    history_page_max: int = Positive
+
+
+class DataSettings(_Section):
+    dir: str
+
+
+class ShardSettings(_Section):
+    count: int = Field(ge=0)  # 0: what the data directory says (one per CPU for a new one)
+    slots: int = Positive
+
+
+class RouterSettings(_Section):
+    shard_queue_commands_max: int = Positive
+    call_commands_max: int = Positive
+    redrive_interval_ms: int = Positive
+
+
+class WalSettings(_Section):
+    map_size_bytes: int = Field(ge=1 << 20)
+    snapshot_every_events: int = Positive
+
+
+class RaySettings(_Section):
+    address: str
+    object_store_bytes: int = Positive
+    include_dashboard: bool
+    num_cpus: int = Field(ge=0)
+
+
+class GcSettings(_Section):
+    freeze_after_start: bool
+    generation0_threshold: int = Positive
+
+
+class LoggingSettings(_Section):
+    level: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    json_lines: bool = Field(alias="json")  # `json` would shadow a BaseModel method
+
+    @model_validator(mode="after")
+    def _known_level(self) -> LoggingSettings:
+        if self.level.upper() not in LOG_LEVELS:
+            raise ValueError(f"logging.level must be one of {', '.join(LOG_LEVELS)}")
+        return self
+
+
+class MonitorSettings(_Section):
+    interval_ms: int = Positive
+    window_s: int = Positive
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="_", env_nested_max_split=1,
+        case_sensitive=False, extra="forbid", frozen=True)
+
+    server: ServerSettings
+    api: ApiSettings
+    data: DataSettings
+    shards: ShardSettings
+    router: RouterSettings
+    wal: WalSettings
+    ray: RaySettings
+    gc: GcSettings
+    monitor: MonitorSettings
+    logging: LoggingSettings
+    ledgers: dict[str, int]
+
+    @model_validator(mode="after")
+    def _bounds_agree(self) -> Settings:
+        if self.shards.count > self.shards.slots:
+            raise ValueError("shards.count must be between 0 and shards.slots")
+        if self.router.call_commands_max < self.api.batch_items_max:
+            raise ValueError("router.call_commands_max must hold a whole batch "
+                             "(at least api.batch_items_max)")
+        if self.router.shard_queue_commands_max < self.router.call_commands_max:
+            raise ValueError("router.shard_queue_commands_max must hold a whole call")
+        if not self.ledgers or any(not 0 <= scale <= 18 for scale in self.ledgers.values()):
+            raise ValueError("ledgers: at least one, each with a scale from 0 to 18")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init), then the environment, then the file; no .env file, no secrets dir.
+        environ, config_path = _loading
+        return (init_settings, _Environment(settings_cls, environ),
+                TomlConfigSettingsSource(settings_cls, toml_file=config_path))
+
+
+class _Environment(EnvSettingsSource):
+    """The PAYSWITCH_* variables of a given mapping (tests pass their own)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Only settings: other PAYSWITCH_* variables (PAYSWITCH_FAILPOINTS) are not ours. A
+        # misspelt key inside a section is refused (extra="forbid"), naming it.
+        ledgers = f"{ENV_PREFIX}ledgers".lower()
+        sections = tuple(f"{ENV_PREFIX}{name}_".lower() for name in Settings.model_fields)
+        return {key.lower(): value for key, value in self._environ.items()
+                if key.lower().startswith(sections) or key.lower() == ledgers}
+
+
+# What the load under way reads (pydantic-settings builds its sources in a classmethod).
+_loading: tuple[Mapping[str, str], Path] = (os.environ, DEFAULT_CONFIG)
+
+
+class BadSettings(ValueError):
+    """The configuration cannot be used; the message names every bad setting."""
+
+
+def load_settings(
+    config_path: Path = DEFAULT_CONFIG,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file, apply PAYSWITCH_* variables, then `overrides` ("section.key")."""
+    flags: dict[str, dict[str, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, key = dotted.split(".")
+            flags.setdefault(section, {})[key] = value
+    if not config_path.is_file():
+        raise BadSettings(f"no configuration file at {config_path}")
+    global _loading
+    _loading = (os.environ if environ is None else environ, config_path)
+    try:
+        return Settings.model_validate(flags)
+    except ValidationError as error:
+        raise BadSettings(_describe(error)) from None
+    finally:
+        _loading = (os.environ, DEFAULT_CONFIG)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per bad setting: `section.key: what is wrong (got value)`."""
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        given = item.get("input")
+        shown = f" (got {given!r})" if item["loc"] and not isinstance(given, dict) else ""
+        lines.append(f"{where}: {message}{shown}")
+    return "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Watching the switch: request ids, Prometheus metrics, the monitor, the live dashboard."""

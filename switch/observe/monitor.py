@@ -1,0 +1,166 @@
+"""What the switch knows about itself, every second: for /metrics and the dashboard.
+
+The ingress counts requests, results and accounts touched as they pass (cheap: a Counter per
+request, not per item); once a second a poller asks every shard for its status (counters,
+histograms, log size, snapshot age) and the per-ledger totals, turns counters into rates, and
+appends a sample to bounded ring buffers (the last few minutes) the dashboard draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import messages as p
+from switch.routing.router import Router
+
+log = logging.getLogger("payswitch.monitor")
+
+LATENCY_SAMPLES_MAX = 20_000  # per interval: a reservoir, so memory stays bounded
+HOTTEST_SHOWN = 10
+HOTTEST_KEPT_PER_INTERVAL = 50  # the hottest over the last minute, from each interval's top
+HOTTEST_WINDOW_S = 60
+
+
+@dataclass
+class Interval:
+    """What the ingress saw since the last tick."""
+
+    transfers: int = 0
+    results: Counter[str] = field(default_factory=Counter)
+    accounts: Counter[str] = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+    latency_count: int = 0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_count += 1
+        if len(self.latencies_s) < LATENCY_SAMPLES_MAX:
+            self.latencies_s.append(seconds)
+        else:  # reservoir sampling: every request equally likely to be kept
+            slot = random.randrange(self.latency_count)
+            if slot < LATENCY_SAMPLES_MAX:
+                self.latencies_s[slot] = seconds
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def histogram_percentile(previous: dict[str, Any] | None, current: dict[str, Any],
+                         fraction: float) -> float:
+    """A percentile of what a cumulative histogram saw between two readings (bucket bound)."""
+    before = previous["cumulative"] if previous else [0] * len(current["cumulative"])
+    counts = [now - then for now, then in zip(current["cumulative"], before, strict=True)]
+    total = counts[-1]
+    if total <= 0:
+        return 0.0
+    target = fraction * total
+    for bound, count in zip([*current["bounds"], float("inf")], counts, strict=True):
+        if count >= target:
+            return float(bound) if bound != float("inf") else float(current["bounds"][-1])
+    return float(current["bounds"][-1])
+
+
+class Monitor:
+    def __init__(self, router: Router, interval_ms: int = 1000, window_s: int = 300,
+                 placements: list[dict[str, Any]] | None = None) -> None:
+        assert interval_ms > 0 and window_s > 0
+        self.router = router
+        self.placements = placements or []
+        self.interval_s = interval_ms / 1000
+        samples = max(2, int(window_s / self.interval_s))
+        self.series: dict[str, deque[Any]] = {
+            name: deque(maxlen=samples) for name in (
+                "time", "transfers_per_s", "latency_ms_p50", "latency_ms_p99")}
+        self.shard_series: dict[int, dict[str, deque[Any]]] = {}
+        self._samples_max = samples
+        self.current = Interval()
+        self.results_total: Counter[str] = Counter()
+        self.shards: list[dict[str, Any]] = []
+        self.totals: dict[str, list[int]] = {}
+        self.hottest: list[tuple[str, int]] = []
+        self._hot_intervals: deque[list[tuple[str, int]]] = deque(
+            maxlen=max(1, int(HOTTEST_WINDOW_S / self.interval_s)))
+        self.last_tick = 0.0
+        self._previous: dict[int, dict[str, Any]] = {}
+        self.on_tick: Callable[[Monitor], None] | None = None  # e.g. publish Ray metrics
+
+    # ---- from the request path ----
+
+    def count_transfers(self, results: Iterable[str], debit_and_credit_ids: Iterable[str],
+                        count: int, seconds: float) -> None:
+        interval = self.current
+        interval.transfers += count
+        interval.results.update(results)
+        interval.accounts.update(debit_and_credit_ids)
+        interval.observe_latency(seconds)
+
+    # ---- the poller ----
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitor tick failed")
+
+    async def tick(self) -> None:
+        statuses, totals = await asyncio.gather(self.router.ask_all([p.OP_STATUS]),
+                                                self.router.totals())
+        now = time.time()
+        elapsed = now - self.last_tick if self.last_tick else self.interval_s
+        interval, self.current = self.current, Interval()
+        self.results_total.update(interval.results)
+        latencies = sorted(interval.latencies_s)
+        self._append(self.series, now, interval.transfers / elapsed,
+                     1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99))
+        queue_depths = self.router.queue_depths()
+        for status, depth in zip(statuses, queue_depths, strict=True):
+            self._shard_sample(status, depth, now, elapsed)
+        placements = self.placements or [{}] * len(statuses)
+        self.shards = [{**status, **placement, "queue_depth": depth} for status, placement, depth
+                       in zip(statuses, placements, queue_depths, strict=True)]
+        self.totals = totals
+        self._hot_intervals.append(interval.accounts.most_common(HOTTEST_KEPT_PER_INTERVAL))
+        window: Counter[str] = Counter()
+        for top in self._hot_intervals:
+            window.update(dict(top))
+        self.hottest = window.most_common(HOTTEST_SHOWN)
+        self.last_tick = now
+        if self.on_tick is not None:
+            self.on_tick(self)
+
+    def _shard_sample(self, status: dict[str, Any], depth: int, now: float,
+                      elapsed: float) -> None:
+        index = status["shard"]
+        stats = status["stats"]
+        previous = self._previous.get(index)
+        series = self.shard_series.setdefault(index, {
+            name: deque(maxlen=self._samples_max) for name in (
+                "time", "commands_per_s", "commit_ms_p50", "commit_ms_p99", "queue_depth")})
+        commands = stats["commands"] - (previous["commands"] if previous else 0)
+        before = previous["commit_seconds"] if previous else None
+        series["time"].append(now)
+        series["commands_per_s"].append(commands / elapsed)
+        series["commit_ms_p50"].append(
+            1000 * histogram_percentile(before, stats["commit_seconds"], 0.5))
+        series["commit_ms_p99"].append(
+            1000 * histogram_percentile(before, stats["commit_seconds"], 0.99))
+        series["queue_depth"].append(depth)
+        self._previous[index] = stats
+
+    @staticmethod
+    def _append(series: dict[str, deque[Any]], now: float, *values: float) -> None:
+        series["time"].append(now)
+        for name, value in zip(["transfers_per_s", "latency_ms_p50", "latency_ms_p99"], values,
+                               strict=True):
+            series[name].append(round(value, 3))

@@ -1,0 +1,110 @@
+"""GET /v1/transfers, GET /v1/accounts (filtered, cursor-paged) and
+GET /v1/accounts/{id}/balances: answered by the read replica (switch/query.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from actors.ledger.model import CODE_MAX, ID_RE, USER_DATA_LENGTH_MAX
+from switch.api.errors import ApiError, json_response
+from switch.api.views import account_json, time_ns, transfer_json
+
+PENDING_STATUSES = ("pending", "posted", "voided", "expired")
+BALANCE_FIELDS = ("timestamp", "debits_posted", "credits_posted", "debits_pending",
+                  "credits_pending")
+
+
+def _text(request: Request, name: str, check: Any = None) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and check is not None and not check(value):
+        raise ApiError(400, "query_invalid", f"{name} is not valid.")
+    return value
+
+
+def _number(request: Request, name: str, low: int, high: int, default: int | None
+            ) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "query_invalid", f"{name} must be an integer from {low} to {high}.")
+    return int(raw)
+
+
+def _moment(request: Request, name: str, default: int) -> int:
+    try:
+        return time_ns(request.query_params.get(name), default)
+    except ValueError:
+        raise ApiError(400, "query_invalid", f"{name} is neither nanoseconds nor an ISO "
+                                             "time.") from None
+
+
+def _ident(value: str) -> bool:
+    return bool(ID_RE.match(value))
+
+
+def query_routes(query_actor: Any, page_max: int) -> list[BaseRoute]:
+    async def ask(kind: str, *args: Any) -> Any:
+        if query_actor is None:
+            raise ApiError(503, "shard_unavailable", "Queries are not served here.")
+        status, answer = await query_actor.query.remote(kind, *args)
+        if status != "ok":
+            raise ApiError(400, "cursor_invalid", answer)
+        return answer
+
+    def common(request: Request) -> tuple[int, str | None]:
+        return (_number(request, "limit", 1, page_max, 100) or 100,
+                _text(request, "cursor"))
+
+    async def transfers(request: Request) -> Response:
+        limit, cursor = common(request)
+        filters = {
+            "account_id": _text(request, "account_id", _ident),
+            "code": _number(request, "code", 0, CODE_MAX, None),
+            "user_data": _text(request, "user_data",
+                               lambda v: len(v) <= USER_DATA_LENGTH_MAX),
+            "ledger": _text(request, "ledger"),
+            "pending_status": _text(request, "pending_status", PENDING_STATUSES.__contains__),
+            "from_ns": _moment(request, "from", 0),
+            "to_ns": _moment(request, "to", 2**64),
+        }
+        rows, following = await ask("transfers", filters, limit, cursor)
+        return json_response({"transfers": [transfer_json(*row) for row in rows],
+                              "next_cursor": following})
+
+    async def accounts(request: Request) -> Response:
+        limit, cursor = common(request)
+        filters = {
+            "owner": _text(request, "owner", _ident),
+            "code": _number(request, "code", 0, CODE_MAX, None),
+            "user_data": _text(request, "user_data",
+                               lambda v: len(v) <= USER_DATA_LENGTH_MAX),
+            "ledger": _text(request, "ledger"),
+        }
+        rows, following = await ask("accounts", filters, limit, cursor)
+        return json_response({"accounts": [account_json(*row) for row in rows],
+                              "next_cursor": following})
+
+    async def balances(request: Request) -> Response:
+        account_id = str(request.path_params["account_id"])
+        if not _ident(account_id):
+            raise ApiError(400, "id_invalid")
+        limit, cursor = common(request)
+        entries, following = await ask("balance_history", account_id,
+                                       _moment(request, "from", 0),
+                                       _moment(request, "to", 2**64), limit, cursor)
+        if entries is None:
+            raise ApiError(404, "history_not_kept", "No account with this id keeps its "
+                                                    "history (flags.history).")
+        return json_response({"balances": [dict(zip(BALANCE_FIELDS, e, strict=True))
+                                           for e in entries], "next_cursor": following})
+
+    return [
+        Route("/v1/transfers", transfers, methods=["GET"]),
+        Route("/v1/accounts", accounts, methods=["GET"]),
+        Route("/v1/accounts/{account_id}/balances", balances, methods=["GET"]),
+    ]

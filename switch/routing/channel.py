@@ -1,0 +1,133 @@
+"""Micro-batching toward one shard: whatever is waiting goes out as one call.
+
+Callers submit groups of commands (one request's share for this shard) and get a future for
+their replies. While a call is in flight, new groups queue; when it returns, everything
+queued (up to `call_commands_max`) leaves as the next call: one Ray call, one bytes blob, one
+group commit on the shard. There is no timer: under light load a call carries one group,
+under heavy load it carries many. The queue is bounded; a full queue refuses at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from actors.messages import REPLY_OK
+from switch.observe.context import request_id_var
+
+log = logging.getLogger("payswitch.router")
+
+# (commands blob, request ids of the groups in it) -> replies blob
+ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
+
+
+@dataclass(slots=True)
+class _Group:
+    commands: list[Any]
+    future: asyncio.Future[list[Any]]
+    request_id: str
+
+
+class Overloaded(Exception):
+    """A shard's queue is full: the API answers 429 with Retry-After."""
+
+
+class ShardUnavailable(Exception):
+    """A shard did not answer a call (its actor died or is unreachable): 503."""
+
+
+class ShardCallFailed(Exception):
+    """A shard refused a whole batch and applied none of it (for example, storage full)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ShardChannel:
+    def __init__(
+        self,
+        shard_index: int,
+        call: ShardCall,
+        queue_commands_max: int,
+        call_commands_max: int,
+    ) -> None:
+        assert 0 < call_commands_max <= queue_commands_max
+        self.shard_index = shard_index
+        self._call = call
+        self._queue_commands_max = queue_commands_max
+        self.call_commands_max = call_commands_max
+        self._queue: deque[_Group] = deque()
+        self.queued_commands = 0
+        self._drain_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+        self.commands_sent = 0
+
+    def submit(self, commands: list[Any], admitted: bool = False) -> asyncio.Future[list[Any]]:
+        """Queue a group; its future resolves to one reply per command, in order.
+
+        `admitted`: the commands finish work already under way (a commit after reservations,
+        a finalize): never refused, since refusing them would only leave money in doubt for
+        redrive. The queue limit applies to new work.
+        """
+        assert 0 < len(commands) <= self.call_commands_max
+        if not admitted and self.queued_commands + len(commands) > self._queue_commands_max:
+            raise Overloaded(f"shard {self.shard_index} queue is full")
+        if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        self._queue.append(_Group(commands, future, request_id_var.get()))
+        self.queued_commands += len(commands)
+        if self._drain_task is None:
+            self._drain_task = self._loop.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._send(self._take_call())
+        finally:
+            self._drain_task = None
+
+    def _take_call(self) -> list[_Group]:
+        groups = [self._queue.popleft()]
+        size = len(groups[0].commands)
+        while self._queue and size + len(self._queue[0].commands) <= self.call_commands_max:
+            groups.append(self._queue.popleft())
+            size += len(groups[-1].commands)
+        self.queued_commands -= size
+        return groups
+
+    async def _send(self, groups: list[_Group]) -> None:
+        commands = [command for group in groups for command in group.commands]
+        request_ids = list(dict.fromkeys(g.request_id for g in groups if g.request_id))
+        self.calls += 1
+        self.commands_sent += len(commands)
+        try:
+            reply = orjson.loads(await self._call(orjson.dumps(commands), request_ids))
+        except Exception as error:
+            log.error("shard %d call failed: %r", self.shard_index, error)
+            _fail(groups, ShardUnavailable(f"shard {self.shard_index} is unavailable"))
+            return
+        if reply[0] != REPLY_OK:
+            _fail(groups, ShardCallFailed(reply[1], reply[2]))
+            return
+        replies, start = reply[1], 0
+        for group in groups:
+            end = start + len(group.commands)
+            if not group.future.done():
+                group.future.set_result(replies[start:end])
+            start = end
+
+
+def _fail(groups: list[_Group], error: Exception) -> None:
+    for group in groups:
+        if not group.future.done():
+            group.future.set_exception(error)
