@@ -83,7 +83,7 @@ def test_a_second_switch_on_the_same_data_is_refused(ray_session: None, tmp_path
     first = RunningSwitch(switch_settings(tmp_path)).start()
     try:
         second = RunningSwitch(switch_settings(tmp_path))
-        second._wait_unlocked = lambda: None  # type: ignore[method-assign]
+        second._wait_unlocked = lambda shard_count: None  # type: ignore[method-assign]
         with pytest.raises(ray.exceptions.RayActorError) as failure:
             second.start()
         assert "owned by another process" in str(failure.value)
