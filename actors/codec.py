@@ -1,30 +1,98 @@
-"""Events as log payloads: one record holds the events of one batch, as an orjson array."""
+"""Every byte the switch writes or sends, encoded and decoded through the declared types.
+
+- A log record's payload: the batch's events. Format 2 is one version byte (2) then the
+  events as msgpack; format 1 (releases up to 48c71b7) was an orjson array, which starts
+  with `[`. A payload of any other format is refused (`FormatUnknown`), never skipped.
+- A snapshot's body: the ledger's live state (actors/ledger/snapshot.py), versioned alike;
+  a format-1 body is an orjson object (it starts with `{`).
+- A call to a shard: the commands (actors/messages.py) as msgpack; its reply a `BatchReply`.
+
+msgpack holds integers of 64 bits; amounts and balances fit (they are checked at the edge and
+by the ledger), and sums that may not (ledger totals) travel as decimal strings.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
-import orjson
+from actors import legacy
+from actors.ledger.events import Event
+from actors.ledger.snapshot import Snapshot
+from actors.ledger.state import LedgerState
+from actors.messages import BatchReply, Command
 
-from actors.ledger.ledger import Event, Ledger
+FORMAT_VERSION = 2  # of records and snapshots written by this release
+FORMAT_BYTE = bytes([FORMAT_VERSION])
+LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
+LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
+
+_encoder = msgspec.msgpack.Encoder()
+_events = msgspec.msgpack.Decoder(list[Event])
+_snapshot = msgspec.msgpack.Decoder(Snapshot)
+_commands = msgspec.msgpack.Decoder(list[Command])
+_reply = msgspec.msgpack.Decoder(BatchReply)
+
+
+class FormatUnknown(ValueError):
+    """A record or snapshot of a format this release cannot read."""
 
 
 def encode_events(events: list[Event]) -> bytes:
-    return orjson.dumps(events)
+    if not events:
+        raise ValueError("a record holds at least one event")
+    return FORMAT_BYTE + _encoder.encode(events)
+
+
+def format_of(payload: bytes) -> int:
+    first = payload[0] if payload else -1
+    if first == FORMAT_VERSION:
+        return FORMAT_VERSION
+    if first in (LEGACY_RECORD_START, LEGACY_SNAPSHOT_START):
+        return 1
+    raise FormatUnknown(f"format {first} is not one this release reads (it reads 1 and "
+                        f"{FORMAT_VERSION}): upgrade payswitch to read this data")
 
 
 def decode_events(payload: bytes) -> list[Event]:
-    events: list[Event] = orjson.loads(payload)
-    assert isinstance(events, list) and events, "a record holds a non-empty list of events"
+    """A record's events, whatever format it was written in; raises FormatUnknown or
+    msgspec.ValidationError (a record that does not hold what its format declares)."""
+    if format_of(payload) == 1:
+        return legacy.events(payload)
+    events = _events.decode(memoryview(payload)[1:])
+    if not events:
+        raise msgspec.ValidationError("a record holds at least one event")
     return events
 
 
-def apply_payload(ledger: Ledger, payload: bytes) -> None:
+def apply_payload(ledger: LedgerState, payload: bytes) -> None:
     """Apply one record's events: what recovery, replay and verification all run."""
+    apply = ledger.apply
     for event in decode_events(payload):
-        ledger.apply(event)
+        apply(event)
 
 
-def decode_snapshot_body(body: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(body)
-    return data
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    return FORMAT_BYTE + _encoder.encode(snapshot)
+
+
+def decode_snapshot(body: bytes) -> tuple[Snapshot, legacy.LegacyIndex | None]:
+    """The live state, and for a format-1 snapshot what it held that now lives in the store."""
+    if format_of(body) == 1:
+        return legacy.snapshot(body)
+    return _snapshot.decode(memoryview(body)[1:]), None
+
+
+def encode_commands(commands: list[Command]) -> bytes:
+    return _encoder.encode(commands)
+
+
+def decode_commands(blob: bytes) -> list[Command]:
+    return _commands.decode(blob)
+
+
+def encode_reply(reply: BatchReply) -> bytes:
+    return _encoder.encode(reply)
+
+
+def decode_reply(blob: bytes) -> BatchReply:
+    return _reply.decode(blob)

@@ -1,73 +1,315 @@
-"""The commands the router sends to a shard, and the shape of a shard's reply.
+"""The commands the router sends a shard, and the shard's replies: the whole wire protocol.
 
-A call carries a batch of commands as one orjson blob: a list of lists whose first element
-is the op. The shard replies with [REPLY_OK, [reply per command]] or, when the batch could not
-be committed, [REPLY_FAILED, code, message] and nothing of the batch is applied.
-
-    ["account", [id, ledger, code, owner, flags, user_data], limits row | None]
-                                              -> [result, account row, limits row | None]
-    ["limits", account id, limits row]        -> [result, account row | None, limits row | None]
-    ["commit", transfer fields, roles, remote result, attempt(, remote balancing rules,
-     a post's or void's pending transfer row as claimed)] -> [result, transfer row | None]
-    ["reserve", transfer fields, roles, attempt]             -> result
-                   (a balancing transfer: [ok or in_flight, amount held, its rules here])
-    ["reserve_chain", chain key, attempt, [[fields, roles, member index], ...]]
-        -> [[result, stored row | None, amount held | None, balancing rules,
-             a post's or void's fields as stored | None (its claim taken here)], ...]
-    ["commit_chain", chain key, attempt, [parts, as above], [verdict per member elsewhere],
-     [[amount asked, balancing rules elsewhere | None, post's or void's fields | None]
-      per member]]
-        -> [[result per member], [timestamps] | None, [amounts] | None,
-            [post's or void's fields | None per member] | None, [[member, row], ...]]
-    ["resolve_chain", chain key, attempt]  -> [[timestamps], [amounts], [fields]] | None
-    ["finalize", transfer id, attempt, post|void|hold, commit ts, amount (0: as held),
-     fields (a chain's post or void) | None]  -> applied (bool)
-    ["resolve", transfer id, attempt]          -> [post|hold|void, commit ts, transfer row]
-    ["claim", post-or-void fields, attempt]    -> [result, pending transfer row | None]
-    ["finalize_claim", pending id, post-or-void id, attempt, its row | None] -> applied
-    ["settle", pending id, post, amount, post-or-void row]   -> applied (bool)
-    ["pending_status", pending id]             -> [status, amount posted, row] | None
-    ["held", min_age_ms] -> [[pending id, roles], ...]   parts of pending transfers
-    ["claims", min_age_ms] -> [[pending id, post-or-void id, attempt, chain key, member], ...]
-                              claims in doubt (chain key "" when not a chain's)
-    ["get_account", id] -> [row, limits row | None] | None
-    ["get_transfer", id] -> [row, pending status | None] | None
-    ["account_transfers", id, limit, before] -> [[rows newest first], next cursor | None]
-    ["in_doubt", min_age_ms] -> [[transfer row, roles, attempt], ...] reserved that long ago
-    ["totals"] -> {ledger: [debits_posted, credits_posted, debits_pending, credits_pending]}
-    ["status"] -> {...}
-
-Transfer fields are [id, debit_account_id, credit_account_id, amount, ledger, code, user_data,
-flags, pending_id, timeout_ms]: a transfer row without its timestamp, which the shard assigns.
+One call carries a batch of commands; the shard replies with one `BatchReply`: a reply per
+command, in order, or the reason the whole batch was refused (then nothing of it applied).
+Each command and reply is a tagged msgspec Struct declared once here and encoded and
+decoded through this declaration (actors/codec.py): nobody reads protocol data by position.
+Transfers cross as `Transfer` values whose timestamp is 0 until their home stamps them.
 """
 
 from __future__ import annotations
 
-OP_ACCOUNT = "account"
-OP_COMMIT = "commit"
-OP_RESERVE = "reserve"
-OP_RESERVE_CHAIN = "reserve_chain"
-OP_COMMIT_CHAIN = "commit_chain"
-OP_RESOLVE_CHAIN = "resolve_chain"
-OP_FINALIZE = "finalize"
-OP_RESOLVE = "resolve"
-OP_GET_ACCOUNT = "get_account"
-OP_GET_TRANSFER = "get_transfer"
-OP_ACCOUNT_TRANSFERS = "account_transfers"
-OP_IN_DOUBT = "in_doubt"
-OP_LIMITS = "limits"
-OP_CLAIM = "claim"
-OP_FINALIZE_CLAIM = "finalize_claim"
-OP_SETTLE = "settle"
-OP_PENDING_STATUS = "pending_status"
-OP_HELD = "held"
-OP_CLAIMS = "claims"
-OP_TOTALS = "totals"
-OP_STATUS = "status"
+import msgspec
 
-REPLY_OK = 0
-REPLY_FAILED = 1
+from actors.ledger.balancing import Rule
+from actors.ledger.chains import ChainPart
+from actors.ledger.ledger import Verdict
+from actors.ledger.limits import Limits
+from actors.ledger.model import Account, Transfer
+from actors.ledger.pending import PendingStatus
+from actors.ledger.queries import ClaimInDoubt, HeldPart, LedgerTotals, PartInDoubt
+from actors.ledger.store import Balances, ChainDecision
 
-# Codes of a failed call (the whole batch), as the router maps them to HTTP.
+
+class _Message(msgspec.Struct, array_like=True, gc=False):
+    pass
+
+
+# ---- commands that write ----
+
+class CreateAccount(_Message, tag="account"):
+    account: Account  # timestamp 0: the shard stamps it
+    limits: Limits | None = None
+
+
+class SetLimits(_Message, tag="limits"):
+    account_id: str
+    limits: Limits
+
+
+class Commit(_Message, tag="commit"):
+    """At the transfer's home: decide it (and post or hold the sides held there)."""
+
+    transfer: Transfer
+    roles: int
+    remote: str = "ok"  # the lowest-ranked verdict of its parts elsewhere
+    attempt: int = 0  # the cross-shard attempt (0: wholly on this shard)
+    remote_rules: list[Rule] | None = None  # a balancing transfer's rules elsewhere
+    pending: Transfer | None = None  # a post's or void's pending transfer, as claimed
+
+
+class Reserve(_Message, tag="reserve"):
+    """A part of a cross-shard transfer, held pending until its home decides."""
+
+    transfer: Transfer
+    roles: int
+    attempt: int
+
+
+class ReserveChain(_Message, tag="reserve_chain"):
+    chain: str
+    attempt: int
+    parts: list[ChainPart]
+
+
+class Asked(_Message):
+    """Per chain member, for its coordinator: the amount asked, its balancing rules on the
+    other shards (None: not balancing), and a post's or void's fields as stored if its claim
+    was taken on another shard."""
+
+    amount: int
+    rules: list[Rule] | None
+    filled: Transfer | None = None
+
+
+class CommitChain(_Message, tag="commit_chain"):
+    chain: str
+    attempt: int
+    parts: list[ChainPart]  # the coordinator's own parts
+    verdicts: list[str]  # each member's verdict on the other shards
+    asked: list[Asked]
+
+
+class ResolveChain(_Message, tag="resolve_chain"):
+    chain: str
+    attempt: int
+
+
+class Finalize(_Message, tag="finalize"):
+    transfer_id: str
+    attempt: int
+    outcome: str  # post, void or hold
+    timestamp: int  # the commit's
+    amount: int = 0  # what it moved if less than held; 0: as held
+    resolving: Transfer | None = None  # a chain's post or void as stored
+
+
+class Resolve(_Message, tag="resolve"):
+    transfer_id: str
+    attempt: int
+
+
+class ClaimPending(_Message, tag="claim"):
+    resolving: Transfer  # a post or void
+    attempt: int
+
+
+class FinalizeClaim(_Message, tag="finalize_claim"):
+    pending_id: str
+    resolving_id: str
+    attempt: int
+    resolution: Transfer | None  # the post or void as committed; None: not committed
+
+
+class Settle(_Message, tag="settle"):
+    pending_id: str
+    post: bool
+    amount: int
+    resolution: Transfer | None
+
+
+# ---- commands that read ----
+
+class GetPendingStatus(_Message, tag="pending_status"):
+    pending_id: str
+
+
+class ListHeld(_Message, tag="held"):
+    min_age_ms: int
+
+
+class ListClaims(_Message, tag="claims"):
+    min_age_ms: int
+
+
+class ListInDoubt(_Message, tag="in_doubt"):
+    min_age_ms: int
+
+
+class GetAccount(_Message, tag="get_account"):
+    account_id: str
+
+
+class GetTransfer(_Message, tag="get_transfer"):
+    transfer_id: str
+
+
+class AccountTransfers(_Message, tag="account_transfers"):
+    account_id: str
+    limit: int
+    before: int | None = None
+
+
+class BalanceHistory(_Message, tag="balance_history"):
+    account_id: str
+    since_ns: int
+    until_ns: int
+    limit: int
+
+
+class GetTotals(_Message, tag="totals"):
+    pass
+
+
+Command = (CreateAccount | SetLimits | Commit | Reserve | ReserveChain | CommitChain
+           | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
+           | GetPendingStatus | ListHeld | ListClaims | ListInDoubt | GetAccount | GetTransfer
+           | AccountTransfers | BalanceHistory | GetTotals)
+
+# Commands that only read: never refused at a full queue, never written to the log.
+READS = (GetPendingStatus, ListHeld, ListClaims, ListInDoubt, GetAccount, GetTransfer,
+         AccountTransfers, BalanceHistory, GetTotals)
+
+
+# ---- replies ----
+
+class AccountReply(_Message, tag="account"):
+    result: str
+    account: Account | None = None
+    limits: Limits | None = None
+
+
+class TransferReply(_Message, tag="transfer"):
+    """A transfer decided at its home: the result, and the stored transfer for ok and
+    exists*."""
+
+    result: str
+    transfer: Transfer | None = None
+
+
+class ReserveReply(_Message, tag="reserved"):
+    result: str
+    held: int | None = None  # a balancing part: the amount held (None: nothing held)
+    rules: list[Rule] | None = None  # a balancing part: its rules here
+
+
+class PartReply(_Message, tag="part"):
+    """A chain member's part on one shard, reserved (or refused)."""
+
+    result: str
+    stored: Transfer | None  # a home part finding its id taken: the stored transfer
+    held: int | None  # the amount its reservation holds (None: nothing reserved)
+    rules: list[Rule]  # a balancing member's rules here
+    filled: Transfer | None  # a post or void whose claim was taken here: as it will be stored
+
+
+class PartsReply(_Message, tag="parts"):
+    parts: list[PartReply]
+
+
+class StoredMember(_Message):
+    member: int
+    transfer: Transfer
+
+
+class ChainReply(_Message, tag="chain"):
+    """The coordinator's answer: each member's code; the decision if the chain committed."""
+
+    codes: list[str]
+    decision: ChainDecision | None
+    stored: list[StoredMember]  # members whose id was taken here: their stored transfer
+
+
+class ChainVerdict(_Message, tag="chain_verdict"):
+    decision: ChainDecision | None
+
+
+class VerdictReply(_Message, tag="verdict"):
+    verdict: Verdict
+
+
+class Applied(_Message, tag="applied"):
+    """A finalize, settle or claim's finalize: whether it changed anything."""
+
+    applied: bool
+
+
+class ClaimReply(_Message, tag="claimed"):
+    result: str
+    pending: Transfer | None = None
+
+
+class PendingStatusReply(_Message, tag="pending_status"):
+    status: PendingStatus | None
+
+
+class HeldReply(_Message, tag="held"):
+    parts: list[HeldPart]
+
+
+class ClaimsReply(_Message, tag="claims"):
+    claims: list[ClaimInDoubt]
+
+
+class InDoubtReply(_Message, tag="in_doubt"):
+    parts: list[PartInDoubt]
+
+
+class AccountView(_Message, tag="account_view"):
+    account: Account | None
+    limits: Limits | None = None
+
+
+class TransferView(_Message, tag="transfer_view"):
+    transfer: Transfer | None
+    status: PendingStatus | None = None
+
+
+class TransferPage(_Message, tag="transfer_page"):
+    transfers: list[Transfer]
+    next_position: int | None
+
+
+class BalancePage(_Message, tag="balance_page"):
+    account: Account | None  # None: no such account
+    balances: list[Balances]
+    next_since_ns: int | None
+
+
+class TotalsReply(_Message, tag="totals"):
+    totals: list[LedgerTotals]
+
+
+Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict
+         | VerdictReply | Applied | ClaimReply | PendingStatusReply | HeldReply | ClaimsReply
+         | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply)
+
+
+class BatchReply(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A reply per command, in order; or, when the batch could not be committed, the code and
+    message of why (and nothing of the batch was applied)."""
+
+    replies: list[Reply]
+    failed: str = ""  # "" when committed; else storage_full or internal_error
+    message: str = ""
+
+
+class FeedRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One committed log record, as the log feed serves it (payload as stored: the reader
+    decodes it with actors.codec.decode_events)."""
+
+    seq: int
+    timestamp_ns: int
+    payload: bytes
+
+
+class LogFeed(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Committed records from a position, for readers that must not open the shard's files
+    (the event stream, the read model): served by the shard on its reads thread."""
+
+    records: list[FeedRecord]
+    last_seq: int  # the shard's last record when read: records beyond it are not there yet
+
+
 FAILED_STORAGE_FULL = "storage_full"
 FAILED_INTERNAL = "internal_error"

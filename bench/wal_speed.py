@@ -6,8 +6,9 @@ per transfer), then measures:
 
 - verify + replay: `payswitch wal verify`'s work on the shard (checksums, chain, replay of
   every event, each snapshot compared), in records/s;
-- recovery from the log alone (no snapshot), and with the snapshot the switch would have
-  taken (its snapshots come every max(snapshot_every_events, state size) events).
+- recovery from the log alone (no snapshot and no store: everything the records wrote to the
+  store is written again, as for a data directory of an older release), and with the
+  snapshot the switch would have taken (its store then holds everything already).
 
     python -m bench.wal_speed [--records 1000000] [--dir /tmp/walspeed]
 """
@@ -22,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
-from actors.codec import encode_events
+from actors.codec import encode_events, encode_snapshot
 from actors.ledger import snapshot
-from actors.ledger.ledger import ACCOUNT_CREATED, TRANSFER_COMMITTED
+from actors.ledger.events import AccountCreated, Event, TransferCommitted
+from actors.ledger.model import Account, Transfer
 from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 from persistence.records import encode_record, raw_of
@@ -41,8 +41,8 @@ def build(directory: Path, records: int) -> None:
     log = LmdbLog(directory, MAP_SIZE_BYTES)
     rng = random.Random(1)
     timestamp = 1_700_000_000_000_000_000
-    accounts = [[ACCOUNT_CREATED, [f"a{i}", "USD", 1, "o", 0, "", timestamp + i, 0, 0, 0, 0]]
-                for i in range(ACCOUNTS)]
+    accounts: list[Event] = [AccountCreated(Account(f"a{i}", "USD", 1, "o", 0, "",
+                                                    timestamp + i)) for i in range(ACCOUNTS)]
     chain, seq, pending = log.last_chain, 0, []
     first = encode_record(1, timestamp + ACCOUNTS, encode_events(accounts), chain)
     pending.append((1, raw_of(first)))
@@ -51,8 +51,9 @@ def build(directory: Path, records: int) -> None:
         seq += 1
         timestamp += 1000
         debit, credit = rng.sample(range(ACCOUNTS), 2)
-        event = [TRANSFER_COMMITTED, [f"t{seq}", f"a{debit}", f"a{credit}", rng.randint(1, 999),
-                                      "USD", 1, "", 0, "", 0, timestamp], 3, 0]
+        event = TransferCommitted(Transfer(f"t{seq}", f"a{debit}", f"a{credit}",
+                                           rng.randint(1, 999), "USD", 1, "",
+                                           timestamp=timestamp), 3, 0)
         record = encode_record(seq, timestamp, encode_events([event]), chain)
         pending.append((seq, raw_of(record)))
         chain = record.chain
@@ -67,7 +68,7 @@ def build(directory: Path, records: int) -> None:
 def add_snapshot(directory: Path) -> None:
     audit = audit_shard(0, directory, ("USD",), check_snapshots=False)
     log = LmdbLog(directory, MAP_SIZE_BYTES)
-    log.save_snapshot(log.last_seq, log.last_chain, orjson.dumps(snapshot.dump(audit.ledger)))
+    log.save_snapshot(log.last_seq, log.last_chain, encode_snapshot(snapshot.dump(audit.ledger)))
     log.close()
 
 

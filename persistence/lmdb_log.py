@@ -17,9 +17,16 @@ from pathlib import Path
 
 import lmdb
 
+from persistence.index import (
+    TRANSFER_CACHE_MAX_DEFAULT,
+    IndexConflict,
+    LmdbStore,
+    open_tables,
+    put_all,
+)
 from persistence.lock import DirectoryLock
 from persistence.log import RecordLog, StorageFull, StoreDamaged
-from persistence.records import GENESIS_CHAIN, CorruptRecord, Record, decode_record
+from persistence.records import GENESIS_CHAIN, CorruptRecord
 
 KEY = struct.Struct(">Q")  # big-endian, so byte order is numeric order
 LOG_DB = b"log"
@@ -35,8 +42,10 @@ class LmdbLog(RecordLog):
     lock, so it can look at a running switch's data) or as the owner to repair or compact."""
 
     def __init__(self, directory: Path, map_size_bytes: int, readonly: bool = False,
-                 check_tail: bool = True) -> None:
+                 check_tail: bool = True,
+                 transfer_cache_max: int = TRANSFER_CACHE_MAX_DEFAULT) -> None:
         super().__init__()
+        self._transfer_cache_max = transfer_cache_max
         assert map_size_bytes >= 1 << 16, "map size below 64 KiB"
         self.directory = directory
         self.readonly = readonly
@@ -60,6 +69,8 @@ class LmdbLog(RecordLog):
               check_tail: bool) -> None:
         self._env = _open_env(directory, map_size_bytes, readonly)
         self._log_db = self._env.open_db(LOG_DB, create=not readonly)
+        self.store = LmdbStore(self._env, open_tables(self._env, readonly),
+                               self._transfer_cache_max)
         # Snapshots have an environment of their own: a snapshot is written on another
         # thread while the shard goes on, and must not hold the log's single writer lock.
         self._snapshots_env = _open_env(directory / SNAPSHOTS_DIR, map_size_bytes, readonly)
@@ -94,6 +105,16 @@ class LmdbLog(RecordLog):
     def _put_raw(self, seq: int, raw: bytes) -> None:
         self._write(self._log_db, KEY.pack(seq), raw, append=True)
 
+    def _commit_record(self, seq: int, raw: bytes, timestamp_ns: int) -> None:
+        writes = self.store.staged_writes(seq, timestamp_ns)
+        try:
+            with self._env.begin(write=True) as txn:
+                if not txn.put(KEY.pack(seq), raw, append=True, db=self._log_db):
+                    raise IndexConflict(f"{self.directory}: record {seq} is already stored")
+                put_all(txn, writes)
+        except lmdb.MapFullError as error:
+            raise StorageFull(f"{self.directory}: log map is full ({error})") from None
+
     def overwrite_raw(self, seq: int, raw: bytes) -> None:
         self._write(self._log_db, KEY.pack(seq), raw, append=False)
 
@@ -105,7 +126,7 @@ class LmdbLog(RecordLog):
             cursor = txn.cursor()
             if not cursor.last():
                 return None
-            return KEY.unpack(cursor.key())[0], cursor.value()
+            return _seq_of(cursor.key(), self._env), cursor.value()
 
     def _put_snapshot(self, seq: int, raw: bytes) -> None:
         self._write(self._snapshots_db, KEY.pack(seq), raw, append=False)
@@ -123,7 +144,8 @@ class LmdbLog(RecordLog):
     def _snapshot_seqs(self) -> list[int]:
         with _reading(self._snapshots_env), \
                 self._snapshots_env.begin(db=self._snapshots_db) as txn:
-            return [KEY.unpack(key)[0] for key in txn.cursor().iternext(values=False)]
+            return [_seq_of(key, self._snapshots_env)
+                    for key in txn.cursor().iternext(values=False)]
 
     def used_bytes(self) -> int:
         info, stat = self._env.info(), self._env.stat()
@@ -139,18 +161,10 @@ class LmdbLog(RecordLog):
         last = self._last_raw()
         return last[0] if last else 0
 
-    def records_from(self, seq_from: int, count: int) -> list[Record]:
-        """Up to `count` records from `seq_from`, each checked against its checksum, read in one
-        short transaction (a long one would keep the writer from reusing pages)."""
-        records = []
-        for seq, raw in _iterate(self._env, self._log_db, seq_from, seq_from + count - 1):
-            records.append(decode_record(raw, seq, None))
-        return records
-
     def first_seq(self) -> int:
         with _reading(self._env), self._env.begin(db=self._log_db) as txn:
             cursor = txn.cursor()
-            return KEY.unpack(cursor.key())[0] if cursor.first() else 0
+            return _seq_of(cursor.key(), self._env) if cursor.first() else 0
 
     def raw_records(self, seq_from: int = 1) -> Iterator[tuple[int, bytes]]:
         """Stored records as they are, unchecked: for scans that report damage themselves."""
@@ -181,6 +195,7 @@ class LmdbLog(RecordLog):
             for key in keys:
                 txn.delete(key)
         dropped = [KEY.unpack(key)[0] for key in keys]
+        self.store.cut_from(seq)  # what the dropped records wrote goes with them
         for snapshot_seq in self._snapshot_seqs():
             if snapshot_seq >= seq:
                 self._delete_snapshot(snapshot_seq)
@@ -254,6 +269,14 @@ def _reading(env: lmdb.Environment) -> Iterator[None]:
         raise StoreDamaged(f"{env.path()}: LMDB cannot read it: {error}") from None
 
 
+def _seq_of(key: bytes, env: lmdb.Environment) -> int:
+    """A stored key as a sequence number; a damaged page may hand back anything else."""
+    if len(key) != KEY.size:
+        raise StoreDamaged(f"{env.path()}: a key of {len(key)} bytes where a sequence "
+                           "number belongs (a damaged page)")
+    return int(KEY.unpack(key)[0])
+
+
 def _keys_from(cursor: lmdb.Cursor, seq_from: int) -> Iterator[tuple[bytes, bytes]]:
     if cursor.set_range(KEY.pack(seq_from)):
         for key, raw in cursor.iternext():
@@ -267,7 +290,7 @@ def _iterate(env: lmdb.Environment, db: lmdb._Database, seq_from: int, seq_to: i
         if not cursor.set_range(KEY.pack(seq_from)):
             return
         for key, raw in cursor.iternext():
-            (seq,) = KEY.unpack(key)
+            seq = _seq_of(key, env)
             if seq_to is not None and seq > seq_to:
                 return
             yield seq, raw
@@ -278,7 +301,7 @@ def _open_env(directory: Path, map_size_bytes: int, readonly: bool = False) -> l
         str(directory),
         map_size=map_size_bytes,
         subdir=True,
-        max_dbs=2,
+        max_dbs=10,
         readonly=readonly,
         sync=True,
         metasync=True,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
+from actors.ledger.store import MemoryStore
 from persistence.records import (
     GENESIS_CHAIN,
     CorruptRecord,
@@ -33,6 +35,11 @@ class StoreDamaged(Exception):
 
 
 class RecordLog(ABC):
+    """A checked, hash-chained log, and the ledger store written with it (`store`: what the
+    batch applied to it becomes durable in the same commit as the batch's record)."""
+
+    store: Any  # actors.ledger.store.LedgerStore, with this backend's batch hooks
+
     def __init__(self) -> None:
         self.last_seq = 0
         self.last_chain = GENESIS_CHAIN
@@ -48,13 +55,21 @@ class RecordLog(ABC):
             self.last_timestamp_ns = record.timestamp_ns
 
     def append(self, payload: bytes, timestamp_ns: int) -> Record:
-        """Append one record in one durable commit; returns it once it is on disk."""
-        assert timestamp_ns >= self.last_timestamp_ns, "timestamps are monotonic per log"
+        """Append one record, with what the batch wrote to the store, in one durable commit;
+        returns it once it is on disk. If the commit fails, nothing of it is stored."""
+        if timestamp_ns <= self.last_timestamp_ns:
+            raise ValueError(f"record timestamps rise: {timestamp_ns} after "
+                             f"{self.last_timestamp_ns}")
         record = encode_record(self.last_seq + 1, timestamp_ns, payload, self.last_chain)
-        self._put_raw(record.seq, raw_of(record))
+        self._commit_record(record.seq, raw_of(record), timestamp_ns)
         self.last_seq, self.last_chain = record.seq, record.chain
         self.last_timestamp_ns = timestamp_ns
+        self.store.flush(record.seq, timestamp_ns)
         return record
+
+    def _commit_record(self, seq: int, raw: bytes, timestamp_ns: int) -> None:
+        """Store the record (and the store's staged writes) in one commit."""
+        self._put_raw(seq, raw)
 
     def read(self, seq_from: int, prev_chain: bytes, seq_to: int | None = None) -> Iterator[Record]:
         """Records seq_from..seq_to (inclusive), each checked against the one before it.
@@ -87,15 +102,34 @@ class RecordLog(ABC):
 
     def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
         """The newest intact snapshot as (seq, chain, body); damaged ones are skipped."""
+        intact = self.intact_snapshots()
+        return intact[0] if intact else None
+
+    def intact_snapshots(self) -> list[tuple[int, bytes, bytes]]:
+        """Every intact snapshot within the log, newest first, as (seq, chain, body)."""
+        found = []
         for seq in reversed(self._snapshot_seqs()):
-            raw = self._get_snapshot(seq)
             try:
-                snapshot = decode_snapshot(raw)
+                snapshot = decode_snapshot(self._get_snapshot(seq))
             except CorruptRecord:
                 continue
             if snapshot[0] == seq and seq <= self.last_seq:
-                return snapshot
-        return None
+                found.append(snapshot)
+        return found
+
+    def records_from(self, seq_from: int, count: int) -> list[Record]:
+        """Up to `count` records from `seq_from`, each checked against its checksum (not the
+        chain: readers of a live log trust the writer's chain check)."""
+        records = []
+        for seq, raw in self._raw_range(seq_from, seq_from + count - 1):
+            records.append(decode_record(raw, seq, None))
+        return records
+
+    def first_seq_stored(self) -> int:
+        """The first record the log holds (1 for an empty log)."""
+        for seq, _ in self._raw_range(1, None):
+            return seq
+        return 1
 
     @abstractmethod
     def _put_raw(self, seq: int, raw: bytes) -> None: ...
@@ -137,6 +171,7 @@ class MemoryLog(RecordLog):
         super().__init__()
         self._records: dict[int, bytes] = {}
         self._snapshots: dict[int, bytes] = {}
+        self.store = MemoryStore()
 
     def _put_raw(self, seq: int, raw: bytes) -> None:
         assert seq not in self._records
@@ -176,7 +211,7 @@ class MemoryLog(RecordLog):
         log = MemoryLog()
         log._records, log._snapshots = self._records, self._snapshots
         log._load_tail()
-        return log
+        return log  # with an empty store: recovery rebuilds it from the log
 
     def close(self) -> None:
         pass

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import ray
 import uvicorn
 
-from actors import messages as p
+from actors.codec import decode_reply, encode_commands
+from actors.ledger.queries import add_totals
+from actors.messages import Command, GetTotals, ListInDoubt
+from actors.shard.actor import RayShards
 from actors.topology import Topology
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
@@ -62,7 +64,7 @@ class RunningSwitch:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.shards: list[Any] = []
+        self.fleet: RayShards | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.router: Router | None = None
@@ -78,11 +80,10 @@ class RunningSwitch:
     def start(self) -> RunningSwitch:
         self.topology = open_topology(self.settings)
         self._wait_unlocked(self.topology.shard_count)
-        self.shards = start_shards(self.settings, self.topology)
-        self.router = build_router(self.settings, self.shards, self.topology)
-        placements = ray.get([shard.placement.remote() for shard in self.shards])
-        self.query_actor = start_query_actor(Path(self.settings.data.dir), tuple(
-            self.settings.ledgers), self.topology)
+        self.fleet = start_shards(self.settings, self.topology)
+        self.router = build_router(self.settings, self.fleet, self.topology)
+        placements = self.fleet.placements()
+        self.query_actor = start_query_actor(self.fleet.actors, self.topology)
         app = create_app(self.router, self.settings, placements=placements,
                          on_tick=RayMetrics().publish, query_actor=self.query_actor)
         sock = socket.socket()
@@ -107,20 +108,27 @@ class RunningSwitch:
             self._thread.join(timeout=30)
         self._server = self._thread = None
 
+    @property
+    def shards(self) -> list[Any]:
+        """The shard actors (Ray handles), in shard order."""
+        return self.fleet.actors if self.fleet is not None else []
+
     def stop(self) -> None:
         """A clean stop: the server drains, the shards close their logs."""
         self._stop_server()
-        stop_shards(self.shards)
-        for actor in [*self.shards, self.query_actor]:
-            ray.kill(actor)
-        self.shards = []
+        if self.fleet is not None:
+            stop_shards(self.fleet)
+            self.fleet.kill()
+        ray.kill(self.query_actor)
+        self.fleet = None
 
     def crash(self) -> None:
         """Kill every shard process at once (SIGKILL), whatever it was doing."""
-        for actor in [*self.shards, self.query_actor]:
-            ray.kill(actor, no_restart=True)
+        if self.fleet is not None:
+            self.fleet.kill()
+        ray.kill(self.query_actor, no_restart=True)
         self._stop_server()
-        self.shards = []
+        self.fleet = None
 
     def restart(self) -> RunningSwitch:
         self.stop()
@@ -147,15 +155,19 @@ class RunningSwitch:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def shard_call(self, shard: int, commands: list[Command]) -> list[Any]:
+        """Commands straight to one shard actor (not through the router under test)."""
+        reply = decode_reply(ray.get(self.shards[shard].handle.remote(
+            encode_commands(commands))))
+        assert not reply.failed, reply
+        return list(reply.replies)
+
     def totals(self) -> dict[str, list[int]]:
         """Per-ledger sums straight from the shards (not through the API under test)."""
-        replies = ray.get([s.handle.remote(orjson.dumps([[p.OP_TOTALS]])) for s in self.shards])
         sums: dict[str, list[int]] = {}
-        for reply in replies:
-            for ledger, values in orjson.loads(reply)[1][0].items():
-                row = sums.setdefault(ledger, [0, 0, 0, 0])
-                for i, value in enumerate(values):
-                    row[i] += value
+        for shard in range(len(self.shards)):
+            (reply,) = self.shard_call(shard, [GetTotals()])
+            add_totals(sums, reply.totals)
         return sums
 
     def totals_at_rest(self, timeout_s: float = 10) -> dict[str, list[int]]:
@@ -171,9 +183,8 @@ class RunningSwitch:
             time.sleep(0.05)
 
     def in_doubt(self) -> int:
-        command = orjson.dumps([[p.OP_IN_DOUBT, 0]])
-        replies = ray.get([s.handle.remote(command) for s in self.shards])
-        return sum(len(orjson.loads(reply)[1][0]) for reply in replies)
+        return sum(len(self.shard_call(shard, [ListInDoubt(0)])[0].parts)
+                   for shard in range(len(self.shards)))
 
 
 def shard_ids(router: Router, shard: int, prefix: str, count: int) -> list[str]:

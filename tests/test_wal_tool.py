@@ -12,12 +12,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actors.codec import decode_events
+from actors.codec import decode_events, decode_snapshot, encode_events
+from actors.codec import encode_snapshot as encode_live_state
+from actors.ledger.events import AccountCreated, TransferCommitted, transfer_id_of
+from actors.ledger.model import Account, Transfer
 from actors.shard.host import ShardConfig, ShardHost
 from persistence.layout import shard_directories, shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLock
 from persistence.records import CHAIN_BYTES, CRC, HEADER, encode_snapshot
+from tests.actors.ledger_helpers import accounts_now
 from tests.chaos import Load, free_port, setup_accounts
 from tests.launcher import SwitchProcess
 
@@ -80,17 +84,26 @@ def test_inspect_records_filtered_by_transfer_and_account(data: Path,
                                                           crashed: tuple[Path, Load]) -> None:
     transfer_id = sorted(crashed[1].acked)[0]
     result = wal("inspect", data, "--records", "--transfer", transfer_id)
-    events = [orjson.loads(line) for line in result.stdout.splitlines()]
-    assert events and all(
-        transfer_id in (e["event"].get("transfer_id"), e["event"].get("transfer", {}).get("id"))
-        for e in events)
-    assert any(e["event"]["type"] == "transfer_committed" for e in events)
+    events = [orjson.loads(line)["event"] for line in result.stdout.splitlines()]
+    assert events and all(transfer_id in _ids_named(event) for event in events)
+    assert any(e["type"] == "transfer_committed" for e in events)
     account = wal("inspect", data, "--records", "--account", "acct-3", "--shard", "0")
-    for line in account.stdout.splitlines():
+    lines = account.stdout.splitlines()
+    assert lines
+    for line in lines:
         event = orjson.loads(line)["event"]
-        body = event.get("transfer") or event.get("account")
-        assert "acct-3" in (body.get("id"), body.get("debit_account_id"),
-                            body.get("credit_account_id"))
+        named = {event.get("account_id"), event.get("account", {}).get("id")}
+        for value in event.values():
+            if isinstance(value, dict):
+                named |= {value.get("debit_account_id"), value.get("credit_account_id")}
+        assert "acct-3" in named, event
+
+
+def _ids_named(event: dict[str, object]) -> set[object]:
+    """The transfer ids an exported event names: its own, and those of transfers it holds."""
+    ids = {event.get("transfer_id"), event.get("pending_id")}
+    ids |= {value.get("id") for value in event.values() if isinstance(value, dict)}
+    return ids
 
 
 def test_verify_passes_on_a_crashed_switch_and_settles_what_is_in_doubt(data: Path) -> None:
@@ -120,9 +133,9 @@ def test_verify_finds_a_snapshot_that_does_not_match_the_log(data: Path) -> None
     log = LmdbLog(directory, 1 << 30)
     seq = log.snapshot_seqs()[-1]
     _, chain, body = log.snapshot_at(seq)
-    state = orjson.loads(body)
-    state["accounts"][0][7] += 1  # one more cent of debits than the log says
-    log._put_snapshot(seq, encode_snapshot(seq, chain, orjson.dumps(state)))
+    state, _ = decode_snapshot(body)
+    state.accounts[0].debits_posted += 1  # one more cent of debits than the log says
+    log._put_snapshot(seq, encode_snapshot(seq, chain, encode_live_state(state)))
     log.close()
     result = wal("verify", data)
     assert result.returncode == 1
@@ -131,13 +144,13 @@ def test_verify_finds_a_snapshot_that_does_not_match_the_log(data: Path) -> None
 
 def test_verify_finds_unbalanced_books_in_a_well_formed_log(data: Path) -> None:
     directory = shard_directory(data, 0)
-    account = next(e[1][0] for _, raw in records_of(directory)
-                   for e in decode_events(payload_of(raw)) if e[0] == "account_created")
+    account = next(e.account.id for _, raw in records_of(directory)
+                   for e in decode_events(payload_of(raw)) if isinstance(e, AccountCreated))
     log = LmdbLog(directory, 1 << 30)
     # A record with a valid checksum and chain that debits without a credit anywhere.
-    forged = [["transfer_committed", ["forged-1", account, "nowhere", 5, "USD", 1, "", 0, "", 0,
-                                      log.last_timestamp_ns + 1], 1, 0]]
-    log.append(orjson.dumps(forged), log.last_timestamp_ns + 1)
+    forged = [TransferCommitted(Transfer("forged-1", account, "nowhere", 5, "USD", 1, "",
+                                         timestamp=log.last_timestamp_ns + 1), 1, 0)]
+    log.append(encode_events(forged), log.last_timestamp_ns + 1)
     log.close()
     result = wal("verify", data)
     assert result.returncode == 1 and "UNBALANCED" in result.stdout
@@ -182,7 +195,7 @@ def test_repair_cuts_a_torn_tail_after_a_backup_and_says_what_it_dropped(data: P
     directory = shard_directory(data, 1)
     records = records_of(directory)
     last_seq, last_raw = records[-1]
-    ids = [e[1][0] for e in decode_events(payload_of(last_raw)) if len(e) > 2]
+    ids = [transfer_id_of(e) for e in decode_events(payload_of(last_raw)) if transfer_id_of(e)]
     log = LmdbLog(directory, 1 << 30)
     log.overwrite_raw(last_seq, last_raw[: len(last_raw) // 2])
     log.close()
@@ -239,8 +252,8 @@ def test_compact_keeps_recovery_and_verification_whole(data: Path, discard: bool
     assert any(a.exists() for a in archive) != discard
 
 
-def _recovered(directory: Path) -> dict[str, list[object]]:
+def _recovered(directory: Path) -> dict[str, Account]:
     host = ShardHost(ShardConfig(0, LEDGERS, 1_000_000), lambda: LmdbLog(directory, 1 << 30))
-    state = {k: v.row() for k, v in host.ledger.accounts.items()}
+    state = accounts_now(host.ledger)
     host.close()
     return state

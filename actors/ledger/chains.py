@@ -20,8 +20,10 @@ nor do a balancing member's: its amount is decided only when every shard has lim
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import msgspec
 
 from actors.ledger.codes import TransferResult
 from actors.ledger.exists import transfer_exists
@@ -89,11 +91,21 @@ def check_chain_static(members: list[Transfer]) -> list[TransferResult]:
     return codes
 
 
-def parts_by_shard(members: list[Transfer], shard_of: Any) -> dict[int, list[list[Any]]]:
-    """Each shard's parts of a chain, in member order: [fields, roles, member index]. A post
-    or void holds nothing of its own: its parts are its id and the claim on its pending
-    transfer (whose held parts are settled once the chain is decided)."""
-    parts: dict[int, list[list[Any]]] = {}
+class ChainPart(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A chain member's part on one shard: the member (unstamped), the roles held there, and
+    the member's place in the chain."""
+
+    transfer: Transfer
+    roles: int
+    member: int
+
+
+def parts_by_shard(members: list[Transfer], shard_of: Callable[[str], int]
+                   ) -> dict[int, list[ChainPart]]:
+    """Each shard's parts of a chain, in member order. A post or void holds nothing of its
+    own: its parts are its id and the claim on its pending transfer (whose held parts are
+    settled once the chain is decided)."""
+    parts: dict[int, list[ChainPart]] = {}
     for index, member in enumerate(members):
         roles: dict[int, int] = defaultdict(int)
         roles[shard_of(member.id)] |= Roles.home
@@ -102,7 +114,6 @@ def parts_by_shard(members: list[Transfer], shard_of: Any) -> dict[int, list[lis
         else:
             roles[shard_of(member.debit_account_id)] |= Roles.debit
             roles[shard_of(member.credit_account_id)] |= Roles.credit
-        fields = member.fields()
         for shard, shard_roles in roles.items():
-            parts.setdefault(shard, []).append([fields, shard_roles, index])
+            parts.setdefault(shard, []).append(ChainPart(member, shard_roles, index))
     return parts

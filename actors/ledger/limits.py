@@ -15,25 +15,22 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+
+import msgspec
 
 from actors.ledger.model import AMOUNT_MAX
 
 WINDOW_MS_MAX = 366 * 24 * 3600 * 1000
 
 
-@dataclass(slots=True)
-class Limits:
+class Limits(msgspec.Struct, array_like=True, frozen=True, gc=False):
     transfer_max: int = 0
     overdraft: int = 0
     velocity_max: int = 0
     velocity_window_ms: int = 0
 
-    def row(self) -> list[int]:
-        return [self.transfer_max, self.overdraft, self.velocity_max, self.velocity_window_ms]
-
     def valid(self) -> bool:
-        values = self.row()
+        values = msgspec.structs.astuple(self)
         if not all(isinstance(v, int) and 0 <= v <= AMOUNT_MAX for v in values):
             return False
         if self.velocity_window_ms > WINDOW_MS_MAX:
@@ -77,13 +74,20 @@ class Velocity:
             total -= amount
         return total
 
-    def row(self) -> list[Any]:
-        return [self.window_ns, [list(debit) for debit in self.debits]]
+    def state(self) -> VelocityState:
+        return VelocityState(self.window_ns, list(self.debits))
 
     @classmethod
-    def from_row(cls, row: list[Any]) -> Velocity:
-        velocity = cls(row[0])
-        for timestamp, amount in row[1]:
+    def from_state(cls, state: VelocityState) -> Velocity:
+        velocity = cls(state.window_ns)
+        for timestamp, amount in state.debits:
             velocity.debits.append((timestamp, amount))
             velocity.total += amount
         return velocity
+
+
+class VelocityState(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A velocity window as a snapshot holds it."""
+
+    window_ns: int
+    debits: list[tuple[int, int]]

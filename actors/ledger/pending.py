@@ -12,10 +12,11 @@ its own clock and recorded as an event; the held parts are then released the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import msgspec
+from msgspec.structs import replace
 
 from actors.ledger.codes import TransferResult
+from actors.ledger.events import Claim
 from actors.ledger.model import (
     AMOUNT_MAX,
     BALANCING,
@@ -36,21 +37,23 @@ VOIDED = "voided"
 EXPIRED = "expired"
 
 
-@dataclass(slots=True)
-class PendingState:
-    """At a pending transfer's home: where it stands, and who is resolving it."""
+class PendingState(msgspec.Struct, array_like=True, gc=False):
+    """At a pending transfer's home: where it stands, and who is resolving it. Open ones
+    (status pending) live in memory and in snapshots; final ones in the ledger's store."""
 
     status: str
     expires_at_ns: int  # 0: never
-    # While a Q is under way: [q id, attempt, post, amount], and for a Q in a linked chain
-    # [chain key, member index, Q's fields as it will be stored].
-    claim: list[Any] | None = None
+    claim: Claim | None = None  # while a post or void is under way
     amount_posted: int = 0
-    resolution: list[Any] | None = None  # the row of the transfer that posted or voided it
+    resolution: Transfer | None = None  # the transfer that posted or voided it, as stored
 
-    def row(self) -> list[Any]:
-        return [self.status, self.expires_at_ns, self.claim, self.amount_posted,
-                self.resolution]
+
+class PendingStatus(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """What a reader is told about a pending transfer."""
+
+    status: str
+    amount_posted: int
+    resolution: Transfer | None
 
 
 def check_static(transfer: Transfer) -> TransferResult:
@@ -122,13 +125,11 @@ def filled(resolving: Transfer, pending: Transfer | None) -> Transfer:
     if pending is None:
         return resolving
     post = resolving.flags & POST_PENDING
-    return Transfer(
-        resolving.id,
-        resolving.debit_account_id or pending.debit_account_id,
-        resolving.credit_account_id or pending.credit_account_id,
-        resolving.amount or pending.amount if post else pending.amount,
-        resolving.ledger or pending.ledger,
-        pending.code if resolving.code == UNSPECIFIED_CODE else resolving.code,
-        resolving.user_data, resolving.flags, resolving.pending_id, resolving.timeout_ms,
-        resolving.timestamp,
+    return replace(
+        resolving,
+        debit_account_id=resolving.debit_account_id or pending.debit_account_id,
+        credit_account_id=resolving.credit_account_id or pending.credit_account_id,
+        amount=resolving.amount or pending.amount if post else pending.amount,
+        ledger=resolving.ledger or pending.ledger,
+        code=pending.code if resolving.code == UNSPECIFIED_CODE else resolving.code,
     )

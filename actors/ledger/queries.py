@@ -1,62 +1,92 @@
-"""Read-only views of a ledger: balances totals, account history pages, in-doubt parts."""
+"""Read-only views of a ledger's live state: what redrive must settle, per-ledger totals.
+
+Each lists only what is live (parts held here, open pending transfers), so its cost follows
+what is in doubt, not the ledger's history.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import msgspec
 
-from actors.ledger.ledger import Ledger
 from actors.ledger.model import Transfer
-
-BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
-
-
-def totals_by_ledger(ledger: Ledger) -> dict[str, list[int]]:
-    """Per ledger: sums of debits_posted, credits_posted, debits_pending, credits_pending."""
-    sums: dict[str, list[int]] = {}
-    for account in ledger.accounts.values():
-        row = sums.setdefault(account.ledger, [0, 0, 0, 0])
-        row[0] += account.debits_posted
-        row[1] += account.credits_posted
-        row[2] += account.debits_pending
-        row[3] += account.credits_pending
-    return sums
+from actors.ledger.state import LedgerState
 
 
-def account_transfers_page(
-    ledger: Ledger, account_id: str, limit: int, before: int | None
-) -> tuple[list[Transfer], int | None]:
-    """Posted transfers of an account, newest first.
+class PartInDoubt(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A reserved part waiting for its decider: its transfer's home, or its chain's
+    coordinator when `chain` is set."""
 
-    `before` is a position in the account's history (the cursor a previous page returned);
-    histories only grow, so a position stays valid. Returns the page and the next cursor.
-    """
-    entries = ledger.history.get(account_id, [])
-    end = len(entries) if before is None else max(0, min(before, len(entries)))
-    start = max(0, end - limit)
-    page = entries[start:end]
-    page.reverse()
-    return page, (start if start > 0 else None)
+    transfer: Transfer
+    roles: int
+    attempt: int
+    chain: str
+    member: int
 
 
-def in_doubt(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
+class HeldPart(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A part of a committed pending transfer held here until its home resolves it."""
+
+    pending_id: str
+    roles: int
+
+
+class ClaimInDoubt(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A pending transfer locked by a post or void whose decider (its home, or its chain's
+    coordinator) has not been heard from."""
+
+    pending_id: str
+    resolving_id: str
+    attempt: int
+    chain: str
+    member: int
+
+
+class LedgerTotals(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A ledger's sums over accounts, as decimal strings: exact at any size (a message's
+    integers hold 64 bits, and sums over many accounts can pass 2^64)."""
+
+    ledger: str
+    debits_posted: str
+    credits_posted: str
+    debits_pending: str
+    credits_pending: str
+
+    def values(self) -> tuple[int, int, int, int]:
+        return (int(self.debits_posted), int(self.credits_posted), int(self.debits_pending),
+                int(self.credits_pending))
+
+
+def in_doubt(ledger: LedgerState, reserved_before_ns: int) -> list[PartInDoubt]:
     """Reservations waiting for their home's decision: what recovery must re-drive.
 
     Only those reserved before the given time: younger ones are almost always still under way.
     """
-    return [[r.transfer.row(), r.roles, r.attempt, r.chain, r.member]
+    return [PartInDoubt(r.transfer, r.roles, r.attempt, r.chain, r.member)
             for r in ledger.reservations.values()
             if not r.held and r.transfer.timestamp <= reserved_before_ns]
 
 
-def held_parts(ledger: Ledger, reserved_before_ns: int) -> list[list[Any]]:
+def held_parts(ledger: LedgerState, reserved_before_ns: int) -> list[HeldPart]:
     """Parts of committed pending transfers held here: settled once their home resolves them."""
-    return [[r.transfer.id, r.roles] for r in ledger.reservations.values()
+    return [HeldPart(r.transfer.id, r.roles) for r in ledger.reservations.values()
             if r.held and r.transfer.timestamp <= reserved_before_ns]
 
 
-def claims_in_doubt(ledger: Ledger) -> list[list[Any]]:
-    """Pending transfers locked by a post or void whose own home (its chain's coordinator)
-    has not been heard from: [pending id, post-or-void id, attempt, chain key, member]."""
-    return [[pending_id, *state.claim[:2], *(state.claim[4:6] if len(state.claim) > 4
-                                            else ["", 0])]
+def claims_in_doubt(ledger: LedgerState) -> list[ClaimInDoubt]:
+    return [ClaimInDoubt(pending_id, state.claim.resolving_id, state.claim.attempt,
+                         state.claim.chain, state.claim.member)
             for pending_id, state in ledger.pending.items() if state.claim is not None]
+
+
+def totals(ledger: LedgerState) -> list[LedgerTotals]:
+    """Per ledger, the sums kept as events were applied: no scan of the accounts."""
+    return [LedgerTotals(code, *map(str, sums))
+            for code, sums in sorted(list(ledger.totals.by_ledger.items()))]
+
+
+def add_totals(into: dict[str, list[int]], totals_list: list[LedgerTotals]) -> None:
+    """Sum shards' totals per ledger (exactly)."""
+    for entry in totals_list:
+        sums = into.setdefault(entry.ledger, [0, 0, 0, 0])
+        for index, value in enumerate(entry.values()):
+            sums[index] += value

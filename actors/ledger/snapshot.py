@@ -1,114 +1,68 @@
-"""A ledger's whole state as plain data, and back: what a snapshot stores.
+"""A ledger's live state as one typed value, and back: what a snapshot stores.
 
-Transfers appear once (in `transfers`) and per-account histories refer to them by position,
-so a snapshot neither repeats a transfer nor loads it as several objects.
+Only what memory holds is in it (accounts, parts held here, open pending transfers, limits
+and velocity windows, the count of transfers homed here); what the store holds (transfers,
+histories, chains' decisions, final pending states) is durable by itself. So a snapshot's
+size follows the number of accounts, not the number of transfers ever made.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, fields
-from itertools import starmap
-from operator import attrgetter
-from typing import Any
+import msgspec
 
-from actors.ledger.ledger import Ledger, Reservation
-from actors.ledger.limits import Limits, Velocity
-from actors.ledger.model import Account, Transfer
+from actors.ledger.limits import Limits, Velocity, VelocityState
+from actors.ledger.model import Account
 from actors.ledger.pending import PendingState
-
-# A snapshot blocks its shard while it is taken: attrgetter builds each row in C.
-_ACCOUNT_ROW = attrgetter(*(f.name for f in fields(Account)))
-_TRANSFER_ROW = attrgetter(*(f.name for f in fields(Transfer)))
+from actors.ledger.state import LedgerState, Reservation, Totals
 
 
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """A consistent view of a ledger, cheap to take: mutable parts copied, the rest shared.
+class PendingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    pending_id: str
+    state: PendingState
 
-    Accounts change, so their rows are copied. Transfers never change once applied, so the
-    cut shares them; histories only grow, so the cut keeps each list with its length then.
-    """
 
-    accounts: list[tuple[Any, ...]]
-    transfers: list[Transfer]
+class LimitsEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    account_id: str
+    limits: Limits
+
+
+class VelocityEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    account_id: str
+    window: VelocityState
+
+
+class Snapshot(msgspec.Struct, array_like=True, frozen=True):
+    accounts: list[Account]
     homed_count: int
-    commit_attempts: list[tuple[str, int]]
-    chains: list[tuple[str, list[Any]]]
-    history: list[tuple[str, list[Transfer]]]
-    history_lengths: list[int]
-    reservations: list[list[Any]]
-    pending: list[list[Any]]
-    limits: list[list[Any]]
-    velocity: list[list[Any]]
+    reservations: list[Reservation]
+    pending: list[PendingEntry]
+    limits: list[LimitsEntry]
+    velocity: list[VelocityEntry]
 
 
-def cut(ledger: Ledger) -> Cut:
-    """Runs on the shard's own thread, between batches: C-level copies only."""
-    return Cut(
-        accounts=list(map(_ACCOUNT_ROW, ledger.accounts.values())),
-        transfers=list(ledger.transfers.values()),
+def dump(ledger: LedgerState) -> Snapshot:
+    """The state now. The lists share the live objects: encode before the next batch."""
+    return Snapshot(
+        accounts=list(ledger.accounts.values()),
         homed_count=ledger.homed_count,
-        commit_attempts=list(ledger.commit_attempts.items()),
-        chains=list(ledger.chains.items()),
-        history=list(ledger.history.items()),
-        history_lengths=list(map(len, ledger.history.values())),
-        reservations=[[r.transfer.row(), r.roles, r.attempt, r.held, r.chain, r.member]
-                      for r in ledger.reservations.values()],
-        pending=[[pending_id, *state.row()] for pending_id, state in ledger.pending.items()],
-        limits=[[account_id, limits.row()] for account_id, limits in ledger.limits.items()],
-        velocity=[[account_id, v.row()] for account_id, v in ledger.velocity.items()],
+        reservations=list(ledger.reservations.values()),
+        pending=[PendingEntry(pending_id, state) for pending_id, state in ledger.pending.items()],
+        limits=[LimitsEntry(account_id, limits) for account_id, limits in ledger.limits.items()],
+        velocity=[VelocityEntry(account_id, velocity.state())
+                  for account_id, velocity in ledger.velocity.items()],
     )
 
 
-def finish(view: Cut) -> dict[str, Any]:
-    """The heavy part, safe on another thread while the shard goes on: reads only the cut.
-
-    Histories refer to transfers by their position in `transfers`: loading then indexes a
-    list instead of hashing an id string per entry (the bulk of a snapshot's load time).
-    """
-    position = {id(transfer): index for index, transfer in enumerate(view.transfers)}
-    where = position.__getitem__
-    return {
-        "accounts": view.accounts,
-        "transfers": list(map(_TRANSFER_ROW, view.transfers)),
-        "homed_count": view.homed_count,
-        "commit_attempts": view.commit_attempts,
-        "chains": view.chains,
-        "history": {
-            account_id: list(map(where, map(id, entries[:length])))
-            for (account_id, entries), length in zip(view.history, view.history_lengths,
-                                                     strict=True)
-        },
-        "reservations": view.reservations,
-        "pending": view.pending,
-        "limits": view.limits,
-        "velocity": view.velocity,
-    }
-
-
-def dump(ledger: Ledger) -> dict[str, Any]:
-    return finish(cut(ledger))
-
-
-def load(ledger: Ledger, data: dict[str, Any]) -> None:
-    assert not ledger.accounts and not ledger.transfers, "load into an empty ledger only"
-    accounts = starmap(Account, data["accounts"])
-    ledger.accounts = {account.id: account for account in accounts}
-    rows = list(starmap(Transfer, data["transfers"]))
-    ledger.transfers = {transfer.id: transfer for transfer in rows}
-    ledger.homed_count = data["homed_count"]
-    ledger.commit_attempts = dict(data["commit_attempts"])
-    ledger.chains = dict(data["chains"])
-    at = rows.__getitem__
-    ledger.history = defaultdict(list, {
-        account_id: list(map(at, positions)) for account_id, positions in data["history"].items()
-    })
-    ledger.reservations = {
-        row[0]: Reservation(Transfer.from_row(row), *fields)
-        for row, *fields in data["reservations"]
-    }
-    ledger.pending = {pending_id: PendingState(*state) for pending_id, *state in data["pending"]}
+def load(ledger: LedgerState, snapshot: Snapshot) -> None:
+    """Into an empty ledger (its store already holds what the snapshot's record wrote)."""
+    if ledger.accounts or ledger.reservations:
+        raise ValueError("a snapshot loads into an empty ledger only")
+    ledger.accounts = {account.id: account for account in snapshot.accounts}
+    ledger.homed_count = snapshot.homed_count
+    ledger.reservations = {r.transfer.id: r for r in snapshot.reservations}
+    ledger.pending = {entry.pending_id: entry.state for entry in snapshot.pending}
     ledger.rebuild_expiries()
-    ledger.limits = {account_id: Limits(*row) for account_id, row in data["limits"]}
-    ledger.velocity = {account_id: Velocity.from_row(row) for account_id, row in data["velocity"]}
+    ledger.limits = {entry.account_id: entry.limits for entry in snapshot.limits}
+    ledger.velocity = {entry.account_id: Velocity.from_state(entry.window)
+                       for entry in snapshot.velocity}
+    ledger.totals = Totals.of(ledger.accounts.values())

@@ -8,37 +8,48 @@ redrive and the WAL tool's audit all settle them with these, so they settle alik
 
 from __future__ import annotations
 
-from typing import Any
-
-from actors.ledger.ledger import HOLD, POST, VOID
+from actors.ledger.ledger import HOLD, POST, VOID, Verdict
 from actors.ledger.model import PENDING, Transfer
+from actors.ledger.store import ChainDecision
+
+Outcome = tuple[str, int, int, Transfer | None]  # finalize_reservation's arguments
 
 
-def chain_part_outcome(member: Transfer, index: int, decision: list[Any] | None
-                       ) -> tuple[str, int, int, list[Any] | None]:
-    """What a chain member's part becomes by its coordinator's decision ([timestamps, amounts,
-    posts' and voids' fields], or None: not committed): the outcome, the member's commit
-    timestamp, its amount and (a post or void) its fields as stored."""
+def chain_part_outcome(member: Transfer, index: int, decision: ChainDecision | None
+                       ) -> Outcome:
+    """What a chain member's part becomes by its coordinator's decision (None: not
+    committed): the outcome, the member's commit timestamp, its amount and (a post or void)
+    its fields as stored."""
     if decision is None:
         return VOID, 0, 0, None
-    timestamps, amounts, resolving = decision
     outcome = HOLD if member.flags & PENDING else POST
-    return outcome, timestamps[index], amounts[index], resolving[index]
+    return (outcome, decision.timestamps[index], decision.amounts[index],
+            decision.resolving[index])
 
 
-def part_verdict(row: list[Any], chain: str, member: int, verdict: Any
-                 ) -> tuple[str, int, int, list[Any] | None]:
-    """A part in doubt, by what its decider answered: its transfer's home (`resolve`) or its
-    chain's coordinator (`resolve_chain`). The arguments of its `finalize_reservation`."""
+def part_verdict(transfer: Transfer, chain: str, member: int,
+                 verdict: Verdict | ChainDecision | None) -> Outcome:
+    """A part in doubt, by what its decider answered: its transfer's home (`resolve`, a
+    Verdict) or its chain's coordinator (`resolve_chain`, a decision or None)."""
     if chain:
-        return chain_part_outcome(Transfer.from_row(row), member, verdict)
-    outcome, timestamp, committed = verdict
-    return outcome, timestamp, committed[3] if committed else 0, None
+        assert not isinstance(verdict, Verdict)
+        return chain_part_outcome(transfer, member, verdict)
+    assert isinstance(verdict, Verdict)
+    committed = verdict.transfer
+    return (verdict.outcome, committed.timestamp if committed else 0,
+            committed.amount if committed else 0, None)
 
 
-def claim_verdict(chain: str, member: int, verdict: Any) -> list[Any] | None:
-    """A claim in doubt, by what its post or void's decider answered: the row it was stored
-    with, or None (not committed: release the claim)."""
+def claim_verdict(chain: str, member: int, verdict: Verdict | ChainDecision | None
+                  ) -> Transfer | None:
+    """A claim in doubt, by what its post or void's decider answered: the post or void as it
+    was stored, or None (not committed: release the claim)."""
     if chain:
-        return None if verdict is None else [*verdict[2][member], verdict[0][member]]
-    return None if verdict[0] == VOID else list(verdict[2])
+        assert not isinstance(verdict, Verdict)
+        if verdict is None:
+            return None
+        resolving = verdict.resolving[member]
+        assert resolving is not None
+        return resolving.stamped(verdict.timestamps[member])
+    assert isinstance(verdict, Verdict)
+    return None if verdict.outcome == VOID else verdict.transfer

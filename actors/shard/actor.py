@@ -1,7 +1,12 @@
-"""The shard actor: a Ray actor (one process, one call at a time) around a ShardHost.
+"""The shard actor: a Ray actor around a ShardHost, and the Ray side of the transport seam.
 
-This is the only module of actors/ that imports Ray. `max_concurrency=1` makes the actor the
-single writer of every account it hosts: Ray runs its calls one after another.
+This is the only module of actors/ that imports Ray. Writes run in the actor's default group
+with `max_concurrency=1`: one call at a time, so the actor is the single writer of every
+account it hosts. Reads of committed data (its status, its log feed) run in a `reads` group
+of their own thread, so readers never queue behind a shard's batches.
+
+`RayShards` is where actor options, names and placement live: the router only ever sees the
+`ShardLink` interface (switch/routing/transport.py), which `RayShard` implements.
 """
 
 from __future__ import annotations
@@ -12,37 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.util.metrics import Counter as RayCounter
 
+from actors.messages import LogFeed
 from actors.runtime import configure_logging, tune_gc
 from actors.shard.host import ShardConfig, ShardHost
+from actors.shard.stats import ShardStatus
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 
+READS = "reads"
 
-@ray.remote(max_concurrency=1)  # type: ignore[call-overload]
+
+@ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
 class ShardActor:
-    def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int) -> None:
+    def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int,
+                 transfer_cache_max: int) -> None:
         configure_logging(config.log_level, config.log_json)
         directory = shard_directory(Path(data_dir), config.shard_index)
         # The ledger is long-lived: freeze it out of collections after recovery and after
         # each snapshot (a full pass over the state anyway), so the collector only ever
         # walks what changed since.
         freeze = self._freeze if config.gc_freeze else (lambda: None)
-        self._host = ShardHost(config, lambda: LmdbLog(directory, map_size_bytes),
-                               on_snapshot=freeze)
+        self._host = ShardHost(config, lambda: LmdbLog(
+            directory, map_size_bytes, transfer_cache_max=transfer_cache_max),
+            on_snapshot=freeze)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
-        # The key figures again as Ray metrics: in the Ray dashboard and its Prometheus export.
-        tags = {"shard": str(config.shard_index)}
-        self._ray_commands = RayCounter("payswitch_shard_commands",
-                                        "commands applied by a shard", ("shard",))
-        self._ray_events = RayCounter("payswitch_shard_events", "events committed by a shard",
-                                      ("shard",))
-        self._ray_batches = RayCounter("payswitch_shard_batches", "batches (group commits)",
-                                       ("shard",))
-        for metric in (self._ray_commands, self._ray_events, self._ray_batches):
-            metric.set_default_tags(tags)
-        self._counted = (0, 0, 0)
 
     @staticmethod
     def _freeze() -> None:
@@ -50,19 +49,17 @@ class ShardActor:
 
     @ray.method(enable_task_events=False)
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        reply = self._host.handle(blob, request_ids or [])
-        stats = self._host.stats
-        counted = (stats.commands, stats.events, stats.batches)
-        for metric, now, before in zip((self._ray_commands, self._ray_events, self._ray_batches),
-                                       counted, self._counted, strict=True):
-            if now > before:
-                metric.inc(now - before)
-        self._counted = counted
-        return reply
+        return self._host.handle(blob, request_ids or [])
 
-    def status(self) -> dict[str, Any]:
+    @ray.method(concurrency_group=READS)
+    def status(self) -> ShardStatus:
         return self._host.status()
 
+    @ray.method(concurrency_group=READS, enable_task_events=False)
+    def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
+        return self._host.read_log(from_seq, records_max, bytes_max)
+
+    @ray.method(concurrency_group=READS)
     def placement(self) -> dict[str, Any]:
         """Where this shard runs: for the dashboard's node table."""
         context = ray.get_runtime_context()
@@ -74,8 +71,56 @@ class ShardActor:
         self._host.close()
 
 
-def start_shard(config: ShardConfig, data_dir: Path, map_size_bytes: int) -> Any:
-    """Create a shard actor; num_cpus=0 so shards may outnumber the cores they share."""
-    return ShardActor.options(  # type: ignore[attr-defined]
-        num_cpus=0
-    ).remote(config, str(data_dir), map_size_bytes)
+class RayShard:
+    """One shard actor, as the router's `ShardLink`."""
+
+    def __init__(self, index: int, actor: Any) -> None:
+        self.index = index
+        self.actor = actor
+
+    async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
+        return bytes(await self.actor.handle.remote(blob, request_ids))
+
+    async def status(self) -> ShardStatus:
+        status: ShardStatus = await self.actor.status.remote()
+        return status
+
+    async def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
+        feed: LogFeed = await self.actor.read_log.remote(from_seq, records_max, bytes_max)
+        return feed
+
+    async def placement(self) -> dict[str, Any]:
+        placement: dict[str, Any] = await self.actor.placement.remote()
+        return placement
+
+
+class RayShards:
+    """Starts and stops the shard actors: their options, names and placement live here."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors = actors
+        self.links = [RayShard(index, actor) for index, actor in enumerate(actors)]
+
+    @classmethod
+    def start(cls, configs: list[ShardConfig], data_dir: Path, map_size_bytes: int,
+              transfer_cache_max: int) -> RayShards:
+        """Create every shard and wait until each has recovered (raises if one cannot).
+        num_cpus=0 so that shards may outnumber the cores they share."""
+        actors = [ShardActor.options(num_cpus=0).remote(  # type: ignore[attr-defined]
+            config, str(data_dir), map_size_bytes, transfer_cache_max) for config in configs]
+        ray.get([actor.status.remote() for actor in actors])
+        return cls(actors)
+
+    def placements(self) -> list[dict[str, Any]]:
+        return list(ray.get([actor.placement.remote() for actor in self.actors]))
+
+    def statuses(self) -> list[ShardStatus]:
+        return list(ray.get([actor.status.remote() for actor in self.actors]))
+
+    def close(self, timeout_s: float = 30) -> None:
+        """A clean stop: each shard finishes its snapshot and closes its log."""
+        ray.get([actor.close.remote() for actor in self.actors], timeout=timeout_s)
+
+    def kill(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)

@@ -10,6 +10,10 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from actors.ledger.queries import LedgerTotals
+
 BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8190)
 SECONDS_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                   0.25, 0.5, 1.0)
@@ -53,3 +57,23 @@ class ShardStats:
             "apply_seconds": self.apply_seconds.export(),
             "commit_seconds": self.commit_seconds.export(),
         }
+
+
+class ShardStatus(msgspec.Struct, frozen=True):
+    """What a shard says about itself (for /readyz, /metrics and the dashboard): read on
+    its own thread, never through the write queue."""
+
+    shard: int
+    accounts: int
+    transfers: int  # committed with this shard as their home
+    in_doubt: int
+    pending_open: int
+    last_seq: int
+    recovery_ms: float
+    recovered_records: int
+    snapshot_seq: int  # the one recovery started from
+    snapshot_seq_written: int  # the newest on disk
+    snapshot_age_seconds: float
+    log_bytes: int
+    stats: dict[str, Any]
+    totals: list[LedgerTotals]

@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from itertools import chain
-from operator import attrgetter, itemgetter
-from pathlib import Path
+from operator import itemgetter
 from typing import Annotated, Any
 
+import msgspec
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,15 +23,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actors import messages as p
 from actors.ledger.model import ID_RE
+from actors.messages import (
+    FAILED_STORAGE_FULL,
+    AccountReply,
+    AccountTransfers,
+    AccountView,
+    GetAccount,
+    GetTransfer,
+    SetLimits,
+    TransferPage,
+    TransferView,
+)
 from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
 from switch.api.openapi import openapi_document
 from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
 from switch.api.views import (
     account_from_request,
     account_json,
-    limits_row,
+    limits_of,
     transfer_from_request,
     transfer_json,
 )
@@ -40,6 +49,7 @@ from switch.cli.settings import Settings
 from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
+from switch.read.events import EventStream
 from switch.read.events_api import event_routes
 from switch.read.query_api import query_routes
 from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
@@ -50,8 +60,6 @@ JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
 
 
-_DEBIT_ID = attrgetter("debit_account_id")
-_CREDIT_ID = attrgetter("credit_account_id")
 _RESULT = itemgetter(0)
 
 
@@ -100,7 +108,7 @@ class Api:
     async def post_accounts(self, request: Request) -> Response:
         is_array, items = await self._parse(request, ACCOUNT, self._accounts)
         outcomes = await self.router.create_accounts([account_from_request(i) for i in items],
-                                                     [limits_row(i) for i in items])
+                                                     [limits_of(i) for i in items])
         return _created(is_array, items, outcomes, "account", account_json)
 
     async def post_transfers(self, request: Request) -> Response:
@@ -108,18 +116,17 @@ class Api:
         is_array, items = await self._parse(request, TRANSFER, self._transfers)
         outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
         response = _created(is_array, items, outcomes, "transfer", transfer_json)
-        accounts = filter(None, chain(map(_DEBIT_ID, items), map(_CREDIT_ID, items)))
-        self.monitor.count_transfers(map(_RESULT, outcomes), accounts, len(items),  # type: ignore[arg-type]
+        self.monitor.count_transfers(map(_RESULT, outcomes), items,  # type: ignore[arg-type]
                                      time.perf_counter() - started)
         return response
 
     async def get_account(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
-        shard = self.router.shard_of(account_id)
-        found = await self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id])
-        if found is None:
+        view: AccountView = await self.router.ask(self.router.shard_of(account_id),
+                                                  GetAccount(account_id))
+        if view.account is None:
             raise ApiError(404, "account_not_found")
-        return json_response(account_json(*found))
+        return json_response(account_json(view.account, view.limits))
 
     async def put_limits(self, request: Request) -> Response:
         """Set an account's limits; the same limits again change nothing (idempotent)."""
@@ -129,38 +136,42 @@ class Api:
             limits = LIMITS.validate_json(body)
         except ValidationError as error:
             raise _validation_error(error, self.settings.api.batch_items_max) from None
-        result, row, current = await self.router.ask(
-            self.router.shard_of(account_id), [p.OP_LIMITS, account_id, limits_row(limits)])
-        if result == "account_not_found":
+        given = limits_of(limits)
+        assert given is not None
+        reply: AccountReply = await self.router.ask(self.router.shard_of(account_id),
+                                                    SetLimits(account_id, given))
+        if reply.result == "account_not_found" or reply.account is None:
             raise ApiError(404, "account_not_found")
-        if result == "limits_invalid":
+        if reply.result == "limits_invalid":
             return error_response(422, "limits_invalid")
-        return json_response({"result": result, "account": account_json(row, current)})
+        return json_response({"result": reply.result,
+                              "account": account_json(reply.account, reply.limits)})
 
     async def get_transfer(self, request: Request) -> Response:
         transfer_id = _path_id(request, "transfer_id")
-        found = await self.router.ask(self.router.shard_of(transfer_id),
-                                      [p.OP_GET_TRANSFER, transfer_id])
-        if found is None:
+        view: TransferView = await self.router.ask(self.router.shard_of(transfer_id),
+                                                   GetTransfer(transfer_id))
+        if view.transfer is None:
             raise ApiError(404, "transfer_not_found")
-        return json_response(transfer_json(*found))
+        return json_response(transfer_json(view.transfer, view.status))
 
     async def get_account_transfers(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
         page_max = self.settings.api.history_page_max
         limit = _int_query(request, "limit", HISTORY_LIMIT_DEFAULT, page_max)
         cursor = request.query_params.get("cursor")
-        before = None if cursor is None else _int_query(request, "cursor", 0, 2**62)
+        before = None if cursor is None else _int_query(request, "cursor", 0, 2**63 - 1)
         shard = self.router.shard_of(account_id)
-        account, (rows, next_cursor) = await asyncio.gather(
-            self.router.ask(shard, [p.OP_GET_ACCOUNT, account_id]),
-            self.router.ask(shard, [p.OP_ACCOUNT_TRANSFERS, account_id, limit, before]),
+        view, page = await asyncio.gather(
+            self.router.ask(shard, GetAccount(account_id)),
+            self.router.ask(shard, AccountTransfers(account_id, limit, before)),
         )
-        if account is None:
+        assert isinstance(view, AccountView) and isinstance(page, TransferPage)
+        if view.account is None:
             raise ApiError(404, "account_not_found")
         return json_response({
-            "transfers": [transfer_json(row) for row in rows],
-            "next_cursor": None if next_cursor is None else str(next_cursor),
+            "transfers": [transfer_json(transfer) for transfer in page.transfers],
+            "next_cursor": None if page.next_position is None else str(page.next_position),
         })
 
     async def get_ledgers(self, request: Request) -> Response:
@@ -183,10 +194,11 @@ class Api:
 
     async def readyz(self, request: Request) -> Response:
         try:
-            shards = await asyncio.wait_for(self.router.ask_all([p.OP_STATUS]), timeout=5)
-        except (TimeoutError, ShardUnavailable, ShardCallFailed, Overloaded):
+            statuses = await asyncio.wait_for(self.router.statuses(), timeout=5)
+        except (TimeoutError, ShardUnavailable):
             return error_response(503, "shard_unavailable", retry_after_seconds=1)
-        return json_response({"status": "ready", "shards": shards})
+        return json_response({"status": "ready",
+                              "shards": [msgspec.to_builtins(s) for s in statuses]})
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.settings))
@@ -197,7 +209,7 @@ def _created(
     items: list[Any],
     outcomes: list[Outcome],
     kind: str,
-    render: Callable[[list[Any]], dict[str, Any]],
+    render: Callable[[Any], dict[str, Any]],
 ) -> Response:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -216,7 +228,7 @@ def _created(
         result, row = outcome  # type: ignore[misc]
         entry: dict[str, Any] = {"index": index, "id": item.id, "result": result}
         if row is not None and (result == "ok" or result == "exists"):
-            entry["timestamp"] = row[-1] if kind == "transfer" else row[6]
+            entry["timestamp"] = row.timestamp
         results.append(entry)
     return json_response({"results": results})
 
@@ -265,7 +277,7 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
 
     async def call_failed(request: Request, error: Exception) -> Response:
         assert isinstance(error, ShardCallFailed)
-        if error.code == p.FAILED_STORAGE_FULL:
+        if error.code == FAILED_STORAGE_FULL:
             return error_response(503, "storage_full", retry_after_seconds=retry_after_seconds)
         return error_response(500, "internal_error")
 
@@ -346,8 +358,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
-        *event_routes(Path(settings.data.dir).resolve()),
-        *query_routes(query_actor, settings.api.history_page_max),
+        *event_routes(EventStream(router.links)),
+        *query_routes(query_actor, router, settings.api.history_page_max),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -106,9 +107,18 @@ def status_of_result(result: str) -> int:
     return 422
 
 
+def dumps_exact(body: Any) -> bytes:
+    """JSON for a response: orjson, and the standard library for the rare body holding an
+    integer beyond 64 bits (a ledger's totals can pass 2^64; orjson refuses them)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def json_response(body: Any, status: int = 200, retry_after_seconds: int | None = None) -> Response:
     headers = {"Retry-After": str(retry_after_seconds)} if retry_after_seconds else None
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return Response(dumps_exact(body), status, headers, media_type="application/json")
 
 
 def error_response(

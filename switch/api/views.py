@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from actors.ledger.limits import Limits
 from actors.ledger.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
-from actors.ledger.pending import UNSPECIFIED_CODE
+from actors.ledger.pending import UNSPECIFIED_CODE, PendingStatus
 from switch.api.schemas import AccountIn, LimitsIn, TransferIn
 
 _FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed",
@@ -37,21 +38,20 @@ def transfer_from_request(item: TransferIn) -> Transfer:
 LIMIT_FIELDS = ("transfer_max", "overdraft", "velocity_max", "velocity_window_ms")
 
 
-def limits_row(item: AccountIn | LimitsIn) -> list[int] | None:
+def limits_of(item: AccountIn | LimitsIn) -> Limits | None:
     limits = item.limits if isinstance(item, AccountIn) else item
-    return None if limits is None else [getattr(limits, name) for name in LIMIT_FIELDS]
+    return None if limits is None else Limits(*(getattr(limits, name) for name in LIMIT_FIELDS))
 
 
-def account_json(row: list[Any], limits: list[int] | None = None) -> dict[str, Any]:
+def account_json(account: Account, limits: Limits | None = None) -> dict[str, Any]:
     """An account as the API shows it (with its limits when they are given)."""
-    shown = _account_fields(row)
+    shown = _account_fields(account)
     if limits is not None:
-        shown["limits"] = dict(zip(LIMIT_FIELDS, limits, strict=True))
+        shown["limits"] = {name: getattr(limits, name) for name in LIMIT_FIELDS}
     return shown
 
 
-def _account_fields(row: list[Any]) -> dict[str, Any]:
-    account = Account.from_row(row)
+def _account_fields(account: Account) -> dict[str, Any]:
     return {
         "id": account.id,
         "ledger": account.ledger,
@@ -67,10 +67,8 @@ def _account_fields(row: list[Any]) -> dict[str, Any]:
     }
 
 
-def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, Any]:
-    """A transfer row as the API shows it; `status` is a pending transfer's [status, amount
-    posted, ...] at its home, when known."""
-    transfer = Transfer.from_row(row)
+def transfer_json(transfer: Transfer, status: PendingStatus | None = None) -> dict[str, Any]:
+    """A transfer as the API shows it; `status`, a pending transfer's at its home, when known."""
     shown = {
         "id": transfer.id, "debit_account_id": transfer.debit_account_id,
         "credit_account_id": transfer.credit_account_id, "amount": transfer.amount,
@@ -81,7 +79,7 @@ def transfer_json(row: list[Any], status: list[Any] | None = None) -> dict[str, 
         "timestamp": transfer.timestamp,
     }
     if status is not None:
-        shown["status"], shown["amount_posted"] = status[0], status[1]
+        shown["status"], shown["amount_posted"] = status.status, status.amount_posted
     return shown
 
 

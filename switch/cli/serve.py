@@ -19,7 +19,7 @@ import ray
 import uvicorn
 
 from actors.runtime import configure_logging, tune_gc
-from actors.shard.actor import start_shard
+from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig
 from actors.topology import Placement, Topology
 from persistence.topology import TOPOLOGY_FILE, TopologyMismatch, resolve_topology
@@ -28,7 +28,6 @@ from switch.cli.settings import Settings
 from switch.observe.context import RequestIdFilter
 from switch.observe.ray_metrics import RayMetrics
 from switch.read.query_actor import start_query_actor
-from switch.routing.channel import ShardChannel
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch")
@@ -68,41 +67,30 @@ def open_topology(settings: Settings) -> Topology:
     return topology
 
 
-def start_shards(settings: Settings, topology: Topology) -> list[Any]:
+def start_shards(settings: Settings, topology: Topology) -> RayShards:
     """Start every shard and wait until each has recovered; raises if any cannot start."""
     data_dir = Path(settings.data.dir).resolve()
-    shards = [
-        start_shard(
-            ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
-                        settings.api.history_page_max, settings.gc.generation0_threshold,
-                        settings.gc.freeze_after_start, settings.logging.level,
-                        settings.logging.json_lines),
-            data_dir,
-            settings.wal.map_size_bytes,
-        )
-        for index in range(topology.shard_count)
-    ]
-    for index, status in enumerate(ray.get([shard.status.remote() for shard in shards])):
-        log.info("shard %d ready: %s", index, status)
+    configs = [ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
+                           settings.api.history_page_max, settings.gc.generation0_threshold,
+                           settings.gc.freeze_after_start, settings.logging.level,
+                           settings.logging.json_lines)
+               for index in range(topology.shard_count)]
+    shards = RayShards.start(configs, data_dir, settings.wal.map_size_bytes,
+                             settings.shards.transfer_cache_max)
+    for status in shards.statuses():
+        log.info("shard %d ready: %d accounts, log at record %d, recovered in %.0f ms",
+                 status.shard, status.accounts, status.last_seq, status.recovery_ms)
     return shards
 
 
-def build_router(settings: Settings, shards: list[Any], topology: Topology) -> Router:
-    channels = [
-        ShardChannel(
-            index,
-            shard.handle.remote,
-            settings.router.shard_queue_commands_max,
-            settings.router.call_commands_max,
-        )
-        for index, shard in enumerate(shards)
-    ]
-    return Router(channels, Placement(topology))
+def build_router(settings: Settings, shards: RayShards, topology: Topology) -> Router:
+    return Router(shards.links, Placement(topology), settings.router.shard_queue_commands_max,
+                  settings.router.call_commands_max)
 
 
-def stop_shards(shards: list[Any]) -> None:
+def stop_shards(shards: RayShards) -> None:
     try:
-        ray.get([shard.close.remote() for shard in shards], timeout=30)
+        shards.close()
     except Exception:
         log.exception("closing shards")
 
@@ -124,9 +112,8 @@ def serve(settings: Settings) -> int:
             log.error("a shard could not start: %s", error)
             return 2
         try:
-            placements = ray.get([shard.placement.remote() for shard in shards])
-            query_actor = start_query_actor(Path(settings.data.dir).resolve(),
-                                            tuple(settings.ledgers), topology)
+            placements = shards.placements()
+            query_actor = start_query_actor(shards.actors, topology)
             app = create_app(build_router(settings, shards, topology), settings,
                              ray_dashboard_url=ray_dashboard_url, placements=placements,
                              on_tick=RayMetrics().publish, query_actor=query_actor)

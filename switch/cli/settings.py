@@ -55,6 +55,7 @@ class DataSettings(_Section):
 class ShardSettings(_Section):
     count: int = Field(ge=0)  # 0: what the data directory says (one per CPU for a new one)
     slots: int = Positive
+    transfer_cache_max: int = Positive  # recently indexed transfers each shard keeps in memory
 
 
 class RouterSettings(_Section):

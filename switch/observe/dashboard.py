@@ -10,13 +10,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from switch.api.errors import dumps_exact
 from switch.observe.metrics import Metrics
 from switch.observe.monitor import Monitor
 
@@ -66,7 +66,7 @@ def dashboard_routes(monitor: Monitor, metrics: Metrics,
         return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
 
     async def data(request: Request) -> Response:
-        return Response(orjson.dumps(dashboard_data(monitor, ray_dashboard_url)),
+        return Response(dumps_exact(dashboard_data(monitor, ray_dashboard_url)),
                         media_type="application/json", headers={"Cache-Control": "no-store"})
 
     return [

@@ -13,11 +13,13 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import messages as p
+import msgspec
+
+from actors.ledger.queries import add_totals
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch.monitor")
@@ -26,6 +28,7 @@ LATENCY_SAMPLES_MAX = 20_000  # per interval: a reservoir, so memory stays bound
 HOTTEST_SHOWN = 10
 HOTTEST_KEPT_PER_INTERVAL = 50  # the hottest over the last minute, from each interval's top
 HOTTEST_WINDOW_S = 60
+HOTTEST_SAMPLE_PER_REQUEST = 64  # accounts counted per request: a bounded cost per array
 
 
 @dataclass
@@ -95,12 +98,23 @@ class Monitor:
 
     # ---- from the request path ----
 
-    def count_transfers(self, results: Iterable[str], debit_and_credit_ids: Iterable[str],
-                        count: int, seconds: float) -> None:
+    def count_transfers(self, results: Iterable[str], items: Sequence[Any],
+                        seconds: float) -> None:
+        """A transfers request: its result codes, a sample of the accounts it touched (the
+        hottest accounts are estimated from samples, weighted by how many each stands for),
+        and its latency."""
         interval = self.current
+        count = len(items)
         interval.transfers += count
         interval.results.update(results)
-        interval.accounts.update(debit_and_credit_ids)
+        sampled = items if count <= HOTTEST_SAMPLE_PER_REQUEST else [
+            items[i] for i in random.sample(range(count), HOTTEST_SAMPLE_PER_REQUEST)]
+        weight = max(1, count // HOTTEST_SAMPLE_PER_REQUEST)
+        accounts = interval.accounts
+        for item in sampled:
+            for account_id in (item.debit_account_id, item.credit_account_id):
+                if account_id:
+                    accounts[account_id] += weight
         interval.observe_latency(seconds)
 
     # ---- the poller ----
@@ -114,8 +128,11 @@ class Monitor:
                 log.exception("monitor tick failed")
 
     async def tick(self) -> None:
-        statuses, totals = await asyncio.gather(self.router.ask_all([p.OP_STATUS]),
-                                                self.router.totals())
+        shard_statuses = await self.router.statuses()  # beside the batches, not queued
+        statuses: list[dict[str, Any]] = [msgspec.structs.asdict(s) for s in shard_statuses]
+        totals: dict[str, list[int]] = {}
+        for shard_status in shard_statuses:
+            add_totals(totals, shard_status.totals)
         now = time.time()
         elapsed = now - self.last_tick if self.last_tick else self.interval_s
         interval, self.current = self.current, Interval()

@@ -1,31 +1,36 @@
 """The event stream: every committed event, in commit order per shard, resumable by cursor.
 
-The ingress reads the shards' logs itself, read-only (LMDB serves readers in other processes
-without locking the writer), so consumers never stall the write path. A cursor holds, per
-shard, the position after the last event delivered: (record sequence number, index of the
-event in the record). Resuming from a cursor gives every later event exactly once.
+Events come from each shard's log feed (`ShardLink.read_log`, served on the shard's reads
+thread), never from its files: the ingress may run on another node than the shards, and
+consumers never stall the write path. A cursor holds, per shard, the position after the last
+event delivered: (record sequence number, index of the event in the record). Resuming from a
+cursor gives every later event exactly once.
 
-Across shards, events are merged by their record's commit timestamp (one clock per machine):
-the order is exact within a shard and approximate across shards; a consumer that needs to
-process each account's events in order gets that, since an account lives on one shard.
+Across shards, events are merged by their record's commit timestamp: the order is exact
+within a shard and approximate across shards; a consumer that needs to process each
+account's events in order gets that, since an account lives on one shard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from actors.codec import decode_events
-from persistence.layout import shard_directories
-from persistence.lmdb_log import LmdbLog
-from persistence.records import CorruptRecord
+from actors.ledger.events import Claim, Event, kind_of
+from actors.ledger.limits import Limits
+from actors.ledger.model import Account, Transfer
 from switch.api.views import account_json, transfer_json
+from switch.routing.transport import ShardLink
 
 RECORDS_PER_READ_MAX = 1000
+BYTES_PER_READ_MAX = 4 << 20  # per shard and request: bounds what one read holds in memory
+SEQ_MAX = 2**63 - 1
 
 
 class CursorInvalid(ValueError):
@@ -48,30 +53,30 @@ def decode_cursor(text: str, shards: int) -> list[Position]:
         positions = [(int(seq), int(index)) for seq, index in raw]
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise CursorInvalid("the cursor is not one this switch issued") from None
-    if len(positions) != shards or any(seq < 1 or index < 0 for seq, index in positions):
+    if len(positions) != shards or any(not 1 <= seq <= SEQ_MAX or not 0 <= index <= SEQ_MAX
+                                       for seq, index in positions):
         raise CursorInvalid("the cursor is not one this switch issued")
     return positions
 
 
-def event_json(event: list[Any]) -> dict[str, Any]:
-    """An event as the API and the WAL tool show it."""
-    kind = event[0]
-    if kind == "account_created":
-        return {"type": kind, "account": account_json(event[1])}
-    if kind in ("transfer_committed", "transfer_reserved"):
-        shown = {"type": kind, "transfer": transfer_json(event[1]), "roles": event[2],
-                 "attempt": event[3]}
-        if len(event) > 4 and event[4]:
-            shown["chain"] = event[4]
-        return shown
-    if kind in ("reservation_posted", "part_committed"):
-        return {"type": kind, "transfer_id": event[1], "timestamp": event[2],
-                "amount": event[3] if len(event) > 3 and event[3] else None}
-    if kind == "chain_committed":
-        return {"type": kind, "chain": event[1], "timestamps": event[3], "amounts": event[4]}
-    if kind == "limits_changed":
-        return {"type": kind, "account_id": event[1], "limits": event[2]}
-    return {"type": kind, "transfer_id": event[1]}
+def _shown(value: Any) -> Any:
+    if isinstance(value, Transfer):
+        return transfer_json(value)
+    if isinstance(value, Account):
+        return account_json(value)
+    if isinstance(value, Limits | Claim):
+        return {name: _shown(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    return value
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the API and the WAL tool show it: its type and every field, by name."""
+    shown: dict[str, Any] = {"type": kind_of(event)}
+    for name in event.__struct_fields__:
+        shown[name] = _shown(getattr(event, name))
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,7 @@ class Delivered:
     seq: int
     index: int
     timestamp_ns: int
-    event: list[Any]
+    event: Event
 
     def json(self) -> dict[str, Any]:
         return {"shard": self.shard, "seq": self.seq, "index": self.index,
@@ -88,31 +93,25 @@ class Delivered:
 
 
 class EventStream:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._logs: list[LmdbLog] | None = None
-
-    def _open(self) -> list[LmdbLog]:
-        if self._logs is None:
-            self._logs = [LmdbLog(directory, 1 << 20, readonly=True)
-                          for _, directory in shard_directories(self.data_dir)]
-        return self._logs
+    def __init__(self, links: Sequence[ShardLink]) -> None:
+        self.links = list(links)
 
     @property
     def shards(self) -> int:
-        return len(self._open())
+        return len(self.links)
 
-    def latest(self) -> str:
+    async def latest(self) -> str:
         """A cursor at the current end of every shard's log: only later events follow it."""
-        return encode_cursor([(log.tail_seq() + 1, 0) for log in self._open()])
+        feeds = await asyncio.gather(*(link.read_log(SEQ_MAX, 1, 1) for link in self.links))
+        return encode_cursor([(feed.last_seq + 1, 0) for feed in feeds])
 
-    def read(self, cursor: str, limit: int) -> tuple[list[Delivered], str]:
+    async def read(self, cursor: str, limit: int) -> tuple[list[Delivered], str]:
         """Up to `limit` events after the cursor, and the cursor after them."""
-        logs = self._open()
-        positions = decode_cursor(cursor, len(logs))
-        candidates: list[Delivered] = []
-        for shard, (log, (seq, index)) in enumerate(zip(logs, positions, strict=True)):
-            candidates.extend(self._after(shard, log, seq, index, limit))
+        positions = decode_cursor(cursor, self.shards)
+        found = await asyncio.gather(*(
+            self._after(shard, link, *positions[shard], limit)
+            for shard, link in enumerate(self.links)))
+        candidates = [delivered for shard_found in found for delivered in shard_found]
         candidates.sort(key=lambda d: (d.timestamp_ns, d.shard, d.seq, d.index))
         chosen = candidates[:limit]
         for delivered in chosen:
@@ -120,9 +119,11 @@ class EventStream:
         return chosen, encode_cursor(positions)
 
     @staticmethod
-    def _after(shard: int, log: LmdbLog, seq: int, index: int, limit: int) -> list[Delivered]:
+    async def _after(shard: int, link: ShardLink, seq: int, index: int, limit: int
+                     ) -> list[Delivered]:
+        feed = await link.read_log(seq, min(limit, RECORDS_PER_READ_MAX), BYTES_PER_READ_MAX)
         found: list[Delivered] = []
-        for record in log.records_from(seq, min(limit, RECORDS_PER_READ_MAX)):
+        for record in feed.records:
             events = decode_events(record.payload)
             start = index if record.seq == seq else 0
             found.extend(Delivered(shard, record.seq, i, record.timestamp_ns, events[i])
@@ -131,10 +132,4 @@ class EventStream:
                 break
         return found
 
-    def close(self) -> None:
-        for log in self._logs or []:
-            log.close()
-        self._logs = None
 
-
-__all__ = ["CorruptRecord", "CursorInvalid", "EventStream", "event_json"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 from starlette.requests import Request
@@ -30,13 +29,11 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def event_routes(data_dir: Path) -> list[BaseRoute]:
-    stream = EventStream(data_dir)
-
-    def start(request: Request) -> str:
+def event_routes(stream: EventStream) -> list[BaseRoute]:
+    async def start(request: Request) -> str:
         after = request.query_params.get("after") or request.headers.get("last-event-id") or "0"
         if after == "latest":
-            return stream.latest()
+            return await stream.latest()
         try:
             decode_cursor(after, stream.shards)
         except CursorInvalid as error:
@@ -44,25 +41,25 @@ def event_routes(data_dir: Path) -> list[BaseRoute]:
         return after
 
     async def events(request: Request) -> Response:
-        cursor = start(request)
+        cursor = await start(request)
         limit = _query_int(request, "limit", 100, 1, EVENTS_PER_READ_MAX)
         wait_ms = _query_int(request, "wait_ms", 0, 0, WAIT_MS_MAX)
         deadline = time.monotonic() + wait_ms / 1000
         while True:
-            found, following = stream.read(cursor, limit)
+            found, following = await stream.read(cursor, limit)
             if found or time.monotonic() >= deadline:
                 return json_response({"events": [d.json() for d in found],
                                       "next": following})
             await asyncio.sleep(POLL_S)
 
     async def sse(request: Request) -> Response:
-        cursor = start(request)
+        cursor = await start(request)
 
         async def lines() -> AsyncIterator[bytes]:
             nonlocal cursor
             quiet_since = time.monotonic()
             while True:
-                found, _ = stream.read(cursor, EVENTS_PER_READ_MAX)
+                found, _ = await stream.read(cursor, EVENTS_PER_READ_MAX)
                 positions = decode_cursor(cursor, stream.shards)
                 for delivered in found:
                     positions[delivered.shard] = (delivered.seq, delivered.index + 1)

@@ -1,35 +1,54 @@
-"""Queries over the whole ledger, answered by a read replica, never by the shards.
+"""Queries over the whole ledger, answered by a read model, never by the shards' write path.
 
-The replica replays every shard's log (read-only, the same `Ledger.apply` as recovery) into
-its own ledgers, catching up on each query with what was committed since the last one. So a
-query sees everything committed before it started, never stalls a shard's batches, and costs
-the write path nothing. It runs in a Ray actor of its own (switch/query_actor.py) so that its
-catching up and scanning do not hold up the HTTP server either.
+The read model follows every shard's log feed (`ShardLink.read_log`: committed records, served
+on the shard's reads thread) and keeps, in an LMDB environment of its own (a scratch
+directory, rebuilt at each start), what the filters need: each account's fixed fields and
+each transfer at its home, ordered by (timestamp, id), with pending transfers' status. So it
+holds nothing per account in memory, and never opens a shard's files. Balances are not kept
+here: a page of accounts asks their shards for them when it is answered.
 
-Balance history: for accounts with the `history` flag, the replica records the account's
-balances after every event that changed them.
+Each query first catches up with what was committed since the last one, then scans.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
+import struct
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
-from actors.codec import decode_events, decode_snapshot_body
-from actors.ledger import snapshot
-from actors.ledger.ledger import ACCOUNT_CREATED, TRANSFER_COMMITTED, TRANSFER_RESERVED, Ledger
-from actors.ledger.model import HISTORY, Account, Transfer
+from actors.codec import decode_events
+from actors.ledger.events import (
+    AccountCreated,
+    Event,
+    PartCommitted,
+    PendingExpired,
+    PendingResolved,
+    ReservationVoided,
+    TransferCommitted,
+    TransferReserved,
+)
+from actors.ledger.model import PENDING, Account, Roles, Transfer
+from actors.ledger.pending import EXPIRED, PENDING_STATUS, PendingStatus
 from actors.topology import Placement, Topology
-from persistence.layout import shard_directories
-from persistence.lmdb_log import LmdbLog
-from persistence.scan import starting_point
+from persistence.read_model import ReadModel, Transaction
+from switch.routing.transport import ShardLink
 
 RECORDS_PER_CATCH_UP = 5_000
+BYTES_PER_CATCH_UP = 16 << 20
+KEY = struct.Struct(">Q")
+
+_encode = msgspec.msgpack.Encoder().encode
+_account = msgspec.msgpack.Decoder(Account).decode
+_transfer = msgspec.msgpack.Decoder(Transfer).decode
+_pending = msgspec.msgpack.Decoder(PendingStatus).decode
+
+# (shard, account ids) -> the accounts as their shards hold them now (None: unknown)
+FetchAccounts = Callable[[int, list[str]], Awaitable[list[Account | None]]]
 
 
 class QueryInvalid(ValueError):
@@ -51,134 +70,146 @@ def decode_cursor(text: str | None) -> tuple[int, str] | None:
         raise QueryInvalid("the cursor is not one this switch issued") from None
 
 
-@dataclass
-class _Replica:
-    log: LmdbLog
-    ledger: Ledger
-    next_seq: int = 1
+def _ordered(timestamp: int, identifier: str) -> bytes:
+    return KEY.pack(timestamp) + identifier.encode()
 
 
-@dataclass
 class QueryEngine:
-    data_dir: Path
-    ledgers: tuple[str, ...]
-    topology: Topology
-    replicas: list[_Replica] = field(default_factory=list)
-    balances: defaultdict[str, list[list[int]]] = field(
-        default_factory=lambda: defaultdict(list))  # account -> [timestamp, 4 balances]
+    def __init__(self, links: Sequence[ShardLink], topology: Topology,
+                 fetch_accounts: FetchAccounts, model: ReadModel | None = None) -> None:
+        self.links = list(links)
+        self.placement = Placement(topology)
+        self.fetch_accounts = fetch_accounts
+        self.model = model or ReadModel()
+        self.next_seq = [1] * len(self.links)
+        self._catching_up = asyncio.Lock()  # queries run concurrently; one catches up at once
 
-    def _open(self) -> None:
-        if self.replicas:
-            return
-        for _, directory in shard_directories(self.data_dir):
-            log = LmdbLog(directory, 1 << 20, readonly=True)
-            replica = _Replica(log, Ledger(self.ledgers))
-            first_seq, _, body = starting_point(log)  # a compacted log starts at a snapshot
-            if body is not None:
-                snapshot.load(replica.ledger, decode_snapshot_body(body))
-            replica.next_seq = first_seq
-            self.replicas.append(replica)
-        self.placement = Placement(self.topology)
-
-    def catch_up(self) -> int:
+    async def catch_up(self) -> int:
         """Apply what the shards committed since the last call; returns how many records."""
-        self._open()
+        async with self._catching_up:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         applied = 0
-        for replica in self.replicas:
+        for shard, link in enumerate(self.links):
             while True:
-                records = replica.log.records_from(replica.next_seq, RECORDS_PER_CATCH_UP)
-                for record in records:
-                    for event in decode_events(record.payload):
-                        touched = _touched(replica.ledger, event)
-                        replica.ledger.apply(event)
-                        self._note_balances(replica.ledger, touched, record.timestamp_ns)
-                    replica.next_seq = record.seq + 1
-                applied += len(records)
-                if len(records) < RECORDS_PER_CATCH_UP:
+                feed = await link.read_log(self.next_seq[shard], RECORDS_PER_CATCH_UP,
+                                           BYTES_PER_CATCH_UP)
+                with self.model.env.begin(write=True) as txn:
+                    for record in feed.records:
+                        for event in decode_events(record.payload):
+                            self._note(txn, shard, event)
+                        self.next_seq[shard] = record.seq + 1
+                applied += len(feed.records)
+                if not feed.records or self.next_seq[shard] > feed.last_seq:
                     break
         return applied
 
-    def _note_balances(self, ledger: Ledger, touched: list[str], timestamp: int) -> None:
-        for account_id in touched:
-            account = ledger.accounts.get(account_id)
-            if account is not None and account.flags & HISTORY:
-                current = [timestamp, account.debits_posted, account.credits_posted,
-                           account.debits_pending, account.credits_pending]
-                history = self.balances[account_id]
-                if not history or history[-1][1:] != current[1:]:
-                    history.append(current)
+    def _note(self, txn: Transaction, shard: int, event: Event) -> None:
+        model = self.model
+        if isinstance(event, AccountCreated):
+            account = event.account
+            txn.put(_ordered(account.timestamp, account.id), _encode(account), db=model.accounts)
+        elif isinstance(event, TransferCommitted):
+            self._stored(txn, event.transfer)
+        elif isinstance(event, TransferReserved) and event.roles & Roles.home:
+            txn.put(event.transfer.id.encode(), _encode(event.transfer), db=model.reserved)
+        elif isinstance(event, PartCommitted):
+            raw = txn.pop(event.transfer_id.encode(), db=model.reserved)
+            if event.resolving is not None:
+                self._stored(txn, event.resolving.stamped(event.timestamp))
+            elif raw is not None:
+                member = _transfer(raw).stamped(event.timestamp)
+                self._stored(txn, member.resized(event.amount) if event.amount else member)
+        elif isinstance(event, ReservationVoided):
+            txn.delete(event.transfer_id.encode(), db=model.reserved)
+        elif isinstance(event, PendingResolved):
+            txn.put(event.pending_id.encode(), _encode(PendingStatus(
+                event.status, event.amount_posted, event.resolution)), db=model.status)
+        elif isinstance(event, PendingExpired):
+            txn.put(event.pending_id.encode(), _encode(PendingStatus(EXPIRED, 0, None)),
+                    db=model.status)
+
+    def _stored(self, txn: Transaction, transfer: Transfer) -> None:
+        model = self.model
+        txn.put(_ordered(transfer.timestamp, transfer.id), _encode(transfer), db=model.transfers)
+        if transfer.flags & PENDING:
+            txn.put(transfer.id.encode(), _encode(PendingStatus(PENDING_STATUS, 0, None)),
+                    db=model.status, overwrite=False)
 
     # ---- queries ----
 
-    def transfers(self, filters: dict[str, Any], limit: int, cursor: str | None
-                  ) -> tuple[list[list[Any]], str | None]:
-        """Transfers matching every filter, oldest first from the cursor."""
-        self.catch_up()
-        after = decode_cursor(cursor)
-        found = []
-        for index, replica in enumerate(self.replicas):
-            for transfer in replica.ledger.transfers.values():
-                if self.placement.shard_of(transfer.id) != index:
-                    continue  # a copy on one of its accounts' shards: count it at its home
-                if _transfer_matches(transfer, replica.ledger, filters, after):
-                    found.append(transfer)
-        return _page(found, limit, lambda t: [t.row(), replica_status(self, t)])
+    async def transfers(self, filters: dict[str, Any], limit: int, cursor: str | None
+                        ) -> tuple[list[tuple[Transfer, PendingStatus | None]], str | None]:
+        """Transfers matching every filter, oldest first from the cursor, with a pending
+        transfer's status."""
+        await self.catch_up()
+        found: list[tuple[Transfer, PendingStatus | None]] = []
+        following = None
+        with self.model.env.begin(buffers=False) as txn:
+            for transfer in self._scan(txn, self.model.transfers, _transfer, cursor):
+                status = _status(txn, self.model, transfer)
+                if _transfer_matches(transfer, status, filters):
+                    if len(found) == limit:
+                        following = encode_cursor([found[-1][0].timestamp, found[-1][0].id])
+                        break
+                    found.append((transfer, status))
+        return found, following
 
-    def accounts(self, filters: dict[str, Any], limit: int, cursor: str | None
-                 ) -> tuple[list[list[Any]], str | None]:
-        self.catch_up()
-        after = decode_cursor(cursor)
-        found = [account for replica in self.replicas
-                 for account in replica.ledger.accounts.values()
-                 if _account_matches(account, filters, after)]
-        return _page(found, limit, lambda a: [a.row()])
+    async def accounts(self, filters: dict[str, Any], limit: int, cursor: str | None
+                       ) -> tuple[list[Account], str | None]:
+        """Accounts matching every filter, oldest first, with their balances now."""
+        await self.catch_up()
+        found: list[Account] = []
+        following = None
+        with self.model.env.begin(buffers=False) as txn:
+            for account in self._scan(txn, self.model.accounts, _account, cursor):
+                if all(filters.get(name) is None or getattr(account, name) == filters[name]
+                       for name in ("owner", "code", "user_data", "ledger")):
+                    if len(found) == limit:
+                        following = encode_cursor([found[-1].timestamp, found[-1].id])
+                        break
+                    found.append(account)
+        return await self._current(found), following
 
-    def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int,
-                        cursor: str | None) -> tuple[list[list[int]] | None, str | None]:
-        """None if the account does not exist or does not keep its history."""
-        self.catch_up()
-        account = next((r.ledger.accounts[account_id] for r in self.replicas
-                        if account_id in r.ledger.accounts), None)
-        if account is None or not account.flags & HISTORY:
-            return None, None
+    async def _current(self, accounts: list[Account]) -> list[Account]:
+        by_shard: dict[int, list[int]] = {}
+        for position, account in enumerate(accounts):
+            by_shard.setdefault(self.placement.shard_of(account.id), []).append(position)
+        current = list(accounts)
+        for shard, positions in by_shard.items():
+            fetched = await self.fetch_accounts(shard, [accounts[i].id for i in positions])
+            for position, now in zip(positions, fetched, strict=True):
+                if now is not None:
+                    current[position] = now
+        return current
+
+    @staticmethod
+    def _scan(txn: Transaction, table: Any, decode: Callable[[bytes], Any],
+              cursor: str | None) -> Iterator[Any]:
         after = decode_cursor(cursor)
-        start = after[0] if after else since_ns - 1
-        entries = [e for e in self.balances.get(account_id, [])
-                   if start < e[0] <= until_ns]
-        page = entries[:limit]
-        following = encode_cursor([page[-1][0], ""]) if len(entries) > limit else None
-        return page, following
+        position = txn.cursor(db=table)
+        start = _ordered(*after) if after is not None else b""
+        found = position.set_range(start)
+        while found:
+            if after is None or position.key() != start:
+                yield decode(bytes(position.value()))
+            found = position.next()
 
     def close(self) -> None:
-        for replica in self.replicas:
-            replica.log.close()
+        self.model.close()
 
 
-def _touched(ledger: Ledger, event: list[Any]) -> list[str]:
-    """The accounts an event may change (looked up before it is applied)."""
-    kind = event[0]
-    if kind == ACCOUNT_CREATED:
-        return [event[1][0]]
-    if kind in (TRANSFER_COMMITTED, TRANSFER_RESERVED):
-        return [event[1][1], event[1][2]]
-    reservation = ledger.reservations.get(event[1]) if isinstance(event[1], str) else None
-    if reservation is not None:
-        return [reservation.transfer.debit_account_id, reservation.transfer.credit_account_id]
-    return []
+def _status(txn: Transaction, model: ReadModel, transfer: Transfer
+            ) -> PendingStatus | None:
+    if not transfer.flags & PENDING:
+        return None
+    raw = txn.get(transfer.id.encode(), db=model.status)
+    return None if raw is None else _pending(raw)
 
 
-def replica_status(engine: QueryEngine, transfer: Transfer) -> list[Any] | None:
-    for replica in engine.replicas:
-        status = replica.ledger.pending_status(transfer.id)
-        if status is not None:
-            return status
-    return None
-
-
-def _transfer_matches(transfer: Transfer, ledger: Ledger, filters: dict[str, Any],
-                      after: tuple[int, str] | None) -> bool:
-    if after is not None and (transfer.timestamp, transfer.id) <= after:
-        return False
+def _transfer_matches(transfer: Transfer, status: PendingStatus | None,
+                      filters: dict[str, Any]) -> bool:
     account = filters.get("account_id")
     if account is not None and account not in (transfer.debit_account_id,
                                                 transfer.credit_account_id):
@@ -189,23 +220,4 @@ def _transfer_matches(transfer: Transfer, ledger: Ledger, filters: dict[str, Any
     if not filters.get("from_ns", 0) <= transfer.timestamp <= filters.get("to_ns", 2**64):
         return False
     wanted = filters.get("pending_status")
-    if wanted is not None:
-        status = ledger.pending_status(transfer.id)
-        if status is None or status[0] != wanted:
-            return False
-    return True
-
-
-def _account_matches(account: Account, filters: dict[str, Any],
-                     after: tuple[int, str] | None) -> bool:
-    if after is not None and (account.timestamp, account.id) <= after:
-        return False
-    return all(filters.get(name) is None or getattr(account, name) == filters[name]
-               for name in ("owner", "code", "user_data", "ledger"))
-
-
-def _page(found: list[Any], limit: int, render: Any) -> tuple[list[list[Any]], str | None]:
-    found.sort(key=lambda item: (item.timestamp, item.id))
-    page = found[:limit]
-    following = encode_cursor([page[-1].timestamp, page[-1].id]) if len(found) > limit else None
-    return [render(item) for item in page], following
+    return wanted is None or (status is not None and status.status == wanted)

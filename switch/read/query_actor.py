@@ -1,29 +1,47 @@
-"""The read replica in a Ray actor of its own: queries never run on a shard or in the HTTP
-server's event loop. One call at a time; each catches up with the logs first."""
+"""The read model in a Ray actor of its own: queries never run on a shard or in the HTTP
+server's event loop. It reaches the shards only through their links (their log feeds, and
+`GetAccount` for a page's balances), never through their files."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import ray
 
+from actors.codec import decode_reply, encode_commands
+from actors.ledger.model import Account
+from actors.messages import AccountView, GetAccount
+from actors.shard.actor import RayShard
 from actors.topology import Topology
 from switch.read.query import QueryEngine, QueryInvalid
 
 
-@ray.remote(num_cpus=0, max_concurrency=1)  # type: ignore[call-overload]
+@ray.remote(num_cpus=0)
 class QueryActor:
-    def __init__(self, data_dir: str, ledgers: tuple[str, ...], topology: Topology) -> None:
-        self.engine = QueryEngine(Path(data_dir), ledgers, topology)
+    def __init__(self, shard_actors: list[Any], topology: Topology) -> None:
+        self.links = [RayShard(index, actor) for index, actor in enumerate(shard_actors)]
+        self.engine = QueryEngine(self.links, topology, self._fetch_accounts)
 
-    def query(self, kind: str, *args: Any) -> list[Any]:
-        """[ok, result] or [error, message] (a bad filter or cursor)."""
+    async def _fetch_accounts(self, shard: int, account_ids: list[str]) -> list[Account | None]:
+        reply = decode_reply(await self.links[shard].call(
+            encode_commands([GetAccount(account_id) for account_id in account_ids]), []))
+        return [view.account if isinstance(view, AccountView) else None
+                for view in reply.replies]
+
+    async def query(self, kind: str, *args: Any) -> list[Any]:
+        """["ok", result] or ["invalid", message] (a bad filter or cursor)."""
         try:
-            return ["ok", getattr(self.engine, kind)(*args)]
+            return ["ok", await getattr(self.engine, kind)(*args)]
         except QueryInvalid as error:
             return ["invalid", str(error)]
 
+    def pid(self) -> int:
+        return os.getpid()
 
-def start_query_actor(data_dir: Path, ledgers: tuple[str, ...], topology: Topology) -> Any:
-    return QueryActor.remote(str(data_dir), ledgers, topology)  # type: ignore[attr-defined]
+    def close(self) -> None:
+        self.engine.close()
+
+
+def start_query_actor(shard_actors: list[Any], topology: Topology) -> Any:
+    return QueryActor.remote(shard_actors, topology)  # type: ignore[attr-defined]

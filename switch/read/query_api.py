@@ -9,9 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from actors.ledger.model import CODE_MAX, ID_RE, USER_DATA_LENGTH_MAX
+from actors.ledger.model import CODE_MAX, HISTORY, ID_RE, USER_DATA_LENGTH_MAX
+from actors.messages import BalanceHistory, BalancePage
 from switch.api.errors import ApiError, json_response
 from switch.api.views import account_json, time_ns, transfer_json
+from switch.read.query import QueryInvalid, decode_cursor, encode_cursor
+from switch.routing.router import Router
 
 PENDING_STATUSES = ("pending", "posted", "voided", "expired")
 BALANCE_FIELDS = ("timestamp", "debits_posted", "credits_posted", "debits_pending",
@@ -47,7 +50,7 @@ def _ident(value: str) -> bool:
     return bool(ID_RE.match(value))
 
 
-def query_routes(query_actor: Any, page_max: int) -> list[BaseRoute]:
+def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRoute]:
     async def ask(kind: str, *args: Any) -> Any:
         if query_actor is None:
             raise ApiError(503, "shard_unavailable", "Queries are not served here.")
@@ -72,8 +75,9 @@ def query_routes(query_actor: Any, page_max: int) -> list[BaseRoute]:
             "from_ns": _moment(request, "from", 0),
             "to_ns": _moment(request, "to", 2**64),
         }
-        rows, following = await ask("transfers", filters, limit, cursor)
-        return json_response({"transfers": [transfer_json(*row) for row in rows],
+        found, following = await ask("transfers", filters, limit, cursor)
+        return json_response({"transfers": [transfer_json(transfer, status)
+                                            for transfer, status in found],
                               "next_cursor": following})
 
     async def accounts(request: Request) -> Response:
@@ -85,8 +89,8 @@ def query_routes(query_actor: Any, page_max: int) -> list[BaseRoute]:
                                lambda v: len(v) <= USER_DATA_LENGTH_MAX),
             "ledger": _text(request, "ledger"),
         }
-        rows, following = await ask("accounts", filters, limit, cursor)
-        return json_response({"accounts": [account_json(*row) for row in rows],
+        found, following = await ask("accounts", filters, limit, cursor)
+        return json_response({"accounts": [account_json(account) for account in found],
                               "next_cursor": following})
 
     async def balances(request: Request) -> Response:
@@ -94,14 +98,26 @@ def query_routes(query_actor: Any, page_max: int) -> list[BaseRoute]:
         if not _ident(account_id):
             raise ApiError(400, "id_invalid")
         limit, cursor = common(request)
-        entries, following = await ask("balance_history", account_id,
-                                       _moment(request, "from", 0),
-                                       _moment(request, "to", 2**64), limit, cursor)
-        if entries is None:
+        since_ns = _moment(request, "from", 0)
+        try:
+            after = decode_cursor(cursor)
+        except QueryInvalid as error:
+            raise ApiError(400, "cursor_invalid", str(error)) from None
+        if after is not None:
+            since_ns = max(since_ns - 1, after[0])
+        else:
+            since_ns -= 1  # `from` is inclusive; the shard's bound is exclusive
+        page: BalancePage = await router.ask(router.shard_of(account_id), BalanceHistory(
+            account_id, max(0, since_ns), min(_moment(request, "to", 2**64), 2**64 - 1),
+            limit))
+        if page.account is None or not page.account.flags & HISTORY:
             raise ApiError(404, "history_not_kept", "No account with this id keeps its "
                                                     "history (flags.history).")
-        return json_response({"balances": [dict(zip(BALANCE_FIELDS, e, strict=True))
-                                           for e in entries], "next_cursor": following})
+        following = None if page.next_since_ns is None else encode_cursor(
+            [page.next_since_ns, ""])
+        return json_response({"balances": [
+            {name: getattr(point, name) for name in BALANCE_FIELDS} for point in page.balances],
+            "next_cursor": following})
 
     return [
         Route("/v1/transfers", transfers, methods=["GET"]),

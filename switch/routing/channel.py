@@ -2,9 +2,10 @@
 
 Callers submit groups of commands (one request's share for this shard) and get a future for
 their replies. While a call is in flight, new groups queue; when it returns, everything
-queued (up to `call_commands_max`) leaves as the next call: one Ray call, one bytes blob, one
-group commit on the shard. There is no timer: under light load a call carries one group,
-under heavy load it carries many. The queue is bounded; a full queue refuses at once.
+queued (up to `call_commands_max`) leaves as the next call: one encoded blob, one call over
+the shard's link, one group commit on the shard. There is no timer: under light load a call
+carries one group, under heavy load it carries many. The queue is bounded; a full queue
+refuses at once.
 """
 
 from __future__ import annotations
@@ -14,23 +15,21 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-
-from actors.messages import REPLY_OK
+from actors.codec import decode_reply, encode_commands
+from actors.messages import Command, Reply
 from switch.observe.context import request_id_var
 
 log = logging.getLogger("payswitch.router")
 
-# (commands blob, request ids of the groups in it) -> replies blob
+# (encoded commands, request ids of the groups in it) -> encoded BatchReply
 ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
 
 
 @dataclass(slots=True)
 class _Group:
-    commands: list[Any]
-    future: asyncio.Future[list[Any]]
+    commands: list[Command]
+    future: asyncio.Future[list[Reply]]
     request_id: str
 
 
@@ -58,7 +57,8 @@ class ShardChannel:
         queue_commands_max: int,
         call_commands_max: int,
     ) -> None:
-        assert 0 < call_commands_max <= queue_commands_max
+        if not 0 < call_commands_max <= queue_commands_max:
+            raise ValueError("a call must fit in the queue")
         self.shard_index = shard_index
         self._call = call
         self._queue_commands_max = queue_commands_max
@@ -70,19 +70,21 @@ class ShardChannel:
         self.calls = 0
         self.commands_sent = 0
 
-    def submit(self, commands: list[Any], admitted: bool = False) -> asyncio.Future[list[Any]]:
+    def submit(self, commands: list[Command], admitted: bool = False
+               ) -> asyncio.Future[list[Reply]]:
         """Queue a group; its future resolves to one reply per command, in order.
 
         `admitted`: the commands finish work already under way (a commit after reservations,
         a finalize): never refused, since refusing them would only leave money in doubt for
         redrive. The queue limit applies to new work.
         """
-        assert 0 < len(commands) <= self.call_commands_max
+        if not 0 < len(commands) <= self.call_commands_max:
+            raise ValueError(f"a group holds 1 to {self.call_commands_max} commands")
         if not admitted and self.queued_commands + len(commands) > self._queue_commands_max:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
             self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        future: asyncio.Future[list[Reply]] = self._loop.create_future()
         self._queue.append(_Group(commands, future, request_id_var.get()))
         self.queued_commands += len(commands)
         if self._drain_task is None:
@@ -111,15 +113,19 @@ class ShardChannel:
         self.calls += 1
         self.commands_sent += len(commands)
         try:
-            reply = orjson.loads(await self._call(orjson.dumps(commands), request_ids))
+            reply = decode_reply(await self._call(encode_commands(commands), request_ids))
         except Exception as error:
             log.error("shard %d call failed: %r", self.shard_index, error)
             _fail(groups, ShardUnavailable(f"shard {self.shard_index} is unavailable"))
             return
-        if reply[0] != REPLY_OK:
-            _fail(groups, ShardCallFailed(reply[1], reply[2]))
+        if reply.failed:
+            _fail(groups, ShardCallFailed(reply.failed, reply.message))
             return
-        replies, start = reply[1], 0
+        replies, start = reply.replies, 0
+        if len(replies) != len(commands):
+            _fail(groups, ShardCallFailed("internal_error", f"shard {self.shard_index} sent "
+                                          f"{len(replies)} replies to {len(commands)} commands"))
+            return
         for group in groups:
             end = start + len(group.commands)
             if not group.future.done():

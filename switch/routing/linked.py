@@ -1,4 +1,4 @@
-"""A linked chain through the router's rounds (the rules are in actors/chains.py).
+"""A linked chain through the router's rounds (the rules are in actors/ledger/chains.py).
 
   A. reserve: every shard but the coordinator reserves its parts of the chain, in order;
   B. commit: the coordinator (the first member's home) reserves its own parts, merges the
@@ -10,18 +10,30 @@ A chain that lives on its coordinator alone takes round B only, in one batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import messages as p
 from actors.ledger import chains
 from actors.ledger.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger.model import BALANCING, POST_PENDING, Transfer
+from actors.ledger.store import ChainDecision
 from actors.ledger.verdicts import chain_part_outcome
+from actors.messages import (
+    Asked,
+    ChainReply,
+    Command,
+    CommitChain,
+    Finalize,
+    FinalizeClaim,
+    PartsReply,
+    ReserveChain,
+    Settle,
+)
 from switch.routing.channel import ShardUnavailable
 
-Reply = Any
-Outcome = tuple[str, list[Any] | None] | BaseException
+Outcome = tuple[str, Any] | BaseException
+Call = tuple[int, Command]
 _OK = TransferResult.ok
 
 
@@ -31,13 +43,13 @@ class ChainRun:
     members: list[Transfer]
     coordinator: int
     attempt: int
-    parts: dict[int, list[list[Any]]]  # shard -> [[fields, roles, member index], ...]
-    shard_of: Any
-    reserved: dict[int, Reply] = field(default_factory=dict)  # round A replies per shard
-    committed: Reply = None  # the coordinator's reply, or the error that hid it
+    parts: dict[int, list[chains.ChainPart]]  # per shard, in member order
+    shard_of: Callable[[str], int]
+    reserved: dict[int, PartsReply | BaseException] = field(default_factory=dict)  # round A
+    committed: ChainReply | BaseException | None = None  # the coordinator's reply, or error
 
     @classmethod
-    def build(cls, indexes: list[int], members: list[Transfer], shard_of: Any,
+    def build(cls, indexes: list[int], members: list[Transfer], shard_of: Callable[[str], int],
               attempt: int) -> ChainRun:
         return cls(indexes, members, shard_of(members[0].id), attempt,
                    chains.parts_by_shard(members, shard_of), shard_of)
@@ -50,94 +62,104 @@ class ChainRun:
     def remote_shards(self) -> list[int]:
         return [shard for shard in self.parts if shard != self.coordinator]
 
-    def reserve_calls(self) -> list[tuple[int, list[Any]]]:
-        return [(shard, [p.OP_RESERVE_CHAIN, self.key, self.attempt, self.parts[shard]])
+    def reserve_calls(self) -> list[Call]:
+        return [(shard, ReserveChain(self.key, self.attempt, self.parts[shard]))
                 for shard in self.remote_shards]
 
-    def commit_call(self) -> tuple[int, list[Any]]:
+    def commit_call(self) -> Call:
         codes = [_OK] * len(self.members)
-        # Per member: the amount asked, its balancing rules on other shards (None: not
-        # balancing), and a post's or void's fields as stored, if its claim was taken.
-        asked: list[list[Any]] = [[m.amount, [] if m.flags & BALANCING else None, None]
-                                  for m in self.members]
+        # Per member: its balancing rules on other shards (None: not balancing), and a post's
+        # or void's fields as stored, if its claim was taken on another shard.
+        rules: list[list[Any] | None] = [[] if m.flags & BALANCING else None
+                                         for m in self.members]
+        filled: list[Transfer | None] = [None] * len(self.members)
         for shard, reply in self.reserved.items():
             for index, part in enumerate(self.parts[shard]):
-                member = part[2]
-                if isinstance(reply, BaseException):
+                member = part.member
+                if not isinstance(reply, PartsReply):
                     codes[member] = first_failure(codes[member], TransferResult.in_flight)
                     continue
-                code, _, _, rules, filled = reply[index]
-                codes[member] = first_failure(codes[member], TRANSFER_RESULTS[code])
-                if rules:
-                    asked[member][1] += rules
-                if filled is not None:
-                    asked[member][2] = filled
-        return self.coordinator, [p.OP_COMMIT_CHAIN, self.key, self.attempt,
-                                  self.parts.get(self.coordinator, []), codes, asked]
+                answer = reply.parts[index]
+                codes[member] = first_failure(codes[member], TRANSFER_RESULTS[answer.result])
+                member_rules = rules[member]
+                if answer.rules and member_rules is not None:
+                    member_rules.extend(answer.rules)
+                if answer.filled is not None:
+                    filled[member] = answer.filled
+        asked = [Asked(m.amount, rules[i], filled[i]) for i, m in enumerate(self.members)]
+        return self.coordinator, CommitChain(self.key, self.attempt,
+                                             self.parts.get(self.coordinator, []),
+                                             [str(code) for code in codes], asked)
 
     def outcomes(self) -> list[Outcome]:
         """Each member's answer, in chain order."""
         reply = self.committed
-        if isinstance(reply, BaseException):
-            return [reply] * len(self.members)
-        codes, timestamps, amounts, resolving, stored = reply
+        if not isinstance(reply, ChainReply):
+            error = reply if isinstance(reply, BaseException) else ShardUnavailable("no reply")
+            return [error] * len(self.members)
         errors = [r for r in self.reserved.values() if isinstance(r, BaseException)]
-        answers = chains.answers([TRANSFER_RESULTS[code] for code in codes])
-        if errors and timestamps is None and chains.verdict(answers)[0] != chains.EXISTS:
+        answers = chains.answers([TRANSFER_RESULTS[code] for code in reply.codes])
+        decision = reply.decision
+        if errors and decision is None and chains.verdict(answers)[0] != chains.EXISTS:
             return [errors[0]] * len(self.members)
-        rows = dict(stored)
+        stored = {entry.member: entry.transfer for entry in reply.stored}
         for shard, shard_reply in self.reserved.items():
-            if not isinstance(shard_reply, BaseException):
-                for part, (_, row, *_) in zip(self.parts[shard], shard_reply, strict=True):
-                    if row is not None:
-                        rows[part[2]] = row
+            if isinstance(shard_reply, PartsReply):
+                for part, answer in zip(self.parts[shard], shard_reply.parts, strict=True):
+                    if answer.stored is not None:
+                        stored[part.member] = answer.stored
         found: list[Outcome] = []
         for index, code in enumerate(answers):
-            if code is _OK and resolving[index] is not None:
-                found.append((code, [*resolving[index], timestamps[index]]))
-            elif code is _OK:
-                member = self.members[index].stamped(timestamps[index])
-                found.append((code, member.resized(amounts[index]).row()))
+            if code is _OK and decision is not None:
+                found.append((code, _committed_member(self.members[index], index, decision)))
             else:
-                found.append((code, rows.get(index) if code.startswith("exists") else None))
+                found.append((code, stored.get(index) if code.startswith("exists") else None))
         return found
 
-    def finalize_calls(self) -> list[tuple[int, list[Any]]]:
+    def finalize_calls(self) -> list[Call]:
         """Round C: settle the parts round A reserved, by the coordinator's decision."""
         reply = self.committed
         if isinstance(reply, ShardUnavailable):
             return []  # the coordinator may or may not have decided: redrive will ask it
-        decision = None if isinstance(reply, BaseException) or reply[1] is None \
-            else reply[1:4]
-        calls = []
+        decision = reply.decision if isinstance(reply, ChainReply) else None
+        calls: list[Call] = []
         for shard, shard_reply in self.reserved.items():
-            if isinstance(shard_reply, BaseException):
+            if not isinstance(shard_reply, PartsReply):
                 continue  # unknown: any part it holds is in doubt, for redrive
-            for part, (_, _, held, _, filled) in zip(self.parts[shard], shard_reply,
-                                                     strict=True):
-                member = self.members[part[2]]
-                outcome, timestamp, amount, fields = chain_part_outcome(member, part[2],
-                                                                        decision)
-                if filled is not None:  # the claim it took on a pending transfer there
-                    row = None if decision is None else [*filled, timestamp]
-                    calls.append((shard, [p.OP_FINALIZE_CLAIM, member.pending_id, member.id,
-                                          self.attempt, row]))
-                if held is not None:
-                    calls.append((shard, [p.OP_FINALIZE, member.id, self.attempt, outcome,
-                                          timestamp, amount, fields]))
+            for part, answer in zip(self.parts[shard], shard_reply.parts, strict=True):
+                member = self.members[part.member]
+                outcome, timestamp, amount, resolving = chain_part_outcome(
+                    member, part.member, decision)
+                if answer.filled is not None:  # the claim it took on a pending transfer there
+                    resolution = None if decision is None else answer.filled.stamped(timestamp)
+                    calls.append((shard, FinalizeClaim(member.pending_id, member.id,
+                                                       self.attempt, resolution)))
+                if answer.held is not None:
+                    calls.append((shard, Finalize(member.id, self.attempt, outcome, timestamp,
+                                                  amount, resolving)))
         return calls + self._settle_calls(decision)
 
-    def _settle_calls(self, decision: list[Any] | None) -> list[tuple[int, list[Any]]]:
+    def _settle_calls(self, decision: ChainDecision | None) -> list[Call]:
         """The held parts of the pending transfers the chain's posts and voids resolved."""
         if decision is None:
             return []
-        calls = []
-        for member, timestamp, fields in zip(self.members, decision[0], decision[2],
-                                             strict=True):
-            if fields is not None:
-                row = [*fields, timestamp]
+        calls: list[Call] = []
+        for member, timestamp, resolving in zip(self.members, decision.timestamps,
+                                                decision.resolving, strict=True):
+            if resolving is not None:
+                resolution = resolving.stamped(timestamp)
                 post = bool(member.flags & POST_PENDING)
-                for shard in {self.shard_of(fields[1]), self.shard_of(fields[2])}:
-                    calls.append((shard, [p.OP_SETTLE, member.pending_id, post,
-                                          fields[3] if post else 0, row]))
+                for shard in {self.shard_of(resolving.debit_account_id),
+                              self.shard_of(resolving.credit_account_id)}:
+                    calls.append((shard, Settle(member.pending_id, post,
+                                                resolving.amount if post else 0, resolution)))
         return calls
+
+
+def _committed_member(member: Transfer, index: int, decision: ChainDecision) -> Transfer:
+    """A member as its chain committed it: stamped, with its decided amount (a post or void
+    as stored, what it left out filled from its pending transfer)."""
+    resolving = decision.resolving[index]
+    if resolving is not None:
+        return resolving.stamped(decision.timestamps[index])
+    return member.stamped(decision.timestamps[index]).resized(decision.amounts[index])

@@ -17,10 +17,28 @@ import asyncio
 import logging
 from typing import Any
 
-from actors import messages as p
 from actors.ledger.pending import PENDING_STATUS, POSTED
 from actors.ledger.verdicts import claim_verdict, part_verdict
-from switch.routing.router import Router
+from actors.messages import (
+    Applied,
+    ChainVerdict,
+    ClaimsReply,
+    Command,
+    Finalize,
+    FinalizeClaim,
+    GetPendingStatus,
+    HeldReply,
+    InDoubtReply,
+    ListClaims,
+    ListHeld,
+    ListInDoubt,
+    PendingStatusReply,
+    Resolve,
+    ResolveChain,
+    Settle,
+    VerdictReply,
+)
+from switch.routing.router import Call, Router
 
 log = logging.getLogger("payswitch.redrive")
 
@@ -45,57 +63,76 @@ class Redriver:
             if count:
                 log.info("redrive settled %d parts, claims or held parts", count)
 
-    async def _listed(self, command: list[Any]) -> list[tuple[int, Any]]:
+    async def _listed(self, command: Command) -> list[tuple[int, Any]]:
         router = self.router
         replies = await router.scatter([(s, command) for s in range(len(router.channels))])
         found: list[tuple[int, Any]] = []
         for shard, reply in enumerate(replies):
             if isinstance(reply, BaseException):
-                log.warning("redrive: shard %d did not answer %s: %r", shard, command[0], reply)
+                log.warning("redrive: shard %d did not answer %s: %r", shard,
+                            type(command).__name__, reply)
                 continue
-            found.extend((shard, item) for item in reply)
+            assert isinstance(reply, InDoubtReply | ClaimsReply | HeldReply)
+            items = reply.claims if isinstance(reply, ClaimsReply) else reply.parts
+            found.extend((shard, item) for item in items)
         return found
 
-    async def _settle(self, calls: list[tuple[int, list[Any]]]) -> int:
+    async def _settle(self, calls: list[Call]) -> int:
         return sum(1 for reply in await self.router.scatter(calls, admitted=True)
-                   if reply is True)
+                   if isinstance(reply, Applied) and reply.applied)
+
+    def _decider(self, transfer_id: str, chain: str, attempt: int) -> Call:
+        """Who decided a part or claim: its chain's coordinator, or its transfer's home."""
+        shard_of = self.router.shard_of
+        if chain:
+            return shard_of(chain), ResolveChain(chain, attempt)
+        return shard_of(transfer_id), Resolve(transfer_id, attempt)
 
     async def _parts(self, min_age_ms: int) -> int:
         """A part asks its transfer's home, or a linked chain member's its coordinator."""
-        router = self.router
-        parts = [(shard, row, attempt, chain, member) for shard, (row, _, attempt, chain, member)
-                 in await self._listed([p.OP_IN_DOUBT, min_age_ms])
-                 if row[0] not in router.live]
-        verdicts = await router.scatter([
-            (router.shard_of(chain), [p.OP_RESOLVE_CHAIN, chain, attempt]) if chain
-            else (router.shard_of(row[0]), [p.OP_RESOLVE, row[0], attempt])
-            for _, row, attempt, chain, _ in parts])
+        live = self.router.live
+        parts = [(shard, part) for shard, part in await self._listed(ListInDoubt(min_age_ms))
+                 if part.transfer.id not in live]
+        verdicts = await self.router.scatter([
+            self._decider(part.transfer.id, part.chain, part.attempt) for _, part in parts])
         return await self._settle([
-            (shard, [p.OP_FINALIZE, row[0], attempt, *part_verdict(row, chain, member, verdict)])
-            for (shard, row, attempt, chain, member), verdict in zip(parts, verdicts, strict=True)
-            if not isinstance(verdict, BaseException) and row[0] not in router.live])
+            (shard, Finalize(part.transfer.id, part.attempt,
+                             *part_verdict(part.transfer, part.chain, part.member,
+                                           _verdict(verdict))))
+            for (shard, part), verdict in zip(parts, verdicts, strict=True)
+            if not isinstance(verdict, BaseException) and part.transfer.id not in live])
 
     async def _claims(self, min_age_ms: int) -> int:
-        router = self.router
-        claims = [(shard, *claim) for shard, claim in await self._listed([p.OP_CLAIMS, min_age_ms])
-                  if claim[1] not in router.live]
-        verdicts = await router.scatter([
-            (router.shard_of(chain), [p.OP_RESOLVE_CHAIN, chain, attempt]) if chain
-            else (router.shard_of(rid), [p.OP_RESOLVE, rid, attempt])
-            for _, _, rid, attempt, chain, _ in claims])
+        live = self.router.live
+        claims = [(shard, claim) for shard, claim in await self._listed(ListClaims(min_age_ms))
+                  if claim.resolving_id not in live]
+        verdicts = await self.router.scatter([
+            self._decider(claim.resolving_id, claim.chain, claim.attempt) for _, claim in claims])
         return await self._settle([
-            (shard, [p.OP_FINALIZE_CLAIM, pid, rid, attempt,
-                     claim_verdict(chain, member, verdict)])
-            for (shard, pid, rid, attempt, chain, member), verdict
-            in zip(claims, verdicts, strict=True)
-            if not isinstance(verdict, BaseException) and rid not in router.live])
+            (shard, FinalizeClaim(claim.pending_id, claim.resolving_id, claim.attempt,
+                                  claim_verdict(claim.chain, claim.member, _verdict(verdict))))
+            for (shard, claim), verdict in zip(claims, verdicts, strict=True)
+            if not isinstance(verdict, BaseException) and claim.resolving_id not in live])
 
     async def _held(self, min_age_ms: int) -> int:
         router = self.router
-        held = await self._listed([p.OP_HELD, 0])
+        held = await self._listed(ListHeld(0))
         statuses = await router.scatter(
-            [(router.shard_of(pid), [p.OP_PENDING_STATUS, pid]) for _, (pid, _) in held])
-        return await self._settle([
-            (shard, [p.OP_SETTLE, pid, status[0] == POSTED, status[1], status[2]])
-            for (shard, (pid, _)), status in zip(held, statuses, strict=True)
-            if isinstance(status, list) and status[0] != PENDING_STATUS])
+            [(router.shard_of(part.pending_id), GetPendingStatus(part.pending_id))
+             for _, part in held])
+        calls: list[Call] = []
+        for (shard, part), reply in zip(held, statuses, strict=True):
+            if isinstance(reply, PendingStatusReply) and reply.status is not None \
+                    and reply.status.status != PENDING_STATUS:
+                status = reply.status
+                calls.append((shard, Settle(part.pending_id, status.status == POSTED,
+                                            status.amount_posted, status.resolution)))
+        return await self._settle(calls)
+
+
+def _verdict(reply: Any) -> Any:
+    """A decider's reply as the verdict functions take it."""
+    if isinstance(reply, VerdictReply):
+        return reply.verdict
+    assert isinstance(reply, ChainVerdict)
+    return reply.decision

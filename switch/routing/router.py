@@ -20,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors import failpoints
-from actors import messages as p
 from actors.ledger import chains
+from actors.ledger.balancing import Rule
 from actors.ledger.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger.ledger import HOLD, POST, VOID, check_transfer_static
+from actors.ledger.limits import Limits
 from actors.ledger.model import (
     LINKED,
     PENDING,
@@ -37,21 +39,42 @@ from actors.ledger.model import (
     Roles,
     Transfer,
 )
+from actors.ledger.queries import add_totals
+from actors.messages import (
+    AccountReply,
+    ClaimPending,
+    ClaimReply,
+    Command,
+    Commit,
+    CreateAccount,
+    Finalize,
+    FinalizeClaim,
+    GetTotals,
+    Reply,
+    Reserve,
+    ReserveReply,
+    Settle,
+    TotalsReply,
+    TransferReply,
+)
+from actors.shard.stats import ShardStatus
 from actors.topology import Placement
 from switch.routing.channel import Overloaded, ShardChannel, ShardUnavailable
 from switch.routing.linked import ChainRun
+from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch.router")
 
-Reply = Any
-_Pending = tuple[list[Any], list[tuple[list[int], "asyncio.Future[list[Any]]"]]]
+_Pending = tuple[list[Any], list[tuple[list[int], "asyncio.Future[list[Reply]]"]]]
+Call = tuple[int, Command]  # (shard, command)
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
 _BOTH = Roles.both
-# A per-item outcome: (result code, stored row or None), or the exception that prevented it.
-Outcome = tuple[str, list[Any] | None] | BaseException
+# A per-item outcome: (result code, the stored transfer or account, or None), or the exception
+# that prevented it.
+Outcome = tuple[str, Any] | BaseException
 
 
 @dataclass
@@ -60,21 +83,26 @@ class _Cross:
 
     index: int
     transfer: Transfer
-    fields: list[Any]
     home: int
     home_roles: int
     remote_roles: dict[int, int]
     attempt: int
-    reserved: dict[int, Reply] = field(default_factory=dict)
-    committed: Reply = None  # the home's reply to the commit, or the error that hid it
+    reserved: dict[int, ReserveReply | BaseException] = field(default_factory=dict)
+    committed: TransferReply | BaseException | None = None  # the home's reply, or the error
     claim_shard: int = -1  # a post or void: the pending transfer's home, which it claims
-    claimed: Reply = None  # [result, pending transfer row] from the claim
+    claimed: ClaimReply | BaseException | None = None
 
 
 class Router:
-    def __init__(self, channels: list[ShardChannel], placement: Placement) -> None:
-        assert channels and placement.shard_count == len(channels)
-        self.channels = channels
+    def __init__(self, links: Sequence[ShardLink], placement: Placement,
+                 queue_commands_max: int = 65_536, call_commands_max: int = 8190) -> None:
+        """`links`: one per shard, in shard order (switch/routing/transport.py)."""
+        if not links or placement.shard_count != len(links):
+            raise ValueError(f"{len(links)} shard links for a topology of "
+                             f"{placement.shard_count} shards")
+        self.links = list(links)
+        self.channels = [ShardChannel(link.index, link.call, queue_commands_max,
+                                      call_commands_max) for link in links]
         self.placement = placement
         self.shard_of = self.placement.shard_of
         self.live: dict[str, asyncio.Future[None]] = {}  # transfer ids under way here
@@ -84,7 +112,7 @@ class Router:
 
     # ---- scatter / gather ----
 
-    def _submit(self, calls: list[tuple[int, list[Any]]], admitted: bool = False) -> _Pending:
+    def _submit(self, calls: list[Call], admitted: bool = False) -> _Pending:
         """Queue (shard, command) pairs, grouped per shard, now; `_gather` awaits the replies.
 
         Queueing is synchronous, so whatever a caller submits after this returns reaches each
@@ -93,8 +121,8 @@ class Router:
         by_shard: dict[int, list[int]] = {}
         for position, (shard, _) in enumerate(calls):
             by_shard.setdefault(shard, []).append(position)
-        replies: list[Reply | BaseException] = [None] * len(calls)
-        futures: list[tuple[list[int], asyncio.Future[list[Any]]]] = []
+        replies: list[Any] = [None] * len(calls)
+        futures: list[tuple[list[int], asyncio.Future[list[Reply]]]] = []
         for shard, all_positions in by_shard.items():
             channel = self.channels[shard]
             for start in range(0, len(all_positions), channel.call_commands_max):
@@ -109,9 +137,10 @@ class Router:
         return replies, futures
 
     @staticmethod
-    async def _gather(pending: _Pending) -> list[Reply | BaseException]:
+    async def _gather(pending: _Pending) -> list[Any]:
         replies, futures = pending
         for positions, future in futures:
+            group_replies: list[Any]
             try:
                 group_replies = await future
             except Exception as error:
@@ -120,19 +149,19 @@ class Router:
                 replies[i] = reply
         return replies
 
-    async def scatter(self, calls: list[tuple[int, list[Any]]], admitted: bool = False
-                      ) -> list[Reply | BaseException]:
+    async def scatter(self, calls: list[Call], admitted: bool = False) -> list[Any]:
+        """(Replies are Reply values, or the exception that kept one from coming.)"""
         """Send (shard, command) pairs grouped per shard; replies come back in input order.
         `admitted`: finishing work under way, never refused at a full queue."""
         return await self._gather(self._submit(calls, admitted))
 
-    async def ask(self, shard: int, command: list[Any]) -> Reply:
+    async def ask(self, shard: int, command: Command) -> Any:
         (reply,) = await self.scatter([(shard, command)])
         if isinstance(reply, BaseException):
             raise reply
         return reply
 
-    async def ask_all(self, command: list[Any]) -> list[Reply]:
+    async def ask_all(self, command: Command) -> list[Any]:
         replies = await self.scatter([(shard, command) for shard in range(len(self.channels))])
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -142,15 +171,19 @@ class Router:
     # ---- accounts ----
 
     async def create_accounts(self, accounts: list[Account],
-                              limits: list[list[int] | None] | None = None) -> list[Outcome]:
+                              limits: list[Limits | None] | None = None) -> list[Outcome]:
         """Create accounts (with their limits, when given, in the same shard batch)."""
-        rows = limits or [None] * len(accounts)
-        calls = [(self.shard_of(a.id), [p.OP_ACCOUNT, a.row()[:6], row])
-                 for a, row in zip(accounts, rows, strict=True)]
-        return [
-            reply if isinstance(reply, BaseException) else (reply[0], reply[1])
-            for reply in await self.scatter(calls)
-        ]
+        given = limits or [None] * len(accounts)
+        calls: list[Call] = [(self.shard_of(a.id), CreateAccount(a, lim))
+                             for a, lim in zip(accounts, given, strict=True)]
+        outcomes: list[Outcome] = []
+        for reply in await self.scatter(calls):
+            if isinstance(reply, BaseException):
+                outcomes.append(reply)
+            else:
+                assert isinstance(reply, AccountReply)
+                outcomes.append((reply.result, reply.account))
+        return outcomes
 
     # ---- transfers ----
 
@@ -278,7 +311,7 @@ class Router:
         self, transfers: list[Transfer], wave: list[int], outcomes: list[Outcome | None],
         runs: list[ChainRun],
     ) -> list[_Cross]:
-        calls: list[tuple[int, list[Any]]] = []
+        calls: list[Call] = []
         owners: list[tuple[int, _Cross | ChainRun | None]] = []
         for run in runs:
             for call in run.reserve_calls():
@@ -288,44 +321,44 @@ class Router:
         shard_of = self.shard_of
         for index in wave:
             transfer = transfers[index]
-            fields = transfer.fields()
             home = shard_of(transfer.id)
             if transfer.flags & RESOLVES_PENDING:
-                cross = self._resolving(index, transfer, fields, home)
+                cross = self._resolving(index, transfer, home)
                 crosses.append(cross)
-                calls.append((cross.claim_shard, [p.OP_CLAIM, fields, cross.attempt]))
+                calls.append((cross.claim_shard, ClaimPending(transfer, cross.attempt)))
                 owners.append((-1, cross))
                 continue
             debit = shard_of(transfer.debit_account_id)
             credit = shard_of(transfer.credit_account_id)
             if home == debit == credit:
-                calls.append((home, [p.OP_COMMIT, fields, _BOTH, "ok", 0]))
+                calls.append((home, Commit(transfer, _BOTH)))
                 owners.append((index, None))
                 continue
-            cross = self._cross(index, transfer, fields, home, debit, credit)
+            cross = self._cross(index, transfer, home, debit, credit)
             crosses.append(cross)
             for shard, roles in cross.remote_roles.items():
-                calls.append((shard, [p.OP_RESERVE, fields, roles, cross.attempt]))
+                calls.append((shard, Reserve(transfer, roles, cross.attempt)))
                 owners.append((shard, cross))
-        for (key, cross_owner), reply in zip(owners, await self.scatter(calls), strict=True):
-            if isinstance(cross_owner, ChainRun):
-                cross_owner.reserved[key] = reply
-            elif cross_owner is None:
-                outcomes[key] = reply if isinstance(reply, BaseException) else (reply[0], reply[1])
+        for (key, owner), reply in zip(owners, await self.scatter(calls), strict=True):
+            if isinstance(owner, ChainRun):
+                owner.reserved[key] = reply
+            elif owner is None:
+                outcomes[key] = reply if isinstance(reply, BaseException) else \
+                    _transfer_outcome(reply)
             elif key < 0:
-                cross_owner.claimed = reply
+                owner.claimed = reply
             else:
-                cross_owner.reserved[key] = reply
+                owner.reserved[key] = reply
         return crosses
 
-    def _resolving(self, index: int, transfer: Transfer, fields: list[Any], home: int) -> _Cross:
+    def _resolving(self, index: int, transfer: Transfer, home: int) -> _Cross:
         """A post or void: its home commits it, its pending transfer's home is claimed."""
         self._attempt_next += 1
-        return _Cross(index, transfer, fields, home, 0, {}, self._attempt_base +
-                      self._attempt_next, claim_shard=self.shard_of(transfer.pending_id))
+        return _Cross(index, transfer, home, 0, {}, self._attempt_base + self._attempt_next,
+                      claim_shard=self.shard_of(transfer.pending_id))
 
-    def _cross(self, index: int, transfer: Transfer, fields: list[Any], home: int, debit: int,
-               credit: int) -> _Cross:
+    def _cross(self, index: int, transfer: Transfer, home: int, debit: int, credit: int
+               ) -> _Cross:
         home_roles = (_DEBIT if debit == home else 0) | (_CREDIT if credit == home else 0)
         remote_roles: dict[int, int] = {}
         if debit != home:
@@ -333,24 +366,24 @@ class Router:
         if credit != home:
             remote_roles[credit] = remote_roles.get(credit, 0) | _CREDIT
         self._attempt_next += 1
-        return _Cross(index, transfer, fields, home, home_roles, remote_roles,
+        return _Cross(index, transfer, home, home_roles, remote_roles,
                       self._attempt_base + self._attempt_next)
 
     async def _round_commit(self, crosses: list[_Cross], outcomes: list[Outcome | None],
                             runs: list[ChainRun]) -> None:
-        calls = [run.commit_call() for run in runs]
+        calls: list[Call] = [run.commit_call() for run in runs]
         for cross in crosses:
             remote = _OK
             parts = [*cross.reserved.values(), *([cross.claimed] if cross.claim_shard >= 0 else [])]
-            for reply in parts:
-                if isinstance(reply, BaseException):
+            for part in parts:
+                if isinstance(part, BaseException) or part is None:
                     remote = first_failure(remote, _IN_FLIGHT)
                 else:
-                    remote = first_failure(remote, TRANSFER_RESULTS[
-                        reply[0] if isinstance(reply, list) else reply])
-            claimed = cross.claimed[1] if isinstance(cross.claimed, list) else None
-            calls.append((cross.home, [p.OP_COMMIT, cross.fields, cross.home_roles, remote,
-                                       cross.attempt, _remote_rules(cross.reserved), claimed]))
+                    remote = first_failure(remote, TRANSFER_RESULTS[part.result])
+            claimed = cross.claimed.pending if isinstance(cross.claimed, ClaimReply) else None
+            calls.append((cross.home, Commit(cross.transfer, cross.home_roles, remote,
+                                             cross.attempt, _remote_rules(cross.reserved),
+                                             claimed)))
         replies = await self.scatter(calls, admitted=True)
         for run, reply in zip(runs, replies, strict=False):
             run.committed = reply
@@ -362,67 +395,82 @@ class Router:
                       if isinstance(r, BaseException)]
             if isinstance(reply, BaseException):
                 outcomes[cross.index] = reply
-            elif errors and not reply[0].startswith("exists"):
+                continue
+            assert isinstance(reply, TransferReply)
+            if errors and not reply.result.startswith("exists"):
                 outcomes[cross.index] = errors[0]
             else:
-                outcomes[cross.index] = (reply[0], reply[1])
+                outcomes[cross.index] = _transfer_outcome(reply)
 
-    def _finalize_calls(self, crosses: list[_Cross]) -> list[tuple[int, list[Any]]]:
-        calls = []
+    def _finalize_calls(self, crosses: list[_Cross]) -> list[Call]:
+        calls: list[Call] = []
         for cross in crosses:
             reply = cross.committed
             if isinstance(reply, ShardUnavailable):
                 continue  # the home may or may not have committed: redrive will ask it
             # Refused at the queue (never sent) or failed whole (nothing applied): not committed.
-            committed = not isinstance(reply, BaseException) and reply[0] == _OK
+            committed = reply.transfer if isinstance(reply, TransferReply) and \
+                reply.result == _OK else None
             if cross.claim_shard >= 0:
-                calls.extend(self._resolution_calls(cross, reply[1] if committed else None))
+                calls.extend(self._resolution_calls(cross, committed))
                 continue
             outcome = (HOLD if cross.transfer.flags & PENDING else POST) if committed else VOID
-            commit_timestamp = reply[1][-1] if committed else 0
-            amount = reply[1][3] if committed else 0
-            for shard, reserve_reply in cross.reserved.items():
-                if reserve_reply == _OK or (isinstance(reserve_reply, list)
-                                            and reserve_reply[0] == _OK and reserve_reply[1]):
-                    calls.append((shard, [p.OP_FINALIZE, cross.transfer.id, cross.attempt,
-                                          outcome, commit_timestamp, amount]))
+            timestamp = committed.timestamp if committed else 0
+            amount = committed.amount if committed else 0
+            for shard, reserved in cross.reserved.items():
+                if isinstance(reserved, ReserveReply) and reserved.result == _OK and (
+                        reserved.rules is None or reserved.held):
+                    calls.append((shard, Finalize(cross.transfer.id, cross.attempt, outcome,
+                                                  timestamp, amount)))
         return calls
 
-    def _resolution_calls(self, cross: _Cross, row: list[Any] | None
-                          ) -> list[tuple[int, list[Any]]]:
+    def _resolution_calls(self, cross: _Cross, committed: Transfer | None) -> list[Call]:
         """A post or void decided: release or resolve the claim; if committed, settle the
         pending transfer's held parts on its accounts' shards."""
         claimed = cross.claimed
-        if not isinstance(claimed, list) or claimed[0] != _OK:
+        if not isinstance(claimed, ClaimReply) or claimed.result != _OK:
             return []  # no claim was taken (or it is unknown: redrive lists claims)
         transfer = cross.transfer
-        calls = [(cross.claim_shard, [p.OP_FINALIZE_CLAIM, transfer.pending_id, transfer.id,
-                                      cross.attempt, row])]
-        if row is not None:
-            pending = Transfer.from_row(claimed[1])
+        calls: list[Call] = [(cross.claim_shard, FinalizeClaim(
+            transfer.pending_id, transfer.id, cross.attempt, committed))]
+        if committed is not None and claimed.pending is not None:
+            pending = claimed.pending
             post = bool(transfer.flags & POST_PENDING)
-            amount = row[3] if post else 0
+            amount = committed.amount if post else 0
             for shard in {self.shard_of(pending.debit_account_id),
                           self.shard_of(pending.credit_account_id)}:
-                calls.append((shard, [p.OP_SETTLE, pending.id, post, amount, row]))
+                calls.append((shard, Settle(pending.id, post, amount, committed)))
         return calls
 
     # ---- reads ----
 
+    async def statuses(self) -> list[ShardStatus]:
+        """Every shard's status, read beside its batches (never through its write queue);
+        raises ShardUnavailable if a shard does not answer."""
+        try:
+            return list(await asyncio.gather(*(link.status() for link in self.links)))
+        except Exception as error:
+            raise ShardUnavailable(f"a shard did not answer its status: {error!r}") from None
+
     async def totals(self) -> dict[str, list[int]]:
+        """Per ledger, exact sums over every shard (kept by each shard as it applies)."""
         sums: dict[str, list[int]] = {}
-        for shard_totals in await self.ask_all([p.OP_TOTALS]):
-            for ledger, values in shard_totals.items():
-                row = sums.setdefault(ledger, [0, 0, 0, 0])
-                for i, value in enumerate(values):
-                    row[i] += value
+        for reply in await self.ask_all(GetTotals()):
+            assert isinstance(reply, TotalsReply)
+            add_totals(sums, reply.totals)
         return sums
 
     def queue_depths(self) -> list[int]:
         return [channel.queued_commands for channel in self.channels]
 
 
-def _remote_rules(reserved: dict[int, Reply]) -> list[Any] | None:
+def _transfer_outcome(reply: Reply) -> Outcome:
+    assert isinstance(reply, TransferReply)
+    return reply.result, reply.transfer
+
+
+def _remote_rules(reserved: dict[int, ReserveReply | BaseException]) -> list[Rule] | None:
     """A balancing transfer's rules from its reserved parts, for its home (None: not one)."""
-    replies = [reply for reply in reserved.values() if isinstance(reply, list)]
-    return [rule for reply in replies for rule in reply[2]] if replies else None
+    replies = [reply for reply in reserved.values()
+               if isinstance(reply, ReserveReply) and reply.rules is not None]
+    return [rule for reply in replies for rule in reply.rules or []] if replies else None

@@ -1,16 +1,37 @@
-"""The shard host on a real LMDB log: batches, group commit, recovery, a full map."""
+"""The shard host on a real LMDB log: batches, group commit, the store written with each
+record, recovery, a full map."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import orjson
+import lmdb
 
-from actors import messages as p
+from actors.codec import decode_events, decode_reply, encode_commands
+from actors.ledger.model import PENDING, POST_PENDING, Account, Transfer
+from actors.ledger.pending import UNSPECIFIED_CODE
+from actors.messages import (
+    FAILED_STORAGE_FULL,
+    AccountTransfers,
+    AccountView,
+    BatchReply,
+    ClaimPending,
+    Command,
+    Commit,
+    CreateAccount,
+    FinalizeClaim,
+    GetAccount,
+    GetTotals,
+    GetTransfer,
+    ListInDoubt,
+    Reserve,
+    Settle,
+)
 from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN
+from tests.actors.ledger_helpers import accounts_now
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
 
@@ -19,27 +40,38 @@ def host_on(path: Path, config: ShardConfig = CONFIG, map_size_bytes: int = 1 <<
     return ShardHost(config, lambda: LmdbLog(path, map_size_bytes))
 
 
-def call(host: ShardHost, commands: list[list[Any]]) -> Any:
-    return orjson.loads(host.handle(orjson.dumps(commands)))
+def run(host: ShardHost, commands: list[Command]) -> BatchReply:
+    return decode_reply(host.handle(encode_commands(commands)))
 
 
-def account(account_id: str, flags: int = 0) -> list[Any]:
-    return [p.OP_ACCOUNT, [account_id, "USD", 1, "psp", flags, ""]]
+def call(host: ShardHost, commands: list[Command]) -> list[Any]:
+    reply = run(host, commands)
+    assert not reply.failed, reply
+    return list(reply.replies)
 
 
-def commit(transfer_id: str, debit: str, credit: str, amount: int) -> list[Any]:
-    return [p.OP_COMMIT, [transfer_id, debit, credit, amount, "USD", 1, "", 0, "", 0], 3, "ok", 0]
+def account(account_id: str, flags: int = 0) -> CreateAccount:
+    return CreateAccount(Account(account_id, "USD", 1, "psp", flags, ""))
+
+
+def transfer(transfer_id: str, debit: str, credit: str, amount: int, flags: int = 0,
+             pending_id: str = "") -> Transfer:
+    return Transfer(transfer_id, debit, credit, amount, "USD", 1, "", flags, pending_id)
+
+
+def commit(transfer_id: str, debit: str, credit: str, amount: int) -> Commit:
+    return Commit(transfer(transfer_id, debit, credit, amount), 3)
 
 
 def test_a_batch_is_one_record_and_later_commands_see_earlier_ones(tmp_path: Path) -> None:
     host = host_on(tmp_path)
-    status, replies = call(host, [account("bank"), account("a", flags=1), account("b"),
-                                  commit("t1", "bank", "a", 100), commit("t2", "a", "b", 60),
-                                  commit("t3", "a", "b", 60)])
-    assert status == p.REPLY_OK
-    assert [r[0] for r in replies] == ["ok"] * 5 + ["exceeds_credits"]
-    assert host._log.last_seq == 1
-    timestamps = [r[1][6] for r in replies[:3]] + [r[1][-1] for r in replies[3:5]]
+    replies = call(host, [account("bank"), account("a", flags=1), account("b"),
+                          commit("t1", "bank", "a", 100), commit("t2", "a", "b", 60),
+                          commit("t3", "a", "b", 60)])
+    assert [r.result for r in replies] == ["ok"] * 5 + ["exceeds_credits"]
+    assert host.log.last_seq == 1
+    timestamps = [r.account.timestamp for r in replies[:3]] + \
+        [r.transfer.timestamp for r in replies[3:5]]
     assert timestamps == sorted(timestamps) and len(set(timestamps)) == 5
     host.close()
 
@@ -47,53 +79,98 @@ def test_a_batch_is_one_record_and_later_commands_see_earlier_ones(tmp_path: Pat
 def test_reads_only_write_nothing(tmp_path: Path) -> None:
     host = host_on(tmp_path)
     call(host, [account("a")])
-    _, replies = call(host, [[p.OP_GET_ACCOUNT, "a"], [p.OP_TOTALS], [p.OP_IN_DOUBT, 0]])
-    assert replies[0][0][0] == "a" and replies[1] == {"USD": [0, 0, 0, 0]} and replies[2] == []
-    assert host._log.last_seq == 1
+    view, totals, in_doubt = call(host, [GetAccount("a"), GetTotals(), ListInDoubt(0)])
+    assert isinstance(view, AccountView) and view.account is not None
+    assert view.account.id == "a" and in_doubt.parts == []
+    assert [(t.ledger, t.debits_posted) for t in totals.totals] == [("USD", "0")]
+    assert host.log.last_seq == 1
     host.close()
+
+
+def _busy_shard(host: ShardHost) -> None:
+    """Accounts, plain transfers, a part reserved for a remote home, a commit of a transfer
+    whose other side is remote, and a pending transfer posted in part by one homed here."""
+    call(host, [account("bank"), account("a", flags=1), account("b")])
+    for i in range(20):
+        call(host, [commit(f"t{i}", "bank", "a", 10 + i), commit(f"u{i}", "a", "b", 5)])
+    call(host, [Reserve(transfer("r1", "a", "elsewhere", 7), 1, 42),
+                Commit(transfer("c1", "b", "elsewhere", 3), 1, "ok", 43)])
+    call(host, [Commit(transfer("p1", "bank", "b", 30, PENDING), 3)])
+    (claim,) = call(host, [ClaimPending(Transfer("q1", "", "", 20, "", UNSPECIFIED_CODE, "",
+                                                 POST_PENDING, "p1"), 44)])
+    assert claim.result == "ok"
+    (committed,) = call(host, [Commit(transfer("q1", "bank", "b", 20, POST_PENDING, "p1"), 0,
+                                      "ok", 44)])
+    call(host, [FinalizeClaim("p1", "q1", 44, committed.transfer),
+                Settle("p1", True, 20, committed.transfer)])
+
+
+def _observed(host: ShardHost) -> dict[str, Any]:
+    """What a reader can see of a shard: accounts, transfers, histories, attempts, parts."""
+    ledger = host.ledger
+    ids = [f"t{i}" for i in range(20)] + [f"u{i}" for i in range(20)] + ["c1", "p1", "q1"]
+    return {
+        "accounts": accounts_now(ledger),
+        "transfers": {i: ledger.stored(i) for i in ids},
+        "history": {a: ledger.store.history(a, 1000, None)[0] for a in ("bank", "a", "b")},
+        "resolve": [ledger.resolve("c1", 43), ledger.resolve("q1", 44), ledger.resolve("t1", 0)],
+        "reservations": dict(ledger.reservations),
+        "pending": ledger.pending_status("p1"),
+        "totals": ledger.totals.by_ledger,
+    }
 
 
 def test_recovery_rebuilds_the_same_state_with_and_without_snapshots(tmp_path: Path) -> None:
     config = ShardConfig(0, ("USD",), snapshot_every_events=7)
     host = host_on(tmp_path, config)
-    call(host, [account("bank"), account("a", flags=1), account("b")])
-    for i in range(20):
-        call(host, [commit(f"t{i}", "bank", "a", 10 + i), commit(f"u{i}", "a", "b", 5)])
-    call(host, [[p.OP_RESERVE, ["r1", "a", "elsewhere", 7, "USD", 1, "", 0, "", 0], 1, 42],
-                [p.OP_COMMIT, ["c1", "b", "elsewhere", 3, "USD", 1, "", 0, "", 0], 1, "ok", 43]])
-    # A pending transfer held here, posted in part by a transfer homed here too.
-    call(host, [[p.OP_COMMIT, ["p1", "bank", "b", 30, "USD", 1, "", 2, "", 0], 3, "ok", 0]])
-    _, (claim,) = call(host, [[p.OP_CLAIM, ["q1", "", "", 20, "", -1, "", 4, "p1", 0], 44]])
-    assert claim[0] == "ok"
-    _, (committed,) = call(host, [[p.OP_COMMIT, ["q1", "bank", "b", 20, "USD", 1, "", 4, "p1",
-                                                 0], 0, "ok", 44]])
-    call(host, [[p.OP_FINALIZE_CLAIM, "p1", "q1", 44, committed[1]],
-                [p.OP_SETTLE, "p1", True, 20, committed[1]]])
-    assert host.ledger.accounts["b"].credits_posted >= 20
-    before = host.ledger
+    _busy_shard(host)
+    before = _observed(host)
+    assert before["pending"].status == "posted" and before["resolve"][0].outcome == "post"
+    assert before["resolve"][2].outcome == "void"  # a local commit has no attempt to post
     host.wait_for_snapshot()
-    assert host._log.latest_snapshot() is not None
+    assert host.log.latest_snapshot() is not None
     host.close()
     again = host_on(tmp_path, config)
     assert again.recovery.snapshot_seq > 0 and again.recovery.records_replayed > 0
-    assert {k: v.row() for k, v in again.ledger.accounts.items()} == \
-        {k: v.row() for k, v in before.accounts.items()}
-    assert again.ledger.transfers == before.transfers
-    assert again.ledger.history == before.history
-    assert again.ledger.reservations == before.reservations
-    assert again.ledger.commit_attempts == before.commit_attempts == {"c1": 43, "q1": 44}
-    assert again.ledger.pending == before.pending and before.pending["p1"].status == "posted"
+    assert again.recovery.store_written_from == 0  # the store held everything already
+    assert _observed(again) == before
     again.close()
-    # And from the log alone, as if every snapshot were lost:
+    # From the log alone, as if every snapshot were lost and the store never written:
     log = LmdbLog(tmp_path, 1 << 24)
     for seq in log._snapshot_seqs():
         log._delete_snapshot(seq)
     log.close()
+    _drop_store(tmp_path)
     bare = host_on(tmp_path, config)
-    assert bare.recovery.snapshot_seq == 0
-    assert bare.ledger.transfers == before.transfers and bare.ledger.history == before.history
-    assert bare.ledger.commit_attempts == before.commit_attempts
+    assert bare.recovery.snapshot_seq == 0 and bare.recovery.store_written_from == 1
+    assert _observed(bare) == before
     bare.close()
+
+
+def _drop_store(path: Path) -> None:
+    """Empty the store's tables (as a data directory of an older release has none)."""
+    env = lmdb.open(str(path), max_dbs=10)
+    with env.begin(write=True) as txn:
+        for name in (b"transfers", b"history", b"chains", b"pending", b"balances", b"meta"):
+            txn.drop(env.open_db(name, txn=txn), delete=False)
+    env.close()
+
+
+def test_old_transfers_are_read_from_the_store_not_memory(tmp_path: Path) -> None:
+    config = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
+    host = ShardHost(config, lambda: LmdbLog(tmp_path, 1 << 24, transfer_cache_max=4))
+    call(host, [account("bank"), account("a")])
+    for i in range(50):
+        call(host, [commit(f"t{i}", "bank", "a", 1)])
+    store = host.log.store
+    assert len(store._cache) == 4  # bounded: the rest is read from LMDB
+    view, page = call(host, [GetTransfer("t0"), AccountTransfers("a", 10, None)])
+    assert view.transfer.id == "t0" and view.transfer.amount == 1
+    assert [t.id for t in page.transfers] == [f"t{i}" for i in range(49, 39, -1)]
+    older = call(host, [AccountTransfers("a", 100, page.next_position)])[0]
+    assert [t.id for t in older.transfers] == [f"t{i}" for i in range(39, -1, -1)]
+    assert older.next_position is None
+    host.close()
 
 
 def test_full_map_fails_the_whole_batch_and_applies_nothing(tmp_path: Path) -> None:
@@ -101,15 +178,17 @@ def test_full_map_fails_the_whole_batch_and_applies_nothing(tmp_path: Path) -> N
     call(host, [account("bank"), account("a")])
     committed, failed = 0, None
     for i in range(2000):
-        batch = [commit(f"t{i}-{j}", "bank", "a", 1) for j in range(20)]
-        reply = call(host, batch)
-        if reply[0] != p.REPLY_OK:
+        reply = run(host, [commit(f"t{i}-{j}", "bank", "a", 1) for j in range(20)])
+        if reply.failed:
             failed = reply
             break
         committed += 20
-    assert failed is not None and failed[1] == p.FAILED_STORAGE_FULL
+    assert failed is not None and failed.failed == FAILED_STORAGE_FULL
     assert host.ledger.accounts["a"].credits_posted == committed
-    assert len(host.ledger.transfers) == committed
-    records = list(host._log.read(1, GENESIS_CHAIN))
-    assert sum(len(orjson.loads(r.payload)) for r in records) == committed + 2
+    assert host.ledger.homed_count == committed
+    records = list(host.log.read(1, GENESIS_CHAIN))
+    assert sum(len(decode_events(r.payload)) for r in records) == committed + 2
+    # Nothing of the failed batch reached the store either (same transaction as its record).
+    assert host.ledger.stored(f"t{committed // 20}-0") is None
+    assert host.log.store.applied_seq == host.log.last_seq
     host.close()

@@ -11,8 +11,9 @@ import pytest
 
 from actors.ledger.codes import AccountResult as A
 from actors.ledger.codes import TransferResult as T
-from actors.ledger.ledger import Ledger
+from actors.ledger.ledger import Ledger, Verdict
 from actors.ledger.model import AMOUNT_MAX, BALANCE_MAX, Account, AccountFlags, Roles, Transfer
+from tests.actors.ledger_helpers import accounts_now, apply_all, history
 
 DEBITS_LIMITED = int(AccountFlags.debits_must_not_exceed_credits)
 CREDITS_LIMITED = int(AccountFlags.credits_must_not_exceed_debits)
@@ -35,17 +36,11 @@ def ledger_with(*accounts: Account, balances: dict[str, tuple[int, int]] | None 
     for acc in accounts:
         result, events = ledger.create_account(acc)
         assert result is A.ok
-        for event in events:
-            ledger.apply(event)
+        apply_all(ledger, events)
     for account_id, (debits, credits) in (balances or {}).items():
         ledger.accounts[account_id].debits_posted = debits
         ledger.accounts[account_id].credits_posted = credits
     return ledger
-
-
-def apply_all(ledger: Ledger, events: list[list[object]]) -> None:
-    for event in events:
-        ledger.apply(event)
 
 
 def balances(ledger: Ledger, account_id: str) -> tuple[int, int, int, int]:
@@ -85,14 +80,14 @@ ACCOUNT_TABLE = [
 def test_create_account(name: str, existing: list[Account], command: Account,
                         expected: A) -> None:
     ledger = ledger_with(*existing)
-    before = {k: v.row() for k, v in ledger.accounts.items()}
+    before = accounts_now(ledger)
     result, events = ledger.create_account(command)
     assert result is expected
     apply_all(ledger, events)
     if expected is A.ok:
-        assert ledger.accounts[command.id].row() == command.row()
+        assert ledger.accounts[command.id] == command
     else:
-        assert events == [] and {k: v.row() for k, v in ledger.accounts.items()} == before
+        assert events == [] and accounts_now(ledger) == before
 
 
 # ---- transfers committed in one shard ----
@@ -165,20 +160,20 @@ def test_commit_transfer(name: str, earlier: list[Transfer], command: Transfer,
         result, events, _ = ledger.commit_transfer(t, Roles.both, T.ok)
         assert result is T.ok, (t, result)
         apply_all(ledger, events)
-    before = {k: v.row() for k, v in ledger.accounts.items()}
+    before = accounts_now(ledger)
     result, events, stored = ledger.commit_transfer(command, Roles.both, T.ok)
     assert result is expected
     apply_all(ledger, events)
     if expected is T.ok:
         debit, credit = ledger.accounts[command.debit_account_id], ledger.accounts[
             command.credit_account_id]
-        assert debit.debits_posted == before[debit.id][7] + command.amount
-        assert credit.credits_posted == before[credit.id][8] + command.amount
-        assert ledger.transfers[command.id] == command == stored
-        assert ledger.history[debit.id][-1] == command == ledger.history[credit.id][-1]
+        assert debit.debits_posted == before[debit.id].debits_posted + command.amount
+        assert credit.credits_posted == before[credit.id].credits_posted + command.amount
+        assert ledger.stored(command.id) == command == stored
+        assert history(ledger, debit.id)[-1] == command == history(ledger, credit.id)[-1]
     else:
         assert events == []
-        assert {k: v.row() for k, v in ledger.accounts.items()} == before
+        assert accounts_now(ledger) == before
         if expected.value.startswith("exists"):
             assert stored is not None and stored.id == command.id
 
@@ -203,7 +198,7 @@ def test_home_with_no_roles_records_only_the_decision() -> None:
     result, events, _ = ledger.commit_transfer(transfer(), 0, T.ok)
     assert result is T.ok
     apply_all(ledger, events)
-    assert ledger.transfers["t1"] == transfer() and ledger.history == {}
+    assert ledger.stored("t1") == transfer() and history(ledger, "a") == []
 
 
 RESERVE_TABLE = [
@@ -253,7 +248,7 @@ def test_finalize(post: bool) -> None:
     if post:
         assert balances(ledger, "funded") == (60, 100, 0, 0)
         assert balances(ledger, "b") == (0, 60, 0, 0)
-        assert ledger.history["b"] == [command.stamped(99)]
+        assert history(ledger, "b") == [command.stamped(99)]
     else:
         assert balances(ledger, "funded") == (0, 100, 0, 0)
         assert balances(ledger, "b") == (0, 0, 0, 0)
@@ -262,10 +257,10 @@ def test_finalize(post: bool) -> None:
 def test_resolve_posts_only_the_attempt_that_committed() -> None:
     ledger = ledger_with(*BASE)
     apply_all(ledger, ledger.commit_transfer(transfer(), Roles.debit, T.ok, attempt=41)[1])
-    assert ledger.resolve("t1", 41) == ["post", NOW + 1, transfer().row()]
+    assert ledger.resolve("t1", 41) == Verdict("post", transfer())
     # A retry with the very same fields reserved too, was told `exists`: void it.
-    assert ledger.resolve("t1", 42) == ["void", 0, None]
-    assert ledger.resolve("other", 41) == ["void", 0, None]
+    assert ledger.resolve("t1", 42) == Verdict("void")
+    assert ledger.resolve("other", 41) == Verdict("void")
     local = ledger_with(*BASE)
     apply_all(local, local.commit_transfer(transfer(), Roles.both, T.ok)[1])
-    assert local.resolve("t1", 0)[0] == "void" and local.commit_attempts == {}
+    assert local.resolve("t1", 0).outcome == "void"

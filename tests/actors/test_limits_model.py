@@ -28,13 +28,16 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import astuple
 
-from actors import messages as p
+from actors.ledger.limits import Limits
 from actors.ledger.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
 from actors.ledger.pending import UNSPECIFIED_CODE
+from actors.messages import SetLimits
 from actors.shard.host import ShardHost
 from switch.routing.redrive import Redriver
 from switch.routing.router import Router
+from tests.actors.ledger_helpers import accounts_now
 from tests.actors.test_two_phase_model import Clock, Reference, shards
 
 # 1: debits must not exceed credits (the overdraft applies), 2: credits must not exceed debits.
@@ -208,7 +211,7 @@ def check_final_state(hosts: list[ShardHost], reference: LimitsReference, now_ns
         assert [account.debits_posted, account.credits_posted, account.debits_pending,
                 account.credits_pending] == expected, name
         limits = host.ledger.limits.get(name)
-        assert (limits.row() if limits is not None else NO_LIMITS) == \
+        assert (list(astuple(limits)) if limits is not None else NO_LIMITS) == \
             reference.limits.get(name, NO_LIMITS), name
         velocity = host.ledger.velocity.get(name)
         assert (velocity is not None) == (name in reference.debits), name
@@ -223,12 +226,10 @@ def check_recovery(hosts: list[ShardHost], clock: Clock) -> None:
         host.wait_for_snapshot()
         live = host.ledger
         again = ShardHost(host.config, host._open_log, clock_ns=clock).ledger
-        assert {k: v.row() for k, v in again.limits.items()} == \
-            {k: v.row() for k, v in live.limits.items()}
-        assert {k: v.row() for k, v in again.velocity.items()} == \
-            {k: v.row() for k, v in live.velocity.items()}
-        assert {k: v.row() for k, v in again.accounts.items()} == \
-            {k: v.row() for k, v in live.accounts.items()}
+        assert again.limits == live.limits
+        assert {k: v.state() for k, v in again.velocity.items()} == \
+            {k: v.state() for k, v in live.velocity.items()}
+        assert accounts_now(again) == accounts_now(live)
 
 
 @settings(max_examples=600, deadline=None)
@@ -248,17 +249,18 @@ def test_router_limits_match_the_reference(start: dict[str, list[int] | None],
         return outcome[0]
 
     async def set_limits(account: str, row: list[int]) -> None:
-        reply = await router.ask(router.shard_of(account), [p.OP_LIMITS, account, row])
-        assert reply[0] == reference.set_limits(account, row), (account, row)
-        if reply[0] != "account_not_found":
-            assert (reply[2] or NO_LIMITS) == reference.limits.get(account, NO_LIMITS)
+        reply = await router.ask(router.shard_of(account), SetLimits(account, Limits(*row)))
+        assert reply.result == reference.set_limits(account, row), (account, row)
+        if reply.result != "account_not_found":
+            now = list(astuple(reply.limits)) if reply.limits is not None else NO_LIMITS
+            assert now == reference.limits.get(account, NO_LIMITS)
 
     async def drive() -> None:
         redriver = Redriver(router)
         rows = [start.get(name) for name in ACCOUNT_FLAGS]
         created = await router.create_accounts(
             [Account(name, "USD", 1, "o", flags, "") for name, flags in ACCOUNT_FLAGS.items()],
-            limits=rows)
+            limits=[Limits(*row) if row is not None else None for row in rows])
         for name, row, outcome in zip(ACCOUNT_FLAGS, rows, created, strict=True):
             assert not isinstance(outcome, BaseException) and outcome[0] == "ok", outcome
             if row is not None:

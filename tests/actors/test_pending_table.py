@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.ledger.codes import TransferResult as T
+from actors.ledger.events import PendingExpired
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import (
     BALANCING_CREDIT,
@@ -18,6 +19,7 @@ from actors.ledger.model import (
     Transfer,
 )
 from actors.ledger.pending import UNSPECIFIED_CODE, check_static
+from tests.actors.ledger_helpers import history
 from tests.actors.test_ledger_table import BASE, FUNDS, apply_all, balances, ledger_with
 
 NOW = 10_000
@@ -87,15 +89,16 @@ def resolved(ledger: Ledger, command: Transfer, attempt: int = 1) -> None:
     result, events, found = ledger.claim_pending(command, attempt)
     assert result is T.ok, result
     apply_all(ledger, events)
-    state = ledger.pending[command.pending_id]
-    row = Transfer(command.id, found.debit_account_id, found.credit_account_id,  # type: ignore[union-attr]
-                   state.claim[3] or found.amount, "USD", 1, "", command.flags,  # type: ignore[index,union-attr]
-                   command.pending_id, 0, NOW + 6).row()
+    claim = ledger.pending[command.pending_id].claim
+    assert claim is not None and found is not None
+    row = Transfer(command.id, found.debit_account_id, found.credit_account_id,
+                   claim.amount or found.amount, "USD", 1, "", command.flags,
+                   command.pending_id, 0, NOW + 6)
     apply_all(ledger, ledger.finalize_claim(command.pending_id, command.id, attempt, row))
     status = ledger.pending_status(command.pending_id)
     assert status is not None
-    apply_all(ledger, ledger.settle_held(command.pending_id, status[0] == "posted", status[1],
-                                         row))
+    apply_all(ledger, ledger.settle_held(command.pending_id, status.status == "posted",
+                                         status.amount_posted, row))
 
 
 CLAIMS = [
@@ -140,8 +143,9 @@ def test_post_part_then_status_codes_for_later_claims() -> None:
     resolved(ledger, resolving(amount=45))
     assert balances(ledger, "funded") == (45, 100, 0, 0)
     assert balances(ledger, "b") == (0, 45, 0, 0)
-    assert ledger.pending_status("p1")[:2] == ["posted", 45]  # type: ignore[index]
-    assert ledger.history["b"][-1].id == "q1"
+    status = ledger.pending_status("p1")
+    assert status is not None and (status.status, status.amount_posted) == ("posted", 45)
+    assert history(ledger, "b")[-1].id == "q1"
     assert ledger.claim_pending(resolving("q2"), 2)[0] is T.pending_transfer_already_posted
 
 
@@ -169,7 +173,7 @@ def test_expiry_once_even_when_a_released_claim_queued_it_twice() -> None:
     apply_all(ledger, events)
     apply_all(ledger, ledger.finalize_claim("p1", "q1", 1, None))  # queued again on release
     expired = ledger.expire_due(NOW + 1_000_000)
-    assert expired == [["pending_expired", "p1"]]
+    assert expired == [PendingExpired("p1")]
     apply_all(ledger, expired)
 
 
@@ -178,10 +182,10 @@ def test_expiry_once_and_not_while_claimed() -> None:
     _, events, _ = ledger.claim_pending(resolving(pending_id="p2"), 1)
     apply_all(ledger, events)
     expired = ledger.expire_due(NOW + 1_000_000)
-    assert expired == [["pending_expired", "p1"]]  # p2 is being resolved
+    assert expired == [PendingExpired("p1")]  # p2 is being resolved
     apply_all(ledger, expired)
     assert ledger.expire_due(NOW + 5_000_000) == []  # once
     apply_all(ledger, ledger.settle_held("p1", False, 0, None))
     assert balances(ledger, "funded") == (0, 100, 10, 0)  # only p2 still held
     apply_all(ledger, ledger.finalize_claim("p2", "q1", 1, None))  # released: due again
-    assert ledger.expire_due(NOW + 6_000_000) == [["pending_expired", "p2"]]
+    assert ledger.expire_due(NOW + 6_000_000) == [PendingExpired("p2")]

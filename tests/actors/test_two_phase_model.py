@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 from actors.ledger.model import PENDING, POST_PENDING, VOID_PENDING, Account, Transfer
 from actors.ledger.pending import UNSPECIFIED_CODE
 from actors.shard.host import ShardConfig, ShardHost
-from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
-from switch.routing.channel import ShardChannel
 from switch.routing.redrive import Redriver
 from switch.routing.router import Router
+from tests.actors.ledger_helpers import local_router
 
 ACCOUNT_FLAGS = {"bank": 0, "a": 1, "b": 1, "c": 0, "d": 2}  # 1: no overdraft, 2: no over-credit
 PLAIN_IDS = [f"t{i}" for i in range(6)]
@@ -152,14 +151,7 @@ def shards(clock: Clock) -> tuple[Router, list[ShardHost]]:
         hosts.append(ShardHost(ShardConfig(index, ("USD",), 20), lambda log=log: log.reopen(),
                                clock_ns=clock))
 
-    def caller(host: ShardHost) -> Any:
-        async def call(blob: bytes, request_ids: list[str]) -> bytes:
-            await asyncio.sleep(0)
-            return host.handle(blob)
-        return call
-
-    return Router([ShardChannel(i, caller(h), 10_000, 8190) for i, h in enumerate(hosts)],
-                  Placement(round_robin(len(hosts), 64))), hosts
+    return local_router(hosts), hosts
 
 
 def as_transfer(op: tuple[Any, ...]) -> Transfer:

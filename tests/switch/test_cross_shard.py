@@ -7,11 +7,10 @@ import threading
 import time
 from typing import Any
 
-import orjson
 import pytest
-import ray
 
-from actors import messages as p
+from actors.ledger.model import Transfer
+from actors.messages import Commit, Reserve
 from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
 
@@ -110,16 +109,10 @@ def test_concurrent_clients_keep_the_books_balanced(switch: RunningSwitch) -> No
     assert_balanced(switch.totals_at_rest())
 
 
-def shard_call(switch: RunningSwitch, shard: int, commands: list[list[Any]]) -> Any:
-    reply = orjson.loads(ray.get(switch.shards[shard].handle.remote(orjson.dumps(commands))))
-    assert reply[0] == p.REPLY_OK
-    return reply[1]
-
-
 def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningSwitch) -> None:
     names = placed(switch, (0, 1, 2), "v")
-    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, "", 0, "", 0]
-    assert shard_call(switch, 1, [[p.OP_RESERVE, fields, 1, 12345]]) == ["ok"]
+    fields = Transfer(names["transfer"], names["payer"], names["payee"], 300, "USD", 1)
+    assert switch.shard_call(1, [Reserve(fields, 1, 12345)])[0].result == "ok"
     assert switch.account(names["payer"])["debits_pending"] == 300
     deadline = time.monotonic() + 10
     while switch.account(names["payer"])["debits_pending"]:
@@ -134,11 +127,11 @@ def test_redrive_posts_a_reservation_whose_home_committed(quiet_switch: RunningS
                                                           ) -> None:
     switch = quiet_switch
     names = placed(switch, (0, 1, 2), "q")
-    fields = [names["transfer"], names["payer"], names["payee"], 300, "USD", 1, "", 0, "", 0]
+    fields = Transfer(names["transfer"], names["payer"], names["payee"], 300, "USD", 1)
     # A crash after the home committed and before the parts were finalized looks like this:
-    assert shard_call(switch, 1, [[p.OP_RESERVE, fields, 1, 777]]) == ["ok"]
-    assert shard_call(switch, 2, [[p.OP_RESERVE, fields, 2, 777]]) == ["ok"]
-    assert shard_call(switch, 0, [[p.OP_COMMIT, fields, 0, "ok", 777]])[0][0] == "ok"
+    assert switch.shard_call(1, [Reserve(fields, 1, 777)])[0].result == "ok"
+    assert switch.shard_call(2, [Reserve(fields, 2, 777)])[0].result == "ok"
+    assert switch.shard_call(0, [Commit(fields, 0, "ok", 777)])[0].result == "ok"
     switch.restart()
     assert switch.in_doubt() == 0  # resolved before the API took traffic
     payer, payee = switch.account(names["payer"]), switch.account(names["payee"])

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors import messages as p
-from actors.ledger.chains import parts_by_shard
+from actors.ledger.chains import ChainPart, parts_by_shard
 from actors.ledger.model import LINKED, POST_PENDING, Transfer
+from actors.messages import Asked, CommitChain, ReserveChain
 from tests.conftest import RunningSwitch, assert_balanced, shard_ids
 from tests.switch.test_api import LIMITED, account, transfer
-from tests.switch.test_cross_shard import shard_call
 
 
 def linked(item: dict[str, Any], **flags: bool) -> dict[str, Any]:
@@ -151,11 +150,11 @@ def test_redrive_finishes_a_chain_its_coordinator_decided(quiet_switch: RunningS
     parts = parts_by_shard(members, switch.router.shard_of)
     for shard, shard_parts in parts.items():
         if shard != 0:
-            replies = shard_call(switch, shard, [[p.OP_RESERVE_CHAIN, key, 99, shard_parts]])[0]
-            assert all(reply[0] == "ok" for reply in replies)
-    decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 99, parts.get(0, []),
-                                      ["ok", "ok"], [[100, None, None], [100, None, None]]]])[0]
-    assert decided[1] is not None
+            (replies,) = switch.shard_call(shard, [ReserveChain(key, 99, shard_parts)])
+            assert all(reply.result == "ok" for reply in replies.parts)
+    (decided,) = switch.shard_call(0, [CommitChain(key, 99, parts.get(0, []), ["ok", "ok"],
+                                                   [Asked(100, None), Asked(100, None)])])
+    assert decided.decision is not None
     assert switch.in_doubt() > 0
     switch.restart()
     assert switch.in_doubt() == 0  # resolved before the API took traffic
@@ -171,10 +170,10 @@ def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> Non
     assert switch.router is not None
     bank, a, b = people(switch, "undecided", [1, 2])
     key = shard_ids(switch.router, 0, "und-k", 1)[0]
-    fields = [key, a, b, 0 + 70, "USD", 1, "", 1, "", 0]
+    fields = Transfer(key, a, b, 70, "USD", 1, "", LINKED)
     assert switch.post("/v1/transfers", transfer("und-fund", bank, a, 100)).status_code == 201
-    shard_call(switch, 1, [[p.OP_RESERVE_CHAIN, key, 5, [[fields, 1, 0]]]])
-    shard_call(switch, 2, [[p.OP_RESERVE_CHAIN, key, 5, [[fields, 2, 0]]]])
+    switch.shard_call(1, [ReserveChain(key, 5, [ChainPart(fields, 1, 0)])])
+    switch.shard_call(2, [ReserveChain(key, 5, [ChainPart(fields, 2, 0)])])
     assert pending_of(switch, a) == (70, 0)
     switch.restart()
     assert switch.in_doubt() == 0
@@ -256,17 +255,18 @@ def test_redrive_finishes_a_chain_post_its_coordinator_decided(
     members = [Transfer(key, bank, payee, 5, "USD", 1, "", LINKED),
                Transfer(post_id, "", "", 0, "", -1, "", POST_PENDING, hold)]
     parts = parts_by_shard(members, switch.router.shard_of)
-    asked: list[list[Any]] = [[5, None, None], [0, None, None]]
+    asked = [Asked(5, None), Asked(0, None)]
     for shard, shard_parts in parts.items():
         if shard != 0:
-            for index, reply in enumerate(shard_call(switch, shard, [
-                    [p.OP_RESERVE_CHAIN, key, 77, shard_parts]])[0]):
-                assert reply[0] == "ok", reply
-                if reply[4] is not None:
-                    asked[shard_parts[index][2]][2] = reply[4]
-    decided = shard_call(switch, 0, [[p.OP_COMMIT_CHAIN, key, 77, parts.get(0, []),
-                                      ["ok", "ok"], asked]])[0]
-    assert decided[0] == ["ok", "ok"], decided
+            (replies,) = switch.shard_call(shard, [ReserveChain(key, 77, shard_parts)])
+            for index, reply in enumerate(replies.parts):
+                assert reply.result == "ok", reply
+                if reply.filled is not None:
+                    member = shard_parts[index].member
+                    asked[member] = Asked(asked[member].amount, None, reply.filled)
+    (decided,) = switch.shard_call(0, [CommitChain(key, 77, parts.get(0, []), ["ok", "ok"],
+                                                   asked)])
+    assert decided.codes == ["ok", "ok"], decided
     switch.restart()
     assert switch.in_doubt() == 0
     deadline = time.monotonic() + 10

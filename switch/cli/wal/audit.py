@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
-from actors.codec import apply_payload, decode_snapshot_body
+from actors.codec import FormatUnknown, apply_payload, decode_snapshot
 from actors.ledger import queries, snapshot
+from actors.ledger.events import Event
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.ledger.pending import PENDING_STATUS, POSTED
-from actors.ledger.queries import totals_by_ledger
+from actors.ledger.queries import add_totals
+from actors.ledger.store import MemoryStore
 from actors.ledger.verdicts import claim_verdict, part_verdict
 from actors.runtime import gc_paused
 from actors.topology import Placement
@@ -48,9 +50,24 @@ class ShardAudit:
         return None
 
 
-def canonical_state(ledger: Ledger) -> Any:
-    """A ledger's snapshot form as decoded JSON: comparable with a stored snapshot."""
-    return orjson.loads(orjson.dumps(snapshot.dump(ledger)))
+def load_start(ledger: Ledger, start: tuple[int, bytes, bytes | None]) -> None:
+    """Load a log's starting snapshot (a compacted log's), format 1 or 2, into a ledger."""
+    seq, _, body = start
+    if body is None:
+        return
+    live, legacy_index = decode_snapshot(body)
+    snapshot.load(ledger, live)
+    if legacy_index is not None:
+        ledger.store.import_legacy(seq - 1, legacy_index)
+
+
+def replay_record(ledger: Ledger, record: Record) -> None:
+    """Apply one record as recovery does, its store writes kept (a MemoryStore)."""
+    try:
+        apply_payload(ledger, record.payload)
+    except FormatUnknown as error:
+        raise CorruptRecord(record.seq, str(error)) from None
+    ledger.store.flush(record.seq, record.timestamp_ns)
 
 
 def audit_shard(
@@ -62,39 +79,44 @@ def audit_shard(
     on_progress: Callable[[int], None] | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> ShardAudit:
-    """Replay one shard's log (read-only: safe beside a running switch) and check it."""
+    """Replay one shard's log (read-only: safe beside a running switch) and check it. The
+    replayed ledger's store is in memory: the audit never trusts the shard's own."""
     log = LmdbLog(directory, 1 << 20, readonly=True)
     try:
-        ledger = Ledger(ledgers)
+        ledger = Ledger(ledgers, MemoryStore())
         try:
             start = starting_point(log)
-        except CorruptRecord as error:
-            return ShardAudit(index, directory, ledger, ScanReport(damage=error))
-        if start[2] is not None:
-            snapshot.load(ledger, decode_snapshot_body(start[2]))
+            load_start(ledger, start)
+        except (CorruptRecord, FormatUnknown, msgspec.ValidationError) as error:
+            damage = error if isinstance(error, CorruptRecord) else CorruptRecord(0, str(error))
+            return ShardAudit(index, directory, ledger, ScanReport(damage=damage))
         audit = ShardAudit(index, directory, ledger, ScanReport())
         snapshot_seqs = set(log.snapshot_seqs()) if check_snapshots else set()
 
         def replay(record: Record) -> None:
-            apply_payload(ledger, record.payload)
+            replay_record(ledger, record)
             if on_record is not None:
                 on_record(record)
             if record.seq in snapshot_seqs and audit.snapshot_mismatch is None:
                 audit.snapshots_checked.append(record.seq)
-                try:
-                    _, _, body = log.snapshot_at(record.seq)
-                except CorruptRecord as error:
-                    audit.snapshot_mismatch = f"snapshot {record.seq}: {error.reason}"
-                    return
-                if decode_snapshot_body(body) != canonical_state(ledger):
-                    audit.snapshot_mismatch = (
-                        f"snapshot {record.seq}: differs from the state the log replays to")
+                audit.snapshot_mismatch = _snapshot_mismatch(log, record.seq, ledger)
 
         with gc_paused():
             audit.report = scan(log, replay, on_progress, start=start, stop_before=stop_before)
         return audit
     finally:
         log.close()
+
+
+def _snapshot_mismatch(log: LmdbLog, seq: int, ledger: Ledger) -> str | None:
+    try:
+        _, _, body = log.snapshot_at(seq)
+        stored, _ = decode_snapshot(body)
+    except (CorruptRecord, FormatUnknown, msgspec.ValidationError) as error:
+        return f"snapshot {seq}: {error}"
+    if stored != snapshot.dump(ledger):
+        return f"snapshot {seq}: differs from the state the log replays to"
+    return None
 
 
 def audit_data_dir(
@@ -113,30 +135,36 @@ def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
     def home(transfer_id: str) -> Ledger:
         return ledgers[placement.shard_of(transfer_id)]
 
-    def apply(ledger: Ledger, events: list[list[Any]]) -> int:
+    def apply(ledger: Ledger, events: list[Event]) -> int:
         for event in events:
             ledger.apply(event)
-        return 1
+        ledger.store.flush(ledger.store.applied_seq, 0)  # a MemoryStore: keep what it wrote
+        return 1 if events else 0
 
     settled = 0
     for ledger in ledgers:
-        for row, _, attempt, chain, member in queries.in_doubt(ledger, 2**64):
-            verdict = home(chain).resolve_chain(chain, attempt) if chain \
-                else home(row[0]).resolve(row[0], attempt)
+        for part in queries.in_doubt(ledger, 2**64):
+            transfer_id, chain = part.transfer.id, part.chain
+            verdict = home(chain).resolve_chain(chain, part.attempt) if chain \
+                else home(transfer_id).resolve(transfer_id, part.attempt)
             settled += apply(ledger, ledger.finalize_reservation(
-                row[0], attempt, *part_verdict(row, chain, member, verdict)))
+                transfer_id, part.attempt,
+                *part_verdict(part.transfer, chain, part.member, verdict)))
     for ledger in ledgers:
-        for pending_id, resolving_id, attempt, chain, member in queries.claims_in_doubt(ledger):
-            verdict = home(chain).resolve_chain(chain, attempt) if chain \
-                else home(resolving_id).resolve(resolving_id, attempt)
+        for claim in queries.claims_in_doubt(ledger):
+            chain, resolving_id = claim.chain, claim.resolving_id
+            decided = home(chain).resolve_chain(chain, claim.attempt) if chain \
+                else home(resolving_id).resolve(resolving_id, claim.attempt)
             settled += apply(ledger, ledger.finalize_claim(
-                pending_id, resolving_id, attempt, claim_verdict(chain, member, verdict)))
+                claim.pending_id, resolving_id, claim.attempt,
+                claim_verdict(chain, claim.member, decided)))
     for ledger in ledgers:
-        for pending_id, _ in queries.held_parts(ledger, 2**64):
-            status = home(pending_id).pending_status(pending_id)
-            if status is not None and status[0] != PENDING_STATUS:
-                settled += apply(ledger, ledger.settle_held(pending_id, status[0] == POSTED,
-                                                            status[1], status[2]))
+        for held in queries.held_parts(ledger, 2**64):
+            status = home(held.pending_id).pending_status(held.pending_id)
+            if status is not None and status.status != PENDING_STATUS:
+                settled += apply(ledger, ledger.settle_held(
+                    held.pending_id, status.status == POSTED, status.amount_posted,
+                    status.resolution))
     return settled
 
 
@@ -152,14 +180,14 @@ def check_books(audits: list[ShardAudit]) -> Books:
     totals: dict[str, list[int]] = {}
     broken = []
     for audit in audits:
-        for code, values in totals_by_ledger(audit.ledger).items():
-            row = totals.setdefault(code, [0, 0, 0, 0])
-            for i, value in enumerate(values):
-                row[i] += value
+        add_totals(totals, queries.totals(audit.ledger))
+        limits = audit.ledger.limits
         for account in audit.ledger.accounts.values():
+            overdraft = limits[account.id].overdraft if account.id in limits else 0
             if account.flags & DEBITS_MUST_NOT_EXCEED_CREDITS and (
-                    account.debits_posted + account.debits_pending > account.credits_posted):
-                broken.append(f"{account.id}: debits exceed credits")
+                    account.debits_posted + account.debits_pending
+                    > account.credits_posted + overdraft):
+                broken.append(f"{account.id}: debits exceed credits (and overdraft)")
             if account.flags & CREDITS_MUST_NOT_EXCEED_DEBITS and (
                     account.credits_posted + account.credits_pending > account.debits_posted):
                 broken.append(f"{account.id}: credits exceed debits")

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 
 from actors.codec import decode_events
+from actors.ledger.events import AccountCreated, Event, LimitsChanged, transfer_id_of
+from actors.ledger.model import Transfer
 from actors.topology import Placement
 from persistence.layout import shard_directories
 from persistence.lmdb_log import LmdbLog
@@ -171,11 +173,11 @@ def _replay(args: argparse.Namespace, settings: Settings, shards: Shards) -> int
     for result in results:
         for account in result.ledger.accounts.values():
             now = current.get(account.id)
-            row = account_json(account.row())
-            if args.diff and now is not None and now.row() == account.row():
+            row = account_json(account)
+            if args.diff and now is not None and now == account:
                 continue
             if args.diff and now is not None:
-                row["now"] = {k: v for k, v in account_json(now.row()).items()
+                row["now"] = {k: v for k, v in account_json(now).items()
                               if k.endswith(("_posted", "_pending"))}
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
     return 0
@@ -245,11 +247,10 @@ def _print_events(args: argparse.Namespace, shards: Shards) -> int:
             if not from_ns <= record.timestamp_ns <= to_ns:
                 return
             for event in decode_events(record.payload):
-                rendered = event_json(event)
-                if _matches(rendered, args.account, args.transfer):
+                if _matches(event, args.account, args.transfer):
                     out.write(orjson.dumps({"shard": index, "seq": record.seq,
                                             "timestamp_ns": record.timestamp_ns,
-                                            "event": rendered}) + b"\n")
+                                            "event": event_json(event)}) + b"\n")
         try:
             report = scan(log, emit)
         finally:
@@ -261,12 +262,16 @@ def _print_events(args: argparse.Namespace, shards: Shards) -> int:
     return status
 
 
-def _matches(rendered: dict[str, Any], account: str | None, transfer: str | None) -> bool:
-    body = rendered.get("transfer") or rendered.get("account") or {}
-    ids = {rendered.get("transfer_id"), body.get("id")}
-    accounts = {body.get("debit_account_id"), body.get("credit_account_id")}
-    if "account" in rendered:
-        accounts.add(body.get("id"))
+def _matches(event: Event, account: str | None, transfer: str | None) -> bool:
+    """Whether an event is about this transfer and touches this account (None: any)."""
+    fields = [getattr(event, name) for name in event.__struct_fields__]
+    transfers = [value for value in fields if isinstance(value, Transfer)]
+    ids = {transfer_id_of(event), *(t.id for t in transfers)}
+    accounts = {side for t in transfers for side in (t.debit_account_id, t.credit_account_id)}
+    if isinstance(event, AccountCreated):
+        accounts.add(event.account.id)
+    if isinstance(event, LimitsChanged):
+        accounts.add(event.account_id)
     return (transfer is None or transfer in ids) and (account is None or account in accounts)
 
 

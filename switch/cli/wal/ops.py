@@ -9,9 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
+import msgspec
 
+from actors.codec import decode_events, encode_snapshot
 from actors.ledger import snapshot
+from actors.ledger.events import transfer_id_of
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import is_locked
@@ -45,10 +47,11 @@ class RepairReport:
 def _ids_in(raw: bytes) -> list[str] | None:
     """Transfer ids in a damaged record's events, as far as they can still be read."""
     try:  # a best effort on bytes already known to be bad
-        events = orjson.loads(raw[HEADER.size : -(CHAIN_BYTES + CRC.size)])
-        return [e[1][0] for e in events if isinstance(e[1], list) and len(e[1]) == 8]
-    except (orjson.JSONDecodeError, IndexError, TypeError):
+        events = decode_events(raw[HEADER.size : -(CHAIN_BYTES + CRC.size)])
+    except (ValueError, msgspec.DecodeError):
         return None
+    return list(dict.fromkeys(transfer_id for event in events
+                              if (transfer_id := transfer_id_of(event))))
 
 
 def repair_shard(index: int, directory: Path, backup_root: Path) -> RepairReport:
@@ -104,8 +107,8 @@ def snapshot_shard(index: int, directory: Path, ledgers: tuple[str, ...]) -> Sha
         raise Refused(f"not snapshotting a damaged log: {audit.failure}")
     log = LmdbLog(directory, _map_size_for(directory))
     try:
-        body = orjson.dumps(snapshot.dump(audit.ledger))
-        log.save_snapshot(log.last_seq, log.last_chain, body)
+        log.save_snapshot(log.last_seq, log.last_chain,
+                          encode_snapshot(snapshot.dump(audit.ledger)))
     finally:
         log.close()
     return audit
@@ -155,9 +158,14 @@ def replay_into(
         audit = audit_shard(index, directory, ledgers, stop_before=stop_before, on_record=keep)
         if copied:
             log.append_raw_many(copied)
+        source = LmdbLog(directory, 1 << 20, readonly=True)
+        try:  # the store as it was at the cut (else the copy rebuilds it from its log)
+            source.store.copy_into(log.store, log.last_seq)
+        finally:
+            source.close()
         if log.last_seq:
             log.save_snapshot(log.last_seq, log.last_chain,
-                              orjson.dumps(snapshot.dump(audit.ledger)))
+                              encode_snapshot(snapshot.dump(audit.ledger)))
         return audit
     finally:
         log.close()

@@ -1,0 +1,157 @@
+"""The events the ledger records: the whole of what a log record holds, one type per kind.
+
+Each event is a tagged msgspec Struct (the tag is its kind, the first element of its encoded
+array), declared once here and decoded through this declaration by every reader: recovery,
+the WAL tool, the event stream and the read model. `Ledger.apply` is the only code that
+changes state from them. A field added later must have a default, so that older records
+still decode (records also carry a format version: actors/codec.py).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from actors.ledger.limits import Limits
+from actors.ledger.model import Account, Transfer
+
+
+class _Event(msgspec.Struct, array_like=True, gc=False):
+    pass
+
+
+class Claim(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A post or void Q under way on a pending transfer P, at P's home: P is locked for it.
+
+    For a Q in a linked chain, the chain (its key and Q's place in it) and Q as it will be
+    stored (what it leaves out filled from P): the chain's coordinator decides it.
+    """
+
+    resolving_id: str
+    attempt: int
+    post: bool
+    amount: int
+    chain: str = ""
+    member: int = 0
+    resolving: Transfer | None = None
+
+
+class AccountCreated(_Event, tag="account_created"):
+    account: Account
+
+
+class TransferCommitted(_Event, tag="transfer_committed"):
+    """At the transfer's home: the decision, and its sides held here posted (or held)."""
+
+    transfer: Transfer
+    roles: int
+    attempt: int  # the cross-shard attempt whose parts it settles (0: wholly on this shard)
+
+
+class TransferReserved(_Event, tag="transfer_reserved"):
+    """A part of a cross-shard transfer (or of a linked chain's member) held pending here."""
+
+    transfer: Transfer
+    roles: int
+    attempt: int
+    chain: str = ""  # a linked chain's member: the chain's key (its first member's id)
+    member: int = 0  # and its place in the chain
+
+
+class ReservationPosted(_Event, tag="reservation_posted"):
+    transfer_id: str
+    timestamp: int  # the commit's, at the transfer's home
+    amount: int = 0  # what it moved if less than held (balancing); 0: as held
+
+
+class ReservationVoided(_Event, tag="reservation_voided"):
+    transfer_id: str
+
+
+class ReservationHeld(_Event, tag="reservation_held"):
+    """A part of a pending transfer, now committed: held until the transfer is resolved."""
+
+    transfer_id: str
+    amount: int = 0  # 0: as reserved
+
+
+class PendingClaimed(_Event, tag="pending_claimed"):
+    pending_id: str
+    claim: Claim
+
+
+class PendingClaimReleased(_Event, tag="pending_claim_released"):
+    pending_id: str
+
+
+class PendingResolved(_Event, tag="pending_resolved"):
+    pending_id: str
+    status: str  # posted or voided
+    amount_posted: int
+    resolution: Transfer  # the post or void that resolved it, as stored
+
+
+class PendingExpired(_Event, tag="pending_expired"):
+    pending_id: str
+
+
+class HeldSettled(_Event, tag="held_settled"):
+    """A held part of a resolved pending transfer: posted (the amount given) or released."""
+
+    pending_id: str
+    post: bool
+    amount: int
+    resolution: Transfer | None  # the post or void, when known (always for a post)
+
+
+class LimitsChanged(_Event, tag="limits_changed"):
+    account_id: str
+    limits: Limits
+    timestamp: int
+
+
+class ChainCommitted(_Event, tag="chain_committed"):
+    """At a linked chain's coordinator: the decision, with each member's timestamp and amount
+    and, for a post or void member, its fields as stored."""
+
+    chain: str
+    attempt: int
+    timestamps: list[int]
+    amounts: list[int]
+    resolving: list[Transfer | None]
+
+
+class PartCommitted(_Event, tag="part_committed"):
+    """A chain member's id part at its home, its chain committed: the member is committed."""
+
+    transfer_id: str
+    timestamp: int
+    amount: int
+    resolving: Transfer | None = None  # a post or void, filled from its pending transfer
+
+
+Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
+         | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
+         | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
+         | PartCommitted)
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
+    ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
+    HeldSettled, LimitsChanged, ChainCommitted, PartCommitted)
+
+
+def kind_of(event: Event) -> str:
+    """The event's kind, as the API and the WAL tool name it."""
+    return str(event.__struct_config__.tag)
+
+
+def transfer_id_of(event: Event) -> str:
+    """The transfer an event is about ("" for an account's events)."""
+    if isinstance(event, TransferCommitted | TransferReserved):
+        return event.transfer.id
+    if isinstance(event, ReservationPosted | ReservationVoided | ReservationHeld
+                  | PartCommitted):
+        return event.transfer_id
+    if isinstance(event, PendingClaimed | PendingClaimReleased | PendingResolved
+                  | PendingExpired | HeldSettled):
+        return event.pending_id
+    return ""

@@ -1,0 +1,374 @@
+"""A shard's ledger state, and `apply`: the only code that changes it.
+
+The host applies the events a decision returned; recovery applies the events it reads back
+from the log; the WAL tool's audit does the same. So live state and recovered state come
+from one piece of code. Memory holds what is live (accounts, parts held here, open pending
+transfers, limits, per-ledger totals); what only grows goes to the `LedgerStore`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from actors.ledger.events import (
+    AccountCreated,
+    ChainCommitted,
+    Event,
+    HeldSettled,
+    LimitsChanged,
+    PartCommitted,
+    PendingClaimed,
+    PendingClaimReleased,
+    PendingExpired,
+    PendingResolved,
+    ReservationHeld,
+    ReservationPosted,
+    ReservationVoided,
+    TransferCommitted,
+    TransferReserved,
+)
+from actors.ledger.limits import Limits, Velocity
+from actors.ledger.model import (
+    AMOUNT_MAX,
+    BALANCE_MAX,
+    CLOSED,
+    CLOSING_CREDIT,
+    CLOSING_DEBIT,
+    HISTORY,
+    PENDING,
+    Account,
+    Roles,
+    Transfer,
+)
+from actors.ledger.pending import EXPIRED, PENDING_STATUS, PendingState, PendingStatus
+from actors.ledger.store import ChainDecision, LedgerStore, MemoryStore, StoredTransfer
+
+_DEBIT = Roles.debit
+_CREDIT = Roles.credit
+_BOTH = Roles.both
+_HOME = Roles.home
+
+
+class Reservation(msgspec.Struct, array_like=True, gc=False):
+    """A side of a transfer held as pending on this shard: a cross-shard part waiting for its
+    home's decision (in doubt), or a part of a committed pending transfer (held)."""
+
+    transfer: Transfer
+    roles: int
+    attempt: int
+    held: bool = False
+    chain: str = ""  # a linked chain's member: the chain's key (its first member's id)
+    member: int = 0  # and its place in the chain
+
+
+class Totals:
+    """Per ledger, the sums of the four balances over this shard's accounts, kept as they
+    change (Python ints: exact at any size), so that nothing scans every account."""
+
+    def __init__(self) -> None:
+        self.by_ledger: dict[str, list[int]] = {}
+
+    def add(self, ledger: str, field: int, amount: int) -> None:
+        sums = self.by_ledger.get(ledger)
+        if sums is None:
+            sums = self.by_ledger[ledger] = [0, 0, 0, 0]
+        sums[field] += amount
+
+    @classmethod
+    def of(cls, accounts: Iterable[Account]) -> Totals:
+        totals = cls()
+        for account in accounts:
+            for field, value in enumerate((account.debits_posted, account.credits_posted,
+                                           account.debits_pending, account.credits_pending)):
+                if value:
+                    totals.add(account.ledger, field, value)
+        return totals
+
+
+DEBITS_POSTED, CREDITS_POSTED, DEBITS_PENDING, CREDITS_PENDING = range(4)
+
+
+class LedgerState:
+    def __init__(self, ledgers: Iterable[str], store: LedgerStore | None = None) -> None:
+        self.ledgers = frozenset(ledgers)
+        self.store: LedgerStore = store if store is not None else MemoryStore()
+        self.accounts: dict[str, Account] = {}
+        self.homed_count = 0  # transfers committed with this shard as their home
+        self.reservations: dict[str, Reservation] = {}
+        self.pending: dict[str, PendingState] = {}  # open pending transfers homed here
+        self.limits: dict[str, Limits] = {}  # accounts with limits
+        self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
+        self.totals = Totals()
+        self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
+        self._history_touched: list[Account] = []  # by the event being applied
+        self._appliers: dict[type, Callable[[Any], None]] = {
+            AccountCreated: self._apply_account_created,
+            TransferCommitted: self._apply_transfer_committed,
+            TransferReserved: self._apply_transfer_reserved,
+            ReservationPosted: self._apply_reservation_posted,
+            ReservationVoided: self._apply_reservation_voided,
+            ReservationHeld: self._apply_reservation_held,
+            PendingClaimed: self._apply_pending_claimed,
+            PendingClaimReleased: self._apply_pending_claim_released,
+            PendingResolved: self._apply_pending_resolved,
+            PendingExpired: self._apply_pending_expired,
+            HeldSettled: self._apply_held_settled,
+            LimitsChanged: self._apply_limits_changed,
+            ChainCommitted: self._apply_chain_committed,
+            PartCommitted: self._apply_part_committed,
+        }
+
+    # ---- reads the decisions share ----
+
+    def stored(self, transfer_id: str) -> Transfer | None:
+        found = self.store.transfer(transfer_id)
+        return None if found is None else found.transfer
+
+    def pending_status(self, pending_id: str) -> PendingStatus | None:
+        state = self.pending.get(pending_id)
+        if state is not None:
+            return PendingStatus(state.status, state.amount_posted, state.resolution)
+        return self.store.pending_final(pending_id)
+
+    def rebuild_expiries(self) -> None:
+        """After loading a snapshot: the heap of pending transfers that can still expire."""
+        self._expiries = [(s.expires_at_ns, pending_id) for pending_id, s in self.pending.items()
+                          if s.expires_at_ns and s.status == PENDING_STATUS]
+        heapq.heapify(self._expiries)
+
+    # ---- application (the only mutation) ----
+
+    def apply(self, event: Event) -> None:
+        self._appliers[type(event)](event)
+        if self._history_touched:
+            self._note_history()
+
+    def _note_history(self) -> None:
+        for account in self._history_touched:
+            self.store.add_balances(account.id, (
+                account.debits_posted, account.credits_posted, account.debits_pending,
+                account.credits_pending))
+        self._history_touched.clear()
+
+    def _apply_account_created(self, event: AccountCreated) -> None:
+        account = msgspec.structs.replace(event.account)  # ours: the event stays as logged
+        if account.id in self.accounts:
+            raise AssertionError(f"account {account.id} created twice")
+        self.accounts[account.id] = account
+        self.totals.add(account.ledger, DEBITS_POSTED, 0)  # the ledger shows from the start
+        if account.flags & HISTORY:
+            self._history_touched.append(account)
+
+    def _apply_transfer_committed(self, event: TransferCommitted) -> None:
+        transfer = event.transfer
+        if event.roles & _DEBIT:
+            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
+        self._commit(transfer, event.roles, event.attempt)
+
+    def _apply_part_committed(self, event: PartCommitted) -> None:
+        """A chain member at its home: its id reservation becomes the commit (its debit was
+        counted for velocity when it was reserved)."""
+        reservation = self._release(event.transfer_id)
+        if event.resolving is not None:  # a post or void, filled from its pending transfer
+            # Settling a held part of its pending transfer on this shard may have indexed it
+            # already (its chain decided, this part finalized later): index it once.
+            self.store.add_transfer(StoredTransfer(event.resolving.stamped(event.timestamp)),
+                                    if_absent=True)
+            self.homed_count += 1
+            return
+        transfer = reservation.transfer.stamped(event.timestamp)
+        if event.amount:
+            transfer = transfer.resized(event.amount)
+            self._recount_debit(reservation, event.amount)
+        self._commit(transfer, reservation.roles & _BOTH, 0)
+
+    def _apply_chain_committed(self, event: ChainCommitted) -> None:
+        self.store.add_chain(event.chain, ChainDecision(event.attempt, event.timestamps,
+                                                        event.amounts, event.resolving))
+
+    def _commit(self, transfer: Transfer, roles: int, attempt: int) -> None:
+        """At the transfer's home: index it, and post (or hold, if pending) its local roles."""
+        self.store.add_transfer(StoredTransfer(transfer, attempt))
+        self.homed_count += 1
+        if not transfer.flags & PENDING:
+            self._post(transfer, roles, indexed=True)
+            return
+        expires_at_ns = transfer.timestamp + transfer.timeout_ms * 1_000_000 \
+            if transfer.timeout_ms else 0
+        self.pending[transfer.id] = PendingState(PENDING_STATUS, expires_at_ns)
+        if expires_at_ns:
+            heapq.heappush(self._expiries, (expires_at_ns, transfer.id))
+        if roles:  # the home's own accounts: held at once
+            self._hold(transfer, roles, attempt)
+
+    def _apply_transfer_reserved(self, event: TransferReserved) -> None:
+        transfer = event.transfer
+        if event.roles & _DEBIT:
+            self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
+        self._hold(transfer, event.roles, event.attempt, held=False, chain=event.chain,
+                   member=event.member)  # in doubt
+
+    def _count_debit(self, account_id: str, timestamp: int, amount: int) -> None:
+        velocity = self.velocity.get(account_id)
+        if velocity is not None:
+            velocity.record(timestamp, amount)
+
+    def _recount_debit(self, reservation: Reservation, amount: int) -> None:
+        """A reserved (in doubt) debit decided: it counts for velocity with what it moved, so
+        a retry answered `exists` or a transfer failed elsewhere uses no velocity budget."""
+        transfer = reservation.transfer
+        if reservation.roles & _DEBIT and not reservation.held and amount != transfer.amount:
+            velocity = self.velocity.get(transfer.debit_account_id)
+            if velocity is not None:
+                velocity.resize(transfer.timestamp, transfer.amount, amount)
+
+    def _apply_limits_changed(self, event: LimitsChanged) -> None:
+        account_id, limits, timestamp = event.account_id, event.limits, event.timestamp
+        self.limits[account_id] = limits
+        if not limits.velocity_max:
+            self.velocity.pop(account_id, None)
+            return
+        window_ns = limits.velocity_window_ms * 1_000_000
+        velocity = self.velocity.get(account_id)
+        if velocity is None or velocity.window_ns != window_ns:
+            # A new window starts from what the old one held at the change (no more is known).
+            kept = [] if velocity is None else [
+                debit for debit in velocity.debits if debit[0] > timestamp - velocity.window_ns]
+            velocity = self.velocity[account_id] = Velocity(window_ns)
+            for debit_timestamp, amount in kept:
+                velocity.record(debit_timestamp, amount)
+
+    def _hold(self, transfer: Transfer, roles: int, attempt: int, held: bool = True,
+              chain: str = "", member: int = 0) -> None:
+        """Add a part to pending; a closing transfer closes its account from here on."""
+        amount = transfer.amount
+        if transfer.id in self.reservations:
+            raise AssertionError(f"transfer {transfer.id} held twice")
+        if roles & _DEBIT:
+            account = self.accounts[transfer.debit_account_id]
+            account.debits_pending += amount
+            self._changed(account, DEBITS_PENDING, amount)
+            if transfer.flags & CLOSING_DEBIT:
+                account.flags |= CLOSED
+        if roles & _CREDIT:
+            account = self.accounts[transfer.credit_account_id]
+            account.credits_pending += amount
+            self._changed(account, CREDITS_PENDING, amount)
+            if transfer.flags & CLOSING_CREDIT:
+                account.flags |= CLOSED
+        self.reservations[transfer.id] = Reservation(transfer, roles, attempt, held, chain,
+                                                     member)
+
+    def _changed(self, account: Account, field: int, amount: int) -> None:
+        self.totals.add(account.ledger, field, amount)
+        if account.flags & HISTORY:
+            self._history_touched.append(account)
+
+    def _reopen(self, reservation: Reservation) -> None:
+        """A closing transfer voided (or expired, or never committed): its account reopens."""
+        transfer, roles = reservation.transfer, reservation.roles
+        if roles & _DEBIT and transfer.flags & CLOSING_DEBIT:
+            self.accounts[transfer.debit_account_id].flags &= ~CLOSED
+        if roles & _CREDIT and transfer.flags & CLOSING_CREDIT:
+            self.accounts[transfer.credit_account_id].flags &= ~CLOSED
+
+    def _apply_reservation_held(self, event: ReservationHeld) -> None:
+        reservation = self.reservations[event.transfer_id]
+        amount = event.amount
+        if amount and amount < reservation.transfer.amount:  # a balancing transfer: hold less
+            self._recount_debit(reservation, amount)
+            self._release(event.transfer_id)
+            self._hold(reservation.transfer.resized(amount), reservation.roles,
+                       reservation.attempt)
+            return
+        reservation.held = True
+
+    def _apply_pending_claimed(self, event: PendingClaimed) -> None:
+        state = self.pending[event.pending_id]
+        if state.claim is not None or state.status != PENDING_STATUS:
+            raise AssertionError(f"pending transfer {event.pending_id} claimed twice")
+        state.claim = event.claim
+
+    def _apply_pending_claim_released(self, event: PendingClaimReleased) -> None:
+        state = self.pending[event.pending_id]
+        state.claim = None
+        if state.expires_at_ns:  # it may have come due meanwhile
+            heapq.heappush(self._expiries, (state.expires_at_ns, event.pending_id))
+
+    def _apply_pending_resolved(self, event: PendingResolved) -> None:
+        self.pending.pop(event.pending_id)  # final: from memory to the store
+        self.store.add_pending_final(event.pending_id, PendingStatus(
+            event.status, event.amount_posted, event.resolution))
+
+    def _apply_pending_expired(self, event: PendingExpired) -> None:
+        state = self.pending.pop(event.pending_id)
+        if state.status != PENDING_STATUS:
+            raise AssertionError(f"pending transfer {event.pending_id} expired twice")
+        self.store.add_pending_final(event.pending_id, PendingStatus(EXPIRED, 0, None))
+
+    def _apply_held_settled(self, event: HeldSettled) -> None:
+        reservation = self._release(event.pending_id)
+        if not event.post:
+            self._reopen(reservation)
+        if event.post and event.amount:
+            resolving = event.resolution
+            if resolving is None or resolving.amount != event.amount:
+                raise AssertionError(f"held part of {event.pending_id} posted without its post")
+            self.store.add_transfer(StoredTransfer(resolving), if_absent=True)
+            self._post(resolving, reservation.roles, indexed=True)
+
+    def _apply_reservation_posted(self, event: ReservationPosted) -> None:
+        reservation = self._release(event.transfer_id)
+        transfer = reservation.transfer.stamped(event.timestamp)
+        if event.amount:
+            transfer = transfer.resized(event.amount)
+            self._recount_debit(reservation, event.amount)
+        self.store.add_transfer(StoredTransfer(transfer))
+        self._post(transfer, reservation.roles, indexed=True)
+
+    def _apply_reservation_voided(self, event: ReservationVoided) -> None:
+        reservation = self._release(event.transfer_id)
+        self._recount_debit(reservation, 0)
+        self._reopen(reservation)
+
+    def _release(self, transfer_id: str) -> Reservation:
+        reservation = self.reservations.pop(transfer_id)
+        transfer, roles, amount = reservation.transfer, reservation.roles, \
+            reservation.transfer.amount
+        if roles & _DEBIT:
+            account = self.accounts[transfer.debit_account_id]
+            account.debits_pending -= amount
+            if account.debits_pending < 0:
+                raise AssertionError(f"{account.id}: debits_pending below zero")
+            self._changed(account, DEBITS_PENDING, -amount)
+        if roles & _CREDIT:
+            account = self.accounts[transfer.credit_account_id]
+            account.credits_pending -= amount
+            if account.credits_pending < 0:
+                raise AssertionError(f"{account.id}: credits_pending below zero")
+            self._changed(account, CREDITS_PENDING, -amount)
+        return reservation
+
+    def _post(self, transfer: Transfer, roles: int, indexed: bool) -> None:
+        amount = transfer.amount
+        if not 0 < amount <= AMOUNT_MAX:
+            raise AssertionError(f"transfer {transfer.id} posts {amount}")
+        store = self.store
+        if roles & _DEBIT:
+            debit = self.accounts[transfer.debit_account_id]
+            debit.debits_posted += amount
+            if debit.debits_posted > BALANCE_MAX:
+                raise AssertionError(f"{debit.id}: debits_posted beyond {BALANCE_MAX}")
+            self._changed(debit, DEBITS_POSTED, amount)
+            store.add_history(debit.id, transfer.id)
+        if roles & _CREDIT:
+            credit = self.accounts[transfer.credit_account_id]
+            credit.credits_posted += amount
+            if credit.credits_posted > BALANCE_MAX:
+                raise AssertionError(f"{credit.id}: credits_posted beyond {BALANCE_MAX}")
+            self._changed(credit, CREDITS_POSTED, amount)
+            store.add_history(credit.id, transfer.id)

@@ -1,0 +1,238 @@
+"""The ledger's indexes of things that only grow: the core's port to durable storage.
+
+What a shard must keep for ever but rarely reads lives here, not in memory: every transfer
+by id (the idempotency index), each account's posted transfers in order, linked chains'
+decisions, pending transfers once final, and the balance history of accounts that keep one.
+Memory holds only what is live: accounts, parts in doubt, open pending transfers.
+
+The core reads and writes through `LedgerStore`. Writes made while a batch is applied are
+buffered and become durable with the batch (`flush`, called with the batch's log record);
+reads see them at once. The shard host gives the core the LMDB implementation
+(persistence/index.py: written in the record's own transaction, behind a bounded cache);
+tests of the core and the WAL tool's audit use `MemoryStore`, the in-memory twin. Both pass
+the same contract tests.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from typing import Any, Protocol
+
+import msgspec
+
+from actors.ledger.model import Transfer
+from actors.ledger.pending import PendingStatus
+
+
+class StoredTransfer(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    transfer: Transfer
+    # At its home, the cross-shard attempt whose decision committed it (0: none, or not the
+    # home): `Ledger.resolve` answers its parts by it.
+    commit_attempt: int = 0
+
+
+class ChainDecision(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A committed linked chain, at its coordinator."""
+
+    attempt: int
+    timestamps: list[int]
+    amounts: list[int]
+    resolving: list[Transfer | None]  # per member: a post's or void's fields as stored
+
+
+class Balances(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An account's four balances after a change, at `timestamp` (its log record's time)."""
+
+    timestamp: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+
+class LedgerStore(Protocol):
+    @property
+    def applied_seq(self) -> int:
+        """The last log record whose writes the store holds."""
+
+    def transfer(self, transfer_id: str) -> StoredTransfer | None: ...
+
+    def add_transfer(self, stored: StoredTransfer, if_absent: bool = False) -> None:
+        """Index a transfer; it must be new unless `if_absent` (then a stored one stays)."""
+
+    def add_history(self, account_id: str, transfer_id: str) -> None:
+        """A transfer posted to the account (after every earlier one)."""
+
+    def history(self, account_id: str, limit: int, before: int | None
+                ) -> tuple[list[Transfer], int | None]:
+        """Posted transfers, newest first, from the position `before` (None: the newest);
+        returns the page and the position to continue from (None: no more)."""
+
+    def chain(self, key: str) -> ChainDecision | None: ...
+
+    def add_chain(self, key: str, decision: ChainDecision) -> None: ...
+
+    def pending_final(self, pending_id: str) -> PendingStatus | None: ...
+
+    def add_pending_final(self, pending_id: str, status: PendingStatus) -> None: ...
+
+    def add_balances(self, account_id: str, balances: tuple[int, int, int, int]) -> None:
+        """Note balances after a change (of an account that keeps its history): they take the
+        time of the batch's log record; one point per account per record, none if unchanged."""
+
+    def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int
+                        ) -> tuple[list[Balances], int | None]:
+        """Balances noted in (since_ns, until_ns], oldest first; the last timestamp of the
+        page when more follow (the next page's `since_ns`)."""
+
+    def begin(self) -> None:
+        """A batch starts: reads may share one view of the store until `end_reads`."""
+
+    def end_reads(self) -> None: ...
+
+    def flush(self, seq: int, timestamp_ns: int) -> None:
+        """The batch's record `seq` is durable: what it wrote is now the stored state."""
+
+    def discard(self) -> None:
+        """The batch failed: forget what it wrote."""
+
+    def import_legacy(self, seq: int, index: Any) -> None:
+        """What a format-1 snapshot at `seq` held that now lives in the store."""
+
+
+class MemoryStore:
+    """The in-memory twin: for the core's tests, the model tests and the WAL tool's audit.
+    Like the LMDB store, it keeps a batch's writes aside until `flush`."""
+
+    def __init__(self) -> None:
+        self.transfers: dict[str, StoredTransfer] = {}
+        self._history: defaultdict[str, list[str]] = defaultdict(list)
+        self.chains: dict[str, ChainDecision] = {}
+        self.pending: dict[str, PendingStatus] = {}
+        self._balances: defaultdict[str, list[Balances]] = defaultdict(list)
+        self.applied_seq = 0
+        self._staged_transfers: dict[str, StoredTransfer] = {}
+        self._staged_history: list[tuple[str, str]] = []
+        self._staged_chains: dict[str, ChainDecision] = {}
+        self._staged_pending: dict[str, PendingStatus] = {}
+        self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
+
+    def begin(self) -> None:
+        """A batch starts (the LMDB store opens its read transaction here)."""
+
+    def end_reads(self) -> None:
+        """The batch is over (the LMDB store closes its read transaction here)."""
+
+    def transfer(self, transfer_id: str) -> StoredTransfer | None:
+        found = self._staged_transfers.get(transfer_id)
+        return found if found is not None else self.transfers.get(transfer_id)
+
+    def add_transfer(self, stored: StoredTransfer, if_absent: bool = False) -> None:
+        transfer_id = stored.transfer.id
+        if self.transfer(transfer_id) is not None:
+            if if_absent:
+                return
+            raise AssertionError(f"transfer {transfer_id} indexed twice")
+        self._staged_transfers[transfer_id] = stored
+
+    def add_history(self, account_id: str, transfer_id: str) -> None:
+        self._staged_history.append((account_id, transfer_id))
+
+    def history(self, account_id: str, limit: int, before: int | None
+                ) -> tuple[list[Transfer], int | None]:
+        entries = self._history.get(account_id, [])
+        end = len(entries) if before is None else max(0, min(before, len(entries)))
+        start = max(0, end - limit)
+        page = [self.transfers[transfer_id].transfer for transfer_id in entries[start:end]]
+        page.reverse()
+        return page, (start if start > 0 else None)
+
+    def chain(self, key: str) -> ChainDecision | None:
+        found = self._staged_chains.get(key)
+        return found if found is not None else self.chains.get(key)
+
+    def add_chain(self, key: str, decision: ChainDecision) -> None:
+        if self.chain(key) is not None:
+            raise AssertionError(f"chain {key} decided twice")
+        self._staged_chains[key] = decision
+
+    def pending_final(self, pending_id: str) -> PendingStatus | None:
+        found = self._staged_pending.get(pending_id)
+        return found if found is not None else self.pending.get(pending_id)
+
+    def add_pending_final(self, pending_id: str, status: PendingStatus) -> None:
+        self._staged_pending[pending_id] = status
+
+    def add_balances(self, account_id: str, balances: tuple[int, int, int, int]) -> None:
+        self._noted.append((account_id, balances))
+
+    def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int
+                        ) -> tuple[list[Balances], int | None]:
+        history = self._balances.get(account_id, [])
+        times = [entry.timestamp for entry in history]
+        selected = history[bisect_right(times, since_ns):bisect_right(times, until_ns)]
+        page = selected[:limit]
+        return page, (page[-1].timestamp if len(selected) > limit else None)
+
+    def flush(self, seq: int, timestamp_ns: int) -> None:
+        self.transfers.update(self._staged_transfers)
+        for account_id, transfer_id in self._staged_history:
+            self._history[account_id].append(transfer_id)
+        self.chains.update(self._staged_chains)
+        self.pending.update(self._staged_pending)
+        for account_id, balances in coalesced(self._noted).items():
+            history = self._balances[account_id]
+            if not history or _four(history[-1]) != balances:
+                history.append(Balances(timestamp_ns, *balances))
+        self.applied_seq = seq
+        self.discard()
+
+    def replayed(self, seq: int, timestamp_ns: int, write: bool) -> None:
+        """Recovery applied record `seq`: keep its writes if this store lacks them."""
+        if write:
+            self.flush(seq, timestamp_ns)
+        else:
+            self.discard()
+
+    def finish_replay(self) -> None:
+        """Recovery is done (the LMDB store commits what it wrote)."""
+
+    def import_legacy(self, seq: int, index: Any) -> None:
+        """What a format-1 snapshot at `seq` held that now lives in the store."""
+        stage_legacy(self, index)
+        self.flush(seq, 0)
+
+    def discard(self) -> None:
+        self._staged_transfers.clear()
+        self._staged_history.clear()
+        self._staged_chains.clear()
+        self._staged_pending.clear()
+        self._noted.clear()
+
+
+def stage_legacy(store: LedgerStore, index: Any) -> None:
+    """Stage what a format-1 snapshot held (actors/legacy.py) as writes of one batch."""
+    for stored in index.transfers:
+        store.add_transfer(stored, if_absent=True)
+    for account_id, transfer_ids in index.history.items():
+        for transfer_id in transfer_ids:
+            store.add_history(account_id, transfer_id)
+    for key, decision in index.chains.items():
+        store.add_chain(key, decision)
+    for pending_id, status in index.pending_final.items():
+        store.add_pending_final(pending_id, status)
+
+
+def coalesced(noted: list[tuple[str, tuple[int, int, int, int]]]
+              ) -> dict[str, tuple[int, int, int, int]]:
+    """Each account's balances at the end of the batch: one point per account per record
+    (its time is the record's), so a timestamp names one point of an account's history."""
+    return dict(noted)
+
+
+def _four(point: Balances) -> tuple[int, int, int, int]:
+    return (point.debits_posted, point.credits_posted, point.debits_pending,
+            point.credits_pending)
+
+

@@ -1,0 +1,237 @@
+"""What each command does on a shard: decide with the ledger, record the events, reply.
+
+One handler per command type (actors/messages.py); the host runs them in order inside a
+batch. Handlers stamp what they create with the host's clock and record the events the
+ledger returns, so later commands in the batch see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
+
+from actors.ledger import queries
+from actors.ledger.chains import ChainPart
+from actors.ledger.codes import TRANSFER_RESULTS, AccountResult, LimitsResult
+from actors.ledger.events import Event
+from actors.ledger.model import BALANCING
+from actors.messages import (
+    AccountReply,
+    AccountTransfers,
+    AccountView,
+    Applied,
+    BalanceHistory,
+    BalancePage,
+    ChainVerdict,
+    ClaimPending,
+    ClaimReply,
+    ClaimsReply,
+    Command,
+    Commit,
+    CommitChain,
+    CreateAccount,
+    Finalize,
+    FinalizeClaim,
+    GetAccount,
+    GetPendingStatus,
+    GetTotals,
+    GetTransfer,
+    HeldReply,
+    InDoubtReply,
+    ListClaims,
+    ListHeld,
+    ListInDoubt,
+    PartsReply,
+    PendingStatusReply,
+    Reply,
+    Reserve,
+    ReserveChain,
+    ReserveReply,
+    Resolve,
+    ResolveChain,
+    SetLimits,
+    Settle,
+    TotalsReply,
+    TransferPage,
+    TransferReply,
+    TransferView,
+    VerdictReply,
+)
+from actors.shard.chain_ops import ChainOps
+
+if TYPE_CHECKING:
+    from actors.shard.host import ShardHost
+
+Handler = Callable[[Any, list[Event]], Reply]
+
+
+class CommandTable:
+    def __init__(self, host: ShardHost) -> None:
+        self.host = host
+        self._handlers: dict[type, Handler] = {
+            CreateAccount: self._create_account, SetLimits: self._set_limits,
+            Commit: self._commit, Reserve: self._reserve,
+            ReserveChain: self._reserve_chain, CommitChain: self._commit_chain,
+            ResolveChain: self._resolve_chain, Finalize: self._finalize,
+            Resolve: self._resolve, ClaimPending: self._claim,
+            FinalizeClaim: self._finalize_claim, Settle: self._settle,
+            GetPendingStatus: self._pending_status, ListHeld: self._held,
+            ListClaims: self._claims, ListInDoubt: self._in_doubt,
+            GetAccount: self._get_account, GetTransfer: self._get_transfer,
+            AccountTransfers: self._account_transfers, BalanceHistory: self._balances,
+            GetTotals: self._totals,
+        }
+
+    def run(self, command: Command, events: list[Event]) -> Reply:
+        return self._handlers[type(command)](command, events)
+
+    @property
+    def _chains(self) -> ChainOps:
+        """On the current ledger (a failed batch replaces it)."""
+        host = self.host
+        return ChainOps(host.ledger, host.next_timestamp, host.record)
+
+    def _since(self, min_age_ms: int) -> int:
+        return self.host.last_timestamp_ns - min_age_ms * 1_000_000
+
+    # ---- writes ----
+
+    def _create_account(self, command: CreateAccount, events: list[Event]) -> AccountReply:
+        host, ledger = self.host, self.host.ledger
+        account = replace(command.account, timestamp=host.next_timestamp())
+        result, new_events = ledger.create_account(account)
+        host.record(new_events, events)
+        if result is AccountResult.ok and command.limits is not None:
+            outcome, limit_events = ledger.set_limits(account.id, command.limits,
+                                                      account.timestamp)
+            if outcome is LimitsResult.limits_invalid:  # checked at the edge: a bug if here
+                raise ValueError(f"invalid limits for {account.id}: {command.limits}")
+            host.record(limit_events, events)
+        return self._account_reply(result, account.id)
+
+    def _set_limits(self, command: SetLimits, events: list[Event]) -> AccountReply:
+        host = self.host
+        result, new_events = host.ledger.set_limits(command.account_id, command.limits,
+                                                    host.next_timestamp())
+        host.record(new_events, events)
+        return self._account_reply(result, command.account_id)
+
+    def _account_reply(self, result: str, account_id: str) -> AccountReply:
+        view = self._view(account_id)
+        return AccountReply(result, view.account, view.limits)
+
+    def _commit(self, command: Commit, events: list[Event]) -> TransferReply:
+        host = self.host
+        transfer = command.transfer.stamped(host.next_timestamp())
+        result, new_events, stored = host.ledger.commit_transfer(
+            transfer, command.roles, TRANSFER_RESULTS[command.remote], command.attempt,
+            command.remote_rules, command.pending)
+        host.record(new_events, events)
+        return TransferReply(result, stored)
+
+    def _reserve(self, command: Reserve, events: list[Event]) -> ReserveReply:
+        host = self.host
+        if command.transfer.flags & BALANCING:  # no objection but its rules, amount held
+            (part,) = self._chains.reserve_parts("", command.attempt, [
+                ChainPart(command.transfer, command.roles, 0)], events)
+            return ReserveReply(part.result, part.held, part.rules)
+        transfer = command.transfer.stamped(host.next_timestamp())
+        result, new_events, _ = host.ledger.reserve_transfer(transfer, command.roles,
+                                                             command.attempt)
+        host.record(new_events, events)
+        return ReserveReply(result)
+
+    def _reserve_chain(self, command: ReserveChain, events: list[Event]) -> PartsReply:
+        parts = self._chains.reserve_parts(command.chain, command.attempt, command.parts, events)
+        return PartsReply([part.reply() for part in parts])
+
+    def _commit_chain(self, command: CommitChain, events: list[Event]) -> Reply:
+        return self._chains.commit_chain(command, events)
+
+    def _finalize(self, command: Finalize, events: list[Event]) -> Applied:
+        host = self.host
+        host.next_timestamp()
+        new_events = host.ledger.finalize_reservation(
+            command.transfer_id, command.attempt, command.outcome, command.timestamp,
+            command.amount, command.resolving)
+        host.record(new_events, events)
+        return Applied(bool(new_events))
+
+    def _claim(self, command: ClaimPending, events: list[Event]) -> ClaimReply:
+        host = self.host
+        resolving = command.resolving.stamped(host.next_timestamp())
+        result, new_events, pending = host.ledger.claim_pending(resolving, command.attempt)
+        host.record(new_events, events)
+        return ClaimReply(result, pending)
+
+    def _finalize_claim(self, command: FinalizeClaim, events: list[Event]) -> Applied:
+        new_events = self.host.ledger.finalize_claim(command.pending_id, command.resolving_id,
+                                                     command.attempt, command.resolution)
+        self.host.record(new_events, events)
+        return Applied(bool(new_events))
+
+    def _settle(self, command: Settle, events: list[Event]) -> Applied:
+        new_events = self.host.ledger.settle_held(command.pending_id, command.post,
+                                                  command.amount, command.resolution)
+        self.host.record(new_events, events)
+        return Applied(bool(new_events))
+
+    # ---- reads (they record nothing) ----
+
+    def _resolve(self, command: Resolve, events: list[Event]) -> VerdictReply:
+        return VerdictReply(self.host.ledger.resolve(command.transfer_id, command.attempt))
+
+    def _resolve_chain(self, command: ResolveChain, events: list[Event]) -> ChainVerdict:
+        return ChainVerdict(self.host.ledger.resolve_chain(command.chain, command.attempt))
+
+    def _pending_status(self, command: GetPendingStatus, events: list[Event]
+                        ) -> PendingStatusReply:
+        return PendingStatusReply(self.host.ledger.pending_status(command.pending_id))
+
+    def _held(self, command: ListHeld, events: list[Event]) -> HeldReply:
+        return HeldReply(queries.held_parts(self.host.ledger, self._since(command.min_age_ms)))
+
+    def _claims(self, command: ListClaims, events: list[Event]) -> ClaimsReply:
+        return ClaimsReply(queries.claims_in_doubt(self.host.ledger))
+
+    def _in_doubt(self, command: ListInDoubt, events: list[Event]) -> InDoubtReply:
+        return InDoubtReply(queries.in_doubt(self.host.ledger, self._since(command.min_age_ms)))
+
+    def _get_account(self, command: GetAccount, events: list[Event]) -> AccountView:
+        return self._view(command.account_id)
+
+    def _view(self, account_id: str) -> AccountView:
+        ledger = self.host.ledger
+        account = ledger.accounts.get(account_id)
+        if account is None:
+            return AccountView(None)
+        return AccountView(account, ledger.limits.get(account_id))
+
+    def _get_transfer(self, command: GetTransfer, events: list[Event]) -> TransferView:
+        ledger = self.host.ledger
+        transfer = ledger.stored(command.transfer_id)
+        if transfer is None:
+            return TransferView(None)
+        return TransferView(transfer, ledger.pending_status(command.transfer_id))
+
+    def _account_transfers(self, command: AccountTransfers, events: list[Event]
+                           ) -> TransferPage:
+        limit = max(1, min(command.limit, self.host.config.history_page_max))
+        page, following = self.host.ledger.store.history(command.account_id, limit,
+                                                         command.before)
+        return TransferPage(page, following)
+
+    def _balances(self, command: BalanceHistory, events: list[Event]) -> BalancePage:
+        ledger = self.host.ledger
+        account = ledger.accounts.get(command.account_id)
+        if account is None:
+            return BalancePage(None, [], None)
+        limit = max(1, min(command.limit, self.host.config.history_page_max))
+        points, following = ledger.store.balance_history(command.account_id, command.since_ns,
+                                                         command.until_ns, limit)
+        return BalancePage(account, points, following)
+
+    def _totals(self, command: GetTotals, events: list[Event]) -> TotalsReply:
+        return TotalsReply(queries.totals(self.host.ledger))

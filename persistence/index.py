@@ -1,0 +1,368 @@
+"""The ledger's store in LMDB: tables in the shard's log environment, written in the same
+transaction as the batch's log record, so they are exactly as durable as the log.
+
+Tables (every value starts with the sequence number of the record that wrote it, so a repair
+that cuts the log can cut the tables at the same place):
+
+    transfers  id                                -> seq | StoredTransfer
+    history    account id, 0, seq u64, n u32     -> seq | transfer id
+    chains     chain key                         -> seq | ChainDecision
+    pending    pending transfer id               -> seq | PendingStatus (final ones)
+    balances   account id, 0, timestamp u64      -> seq | Balances
+    meta       b"applied_seq"                    -> u64: the last record whose writes are here
+
+Reads within a batch see the batch's own writes (an overlay), then a bounded cache of
+recently indexed transfers, then LMDB through one read transaction per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+import msgspec
+
+from actors.ledger.model import Transfer
+from actors.ledger.pending import PendingStatus
+from actors.ledger.store import (
+    Balances,
+    ChainDecision,
+    StoredTransfer,
+    coalesced,
+    stage_legacy,
+)
+
+SEQ = struct.Struct(">Q")
+HISTORY_SUFFIX = struct.Struct(">QI")
+TABLES = (b"transfers", b"history", b"chains", b"pending", b"balances", b"meta")
+APPLIED_SEQ = b"applied_seq"
+SEPARATOR = b"\x00"  # ids never hold it (ID_PATTERN)
+TRANSFER_CACHE_MAX_DEFAULT = 16_384
+REBUILD_RECORDS_PER_TRANSACTION = 10_000
+
+_encode = msgspec.msgpack.Encoder().encode
+_stored = msgspec.msgpack.Decoder(StoredTransfer).decode
+_chain = msgspec.msgpack.Decoder(ChainDecision).decode
+_pending = msgspec.msgpack.Decoder(PendingStatus).decode
+_balances = msgspec.msgpack.Decoder(Balances).decode
+
+# How a write meets an entry already there: NEW must find none (else the batch fails: a
+# bug), KEEP leaves it, SET replaces it.
+NEW, KEEP, SET = 0, 1, 2
+Write = tuple[Any, bytes, bytes, int]  # table, key, value, mode
+
+
+class IndexConflict(Exception):
+    """A write that must be new found an entry: the batch is refused, nothing is written."""
+
+
+class LmdbStore:
+    """Implements actors.ledger.store.LedgerStore over one shard's LMDB environment."""
+
+    def __init__(self, env: lmdb.Environment, tables: dict[bytes, Any] | None,
+                 cache_max: int = TRANSFER_CACHE_MAX_DEFAULT) -> None:
+        self._env = env
+        self._tables = tables  # None: a read-only environment written before these tables
+        self._cache_max = cache_max
+        self._cache: dict[str, StoredTransfer] = {}  # committed, oldest first
+        self._overlay: dict[str, StoredTransfer] = {}  # this batch's
+        self._staged: list[tuple[str, Any]] = []  # this batch's writes, in order
+        self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
+        self._reading: lmdb.Transaction | None = None
+        self._rebuilding: lmdb.Transaction | None = None  # recovery writing what was missing
+        self._rebuilt = 0
+
+    # ---- batches ----
+
+    def begin(self) -> None:
+        """A batch starts: reads go through one read transaction until it ends."""
+        self.end_reads()
+        if self._tables is not None:
+            self._reading = self._env.begin(buffers=False)
+
+    def end_reads(self) -> None:
+        if self._reading is not None:
+            self._reading.abort()
+            self._reading = None
+
+    @property
+    def applied_seq(self) -> int:
+        raw = self._get(b"meta", APPLIED_SEQ)
+        return SEQ.unpack(raw)[0] if raw is not None else 0
+
+    def staged_writes(self, seq: int, timestamp_ns: int) -> list[Write]:
+        """The batch's writes as LMDB puts, for the transaction that appends record `seq`."""
+        tables = self._require_tables()
+        prefix = SEQ.pack(seq)
+        writes: list[Write] = []
+        history_n = 0
+        for kind, item in self._staged:
+            if kind == "transfer":
+                stored, if_absent = item
+                writes.append((tables[b"transfers"], stored.transfer.id.encode(),
+                               prefix + _encode(stored), KEEP if if_absent else NEW))
+            elif kind == "history":
+                account_id, transfer_id = item
+                key = account_id.encode() + SEPARATOR + HISTORY_SUFFIX.pack(seq, history_n)
+                history_n += 1
+                writes.append((tables[b"history"], key, prefix + transfer_id.encode(), NEW))
+            elif kind == "chain":
+                key, decision = item
+                writes.append((tables[b"chains"], key.encode(), prefix + _encode(decision),
+                               NEW))
+            else:  # pending
+                pending_id, status = item
+                writes.append((tables[b"pending"], pending_id.encode(), prefix + _encode(status),
+                               SET))
+        for account_id, balances in coalesced(self._noted).items():
+            if self._last_balances(account_id) != balances:
+                key = account_id.encode() + SEPARATOR + SEQ.pack(timestamp_ns)
+                writes.append((tables[b"balances"], key,
+                               prefix + _encode(Balances(timestamp_ns, *balances)), SET))
+        writes.append((tables[b"meta"], APPLIED_SEQ, SEQ.pack(seq), SET))
+        return writes
+
+    # ---- recovery ----
+
+    def replayed(self, seq: int, timestamp_ns: int, write: bool) -> None:
+        """Recovery applied record `seq`: keep what it wrote if the store lacks it (`write`),
+        else forget it (the store has it since the record was committed)."""
+        if not write:
+            self._clear_batch()
+            return
+        if self._rebuilding is None:
+            self._rebuilding = self._env.begin(write=True)
+        put_all(self._rebuilding, self.staged_writes(seq, timestamp_ns))
+        self._clear_batch()
+        self._rebuilt += 1
+        if self._rebuilt % REBUILD_RECORDS_PER_TRANSACTION == 0:
+            self.finish_replay()
+
+    def finish_replay(self) -> None:
+        if self._rebuilding is not None:
+            self._rebuilding.commit()
+            self._rebuilding = None
+
+    def import_legacy(self, seq: int, index: Any) -> None:
+        """What a format-1 snapshot at `seq` held that now lives here (actors/legacy.py)."""
+        stage_legacy(self, index)
+        self.replayed(seq, 0, write=True)
+        self.finish_replay()
+
+    def flush(self, seq: int, timestamp_ns: int) -> None:
+        """The record is durable (its writes with it): the overlay becomes cached state."""
+        cache = self._cache
+        for transfer_id, stored in self._overlay.items():
+            cache[transfer_id] = stored
+        while len(cache) > self._cache_max:
+            del cache[next(iter(cache))]
+        self._clear_batch()
+
+    def discard(self) -> None:
+        self._clear_batch()
+
+    def _clear_batch(self) -> None:
+        self._overlay.clear()
+        self._staged.clear()
+        self._noted.clear()
+
+    # ---- LedgerStore ----
+
+    def transfer(self, transfer_id: str) -> StoredTransfer | None:
+        found = self._overlay.get(transfer_id)
+        if found is None:
+            found = self._cache.get(transfer_id)
+        if found is None:
+            raw = self._get(b"transfers", transfer_id.encode())
+            found = None if raw is None else _stored(raw[SEQ.size:])
+        return found
+
+    def add_transfer(self, stored: StoredTransfer, if_absent: bool = False) -> None:
+        transfer_id = stored.transfer.id
+        if transfer_id in self._overlay or (if_absent and self.transfer(transfer_id)):
+            if if_absent:
+                return
+            raise AssertionError(f"transfer {transfer_id} indexed twice")
+        self._overlay[transfer_id] = stored
+        self._staged.append(("transfer", (stored, if_absent)))
+
+    def add_history(self, account_id: str, transfer_id: str) -> None:
+        self._staged.append(("history", (account_id, transfer_id)))
+
+    def history(self, account_id: str, limit: int, before: int | None
+                ) -> tuple[list[Transfer], int | None]:
+        prefix = account_id.encode() + SEPARATOR
+        keys_and_ids = list(self._history_before(prefix, before, limit + 1))
+        page = keys_and_ids[:limit]
+        transfers = []
+        for _, transfer_id in page:
+            stored = self.transfer(transfer_id)
+            if stored is None:
+                raise AssertionError(f"history of {account_id} names a transfer not indexed")
+            transfers.append(stored.transfer)
+        following = None
+        if len(keys_and_ids) > limit:
+            seq, n = HISTORY_SUFFIX.unpack(page[-1][0][len(prefix):])
+            following = (seq << 32) | n
+        return transfers, following
+
+    def _history_before(self, prefix: bytes, before: int | None, count: int
+                        ) -> Iterator[tuple[bytes, str]]:
+        if self._tables is None:
+            return
+        end = prefix + (HISTORY_SUFFIX.pack(before >> 32, before & 0xFFFFFFFF)
+                        if before is not None else b"\xff")
+        with self._env.begin(db=self._tables[b"history"], buffers=False) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(end)
+            found = cursor.prev() if found else cursor.last()
+            while found and count > 0:
+                key = cursor.key()
+                if not key.startswith(prefix):
+                    return
+                yield key, cursor.value()[SEQ.size:].decode()
+                count -= 1
+                found = cursor.prev()
+
+    def chain(self, key: str) -> ChainDecision | None:
+        for kind, item in self._staged:
+            if kind == "chain" and item[0] == key:
+                return item[1]  # type: ignore[no-any-return]
+        raw = self._get(b"chains", key.encode())
+        return None if raw is None else _chain(raw[SEQ.size:])
+
+    def add_chain(self, key: str, decision: ChainDecision) -> None:
+        self._staged.append(("chain", (key, decision)))
+
+    def pending_final(self, pending_id: str) -> PendingStatus | None:
+        for kind, item in reversed(self._staged):
+            if kind == "pending" and item[0] == pending_id:
+                return item[1]  # type: ignore[no-any-return]
+        raw = self._get(b"pending", pending_id.encode())
+        return None if raw is None else _pending(raw[SEQ.size:])
+
+    def add_pending_final(self, pending_id: str, status: PendingStatus) -> None:
+        self._staged.append(("pending", (pending_id, status)))
+
+    def add_balances(self, account_id: str, balances: tuple[int, int, int, int]) -> None:
+        self._noted.append((account_id, balances))
+
+    def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int
+                        ) -> tuple[list[Balances], int | None]:
+        if self._tables is None:
+            return [], None
+        prefix = account_id.encode() + SEPARATOR
+        page: list[Balances] = []
+        with self._env.begin(db=self._tables[b"balances"], buffers=False) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(prefix + SEQ.pack(min(since_ns + 1, 2**64 - 1)))
+            while found and cursor.key().startswith(prefix):
+                point = _balances(cursor.value()[SEQ.size:])
+                if point.timestamp > until_ns:
+                    break
+                if len(page) == limit:
+                    return page, page[-1].timestamp
+                page.append(point)
+                found = cursor.next()
+        return page, None
+
+    def _last_balances(self, account_id: str) -> tuple[int, int, int, int] | None:
+        if self._tables is None:
+            return None
+        prefix = account_id.encode() + SEPARATOR
+        with self._read_txn() as txn:
+            cursor = txn.cursor(db=self._tables[b"balances"])
+            found = cursor.set_range(prefix + b"\xff")
+            found = cursor.prev() if found else cursor.last()
+            if not found or not bytes(cursor.key()).startswith(prefix):
+                return None
+            point = _balances(cursor.value()[SEQ.size:])
+        return (point.debits_posted, point.credits_posted, point.debits_pending,
+                point.credits_pending)
+
+    # ---- storage ----
+
+    @contextlib.contextmanager
+    def _read_txn(self) -> Iterator[lmdb.Transaction]:
+        """The rebuild's write transaction while recovery writes, else a fresh read one."""
+        if self._rebuilding is not None:
+            yield self._rebuilding
+            return
+        with self._env.begin(buffers=False) as txn:
+            yield txn
+
+    def _get(self, table: bytes, key: bytes) -> bytes | None:
+        if self._tables is None:
+            return None
+        current = self._rebuilding or self._reading
+        if current is not None:
+            raw = current.get(key, db=self._tables[table])
+        else:
+            with self._env.begin(db=self._tables[table], buffers=False) as txn:
+                raw = txn.get(key)
+        return None if raw is None else bytes(raw)
+
+    def _require_tables(self) -> dict[bytes, Any]:
+        if self._tables is None:
+            raise RuntimeError("a read-only store takes no writes")
+        return self._tables
+
+    def cut_from(self, seq: int) -> int:
+        """Delete every entry written by record `seq` or later (repair cuts the log there);
+        returns how many. The applied sequence number becomes seq - 1."""
+        tables = self._require_tables()
+        removed = 0
+        with self._env.begin(write=True) as txn:
+            for name in TABLES[:-1]:
+                doomed = [bytes(key) for key, value in txn.cursor(db=tables[name])
+                          if entry_seq(value) >= seq]
+                for key in doomed:
+                    txn.delete(key, db=tables[name])
+                removed += len(doomed)
+            txn.put(APPLIED_SEQ, SEQ.pack(max(0, min(seq - 1, self.applied_seq))),
+                    db=tables[b"meta"])
+        self._cache.clear()
+        return removed
+
+    def copy_into(self, target: LmdbStore, up_to_seq: int) -> int:
+        """Copy what records up to `up_to_seq` wrote into another store (a replay into a new
+        directory takes its log's prefix and this with it); returns how many entries. A
+        store without tables (data of an older release) copies nothing: the target then
+        rebuilds from its log."""
+        if self._tables is None:
+            return 0
+        tables = target._require_tables()
+        copied = 0
+        with self._env.begin(buffers=False) as source, target._env.begin(write=True) as txn:
+            for name in TABLES[:-1]:
+                for key, value in source.cursor(db=self._tables[name]):
+                    if entry_seq(value) <= up_to_seq:
+                        txn.put(bytes(key), bytes(value), db=tables[name])
+                        copied += 1
+            txn.put(APPLIED_SEQ, SEQ.pack(up_to_seq), db=tables[b"meta"])
+        return copied
+
+
+def put_all(txn: lmdb.Transaction, writes: list[Write]) -> None:
+    """Store a batch's writes in the caller's transaction; a NEW write that finds an entry
+    raises IndexConflict (the caller's transaction then aborts: nothing is written)."""
+    for table, key, value, mode in writes:
+        if not txn.put(key, value, db=table, overwrite=mode == SET) and mode == NEW:
+            raise IndexConflict(f"{table}: {key!r} is already indexed")
+
+
+def open_tables(env: lmdb.Environment, readonly: bool) -> dict[bytes, Any] | None:
+    """The store's tables; None for a read-only look at a log written before they existed."""
+    if readonly:
+        with env.begin() as txn:
+            names = {bytes(key) for key, _ in txn.cursor()}
+        if not set(TABLES) <= names:
+            return None
+    return {name: env.open_db(name, create=not readonly) for name in TABLES}
+
+
+def entry_seq(value: bytes) -> int:
+    return int(SEQ.unpack(value[:SEQ.size])[0])
