@@ -30,7 +30,7 @@ from actors.messages import (
 )
 from actors.shard.host import ShardConfig, ShardHost
 from persistence.lmdb_log import LmdbLog
-from persistence.records import GENESIS_CHAIN
+from persistence.records import GENESIS_CHAIN, CorruptRecord
 from tests.actors.ledger_helpers import accounts_now
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
@@ -192,3 +192,21 @@ def test_full_map_fails_the_whole_batch_and_applies_nothing(tmp_path: Path) -> N
     assert host.ledger.stored(f"t{committed // 20}-0") is None
     assert host.log.store.applied_seq == host.log.last_seq
     host.close()
+
+
+def test_a_record_of_an_unknown_format_stops_recovery_naming_shard_and_record(
+        tmp_path: Path) -> None:
+    host = host_on(tmp_path)
+    call(host, [account("a"), account("b")])
+    call(host, [commit("t1", "a", "b", 5)])
+    host.close()
+    log = LmdbLog(tmp_path, 1 << 24)
+    log.append(bytes([9]) + b"a format from the future", log.last_timestamp_ns + 1)
+    log.close()
+    try:
+        host_on(tmp_path)
+    except CorruptRecord as error:
+        assert error.seq == 3
+        assert "shard 0" in str(error) and "format 9 is not one this release reads" in str(error)
+    else:
+        raise AssertionError("a record of an unknown format was skipped")
