@@ -33,7 +33,13 @@ from actors.ledger.events import (
 from actors.ledger.limits import Limits, VelocityState
 from actors.ledger.model import Account, Transfer
 from actors.ledger.pending import PENDING_STATUS, PendingState, PendingStatus
-from actors.ledger.snapshot import LimitsEntry, PendingEntry, Snapshot, VelocityEntry
+from actors.ledger.snapshot import (
+    LimitsEntry,
+    PendingEntry,
+    SettlingEntry,
+    Snapshot,
+    VelocityEntry,
+)
 from actors.ledger.state import Reservation
 from actors.ledger.store import ChainDecision, StoredTransfer
 
@@ -125,7 +131,7 @@ def snapshot(body: bytes) -> tuple[Snapshot, LegacyIndex]:
         members = resolving[0] if resolving else [None] * len(timestamps)
         index.chains[key] = ChainDecision(attempt, timestamps, amounts,
                                           [_fields(fields) for fields in members])
-    pending = []
+    pending, settling = [], []
     for pending_id, status, expires_at_ns, claim, amount_posted, resolution in data["pending"]:
         state = PendingState(status, expires_at_ns, None if claim is None else _claim(claim),
                              amount_posted, None if resolution is None else _transfer(resolution))
@@ -134,6 +140,11 @@ def snapshot(body: bytes) -> tuple[Snapshot, LegacyIndex]:
         else:
             index.pending_final[pending_id] = PendingStatus(status, amount_posted,
                                                             state.resolution)
+            # The old format did not say whether its held parts were settled: every final
+            # one goes to the outbox (settling a part again is a no-op), as replaying the
+            # old log would put it (PendingResolved / PendingExpired).
+            settling.append(SettlingEntry(pending_id, expires_at_ns if state.resolution is None
+                                          else state.resolution.timestamp))
     live = Snapshot(
         accounts=[Account(*row) for row in data["accounts"]],
         homed_count=data["homed_count"],
@@ -143,5 +154,6 @@ def snapshot(body: bytes) -> tuple[Snapshot, LegacyIndex]:
         limits=[LimitsEntry(account_id, Limits(*row)) for account_id, row in data["limits"]],
         velocity=[VelocityEntry(account_id, VelocityState(window_ns, [tuple(d) for d in debits]))
                   for account_id, (window_ns, debits) in data["velocity"]],
+        settling=settling,
     )
     return live, index

@@ -17,7 +17,7 @@ from actors.ledger.ledger import Verdict
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
 from actors.ledger.pending import PendingStatus
-from actors.ledger.queries import ClaimInDoubt, HeldPart, LedgerTotals, PartInDoubt
+from actors.ledger.queries import ClaimInDoubt, LedgerTotals, PartInDoubt, Settling
 from actors.ledger.store import Balances, ChainDecision
 
 
@@ -124,10 +124,6 @@ class GetPendingStatus(_Message, tag="pending_status"):
     pending_id: str
 
 
-class ListHeld(_Message, tag="held"):
-    min_age_ms: int
-
-
 class ListClaims(_Message, tag="claims"):
     min_age_ms: int
 
@@ -161,14 +157,24 @@ class GetTotals(_Message, tag="totals"):
     pass
 
 
+class ListSettling(_Message, tag="settling"):
+    min_age_ms: int
+
+
+class SettleDone(_Message, tag="settle_done"):
+    """At pending transfers' home: every shard holding a part of them answered its Settle."""
+
+    pending_ids: list[str]
+
+
 Command = (CreateAccount | SetLimits | Commit | Reserve | ReserveChain | CommitChain
            | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
-           | GetPendingStatus | ListHeld | ListClaims | ListInDoubt | GetAccount | GetTransfer
-           | AccountTransfers | BalanceHistory | GetTotals)
+           | GetPendingStatus | ListClaims | ListInDoubt | GetAccount | GetTransfer
+           | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone)
 
 # Commands that only read: never refused at a full queue, never written to the log.
-READS = (GetPendingStatus, ListHeld, ListClaims, ListInDoubt, GetAccount, GetTransfer,
-         AccountTransfers, BalanceHistory, GetTotals)
+READS = (GetPendingStatus, ListClaims, ListInDoubt, GetAccount, GetTransfer,
+         AccountTransfers, BalanceHistory, GetTotals, ListSettling)
 
 
 # ---- replies ----
@@ -243,10 +249,6 @@ class PendingStatusReply(_Message, tag="pending_status"):
     status: PendingStatus | None
 
 
-class HeldReply(_Message, tag="held"):
-    parts: list[HeldPart]
-
-
 class ClaimsReply(_Message, tag="claims"):
     claims: list[ClaimInDoubt]
 
@@ -280,9 +282,22 @@ class TotalsReply(_Message, tag="totals"):
     totals: list[LedgerTotals]
 
 
+class SettlingReply(_Message, tag="settling"):
+    items: list[Settling]
+
+
+class Failed(_Message, tag="failed"):
+    """This command was not applied (the rest of its batch was): internal_error (it raised:
+    a bug, logged with its id) or storage_full (the log is full: only reads are answered)."""
+
+    code: str
+    message: str
+
+
 Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict
-         | VerdictReply | Applied | ClaimReply | PendingStatusReply | HeldReply | ClaimsReply
-         | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply)
+         | VerdictReply | Applied | ClaimReply | PendingStatusReply | ClaimsReply
+         | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply
+         | SettlingReply | Failed)
 
 
 class BatchReply(msgspec.Struct, array_like=True, frozen=True, gc=False):

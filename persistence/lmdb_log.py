@@ -69,6 +69,8 @@ class LmdbLog(RecordLog):
               check_tail: bool) -> None:
         self._env = _open_env(directory, map_size_bytes, readonly)
         self._log_db = self._env.open_db(LOG_DB, create=not readonly)
+        if not readonly:  # slots of readers that died (a killed tool) would pin old pages
+            self._env.reader_check()
         self.store = LmdbStore(self._env, open_tables(self._env, readonly),
                                self._transfer_cache_max)
         # Snapshots have an environment of their own: a snapshot is written on another
@@ -189,7 +191,8 @@ class LmdbLog(RecordLog):
 
     def truncate_from(self, seq: int) -> list[int]:
         """Delete every record from `seq` on, and snapshots past the new tail (repair only)."""
-        assert not self.readonly and seq >= 1
+        if self.readonly or seq < 1:
+            raise ValueError("truncate_from needs the owner's log and a sequence number")
         with self._env.begin(write=True, db=self._log_db) as txn:
             keys = [key for key, _ in _keys_from(txn.cursor(), seq)]
             for key in keys:

@@ -30,6 +30,11 @@ class StorageFull(Exception):
     """The log's configured map size cannot take this commit; nothing of it was written."""
 
 
+class AfterCommit(Exception):
+    """The record is durable, but what follows its commit failed: the batch HAS happened.
+    Whoever waits for it must not be told otherwise (the caller asks again, as redrive does)."""
+
+
 class StoreDamaged(Exception):
     """The storage engine itself reports damage (a page it cannot read), not one record."""
 
@@ -46,13 +51,23 @@ class RecordLog(ABC):
         self.last_timestamp_ns = 0
 
     def _load_tail(self) -> None:
-        """Find the last record (checksum only: recovery checks the chain)."""
+        """Find the last record (checksum only: recovery checks the chain). A log whose
+        records were all moved out (compacted, then its tail cut) continues after its newest
+        snapshot: it is never taken for an empty log, which would recover empty."""
         last = self._last_raw()
         if last is not None:
             seq, raw = last
             record = decode_record(raw, seq, None)
             self.last_seq, self.last_chain = record.seq, record.chain
             self.last_timestamp_ns = record.timestamp_ns
+            return
+        for seq in reversed(self._snapshot_seqs()):
+            try:
+                snapshot_seq, chain, _ = decode_snapshot(self._get_snapshot(seq))
+            except CorruptRecord:
+                continue
+            self.last_seq, self.last_chain = snapshot_seq, chain
+            return
 
     def append(self, payload: bytes, timestamp_ns: int) -> Record:
         """Append one record, with what the batch wrote to the store, in one durable commit;
@@ -62,9 +77,12 @@ class RecordLog(ABC):
                              f"{self.last_timestamp_ns}")
         record = encode_record(self.last_seq + 1, timestamp_ns, payload, self.last_chain)
         self._commit_record(record.seq, raw_of(record), timestamp_ns)
-        self.last_seq, self.last_chain = record.seq, record.chain
-        self.last_timestamp_ns = timestamp_ns
-        self.store.flush(record.seq, timestamp_ns)
+        try:  # durable from here on
+            self.last_seq, self.last_chain = record.seq, record.chain
+            self.last_timestamp_ns = timestamp_ns
+            self.store.flush(record.seq, timestamp_ns)
+        except Exception as error:
+            raise AfterCommit(f"record {record.seq} is committed; then: {error!r}") from error
         return record
 
     def _commit_record(self, seq: int, raw: bytes, timestamp_ns: int) -> None:
@@ -159,6 +177,10 @@ class RecordLog(ABC):
     @abstractmethod
     def stored_bytes(self) -> int:
         """How much of its storage bound the log uses."""
+
+    def map_size_bytes(self) -> int:
+        """Its storage bound (0: none, the in-memory twin)."""
+        return 0
 
     @abstractmethod
     def close(self) -> None: ...

@@ -59,9 +59,11 @@ def chain_of(prev_chain: bytes, body: bytes) -> bytes:
 
 def encode_record(seq: int, timestamp_ns: int, payload: bytes, prev_chain: bytes) -> Record:
     """Build a record; returns it with its chain (the raw bytes are `raw_of(record)`)."""
-    assert seq > 0 and timestamp_ns > 0, (seq, timestamp_ns)
-    assert 0 < len(payload) < PAYLOAD_BYTES_MAX
-    assert len(prev_chain) == CHAIN_BYTES
+    # Checked however Python runs (-O drops asserts): what goes to disk is a record.
+    if not (seq > 0 and timestamp_ns > 0 and 0 < len(payload) < PAYLOAD_BYTES_MAX
+            and len(prev_chain) == CHAIN_BYTES):
+        raise ValueError(f"not a record: seq {seq}, timestamp {timestamp_ns}, "
+                         f"{len(payload)} bytes of payload")
     body = HEADER.pack(seq, timestamp_ns, len(payload)) + payload
     return Record(seq, timestamp_ns, payload, chain_of(prev_chain, body))
 
@@ -94,12 +96,14 @@ def decode_record(raw: bytes, expected_seq: int, prev_chain: bytes | None) -> Re
     if prev_chain is not None and _blake2b(prev_chain + raw[:payload_end],
                                            digest_size=CHAIN_BYTES).digest() != chain:
         raise CorruptRecord(expected_seq, "hash chain broken")
-    assert timestamp_ns > 0
+    if timestamp_ns <= 0:
+        raise CorruptRecord(expected_seq, "holds no timestamp")
     return Record(seq, timestamp_ns, raw[_HEADER_BYTES:payload_end], chain)
 
 
 def encode_snapshot(seq: int, chain: bytes, body: bytes) -> bytes:
-    assert seq > 0 and len(chain) == CHAIN_BYTES and body
+    if not (seq > 0 and len(chain) == CHAIN_BYTES and body):
+        raise ValueError(f"not a snapshot: seq {seq}, {len(body)} bytes")
     head = SNAPSHOT_HEADER.pack(seq, chain, len(body))
     crc = zlib.crc32(body, zlib.crc32(head))  # no copy of a body that may be large
     return b"".join((head, body, CRC.pack(crc)))

@@ -45,7 +45,8 @@ def starting_point(log: LmdbLog) -> tuple[int, bytes, bytes | None]:
     and the chain to continue from.
     """
     archived = next(iter(log.archived_raw_records()), None)
-    first = archived[0] if archived is not None else log.first_seq()
+    # An empty live log after a compaction continues after its newest snapshot.
+    first = archived[0] if archived is not None else (log.first_seq() or log.last_seq + 1)
     if first <= 1:
         return 1, GENESIS_CHAIN, None
     if first - 1 in log.snapshot_seqs():

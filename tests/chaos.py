@@ -46,8 +46,10 @@ class Load:
         self.acked: set[str] = set()  # answered ok or exists: the switch promised it is there
         self.rejected: set[str] = set()  # answered a ledger rejection: must not be there
         self.chains: list[list[str]] = []  # linked chains sent: each all there or none
+        self.failures: list[str] = []  # what a client thread met that it should not have
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.killed = threading.Event()  # set just before the switch is killed
         self._threads: list[threading.Thread] = []
 
     def start(self, clients: int = CLIENTS) -> None:
@@ -62,6 +64,15 @@ class Load:
             thread.join(timeout=60)
 
     def run_client(self, client_index: int) -> None:
+        """One client; anything unexpected is kept in `failures` (an exception in a thread
+        would only be a warning under pytest) and ends this client."""
+        try:
+            self._run_client(client_index)
+        except Exception as error:
+            with self.lock:
+                self.failures.append(f"client {client_index}: {error!r}")
+
+    def _run_client(self, client_index: int) -> None:
         rng = random.Random(self.seed * 1000 + client_index)
         open_pending: list[dict[str, Any]] = []  # acknowledged, not yet posted or voided
         with httpx.Client(base_url=self.url, timeout=30) as client:
@@ -85,10 +96,20 @@ class Load:
                 try:
                     response = client.post("/v1/transfers", json=batch if size > 1 else batch[0])
                 except httpx.HTTPError:
-                    return  # the switch is gone: these are in doubt
+                    if self.stop.is_set() or self.killed.is_set() or not self._serving():
+                        return  # the switch is gone (killed, or a failpoint ended it): in doubt
+                    raise
                 for item in self._record(batch, response):
                     if item.get("flags", {}).get("pending"):
                         open_pending.append(item)
+
+    def _serving(self) -> bool:
+        """Whether the switch still answers: a request that failed on the wire is only a
+        failure of the switch while it does."""
+        try:
+            return httpx.get(self.url + "/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @staticmethod
     def _next(rng: random.Random, transfer_id: str, open_pending: list[dict[str, Any]]

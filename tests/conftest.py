@@ -14,6 +14,8 @@ import httpx
 import pytest
 import ray
 import uvicorn
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.queries import add_totals
@@ -28,6 +30,15 @@ from switch.cli.settings import Settings, load_settings
 from switch.observe.ray_metrics import RayMetrics
 from switch.read.query_actor import start_query_actor
 from switch.routing.router import Router
+
+# Property tests run with fixed seeds in CI (a failure found once is found again, and its
+# reproduction is printed); PAYSWITCH_HYPOTHESIS=explore draws fresh seeds and keeps every
+# failing example in .hypothesis/ to replay.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+hypothesis_settings.register_profile(
+    "explore", print_blob=True,
+    database=DirectoryBasedExampleDatabase(str(Path(__file__).parent.parent / ".hypothesis")))
+hypothesis_settings.load_profile(os.environ.get("PAYSWITCH_HYPOTHESIS", "ci"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -55,9 +55,11 @@ def run_failpoint_scenario(tmp_path: Path, name: str, seed: int) -> None:
         while not fired(switch):
             assert time.monotonic() < deadline, f"{name} never fired (armed at hit {hit_at})"
             time.sleep(0.2)
+        load.killed.set()  # from here requests may meet a dead process: no failure then
         time.sleep(0.5)  # let requests already under way meet the broken switch
         switch.kill_session()
         load.finish()
+        assert not load.failures, load.failures
         assert f"failpoint {name} fired" in (tmp_path / "switch.log").read_text()
         switch.extra_env = {}
         switch.start()

@@ -13,6 +13,7 @@ from enum import StrEnum
 class AccountResult(StrEnum):
     ok = "ok"
     flags_invalid = "flags_invalid"
+    limits_invalid = "limits_invalid"  # limits given with the account, and not valid
     ledger_unknown = "ledger_unknown"
     exists_with_different_ledger = "exists_with_different_ledger"
     exists_with_different_code = "exists_with_different_code"

@@ -103,6 +103,13 @@ class HeldSettled(_Event, tag="held_settled"):
     resolution: Transfer | None  # the post or void, when known (always for a post)
 
 
+class PendingSettled(_Event, tag="pending_settled"):
+    """At pending transfers' home: their held parts are all settled (the router saw every
+    part's shard answer): nothing more to do for them."""
+
+    pending_ids: list[str]
+
+
 class LimitsChanged(_Event, tag="limits_changed"):
     account_id: str
     limits: Limits
@@ -132,11 +139,11 @@ class PartCommitted(_Event, tag="part_committed"):
 Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
          | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
-         | PartCommitted)
+         | PartCommitted | PendingSettled)
 EVENT_TYPES: tuple[type[_Event], ...] = (
     AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
     ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
-    HeldSettled, LimitsChanged, ChainCommitted, PartCommitted)
+    HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled)
 
 
 def kind_of(event: Event) -> str:
@@ -154,4 +161,6 @@ def transfer_id_of(event: Event) -> str:
     if isinstance(event, PendingClaimed | PendingClaimReleased | PendingResolved
                   | PendingExpired | HeldSettled):
         return event.pending_id
+    if isinstance(event, PendingSettled) and len(event.pending_ids) == 1:
+        return event.pending_ids[0]
     return ""

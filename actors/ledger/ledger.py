@@ -34,6 +34,7 @@ from actors.ledger.events import (
     PendingClaimReleased,
     PendingExpired,
     PendingResolved,
+    PendingSettled,
     ReservationHeld,
     ReservationPosted,
     ReservationVoided,
@@ -89,10 +90,14 @@ def check_transfer_static(transfer: Transfer) -> TransferResult:
 class Ledger(LedgerState):
     # ---- decisions (read-only) ----
 
-    def create_account(self, account: Account) -> tuple[AccountResult, list[Event]]:
+    def create_account(self, account: Account, limits: Limits | None = None
+                       ) -> tuple[AccountResult, list[Event]]:
+        """Create an account, with its limits when given (both, or neither)."""
         flags = account.flags
         if flags & ~ACCOUNT_FLAGS_ALL or (flags & _DEBITS_LIMITED and flags & _CREDITS_LIMITED):
             return AccountResult.flags_invalid, []
+        if limits is not None and not limits.valid():
+            return AccountResult.limits_invalid, []
         if account.ledger not in self.ledgers:
             return AccountResult.ledger_unknown, []
         existing = self.accounts.get(account.id)
@@ -100,7 +105,10 @@ class Ledger(LedgerState):
             return account_exists(existing, account), []
         if account.timestamp <= 0:
             raise ValueError(f"account {account.id} is not stamped")
-        return AccountResult.ok, [AccountCreated(account)]
+        events: list[Event] = [AccountCreated(account)]
+        if limits is not None and limits != Limits():
+            events.append(LimitsChanged(account.id, limits, account.timestamp))
+        return AccountResult.ok, events
 
     def set_limits(self, account_id: str, limits: Limits, timestamp: int
                    ) -> tuple[LimitsResult, list[Event]]:
@@ -129,7 +137,7 @@ class Ledger(LedgerState):
             return static, [], None
         existing = self.stored(transfer.id)
         if existing is not None:
-            return _repeat(existing, transfer), [], existing
+            return repeat_of(existing, transfer), [], existing
         if transfer.id in self.reservations:  # a linked chain's member, not yet decided
             return _R.in_flight, [], None
         if transfer.flags & RESOLVES_PENDING:
@@ -158,7 +166,7 @@ class Ledger(LedgerState):
         if roles & _HOME:
             existing = self.stored(transfer.id)
             if existing is not None:
-                return _repeat(existing, transfer), [], existing
+                return repeat_of(existing, transfer), [], existing
         if transfer.id in self.reservations:
             return _R.in_flight, [], None
         result, transfer = self._checked(transfer, roles, funds)
@@ -209,6 +217,11 @@ class Ledger(LedgerState):
             committed = stored.transfer
             return Verdict(HOLD if committed.flags & PENDING else POST, committed)
         return Verdict(VOID)
+
+    def settled(self, pending_ids: list[str]) -> list[Event]:
+        """Every held part of these (final) pending transfers is settled: stop tracking them."""
+        present = [pending_id for pending_id in pending_ids if pending_id in self.settling]
+        return [PendingSettled(present)] if present else []
 
     # ---- two-phase: at the pending transfer's home, and at its parts ----
 
@@ -357,7 +370,7 @@ class Ledger(LedgerState):
         return _R.ok
 
 
-def _repeat(existing: Transfer, transfer: Transfer) -> TransferResult:
+def repeat_of(existing: Transfer, transfer: Transfer) -> TransferResult:
     """A transfer sent again: `exists` or its first difference. A post or void compares as
     stored, what it leaves out being the stored one's (a repeat that names another pending
     transfer answers exists_with_different_pending_id)."""

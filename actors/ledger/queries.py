@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from actors.ledger.model import Transfer
+from actors.ledger.pending import PendingStatus
 from actors.ledger.state import LedgerState
 
 
@@ -39,6 +40,15 @@ class ClaimInDoubt(msgspec.Struct, array_like=True, frozen=True, gc=False):
     attempt: int
     chain: str
     member: int
+
+
+class Settling(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A final pending transfer whose held parts may not all be settled: what to send them."""
+
+    pending_id: str
+    status: PendingStatus
+    debit_account_id: str
+    credit_account_id: str
 
 
 class LedgerTotals(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -76,6 +86,18 @@ def claims_in_doubt(ledger: LedgerState) -> list[ClaimInDoubt]:
     return [ClaimInDoubt(pending_id, state.claim.resolving_id, state.claim.attempt,
                          state.claim.chain, state.claim.member)
             for pending_id, state in ledger.pending.items() if state.claim is not None]
+
+
+def settling(ledger: LedgerState, final_before_ns: int) -> list[Settling]:
+    """Final pending transfers homed here whose parts may still be held (final for some
+    time: younger ones are almost always being settled by the round that resolved them)."""
+    found = []
+    for pending_id, since_ns in list(ledger.settling.items()):
+        status, pending = ledger.pending_status(pending_id), ledger.stored(pending_id)
+        if since_ns <= final_before_ns and status is not None and pending is not None:
+            found.append(Settling(pending_id, status, pending.debit_account_id,
+                                  pending.credit_account_id))
+    return found
 
 
 def totals(ledger: LedgerState) -> list[LedgerTotals]:

@@ -31,6 +31,11 @@ class VelocityEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
     window: VelocityState
 
 
+class SettlingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    pending_id: str
+    since_ns: int
+
+
 class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     accounts: list[Account]
     homed_count: int
@@ -38,6 +43,7 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     pending: list[PendingEntry]
     limits: list[LimitsEntry]
     velocity: list[VelocityEntry]
+    settling: list[SettlingEntry] = []
 
 
 def dump(ledger: LedgerState) -> Snapshot:
@@ -50,6 +56,8 @@ def dump(ledger: LedgerState) -> Snapshot:
         limits=[LimitsEntry(account_id, limits) for account_id, limits in ledger.limits.items()],
         velocity=[VelocityEntry(account_id, velocity.state())
                   for account_id, velocity in ledger.velocity.items()],
+        settling=[SettlingEntry(pending_id, since_ns)
+                  for pending_id, since_ns in ledger.settling.items()],
     )
 
 
@@ -66,3 +74,4 @@ def load(ledger: LedgerState, snapshot: Snapshot) -> None:
     ledger.velocity = {entry.account_id: Velocity.from_state(entry.window)
                        for entry in snapshot.velocity}
     ledger.totals = Totals.of(ledger.accounts.values())
+    ledger.settling = {entry.pending_id: entry.since_ns for entry in snapshot.settling}

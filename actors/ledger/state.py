@@ -25,6 +25,7 @@ from actors.ledger.events import (
     PendingClaimReleased,
     PendingExpired,
     PendingResolved,
+    PendingSettled,
     ReservationHeld,
     ReservationPosted,
     ReservationVoided,
@@ -100,6 +101,10 @@ class LedgerState:
         self.homed_count = 0  # transfers committed with this shard as their home
         self.reservations: dict[str, Reservation] = {}
         self.pending: dict[str, PendingState] = {}  # open pending transfers homed here
+        # Pending transfers homed here, final, whose held parts may not all be settled yet:
+        # id -> when it became final (redrive settles them; the work follows this, not the
+        # number of parts held anywhere).
+        self.settling: dict[str, int] = {}
         self.limits: dict[str, Limits] = {}  # accounts with limits
         self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self.totals = Totals()
@@ -120,6 +125,7 @@ class LedgerState:
             LimitsChanged: self._apply_limits_changed,
             ChainCommitted: self._apply_chain_committed,
             PartCommitted: self._apply_part_committed,
+            PendingSettled: self._apply_pending_settled,
         }
 
     # ---- reads the decisions share ----
@@ -304,12 +310,18 @@ class LedgerState:
         self.pending.pop(event.pending_id)  # final: from memory to the store
         self.store.add_pending_final(event.pending_id, PendingStatus(
             event.status, event.amount_posted, event.resolution))
+        self.settling[event.pending_id] = event.resolution.timestamp
 
     def _apply_pending_expired(self, event: PendingExpired) -> None:
         state = self.pending.pop(event.pending_id)
         if state.status != PENDING_STATUS:
             raise AssertionError(f"pending transfer {event.pending_id} expired twice")
         self.store.add_pending_final(event.pending_id, PendingStatus(EXPIRED, 0, None))
+        self.settling[event.pending_id] = state.expires_at_ns
+
+    def _apply_pending_settled(self, event: PendingSettled) -> None:
+        for pending_id in event.pending_ids:
+            self.settling.pop(pending_id, None)
 
     def _apply_held_settled(self, event: HeldSettled) -> None:
         reservation = self._release(event.pending_id)

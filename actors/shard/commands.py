@@ -14,7 +14,7 @@ from msgspec.structs import replace
 
 from actors.ledger import queries
 from actors.ledger.chains import ChainPart
-from actors.ledger.codes import TRANSFER_RESULTS, AccountResult, LimitsResult
+from actors.ledger.codes import TRANSFER_RESULTS
 from actors.ledger.events import Event
 from actors.ledger.model import BALANCING
 from actors.messages import (
@@ -38,11 +38,10 @@ from actors.messages import (
     GetPendingStatus,
     GetTotals,
     GetTransfer,
-    HeldReply,
     InDoubtReply,
     ListClaims,
-    ListHeld,
     ListInDoubt,
+    ListSettling,
     PartsReply,
     PendingStatusReply,
     Reply,
@@ -53,6 +52,8 @@ from actors.messages import (
     ResolveChain,
     SetLimits,
     Settle,
+    SettleDone,
+    SettlingReply,
     TotalsReply,
     TransferPage,
     TransferReply,
@@ -77,11 +78,11 @@ class CommandTable:
             ResolveChain: self._resolve_chain, Finalize: self._finalize,
             Resolve: self._resolve, ClaimPending: self._claim,
             FinalizeClaim: self._finalize_claim, Settle: self._settle,
-            GetPendingStatus: self._pending_status, ListHeld: self._held,
+            GetPendingStatus: self._pending_status,
             ListClaims: self._claims, ListInDoubt: self._in_doubt,
             GetAccount: self._get_account, GetTransfer: self._get_transfer,
             AccountTransfers: self._account_transfers, BalanceHistory: self._balances,
-            GetTotals: self._totals,
+            GetTotals: self._totals, ListSettling: self._settling, SettleDone: self._settle_done,
         }
 
     def run(self, command: Command, events: list[Event]) -> Reply:
@@ -101,14 +102,8 @@ class CommandTable:
     def _create_account(self, command: CreateAccount, events: list[Event]) -> AccountReply:
         host, ledger = self.host, self.host.ledger
         account = replace(command.account, timestamp=host.next_timestamp())
-        result, new_events = ledger.create_account(account)
+        result, new_events = ledger.create_account(account, command.limits)
         host.record(new_events, events)
-        if result is AccountResult.ok and command.limits is not None:
-            outcome, limit_events = ledger.set_limits(account.id, command.limits,
-                                                      account.timestamp)
-            if outcome is LimitsResult.limits_invalid:  # checked at the edge: a bug if here
-                raise ValueError(f"invalid limits for {account.id}: {command.limits}")
-            host.record(limit_events, events)
         return self._account_reply(result, account.id)
 
     def _set_limits(self, command: SetLimits, events: list[Event]) -> AccountReply:
@@ -178,6 +173,11 @@ class CommandTable:
         self.host.record(new_events, events)
         return Applied(bool(new_events))
 
+    def _settle_done(self, command: SettleDone, events: list[Event]) -> Applied:
+        new_events = self.host.ledger.settled(command.pending_ids)
+        self.host.record(new_events, events)
+        return Applied(bool(new_events))
+
     # ---- reads (they record nothing) ----
 
     def _resolve(self, command: Resolve, events: list[Event]) -> VerdictReply:
@@ -189,9 +189,6 @@ class CommandTable:
     def _pending_status(self, command: GetPendingStatus, events: list[Event]
                         ) -> PendingStatusReply:
         return PendingStatusReply(self.host.ledger.pending_status(command.pending_id))
-
-    def _held(self, command: ListHeld, events: list[Event]) -> HeldReply:
-        return HeldReply(queries.held_parts(self.host.ledger, self._since(command.min_age_ms)))
 
     def _claims(self, command: ListClaims, events: list[Event]) -> ClaimsReply:
         return ClaimsReply(queries.claims_in_doubt(self.host.ledger))
@@ -232,6 +229,9 @@ class CommandTable:
         points, following = ledger.store.balance_history(command.account_id, command.since_ns,
                                                          command.until_ns, limit)
         return BalancePage(account, points, following)
+
+    def _settling(self, command: ListSettling, events: list[Event]) -> SettlingReply:
+        return SettlingReply(queries.settling(self.host.ledger, self._since(command.min_age_ms)))
 
     def _totals(self, command: GetTotals, events: list[Event]) -> TotalsReply:
         return TotalsReply(queries.totals(self.host.ledger))

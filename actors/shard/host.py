@@ -36,8 +36,10 @@ from actors.ledger.queries import totals
 from actors.messages import (
     FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
+    READS,
     BatchReply,
     Command,
+    Failed,
     FeedRecord,
     LogFeed,
     Reply,
@@ -45,13 +47,35 @@ from actors.messages import (
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from actors.shard.commands import CommandTable
 from actors.shard.stats import ShardStats, ShardStatus
-from persistence.log import RecordLog, StorageFull
+from persistence.log import AfterCommit, RecordLog, StorageFull
 from persistence.records import CorruptRecord, Record
 from persistence.recovery import RecoveryReport, recover
 
 log = logging.getLogger("payswitch.shard")
 
 SLOW_BATCH_S = 0.5  # a batch this slow is logged (with its request ids) at any log level
+
+
+class CommandRaised(Exception):
+    """A command raised while the batch was applied (a bug): the batch runs again without it."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"command {index}: {error!r}")
+        self.index = index
+        self.error = error
+
+
+class ShardBroken(Exception):
+    """The shard could not rebuild its state after a failed batch: it serves nothing more."""
+
+
+def _named(command: Command) -> str:
+    """A command's kind and the id it is about, for the log."""
+    transfer = getattr(command, "transfer", None) or getattr(command, "account", None)
+    about = getattr(transfer, "id", None) or next(
+        (getattr(command, name) for name in ("transfer_id", "account_id", "pending_id",
+                                             "chain") if hasattr(command, name)), "")
+    return f"{type(command).__name__} {about}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +113,7 @@ class ShardHost:
         self.snapshot_written_at = time.time()
         self.stats = ShardStats()
         self._commands = CommandTable(self)
+        self.broken: str | None = None  # why the shard stopped serving, once it has
 
     @property
     def log(self) -> RecordLog:
@@ -119,31 +144,80 @@ class ShardHost:
     # ---- the batch ----
 
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        """Run one batch; `request_ids` name the API requests it serves, for the logs."""
+        """Run one batch; `request_ids` name the API requests it serves, for the logs.
+
+        A command that raises (a bug) is answered alone with internal_error and the rest of
+        the batch runs again without it; a full log refuses the batch's writes and still
+        answers its reads. A failure after the record is committed is never answered as
+        "not done": the call fails, and whoever sent it must ask (redrive does).
+        """
+        if self.broken is not None:
+            raise ShardBroken(self.broken)
         started = time.perf_counter()
         commands = decode_commands(blob)
+        skipped: dict[int, str] = {}
+        while True:
+            try:
+                replies, events, applied = self._attempt(commands, skipped)
+                break
+            except CommandRaised as failure:
+                log.error("shard %d: command %d (%s) raised; answered internal_error, the rest "
+                          "of the batch runs again", self.config.shard_index, failure.index,
+                          _named(commands[failure.index]), exc_info=failure.error,
+                          extra={"request_ids": request_ids or []})
+                skipped[failure.index] = repr(failure.error)
+                self._rebuild()
+            except StorageFull as error:
+                self._rebuild()
+                return encode_reply(BatchReply(self._reads_only(commands, str(error))))
+            except AfterCommit:
+                log.exception("shard %d: batch committed, then failed: its callers must ask",
+                              self.config.shard_index)
+                self._rebuild()  # memory as the log says: the committed record included
+                raise
+            except Exception as error:  # a bug outside any command: nothing of it stays
+                log.exception("shard %d: batch failed", self.config.shard_index)
+                self._rebuild()
+                return encode_reply(BatchReply([], FAILED_INTERNAL, repr(error)))
+        self._after(commands, events, started, applied, request_ids)
+        return encode_reply(BatchReply(replies))
+
+    def _attempt(self, commands: list[Command], skipped: dict[int, str]
+                 ) -> tuple[list[Reply], list[Event], float]:
+        """Run the batch but the skipped commands, and commit it (raises what failed)."""
         # One clock read per batch; each command then takes the next nanosecond.
         self._last_timestamp_ns = max(self._last_timestamp_ns, self._clock_ns() - 1)
         store = self._log.store
         store.begin()
-        events: list[Event] = []
         try:
+            events: list[Event] = []
             self.record(self.ledger.expire_due(self._last_timestamp_ns), events)
-            replies = [self._commands.run(command, events) for command in commands]
+            replies = [Failed(FAILED_INTERNAL, skipped[index]) if index in skipped
+                       else self._run(index, command, events)
+                       for index, command in enumerate(commands)]
             applied = time.perf_counter()
             if events:
                 self._commit(events)
-        except StorageFull as error:
-            self._rebuild()
-            return encode_reply(BatchReply([], FAILED_STORAGE_FULL, str(error)))
-        except Exception as error:  # a bug: never leave a half-applied batch in memory
-            log.exception("shard %d: batch failed", self.config.shard_index)
-            self._rebuild()
-            return encode_reply(BatchReply([], FAILED_INTERNAL, repr(error)))
+            return replies, events, applied
         finally:
             store.end_reads()
-        self._after(commands, events, started, applied, request_ids)
-        return encode_reply(BatchReply(replies))
+
+    def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
+        try:
+            return self._commands.run(command, events)
+        except (StorageFull, CommandRaised, AfterCommit):
+            raise
+        except Exception as error:
+            raise CommandRaised(index, error) from error
+
+    def _reads_only(self, commands: list[Command], reason: str) -> list[Reply]:
+        """The log is full: answer what only reads; refuse what writes (storage_full)."""
+        self._log.store.begin()
+        try:
+            return [self._commands.run(command, []) if isinstance(command, READS)
+                    else Failed(FAILED_STORAGE_FULL, reason) for command in commands]
+        finally:
+            self._log.store.end_reads()
 
     def _commit(self, events: list[Event]) -> None:
         applied = time.perf_counter()
@@ -174,11 +248,19 @@ class ShardHost:
             self.take_snapshot()
 
     def _rebuild(self) -> None:
-        self._log.store.discard()
-        self.wait_for_snapshot()
-        self._log.close()
-        self._log = self._open_log()
-        self.ledger, _ = self._recover()
+        """Forget the failed batch: memory again as the log says. If that fails too, the
+        shard stops serving (every later call refused, loudly) rather than serve a state
+        the log does not hold."""
+        try:
+            self._log.store.discard()
+            self.wait_for_snapshot()
+            self._log.close()
+            self._log = self._open_log()
+            self.ledger, _ = self._recover()
+        except Exception as error:
+            self.broken = f"shard {self.config.shard_index} could not rebuild its state: {error!r}"
+            log.critical("%s; it refuses every call until restarted", self.broken)
+            raise ShardBroken(self.broken) from error
 
     def next_timestamp(self) -> int:
         self._last_timestamp_ns += 1
@@ -256,7 +338,9 @@ class ShardHost:
             snapshot_seq=self.recovery.snapshot_seq,
             snapshot_seq_written=self.snapshot_seq_written,
             snapshot_age_seconds=round(time.time() - self.snapshot_written_at, 3),
-            log_bytes=self._log.stored_bytes(),
+            log_bytes=(used := self._log.stored_bytes()),
+            log_used_ratio=round(used / bound, 4) if (bound := self._log.map_size_bytes())
+            else 0.0,
             stats=self.stats.export(),
             totals=totals(ledger),
         )

@@ -75,5 +75,6 @@ class ShardStatus(msgspec.Struct, frozen=True):
     snapshot_seq_written: int  # the newest on disk
     snapshot_age_seconds: float
     log_bytes: int
+    log_used_ratio: float  # of the map (wal.map_size_bytes): writes fail at 1.0
     stats: dict[str, Any]
     totals: list[LedgerTotals]

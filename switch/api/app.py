@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.ledger.model import ID_RE
 from actors.messages import (
+    FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
     AccountReply,
     AccountTransfers,
@@ -37,6 +38,7 @@ from actors.messages import (
 )
 from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
 from switch.api.openapi import openapi_document
+from switch.api.params import is_decimal, query_int, required_int
 from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
 from switch.api.views import (
     account_from_request,
@@ -50,7 +52,7 @@ from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
 from switch.read.events import EventStream
-from switch.read.events_api import event_routes
+from switch.read.events_api import EVENTS_PATH, StreamSlots, event_routes
 from switch.read.query_api import query_routes
 from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
 from switch.routing.redrive import Redriver
@@ -82,7 +84,7 @@ class Api:
             raise ApiError(415, "unsupported_media_type")
         limit = self.settings.server.body_bytes_max
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and is_decimal(length) and int(length) > limit:
             raise ApiError(413, "body_too_large", f"The body is larger than {limit} bytes.")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -158,9 +160,8 @@ class Api:
     async def get_account_transfers(self, request: Request) -> Response:
         account_id = _path_id(request, "account_id")
         page_max = self.settings.api.history_page_max
-        limit = _int_query(request, "limit", HISTORY_LIMIT_DEFAULT, page_max)
-        cursor = request.query_params.get("cursor")
-        before = None if cursor is None else _int_query(request, "cursor", 0, 2**63 - 1)
+        limit = required_int(request, "limit", HISTORY_LIMIT_DEFAULT, 1, page_max)
+        before = query_int(request, "cursor", None, 0, 2**63 - 1)
         shard = self.router.shard_of(account_id)
         view, page = await asyncio.gather(
             self.router.ask(shard, GetAccount(account_id)),
@@ -212,7 +213,9 @@ def _created(
     render: Callable[[Any], dict[str, Any]],
 ) -> Response:
     for outcome in outcomes:
-        if isinstance(outcome, BaseException):
+        # A command the shard could not apply because of a bug is that item's answer alone
+        # (internal_error) in an array; anything else fails the request (429, 503), whole.
+        if isinstance(outcome, BaseException) and not (is_array and _item_failure(outcome)):
             raise outcome
     if not is_array:
         result, row = outcomes[0]  # type: ignore[misc]
@@ -225,7 +228,8 @@ def _created(
         return json_response(body, status, 1 if status == 503 else None)
     results = []
     for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
-        result, row = outcome  # type: ignore[misc]
+        result, row = (outcome.code, None) if isinstance(outcome, ShardCallFailed) \
+            else outcome  # type: ignore[misc]
         entry: dict[str, Any] = {"index": index, "id": item.id, "result": result}
         if row is not None and (result == "ok" or result == "exists"):
             entry["timestamp"] = row.timestamp
@@ -233,20 +237,15 @@ def _created(
     return json_response({"results": results})
 
 
+def _item_failure(error: BaseException) -> bool:
+    return isinstance(error, ShardCallFailed) and error.code == FAILED_INTERNAL
+
+
 def _path_id(request: Request, name: str) -> str:
     value = str(request.path_params[name])
     if not ID_RE.match(value):
         raise ApiError(400, "id_invalid")
     return value
-
-
-def _int_query(request: Request, name: str, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 0 <= int(raw) <= maximum or (name == "limit" and int(raw) == 0):
-        raise ApiError(400, "query_invalid", f"{name} must be an integer from 1 to {maximum}.")
-    return int(raw)
 
 
 def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
@@ -265,7 +264,8 @@ def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.code, error.message, details=error.details)
+    return error_response(error.status, error.code, error.message, details=error.details,
+                          retry_after_seconds=error.retry_after_seconds)
 
 
 def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
@@ -300,7 +300,8 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
 
 
 class InFlightLimit:
-    """Answer 503 with Retry-After beyond a bound on concurrent requests (pure ASGI: cheap)."""
+    """Answer 503 with Retry-After beyond a bound on concurrent requests (pure ASGI: cheap).
+    Waiting reads of the event stream are bounded apart (switch/read/events_api.py)."""
 
     def __init__(self, app: ASGIApp, requests_max: int, retry_after_seconds: int) -> None:
         self.app = app
@@ -309,7 +310,7 @@ class InFlightLimit:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(EVENTS_PATH):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.requests_max:
@@ -358,7 +359,9 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
-        *event_routes(EventStream(router.links)),
+        *event_routes(EventStream(router.links), StreamSlots(
+            settings.server.streams_max, settings.server.streams_per_client_max,
+            settings.server.retry_after_seconds)),
         *query_routes(query_actor, router, settings.api.history_page_max),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

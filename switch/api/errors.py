@@ -81,6 +81,8 @@ MESSAGES: dict[str, str] = {
     "not_found": "No such route.",
     "method_not_allowed": "This route does not accept that method.",
     "too_many_requests_in_flight": "Too many requests are in progress; retry after Retry-After.",
+    "too_many_streams": "Too many long-polls and event streams are open; close one or retry "
+                        "after Retry-After.",
 }
 for _code in [*AccountResult, *TransferResult]:
     if _code.value.startswith("exists_with_different_"):
@@ -91,7 +93,7 @@ for _code in [*AccountResult, *TransferResult]:
 assert all(code.value in MESSAGES for code in [*AccountResult, *TransferResult])
 
 RETRYABLE = {"in_flight", "overloaded", "shard_unavailable", "storage_full",
-             "too_many_requests_in_flight"}
+             "too_many_requests_in_flight", "too_many_streams"}
 
 
 def status_of_result(result: str) -> int:
@@ -139,10 +141,11 @@ class ApiError(Exception):
 
     def __init__(
         self, status: int, code: str, message: str | None = None,
-        details: list[dict[str, Any]] | None = None,
+        details: list[dict[str, Any]] | None = None, retry_after_seconds: int | None = None,
     ) -> None:
         super().__init__(message or MESSAGES.get(code, code))
         self.status = status
         self.code = code
         self.message = message or MESSAGES.get(code, code)
         self.details = details
+        self.retry_after_seconds = retry_after_seconds

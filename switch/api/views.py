@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from actors.ledger.limits import Limits
@@ -83,13 +82,17 @@ def transfer_json(transfer: Transfer, status: PendingStatus | None = None) -> di
     return shown
 
 
-def time_ns(text: str | None, default: int) -> int:
-    """A moment given as nanoseconds since the epoch or as an ISO time (UTC if no zone)."""
-    if text is None:
-        return default
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1e9)
+def account_from_json(shown: dict[str, Any]) -> Account:
+    """An account as `account_json` showed it, back (the event export's reader)."""
+    flags = sum(int(AccountFlags[name]) for name, on in shown["flags"].items() if on)
+    return Account(shown["id"], shown["ledger"], shown["code"], shown["owner"], flags,
+                   shown["user_data"], shown["timestamp"], shown["debits_posted"],
+                   shown["credits_posted"], shown["debits_pending"], shown["credits_pending"])
+
+
+def transfer_from_json(shown: dict[str, Any]) -> Transfer:
+    """A transfer as `transfer_json` showed it, back."""
+    flags = sum(int(TransferFlags[name]) for name, on in shown["flags"].items() if on)
+    return Transfer(shown["id"], shown["debit_account_id"], shown["credit_account_id"],
+                    shown["amount"], shown["ledger"], shown["code"], shown["user_data"], flags,
+                    shown["pending_id"] or "", shown["timeout_ms"], shown["timestamp"])

@@ -39,6 +39,8 @@ class ServerSettings(_Section):
     port: int = Field(gt=0, le=65535)
     body_bytes_max: int = Positive
     requests_in_flight_max: int = Positive
+    streams_max: int = Positive  # long-polls and event streams open at once, in all
+    streams_per_client_max: int = Positive  # ... and from one client address
     retry_after_seconds: int = Positive
     access_log: bool
 

@@ -125,6 +125,7 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
     gauges = {
         "queue_depth": "commands waiting in the router for this shard",
         "log_bytes": "bytes of the shard's log storage in use",
+        "log_used_ratio": "share of the shard's map in use (wal.map_size_bytes): alert at 0.8",
         "snapshot_age_seconds": "seconds since the shard's newest snapshot was written",
         "recovery_ms": "milliseconds the shard took to recover at start",
         "accounts": "accounts hosted", "in_doubt": "cross-shard parts awaiting a decision",

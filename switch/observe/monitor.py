@@ -28,6 +28,7 @@ LATENCY_SAMPLES_MAX = 20_000  # per interval: a reservoir, so memory stays bound
 HOTTEST_SHOWN = 10
 HOTTEST_KEPT_PER_INTERVAL = 50  # the hottest over the last minute, from each interval's top
 HOTTEST_WINDOW_S = 60
+LOG_FULL_WARNING_RATIO = 0.8
 HOTTEST_SAMPLE_PER_REQUEST = 64  # accounts counted per request: a bounded cost per array
 
 
@@ -95,6 +96,7 @@ class Monitor:
         self.last_tick = 0.0
         self._previous: dict[int, dict[str, Any]] = {}
         self.on_tick: Callable[[Monitor], None] | None = None  # e.g. publish Ray metrics
+        self._warned_full: set[int] = set()  # shards whose full log map was logged
 
     # ---- from the request path ----
 
@@ -146,6 +148,16 @@ class Monitor:
         placements = self.placements or [{}] * len(statuses)
         self.shards = [{**status, **placement, "queue_depth": depth} for status, placement, depth
                        in zip(statuses, placements, queue_depths, strict=True)]
+        for status in statuses:
+            filling = status["log_used_ratio"] >= LOG_FULL_WARNING_RATIO
+            if filling and status["shard"] not in self._warned_full:
+                log.warning("shard %d: its log map is %.0f%% full (wal.map_size_bytes): grow "
+                            "it (docs/OPERATIONS.md, the log is full)", status["shard"],
+                            100 * status["log_used_ratio"])
+            if filling:
+                self._warned_full.add(status["shard"])
+            else:
+                self._warned_full.discard(status["shard"])
         self.totals = totals
         self._hot_intervals.append(interval.accounts.most_common(HOTTEST_KEPT_PER_INTERVAL))
         window: Counter[str] = Counter()

@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from actors.codec import decode_events
-from actors.ledger.events import Claim, Event, kind_of
+from actors.ledger.events import EVENT_TYPES, Claim, Event, kind_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
-from switch.api.views import account_json, transfer_json
+from switch.api.views import account_from_json, account_json, transfer_from_json, transfer_json
 from switch.routing.transport import ShardLink
 
 RECORDS_PER_READ_MAX = 1000
@@ -77,6 +78,39 @@ def event_json(event: Event) -> dict[str, Any]:
     for name in event.__struct_fields__:
         shown[name] = _shown(getattr(event, name))
     return shown
+
+
+_EVENT_CLASSES: dict[str, type] = {str(cls.__struct_config__.tag): cls for cls in EVENT_TYPES}
+
+
+def _read(value: Any, kind: Any) -> Any:
+    """A shown value back into the type its event field declares."""
+    if value is None:
+        return None
+    text = str(kind)
+    if isinstance(value, list) and "list" in text:
+        return [_read(item, text.removeprefix("list[").removesuffix("]")) for item in value]
+    if isinstance(value, dict):
+        if "Transfer" in text:
+            return transfer_from_json(value)
+        if "Account" in text:
+            return account_from_json(value)
+        if "Limits" in text:
+            return Limits(**value)
+        if "Claim" in text:
+            fields = dict(value)
+            fields["resolving"] = _read(fields.get("resolving"), "Transfer")
+            return Claim(**fields)
+    return value
+
+
+def event_from_json(shown: dict[str, Any]) -> Event:
+    """An event as `event_json` showed it (the API and `payswitch wal export`), back: an
+    export holds every field, so it rebuilds the ledger it came from."""
+    cls = _EVENT_CLASSES[shown["type"]]
+    kinds = {field.name: field.type for field in msgspec.structs.fields(cls)}
+    event: Event = cls(**{name: _read(shown[name], kinds[name]) for name in kinds})
+    return event
 
 
 @dataclass(frozen=True, slots=True)

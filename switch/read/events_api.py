@@ -1,4 +1,11 @@
-"""GET /v1/events (long-poll) and GET /v1/events/stream (Server-Sent Events)."""
+"""GET /v1/events (long-poll) and GET /v1/events/stream (Server-Sent Events).
+
+Waiting readers (a long-poll with `wait_ms`, a stream) have slots of their own, bounded in
+total and per client (`server.streams_max`, `server.streams_per_client_max`), apart from the
+requests in flight that writes use: they can never starve transfers, and a client that goes
+away frees its slot at once (a long-poll checks between polls; a stream ends with its
+connection).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +19,46 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from switch.api.errors import ApiError, json_response
+from switch.api.params import required_int
 from switch.read.events import CursorInvalid, EventStream, decode_cursor, encode_cursor
 
+EVENTS_PATH = "/v1/events"
 POLL_S = 0.05
 WAIT_MS_MAX = 30_000
 EVENTS_PER_READ_MAX = 1000
 KEEPALIVE_S = 15.0
 
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, "query_invalid", f"{name} must be an integer from {low} to {high}.")
-    return int(raw)
+class StreamSlots:
+    """Slots for waiting readers: in total, and per client address."""
+
+    def __init__(self, total_max: int, per_client_max: int, retry_after_seconds: int) -> None:
+        self.total_max = total_max
+        self.per_client_max = per_client_max
+        self.retry_after_seconds = retry_after_seconds
+        self.by_client: dict[str, int] = {}
+        self.taken = 0
+
+    def take(self, request: Request) -> str:
+        client = request.client.host if request.client is not None else ""
+        if self.taken >= self.total_max or self.by_client.get(client, 0) >= self.per_client_max:
+            raise ApiError(429, "too_many_streams", "Too many waiting reads (long-polls and "
+                           "streams) are open; close one or retry later.",
+                           retry_after_seconds=self.retry_after_seconds)
+        self.taken += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+        return client
+
+    def give_back(self, client: str) -> None:
+        self.taken -= 1
+        left = self.by_client[client] - 1
+        if left:
+            self.by_client[client] = left
+        else:
+            del self.by_client[client]
 
 
-def event_routes(stream: EventStream) -> list[BaseRoute]:
+def event_routes(stream: EventStream, slots: StreamSlots) -> list[BaseRoute]:
     async def start(request: Request) -> str:
         after = request.query_params.get("after") or request.headers.get("last-event-id") or "0"
         if after == "latest":
@@ -42,20 +71,35 @@ def event_routes(stream: EventStream) -> list[BaseRoute]:
 
     async def events(request: Request) -> Response:
         cursor = await start(request)
-        limit = _query_int(request, "limit", 100, 1, EVENTS_PER_READ_MAX)
-        wait_ms = _query_int(request, "wait_ms", 0, 0, WAIT_MS_MAX)
-        deadline = time.monotonic() + wait_ms / 1000
-        while True:
-            found, following = await stream.read(cursor, limit)
-            if found or time.monotonic() >= deadline:
-                return json_response({"events": [d.json() for d in found],
-                                      "next": following})
-            await asyncio.sleep(POLL_S)
+        limit = required_int(request, "limit", 100, 1, EVENTS_PER_READ_MAX)
+        wait_ms = required_int(request, "wait_ms", 0, 0, WAIT_MS_MAX)
+        found, following = await stream.read(cursor, limit)
+        if found or not wait_ms:
+            return json_response({"events": [d.json() for d in found], "next": following})
+        client = slots.take(request)
+        try:
+            deadline = time.monotonic() + wait_ms / 1000
+            while not found and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)
+                if await request.is_disconnected():
+                    break  # nobody to answer: free the slot now
+                found, following = await stream.read(cursor, limit)
+        finally:
+            slots.give_back(client)
+        return json_response({"events": [d.json() for d in found], "next": following})
 
     async def sse(request: Request) -> Response:
         cursor = await start(request)
+        client = slots.take(request)
 
         async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in _lines():
+                    yield line
+            finally:  # the client went away (or the server stops): the slot is free again
+                slots.give_back(client)
+
+        async def _lines() -> AsyncIterator[bytes]:
             nonlocal cursor
             quiet_since = time.monotonic()
             while True:
@@ -77,5 +121,5 @@ def event_routes(stream: EventStream) -> list[BaseRoute]:
         return StreamingResponse(lines(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    return [Route("/v1/events", events, methods=["GET"]),
-            Route("/v1/events/stream", sse, methods=["GET"])]
+    return [Route(EVENTS_PATH, events, methods=["GET"]),
+            Route(EVENTS_PATH + "/stream", sse, methods=["GET"])]

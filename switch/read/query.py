@@ -65,7 +65,9 @@ def decode_cursor(text: str | None) -> tuple[int, str] | None:
     try:
         padded = text + "=" * (-len(text) % 4)
         timestamp, identifier = orjson.loads(base64.urlsafe_b64decode(padded))
-        return int(timestamp), str(identifier)
+        if not (isinstance(timestamp, int) and 0 <= timestamp < 2**64):
+            raise ValueError("a cursor's time is an unsigned 64-bit integer")
+        return timestamp, str(identifier)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise QueryInvalid("the cursor is not one this switch issued") from None
 

@@ -12,7 +12,8 @@ from starlette.routing import BaseRoute, Route
 from actors.ledger.model import CODE_MAX, HISTORY, ID_RE, USER_DATA_LENGTH_MAX
 from actors.messages import BalanceHistory, BalancePage
 from switch.api.errors import ApiError, json_response
-from switch.api.views import account_json, time_ns, transfer_json
+from switch.api.params import query_int, query_moment, required_int
+from switch.api.views import account_json, transfer_json
 from switch.read.query import QueryInvalid, decode_cursor, encode_cursor
 from switch.routing.router import Router
 
@@ -26,24 +27,6 @@ def _text(request: Request, name: str, check: Any = None) -> str | None:
     if value is not None and check is not None and not check(value):
         raise ApiError(400, "query_invalid", f"{name} is not valid.")
     return value
-
-
-def _number(request: Request, name: str, low: int, high: int, default: int | None
-            ) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(400, "query_invalid", f"{name} must be an integer from {low} to {high}.")
-    return int(raw)
-
-
-def _moment(request: Request, name: str, default: int) -> int:
-    try:
-        return time_ns(request.query_params.get(name), default)
-    except ValueError:
-        raise ApiError(400, "query_invalid", f"{name} is neither nanoseconds nor an ISO "
-                                             "time.") from None
 
 
 def _ident(value: str) -> bool:
@@ -60,20 +43,20 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
         return answer
 
     def common(request: Request) -> tuple[int, str | None]:
-        return (_number(request, "limit", 1, page_max, 100) or 100,
+        return (required_int(request, "limit", 100, 1, page_max),
                 _text(request, "cursor"))
 
     async def transfers(request: Request) -> Response:
         limit, cursor = common(request)
         filters = {
             "account_id": _text(request, "account_id", _ident),
-            "code": _number(request, "code", 0, CODE_MAX, None),
+            "code": query_int(request, "code", None, 0, CODE_MAX),
             "user_data": _text(request, "user_data",
                                lambda v: len(v) <= USER_DATA_LENGTH_MAX),
             "ledger": _text(request, "ledger"),
             "pending_status": _text(request, "pending_status", PENDING_STATUSES.__contains__),
-            "from_ns": _moment(request, "from", 0),
-            "to_ns": _moment(request, "to", 2**64),
+            "from_ns": query_moment(request, "from", 0),
+            "to_ns": query_moment(request, "to", 2**64),
         }
         found, following = await ask("transfers", filters, limit, cursor)
         return json_response({"transfers": [transfer_json(transfer, status)
@@ -84,7 +67,7 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
         limit, cursor = common(request)
         filters = {
             "owner": _text(request, "owner", _ident),
-            "code": _number(request, "code", 0, CODE_MAX, None),
+            "code": query_int(request, "code", None, 0, CODE_MAX),
             "user_data": _text(request, "user_data",
                                lambda v: len(v) <= USER_DATA_LENGTH_MAX),
             "ledger": _text(request, "ledger"),
@@ -98,7 +81,7 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
         if not _ident(account_id):
             raise ApiError(400, "id_invalid")
         limit, cursor = common(request)
-        since_ns = _moment(request, "from", 0)
+        since_ns = query_moment(request, "from", 0)
         try:
             after = decode_cursor(cursor)
         except QueryInvalid as error:
@@ -108,7 +91,7 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
         else:
             since_ns -= 1  # `from` is inclusive; the shard's bound is exclusive
         page: BalancePage = await router.ask(router.shard_of(account_id), BalanceHistory(
-            account_id, max(0, since_ns), min(_moment(request, "to", 2**64), 2**64 - 1),
+            account_id, max(0, since_ns), min(query_moment(request, "to", 2**64), 2**64 - 1),
             limit))
         if page.account is None or not page.account.flags & HISTORY:
             raise ApiError(404, "history_not_kept", "No account with this id keeps its "

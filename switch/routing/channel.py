@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.codec import decode_reply, encode_commands
-from actors.messages import Command, Reply
+from actors.messages import Command, Failed, Reply
 from switch.observe.context import request_id_var
 
 log = logging.getLogger("payswitch.router")
@@ -29,7 +29,7 @@ ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
 @dataclass(slots=True)
 class _Group:
     commands: list[Command]
-    future: asyncio.Future[list[Reply]]
+    future: asyncio.Future[list[Reply | ShardCallFailed]]
     request_id: str
 
 
@@ -42,7 +42,8 @@ class ShardUnavailable(Exception):
 
 
 class ShardCallFailed(Exception):
-    """A shard refused a whole batch and applied none of it (for example, storage full)."""
+    """A shard did not apply a command (or a whole batch): internal_error (a bug, logged
+    by the shard) or storage_full. Nothing of what it refused was applied."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -71,7 +72,7 @@ class ShardChannel:
         self.commands_sent = 0
 
     def submit(self, commands: list[Command], admitted: bool = False
-               ) -> asyncio.Future[list[Reply]]:
+               ) -> asyncio.Future[list[Reply | ShardCallFailed]]:
         """Queue a group; its future resolves to one reply per command, in order.
 
         `admitted`: the commands finish work already under way (a commit after reservations,
@@ -84,7 +85,7 @@ class ShardChannel:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
             self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Reply]] = self._loop.create_future()
+        future: asyncio.Future[list[Reply | ShardCallFailed]] = self._loop.create_future()
         self._queue.append(_Group(commands, future, request_id_var.get()))
         self.queued_commands += len(commands)
         if self._drain_task is None:
@@ -129,7 +130,9 @@ class ShardChannel:
         for group in groups:
             end = start + len(group.commands)
             if not group.future.done():
-                group.future.set_result(replies[start:end])
+                group.future.set_result([
+                    ShardCallFailed(r.code, r.message) if isinstance(r, Failed) else r
+                    for r in replies[start:end]])
             start = end
 
 

@@ -119,9 +119,9 @@ class ChainRun:
     def finalize_calls(self) -> list[Call]:
         """Round C: settle the parts round A reserved, by the coordinator's decision."""
         reply = self.committed
-        if isinstance(reply, ShardUnavailable):
-            return []  # the coordinator may or may not have decided: redrive will ask it
-        decision = reply.decision if isinstance(reply, ChainReply) else None
+        if not isinstance(reply, ChainReply):
+            return []  # no answer from the coordinator: only its decision decides; redrive asks
+        decision = reply.decision
         calls: list[Call] = []
         for shard, shard_reply in self.reserved.items():
             if not isinstance(shard_reply, PartsReply):

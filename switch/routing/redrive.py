@@ -1,13 +1,16 @@
 """Finish what a crash (or a failed call) left half done, from the durable decisions.
 
-Three passes, each idempotent, at start-up before the API serves and then periodically:
+Three passes, each idempotent, at start-up before the API serves and then periodically; the
+work of each follows what is in doubt, never the history or the number of parts held:
 1. parts in doubt (reserved for a cross-shard transfer, never finalized): ask the transfer's
    home (a linked chain's coordinator, for a chain's member) whether this attempt committed;
-   post it, hold it (a pending transfer) or void it;
+   post it, hold it (a pending transfer) or void it. A part held so late may belong to a
+   pending transfer resolved meanwhile: its home is asked, and the part settled if so;
 2. pending transfers claimed by a post or void never finalized: ask the post or void's home
    whether it committed; resolve the pending transfer with it, or release the claim;
-3. held parts of pending transfers that are resolved (posted, voided, expired) at their home:
-   settle them.
+3. pending transfers final at their home (posted, voided, expired) whose held parts may not
+   all be settled (each home lists them: `ListSettling`): settle the parts on both accounts'
+   shards, then tell the home (`SettleDone`).
 A transfer under way in this router is skipped: its own rounds will finish it.
 """
 
@@ -15,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from actors.ledger.ledger import HOLD
 from actors.ledger.pending import PENDING_STATUS, POSTED
+from actors.ledger.queries import Settling
 from actors.ledger.verdicts import claim_verdict, part_verdict
 from actors.messages import (
     Applied,
@@ -27,18 +33,19 @@ from actors.messages import (
     Finalize,
     FinalizeClaim,
     GetPendingStatus,
-    HeldReply,
     InDoubtReply,
     ListClaims,
-    ListHeld,
     ListInDoubt,
+    ListSettling,
     PendingStatusReply,
     Resolve,
     ResolveChain,
     Settle,
+    SettleDone,
+    SettlingReply,
     VerdictReply,
 )
-from switch.routing.router import Call, Router
+from switch.routing.router import Call, Router, settled_at_homes
 
 log = logging.getLogger("payswitch.redrive")
 
@@ -50,7 +57,7 @@ class Redriver:
     async def run_once(self, min_age_ms: int = 0) -> int:
         """All three passes; returns how many things they settled."""
         return (await self._parts(min_age_ms) + await self._claims(min_age_ms)
-                + await self._held(min_age_ms))
+                + await self._settling(min_age_ms))
 
     async def forever(self, interval_ms: int) -> None:
         while True:
@@ -72,8 +79,9 @@ class Redriver:
                 log.warning("redrive: shard %d did not answer %s: %r", shard,
                             type(command).__name__, reply)
                 continue
-            assert isinstance(reply, InDoubtReply | ClaimsReply | HeldReply)
-            items = reply.claims if isinstance(reply, ClaimsReply) else reply.parts
+            assert isinstance(reply, InDoubtReply | ClaimsReply | SettlingReply)
+            items = reply.claims if isinstance(reply, ClaimsReply) else \
+                reply.items if isinstance(reply, SettlingReply) else reply.parts
             found.extend((shard, item) for item in items)
         return found
 
@@ -95,12 +103,26 @@ class Redriver:
                  if part.transfer.id not in live]
         verdicts = await self.router.scatter([
             self._decider(part.transfer.id, part.chain, part.attempt) for _, part in parts])
+        finals = [(shard, part, part_verdict(part.transfer, part.chain, part.member,
+                                             _verdict(verdict)))
+                  for (shard, part), verdict in zip(parts, verdicts, strict=True)
+                  if not isinstance(verdict, BaseException) and part.transfer.id not in live]
+        settled = await self._settle([(shard, Finalize(part.transfer.id, part.attempt, *final))
+                                      for shard, part, final in finals])
+        held = [(shard, part.transfer.id) for shard, part, final in finals if final[0] == HOLD]
+        return settled + await self._settle_if_final(held)
+
+    async def _settle_if_final(self, held: list[tuple[int, str]]) -> int:
+        """Parts just held: if their pending transfer is already final, settle them now."""
+        router = self.router
+        statuses = await router.scatter([(router.shard_of(pending_id),
+                                          GetPendingStatus(pending_id)) for _, pending_id in held])
         return await self._settle([
-            (shard, Finalize(part.transfer.id, part.attempt,
-                             *part_verdict(part.transfer, part.chain, part.member,
-                                           _verdict(verdict))))
-            for (shard, part), verdict in zip(parts, verdicts, strict=True)
-            if not isinstance(verdict, BaseException) and part.transfer.id not in live])
+            (shard, Settle(pending_id, reply.status.status == POSTED,
+                           reply.status.amount_posted, reply.status.resolution))
+            for (shard, pending_id), reply in zip(held, statuses, strict=True)
+            if isinstance(reply, PendingStatusReply) and reply.status is not None
+            and reply.status.status != PENDING_STATUS])
 
     async def _claims(self, min_age_ms: int) -> int:
         live = self.router.live
@@ -114,20 +136,34 @@ class Redriver:
             for (shard, claim), verdict in zip(claims, verdicts, strict=True)
             if not isinstance(verdict, BaseException) and claim.resolving_id not in live])
 
-    async def _held(self, min_age_ms: int) -> int:
+    async def _settling(self, min_age_ms: int) -> int:
+        """Final pending transfers whose parts may be held: settle both accounts' shards, then
+        tell each home which are done (those whose every settle was answered)."""
         router = self.router
-        held = await self._listed(ListHeld(0))
-        statuses = await router.scatter(
-            [(router.shard_of(part.pending_id), GetPendingStatus(part.pending_id))
-             for _, part in held])
-        calls: list[Call] = []
-        for (shard, part), reply in zip(held, statuses, strict=True):
-            if isinstance(reply, PendingStatusReply) and reply.status is not None \
-                    and reply.status.status != PENDING_STATUS:
-                status = reply.status
-                calls.append((shard, Settle(part.pending_id, status.status == POSTED,
-                                            status.amount_posted, status.resolution)))
-        return await self._settle(calls)
+        items = await self._listed(ListSettling(min_age_ms))
+        calls, owners = settle_calls(router.shard_of, items)
+        replies = await router.scatter(calls, admitted=True)
+        done = settled_at_homes(owners, replies)
+        await router.scatter([(home, SettleDone(ids)) for home, ids in done.items()],
+                             admitted=True)
+        return sum(1 for reply in replies if isinstance(reply, Applied) and reply.applied)
+
+
+def settle_calls(shard_of: Callable[[str], int], items: list[tuple[int, Settling]]
+                 ) -> tuple[list[Call], list[tuple[int, str, list[int]]]]:
+    """Settle commands for final pending transfers' parts, and for each (its home, its id,
+    the places of its commands)."""
+    calls: list[Call] = []
+    owners: list[tuple[int, str, list[int]]] = []
+    for home, item in items:
+        status = item.status
+        places = []
+        for shard in {shard_of(item.debit_account_id), shard_of(item.credit_account_id)}:
+            places.append(len(calls))
+            calls.append((shard, Settle(item.pending_id, status.status == POSTED,
+                                        status.amount_posted, status.resolution)))
+        owners.append((home, item.pending_id, places))
+    return calls, owners
 
 
 def _verdict(reply: Any) -> Any:

@@ -28,7 +28,7 @@ from actors import failpoints
 from actors.ledger import chains
 from actors.ledger.balancing import Rule
 from actors.ledger.codes import TRANSFER_RESULTS, TransferResult, first_failure
-from actors.ledger.ledger import HOLD, POST, VOID, check_transfer_static
+from actors.ledger.ledger import HOLD, POST, VOID, check_transfer_static, repeat_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import (
     LINKED,
@@ -42,6 +42,7 @@ from actors.ledger.model import (
 from actors.ledger.queries import add_totals
 from actors.messages import (
     AccountReply,
+    Applied,
     ClaimPending,
     ClaimReply,
     Command,
@@ -54,6 +55,7 @@ from actors.messages import (
     Reserve,
     ReserveReply,
     Settle,
+    SettleDone,
     TotalsReply,
     TransferReply,
 )
@@ -65,8 +67,9 @@ from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch.router")
 
-_Pending = tuple[list[Any], list[tuple[list[int], "asyncio.Future[list[Reply]]"]]]
+_Pending = tuple[list[Any], list[tuple[list[int], "asyncio.Future[list[Any]]"]]]
 Call = tuple[int, Command]  # (shard, command)
+Settlement = tuple[int, str, list[int]]  # a pending transfer's home, its id, settle places
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
 _DEBIT = Roles.debit
@@ -122,7 +125,7 @@ class Router:
         for position, (shard, _) in enumerate(calls):
             by_shard.setdefault(shard, []).append(position)
         replies: list[Any] = [None] * len(calls)
-        futures: list[tuple[list[int], asyncio.Future[list[Reply]]]] = []
+        futures: list[tuple[list[int], asyncio.Future[list[Any]]]] = []
         for shard, all_positions in by_shard.items():
             channel = self.channels[shard]
             for start in range(0, len(all_positions), channel.call_commands_max):
@@ -191,7 +194,17 @@ class Router:
         """Apply a batch; items are independent (not atomic), except that a linked chain
         succeeds or fails as one, and each item gets its outcome."""
         outcomes: list[Outcome | None] = [None] * len(transfers)
-        waiting = self._units(transfers, outcomes)
+        repeats = _Repeats(transfers, self._units(transfers, outcomes))
+        waiting = repeats.units
+        while waiting:
+            await self._run_waves(transfers, waiting, outcomes)
+            waiting = repeats.answer(outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _run_waves(self, transfers: list[Transfer], waiting: list[list[int]],
+                         outcomes: list[Outcome | None]) -> None:
+        """Run units in waves: a unit whose id is under way (here, or in another request)
+        waits for it."""
         while waiting:
             wave, waiting = self._next_wave(transfers, waiting)
             if wave:
@@ -207,7 +220,6 @@ class Router:
                 busy = {self.live[transfers[i].id] for unit in waiting for i in unit
                         if transfers[i].id in self.live}
                 await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
-        return [outcome for outcome in outcomes if outcome is not None]
 
     @staticmethod
     def _units(transfers: list[Transfer], outcomes: list[Outcome | None]) -> list[list[int]]:
@@ -278,22 +290,29 @@ class Router:
                     failpoints.hit(failpoints.ROUTER_AFTER_COMMIT)
                     if runs:
                         failpoints.hit(failpoints.ROUTER_CHAIN_HALF_DECIDED)
-                finalizing = self._submit(self._finalize_calls(crosses) + [
+                settlements: list[Settlement] = []
+                finalizing = self._submit(self._finalize_calls(crosses, settlements) + [
                     call for run in runs for call in run.finalize_calls()], admitted=True)
         finally:
             if finalizing is None:
                 self._release(ids, done)
             else:
-                task = asyncio.ensure_future(self._finish_wave(finalizing, ids, done))
+                task = asyncio.ensure_future(self._finish_wave(finalizing, settlements, ids,
+                                                               done))
                 self._finishing.add(task)
                 task.add_done_callback(self._finishing.discard)
 
-    async def _finish_wave(self, finalizing: _Pending, ids: set[str],
-                           done: asyncio.Future[None]) -> None:
+    async def _finish_wave(self, finalizing: _Pending, settlements: list[Settlement],
+                           ids: set[str], done: asyncio.Future[None]) -> None:
         try:
-            for reply in await self._gather(finalizing):
+            replies = await self._gather(finalizing)
+            for reply in replies:
                 if isinstance(reply, BaseException):
                     log.warning("finalize failed, left for redrive: %r", reply)
+            homes = settled_at_homes(settlements, replies)
+            if homes:  # the pending transfers posts and voids resolved: nothing left held
+                await self.scatter([(home, SettleDone(pending_ids))
+                                    for home, pending_ids in homes.items()], admitted=True)
         finally:
             self._release(ids, done)
 
@@ -402,17 +421,22 @@ class Router:
             else:
                 outcomes[cross.index] = _transfer_outcome(reply)
 
-    def _finalize_calls(self, crosses: list[_Cross]) -> list[Call]:
+    def _finalize_calls(self, crosses: list[_Cross], settlements: list[Settlement]
+                        ) -> list[Call]:
+        """Round C's commands; `settlements` gets, per pending transfer a post or void
+        resolved, its home and the places of its settle commands."""
         calls: list[Call] = []
         for cross in crosses:
             reply = cross.committed
-            if isinstance(reply, ShardUnavailable):
-                continue  # the home may or may not have committed: redrive will ask it
-            # Refused at the queue (never sent) or failed whole (nothing applied): not committed.
-            committed = reply.transfer if isinstance(reply, TransferReply) and \
-                reply.result == _OK else None
+            if not isinstance(reply, TransferReply):
+                continue  # no answer from the home: only its decision decides; redrive asks
+            committed = reply.transfer if reply.result == _OK else None
             if cross.claim_shard >= 0:
-                calls.extend(self._resolution_calls(cross, committed))
+                resolution = self._resolution_calls(cross, committed)
+                if len(resolution) > 1:  # the claim's finalize, then the parts' settles
+                    settlements.append((cross.claim_shard, cross.transfer.pending_id,
+                                        list(range(len(calls) + 1, len(calls) + len(resolution)))))
+                calls.extend(resolution)
                 continue
             outcome = (HOLD if cross.transfer.flags & PENDING else POST) if committed else VOID
             timestamp = committed.timestamp if committed else 0
@@ -462,6 +486,57 @@ class Router:
 
     def queue_depths(self) -> list[int]:
         return [channel.queued_commands for channel in self.channels]
+
+
+class _Repeats:
+    """Single items whose id an earlier single item of the request has: set aside, and
+    answered once the earlier one is decided. After `ok` or `exists*` a repeat is answered
+    here, as the id's home would (`exists`, or the first field that differs), without another
+    round to the shards: 8,190 copies of one transfer cost one round, not 8,190."""
+
+    def __init__(self, transfers: list[Transfer], units: list[list[int]]) -> None:
+        self.transfers = transfers
+        self.lead: dict[str, int] = {}  # id -> the place whose outcome decides its repeats
+        self.waiting: dict[str, list[int]] = {}  # id -> its repeats' places, in order
+        self.units: list[list[int]] = []  # the units to run first
+        for unit in units:
+            if len(unit) == 1:
+                transfer_id = transfers[unit[0]].id
+                if transfer_id in self.lead:
+                    self.waiting.setdefault(transfer_id, []).append(unit[0])
+                    continue
+                self.lead[transfer_id] = unit[0]
+            self.units.append(unit)
+
+    def answer(self, outcomes: list[Outcome | None]) -> list[list[int]]:
+        """Answer what can be; returns the units to run next (a copy whose earlier attempt
+        stored nothing is a new attempt of its own)."""
+        again: list[list[int]] = []
+        for transfer_id in list(self.waiting):
+            places = self.waiting[transfer_id]
+            outcome = outcomes[self.lead[transfer_id]]
+            if isinstance(outcome, tuple) and outcome[1] is not None and (
+                    outcome[0] == _OK or outcome[0].startswith("exists")):
+                for index in places:
+                    code = repeat_of(outcome[1], self.transfers[index])
+                    outcomes[index] = (code.value, outcome[1])
+                places.clear()
+            else:
+                self.lead[transfer_id] = places.pop(0)
+                again.append([self.lead[transfer_id]])
+            if not places:
+                del self.waiting[transfer_id]
+        return again
+
+
+def settled_at_homes(owners: list[Settlement], replies: list[Any]
+                     ) -> dict[int, list[str]]:
+    """Per home, the pending transfers whose every part's shard answered its settle."""
+    done: dict[int, list[str]] = {}
+    for home, pending_id, places in owners:
+        if all(isinstance(replies[place], Applied) for place in places):
+            done.setdefault(home, []).append(pending_id)
+    return done
 
 
 def _transfer_outcome(reply: Reply) -> Outcome:

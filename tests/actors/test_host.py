@@ -20,6 +20,7 @@ from actors.messages import (
     Command,
     Commit,
     CreateAccount,
+    Failed,
     FinalizeClaim,
     GetAccount,
     GetTotals,
@@ -173,17 +174,19 @@ def test_old_transfers_are_read_from_the_store_not_memory(tmp_path: Path) -> Non
     host.close()
 
 
-def test_full_map_fails_the_whole_batch_and_applies_nothing(tmp_path: Path) -> None:
+def test_full_map_refuses_the_whole_batch_and_applies_nothing(tmp_path: Path) -> None:
     host = host_on(tmp_path, map_size_bytes=1 << 17)
     call(host, [account("bank"), account("a")])
-    committed, failed = 0, None
+    committed, refused = 0, None
     for i in range(2000):
         reply = run(host, [commit(f"t{i}-{j}", "bank", "a", 1) for j in range(20)])
-        if reply.failed:
-            failed = reply
+        assert not reply.failed
+        if any(isinstance(one, Failed) for one in reply.replies):
+            refused = reply.replies
             break
         committed += 20
-    assert failed is not None and failed.failed == FAILED_STORAGE_FULL
+    assert refused is not None
+    assert all(isinstance(one, Failed) and one.code == FAILED_STORAGE_FULL for one in refused)
     assert host.ledger.accounts["a"].credits_posted == committed
     assert host.ledger.homed_count == committed
     records = list(host.log.read(1, GENESIS_CHAIN))

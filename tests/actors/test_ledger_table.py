@@ -94,7 +94,7 @@ def test_create_account(name: str, existing: list[Account], command: Account,
 
 BASE = (account("a"), account("b"), account("funded", flags=DEBITS_LIMITED),
         account("capped", flags=CREDITS_LIMITED), account("closed", flags=CLOSED),
-        account("euro", ledger="EUR"))
+        account("closed2", flags=CLOSED), account("euro", ledger="EUR"))
 FUNDS = {"funded": (0, 100), "capped": (50, 0)}
 
 TRANSFER_TABLE = [
@@ -143,7 +143,7 @@ TRANSFER_TABLE = [
     ("order: ledger_mismatch before closed", [], transfer(debit="closed", credit="euro"),
      T.ledger_mismatch),
     ("order: debit_closed before credit_closed", [], transfer(debit="closed", credit="closed2"),
-     T.credit_account_not_found),
+     T.debit_account_closed),
     ("order: closed before exceeds", [], transfer(debit="funded", credit="closed", amount=999),
      T.credit_account_closed),
     ("order: exceeds_credits before exceeds_debits", [],

@@ -17,17 +17,20 @@ from actors.ledger.model import Transfer
 from actors.topology import Placement
 from persistence.layout import shard_directories
 from persistence.lmdb_log import LmdbLog
+from persistence.lock import is_locked
 from persistence.log import StoreDamaged
 from persistence.records import CorruptRecord, Record
 from persistence.scan import scan
 from persistence.topology import read_topology, save_topology
-from switch.api.views import account_json, time_ns
+from switch.api.params import time_ns
+from switch.api.views import account_json
 from switch.cli.settings import DEFAULT_CONFIG, Settings, load_settings
 from switch.cli.wal import audit as audits
 from switch.cli.wal import ops
 from switch.read.events import event_json
 
 SEQUENCE_BELOW = 10**15  # an --until below this is a sequence number, else nanoseconds
+SETTLE_SECONDS_DEFAULT = 10.0
 
 
 def add_parser(commands: Any) -> None:
@@ -57,12 +60,17 @@ def add_parser(commands: Any) -> None:
                         help="print accounts whose balances differ from the current state")
     export = sub.add_parser("export", parents=[common], help="events as JSON lines")
     _add_filters(export)
-    sub.add_parser("repair", parents=[common],
-                   help="back up, then cut a damaged log to its longest valid prefix")
+    repair = sub.add_parser("repair", parents=[common],
+                            help="back up, then cut a damaged tail off a log")
+    repair.add_argument("--force", action="store_true",
+                        help="cut at damage that intact records follow (they are dropped)")
     sub.add_parser("snapshot", parents=[common], help="take a fresh snapshot of each shard")
     backup = sub.add_parser("backup", parents=[common],
                             help="a consistent, compacted copy (also of a running switch)")
     backup.add_argument("--into", type=Path, required=True, help="a new directory")
+    backup.add_argument("--settle-seconds", type=float, default=SETTLE_SECONDS_DEFAULT,
+                        help="of a running switch: the copy is its state this long before the "
+                        "backup began, one moment on every shard (default %(default)s)")
     compact = sub.add_parser("compact", parents=[common],
                              help="snapshot, then archive the log prefix it makes unnecessary")
     compact.add_argument("--discard", action="store_true",
@@ -190,7 +198,7 @@ def _export(args: argparse.Namespace, settings: Settings, shards: Shards) -> int
 def _repair(args: argparse.Namespace, settings: Settings, shards: Shards) -> int:
     backup_root = args.data_dir.parent / f"{args.data_dir.name}-backup-{_stamp()}"
     for index, directory in shards:
-        report = ops.repair_shard(index, directory, backup_root)
+        report = ops.repair_shard(index, directory, backup_root, force=args.force)
         if report.reason is None:
             print(f"shard {index}: intact, nothing to repair")
             continue
@@ -204,10 +212,22 @@ def _repair(args: argparse.Namespace, settings: Settings, shards: Shards) -> int
 
 def _backup(args: argparse.Namespace, settings: Settings, shards: Shards) -> int:
     topology = read_topology(args.data_dir, settings.shards.slots)
-    for index, directory in shards:
-        ops.backup_shard(directory, args.into / directory.name)
-        print(f"shard {index}: copied to {args.into / directory.name}")
+    running = any(is_locked(directory) for _, directory in shards)
+    started = [ops.backup_shard(directory, args.into / directory.name)
+               for _, directory in shards]
     save_topology(args.into, topology)
+    if running and len(shards) > 1:
+        # Shards are copied one after another: cut every copy at one moment that each holds
+        # entirely (a record is stamped just before its commit, and commits take less than
+        # the settle time), so that no copy holds a part whose decision another lacks.
+        moment = min(started) - int(args.settle_seconds * 1e9)
+        for index, directory in shards:
+            dropped = ops.cut_at(args.into / directory.name, moment)
+            print(f"shard {index}: copied to {args.into / directory.name}, cut at "
+                  f"{_iso(moment)} ({dropped} later records left out)")
+    else:
+        for index, directory in shards:
+            print(f"shard {index}: copied to {args.into / directory.name}")
     return 0
 
 

@@ -54,7 +54,13 @@ def _ids_in(raw: bytes) -> list[str] | None:
                               if (transfer_id := transfer_id_of(event))))
 
 
-def repair_shard(index: int, directory: Path, backup_root: Path) -> RepairReport:
+def repair_shard(index: int, directory: Path, backup_root: Path,
+                 force: bool = False) -> RepairReport:
+    """Cut a damaged shard's log (and its store) to its longest valid prefix, after a backup.
+
+    Only a damaged tail (the last record) is cut unless `force`: damage with intact records
+    after it is refused, since cutting would drop records that were acknowledged.
+    """
     refuse_if_running(directory)
     readonly = LmdbLog(directory, 1 << 20, readonly=True)
     try:
@@ -66,6 +72,12 @@ def repair_shard(index: int, directory: Path, backup_root: Path) -> RepairReport
     if report.damage is None:
         return result
     result.reason = f"record {report.damage.seq}: {report.damage.reason}"
+    if len(damaged) > 1 and not force:
+        raise Refused(f"shard {index} {result.reason}, and {len(damaged) - 1} records follow it: "
+                      f"cutting there would drop records {damaged[1][0]} to {damaged[-1][0]}, "
+                      "which may have been acknowledged. Restore the shard from a backup "
+                      "(docs/OPERATIONS.md), or cut anyway with --force (what is dropped is "
+                      "listed, and a copy kept).")
     result.backup = backup_root / directory.name
     shutil.copytree(directory, result.backup, ignore=shutil.ignore_patterns("owner.lock"))
     log = LmdbLog(directory, max(1 << 20, (directory / "data.mdb").stat().st_size * 2),
@@ -88,13 +100,28 @@ def repair_shard(index: int, directory: Path, backup_root: Path) -> RepairReport
     return result
 
 
-def backup_shard(directory: Path, target: Path) -> None:
-    """Copy a shard (even a running one) into `target`, which must not exist yet."""
+def backup_shard(directory: Path, target: Path) -> int:
+    """Copy a shard (even a running one) into `target`, which must not exist yet; returns
+    the time the copy started (every record committed before it is in the copy)."""
     if target.exists():
         raise Refused(f"{target} already exists: a backup goes into a new directory")
     log = LmdbLog(directory, 1 << 20, readonly=True)
     try:
+        started_ns = time.time_ns()
         log.copy_to(target)
+    finally:
+        log.close()
+    return started_ns
+
+
+def cut_at(directory: Path, moment_ns: int) -> int:
+    """Drop a copied shard's records after `moment_ns` (and what they wrote to its store, and
+    later snapshots); returns how many records were dropped."""
+    log = LmdbLog(directory, _map_size_for(directory))
+    try:
+        later = next((seq for seq, raw in log.raw_records(1)
+                      if HEADER.unpack_from(raw)[1] > moment_ns), None)
+        return 0 if later is None else len(log.truncate_from(later))
     finally:
         log.close()
 

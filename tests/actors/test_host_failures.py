@@ -1,0 +1,135 @@
+"""A shard host when things fail: a command that raises, a reply that cannot be sent after
+its commit, a full log, a rebuild that fails, a store entry written twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import actors.shard.host as host_module
+from actors.codec import encode_commands
+from actors.ledger.limits import Limits
+from actors.ledger.model import Account
+from actors.messages import (
+    FAILED_INTERNAL,
+    FAILED_STORAGE_FULL,
+    AccountView,
+    CreateAccount,
+    Failed,
+    GetAccount,
+    GetTransfer,
+)
+from actors.shard.commands import CommandTable
+from actors.shard.host import ShardBroken, ShardHost
+from persistence.index import IndexConflict, put_all
+from persistence.lmdb_log import LmdbLog
+from tests.actors.test_host import CONFIG, account, call, commit, host_on, run
+
+
+def test_one_command_that_raises_fails_alone_in_a_batch_of_thousands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = CommandTable._commit
+
+    def raising_for_one(self: CommandTable, command: Any, events: list[Any]) -> Any:
+        if command.transfer.id == "t-1234":
+            raise RuntimeError("a bug that this one transfer meets")
+        return real(self, command, events)
+
+    monkeypatch.setattr(CommandTable, "_commit", raising_for_one)  # before the table binds it
+    host = host_on(tmp_path)
+    call(host, [account("bank"), account("a")])
+    reply = run(host, [commit(f"t-{n}", "bank", "a", 1) for n in range(3000)])
+    assert not reply.failed
+    failed = [n for n, r in enumerate(reply.replies) if isinstance(r, Failed)]
+    assert failed == [1234] and reply.replies[1234].code == FAILED_INTERNAL
+    assert all(r.result == "ok" for n, r in enumerate(reply.replies) if n != 1234)
+    assert host.ledger.accounts["a"].credits_posted == 2999  # committed once, without it
+    assert host.log.last_seq == 2
+    # The next batch is served as usual; the same command sent again fails alone again.
+    again = run(host, [commit("t-1234", "bank", "a", 1), commit("t-x", "bank", "a", 1)])
+    assert isinstance(again.replies[0], Failed) and again.replies[1].result == "ok"
+    host.close()
+
+
+def test_limits_the_core_refuses_are_a_result_not_an_exception(tmp_path: Path) -> None:
+    host = host_on(tmp_path)
+    (reply,) = call(host, [CreateAccount(Account("v", "USD", 1, "o", 0, ""),
+                                         Limits(velocity_max=10))])  # no window
+    assert reply.result == "limits_invalid" and reply.account is None
+    host.close()
+
+
+def test_a_reply_that_fails_after_its_commit_is_never_reported_as_not_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = host_on(tmp_path)
+    call(host, [account("bank"), account("a")])
+    real = host_module.encode_reply
+    calls = {"n": 0}
+
+    def failing_once(reply: Any) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OverflowError("a reply that cannot be encoded")
+        return real(reply)
+
+    monkeypatch.setattr(host_module, "encode_reply", failing_once)
+    with pytest.raises(OverflowError):  # the caller learns nothing: it must ask again
+        host.handle(encode_commands([commit("t1", "bank", "a", 7)]))
+    (view,) = call(host, [GetTransfer("t1")])
+    assert view.transfer is not None and view.transfer.amount == 7  # it did happen
+    host.close()
+
+
+def test_a_full_log_refuses_writes_and_still_answers_reads(tmp_path: Path) -> None:
+    host = host_on(tmp_path, map_size_bytes=1 << 17)
+    call(host, [account("bank"), account("a")])
+    for i in range(2000):
+        reply = run(host, [commit(f"t{i}-{j}", "bank", "a", 1) for j in range(20)])
+        if reply.replies and isinstance(reply.replies[0], Failed):
+            break
+    else:
+        raise AssertionError("the log never filled")
+    assert reply.replies[0].code == FAILED_STORAGE_FULL
+    mixed = run(host, [GetAccount("a"), commit("late", "bank", "a", 1)])
+    assert isinstance(mixed.replies[0], AccountView) and mixed.replies[0].account is not None
+    assert isinstance(mixed.replies[1], Failed)
+    assert mixed.replies[1].code == FAILED_STORAGE_FULL
+    host.close()
+
+
+def test_a_rebuild_that_fails_stops_the_shard_loudly(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = {"n": 0}
+
+    def open_log() -> LmdbLog:
+        opened["n"] += 1
+        if opened["n"] > 1:
+            raise OSError("the disk went away")
+        return LmdbLog(tmp_path, 1 << 24)
+
+    host = ShardHost(CONFIG, open_log)
+    call(host, [account("bank"), account("a")])
+    monkeypatch.setattr(host.log, "append", _raise_in_commit)
+    with pytest.raises(ShardBroken):
+        host.handle(encode_commands([commit("t1", "bank", "a", 1)]))
+    assert host.broken is not None
+    with pytest.raises(ShardBroken):  # nothing more is served, not a half-applied state
+        host.handle(encode_commands([GetAccount("a")]))
+
+
+def _raise_in_commit(payload: bytes, timestamp_ns: int) -> Any:
+    raise RuntimeError("the commit failed")
+
+
+def test_a_store_entry_written_twice_fails_its_transaction(tmp_path: Path) -> None:
+    log = LmdbLog(tmp_path, 1 << 24)
+    table = log.store._tables[b"transfers"]  # type: ignore[index]
+    with log._env.begin(write=True) as txn:
+        put_all(txn, [(table, [(b"t1", b"x")], 0)])
+    with pytest.raises(IndexConflict), log._env.begin(write=True) as txn:
+        put_all(txn, [(table, [(b"t1", b"y")], 0)])
+    with log._env.begin() as txn:
+        assert txn.get(b"t1", db=table) == b"x"
+    log.close()
