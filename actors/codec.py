@@ -3,8 +3,10 @@
 - A log record's payload: the batch's events. Format 2 is one version byte (2) then the
   events as msgpack; format 1 (releases up to 48c71b7) was an orjson array, which starts
   with `[`. A payload of any other format is refused (`FormatUnknown`), never skipped.
-- A snapshot's body: the ledger's live state (actors/ledger/snapshot.py), versioned alike;
-  a format-1 body is an orjson object (it starts with `{`).
+- A snapshot's body: the ledger's live state (actors/ledger/snapshot.py), versioned alike:
+  format 3 since accounts carry their history head, format 2 before (read alike: heads are
+  0, and history is read from the table keyed by account); a format-1 body is an orjson
+  object (it starts with `{`).
 - A call to a shard: the commands (actors/messages.py) as msgpack; its reply a `BatchReply`.
 
 msgpack holds integers of 64 bits; amounts and balances fit (they are checked at the edge and
@@ -21,8 +23,9 @@ from actors.ledger.snapshot import Snapshot
 from actors.ledger.state import LedgerState
 from actors.messages import BatchReply, Command
 
-FORMAT_VERSION = 2  # of records and snapshots written by this release
+FORMAT_VERSION = 2  # of records written by this release
 FORMAT_BYTE = bytes([FORMAT_VERSION])
+SNAPSHOT_FORMAT = 3  # of snapshots written by this release
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 
@@ -43,14 +46,15 @@ def encode_events(events: list[Event]) -> bytes:
     return FORMAT_BYTE + _encoder.encode(events)
 
 
-def format_of(payload: bytes) -> int:
+def format_of(payload: bytes, newest: int = FORMAT_VERSION) -> int:
+    """The format of a record's payload (or with `newest`=SNAPSHOT_FORMAT, a snapshot's)."""
     first = payload[0] if payload else -1
-    if first == FORMAT_VERSION:
-        return FORMAT_VERSION
+    if FORMAT_VERSION <= first <= newest:
+        return first
     if first in (LEGACY_RECORD_START, LEGACY_SNAPSHOT_START):
         return 1
-    raise FormatUnknown(f"format {first} is not one this release reads (it reads 1 and "
-                        f"{FORMAT_VERSION}): upgrade payswitch to read this data")
+    raise FormatUnknown(f"format {first} is not one this release reads (it reads 1 to "
+                        f"{newest}): upgrade payswitch to read this data")
 
 
 def decode_events(payload: bytes) -> list[Event]:
@@ -72,12 +76,16 @@ def apply_payload(ledger: LedgerState, payload: bytes) -> None:
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
-    return FORMAT_BYTE + _encoder.encode(snapshot)
+    return bytes([SNAPSHOT_FORMAT]) + _encoder.encode(snapshot)
+
+
+def snapshot_format(body: bytes) -> int:
+    return format_of(body, SNAPSHOT_FORMAT)
 
 
 def decode_snapshot(body: bytes) -> tuple[Snapshot, legacy.LegacyIndex | None]:
     """The live state, and for a format-1 snapshot what it held that now lives in the store."""
-    if format_of(body) == 1:
+    if snapshot_format(body) == 1:
         return legacy.snapshot(body)
     return _snapshot.decode(memoryview(body)[1:]), None
 

@@ -52,6 +52,9 @@ class LegacyIndex:
         self.history: dict[str, list[str]] = {}
         self.chains: dict[str, ChainDecision] = {}
         self.pending_final: dict[str, PendingStatus] = {}
+        # The snapshot's accounts (they become the ledger's): importing the history sets
+        # their heads.
+        self.accounts: dict[str, Account] = {}
 
 
 def _transfer(row: list[Any]) -> Transfer:
@@ -156,4 +159,5 @@ def snapshot(body: bytes) -> tuple[Snapshot, LegacyIndex]:
                   for account_id, (window_ns, debits) in data["velocity"]],
         settling=settling,
     )
+    index.accounts = {account.id: account for account in live.accounts}
     return live, index

@@ -56,6 +56,7 @@ def recover(log: RecordLog, load_snapshot: LoadSnapshot, apply_record: ApplyReco
             store.import_legacy(seq, legacy_index)
             applied = seq
     replayed, last_timestamp_ns = 0, 0
+    store.begin_at(seq + 1)
     for record in log.read(seq + 1, chain):
         apply_record(record)
         store.replayed(record.seq, record.timestamp_ns, write=record.seq > applied)

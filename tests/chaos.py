@@ -241,14 +241,32 @@ def audit(url: str, load: Load) -> None:
             assert account["credits_posted"] == expected_credits[name], name
             assert account["debits_posted"] <= account["credits_posted"], "overdrawn"
             assert account["debits_pending"] == account["credits_pending"] == 0
-            history = client.get(f"/v1/accounts/{name}/transfers?limit=1000").json()["transfers"]
-            ids = [t["id"] for t in history]
+            ids = _history_ids(client, name)
             assert len(ids) == len(set(ids)), "a transfer appears twice in a history"
+            posted = {transfer_id for transfer_id, t in present.items()
+                      if not (t["flags"]["pending"] or t["flags"]["void_pending_transfer"])
+                      and name in (t["debit_account_id"], t["credit_account_id"])}
+            posted.add(f"fund-{name}")  # setup_accounts
+            assert set(ids) == posted, ("history differs from what was posted", name,
+                                        sorted(set(ids) ^ posted)[:10])
         for ledger in client.get("/v1/ledgers").json()["ledgers"]:
             assert ledger["balanced"], ledger
         for chain in load.chains:
             there = [transfer_id in present for transfer_id in chain]
             assert all(there) or not any(there), ("a linked chain applied in part", chain, there)
+
+
+def _history_ids(client: httpx.Client, account_id: str) -> list[str]:
+    """Every transfer in the account's history, newest first, page by page."""
+    ids: list[str] = []
+    cursor = ""
+    while True:
+        page = client.get(f"/v1/accounts/{account_id}/transfers",
+                          params={"limit": 100, "cursor": cursor}).json()
+        ids += [t["id"] for t in page["transfers"]]
+        if page["next_cursor"] is None:
+            return ids
+        cursor = page["next_cursor"]
 
 
 def resend_acknowledged(url: str, load: Load) -> None:

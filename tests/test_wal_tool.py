@@ -288,6 +288,7 @@ def test_an_export_replays_to_the_same_books(data: Path) -> None:
         if line["seq"] != seq_of[line["shard"]]:  # a new record: the last one's writes stay
             ledger.store.flush(seq_of[line["shard"]], 0)
             seq_of[line["shard"]] = line["seq"]
+            ledger.store.begin_at(line["seq"])  # history takes its places in this record
         ledger.apply(event_from_json(line["event"]))
     for audit, seq in zip(exported, seq_of, strict=True):
         audit.ledger.store.flush(seq, 0)

@@ -100,6 +100,10 @@ class Account(msgspec.Struct, array_like=True, gc=False):
     credits_posted: int = 0
     debits_pending: int = 0
     credits_pending: int = 0
+    # Where its newest posted transfer is in the store's history (0: none, or written before
+    # history was chained): each entry there names the one before it, so the store appends
+    # history in log order instead of inserting into a table keyed by account.
+    history_head: int = 0
 
 
 class Transfer(msgspec.Struct, array_like=True, frozen=True, gc=False):

@@ -377,11 +377,12 @@ class LedgerState:
             if debit.debits_posted > BALANCE_MAX:
                 raise AssertionError(f"{debit.id}: debits_posted beyond {BALANCE_MAX}")
             self._changed(debit, DEBITS_POSTED, amount)
-            store.add_history(debit.id, transfer.id)
+            debit.history_head = store.add_history(debit.id, transfer.id, debit.history_head)
         if roles & _CREDIT:
             credit = self.accounts[transfer.credit_account_id]
             credit.credits_posted += amount
             if credit.credits_posted > BALANCE_MAX:
                 raise AssertionError(f"{credit.id}: credits_posted beyond {BALANCE_MAX}")
             self._changed(credit, CREDITS_POSTED, amount)
-            store.add_history(credit.id, transfer.id)
+            credit.history_head = store.add_history(credit.id, transfer.id,
+                                                    credit.history_head)

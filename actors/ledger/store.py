@@ -11,12 +11,19 @@ reads see them at once. The shard host gives the core the LMDB implementation
 (persistence/index.py: written in the record's own transaction, behind a bounded cache);
 tests of the core and the WAL tool's audit use `MemoryStore`, the in-memory twin. Both pass
 the same contract tests.
+
+An account's history is a chain: each entry has a position, `(seq << 32) | n` (the n-th entry
+of log record seq, so a replay gives every entry the position it had), and names the
+position of the account's entry before it; the account keeps the newest (`history_head`).
+Entries are thus appended in log order: a batch writes a few pages of history, not one page
+per account it touched.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -61,13 +68,17 @@ class LedgerStore(Protocol):
     def add_transfer(self, stored: StoredTransfer, if_absent: bool = False) -> None:
         """Index a transfer; it must be new unless `if_absent` (then a stored one stays)."""
 
-    def add_history(self, account_id: str, transfer_id: str) -> None:
-        """A transfer posted to the account (after every earlier one)."""
+    def add_history(self, account_id: str, transfer_id: str, previous: int) -> int:
+        """A transfer posted to the account after the entry at `previous` (its head; 0:
+        none); returns the new entry's position, the account's new head."""
 
-    def history(self, account_id: str, limit: int, before: int | None
+    def history(self, account_id: str, head: int, limit: int, before: int | None
                 ) -> tuple[list[Transfer], int | None]:
-        """Posted transfers, newest first, from the position `before` (None: the newest);
-        returns the page and the position to continue from (None: no more)."""
+        """Posted transfers, newest first: from `head` (the account's), or after the entry at
+        `before`; returns the page and the position to continue from (None: no more)."""
+
+    def begin_at(self, seq: int) -> None:
+        """The next batch's record will be `seq` (recovery and audits start mid-log)."""
 
     def chain(self, key: str) -> ChainDecision | None: ...
 
@@ -107,19 +118,23 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.transfers: dict[str, StoredTransfer] = {}
-        self._history: defaultdict[str, list[str]] = defaultdict(list)
+        self._history: dict[int, tuple[str, int]] = {}  # position -> transfer id, previous
+        self._next_seq = 1
         self.chains: dict[str, ChainDecision] = {}
         self.pending: dict[str, PendingStatus] = {}
         self._balances: defaultdict[str, list[Balances]] = defaultdict(list)
         self.applied_seq = 0
         self._staged_transfers: dict[str, StoredTransfer] = {}
-        self._staged_history: list[tuple[str, str]] = []
+        self._staged_history: list[tuple[str, int]] = []  # transfer id, previous
         self._staged_chains: dict[str, ChainDecision] = {}
         self._staged_pending: dict[str, PendingStatus] = {}
         self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
 
     def begin(self) -> None:
         """A batch starts (the LMDB store opens its read transaction here)."""
+
+    def begin_at(self, seq: int) -> None:
+        self._next_seq = seq
 
     def end_reads(self) -> None:
         """The batch is over (the LMDB store closes its read transaction here)."""
@@ -136,17 +151,27 @@ class MemoryStore:
             raise AssertionError(f"transfer {transfer_id} indexed twice")
         self._staged_transfers[transfer_id] = stored
 
-    def add_history(self, account_id: str, transfer_id: str) -> None:
-        self._staged_history.append((account_id, transfer_id))
+    def add_history(self, account_id: str, transfer_id: str, previous: int) -> int:
+        self._staged_history.append((transfer_id, previous))
+        return position_of(self._next_seq, len(self._staged_history) - 1)
 
-    def history(self, account_id: str, limit: int, before: int | None
+    def history(self, account_id: str, head: int, limit: int, before: int | None
                 ) -> tuple[list[Transfer], int | None]:
-        entries = self._history.get(account_id, [])
-        end = len(entries) if before is None else max(0, min(before, len(entries)))
-        start = max(0, end - limit)
-        page = [self.transfers[transfer_id].transfer for transfer_id in entries[start:end]]
-        page.reverse()
-        return page, (start if start > 0 else None)
+        def entry(position: int) -> tuple[str, int] | None:
+            seq, n = split_position(position)
+            if seq == self._next_seq and n < len(self._staged_history):
+                return self._staged_history[n]
+            return self._history.get(position)
+
+        start = head if before is None else (entry(before) or ("", 0))[1]
+        found = walk_history(entry, start, limit + 1)
+        return page_of(found, limit, self._transfer_of)
+
+    def _transfer_of(self, transfer_id: str) -> Transfer:
+        stored = self.transfer(transfer_id)
+        if stored is None:
+            raise AssertionError(f"history names {transfer_id}, which is not indexed")
+        return stored.transfer
 
     def chain(self, key: str) -> ChainDecision | None:
         found = self._staged_chains.get(key)
@@ -177,8 +202,9 @@ class MemoryStore:
 
     def flush(self, seq: int, timestamp_ns: int) -> None:
         self.transfers.update(self._staged_transfers)
-        for account_id, transfer_id in self._staged_history:
-            self._history[account_id].append(transfer_id)
+        for n, entry in enumerate(self._staged_history):
+            self._history[position_of(self._next_seq, n)] = entry
+        self._next_seq = max(self._next_seq, seq) + 1
         self.chains.update(self._staged_chains)
         self.pending.update(self._staged_pending)
         for account_id, balances in coalesced(self._noted).items():
@@ -194,12 +220,14 @@ class MemoryStore:
             self.flush(seq, timestamp_ns)
         else:
             self.discard()
+            self._next_seq = seq + 1
 
     def finish_replay(self) -> None:
         """Recovery is done (the LMDB store commits what it wrote)."""
 
     def import_legacy(self, seq: int, index: Any) -> None:
         """What a format-1 snapshot at `seq` held that now lives in the store."""
+        self.begin_at(seq)
         stage_legacy(self, index)
         self.flush(seq, 0)
 
@@ -216,12 +244,45 @@ def stage_legacy(store: LedgerStore, index: Any) -> None:
     for stored in index.transfers:
         store.add_transfer(stored, if_absent=True)
     for account_id, transfer_ids in index.history.items():
+        head = 0
         for transfer_id in transfer_ids:
-            store.add_history(account_id, transfer_id)
+            head = store.add_history(account_id, transfer_id, head)
+        index.accounts[account_id].history_head = head  # the snapshot's: the ledger's now
     for key, decision in index.chains.items():
         store.add_chain(key, decision)
     for pending_id, status in index.pending_final.items():
         store.add_pending_final(pending_id, status)
+
+
+def position_of(seq: int, n: int) -> int:
+    """The position of the n-th history entry of record `seq`."""
+    return (seq << 32) | n
+
+
+def split_position(position: int) -> tuple[int, int]:
+    return position >> 32, position & 0xFFFFFFFF
+
+
+def walk_history(entry: Callable[[int], tuple[str, int] | None], start: int, count: int
+                 ) -> list[tuple[int, str]]:
+    """Up to `count` (position, transfer id) of a history chain, from `start` back."""
+    found: list[tuple[int, str]] = []
+    position = start
+    while position and len(found) < count:
+        current = entry(position)
+        if current is None:
+            raise AssertionError(f"history names position {position}, which is not stored")
+        found.append((position, current[0]))
+        position = current[1]
+    return found
+
+
+def page_of(found: list[tuple[int, str]], limit: int, transfer: Callable[[str], Transfer]
+            ) -> tuple[list[Transfer], int | None]:
+    """A page of at most `limit` of the entries found (one more means more follow)."""
+    page = found[:limit]
+    following = page[-1][0] if len(found) > limit else None
+    return [transfer(transfer_id) for _, transfer_id in page], following
 
 
 def coalesced(noted: list[tuple[str, tuple[int, int, int, int]]]

@@ -216,7 +216,9 @@ class CommandTable:
     def _account_transfers(self, command: AccountTransfers, events: list[Event]
                            ) -> TransferPage:
         limit = max(1, min(command.limit, self.host.config.history_page_max))
-        page, following = self.host.ledger.store.history(command.account_id, limit,
+        account = self.host.ledger.accounts.get(command.account_id)
+        head = account.history_head if account is not None else 0
+        page, following = self.host.ledger.store.history(command.account_id, head, limit,
                                                          command.before)
         return TransferPage(page, following)
 

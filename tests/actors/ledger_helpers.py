@@ -26,7 +26,9 @@ def apply_all(ledger: Ledger, events: Sequence[Any]) -> None:
 
 def history(ledger: Ledger, account_id: str) -> list[Transfer]:
     """An account's posted transfers, oldest first."""
-    page, _ = ledger.store.history(account_id, 1_000_000, None)
+    account = ledger.accounts.get(account_id)  # none here: a home without the accounts
+    head = account.history_head if account is not None else 0
+    page, _ = ledger.store.history(account_id, head, 1_000_000, None)
     return page[::-1]
 
 

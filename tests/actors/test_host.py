@@ -30,6 +30,7 @@ from actors.messages import (
     Settle,
 )
 from actors.shard.host import ShardConfig, ShardHost
+from persistence.index import TABLES
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN, CorruptRecord
 from tests.actors.ledger_helpers import accounts_now
@@ -113,7 +114,8 @@ def _observed(host: ShardHost) -> dict[str, Any]:
     return {
         "accounts": accounts_now(ledger),
         "transfers": {i: ledger.stored(i) for i in ids},
-        "history": {a: ledger.store.history(a, 1000, None)[0] for a in ("bank", "a", "b")},
+        "history": {a: ledger.store.history(a, ledger.accounts[a].history_head, 1000, None)[0]
+                    for a in ("bank", "a", "b")},
         "resolve": [ledger.resolve("c1", 43), ledger.resolve("q1", 44), ledger.resolve("t1", 0)],
         "reservations": dict(ledger.reservations),
         "pending": ledger.pending_status("p1"),
@@ -152,7 +154,7 @@ def _drop_store(path: Path) -> None:
     """Empty the store's tables (as a data directory of an older release has none)."""
     env = lmdb.open(str(path), max_dbs=10)
     with env.begin(write=True) as txn:
-        for name in (b"transfers", b"history", b"chains", b"pending", b"balances", b"meta"):
+        for name in TABLES:
             txn.drop(env.open_db(name, txn=txn), delete=False)
     env.close()
 
