@@ -8,6 +8,10 @@ shard processes):
 
 (several, comma-separated; PAYSWITCH_FAILPOINT_SEED seeds the probabilities). When one fires,
 its process ends at once with os._exit, as if killed: no cleanup, no flush, no reply.
+
+One failpoint plays a bug instead of a crash: `shard.command_raises=@t-1234` makes applying
+the command about id t-1234 raise, every time (the shard must answer that command alone with
+internal_error and commit the rest of its batch).
 Disarmed, a failpoint costs one check of a module global: `if failpoints.ARMED: hit(...)`.
 """
 
@@ -25,17 +29,28 @@ ROUTER_AFTER_COMMIT = "router.after_commit"  # home committed, parts not finaliz
 # A linked chain decided at its coordinator, its parts on the other shards not finalized.
 ROUTER_CHAIN_HALF_DECIDED = "router.chain_half_decided"
 ALL = (SHARD_BEFORE_COMMIT, SHARD_AFTER_COMMIT, SHARD_SNAPSHOT_MIDWAY, ROUTER_AFTER_RESERVE,
-       ROUTER_AFTER_COMMIT, ROUTER_CHAIN_HALF_DECIDED)
+       ROUTER_AFTER_COMMIT, ROUTER_CHAIN_HALF_DECIDED)  # those that end their process
+SHARD_COMMAND_RAISES = "shard.command_raises"  # applying the command about one id raises
 EXIT_CODE = 86
 ENVIRONMENT_VARIABLE = "PAYSWITCH_FAILPOINTS"
 
 
-def _parse(spec: str) -> dict[str, tuple[str, float]]:
-    armed: dict[str, tuple[str, float]] = {}
+class FailpointRaised(RuntimeError):
+    """What `shard.command_raises` raises: a bug, as far as the shard can tell."""
+
+
+def _parse(spec: str) -> dict[str, tuple[str, float | str]]:
+    armed: dict[str, tuple[str, float | str]] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, when = item.partition("=")
+        if name == SHARD_COMMAND_RAISES:
+            if not when.startswith("@"):
+                raise ValueError(f"{name} takes @<id>, not {when!r}")
+            armed[name] = ("id", when[1:])
+            continue
         if name not in ALL:
-            raise ValueError(f"unknown failpoint {name!r}; known: {', '.join(ALL)}")
+            raise ValueError(f"unknown failpoint {name!r}; known: "
+                             f"{', '.join((*ALL, SHARD_COMMAND_RAISES))}")
         if when.startswith("#"):
             armed[name] = ("count", float(int(when[1:])))
         else:
@@ -57,7 +72,14 @@ def hit(name: str) -> None:
     _hits[name] += 1
     kind, value = rule
     if (kind == "count" and _hits[name] == int(value)) or (
-            kind == "probability" and _random.random() < value):
+            kind == "probability" and _random.random() < float(value)):
         sys.stderr.write(f"failpoint {name} fired in process {os.getpid()}\n")
         sys.stderr.flush()
         os._exit(EXIT_CODE)
+
+
+def raise_for(identifier: str) -> None:
+    """Applying the command about `identifier`: raise if `shard.command_raises` names it."""
+    rule = _armed.get(SHARD_COMMAND_RAISES)
+    if rule is not None and rule[1] == identifier:
+        raise FailpointRaised(f"failpoint {SHARD_COMMAND_RAISES} raised for {identifier}")

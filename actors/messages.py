@@ -9,6 +9,8 @@ Transfers cross as `Transfer` values whose timestamp is 0 until their home stamp
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from actors.ledger.balancing import Rule
@@ -328,3 +330,14 @@ class LogFeed(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 FAILED_STORAGE_FULL = "storage_full"
 FAILED_INTERNAL = "internal_error"
+
+
+R = TypeVar("R")
+
+
+def expect(reply: object, kind: type[R]) -> R:
+    """A shard's reply as the type its command answers with; anything else is a bug, raised
+    however Python runs (an assert would vanish under -O)."""
+    if not isinstance(reply, kind):
+        raise TypeError(f"expected {kind.__name__} from a shard, got {type(reply).__name__}")
+    return reply

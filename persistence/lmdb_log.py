@@ -24,6 +24,7 @@ from persistence.index import (
     open_tables,
     put_all,
 )
+from persistence.lmdb_file import check_data_file
 from persistence.lock import DirectoryLock
 from persistence.log import RecordLog, StorageFull, StoreDamaged
 from persistence.records import GENESIS_CHAIN, CorruptRecord
@@ -46,7 +47,8 @@ class LmdbLog(RecordLog):
                  transfer_cache_max: int = TRANSFER_CACHE_MAX_DEFAULT) -> None:
         super().__init__()
         self._transfer_cache_max = transfer_cache_max
-        assert map_size_bytes >= 1 << 16, "map size below 64 KiB"
+        if map_size_bytes < 1 << 16:
+            raise ValueError(f"a map size of {map_size_bytes} bytes is below 64 KiB")
         self.directory = directory
         self.readonly = readonly
         if readonly and not (directory / "data.mdb").exists():
@@ -99,8 +101,9 @@ class LmdbLog(RecordLog):
             with env.begin(write=True) as txn:
                 if value is None:
                     txn.delete(key, db=db)
-                else:
-                    txn.put(key, value, append=append, db=db)
+                elif not txn.put(key, value, append=append, db=db):  # an append out of order
+                    raise IndexConflict(f"{self.directory}: key {key.hex()} was not written "
+                                        "(an append after a greater key)")
         except lmdb.MapFullError as error:
             raise StorageFull(f"{self.directory}: log map is full ({error})") from None
 
@@ -137,7 +140,8 @@ class LmdbLog(RecordLog):
         with _reading(self._snapshots_env), \
                 self._snapshots_env.begin(db=self._snapshots_db) as txn:
             raw = txn.get(KEY.pack(seq))
-        assert raw is not None
+        if raw is None:
+            raise StoreDamaged(f"{self.directory}: snapshot {seq} is listed but not stored")
         return bytes(raw)
 
     def _delete_snapshot(self, seq: int) -> None:
@@ -180,19 +184,22 @@ class LmdbLog(RecordLog):
 
     def append_raw_many(self, records: list[tuple[int, bytes]]) -> None:
         """Store already-encoded records in one transaction (copies made by the WAL tool)."""
-        assert not self.readonly
+        self._require_owner()
         try:
             with self._env.begin(write=True, db=self._log_db) as txn:
                 for seq, raw in records:
-                    txn.put(KEY.pack(seq), raw, append=True)
+                    if not txn.put(KEY.pack(seq), raw, append=True):
+                        raise IndexConflict(f"{self.directory}: record {seq} comes after a "
+                                            "greater one: nothing was copied")
         except lmdb.MapFullError as error:
             raise StorageFull(f"{self.directory}: log map is full ({error})") from None
         self._load_tail()
 
     def truncate_from(self, seq: int) -> list[int]:
         """Delete every record from `seq` on, and snapshots past the new tail (repair only)."""
-        if self.readonly or seq < 1:
-            raise ValueError("truncate_from needs the owner's log and a sequence number")
+        self._require_owner()
+        if seq < 1:
+            raise ValueError(f"truncate_from needs a sequence number, not {seq}")
         with self._env.begin(write=True, db=self._log_db) as txn:
             keys = [key for key, _ in _keys_from(txn.cursor(), seq)]
             for key in keys:
@@ -208,7 +215,7 @@ class LmdbLog(RecordLog):
 
     def archive_prefix(self, up_to_seq: int, keep: bool) -> int:
         """Move records up to `up_to_seq` out of the live log: into archive/ when `keep`."""
-        assert not self.readonly
+        self._require_owner()
         moved = 0
         archive = self._archive(create=True) if keep else None
         archive_db = archive.open_db(LOG_DB) if archive is not None else None
@@ -218,11 +225,17 @@ class LmdbLog(RecordLog):
             if archive is not None:
                 with archive.begin(write=True, db=archive_db) as archive_txn:
                     for key, raw in prefix:  # committed before the live log drops them
-                        archive_txn.put(key, raw, append=True)
+                        if not archive_txn.put(key, raw, append=True):
+                            raise IndexConflict(f"{self.directory}: the archive already "
+                                                f"holds record {KEY.unpack(key)[0]} or later")
             for key, _ in prefix:
                 txn.delete(key)
                 moved += 1
         return moved
+
+    def _require_owner(self) -> None:
+        if self.readonly:
+            raise ValueError(f"{self.directory}: opened read-only; this needs the owner's log")
 
     def copy_to(self, target: Path) -> None:
         """A consistent, compacted copy (LMDB's own copy: safe while the owner writes)."""
@@ -300,6 +313,7 @@ def _iterate(env: lmdb.Environment, db: lmdb._Database, seq_from: int, seq_to: i
 
 
 def _open_env(directory: Path, map_size_bytes: int, readonly: bool = False) -> lmdb.Environment:
+    check_data_file(directory / "data.mdb")  # never map a file LMDB would crash on
     return lmdb.open(
         str(directory),
         map_size=map_size_bytes,

@@ -196,7 +196,8 @@ class MemoryLog(RecordLog):
         self.store = MemoryStore()
 
     def _put_raw(self, seq: int, raw: bytes) -> None:
-        assert seq not in self._records
+        if seq in self._records:
+            raise ValueError(f"record {seq} is already stored")
         self._records[seq] = raw
 
     def _raw_range(self, seq_from: int, seq_to: int | None) -> Iterator[tuple[int, bytes]]:

@@ -10,7 +10,8 @@ A format-1 snapshot carries the store's part itself, for logs whose start was co
 
 A record that fails its checksum, its chain or its sequence stops recovery with CorruptRecord
 naming it: nothing from it or after it is applied, and the shard refuses to start rather than
-serve a ledger that silently lost acknowledged transfers.
+serve a ledger that silently lost acknowledged transfers. So does a log that ends before the
+last record whose writes its store holds (records lost below the log).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from persistence.index import IndexConflict
 from persistence.log import RecordLog
 from persistence.records import GENESIS_CHAIN, CorruptRecord, Record
 
@@ -45,6 +47,10 @@ def recover(log: RecordLog, load_snapshot: LoadSnapshot, apply_record: ApplyReco
     started = time.perf_counter()
     store = log.store
     applied = store.applied_seq
+    if applied > log.last_seq:  # written in one commit with its record: the log lost some
+        raise CorruptRecord(log.last_seq + 1, f"the log ends at record {log.last_seq}, but "
+                            f"its store holds what records up to {applied} wrote: records are "
+                            "missing; restore this shard from a backup")
     seq, chain, body = _starting_point(log, applied)
     if body is not None:
         legacy_index = load_snapshot(body)
@@ -59,7 +65,12 @@ def recover(log: RecordLog, load_snapshot: LoadSnapshot, apply_record: ApplyReco
     store.begin_at(seq + 1)
     for record in log.read(seq + 1, chain):
         apply_record(record)
-        store.replayed(record.seq, record.timestamp_ns, write=record.seq > applied)
+        try:
+            store.replayed(record.seq, record.timestamp_ns, write=record.seq > applied)
+        except IndexConflict as error:  # the store says it lacks what it holds: damaged
+            raise CorruptRecord(record.seq, f"its store writes are already stored though the "
+                                f"store is at record {applied} ({error}): the store and the "
+                                "log disagree; restore this shard from a backup") from None
         replayed += 1
         last_timestamp_ns = record.timestamp_ns
     store.finish_replay()

@@ -46,6 +46,7 @@ class Load:
         self.acked: set[str] = set()  # answered ok or exists: the switch promised it is there
         self.rejected: set[str] = set()  # answered a ledger rejection: must not be there
         self.chains: list[list[str]] = []  # linked chains sent: each all there or none
+        self.answered: set[str] = set()  # got an answer (any): not in flight at a kill
         self.failures: list[str] = []  # what a client thread met that it should not have
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -99,6 +100,8 @@ class Load:
                     if self.stop.is_set() or self.killed.is_set() or not self._serving():
                         return  # the switch is gone (killed, or a failpoint ended it): in doubt
                     raise
+                with self.lock:
+                    self.answered.update(t["id"] for t in batch)
                 for item in self._record(batch, response):
                     if item.get("flags", {}).get("pending"):
                         open_pending.append(item)

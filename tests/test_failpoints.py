@@ -82,3 +82,34 @@ def test_failpoint(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", failpoints.ALL)
 def test_failpoint_more_seeds(tmp_path: Path, name: str, seed: int) -> None:
     run_failpoint_scenario(tmp_path, name, seed)
+
+
+def test_a_command_that_raises_is_answered_alone_in_an_array_of_thousands(
+        tmp_path: Path) -> None:
+    """`shard.command_raises` plays a deterministic bug for one id: through the real switch,
+    that item answers internal_error (logged with its id and the traceback), the 2,999 others
+    commit, nothing of the bad one stays, and sending it again fails alone again."""
+    armed = {"PAYSWITCH_FAILPOINTS": f"{failpoints.SHARD_COMMAND_RAISES}=@t-1234"}
+    switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
+                           log_path=tmp_path / "switch.log", extra_env=armed).start()
+    try:
+        accounts = [{"id": name, "ledger": "USD", "code": 1, "owner": "o"}
+                    for name in ("bank", "shop")]
+        assert httpx.post(switch.url + "/v1/accounts", json=accounts).status_code == 200
+        array = [{"id": f"t-{n}", "debit_account_id": "bank", "credit_account_id": "shop",
+                  "amount": 1, "ledger": "USD", "code": 1} for n in range(3000)]
+        response = httpx.post(switch.url + "/v1/transfers", json=array, timeout=120)
+        assert response.status_code == 200, response.text
+        results = [r["result"] for r in response.json()["results"]]
+        assert results[1234] == "internal_error"
+        assert results[:1234] + results[1235:] == ["ok"] * 2999
+        assert httpx.get(switch.url + "/v1/accounts/shop").json()["credits_posted"] == 2999
+        assert httpx.get(switch.url + "/v1/transfers/t-1234").status_code == 404
+        again = httpx.post(switch.url + "/v1/transfers", json=array[1234])
+        assert again.status_code == 500 and again.json()["code"] == "internal_error"
+        ledgers = httpx.get(switch.url + "/v1/ledgers").json()["ledgers"]
+        assert all(ledger["balanced"] for ledger in ledgers)
+    finally:
+        switch.kill_session()
+    logged = (tmp_path / "switch.log").read_text()
+    assert "t-1234" in logged and "raised" in logged and "Traceback" in logged

@@ -32,11 +32,10 @@ def part_verdict(transfer: Transfer, chain: str, member: int,
     """A part in doubt, by what its decider answered: its transfer's home (`resolve`, a
     Verdict) or its chain's coordinator (`resolve_chain`, a decision or None)."""
     if chain:
-        assert not isinstance(verdict, Verdict)
-        return chain_part_outcome(transfer, member, verdict)
-    assert isinstance(verdict, Verdict)
-    committed = verdict.transfer
-    return (verdict.outcome, committed.timestamp if committed else 0,
+        return chain_part_outcome(transfer, member, _chain_decision(verdict))
+    home = _home_verdict(verdict)
+    committed = home.transfer
+    return (home.outcome, committed.timestamp if committed else 0,
             committed.amount if committed else 0, None)
 
 
@@ -45,11 +44,25 @@ def claim_verdict(chain: str, member: int, verdict: Verdict | ChainDecision | No
     """A claim in doubt, by what its post or void's decider answered: the post or void as it
     was stored, or None (not committed: release the claim)."""
     if chain:
-        assert not isinstance(verdict, Verdict)
-        if verdict is None:
+        decision = _chain_decision(verdict)
+        if decision is None:
             return None
-        resolving = verdict.resolving[member]
-        assert resolving is not None
-        return resolving.stamped(verdict.timestamps[member])
-    assert isinstance(verdict, Verdict)
-    return None if verdict.outcome == VOID else verdict.transfer
+        resolving = decision.resolving[member]
+        if resolving is None:
+            raise ValueError(f"chain {chain} member {member} claims but resolves nothing")
+        return resolving.stamped(decision.timestamps[member])
+    home = _home_verdict(verdict)
+    return None if home.outcome == VOID else home.transfer
+
+
+# Checked however Python runs (-O drops asserts): a part is decided by its own decider only.
+def _chain_decision(verdict: Verdict | ChainDecision | None) -> ChainDecision | None:
+    if isinstance(verdict, Verdict):
+        raise TypeError("a chain's part was given a transfer's verdict")
+    return verdict
+
+
+def _home_verdict(verdict: Verdict | ChainDecision | None) -> Verdict:
+    if not isinstance(verdict, Verdict):
+        raise TypeError(f"a transfer's part was given {type(verdict).__name__}, not its verdict")
+    return verdict

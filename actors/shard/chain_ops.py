@@ -17,7 +17,7 @@ from actors.ledger.ledger import Ledger
 from actors.ledger.model import BALANCING, Roles, Transfer
 from actors.ledger.store import ChainDecision
 from actors.ledger.verdicts import chain_part_outcome
-from actors.messages import Asked, ChainReply, CommitChain, PartReply, StoredMember
+from actors.messages import Asked, ChainReply, CommitChain, PartReply, StoredMember, expect
 
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
@@ -63,8 +63,7 @@ class ChainOps:
                                                                    member)
                 self._record(new_events, events)
                 if new_events:
-                    assert isinstance(new_events[0], PendingClaimed)
-                    filled = new_events[0].claim.resolving
+                    filled = expect(new_events[0], PendingClaimed).claim.resolving
                 roles &= ~Roles.claim
             result, stored, held, rules = self._reserve(transfer, roles, attempt, chain,
                                                         member, funds, events)

@@ -71,11 +71,14 @@ class ShardBroken(Exception):
 
 def _named(command: Command) -> str:
     """A command's kind and the id it is about, for the log."""
+    return f"{type(command).__name__} {_about(command)}"
+
+
+def _about(command: Command) -> str:
     transfer = getattr(command, "transfer", None) or getattr(command, "account", None)
-    about = getattr(transfer, "id", None) or next(
+    return str(getattr(transfer, "id", None) or next(
         (getattr(command, name) for name in ("transfer_id", "account_id", "pending_id",
-                                             "chain") if hasattr(command, name)), "")
-    return f"{type(command).__name__} {about}"
+                                             "chain") if hasattr(command, name)), ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ class ShardHost:
         self.stats = ShardStats()
         self._commands = CommandTable(self)
         self.broken: str | None = None  # why the shard stopped serving, once it has
+        self.full: str | None = None  # why it takes no more writes (its map is full)
 
     @property
     def log(self) -> RecordLog:
@@ -137,7 +141,13 @@ class ShardHost:
                 ledger.apply(event)
 
         with gc_paused():  # millions of long-lived objects: collections would only rescan them
-            report = recover(self._log, load, apply)
+            try:
+                report = recover(self._log, load, apply)
+            except CorruptRecord as error:
+                where = f"shard {self.config.shard_index}"
+                if where in error.reason:
+                    raise
+                raise CorruptRecord(error.seq, f"{where}: {error.reason}") from None
         log.info("shard %d recovered: %s", self.config.shard_index, report)
         return ledger, report
 
@@ -155,6 +165,8 @@ class ShardHost:
             raise ShardBroken(self.broken)
         started = time.perf_counter()
         commands = decode_commands(blob)
+        if self.full is not None:  # until a restart with a larger map: reads only, no rebuild
+            return encode_reply(BatchReply(self._reads_only(commands, self.full)))
         skipped: dict[int, str] = {}
         while True:
             try:
@@ -168,8 +180,12 @@ class ShardHost:
                 skipped[failure.index] = repr(failure.error)
                 self._rebuild()
             except StorageFull as error:
-                self._rebuild()
-                return encode_reply(BatchReply(self._reads_only(commands, str(error))))
+                self._rebuild()  # once: memory again as the log says, without this batch
+                self.full = (f"{error}; shard {self.config.shard_index} answers reads only "
+                             "until it restarts with a larger wal.map_size_bytes "
+                             "(docs/OPERATIONS.md, the log is full)")
+                log.error("%s", self.full)
+                return encode_reply(BatchReply(self._reads_only(commands, self.full)))
             except AfterCommit:
                 log.exception("shard %d: batch committed, then failed: its callers must ask",
                               self.config.shard_index)
@@ -204,6 +220,8 @@ class ShardHost:
 
     def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
         try:
+            if failpoints.ARMED:
+                failpoints.raise_for(_about(command))
             return self._commands.run(command, events)
         except (StorageFull, CommandRaised, AfterCommit):
             raise

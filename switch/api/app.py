@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from operator import itemgetter
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import msgspec
 from pydantic import Field, TypeAdapter, ValidationError
@@ -20,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.ledger.model import ID_RE
@@ -284,7 +285,9 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
     async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return error_response(error.status_code, code, str(error.detail))
+        response = error_response(error.status_code, code, str(error.detail))
+        response.headers.update(error.headers or {})  # 405: Allow names the methods there are
+        return response
 
     async def internal(request: Request, error: Exception) -> Response:
         return error_response(500, "internal_error")
@@ -310,7 +313,7 @@ class InFlightLimit:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EVENTS_PATH):
+        if scope["type"] != "http" or _waits(scope):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.requests_max:
@@ -323,6 +326,43 @@ class InFlightLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+def _one_route_per_path(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Starlette answers 405 from the first route whose path matches, and its Allow header
+    names that route's methods only: one route per path, dispatching on the method, names
+    them all (GET and POST /v1/transfers come from two modules)."""
+    groups: dict[str, list[Route]] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            groups.setdefault(route.path, []).append(route)
+    merged: list[BaseRoute] = []
+    for route in routes:
+        group = groups.get(route.path) if isinstance(route, Route) else None
+        if group is None or len(group) == 1:
+            merged.append(route)
+        elif route is group[0]:
+            merged.append(_dispatching(route.path, {method: r.endpoint for r in group
+                                                    for method in r.methods or ()}))
+    return merged
+
+
+def _dispatching(path: str, handlers: dict[str, Callable[[Request], Awaitable[Response]]]
+                 ) -> Route:
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+    return Route(path, endpoint, methods=sorted(handlers))
+
+
+def _waits(scope: Scope) -> bool:
+    """A read that may wait (an event stream, a long-poll): it has slots of its own."""
+    path = scope["path"]
+    if path == EVENTS_PATH + "/stream":
+        return True
+    if path != EVENTS_PATH:
+        return False
+    wait_ms = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("wait_ms", ["0"])
+    return wait_ms[-1] not in ("", "0")
 
 
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
@@ -364,7 +404,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             settings.server.retry_after_seconds)),
         *query_routes(query_actor, router, settings.api.history_page_max),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)

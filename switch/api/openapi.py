@@ -1,4 +1,12 @@
-"""The OpenAPI 3.1 document, generated from the pydantic models in switch/schemas.py."""
+"""The OpenAPI 3.1 document of every route, generated from the pydantic models in
+switch/api/schemas.py and the bounds the handlers check (switch/api/params.py).
+
+What the schema allows is what the server accepts: integers in a query string are written
+as decimal digits (no sign, no fraction), cursors are the opaque strings the server returned
+(base64url; any other string answers 400 cursor_invalid), moments are nanoseconds since the
+epoch. A schemathesis run over every operation holds the two together
+(tests/switch/test_openapi_conformance.py).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +16,39 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from actors.ledger.model import ID_PATTERN
+from actors.ledger.model import CODE_MAX, ID_PATTERN, USER_DATA_LENGTH_MAX
 from switch.api.schemas import (
     AccountCreated,
     AccountIn,
+    AccountList,
     AccountOut,
+    BalancePage,
     BatchResults,
     Error,
+    EventPage,
+    Ledgers,
+    LimitsIn,
+    LimitsSet,
     TransferCreated,
     TransferIn,
+    TransferList,
     TransferOut,
     TransferPage,
 )
 from switch.cli.settings import Settings
+from switch.read.events_api import EVENTS_PATH, EVENTS_PER_READ_MAX, WAIT_MS_MAX
 
 _REF = "#/components/schemas/{model}"
+MODELS: list[type[BaseModel]] = [
+    AccountIn, TransferIn, LimitsIn, AccountOut, TransferOut, AccountCreated, TransferCreated,
+    BatchResults, TransferPage, AccountList, TransferList, BalancePage, LimitsSet, Ledgers,
+    EventPage, Error]
+CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
+          "description": "opaque: the next_cursor of the page before, as given (empty: the "
+                         "first page); any other value answers 400 cursor_invalid"}
+MOMENT = {"type": "string", "pattern": "^[0-9]{1,19}$",
+          "description": "nanoseconds since the epoch (an ISO 8601 time is also accepted)"}
+ERRORS_OF_READS = (400, 404, 429, 503)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -34,13 +60,38 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): _json(_ref("Error"), "error") for status in statuses}
+    return {str(status): _json(_ref("Error"), "error: its code says which (docs/API.md)")
+            for status in statuses}
 
 
-def _create(one: str, created: str, batch_items_max: int) -> dict[str, Any]:
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
+           ) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _id(name: str) -> dict[str, Any]:
+    return _param(name, "path", {"type": "string", "pattern": ID_PATTERN}, required=True)
+
+
+def _digits(name: str, low: int, high: int) -> dict[str, Any]:
+    """An integer query parameter: decimal digits only (the server refuses "1.0", "+1")."""
+    return _param(name, "query", {"type": "integer", "minimum": low, "maximum": high})
+
+
+def _page(page_max: int) -> list[dict[str, Any]]:
+    return [_digits("limit", 1, page_max), _param("cursor", "query", CURSOR)]
+
+
+def _read(schema: str, parameters: list[dict[str, Any]], summary: str) -> dict[str, Any]:
+    return {"summary": summary, "parameters": parameters,
+            "responses": {"200": _json(_ref(schema), "found"), **_errors(*ERRORS_OF_READS)}}
+
+
+def _create(one: str, created: str, batch_items_max: int, summary: str) -> dict[str, Any]:
     body = {"oneOf": [_ref(one), {"type": "array", "items": _ref(one), "minItems": 1,
                                   "maxItems": batch_items_max}]}
     return {
+        "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {
             "201": _json(_ref(created), "created (one object)"),
@@ -53,46 +104,98 @@ def _create(one: str, created: str, batch_items_max: int) -> dict[str, Any]:
     }
 
 
-def _get(schema: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"parameters": parameters,
-            "responses": {"200": _json(_ref(schema), "found"), **_errors(400, 404, 503)}}
+def _text(description: str, media: str) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
 
 
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "pattern": ID_PATTERN}}
+def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
+    filters = [_param("code", "query", {"type": "integer", "minimum": 0, "maximum": CODE_MAX}),
+               _param("user_data", "query", {"type": "string",
+                                             "maxLength": USER_DATA_LENGTH_MAX}),
+               _param("ledger", "query", {"type": "string"})]
+    window = [_param("from", "query", MOMENT), _param("to", "query", MOMENT)]
+    return {
+        "/v1/accounts": {
+            "post": _create("AccountIn", "AccountCreated", batch_items_max,
+                            "Open one account, or an array of them"),
+            "get": _read("AccountList", [*_page(page_max), _param(
+                "owner", "query", {"type": "string", "pattern": ID_PATTERN}), *filters],
+                "Accounts, newest first, filtered (the read replica)")},
+        "/v1/accounts/{account_id}": {
+            "get": _read("AccountOut", [_id("account_id")], "One account and its limits")},
+        "/v1/accounts/{account_id}/transfers": {
+            "get": _read("TransferPage", [_id("account_id"), _digits("limit", 1, page_max),
+                                          _param("cursor", "query", {
+                                              "type": "string", "pattern": "^[0-9]{0,18}$",
+                                              "description": "the next_cursor of the page "
+                                                             "before (empty: the newest)"})],
+                         "An account's posted transfers, newest first")},
+        "/v1/accounts/{account_id}/balances": {
+            "get": _read("BalancePage", [_id("account_id"), *_page(page_max), *window],
+                         "An account's balances after each change (flags.history)")},
+        "/v1/accounts/{account_id}/limits": {"put": {
+            "summary": "Set an account's limits (the same ones again change nothing)",
+            "parameters": [_id("account_id")],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("LimitsIn")}}},
+            "responses": {"200": _json(_ref("LimitsSet"), "set"),
+                          "422": _json(_ref("Error"), "limits_invalid"),
+                          **_errors(400, 404, 413, 415, 429, 503)}}},
+        "/v1/transfers": {
+            "post": _create("TransferIn", "TransferCreated", batch_items_max,
+                            "Make one transfer, or an array of them (linked chains)"),
+            "get": _read("TransferList", [*_page(page_max), _param(
+                "account_id", "query", {"type": "string", "pattern": ID_PATTERN}), *filters,
+                _param("pending_status", "query", {
+                    "enum": ["pending", "posted", "voided", "expired"]}), *window],
+                "Transfers, newest first, filtered (the read replica)")},
+        "/v1/transfers/{transfer_id}": {
+            "get": _read("TransferOut", [_id("transfer_id")], "One transfer")},
+        "/v1/ledgers": {"get": _read("Ledgers", [], "Per-ledger totals over every shard")},
+        EVENTS_PATH: {"get": _read("EventPage", [
+            _param("after", "query", {**CURSOR, "description": "0 or empty: from the start; "
+                                      "latest: from now; else a `next` given before"}),
+            _digits("limit", 1, EVENTS_PER_READ_MAX), _digits("wait_ms", 0, WAIT_MS_MAX),
+            _param("Last-Event-ID", "header", CURSOR)],
+            "Committed events in order, per shard; waits up to wait_ms when none")},
+        EVENTS_PATH + "/stream": {"get": {
+            "summary": "The same events as server-sent events, for ever",
+            "parameters": [_param("after", "query", CURSOR),
+                           _param("Last-Event-ID", "header", CURSOR)],
+            "responses": {"200": _text("an event stream", "text/event-stream"),
+                          **_errors(400, 429)}}},
+        "/healthz": {"get": {"summary": "The process is up",
+                             "responses": {"200": _json({"type": "object"}, "up")}}},
+        "/readyz": {"get": {"summary": "Every shard answers",
+                            "responses": {"200": _json({"type": "object"}, "ready"),
+                                          **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": _text("metrics", "text/plain")}}},
+        "/dashboard": {"get": {"summary": "The live cluster dashboard (HTML)",
+                               "responses": {"200": _text("the page", "text/html")}}},
+        "/dashboard/data": {"get": {"summary": "What the dashboard shows, as JSON",
+                                    "responses": {"200": _json({"type": "object"}, "now")}}},
+        "/dashboard/static/{file}": {"get": {
+            "summary": "The dashboard's scripts and styles",
+            "parameters": [_param("file", "path", {"type": "string",
+                                                   "pattern": "^[a-z0-9_.-]+$"}, True)],
+            "responses": {"200": {"description": "the file"}, **_errors(404)}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": _json({"type": "object"}, "it")}}},
+    }
 
 
 @cache
 def _document(batch_items_max: int, history_page_max: int) -> dict[str, Any]:
-    models: list[type[BaseModel]] = [AccountIn, TransferIn, AccountOut, TransferOut,
-                                      AccountCreated, TransferCreated, BatchResults,
-                                      TransferPage, Error]
     inputs: list[tuple[type[BaseModel], Literal["validation"]]] = [
-        (m, "validation") for m in models]
+        (m, "validation") for m in MODELS]
     _, schemas = models_json_schema(inputs, ref_template=_REF)
-    query = [
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                    "maximum": history_page_max}},
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    ]
     return {
         "openapi": "3.1.0",
         "info": {"title": "payswitch", "version": "1",
                  "description": "Double-entry transfers between accounts; amounts are integer "
                                 "minor units. See docs/API.md."},
-        "paths": {
-            "/v1/accounts": {"post": _create("AccountIn", "AccountCreated", batch_items_max)},
-            "/v1/accounts/{account_id}": {"get": _get("AccountOut", [_path_param("account_id")])},
-            "/v1/accounts/{account_id}/transfers": {
-                "get": _get("TransferPage", [_path_param("account_id"), *query])},
-            "/v1/transfers": {"post": _create("TransferIn", "TransferCreated", batch_items_max)},
-            "/v1/transfers/{transfer_id}": {
-                "get": _get("TransferOut", [_path_param("transfer_id")])},
-            "/healthz": {"get": {"responses": {"200": {"description": "process up"}}}},
-            "/readyz": {"get": {"responses": {"200": {"description": "every shard answers"},
-                                              "503": {"description": "a shard does not"}}}},
-        },
+        "paths": _paths(batch_items_max, history_page_max),
         "components": {"schemas": schemas["$defs"]},
     }
 

@@ -1,7 +1,10 @@
 """The API's request and response shapes (pydantic v2), and the OpenAPI document built from them.
 
-Requests are strict: no coercion (a float, a numeric string or a boolean is not an integer)
-and no unknown fields. Amount *ranges* are the ledger's rule (`amount_invalid`, checked per
+Requests are strict: no coercion (a numeric string or a boolean is not an integer) and no
+unknown fields. An integer may be written with a zero fraction (`100.0`) below 2^53: JSON
+Schema counts it as the integer it spells, so the OpenAPI document and the server agree.
+From 2^53 on, a float may not be the number that was written (2^53 + 1 reads as 2^53), so
+only digits are taken there. Amount *ranges* are the ledger's rule (`amount_invalid`, checked per
 item so one bad item does not sink a batch); everything else about a field is checked here.
 """
 
@@ -11,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -29,9 +33,20 @@ from actors.ledger.model import (
     USER_DATA_LENGTH_MAX,
 )
 
+EXACT_FLOAT_BOUND = 2**53  # below it, every integer is a float exactly
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < EXACT_FLOAT_BOUND:
+        return int(value)
+    return value  # a bool stays a bool (refused), a fraction stays a float (refused)
+
+
+# The bounds go before the validator: so the schema shows them as minimum and maximum.
+Whole = BeforeValidator(_whole)
 Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
 LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
-Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX)]
+Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX), Whole]
 UserData = Annotated[StrictStr, Field(max_length=USER_DATA_LENGTH_MAX)]
 
 
@@ -46,7 +61,7 @@ class AccountFlagsIn(_Strict):
     history: StrictBool = False
 
 
-Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)]
+Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX), Whole]
 
 
 class LimitsIn(_Strict):
@@ -81,20 +96,37 @@ class TransferFlagsIn(_Strict):
     closing_credit: StrictBool = False
 
 
+def _given(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": {name: {"not": {"type": "null"}}
+                                                    for name in names}}
+
+
+def _flag_set(name: str) -> dict[str, Any]:
+    return {"required": ["flags"], "properties": {"flags": {
+        "required": [name], "properties": {name: {"const": True}}}}}
+
+
 class TransferIn(_Strict):
     """A transfer. A post or void of a pending transfer may leave out the accounts, amount,
     ledger and code: they are the pending transfer's (a post may give a smaller amount)."""
 
+    # What the validator below checks, said in the schema too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra={
+        "anyOf": [_given("debit_account_id", "credit_account_id", "amount", "ledger", "code"),
+                  _flag_set("post_pending_transfer"), _flag_set("void_pending_transfer")]})
+
     id: Id
     debit_account_id: Id | None = None
     credit_account_id: Id | None = None
-    amount: Annotated[StrictInt | None, Field(description="minor units, 0 < amount < 2^63")] = None
+    amount: Annotated[StrictInt | None, Whole,
+                      Field(description="minor units (the ledger checks 0 < amount < 2^63)")
+                      ] = None
     ledger: LedgerCode | None = None
     code: Code | None = None
     user_data: UserData = ""
     flags: TransferFlagsIn = TransferFlagsIn()
     pending_id: Id | None = None
-    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX)] = 0
+    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX), Whole] = 0
 
     @model_validator(mode="after")
     def _required_unless_resolving(self) -> TransferIn:
@@ -166,6 +198,61 @@ class BatchResults(BaseModel):
 class TransferPage(BaseModel):
     transfers: list[TransferOut]
     next_cursor: str | None
+
+
+class AccountList(BaseModel):
+    accounts: list[AccountOut]
+    next_cursor: str | None
+
+
+class TransferList(BaseModel):
+    transfers: list[TransferOut]
+    next_cursor: str | None
+
+
+class BalancePoint(BaseModel):
+    timestamp: int = Field(description="the log record's time, nanoseconds since the epoch")
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+
+class BalancePage(BaseModel):
+    balances: list[BalancePoint]
+    next_cursor: str | None
+
+
+class LimitsSet(BaseModel):
+    result: str = Field(description="ok, or exists when the limits were already these")
+    account: AccountOut
+
+
+class LedgerTotals(BaseModel):
+    ledger: str
+    scale: int
+    debits_posted: int = Field(description="exact at any size (may exceed 64 bits)")
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+    balanced: bool
+
+
+class Ledgers(BaseModel):
+    ledgers: list[LedgerTotals]
+
+
+class DeliveredEvent(BaseModel):
+    shard: int
+    seq: int
+    index: int
+    timestamp_ns: int
+    event: dict[str, Any] = Field(description="its `type` and every field (docs/API.md)")
+
+
+class EventPage(BaseModel):
+    events: list[DeliveredEvent]
+    next: str = Field(description="the cursor to continue from (`after`)")
 
 
 class Error(BaseModel):

@@ -73,11 +73,12 @@ def event_routes(stream: EventStream, slots: StreamSlots) -> list[BaseRoute]:
         cursor = await start(request)
         limit = required_int(request, "limit", 100, 1, EVENTS_PER_READ_MAX)
         wait_ms = required_int(request, "wait_ms", 0, 0, WAIT_MS_MAX)
-        found, following = await stream.read(cursor, limit)
-        if found or not wait_ms:
+        if not wait_ms:  # a plain read: it counts against the in-flight limit (app.py)
+            found, following = await stream.read(cursor, limit)
             return json_response({"events": [d.json() for d in found], "next": following})
-        client = slots.take(request)
+        client = slots.take(request)  # a read that may wait: its slot, from the start
         try:
+            found, following = await stream.read(cursor, limit)
             deadline = time.monotonic() + wait_ms / 1000
             while not found and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)

@@ -44,6 +44,7 @@ from actors.messages import (
     SettleDone,
     SettlingReply,
     VerdictReply,
+    expect,
 )
 from switch.routing.router import Call, Router, settled_at_homes
 
@@ -79,7 +80,9 @@ class Redriver:
                 log.warning("redrive: shard %d did not answer %s: %r", shard,
                             type(command).__name__, reply)
                 continue
-            assert isinstance(reply, InDoubtReply | ClaimsReply | SettlingReply)
+            if not isinstance(reply, InDoubtReply | ClaimsReply | SettlingReply):
+                raise TypeError(f"shard {shard} answered {type(command).__name__} with "
+                                f"{type(reply).__name__}")
             items = reply.claims if isinstance(reply, ClaimsReply) else \
                 reply.items if isinstance(reply, SettlingReply) else reply.parts
             found.extend((shard, item) for item in items)
@@ -170,5 +173,4 @@ def _verdict(reply: Any) -> Any:
     """A decider's reply as the verdict functions take it."""
     if isinstance(reply, VerdictReply):
         return reply.verdict
-    assert isinstance(reply, ChainVerdict)
-    return reply.decision
+    return expect(reply, ChainVerdict).decision

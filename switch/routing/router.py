@@ -58,6 +58,7 @@ from actors.messages import (
     SettleDone,
     TotalsReply,
     TransferReply,
+    expect,
 )
 from actors.shard.stats import ShardStatus
 from actors.topology import Placement
@@ -184,8 +185,8 @@ class Router:
             if isinstance(reply, BaseException):
                 outcomes.append(reply)
             else:
-                assert isinstance(reply, AccountReply)
-                outcomes.append((reply.result, reply.account))
+                created = expect(reply, AccountReply)
+                outcomes.append((created.result, created.account))
         return outcomes
 
     # ---- transfers ----
@@ -415,7 +416,7 @@ class Router:
             if isinstance(reply, BaseException):
                 outcomes[cross.index] = reply
                 continue
-            assert isinstance(reply, TransferReply)
+            reply = expect(reply, TransferReply)
             if errors and not reply.result.startswith("exists"):
                 outcomes[cross.index] = errors[0]
             else:
@@ -480,8 +481,7 @@ class Router:
         """Per ledger, exact sums over every shard (kept by each shard as it applies)."""
         sums: dict[str, list[int]] = {}
         for reply in await self.ask_all(GetTotals()):
-            assert isinstance(reply, TotalsReply)
-            add_totals(sums, reply.totals)
+            add_totals(sums, expect(reply, TotalsReply).totals)
         return sums
 
     def queue_depths(self) -> list[int]:
@@ -540,8 +540,8 @@ def settled_at_homes(owners: list[Settlement], replies: list[Any]
 
 
 def _transfer_outcome(reply: Reply) -> Outcome:
-    assert isinstance(reply, TransferReply)
-    return reply.result, reply.transfer
+    committed = expect(reply, TransferReply)
+    return committed.result, committed.transfer
 
 
 def _remote_rules(reserved: dict[int, ReserveReply | BaseException]) -> list[Rule] | None:

@@ -9,17 +9,21 @@ from typing import Any
 import pytest
 
 import actors.shard.host as host_module
-from actors.codec import encode_commands
+from actors.codec import decode_reply, encode_commands, encode_reply
+from actors.ledger.balancing import LIMIT_MIN, decide, rule
+from actors.ledger.codes import TransferResult
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account
 from actors.messages import (
     FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
     AccountView,
+    BatchReply,
     CreateAccount,
     Failed,
     GetAccount,
     GetTransfer,
+    ReserveReply,
 )
 from actors.shard.commands import CommandTable
 from actors.shard.host import ShardBroken, ShardHost
@@ -92,11 +96,18 @@ def test_a_full_log_refuses_writes_and_still_answers_reads(tmp_path: Path) -> No
     else:
         raise AssertionError("the log never filled")
     assert reply.replies[0].code == FAILED_STORAGE_FULL
-    mixed = run(host, [GetAccount("a"), commit("late", "bank", "a", 1)])
-    assert isinstance(mixed.replies[0], AccountView) and mixed.replies[0].account is not None
-    assert isinstance(mixed.replies[1], Failed)
-    assert mixed.replies[1].code == FAILED_STORAGE_FULL
+    ledger = host.ledger  # rebuilt once, when the map filled
+    for _ in range(3):  # later writes are refused at once: no rebuild per batch
+        mixed = run(host, [GetAccount("a"), commit("late", "bank", "a", 1)])
+        assert isinstance(mixed.replies[0], AccountView) and mixed.replies[0].account is not None
+        assert isinstance(mixed.replies[1], Failed)
+        assert mixed.replies[1].code == FAILED_STORAGE_FULL
+        assert "larger wal.map_size_bytes" in mixed.replies[1].message
+    assert host.ledger is ledger
     host.close()
+    again = host_on(tmp_path, map_size_bytes=1 << 20)  # a restart with a larger map: writes
+    assert call(again, [commit("late", "bank", "a", 1)])[0].result == "ok"
+    again.close()
 
 
 def test_a_rebuild_that_fails_stops_the_shard_loudly(tmp_path: Path,
@@ -133,3 +144,15 @@ def test_a_store_entry_written_twice_fails_its_transaction(tmp_path: Path) -> No
     with log._env.begin() as txn:
         assert txn.get(b"t1", db=table) == b"x"
     log.close()
+
+
+def test_a_balancing_room_far_below_zero_still_fits_a_message() -> None:
+    """A room below -2^63 (an overdraft lowered after use, pending debits on top) once made
+    the reserving shard's reply fail to encode after its commit. Any room below 1 decides
+    alike, so the rule carries LIMIT_MIN, and the reply encodes."""
+    far = rule(TransferResult.exceeds_credits, -(2**70), clamps=True)
+    assert far.limit == LIMIT_MIN
+    zero = rule(TransferResult.exceeds_credits, 0, True)
+    assert decide(5, [far])[0] == decide(5, [zero])[0] == TransferResult.exceeds_credits
+    reply = ReserveReply("exceeds_credits", None, [far])
+    assert decode_reply(encode_reply(BatchReply([reply]))).replies == [reply]

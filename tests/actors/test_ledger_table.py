@@ -12,7 +12,7 @@ import pytest
 from actors.ledger.codes import AccountResult as A
 from actors.ledger.codes import TransferResult as T
 from actors.ledger.ledger import Ledger, Verdict
-from actors.ledger.model import AMOUNT_MAX, BALANCE_MAX, Account, AccountFlags, Roles, Transfer
+from actors.ledger.model import AMOUNT_MAX, Account, AccountFlags, Roles, Transfer
 from tests.actors.ledger_helpers import accounts_now, apply_all, history
 
 DEBITS_LIMITED = int(AccountFlags.debits_must_not_exceed_credits)
@@ -176,10 +176,6 @@ def test_commit_transfer(name: str, earlier: list[Transfer], command: Transfer,
         assert accounts_now(ledger) == before
         if expected.value.startswith("exists"):
             assert stored is not None and stored.id == command.id
-
-
-def test_balance_max_is_u64() -> None:
-    assert BALANCE_MAX == 2**64 - 1
 
 
 # ---- the parts of a cross-shard transfer ----

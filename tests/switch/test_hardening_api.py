@@ -5,10 +5,14 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from actors.ledger.model import AMOUNT_MAX
+from switch.api.errors import ApiError
+from switch.read.events_api import StreamSlots
 from tests.conftest import RunningSwitch, switch_settings
 
 
@@ -72,21 +76,25 @@ def test_an_empty_cursor_is_the_first_page(switch: RunningSwitch) -> None:
     assert switch.get("/v1/transfers?cursor=").status_code == 200
 
 
-def _long_poll(port: int, after: str) -> socket.socket:
-    """A long-poll that waits (nothing new comes), on a raw socket we can drop."""
+def _long_poll(port: int, after: str, stream: bool = False) -> socket.socket:
+    """A long-poll that waits (nothing new comes), or an event stream, on a raw socket we
+    can drop."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"GET /v1/events?after={after}&wait_ms=30000 HTTP/1.1\r\n"
-                 f"Host: x\r\n\r\n".encode())
+    path = f"/v1/events/stream?after={after}" if stream else \
+        f"/v1/events?after={after}&wait_ms=30000"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     return sock
 
 
 def test_waiting_reads_have_their_own_bounded_slots(ray_session: None, tmp_path: Path) -> None:
     settings = switch_settings(tmp_path / "data", **{"server.streams_per_client_max": 3,
-                                                     "server.requests_in_flight_max": 8})
+                                                     "server.requests_in_flight_max": 2})
     switch = RunningSwitch(settings).start()
     try:
         latest = switch.get("/v1/events?after=latest").json()["next"]
-        polls = [_long_poll(switch.port, latest) for _ in range(3)]
+        # Three waiting reads (two long-polls, one stream): more than the in-flight limit.
+        polls = [_long_poll(switch.port, latest), _long_poll(switch.port, latest),
+                 _long_poll(switch.port, latest, stream=True)]
         time.sleep(0.5)
         refused = switch.get(f"/v1/events?after={latest}&wait_ms=30000")
         assert refused.status_code == 429 and refused.json()["code"] == "too_many_streams"
@@ -106,3 +114,62 @@ def test_waiting_reads_have_their_own_bounded_slots(ray_session: None, tmp_path:
         assert waited.status_code == 200 and time.monotonic() - started >= 0.4  # it waited
     finally:
         switch.stop()
+
+
+def test_a_full_log_answers_storage_full_and_keeps_reads(ray_session: None,
+                                                          tmp_path: Path) -> None:
+    """Through the API: a write to a shard whose map is full answers 503 storage_full (per
+    item in an array) and changes nothing; reads answer; /metrics shows the map nearly full."""
+    settings = switch_settings(tmp_path / "data", shards=1,
+                               **{"wal.map_size_bytes": 1 << 20})
+    switch = RunningSwitch(settings).start()
+    try:
+        for name in ("bank", "shop"):
+            assert switch.post("/v1/accounts", {"id": name, "ledger": "USD", "code": 1,
+                                                "owner": "o"}).status_code == 201
+        results: list[str] = []
+        for n in range(200):
+            array = [{"id": f"t{n}-{k}", "debit_account_id": "bank",
+                      "credit_account_id": "shop", "amount": 1, "ledger": "USD", "code": 1,
+                      "user_data": "x" * 200} for k in range(100)]
+            response = switch.post("/v1/transfers", array)
+            assert response.status_code == 200, response.text
+            results = [r["result"] for r in response.json()["results"]]
+            if "storage_full" in results:
+                break
+        else:
+            raise AssertionError("the map never filled")
+        assert set(results) == {"storage_full"}, results[:5]  # the whole batch, not a part
+        before = switch.get("/v1/accounts/shop").json()
+        single = switch.post("/v1/transfers", {"id": "late", "debit_account_id": "bank",
+                                               "credit_account_id": "shop", "amount": 1,
+                                               "ledger": "USD", "code": 1})
+        assert single.status_code == 503 and single.json()["code"] == "storage_full"
+        assert "wal.map_size_bytes" in single.json()["message"]  # says what to do
+        assert single.headers["retry-after"]
+        after = switch.get("/v1/accounts/shop")
+        assert after.status_code == 200 and after.json() == before  # nothing changed
+        assert switch.get("/v1/transfers/t0-0").status_code == 200
+        metrics = switch.get("/metrics").text
+        ratios = [float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("payswitch_shard_log_used_ratio")]
+        assert ratios and max(ratios) > 0.9, ratios
+    finally:
+        switch.stop()
+
+
+def test_stream_slots_bound_each_client_and_the_total() -> None:
+    slots = StreamSlots(total_max=3, per_client_max=2, retry_after_seconds=1)
+
+    def request(host: str) -> Any:
+        return SimpleNamespace(client=SimpleNamespace(host=host))
+
+    taken = [slots.take(request("10.0.0.1")), slots.take(request("10.0.0.1"))]
+    with pytest.raises(ApiError):  # this client's two are taken
+        slots.take(request("10.0.0.1"))
+    taken.append(slots.take(request("10.0.0.2")))
+    with pytest.raises(ApiError):  # three in all
+        slots.take(request("10.0.0.3"))
+    for client in taken:
+        slots.give_back(client)
+    assert slots.taken == 0 and not slots.by_client
