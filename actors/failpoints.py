@@ -9,9 +9,9 @@ shard processes):
 (several, comma-separated; PAYSWITCH_FAILPOINT_SEED seeds the probabilities). When one fires,
 its process ends at once with os._exit, as if killed: no cleanup, no flush, no reply.
 
-One failpoint plays a bug instead of a crash: `shard.command_raises=@t-1234` makes applying
-the command about id t-1234 raise, every time (the shard must answer that command alone with
-internal_error and commit the rest of its batch).
+One failpoint plays a bug instead of a crash: `shard.command_raises=@t-1234` makes
+any command that writes about id t-1234 raise, every time (reads answer as usual; the shard
+must answer that command alone with internal_error and commit the rest of its batch).
 Disarmed, a failpoint costs one check of a module global: `if failpoints.ARMED: hit(...)`.
 """
 

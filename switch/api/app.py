@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from operator import itemgetter
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -59,11 +59,12 @@ from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
 from switch.routing.redrive import Redriver
 from switch.routing.router import Outcome, Router
 
+log = logging.getLogger("payswitch.api")
+
 JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
 
 
-_RESULT = itemgetter(0)
 
 
 class Api:
@@ -119,7 +120,7 @@ class Api:
         is_array, items = await self._parse(request, TRANSFER, self._transfers)
         outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
         response = _created(is_array, items, outcomes, "transfer", transfer_json)
-        self.monitor.count_transfers(map(_RESULT, outcomes), items,  # type: ignore[arg-type]
+        self.monitor.count_transfers(map(_result_code, outcomes), items,
                                      time.perf_counter() - started)
         return response
 
@@ -214,8 +215,8 @@ def _created(
     render: Callable[[Any], dict[str, Any]],
 ) -> Response:
     for outcome in outcomes:
-        # A command the shard could not apply because of a bug is that item's answer alone
-        # (internal_error) in an array; anything else fails the request (429, 503), whole.
+        # In an array, a command its shard refused (a bug: internal_error; a full log:
+        # storage_full) is that item's answer; anything else fails the request (429, 503).
         if isinstance(outcome, BaseException) and not (is_array and _item_failure(outcome)):
             raise outcome
     if not is_array:
@@ -229,8 +230,8 @@ def _created(
         return json_response(body, status, 1 if status == 503 else None)
     results = []
     for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
-        result, row = (outcome.code, None) if isinstance(outcome, ShardCallFailed) \
-            else outcome  # type: ignore[misc]
+        result = _result_code(outcome)
+        row = None if isinstance(outcome, BaseException) else outcome[1]
         entry: dict[str, Any] = {"index": index, "id": item.id, "result": result}
         if row is not None and (result == "ok" or result == "exists"):
             entry["timestamp"] = row.timestamp
@@ -238,8 +239,17 @@ def _created(
     return json_response({"results": results})
 
 
+def _result_code(outcome: Outcome) -> str:
+    """An item's result: its reply's code, or the code of the shard's refusal (see
+    `_created` for those an array answers with)."""
+    if isinstance(outcome, ShardCallFailed):
+        return outcome.code
+    return outcome[0]  # type: ignore[index]
+
+
 def _item_failure(error: BaseException) -> bool:
-    return isinstance(error, ShardCallFailed) and error.code == FAILED_INTERNAL
+    return isinstance(error, ShardCallFailed) and error.code in (FAILED_INTERNAL,
+                                                                 FAILED_STORAGE_FULL)
 
 
 def _path_id(request: Request, name: str) -> str:
@@ -280,6 +290,8 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
         assert isinstance(error, ShardCallFailed)
         if error.code == FAILED_STORAGE_FULL:
             return error_response(503, "storage_full", retry_after_seconds=retry_after_seconds)
+        log.error("%s %s answered internal_error: %s", request.method, request.url.path, error,
+                  exc_info=error)
         return error_response(500, "internal_error")
 
     async def http_error(request: Request, error: Exception) -> Response:
@@ -290,6 +302,7 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
         return response
 
     async def internal(request: Request, error: Exception) -> Response:
+        # Starlette raises it on after this answer: uvicorn logs the traceback.
         return error_response(500, "internal_error")
 
     return {
@@ -350,7 +363,9 @@ def _one_route_per_path(routes: list[BaseRoute]) -> list[BaseRoute]:
 def _dispatching(path: str, handlers: dict[str, Callable[[Request], Awaitable[Response]]]
                  ) -> Route:
     async def endpoint(request: Request) -> Response:
-        return await handlers[request.method](request)
+        handler = handlers[request.method]
+        request.scope["endpoint"] = handler  # metrics and the access log name the handler
+        return await handler(request)
     return Route(path, endpoint, methods=sorted(handlers))
 
 

@@ -1,11 +1,11 @@
 """The API's request and response shapes (pydantic v2), and the OpenAPI document built from them.
 
-Requests are strict: no coercion (a numeric string or a boolean is not an integer) and no
-unknown fields. An integer may be written with a zero fraction (`100.0`) below 2^53: JSON
-Schema counts it as the integer it spells, so the OpenAPI document and the server agree.
-From 2^53 on, a float may not be the number that was written (2^53 + 1 reads as 2^53), so
-only digits are taken there. Amount *ranges* are the ledger's rule (`amount_invalid`, checked per
-item so one bad item does not sink a batch); everything else about a field is checked here.
+Requests are strict: no coercion (a float, a numeric string or a boolean is not an integer)
+and no unknown fields. `100.0` is refused too, although JSON Schema counts it as the integer
+100: money is integer minor units end to end, and a client that writes floats has amounts
+that may not be what it meant (2^53 + 1 reads as 2^53). Amount *ranges* are the ledger's
+rule (`amount_invalid`, checked per item so one bad item does not sink a batch); everything
+else about a field is checked here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -33,20 +32,9 @@ from actors.ledger.model import (
     USER_DATA_LENGTH_MAX,
 )
 
-EXACT_FLOAT_BOUND = 2**53  # below it, every integer is a float exactly
-
-
-def _whole(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < EXACT_FLOAT_BOUND:
-        return int(value)
-    return value  # a bool stays a bool (refused), a fraction stays a float (refused)
-
-
-# The bounds go before the validator: so the schema shows them as minimum and maximum.
-Whole = BeforeValidator(_whole)
 Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
 LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
-Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX), Whole]
+Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX)]
 UserData = Annotated[StrictStr, Field(max_length=USER_DATA_LENGTH_MAX)]
 
 
@@ -61,7 +49,7 @@ class AccountFlagsIn(_Strict):
     history: StrictBool = False
 
 
-Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX), Whole]
+Limit = Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX)]
 
 
 class LimitsIn(_Strict):
@@ -118,7 +106,7 @@ class TransferIn(_Strict):
     id: Id
     debit_account_id: Id | None = None
     credit_account_id: Id | None = None
-    amount: Annotated[StrictInt | None, Whole,
+    amount: Annotated[StrictInt | None,
                       Field(description="minor units (the ledger checks 0 < amount < 2^63)")
                       ] = None
     ledger: LedgerCode | None = None
@@ -126,7 +114,7 @@ class TransferIn(_Strict):
     user_data: UserData = ""
     flags: TransferFlagsIn = TransferFlagsIn()
     pending_id: Id | None = None
-    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX), Whole] = 0
+    timeout_ms: Annotated[StrictInt, Field(ge=0, le=TIMEOUT_MS_MAX)] = 0
 
     @model_validator(mode="after")
     def _required_unless_resolving(self) -> TransferIn:

@@ -58,9 +58,24 @@ def api_schema(running: RunningSwitch) -> Any:
     return schemathesis.openapi.from_url(running.url + "/openapi.json", config=config)
 
 
+def _digits(value: Any) -> Any:
+    """JSON Schema counts 2.0 as the integer 2; the API refuses it on purpose (money is integer
+    minor units: test_bad_input.py), so generated integers are sent as digits."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_digits(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _digits(item) for key, item in value.items()}
+    return value
+
+
 def _kept_in_bounds(case: Any) -> None:
     """Cursors only the server mints are dropped (a made-up one is refused, rightly; the
-    history cursor is a position: any digits will do), long-polls kept short."""
+    history cursor is a position: any digits will do), long-polls kept short, integers sent
+    as digits."""
+    if isinstance(case.body, (dict, list)):
+        case.body = _digits(case.body)
     query = case.query or {}
     history = case.path.endswith("/transfers") and "{account_id}" in case.path
     if not history and query.get("cursor") not in (None, ""):
