@@ -4,9 +4,10 @@
   events as msgpack; format 1 (releases up to 48c71b7) was an orjson array, which starts
   with `[`. A payload of any other format is refused (`FormatUnknown`), never skipped.
 - A snapshot's body: the ledger's live state (actors/ledger/snapshot.py), versioned alike:
-  format 3 since accounts carry their history head, format 2 before (read alike: heads are
-  0, and history is read from the table keyed by account); a format-1 body is an orjson
-  object (it starts with `{`).
+  format 4 holds accounts as packed rows (actors/ledger/accounts.py), format 3 as a list of
+  structs with their history heads, format 2 without heads (read alike: heads are 0, and
+  history is read from the table keyed by account); a format-1 body is an orjson object (it
+  starts with `{`).
 - A call to a shard: the commands (actors/messages.py) as msgpack; its reply a `BatchReply`.
 
 msgpack holds integers of 64 bits; amounts and balances fit (they are checked at the edge and
@@ -25,7 +26,7 @@ from actors.messages import BatchReply, Command
 
 FORMAT_VERSION = 2  # of records written by this release
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 3  # of snapshots written by this release
+SNAPSHOT_FORMAT = 4  # of snapshots written by this release
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 
@@ -69,10 +70,12 @@ def decode_events(payload: bytes) -> list[Event]:
 
 
 def apply_payload(ledger: LedgerState, payload: bytes) -> None:
-    """Apply one record's events: what recovery, replay and verification all run."""
+    """Apply one record's events: what recovery, replay and verification all run. A record
+    is a batch: its accounts may be let go of after it (`AccountTable.trim`)."""
     apply = ledger.apply
     for event in decode_events(payload):
         apply(event)
+    ledger.accounts.trim()
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:

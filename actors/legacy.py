@@ -52,9 +52,9 @@ class LegacyIndex:
         self.history: dict[str, list[str]] = {}
         self.chains: dict[str, ChainDecision] = {}
         self.pending_final: dict[str, PendingStatus] = {}
-        # The snapshot's accounts (they become the ledger's): importing the history sets
-        # their heads.
-        self.accounts: dict[str, Account] = {}
+        # Where importing the history sets each account's head: the ledger's accounts, once
+        # the snapshot is loaded (until then, the snapshot's own).
+        self.accounts: Any = {}
 
 
 def _transfer(row: list[Any]) -> Transfer:

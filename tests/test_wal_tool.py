@@ -12,9 +12,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from msgspec.structs import replace
 
 from actors.codec import decode_events, decode_snapshot, encode_events
 from actors.codec import encode_snapshot as encode_live_state
+from actors.ledger.accounts import AccountTable
 from actors.ledger.events import AccountCreated, TransferCommitted, transfer_id_of
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import Account, Transfer
@@ -144,7 +146,10 @@ def test_verify_finds_a_snapshot_that_does_not_match_the_log(data: Path) -> None
     seq = log.snapshot_seqs()[-1]
     _, chain, body = log.snapshot_at(seq)
     state, _ = decode_snapshot(body)
-    state.accounts[0].debits_posted += 1  # one more cent of debits than the log says
+    assert state.account_rows is not None
+    accounts = AccountTable.from_rows(state.account_rows)
+    accounts[next(iter(accounts))].debits_posted += 1  # one more cent than the log says
+    state = replace(state, account_rows=accounts.snapshot_rows())
     log._put_snapshot(seq, encode_snapshot(seq, chain, encode_live_state(state)))
     log.close()
     result = wal("verify", data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.ledger.accounts import AccountRows, AccountTable
 from actors.ledger.limits import Limits, Velocity, VelocityState
 from actors.ledger.model import Account
 from actors.ledger.pending import PendingState
@@ -37,19 +38,27 @@ class SettlingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class Snapshot(msgspec.Struct, array_like=True, frozen=True):
-    accounts: list[Account]
+    accounts: list[Account]  # formats 2 and 3; since format 4 empty: the rows below
     homed_count: int
     reservations: list[Reservation]
     pending: list[PendingEntry]
     limits: list[LimitsEntry]
     velocity: list[VelocityEntry]
     settling: list[SettlingEntry] = []
+    account_rows: AccountRows | None = None  # format 4 on: the accounts as packed rows
+
+    def account_structs(self) -> list[Account]:
+        """The accounts as structs, whichever way this snapshot holds them (audits compare)."""
+        if self.account_rows is None:
+            return list(self.accounts)
+        return list(AccountTable.from_rows(self.account_rows).values())
 
 
 def dump(ledger: LedgerState) -> Snapshot:
     """The state now. The lists share the live objects: encode before the next batch."""
     return Snapshot(
-        accounts=list(ledger.accounts.values()),
+        accounts=[],
+        account_rows=ledger.accounts.snapshot_rows(),
         homed_count=ledger.homed_count,
         reservations=list(ledger.reservations.values()),
         pending=[PendingEntry(pending_id, state) for pending_id, state in ledger.pending.items()],
@@ -65,7 +74,9 @@ def load(ledger: LedgerState, snapshot: Snapshot) -> None:
     """Into an empty ledger (its store already holds what the snapshot's record wrote)."""
     if ledger.accounts or ledger.reservations:
         raise ValueError("a snapshot loads into an empty ledger only")
-    ledger.accounts = {account.id: account for account in snapshot.accounts}
+    ledger.accounts = (AccountTable.from_rows(snapshot.account_rows)
+                       if snapshot.account_rows is not None
+                       else AccountTable.of(snapshot.accounts))
     ledger.homed_count = snapshot.homed_count
     ledger.reservations = {r.transfer.id: r for r in snapshot.reservations}
     ledger.pending = {entry.pending_id: entry.state for entry in snapshot.pending}

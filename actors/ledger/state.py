@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from actors.ledger.accounts import AccountTable
 from actors.ledger.events import (
     AccountCreated,
     ChainCommitted,
@@ -97,7 +98,7 @@ class LedgerState:
     def __init__(self, ledgers: Iterable[str], store: LedgerStore | None = None) -> None:
         self.ledgers = frozenset(ledgers)
         self.store: LedgerStore = store if store is not None else MemoryStore()
-        self.accounts: dict[str, Account] = {}
+        self.accounts = AccountTable()
         self.homed_count = 0  # transfers committed with this shard as their home
         self.reservations: dict[str, Reservation] = {}
         self.pending: dict[str, PendingState] = {}  # open pending transfers homed here
@@ -161,10 +162,9 @@ class LedgerState:
         self._history_touched.clear()
 
     def _apply_account_created(self, event: AccountCreated) -> None:
-        account = msgspec.structs.replace(event.account)  # ours: the event stays as logged
-        if account.id in self.accounts:
-            raise AssertionError(f"account {account.id} created twice")
-        self.accounts[account.id] = account
+        if event.account.id in self.accounts:
+            raise AssertionError(f"account {event.account.id} created twice")
+        account = self.accounts.add(event.account)  # a row: the event stays as logged
         self.totals.add(account.ledger, DEBITS_POSTED, 0)  # the ledger shows from the start
         if account.flags & HISTORY:
             self._history_touched.append(account)

@@ -22,8 +22,8 @@ from typing import Any
 from actors import failpoints
 from actors.codec import (
     FormatUnknown,
+    apply_payload,
     decode_commands,
-    decode_events,
     decode_snapshot,
     encode_events,
     encode_reply,
@@ -129,16 +129,16 @@ class ShardHost:
         def load(body: bytes) -> Any:
             live, legacy_index = decode_snapshot(body)
             snapshot.load(ledger, live)
+            if legacy_index is not None:
+                legacy_index.accounts = ledger.accounts  # its history heads go to these rows
             return legacy_index
 
         def apply(record: Record) -> None:
             try:
-                events = decode_events(record.payload)
+                apply_payload(ledger, record.payload)
             except FormatUnknown as error:
                 raise CorruptRecord(record.seq, f"shard {self.config.shard_index}: {error}"
                                     ) from None
-            for event in events:
-                ledger.apply(event)
 
         with gc_paused():  # millions of long-lived objects: collections would only rescan them
             try:
@@ -217,6 +217,7 @@ class ShardHost:
             return replies, events, applied
         finally:
             store.end_reads()
+            self.ledger.accounts.trim()  # between batches: no account struct is held
 
     def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
         try:

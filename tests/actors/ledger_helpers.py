@@ -34,7 +34,7 @@ def history(ledger: Ledger, account_id: str) -> list[Transfer]:
 
 def accounts_now(ledger: Ledger) -> dict[str, Account]:
     """Copies of the accounts: what they are now, unchanged by what follows."""
-    return {account_id: replace(account) for account_id, account in ledger.accounts.items()}
+    return {account.id: replace(account) for account in ledger.accounts.values()}
 
 
 def local_router(hosts: Sequence[ShardHost], slots: int = 64) -> Router:

@@ -58,6 +58,7 @@ def load_start(ledger: Ledger, start: tuple[int, bytes, bytes | None]) -> None:
     live, legacy_index = decode_snapshot(body)
     snapshot.load(ledger, live)
     if legacy_index is not None:
+        legacy_index.accounts = ledger.accounts  # its history heads go to the ledger's rows
         ledger.store.import_legacy(seq - 1, legacy_index)
     ledger.store.begin_at(seq)
 
@@ -114,8 +115,8 @@ def _headless(state: snapshot.Snapshot) -> snapshot.Snapshot:
     not balances: a replay from the first record gives the places the records gave, but a
     shard that started from an older release's snapshot gave that snapshot's history new
     places (format 1), or none (format 2: its history is read where it was)."""
-    return msgspec.structs.replace(state, accounts=[
-        msgspec.structs.replace(account, history_head=0) for account in state.accounts])
+    return msgspec.structs.replace(state, account_rows=None, accounts=[
+        msgspec.structs.replace(account, history_head=0) for account in state.account_structs()])
 
 
 def _snapshot_mismatch(log: LmdbLog, seq: int, ledger: Ledger) -> str | None:

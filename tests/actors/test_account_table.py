@@ -1,0 +1,76 @@
+"""The shard's account table: packed rows, the accounts in use live as structs.
+
+What must hold: a live struct's changes reach its row when it is trimmed or a snapshot is
+cut; an account read after trimming is the one that was written back; a snapshot's rows
+load into the same accounts; and the whole ledger, run with every account trimmed after
+every batch, decides exactly as the reference does.
+"""
+
+from __future__ import annotations
+
+import pytest
+from msgspec.structs import replace
+
+import actors.ledger.accounts as accounts_module
+from actors.ledger.accounts import AccountTable
+from actors.ledger.model import BALANCE_MAX, Account
+from tests.actors import test_ledger_model
+
+
+def _account(account_id: str, ledger: str = "USD", **fields: int | str) -> Account:
+    return Account(account_id, ledger, 7, f"owner-{account_id[-1]}", 0, "", 1, **fields)
+
+
+def test_a_change_to_a_live_account_reaches_its_row_when_it_is_trimmed() -> None:
+    table = AccountTable(live_max=2)
+    for n in range(5):
+        table.add(_account(f"a{n}"))
+    for n in range(5):
+        table[f"a{n}"].debits_posted += 10 + n
+        table[f"a{n}"].history_head = 1 << 40
+    table.trim()
+    assert list(table.live) == ["a4"]  # the newest live_max / 2
+    assert [table.at_rest(f"a{n}").debits_posted for n in range(4)] == [10, 11, 12, 13]
+    for n in range(5):
+        account = table[f"a{n}"]  # live again, made from its row where it was let go
+        assert (account.debits_posted, account.history_head) == (10 + n, 1 << 40)
+
+
+def test_values_see_live_changes_and_rows_alike() -> None:
+    table = AccountTable(live_max=1)
+    table.add(_account("a1"))
+    table.add(_account("b2", ledger="EUR", credits_posted=5))
+    table["a1"].credits_pending = 9
+    table.trim()
+    table["b2"].debits_pending = 4
+    seen = {account.id: account for account in table.values()}
+    assert seen["a1"].credits_pending == 9 and seen["b2"].debits_pending == 4
+    assert seen["b2"].ledger == "EUR" and seen["b2"].credits_posted == 5
+
+
+def test_rows_load_into_the_same_accounts_with_live_changes_in_them() -> None:
+    table = AccountTable()
+    originals = [_account("a1"),
+                 replace(_account("b2", ledger="EUR"), user_data="memo", flags=3,
+                         credits_posted=BALANCE_MAX)]
+    for account in originals:
+        table.add(account)
+    table["a1"].debits_posted = 42  # live only, until the snapshot writes it back
+    loaded = AccountTable.from_rows(table.snapshot_rows())
+    assert list(loaded.values()) == [replace(originals[0], debits_posted=42), originals[1]]
+    assert loaded.ledgers == ["USD", "EUR"] and len(loaded.owners) == 2
+
+
+def test_a_field_outside_its_row_is_refused_whole() -> None:
+    table = AccountTable()
+    with pytest.raises(ValueError, match="outside"):
+        table.add(_account("a1", debits_posted=BALANCE_MAX + 1))
+    assert len(table) == 0 and not table.live and not table.data and not table.owners
+
+
+def test_the_router_matches_the_reference_with_every_account_trimmed_each_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three-shard model test, with at most one live account per shard between batches:
+    every account goes back to its row and is made again from it, all the time."""
+    monkeypatch.setattr(accounts_module, "LIVE_MAX_DEFAULT", 0)
+    test_ledger_model.test_router_over_three_shards_matches_the_reference()
