@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +42,40 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+# glibc's malloc gives each thread that allocates an arena of its own, up to 8 per core, and
+# frees memory back to the system only from the top of each. A Ray worker has a dozen threads;
+# a shard's heap then spreads over many arenas and keeps what a snapshot or a large batch
+# freed. Two arenas are plenty under the GIL. Processes read the variable when they start, so
+# it is set before Ray starts its own (they inherit it); a running process gets `mallopt`.
+MALLOC_ARENAS_MAX = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+def limit_malloc_arenas() -> None:
+    """This process and those it starts from now on: at most `MALLOC_ARENAS_MAX` arenas."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS_MAX))
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS_MAX)
+
+
+def release_free_memory() -> None:
+    """Give the system back the free pages of every arena (after a snapshot: tens of MB were
+    just freed, often below the top of the heap, where `free` cannot return them)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class JsonFormatter(logging.Formatter):

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from actors.messages import LogFeed
-from actors.runtime import configure_logging, tune_gc
+from actors.runtime import configure_logging, release_free_memory, tune_gc
 from actors.shard.host import ShardConfig, ShardHost
 from actors.shard.stats import ShardStatus
 from persistence.layout import shard_directory
@@ -36,16 +36,17 @@ class ShardActor:
         directory = shard_directory(Path(data_dir), config.shard_index)
         # The ledger is long-lived: freeze it out of collections after recovery and after
         # each snapshot (a full pass over the state anyway), so the collector only ever
-        # walks what changed since.
-        freeze = self._freeze if config.gc_freeze else (lambda: None)
+        # walks what changed since. After a snapshot, give back what its encoding freed.
+        after_snapshot = self._after_snapshot if config.gc_freeze else release_free_memory
         self._host = ShardHost(config, lambda: LmdbLog(
             directory, map_size_bytes, transfer_cache_max=transfer_cache_max),
-            on_snapshot=freeze)
+            on_snapshot=after_snapshot)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
 
     @staticmethod
-    def _freeze() -> None:
+    def _after_snapshot() -> None:
         gc.freeze()
+        release_free_memory()
 
     @ray.method(enable_task_events=False)
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:

@@ -320,13 +320,17 @@ class ShardHost:
         self._events_since_snapshot = 0
         self._snapshot_thread = threading.Thread(
             target=self._write_snapshot, args=(self._log, self._log.last_seq,
-                                               self._log.last_chain, body),
+                                               self._log.last_chain, [body]),
             name=f"snapshot-{self.config.shard_index}", daemon=True)
         self._snapshot_thread.start()
 
-    def _write_snapshot(self, log_: RecordLog, seq: int, chain: bytes, body: bytes) -> None:
+    def _write_snapshot(self, log_: RecordLog, seq: int, chain: bytes, held: list[bytes]
+                        ) -> None:
+        """`held` holds the body so that this frame holds the only reference: it is freed
+        before `on_snapshot` (which may give freed memory back to the system)."""
         if failpoints.ARMED:
             failpoints.hit(failpoints.SHARD_SNAPSHOT_MIDWAY)
+        body = held.pop()
         try:
             log_.save_snapshot(seq, chain, body)
         except StorageFull:
@@ -337,6 +341,7 @@ class ShardHost:
             return
         self.snapshot_seq_written = seq
         self.snapshot_written_at = time.time()
+        del body
         self._on_snapshot()
 
     def wait_for_snapshot(self) -> None:

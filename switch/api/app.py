@@ -37,6 +37,7 @@ from actors.messages import (
     TransferPage,
     TransferView,
 )
+from actors.runtime import release_free_memory
 from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
 from switch.api.openapi import openapi_document
 from switch.api.params import is_decimal, query_int, required_int
@@ -60,6 +61,7 @@ from switch.routing.redrive import Redriver
 from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.api")
+MEMORY_RELEASE_INTERVAL_S = 30.0
 
 JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
@@ -341,6 +343,14 @@ class InFlightLimit:
             self.in_flight -= 1
 
 
+async def _release_free_memory_forever(interval_s: float = MEMORY_RELEASE_INTERVAL_S) -> None:
+    """Arrays of 8,190 items parse into tens of MB that are freed once answered; glibc keeps
+    what it cannot return from the top of the heap. Give it back now and then."""
+    while True:
+        await asyncio.sleep(interval_s)
+        release_free_memory()
+
+
 def _one_route_per_path(routes: list[BaseRoute]) -> list[BaseRoute]:
     """Starlette answers 405 from the first route whose path matches, and its Allow header
     names that route's methods only: one route per path, dispatching on the method, names
@@ -397,7 +407,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         redriver = Redriver(router)
         await redriver.run_once()  # resolve what a crash left in doubt before serving
         tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
-                 asyncio.create_task(monitor.run())]
+                 asyncio.create_task(monitor.run()),
+                 asyncio.create_task(_release_free_memory_forever())]
         yield
         for task in tasks:
             task.cancel()

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 import uvicorn
 
-from actors.runtime import configure_logging, tune_gc
+from actors.runtime import configure_logging, limit_malloc_arenas, tune_gc
 from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig
 from actors.topology import Placement, Topology
@@ -45,6 +45,7 @@ def start_ray(settings: Settings) -> str | None:
         options["object_store_memory"] = settings.ray.object_store_bytes
         if settings.ray.num_cpus:
             options["num_cpus"] = settings.ray.num_cpus
+    limit_malloc_arenas()  # before Ray starts its processes: they inherit the limit
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url else None
