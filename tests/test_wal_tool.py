@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 from msgspec.structs import replace
@@ -28,11 +30,12 @@ from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLock
 from persistence.records import CHAIN_BYTES, CRC, HEADER, encode_snapshot
 from persistence.scan import ScanReport
-from persistence.topology import read_topology
+from persistence.topology import TOPOLOGY_FILE, read_topology
 from switch.cli.wal import audit as audits
+from switch.cli.wal import ops
 from switch.read.events import event_from_json
 from tests.actors.ledger_helpers import accounts_now
-from tests.chaos import Load, free_port, setup_accounts
+from tests.chaos import ACCOUNTS, Load, free_port, setup_accounts, transfer
 from tests.launcher import SwitchProcess
 
 LEDGERS = ("USD", "EUR", "GBP", "CHF", "KES", "NGN", "INR", "JPY")
@@ -312,3 +315,58 @@ def test_an_export_replays_to_the_same_books(data: Path) -> None:
         assert accounts_now(mine.ledger) == accounts_now(theirs.ledger)
         assert mine.ledger.reservations == theirs.ledger.reservations
         assert mine.ledger.pending == theirs.ledger.pending
+
+
+def test_a_backup_taken_while_shards_change_is_one_consistent_cut(tmp_path: Path) -> None:
+    """Shard 0 is copied, then cross-shard transfers commit, then shard 1 is copied: the
+    copies hold two different moments. Each transfer is homed on shard 0 and debits an
+    account of shard 1: shard 1's copy holds its debit posted, shard 0's copy lacks its
+    decision and credit. Left so (no cut), the restored books are unbalanced. Cut at the
+    moment the first copy began, as `wal backup` does, they verify whole and hold exactly
+    what was acknowledged before that moment."""
+    data = tmp_path / "data"
+    switch = SwitchProcess(data, free_port(), shards=2, log_path=tmp_path / "switch.log").start()
+    try:
+        setup_accounts(switch.url)
+        placement = Placement(read_topology(data, 1024))
+        debits = [a for a in ACCOUNTS if placement.shard_of(a) == 1]
+        credits = [a for a in ACCOUNTS if placement.shard_of(a) == 0]
+        homed = (f"move-{n}" for n in range(10_000) if placement.shard_of(f"move-{n}") == 0)
+        moves = [transfer(transfer_id, debits[n % len(debits)], credits[n % len(credits)], 1)
+                 for n, transfer_id in zip(range(40), homed, strict=False)]
+        before, after = moves[:20], moves[20:]
+        assert _all_ok(switch.url, before)
+        copies = tmp_path / "copies"
+        first_started = ops.backup_shard(shard_directory(data, 0),
+                                         copies / shard_directory(data, 0).name)
+        assert _all_ok(switch.url, after)  # committed after shard 0's copy began
+        time.sleep(1.5)  # and their parts finalized (round C runs after the answer)
+        ops.backup_shard(shard_directory(data, 1), copies / shard_directory(data, 1).name)
+    finally:
+        switch.stop()
+    shutil.copy(data / TOPOLOGY_FILE, copies / TOPOLOGY_FILE)
+    uncut = tmp_path / "uncut"
+    shutil.copytree(copies, uncut)
+    verified = wal("verify", uncut)
+    assert verified.returncode == 1 and "UNBALANCED" in verified.stdout, verified.stdout
+
+    for _, directory in shard_directories(copies):
+        ops.cut_at(directory, first_started)
+    verified = wal("verify", copies)
+    assert verified.returncode == 0 and "UNBALANCED" not in verified.stdout, verified.stdout
+    restored = SwitchProcess(copies, free_port(), shards=2,
+                             log_path=tmp_path / "restored.log").start()
+    try:
+        for sent in before:
+            assert httpx.get(f"{restored.url}/v1/transfers/{sent['id']}").status_code == 200
+        for sent in after:
+            assert httpx.get(f"{restored.url}/v1/transfers/{sent['id']}").status_code == 404
+        ledgers = httpx.get(restored.url + "/v1/ledgers").json()["ledgers"]
+        assert ledgers and all(ledger["balanced"] for ledger in ledgers)
+    finally:
+        restored.stop()
+
+
+def _all_ok(url: str, transfers: list[dict[str, Any]]) -> bool:
+    response = httpx.post(url + "/v1/transfers", json=transfers, timeout=60)
+    return {r["result"] for r in response.json()["results"]} == {"ok"}

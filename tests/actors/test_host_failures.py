@@ -3,6 +3,8 @@ its commit, a full log, a rebuild that fails, a store entry written twice."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,14 @@ def test_a_balancing_room_far_below_zero_still_fits_a_message() -> None:
     assert decide(5, [far])[0] == decide(5, [zero])[0] == TransferResult.exceeds_credits
     reply = ReserveReply("exceeds_credits", None, [far])
     assert decode_reply(encode_reply(BatchReply([reply]))).replies == [reply]
+
+
+def test_a_reply_of_the_wrong_type_is_refused_even_under_python_O() -> None:
+    """`expect` guards what a shard answered; an `assert` would vanish under -O and let a
+    wrong reply through as if it were the right one."""
+    code = ("from actors.messages import AccountReply, TransferReply, expect\n"
+            "expect(AccountReply('ok'), TransferReply)\n")
+    result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "TypeError: expected TransferReply from a shard, got AccountReply" in result.stderr

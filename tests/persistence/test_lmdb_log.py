@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from persistence.index import IndexConflict
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLocked, is_locked
 from persistence.log import StorageFull
@@ -68,3 +69,18 @@ def test_map_full_fails_the_commit_and_writes_nothing(tmp_path: Path) -> None:
     reopened = LmdbLog(tmp_path, 1 << 17)
     assert reopened.last_seq == appended
     reopened.close()
+
+
+def test_a_record_stored_again_or_out_of_order_fails_loudly(tmp_path: Path) -> None:
+    """LMDB's put answers False (nothing written) for an append below the last key: the log
+    must raise instead of carrying on as if the record were stored."""
+    log = LmdbLog(tmp_path, 1 << 20)
+    for timestamp in (1, 2, 3):
+        log.append(b"x", timestamp)
+    (_, second), = [(seq, raw) for seq, raw in log.raw_records(2)][:1]
+    with pytest.raises(IndexConflict, match="not written"):
+        log._put_raw(2, second)  # an append below record 3
+    with pytest.raises(IndexConflict, match="already stored"):
+        log._commit_record(3, second, 4)
+    assert log.last_seq == 3 and [seq for seq, _ in log.raw_records(1)] == [1, 2, 3]
+    log.close()
