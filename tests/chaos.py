@@ -21,8 +21,10 @@ SEED_FUNDS = 5_000
 
 
 PENDING_TIMEOUT_MS = 1500
+# Neither acknowledged nor refused by a rule: a post or void that lost to expiry, a part still
+# settling, an item a full log refused (storage_full: nothing of it applied).
 NEUTRAL = {"pending_transfer_expired", "pending_transfer_already_posted",
-           "pending_transfer_already_voided", "in_flight"}
+           "pending_transfer_already_voided", "in_flight", "storage_full"}
 
 
 def free_port() -> int:

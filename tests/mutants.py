@@ -114,8 +114,10 @@ def run(mutant: Mutant) -> str:
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
                                  "no:cacheprovider", *mutant.tests], cwd=tree,
                                 capture_output=True, text=True, timeout=1200)
-        summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        return ("killed: " if result.returncode != 0 else "SURVIVED: ") + summary
+        lines = result.stdout.strip().splitlines() or ["(no output)"]
+        first_error = next((line.strip() for line in lines if line.startswith("E ")), "")
+        return ("killed: " if result.returncode != 0 else "SURVIVED: ") + lines[-1] + (
+            f"\n{'':24} {first_error[:150]}" if first_error else "")
 
 
 def main(names: list[str]) -> int:
