@@ -25,7 +25,8 @@ def query_int(request: Request, name: str, default: int | None, low: int, high: 
     if raw is None or (raw == "" and name == "cursor"):
         return default
     if not is_decimal(raw) or not low <= int(raw) <= high:
-        raise ApiError(400, "query_invalid", f"{name} must be an integer from {low} to {high}.")
+        code = "cursor_invalid" if name == "cursor" else "query_invalid"  # as every cursor
+        raise ApiError(400, code, f"{name} must be an integer from {low} to {high}.")
     return int(raw)
 
 
