@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import httpx
 ACCOUNTS = [f"acct-{i}" for i in range(40)]
 CLIENTS = 6
 SEED_FUNDS = 5_000
+AUDIT_READERS = 8
 
 
 PENDING_TIMEOUT_MS = 1500
@@ -201,17 +203,22 @@ def _matches(sent: dict[str, Any], stored: dict[str, Any]) -> bool:
 
 
 def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
-    """Every transfer sent that exists, once no pending one is left (all have a timeout)."""
+    """Every transfer sent that exists, once no pending one is left (all have a timeout).
+    Read by several threads at once: a soak's rounds send tens of thousands."""
+
+    def stored(transfer_id: str) -> tuple[str, httpx.Response]:
+        return transfer_id, client.get(f"/v1/transfers/{transfer_id}")
+
     deadline = time.monotonic() + 60
     while True:
         present: dict[str, dict[str, Any]] = {}
-        for transfer_id, sent in load.sent.items():
-            response = client.get(f"/v1/transfers/{transfer_id}")
-            assert response.status_code in (200, 404), response.text
-            if response.status_code == 200:
-                stored = response.json()
-                assert _matches(sent, stored), ("a stored transfer changed", sent, stored)
-                present[transfer_id] = stored
+        with ThreadPoolExecutor(AUDIT_READERS) as readers:
+            for transfer_id, response in readers.map(stored, list(load.sent)):
+                assert response.status_code in (200, 404), response.text
+                if response.status_code == 200:
+                    sent, found = load.sent[transfer_id], response.json()
+                    assert _matches(sent, found), ("a stored transfer changed", sent, found)
+                    present[transfer_id] = found
         if all(t.get("status") != "pending" for t in present.values()):
             return present
         assert time.monotonic() < deadline, "pending transfers never expired"
