@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -53,26 +54,30 @@ MALLOC_ARENAS_MAX = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
 
+@functools.cache
 def _libc() -> Any:
+    """glibc, loaded once (finding it may run ldconfig); None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
         return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 def limit_malloc_arenas() -> None:
-    """This process and those it starts from now on: at most `MALLOC_ARENAS_MAX` arenas."""
+    """This process, and those it starts from now on: at most `MALLOC_ARENA_MAX` arenas (2
+    unless the environment says otherwise)."""
     os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS_MAX))
     libc = _libc()
-    if libc is not None:
-        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS_MAX)
+    if libc is not None and os.environ["MALLOC_ARENA_MAX"].isdigit():
+        libc.mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
 
 
 def release_free_memory() -> None:
     """Give the system back the free pages of every arena (after a snapshot: tens of MB were
-    just freed, often below the top of the heap, where `free` cannot return them)."""
+    just freed, often below the top of the heap, where `free` cannot return them). It walks
+    the heap holding each arena's lock: call it off any event loop."""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

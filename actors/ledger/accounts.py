@@ -15,7 +15,8 @@ row the first time an account is used and keeps it *live*, so a hot account is a
 like before (reading the buffer through a proxy on every access cost a third of a shard's
 throughput: bench/RESULTS.md). The live struct is the account's truth until it is written
 back to its row: `trim`, between batches, writes back and lets go of the oldest once more
-than `live_max` are live; `rows` (for a snapshot) writes back every one first.
+than `live_max` are live (oldest: made live first, not least used); `snapshot_rows` writes
+back every one first.
 
 Rows are never removed (accounts are never deleted), so the dict's insertion order is the
 row order: it gives the ids of a snapshot's rows.

@@ -214,10 +214,10 @@ class ShardHost:
             applied = time.perf_counter()
             if events:
                 self._commit(events)
+            self.ledger.accounts.trim()  # between batches: no account struct is changing
             return replies, events, applied
-        finally:
+        finally:  # (a failed attempt rebuilds the ledger: its accounts are not trimmed)
             store.end_reads()
-            self.ledger.accounts.trim()  # between batches: no account struct is held
 
     def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
         try:
@@ -237,6 +237,7 @@ class ShardHost:
                     else Failed(FAILED_STORAGE_FULL, reason) for command in commands]
         finally:
             self._log.store.end_reads()
+            self.ledger.accounts.trim()  # reads make accounts live too
 
     def _commit(self, events: list[Event]) -> None:
         applied = time.perf_counter()

@@ -348,7 +348,7 @@ async def _release_free_memory_forever(interval_s: float = MEMORY_RELEASE_INTERV
     what it cannot return from the top of the heap. Give it back now and then."""
     while True:
         await asyncio.sleep(interval_s)
-        release_free_memory()
+        await asyncio.to_thread(release_free_memory)
 
 
 def _one_route_per_path(routes: list[BaseRoute]) -> list[BaseRoute]:

@@ -23,6 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from actors.ledger.accounts import LEDGERS_MAX
+
 ENV_PREFIX = "PAYSWITCH_"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -129,6 +131,9 @@ class Settings(BaseSettings):
             raise ValueError("router.shard_queue_commands_max must hold a whole call")
         if not self.ledgers or any(not 0 <= scale <= 18 for scale in self.ledgers.values()):
             raise ValueError("ledgers: at least one, each with a scale from 0 to 18")
+        if len(self.ledgers) > LEDGERS_MAX:
+            raise ValueError(f"ledgers: at most {LEDGERS_MAX} (a shard's account row holds "
+                             "its ledger in one byte)")
         return self
 
     @classmethod

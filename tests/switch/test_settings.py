@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def test_environment_then_flags_override() -> None:
     ({"PAYSWITCH_SERVER_PORT": "eighty"}, "server.port: .* valid integer"),
     ({"PAYSWITCH_SERVER_PROT": "8080"}, "server.prot: Extra inputs are not permitted"),
     ({"PAYSWITCH_LOGGING_LEVEL": "LOUD"}, "logging.level must be one of"),
+    ({"PAYSWITCH_LEDGERS": json.dumps({f"L{n:03}": 2 for n in range(257)})}, "at most 256"),
 ])
 def test_bad_values_stop_start_up(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
