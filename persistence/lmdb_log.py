@@ -160,6 +160,9 @@ class LmdbLog(RecordLog):
     def map_size_bytes(self) -> int:
         return int(self._env.info()["map_size"])
 
+    def clear_dead_readers(self) -> int:
+        return int(self._env.reader_check()) + int(self._snapshots_env.reader_check())
+
     # ---- for the WAL tool ----
 
     def tail_seq(self) -> int:

@@ -182,6 +182,11 @@ class RecordLog(ABC):
         """Its storage bound (0: none, the in-memory twin)."""
         return 0
 
+    def clear_dead_readers(self) -> int:
+        """Free what readers that died (a killed `wal verify`) still hold; how many there
+        were. Their slots would pin old pages until the map fills."""
+        return 0
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -316,6 +316,10 @@ class ShardHost:
         """
         if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
             return
+        cleared = self._log.clear_dead_readers()  # now and then, while the shard runs
+        if cleared:
+            log.warning("shard %d: freed %d slots of readers that died (a killed tool?)",
+                        self.config.shard_index, cleared)
         with gc_paused():
             body = encode_snapshot(snapshot.dump(self.ledger))
         self._events_since_snapshot = 0

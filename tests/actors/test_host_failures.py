@@ -169,3 +169,20 @@ def test_a_reply_of_the_wrong_type_is_refused_even_under_python_O() -> None:
                             text=True, timeout=60)
     assert result.returncode == 1
     assert "TypeError: expected TransferReply from a shard, got AccountReply" in result.stderr
+
+
+def test_a_snapshot_cut_frees_the_slots_of_readers_that_died(tmp_path: Path) -> None:
+    host = host_on(tmp_path)
+    call(host, [account("a")])
+    code = ("import os, signal, lmdb\n"
+            f"env = lmdb.open({str(tmp_path)!r}, readonly=True, lock=True, max_dbs=16)\n"
+            "txn = env.begin(); txn.get(b'x')\n"
+            "print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    readers = host.log._env.readers  # type: ignore[attr-defined]
+    assert dead and dead in readers()
+    host.take_snapshot()
+    host.wait_for_snapshot()
+    assert dead not in readers()
+    host.close()

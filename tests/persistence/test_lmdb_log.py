@@ -84,3 +84,21 @@ def test_a_record_stored_again_or_out_of_order_fails_loudly(tmp_path: Path) -> N
         log._commit_record(3, second, 4)
     assert log.last_seq == 3 and [seq for seq, _ in log.raw_records(1)] == [1, 2, 3]
     log.close()
+
+
+def test_a_reader_that_died_is_cleared_while_the_log_stays_open(tmp_path: Path) -> None:
+    """A killed reader (a `wal verify` of a running switch) leaves its slot in the lock
+    table while the shard keeps the environment open; the slot pins old pages until the
+    map fills. The shard clears such slots at each snapshot cut."""
+    log = LmdbLog(tmp_path, 1 << 20)
+    log.append(b"x", 1)
+    code = ("import os, signal, lmdb\n"
+            f"env = lmdb.open({str(tmp_path)!r}, readonly=True, lock=True, max_dbs=16)\n"
+            "txn = env.begin(); txn.get(b'x')\n"
+            "print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+    assert dead and dead in log._env.readers()
+    assert log.clear_dead_readers() == 1
+    assert dead not in log._env.readers()
+    log.close()
