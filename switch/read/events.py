@@ -27,6 +27,7 @@ from actors.ledger.events import EVENT_TYPES, Claim, Event, kind_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
 from switch.api.views import account_from_json, account_json, transfer_from_json, transfer_json
+from switch.routing.channel import ShardUnavailable
 from switch.routing.transport import ShardLink
 
 RECORDS_PER_READ_MAX = 1000
@@ -155,7 +156,11 @@ class EventStream:
     @staticmethod
     async def _after(shard: int, link: ShardLink, seq: int, index: int, limit: int
                      ) -> list[Delivered]:
-        feed = await link.read_log(seq, min(limit, RECORDS_PER_READ_MAX), BYTES_PER_READ_MAX)
+        try:
+            feed = await link.read_log(seq, min(limit, RECORDS_PER_READ_MAX),
+                                       BYTES_PER_READ_MAX)
+        except Exception as error:  # its process died or is starting again: 503, not a bug
+            raise ShardUnavailable(f"shard {shard} is unavailable ({error!r})") from error
         found: list[Delivered] = []
         for record in feed.records:
             events = decode_events(record.payload)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
 import orjson
+import pytest
 
+from switch.read.events import EventStream
+from switch.routing.channel import ShardUnavailable
 from tests.conftest import RunningSwitch
 from tests.switch.test_api import account, transfer
 
@@ -107,3 +111,16 @@ def test_bad_cursors_and_limits(switch: RunningSwitch) -> None:
         response = switch.get(f"/v1/events?{query}")
         assert response.status_code == 400, query
         assert response.json()["code"] == code, (query, response.text)
+
+
+def test_a_dead_shard_makes_the_event_read_answer_503_not_500() -> None:
+    """The soak found it: a failpoint ended a shard, and GET /v1/events answered 500. A shard
+    that cannot answer is unavailable (503, Retry-After), whatever Ray raised."""
+
+    class DeadLink:
+        async def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> Any:
+            raise RuntimeError("ActorDiedError, as Ray would raise it")
+
+    stream = EventStream([DeadLink(), DeadLink()])  # type: ignore[list-item]
+    with pytest.raises(ShardUnavailable, match="shard 0 is unavailable"):
+        asyncio.run(stream.read("0", 10))
