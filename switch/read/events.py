@@ -26,6 +26,7 @@ from actors.codec import decode_events
 from actors.ledger.events import EVENT_TYPES, Claim, Event, kind_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
+from actors.messages import LogFeed
 from switch.api.views import account_from_json, account_json, transfer_from_json, transfer_json
 from switch.routing.channel import ShardUnavailable
 from switch.routing.transport import ShardLink
@@ -127,6 +128,14 @@ class Delivered:
                 "timestamp_ns": self.timestamp_ns, "event": event_json(self.event)}
 
 
+async def _read_log(shard: int, link: ShardLink, from_seq: int, records_max: int,
+                    bytes_max: int) -> LogFeed:
+    try:
+        return await link.read_log(from_seq, records_max, bytes_max)
+    except Exception as error:  # its process died or is starting again: 503, not a bug
+        raise ShardUnavailable(f"shard {shard} is unavailable ({error!r})") from error
+
+
 class EventStream:
     def __init__(self, links: Sequence[ShardLink]) -> None:
         self.links = list(links)
@@ -137,7 +146,8 @@ class EventStream:
 
     async def latest(self) -> str:
         """A cursor at the current end of every shard's log: only later events follow it."""
-        feeds = await asyncio.gather(*(link.read_log(SEQ_MAX, 1, 1) for link in self.links))
+        feeds = await asyncio.gather(*(_read_log(shard, link, SEQ_MAX, 1, 1)
+                                       for shard, link in enumerate(self.links)))
         return encode_cursor([(feed.last_seq + 1, 0) for feed in feeds])
 
     async def read(self, cursor: str, limit: int) -> tuple[list[Delivered], str]:
@@ -156,11 +166,8 @@ class EventStream:
     @staticmethod
     async def _after(shard: int, link: ShardLink, seq: int, index: int, limit: int
                      ) -> list[Delivered]:
-        try:
-            feed = await link.read_log(seq, min(limit, RECORDS_PER_READ_MAX),
-                                       BYTES_PER_READ_MAX)
-        except Exception as error:  # its process died or is starting again: 503, not a bug
-            raise ShardUnavailable(f"shard {shard} is unavailable ({error!r})") from error
+        feed = await _read_log(shard, link, seq, min(limit, RECORDS_PER_READ_MAX),
+                               BYTES_PER_READ_MAX)
         found: list[Delivered] = []
         for record in feed.records:
             events = decode_events(record.payload)

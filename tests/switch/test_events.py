@@ -124,3 +124,5 @@ def test_a_dead_shard_makes_the_event_read_answer_503_not_500() -> None:
     stream = EventStream([DeadLink(), DeadLink()])  # type: ignore[list-item]
     with pytest.raises(ShardUnavailable, match="shard 0 is unavailable"):
         asyncio.run(stream.read("0", 10))
+    with pytest.raises(ShardUnavailable, match="shard 0 is unavailable"):  # after=latest
+        asyncio.run(stream.latest())
