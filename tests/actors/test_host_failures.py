@@ -32,6 +32,7 @@ from actors.shard.host import ShardBroken, ShardHost
 from persistence.index import IndexConflict, put_all
 from persistence.lmdb_log import LmdbLog
 from tests.actors.test_host import CONFIG, account, call, commit, host_on, run
+from tests.persistence.test_lmdb_log import kill_a_reader
 
 
 def test_one_command_that_raises_fails_alone_in_a_batch_of_thousands(
@@ -174,12 +175,7 @@ def test_a_reply_of_the_wrong_type_is_refused_even_under_python_O() -> None:
 def test_a_snapshot_cut_frees_the_slots_of_readers_that_died(tmp_path: Path) -> None:
     host = host_on(tmp_path)
     call(host, [account("a")])
-    code = ("import os, signal, lmdb\n"
-            f"env = lmdb.open({str(tmp_path)!r}, readonly=True, lock=True, max_dbs=16)\n"
-            "txn = env.begin(); txn.get(b'x')\n"
-            "print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
-    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60).stdout.strip()
+    dead = kill_a_reader(tmp_path)
     readers = host.log._env.readers  # type: ignore[attr-defined]
     assert dead and dead in readers()
     host.take_snapshot()

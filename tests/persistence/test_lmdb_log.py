@@ -92,13 +92,19 @@ def test_a_reader_that_died_is_cleared_while_the_log_stays_open(tmp_path: Path) 
     map fills. The shard clears such slots at each snapshot cut."""
     log = LmdbLog(tmp_path, 1 << 20)
     log.append(b"x", 1)
-    code = ("import os, signal, lmdb\n"
-            f"env = lmdb.open({str(tmp_path)!r}, readonly=True, lock=True, max_dbs=16)\n"
-            "txn = env.begin(); txn.get(b'x')\n"
-            "print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
-    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60).stdout.strip()
+    dead = kill_a_reader(tmp_path)
     assert dead and dead in log._env.readers()
     assert log.clear_dead_readers() == 1
     assert dead not in log._env.readers()
     log.close()
+
+
+def kill_a_reader(directory: Path) -> str:
+    """A process that reads the log's environment, then dies by SIGKILL mid-transaction;
+    returns its pid (its slot stays in the lock table while another process holds it open)."""
+    code = ("import os, signal, lmdb\n"
+            f"env = lmdb.open({str(directory)!r}, readonly=True, lock=True, max_dbs=16)\n"
+            "txn = env.begin(); txn.get(b'x')\n"
+            "print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
