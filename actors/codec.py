@@ -24,9 +24,12 @@ from actors.ledger.snapshot import Snapshot
 from actors.ledger.state import LedgerState
 from actors.messages import BatchReply, Command
 
-FORMAT_VERSION = 2  # of records written by this release
+# Format 2: msgpack records (events as tagged arrays); format 3 adds the registry's events and
+# trailing fields (who acted), read by the same decoder: fields added since have defaults.
+FORMAT_VERSION = 3  # of records written by this release
+FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 4  # of snapshots written by this release
+SNAPSHOT_FORMAT = 5  # of snapshots written by this release
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 
@@ -50,7 +53,7 @@ def encode_events(events: list[Event]) -> bytes:
 def format_of(payload: bytes, newest: int = FORMAT_VERSION) -> int:
     """The format of a record's payload (or with `newest`=SNAPSHOT_FORMAT, a snapshot's)."""
     first = payload[0] if payload else -1
-    if FORMAT_VERSION <= first <= newest:
+    if FORMAT_MSGPACK_OLDEST <= first <= newest:
         return first
     if first in (LEGACY_RECORD_START, LEGACY_SNAPSHOT_START):
         return 1

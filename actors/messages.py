@@ -20,6 +20,7 @@ from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
 from actors.ledger.pending import PendingStatus
 from actors.ledger.queries import ClaimInDoubt, LedgerTotals, PartInDoubt, Settling
+from actors.ledger.registry import ApiKey, Participant
 from actors.ledger.store import Balances, ChainDecision
 
 
@@ -32,11 +33,41 @@ class _Message(msgspec.Struct, array_like=True, gc=False):
 class CreateAccount(_Message, tag="account"):
     account: Account  # timestamp 0: the shard stamps it
     limits: Limits | None = None
+    key_id: str = ""  # who asked (recorded)
 
 
 class SetLimits(_Message, tag="limits"):
     account_id: str
     limits: Limits
+    key_id: str = ""  # who asked (recorded)
+
+
+# ---- the registry (at REGISTRY_SHARD; a status change at every shard) ----
+
+class CreateParticipant(_Message, tag="create_participant"):
+    participant: Participant  # timestamp 0: the shard stamps it
+    key_id: str
+
+
+class SetParticipantStatus(_Message, tag="participant_status"):
+    participant_id: str
+    status: str
+    key_id: str
+    registry: bool  # sent to the registry's shard (else: a shard that only blocks debits)
+
+
+class CreateKey(_Message, tag="create_key"):
+    key: ApiKey  # timestamp 0: the shard stamps it
+    key_id: str
+
+
+class RevokeKey(_Message, tag="revoke_key"):
+    revoked_key_id: str
+    key_id: str
+
+
+class GetRegistry(_Message, tag="get_registry"):
+    known_version: int  # the reader's: answered with nothing when nothing changed since
 
 
 class Commit(_Message, tag="commit"):
@@ -169,14 +200,15 @@ class SettleDone(_Message, tag="settle_done"):
     pending_ids: list[str]
 
 
-Command = (CreateAccount | SetLimits | Commit | Reserve | ReserveChain | CommitChain
+Command = (CreateAccount | SetLimits | CreateParticipant | SetParticipantStatus | CreateKey
+           | RevokeKey | GetRegistry | Commit | Reserve | ReserveChain | CommitChain
            | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
            | GetPendingStatus | ListClaims | ListInDoubt | GetAccount | GetTransfer
            | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone)
 
 # Commands that only read: never refused at a full queue, never written to the log.
 READS = (GetPendingStatus, ListClaims, ListInDoubt, GetAccount, GetTransfer,
-         AccountTransfers, BalanceHistory, GetTotals, ListSettling)
+         AccountTransfers, BalanceHistory, GetTotals, ListSettling, GetRegistry)
 
 
 # ---- replies ----
@@ -288,6 +320,20 @@ class SettlingReply(_Message, tag="settling"):
     items: list[Settling]
 
 
+class RegistryReply(_Message, tag="registry"):
+    """A registry change's result, with the participant or key as it now stands."""
+
+    result: str
+    participant: Participant | None = None
+    key: ApiKey | None = None
+
+
+class RegistryView(_Message, tag="registry_view"):
+    version: int
+    participants: list[Participant] | None  # None: unchanged since the known version
+    keys: list[ApiKey] | None
+
+
 class Failed(_Message, tag="failed"):
     """This command was not applied (the rest of its batch was): internal_error (it raised:
     a bug, logged with its id) or storage_full (the log is full: only reads are answered)."""
@@ -299,7 +345,7 @@ class Failed(_Message, tag="failed"):
 Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict
          | VerdictReply | Applied | ClaimReply | PendingStatusReply | ClaimsReply
          | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply
-         | SettlingReply | Failed)
+         | SettlingReply | RegistryReply | RegistryView | Failed)
 
 
 class BatchReply(msgspec.Struct, array_like=True, frozen=True, gc=False):

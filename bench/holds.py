@@ -40,11 +40,12 @@ ARRAY = 8190
 P99_RATIO_MAX = 1.20
 
 
-async def make_holds(url: str, holds: int, accounts: int) -> dict[str, int]:
+async def make_holds(url: str, holds: int, accounts: int, headers: dict[str, str]
+                     ) -> dict[str, int]:
     """`holds` pending transfers, half that never expire and half that expire at once;
     returns their result counts."""
     counts: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
         for start in range(0, holds, ARRAY):
             batch = [{"id": f"hold-{n}", "debit_account_id": f"a{n % accounts}",
                       "credit_account_id": f"a{(n * 7 + 1) % accounts}", "amount": 1,
@@ -64,11 +65,11 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def measure(url: str, label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure(url: str, label: str, args: argparse.Namespace, key: str) -> list[dict[str, Any]]:
     runs = []
     for run in range(args.runs):
         result = run_single(url, f"{label}{run}", args.accounts, args.transfers, 0.0,
-                            args.connections, 2)
+                            args.connections, 2, key)
         print(f"{label} run {run + 1}: {result['transfers_per_s']:,.0f} transfers/s, p50 "
               f"{result['latency_ms_p50']:.1f} ms, p99 {result['latency_ms_p99']:.1f} ms, "
               f"{result['errors']} not 2xx", flush=True)
@@ -92,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     switch = SwitchProcess(work / "data", free_port(), shards=args.shards,
                            log_path=work / "switch.log").start()
     try:
-        create_accounts(switch.url, args.accounts)
-        before = measure(switch.url, "before", args)
+        create_accounts(switch.url, args.accounts, switch.headers)
+        before = measure(switch.url, "before", args, switch.operator_key)
         started = time.perf_counter()
-        counts = asyncio.run(make_holds(switch.url, args.holds, args.accounts))
+        counts = asyncio.run(make_holds(switch.url, args.holds, args.accounts,
+                                             switch.headers))
         made_s = time.perf_counter() - started
         print(f"{args.holds:,} holds in {made_s:.1f} s: {counts}", flush=True)
-        after = measure(switch.url, "after", args)
+        after = measure(switch.url, "after", args, switch.operator_key)
     finally:
         switch.kill_session()
         shutil.rmtree(work, ignore_errors=True)

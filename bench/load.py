@@ -39,8 +39,8 @@ ONE_PROCESS_CEILING_RPS = 7000  # DESIGN.md: what one Locust process drives on t
 SATURATED = 0.9  # a load-generator process above 90% of a core was the limit
 
 
-def create_accounts(url: str, count: int) -> None:
-    with httpx.Client(base_url=url, timeout=120) as client:
+def create_accounts(url: str, count: int, headers: dict[str, str]) -> None:
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         for start in range(0, count, 8190):
             batch = [{"id": f"a{i}", "ledger": "USD", "code": 1, "owner": "load"}
                      for i in range(start, min(count, start + 8190))]
@@ -84,7 +84,8 @@ class CpuSampler:
         return statistics.median(peaks) if peaks else 0.0
 
 
-def run_locust(args: argparse.Namespace, url: str, prefix: Path) -> tuple[int, float]:
+def run_locust(args: argparse.Namespace, url: str, prefix: Path, key: str
+               ) -> tuple[int, float]:
     command = [sys.executable, "-m", "locust", "-f", str(BENCH_DIR / "locustfile.py"),
                "--host", url, *SCENARIOS[args.scenario]]
     if args.ui:
@@ -93,7 +94,7 @@ def run_locust(args: argparse.Namespace, url: str, prefix: Path) -> tuple[int, f
         command += ["--headless", "-u", str(args.users), "-r", str(args.spawn_rate),
                     "-t", args.time, "--processes", str(args.processes), "--csv", str(prefix),
                     "--html", f"{prefix}.html", "--only-summary"]
-    env = {**os.environ, "LOAD_ACCOUNTS": str(args.accounts)}
+    env = {**os.environ, "LOAD_ACCOUNTS": str(args.accounts), "PAYSWITCH_API_KEY": key}
     process = subprocess.Popen(command, env=env)
     sampler = CpuSampler(process.pid)
     sampler.thread.start()
@@ -144,8 +145,8 @@ def summarize(rows: list[dict[str, Any]], busiest: float, processes: int) -> dic
     return summary
 
 
-def conservation(url: str) -> bool:
-    ledgers = httpx.get(url + "/v1/ledgers", timeout=60).json()["ledgers"]
+def conservation(url: str, headers: dict[str, str]) -> bool:
+    ledgers = httpx.get(url + "/v1/ledgers", headers=headers, timeout=60).json()["ledgers"]
     ok = True
     for ledger in ledgers:
         if ledger["debits_posted"] or ledger["debits_pending"]:
@@ -170,24 +171,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=0, help="for a started switch; 0 = CPUs")
     parser.add_argument("--port", type=int, default=18081)
     parser.add_argument("--ui", action="store_true", help="Locust's web UI on 127.0.0.1:8089")
+    parser.add_argument("--key", help="an operator key, for --host (default: "
+                                      "$PAYSWITCH_API_KEY)")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="payswitch-load-"))
     switch = None
     try:
-        url = args.host
+        url, key = args.host, args.key or os.environ.get("PAYSWITCH_API_KEY", "")
         if url is None:
             switch = SwitchProcess(work / "data", args.port, args.shards or (os.cpu_count() or 1),
                                    work / "switch.log").start()
-            url = switch.url
-        create_accounts(url, args.accounts)
+            url, key = switch.url, switch.operator_key
+        headers = {"Authorization": f"Bearer {key}"}
+        create_accounts(url, args.accounts, headers)
         prefix = OUT_DIR / f"load-{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}"
-        code, busiest = run_locust(args, url, prefix)
+        code, busiest = run_locust(args, url, prefix, key)
         if args.ui:
             return code
         summarize(read_stats(prefix), busiest, args.processes)
         print(f"reports: {prefix}_stats.csv, {prefix}.html")
-        balanced = conservation(url)
+        balanced = conservation(url, headers)
         return 0 if balanced else 1
     finally:
         if switch is not None:

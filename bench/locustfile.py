@@ -33,7 +33,9 @@ RETRIES_MAX = 5
 ACCEPTED = {"ok", "exists"}
 _RUN = f"{random.getrandbits(32):08x}"  # set before Locust forks its processes: add the pid
 _COUNTER = itertools.count()
-HEADERS = {"content-type": "application/json"}
+# The API key: bench/load.py passes the operator's (Locust's own UI: export it yourself).
+AUTHORIZATION = {"authorization": f"Bearer {os.environ.get('PAYSWITCH_API_KEY', '')}"}
+HEADERS = {"content-type": "application/json", **AUTHORIZATION}
 
 
 def next_id() -> str:
@@ -120,7 +122,7 @@ class BalanceReader(FastHttpUser):
     def balance(self) -> None:
         name = "GET /v1/accounts/{id}"
         with self.client.get(f"/v1/accounts/a{random.randrange(ACCOUNTS)}", name=name,
-                             catch_response=True) as response:
+                             headers=AUTHORIZATION, catch_response=True) as response:
             if response.status_code == 200:
                 response.success()
             else:

@@ -75,10 +75,11 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
     return by_kind
 
 
-async def post_arrays(url: str, path: str, items: list[dict[str, Any]]) -> None:
+async def post_arrays(switch: SwitchProcess, path: str, items: list[dict[str, Any]]) -> None:
     """Send items in arrays of ARRAY with SENDERS concurrent senders; retry 429/503."""
     chunks = [items[i:i + ARRAY] for i in range(0, len(items), ARRAY)]
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=switch.url, headers=switch.headers,
+                                 timeout=120) as client:
         async def sender(worker: int) -> None:
             for chunk in chunks[worker::SENDERS]:
                 while True:
@@ -96,24 +97,25 @@ def transfer(id_: str, debit: str, credit: str, amount: int) -> dict[str, Any]:
             "amount": amount, "ledger": "USD", "code": 1}
 
 
-def load_accounts(url: str, count: int) -> None:
+def load_accounts(switch: SwitchProcess, count: int) -> None:
     funders = [{"id": f"funder-{n}", "ledger": "USD", "code": 1, "owner": "operator"}
                for n in range(FUNDERS)]
     accounts = [{"id": f"acct-{n:07d}", "ledger": "USD", "code": 2, "owner": f"psp-{n % 50}",
                  "flags": {"debits_must_not_exceed_credits": True}} for n in range(count)]
-    asyncio.run(post_arrays(url, "/v1/accounts", funders + accounts))
+    asyncio.run(post_arrays(switch, "/v1/accounts", funders + accounts))
     funding = [transfer(f"fund-{n:07d}", f"funder-{n % FUNDERS}", f"acct-{n:07d}", 1_000_000)
                for n in range(count)]
-    asyncio.run(post_arrays(url, "/v1/transfers", funding))
+    asyncio.run(post_arrays(switch, "/v1/transfers", funding))
 
 
-def stream(url: str, accounts: int, count: int, offset: int, rng: random.Random) -> None:
+def stream(switch: SwitchProcess, accounts: int, count: int, offset: int,
+           rng: random.Random) -> None:
     batch = []
     for n in range(count):
         debit, credit = rng.sample(range(accounts), 2)
         batch.append(transfer(f"s-{offset + n:09d}", f"acct-{debit:07d}", f"acct-{credit:07d}",
                               rng.randint(1, 100)))
-    asyncio.run(post_arrays(url, "/v1/transfers", batch))
+    asyncio.run(post_arrays(switch, "/v1/transfers", batch))
 
 
 def show(label: str, rows: list[dict[str, Any]], base: dict[str, int]) -> dict[str, int]:
@@ -142,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(3)
         base = show("started", process_memory(switch), {})
         started = time.perf_counter()
-        load_accounts(switch.url, args.accounts)
-        httpx.get(switch.url + "/v1/accounts?owner=psp-1&limit=10", timeout=600)  # catch up
+        load_accounts(switch, args.accounts)
+        switch.http.get("/v1/accounts?owner=psp-1&limit=10", timeout=600)  # catch up
         time.sleep(3)
         rows = process_memory(switch)
         loaded = show(f"{args.accounts:,} accounts funded", rows, base)
@@ -156,11 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         rng, sent = random.Random(7), 0
         while sent < args.transfers:
             step = min(args.sample_every, args.transfers - sent)
-            stream(switch.url, args.accounts, step, sent, rng)
+            stream(switch, args.accounts, step, sent, rng)
             sent += step
             now = show(f"{sent:,} transfers streamed", process_memory(switch), base)
             result["samples"].append({"transfers": sent, **now})
-        old = httpx.get(f"{switch.url}/v1/transfers/fund-0000000", timeout=60)
+        old = switch.http.get("/v1/transfers/fund-0000000", timeout=60)
         result["old_transfer_status"] = old.status_code
         print(f"GET of the first funding transfer: {old.status_code}")
         if result["samples"]:

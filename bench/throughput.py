@@ -38,8 +38,8 @@ OUT_DIR = BENCH_DIR / "out"
 ARRAY_SENDERS = 4
 
 
-def create_accounts(url: str, count: int) -> None:
-    with httpx.Client(base_url=url, timeout=120) as client:
+def create_accounts(url: str, count: int, headers: dict[str, str]) -> None:
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         for start in range(0, count, 8190):
             batch = [{"id": f"a{i}", "ledger": "USD", "code": 1, "owner": "bench"}
                      for i in range(start, min(count, start + 8190))]
@@ -66,7 +66,7 @@ def transfers_stored(url: str) -> int:
 
 
 def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
-               connections: int, threads: int) -> dict[str, Any]:
+               connections: int, threads: int, key: str) -> dict[str, Any]:
     """wrk: one transfer per request; returns its summary.
 
     Each wrk thread stops sending at its quota; wrk itself only ends at its duration or on
@@ -74,7 +74,7 @@ def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fractio
     """
     env = {**os.environ, "BENCH_RUN": run_id, "BENCH_ACCOUNTS": str(accounts),
            "BENCH_HOT_FRACTION": str(hot_fraction), "BENCH_HOT_ACCOUNTS": "10",
-           "BENCH_QUOTA": str(transfers // threads)}
+           "BENCH_QUOTA": str(transfers // threads), "BENCH_KEY": key}
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", "3600s",
                "--timeout", "30s", "-s", str(BENCH_DIR / "wrk_transfers.lua"), url]
     target = transfers_stored(url) + (transfers // threads) * threads
@@ -123,8 +123,8 @@ def array_bodies(run_id: str, accounts: int, transfers: int, hot_fraction: float
 
 
 async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
-                     array_size: int, two_phase: bool = False, chain_length: int = 1
-                     ) -> dict[str, Any]:
+                     array_size: int, headers: dict[str, str], two_phase: bool = False,
+                     chain_length: int = 1) -> dict[str, Any]:
     """Arrays from ARRAY_SENDERS connections. Two-phase: all reserved, then all posted; a
     transfer counts once, when its post is answered."""
     phases = array_bodies(run_id, accounts, transfers, hot_fraction, array_size, two_phase,
@@ -154,7 +154,8 @@ async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_f
             replies.append(response.content)
 
     limits = httpx.Limits(max_connections=ARRAY_SENDERS)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300,
+                                 limits=limits) as client:
         started = time.perf_counter()
         for bodies in phases:
             queue.extend(reversed(bodies))
@@ -173,9 +174,9 @@ async def run_arrays(url: str, run_id: str, accounts: int, transfers: int, hot_f
             "errors": 0, "retries": retries}
 
 
-def ledger_totals(url: str) -> dict[str, Any]:
-    usd = next(x for x in httpx.get(url + "/v1/ledgers", timeout=60).json()["ledgers"]
-               if x["ledger"] == "USD")
+def ledger_totals(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    ledgers = httpx.get(url + "/v1/ledgers", headers=headers, timeout=60).json()["ledgers"]
+    usd = next(x for x in ledgers if x["ledger"] == "USD")
     return dict(usd)
 
 
@@ -185,20 +186,20 @@ def bench_accounts(args: argparse.Namespace, accounts: int, work_dir: Path) -> l
                            extra_env=args.env).start()
     rows = []
     try:
-        create_accounts(switch.url, accounts)
+        create_accounts(switch.url, accounts, switch.headers)
         for distribution, hot_fraction in (("uniform", 0.0), ("hot 20% on 10", 0.2)):
             for mode in args.modes:
                 run_id = f"{accounts}-{distribution[:3]}-{mode}"
-                before = ledger_totals(switch.url)["debits_posted"]
+                before = ledger_totals(switch.url, switch.headers)["debits_posted"]
                 if mode == "single":
                     row = run_single(switch.url, run_id, accounts, args.transfers, hot_fraction,
-                                     args.connections, args.wrk_threads)
+                                     args.connections, args.wrk_threads, switch.operator_key)
                 else:
                     kind, size, chain_length = parse_mode(mode)
                     row = asyncio.run(run_arrays(switch.url, run_id, accounts, args.transfers,
-                                                 hot_fraction, size, kind == "twophase",
-                                                 chain_length))
-                totals = ledger_totals(switch.url)
+                                                 hot_fraction, size, switch.headers,
+                                                 kind == "twophase", chain_length))
+                totals = ledger_totals(switch.url, switch.headers)
                 assert totals["balanced"], totals
                 assert totals["debits_posted"] > before, "nothing was posted"
                 row.update(accounts=accounts, distribution=distribution, mode=mode)

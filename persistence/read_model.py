@@ -33,12 +33,13 @@ def scratch_directory() -> Path:
 class ReadModel:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or scratch_directory()
-        self.env = lmdb.open(str(self.directory), map_size=READ_MODEL_MAP_BYTES, max_dbs=4,
+        self.env = lmdb.open(str(self.directory), map_size=READ_MODEL_MAP_BYTES, max_dbs=5,
                              sync=False, metasync=False, lock=True)  # a cache: no fsync
         self.accounts = self.env.open_db(b"accounts")  # (timestamp, id) -> Account (fixed)
         self.transfers = self.env.open_db(b"transfers")  # (timestamp, id) -> Transfer
         self.status = self.env.open_db(b"status")  # pending transfer id -> its status
         self.reserved = self.env.open_db(b"reserved")  # a chain member's id part, undecided
+        self.owners = self.env.open_db(b"owners")  # account id -> its owner
 
     def close(self) -> None:
         self.env.close()

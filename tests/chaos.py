@@ -43,9 +43,10 @@ def transfer(transfer_id: str, debit: str, credit: str, amount: int) -> dict[str
 class Load:
     """Concurrent clients that remember what the switch acknowledged."""
 
-    def __init__(self, url: str, seed: int) -> None:
+    def __init__(self, url: str, seed: int, headers: dict[str, str]) -> None:
         self.url = url
         self.seed = seed
+        self.headers = headers  # the operator's key
         self.sent: dict[str, dict[str, Any]] = {}
         self.acked: set[str] = set()  # answered ok or exists: the switch promised it is there
         self.rejected: set[str] = set()  # answered a ledger rejection: must not be there
@@ -80,7 +81,7 @@ class Load:
     def _run_client(self, client_index: int) -> None:
         rng = random.Random(self.seed * 1000 + client_index)
         open_pending: list[dict[str, Any]] = []  # acknowledged, not yet posted or voided
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as client:
             n = 0
             while not self.stop.is_set():
                 size = rng.choice([1, 1, 1, 5, 20, 0])
@@ -184,14 +185,14 @@ class Load:
         return acknowledged
 
 
-def setup_accounts(url: str) -> None:
+def setup_accounts(url: str, headers: dict[str, str]) -> None:
     accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"}] + [
         {"id": a, "ledger": "USD", "code": 1, "owner": "psp",
          "flags": {"debits_must_not_exceed_credits": True}} for a in ACCOUNTS]
-    response = httpx.post(url + "/v1/accounts", json=accounts, timeout=60)
+    response = httpx.post(url + "/v1/accounts", json=accounts, headers=headers, timeout=60)
     assert {r["result"] for r in response.json()["results"]} == {"ok"}
     funding = [transfer(f"fund-{a}", "bank", a, SEED_FUNDS) for a in ACCOUNTS]
-    response = httpx.post(url + "/v1/transfers", json=funding, timeout=60)
+    response = httpx.post(url + "/v1/transfers", json=funding, headers=headers, timeout=60)
     assert {r["result"] for r in response.json()["results"]} == {"ok"}
 
 
@@ -226,7 +227,7 @@ def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
 
 
 def audit(url: str, load: Load) -> None:
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, headers=load.headers, timeout=60) as client:
         present = _present(client, load)
         missing = load.acked - set(present)
         assert not missing, f"acknowledged transfers lost: {sorted(missing)[:10]}"
@@ -282,12 +283,13 @@ def _history_ids(client: httpx.Client, account_id: str) -> list[str]:
 
 
 def resend_acknowledged(url: str, load: Load) -> None:
-    before = httpx.get(url + "/v1/ledgers").json()
+    before = httpx.get(url + "/v1/ledgers", headers=load.headers).json()
     in_chains = {transfer_id for chain in load.chains for transfer_id in chain}
     units = [[i] for i in sorted(load.acked - in_chains)] + [
         chain for chain in load.chains if set(chain) <= load.acked]  # chains resent whole
     for start in range(0, len(units), 200):
         batch = [load.sent[i] for unit in units[start:start + 200] for i in unit]
-        response = httpx.post(url + "/v1/transfers", json=batch, timeout=60)
+        response = httpx.post(url + "/v1/transfers", json=batch, headers=load.headers,
+                              timeout=60)
         assert {r["result"] for r in response.json()["results"]} == {"exists"}
-    assert httpx.get(url + "/v1/ledgers").json() == before
+    assert httpx.get(url + "/v1/ledgers", headers=load.headers).json() == before

@@ -63,6 +63,11 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
+def operator_key(data_dir: Path) -> str:
+    """The key the switch's first start wrote (switch/api/registry_api.py)."""
+    return (data_dir / "operator.key").read_text().strip()
+
+
 def switch_settings(data_dir: Path, shards: int = 3, **overrides: Any) -> Settings:
     return load_settings(environ={}, overrides={
         "data.dir": str(data_dir), "shards.count": shards, "router.redrive_interval_ms": 200,
@@ -83,6 +88,7 @@ class RunningSwitch:
         self.query_actor: Any = None
         self.port = 0
         self.client = httpx.Client(timeout=60)
+        self.operator_key = ""
 
     @property
     def url(self) -> str:
@@ -111,6 +117,8 @@ class RunningSwitch:
             assert time.monotonic() < deadline, "server did not start"
             assert self._thread.is_alive(), "server thread died"
             time.sleep(0.02)
+        self.operator_key = operator_key(Path(self.settings.data.dir))
+        self.client.headers["Authorization"] = f"Bearer {self.operator_key}"
         return self
 
     def _stop_server(self) -> None:

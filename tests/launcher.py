@@ -29,10 +29,13 @@ class SwitchProcess:
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self.operator_key = ""
+        self._http: httpx.Client | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "PAYSWITCH_SERVER_TLS_CERT" in self.extra_env else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, ready_timeout_s: float = 120) -> SwitchProcess:
         inherited = os.environ.items()
@@ -47,15 +50,37 @@ class SwitchProcess:
         self.wait_ready(ready_timeout_s)
         return self
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The operator's key, as every request but /healthz and /readyz needs it."""
+        return {"Authorization": f"Bearer {self.operator_key}"}
+
+    def client(self, timeout_s: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout_s,
+                            verify=False)  # a test's self-signed certificate
+
+    @property
+    def http(self) -> httpx.Client:
+        """A client with the operator's key, for the switch as it runs now."""
+        if self._http is None or self._http.headers.get("authorization") != \
+                self.headers["Authorization"]:
+            self._http = self.client()
+        return self._http
+
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        key_file = self.data_dir / "operator.key"
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 code = self.process.returncode
                 raise RuntimeError(f"switch exited with {code}; see {self.log_path}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(self.url + "/readyz", timeout=2,
+                                  verify=False).status_code == 200
+                if ready:  # (a first start wrote the key file before it served)
+                    self.operator_key = key_file.read_text().strip() \
+                        if key_file.exists() else ""  # a copy made without its key file
                     return
             except httpx.HTTPError:
                 pass

@@ -31,8 +31,8 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
                            log_path=tmp_path / "switch.log",
                            extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
     try:
-        setup_accounts(switch.url)
-        load = Load(switch.url, seed)
+        setup_accounts(switch.url, switch.headers)
+        load = Load(switch.url, seed, switch.headers)
         load.start()
         time.sleep(rng.uniform(1.5, 5.0))
         load.killed.set()

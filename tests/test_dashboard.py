@@ -45,7 +45,10 @@ def test_dashboard_shows_live_data_for_every_shard(switch: RunningSwitch, tmp_pa
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            # As a person would: the browser asks (Basic), the key is the password.
+            page = browser.new_page(viewport={"width": 1400, "height": 1100},
+                                    http_credentials={"username": "operator",
+                                                      "password": switch.operator_key})
             page.goto(switch.url + "/dashboard")
             page.wait_for_function("(window.payswitchDashboard || {}).updates >= 4",
                                    timeout=30_000)

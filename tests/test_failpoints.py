@@ -29,7 +29,7 @@ def fired(switch: SwitchProcess) -> bool:
     if switch.process.poll() is not None:
         return True  # the ingress itself ended at a router failpoint
     try:
-        return httpx.get(switch.url + "/readyz", timeout=5).status_code != 200
+        return switch.http.get("/readyz", timeout=5).status_code != 200
     except httpx.HTTPError:
         return True
 
@@ -48,8 +48,8 @@ def run_failpoint_scenario(tmp_path: Path, name: str, seed: int) -> None:
     switch = SwitchProcess(data_dir, free_port(), shards=2, log_path=tmp_path / "switch.log",
                            extra_env=armed).start()
     try:
-        setup_accounts(switch.url)
-        load = Load(switch.url, seed)
+        setup_accounts(switch.url, switch.headers)
+        load = Load(switch.url, seed, switch.headers)
         load.start()
         deadline = time.monotonic() + 90
         while not fired(switch):
@@ -95,19 +95,19 @@ def test_a_command_that_raises_is_answered_alone_in_an_array_of_thousands(
     try:
         accounts = [{"id": name, "ledger": "USD", "code": 1, "owner": "o"}
                     for name in ("bank", "shop")]
-        assert httpx.post(switch.url + "/v1/accounts", json=accounts).status_code == 200
+        assert switch.http.post("/v1/accounts", json=accounts).status_code == 200
         array = [{"id": f"t-{n}", "debit_account_id": "bank", "credit_account_id": "shop",
                   "amount": 1, "ledger": "USD", "code": 1} for n in range(3000)]
-        response = httpx.post(switch.url + "/v1/transfers", json=array, timeout=120)
+        response = switch.http.post("/v1/transfers", json=array, timeout=120)
         assert response.status_code == 200, response.text
         results = [r["result"] for r in response.json()["results"]]
         assert results[1234] == "internal_error"
         assert results[:1234] + results[1235:] == ["ok"] * 2999
-        assert httpx.get(switch.url + "/v1/accounts/shop").json()["credits_posted"] == 2999
-        assert httpx.get(switch.url + "/v1/transfers/t-1234").status_code == 404
-        again = httpx.post(switch.url + "/v1/transfers", json=array[1234])
+        assert switch.http.get("/v1/accounts/shop").json()["credits_posted"] == 2999
+        assert switch.http.get("/v1/transfers/t-1234").status_code == 404
+        again = switch.http.post("/v1/transfers", json=array[1234])
         assert again.status_code == 500 and again.json()["code"] == "internal_error"
-        ledgers = httpx.get(switch.url + "/v1/ledgers").json()["ledgers"]
+        ledgers = switch.http.get("/v1/ledgers").json()["ledgers"]
         assert all(ledger["balanced"] for ledger in ledgers)
     finally:
         switch.kill_session()

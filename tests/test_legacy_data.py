@@ -51,12 +51,19 @@ def served(ray_session: None, legacy_copy: Path) -> Iterator[RunningSwitch]:
     switch.stop()
 
 
+def _as_old(transfer: dict[str, Any]) -> dict[str, Any]:
+    """A transfer as the old release showed it: before keys, nobody sent it."""
+    shown = dict(transfer)
+    assert (shown.pop("key_id"), shown.pop("participant_id")) == ("", ""), transfer
+    return shown
+
+
 def _same_pages(switch: RunningSwitch, path: str) -> None:
     """A history page as the old release answered it (its cursor was a position in a list,
     ours is one in the store: the pages must match, not the cursor's text)."""
     old = EXPECTED["account_transfers"][path]
     page = switch.get(path).json()
-    assert page["transfers"] == old["transfers"], path
+    assert [_as_old(t) for t in page["transfers"]] == old["transfers"], path
     assert (page["next_cursor"] is None) == (old["next_cursor"] is None)
 
 
@@ -71,7 +78,7 @@ def test_a_switch_serves_the_old_data_as_the_old_release_did(served: RunningSwit
         response = switch.get(f"/v1/transfers/{transfer_id}")
         assert response.status_code == expected["status"], transfer_id
         if expected["status"] == 200:
-            assert response.json() == expected["body"], transfer_id
+            assert _as_old(response.json()) == expected["body"], transfer_id
     assert switch.get("/v1/ledgers").json() == EXPECTED["ledgers"]
     for path in EXPECTED["account_transfers"]:
         _same_pages(switch, path)

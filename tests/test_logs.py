@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 
 from tests.chaos import free_port
@@ -35,13 +34,13 @@ def test_request_id_reaches_the_access_log_and_the_shard_batch_log(tmp_path: Pat
     try:
         accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"},
                     {"id": "alice", "ledger": "USD", "code": 1, "owner": "psp"}]
-        httpx.post(switch.url + "/v1/accounts", json=accounts).raise_for_status()
-        response = httpx.post(switch.url + "/v1/transfers", headers={"x-request-id": "trace-42"},
+        switch.http.post("/v1/accounts", json=accounts).raise_for_status()
+        response = switch.http.post("/v1/transfers", headers={"x-request-id": "trace-42"},
                               json={"id": "t1", "debit_account_id": "bank",
                                     "credit_account_id": "alice", "amount": 5, "ledger": "USD",
                                     "code": 1})
         assert response.status_code == 201 and response.headers["x-request-id"] == "trace-42"
-        generated = httpx.get(switch.url + "/v1/accounts/alice").headers["x-request-id"]
+        generated = switch.http.get("/v1/accounts/alice").headers["x-request-id"]
         assert len(generated) == 16 and generated != response.headers["x-request-id"]
         deadline = time.monotonic() + 20
         while True:

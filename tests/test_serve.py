@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
@@ -18,8 +21,8 @@ def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
     try:
         accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"},
                     {"id": "alice", "ledger": "USD", "code": 1, "owner": "psp"}]
-        httpx.post(switch.url + "/v1/accounts", json=accounts).raise_for_status()
-        httpx.post(switch.url + "/v1/transfers", json={
+        switch.http.post("/v1/accounts", json=accounts).raise_for_status()
+        switch.http.post("/v1/transfers", json={
             "id": "t1", "debit_account_id": "bank", "credit_account_id": "alice",
             "amount": 1234, "ledger": "USD", "code": 1}).raise_for_status()
         assert switch.process is not None
@@ -30,10 +33,12 @@ def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
         output = log_path.read_text()
         assert "Traceback" not in output, output[-3000:]
         assert "stopping shards" in output
+        # Where the operator's key is, never the key itself.
+        assert "operator.key" in output and switch.operator_key not in output
         switch.start()
-        alice = httpx.get(switch.url + "/v1/accounts/alice").json()
+        alice = switch.http.get("/v1/accounts/alice").json()
         assert alice["credits_posted"] == 1234
-        assert httpx.get(switch.url + "/v1/transfers/t1").json()["amount"] == 1234
+        assert switch.http.get("/v1/transfers/t1").json()["amount"] == 1234
     finally:
         switch.kill_session()
 
@@ -48,8 +53,8 @@ def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
                   "credit_account_id": f"acct-{(n * 7 + 3) % 24}", "amount": n + 1,
                   "ledger": "USD", "code": 1} for n in range(24)]
     try:
-        httpx.post(switch.url + "/v1/accounts", json=accounts).raise_for_status()
-        results = httpx.post(switch.url + "/v1/transfers", json=transfers).json()["results"]
+        switch.http.post("/v1/accounts", json=accounts).raise_for_status()
+        results = switch.http.post("/v1/transfers", json=transfers).json()["results"]
         assert {r["result"] for r in results} == {"ok"}
     finally:
         switch.stop()
@@ -67,8 +72,28 @@ def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
     switch = SwitchProcess(data_dir, free_port(), shards=0, log_path=log_path).start()
     try:
         for account in accounts:
-            assert httpx.get(f"{switch.url}/v1/accounts/{account['id']}").status_code == 200
-        again = httpx.post(switch.url + "/v1/transfers", json=transfers).json()["results"]
+            assert switch.http.get(f"/v1/accounts/{account['id']}").status_code == 200
+        again = switch.http.post("/v1/transfers", json=transfers).json()["results"]
         assert {r["result"] for r in again} == {"exists"}
     finally:
         switch.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the certificate")
+def test_tls_serves_https_only(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    switch = SwitchProcess(tmp_path / "data", free_port(), shards=1,
+                           log_path=tmp_path / "serve.log",
+                           extra_env={"PAYSWITCH_SERVER_TLS_CERT": str(cert),
+                                      "PAYSWITCH_SERVER_TLS_KEY": str(key)}).start()
+    try:
+        assert switch.url.startswith("https://")
+        assert switch.http.get("/v1/ledgers").status_code == 200
+        plain = switch.url.replace("https://", "http://") + "/healthz"
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on the port
+            httpx.get(plain, timeout=5)
+    finally:
+        switch.kill_session()

@@ -35,7 +35,7 @@ SEEDS = range(20)
 
 def _everything(loads: list[Load]) -> Load:
     """One view of every round's load: what was sent, acknowledged and refused in any."""
-    merged = Load(loads[0].url, loads[0].seed)
+    merged = Load(loads[0].url, loads[0].seed, loads[0].headers)
     for load in loads:
         merged.sent.update(load.sent)
         merged.acked |= load.acked
@@ -48,7 +48,7 @@ def _everything(loads: list[Load]) -> Load:
 def _edge_cases(load: Load, round_id: str, failing: bool) -> None:
     """What the hardening issue found, sent while the load runs: each answers as documented
     (the transfers join the load's books: the audit counts them)."""
-    with httpx.Client(base_url=load.url, timeout=60) as client:
+    with httpx.Client(base_url=load.url, headers=load.headers, timeout=60) as client:
         one = {"id": f"same-{round_id}", "debit_account_id": "bank",
                "credit_account_id": "acct-0", "amount": 1, "ledger": "USD", "code": 7}
         with load.lock:
@@ -84,7 +84,7 @@ def _fired(switch: SwitchProcess) -> bool:
     if switch.process.poll() is not None:
         return True
     try:
-        return httpx.get(switch.url + "/readyz", timeout=5).status_code != 200
+        return switch.http.get("/readyz", timeout=5).status_code != 200
     except httpx.HTTPError:
         return True
 
@@ -100,7 +100,7 @@ def _round(switch: SwitchProcess, rng: random.Random, seed: int, n: int, ending:
         switch.stop()
         switch.extra_env = {"PAYSWITCH_WAL_MAP_SIZE_BYTES": str(1 << 20)}
         switch.start()
-    load = Load(switch.url, seed * 100 + n)
+    load = Load(switch.url, seed * 100 + n, switch.headers)
     load.start()
     try:
         _edge_cases(load, f"{seed}-{n}", ending == "failpoint")
@@ -113,7 +113,7 @@ def _round(switch: SwitchProcess, rng: random.Random, seed: int, n: int, ending:
     while time.monotonic() < deadline and not (ending == "failpoint" and _fired(switch)):
         time.sleep(0.2)
     if ending == "full":
-        reads = httpx.get(switch.url + "/v1/accounts/acct-0", timeout=30)
+        reads = switch.http.get("/v1/accounts/acct-0", timeout=30)
         assert reads.status_code == 200, reads.text  # reads still answer when writes cannot
     load.killed.set()
     if ending == "stop":
@@ -133,7 +133,7 @@ def run_soak(tmp_path: Path, seed: int) -> None:
                            extra_env={}).start()
     loads: list[Load] = []
     try:
-        setup_accounts(switch.url)
+        setup_accounts(switch.url, switch.headers)
         for n in range(ROUNDS):
             ending = rng.choice(ENDINGS)
             loads.append(_round(switch, rng, seed, n, ending, tmp_path))

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from msgspec.structs import replace
@@ -53,8 +52,8 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Lo
     switch = SwitchProcess(base / "data", free_port(), shards=2, log_path=base / "switch.log",
                            extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
     try:
-        setup_accounts(switch.url)
-        load = Load(switch.url, seed=11)
+        setup_accounts(switch.url, switch.headers)
+        load = Load(switch.url, 11, switch.headers)
         load.start()
         time.sleep(2.5)
         load.killed.set()
@@ -204,7 +203,9 @@ def test_replay_rebuilds_a_point_in_time_that_verifies(data: Path, tmp_path: Pat
     assert len(records_of(shard_directory(into, 0))) == seq
     verified = wal("verify", into)
     assert verified.returncode == 0, verified.stdout
-    diff = wal("replay", data, "--until", "1", "--into", tmp_path / "start", "--diff")
+    # Shard 0's record 1 is the operator key's (made at the first start); record 2 opens
+    # the accounts.
+    diff = wal("replay", data, "--until", "2", "--into", tmp_path / "start", "--diff")
     changed = [orjson.loads(line) for line in diff.stdout.splitlines() if line.startswith("{")]
     assert changed and all("now" in row for row in changed if row["id"] != "bank")
 
@@ -327,7 +328,7 @@ def test_a_backup_taken_while_shards_change_is_one_consistent_cut(tmp_path: Path
     data = tmp_path / "data"
     switch = SwitchProcess(data, free_port(), shards=2, log_path=tmp_path / "switch.log").start()
     try:
-        setup_accounts(switch.url)
+        setup_accounts(switch.url, switch.headers)
         placement = Placement(read_topology(data, 1024))
         debits = [a for a in ACCOUNTS if placement.shard_of(a) == 1]
         credits = [a for a in ACCOUNTS if placement.shard_of(a) == 0]
@@ -335,16 +336,17 @@ def test_a_backup_taken_while_shards_change_is_one_consistent_cut(tmp_path: Path
         moves = [transfer(transfer_id, debits[n % len(debits)], credits[n % len(credits)], 1)
                  for n, transfer_id in zip(range(40), homed, strict=False)]
         before, after = moves[:20], moves[20:]
-        assert _all_ok(switch.url, before)
+        assert _all_ok(switch, before)
         copies = tmp_path / "copies"
         first_started = ops.backup_shard(shard_directory(data, 0),
                                          copies / shard_directory(data, 0).name)
-        assert _all_ok(switch.url, after)  # committed after shard 0's copy began
+        assert _all_ok(switch, after)  # committed after shard 0's copy began
         time.sleep(1.5)  # and their parts finalized (round C runs after the answer)
         ops.backup_shard(shard_directory(data, 1), copies / shard_directory(data, 1).name)
     finally:
         switch.stop()
     shutil.copy(data / TOPOLOGY_FILE, copies / TOPOLOGY_FILE)
+    shutil.copy(data / "operator.key", copies / "operator.key")
     uncut = tmp_path / "uncut"
     shutil.copytree(copies, uncut)
     verified = wal("verify", uncut)
@@ -358,15 +360,15 @@ def test_a_backup_taken_while_shards_change_is_one_consistent_cut(tmp_path: Path
                              log_path=tmp_path / "restored.log").start()
     try:
         for sent in before:
-            assert httpx.get(f"{restored.url}/v1/transfers/{sent['id']}").status_code == 200
+            assert restored.http.get(f"/v1/transfers/{sent['id']}").status_code == 200
         for sent in after:
-            assert httpx.get(f"{restored.url}/v1/transfers/{sent['id']}").status_code == 404
-        ledgers = httpx.get(restored.url + "/v1/ledgers").json()["ledgers"]
+            assert restored.http.get(f"/v1/transfers/{sent['id']}").status_code == 404
+        ledgers = restored.http.get("/v1/ledgers").json()["ledgers"]
         assert ledgers and all(ledger["balanced"] for ledger in ledgers)
     finally:
         restored.stop()
 
 
-def _all_ok(url: str, transfers: list[dict[str, Any]]) -> bool:
-    response = httpx.post(url + "/v1/transfers", json=transfers, timeout=60)
+def _all_ok(switch: SwitchProcess, transfers: list[dict[str, Any]]) -> bool:
+    response = switch.http.post("/v1/transfers", json=transfers, timeout=60)
     return {r["result"] for r in response.json()["results"]} == {"ok"}

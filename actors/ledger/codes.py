@@ -36,6 +36,9 @@ class TransferResult(StrEnum):
     timeout_reserved_for_pending_transfer = "timeout_reserved_for_pending_transfer"
     amount_invalid = "amount_invalid"
     accounts_must_be_different = "accounts_must_be_different"
+    # The key may not do this: its participant does not own the debit account, or the id is
+    # another participant's transfer (actors/ledger/registry.py).
+    forbidden = "forbidden"
     exists_with_different_debit_account_id = "exists_with_different_debit_account_id"
     exists_with_different_credit_account_id = "exists_with_different_credit_account_id"
     exists_with_different_amount = "exists_with_different_amount"
@@ -60,6 +63,7 @@ class TransferResult(StrEnum):
     pending_transfer_already_voided = "pending_transfer_already_voided"
     pending_transfer_expired = "pending_transfer_expired"
     debit_account_not_found = "debit_account_not_found"
+    debit_participant_disabled = "debit_participant_disabled"  # its owner is disabled
     credit_account_not_found = "credit_account_not_found"
     ledger_mismatch = "ledger_mismatch"
     debit_account_closed = "debit_account_closed"

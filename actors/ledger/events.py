@@ -12,7 +12,8 @@ from __future__ import annotations
 import msgspec
 
 from actors.ledger.limits import Limits
-from actors.ledger.model import Account, Transfer
+from actors.ledger.model import DEBITS_MUST_NOT_EXCEED_CREDITS, Account, Transfer
+from actors.ledger.registry import ApiKey, Participant
 
 
 class _Event(msgspec.Struct, array_like=True, gc=False):
@@ -37,6 +38,7 @@ class Claim(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 class AccountCreated(_Event, tag="account_created"):
     account: Account
+    key_id: str = ""  # the key that created it ("" before keys existed)
 
 
 class TransferCommitted(_Event, tag="transfer_committed"):
@@ -114,6 +116,32 @@ class LimitsChanged(_Event, tag="limits_changed"):
     account_id: str
     limits: Limits
     timestamp: int
+    key_id: str = ""  # the key that changed them ("" before keys existed)
+
+
+# ---- the registry (actors/ledger/registry.py): each names the acting key and the time ----
+
+class ParticipantCreated(_Event, tag="participant_created"):
+    participant: Participant  # stamped
+    key_id: str
+
+
+class ParticipantStatusChanged(_Event, tag="participant_status_changed"):
+    participant_id: str
+    status: str
+    timestamp: int
+    key_id: str
+
+
+class KeyCreated(_Event, tag="key_created"):
+    key: ApiKey  # stamped; its secret only as a hash
+    key_id: str  # the key that created it
+
+
+class KeyRevoked(_Event, tag="key_revoked"):
+    revoked_key_id: str
+    timestamp: int
+    key_id: str  # the key that revoked it
 
 
 class ChainCommitted(_Event, tag="chain_committed"):
@@ -139,11 +167,14 @@ class PartCommitted(_Event, tag="part_committed"):
 Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
          | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
-         | PartCommitted | PendingSettled)
+         | PartCommitted | PendingSettled | ParticipantCreated | ParticipantStatusChanged
+         | KeyCreated | KeyRevoked)
 EVENT_TYPES: tuple[type[_Event], ...] = (
     AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
     ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
-    HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled)
+    HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled,
+    ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked)
+REGISTRY_EVENTS = (ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked)
 
 
 def kind_of(event: Event) -> str:
@@ -164,3 +195,12 @@ def transfer_id_of(event: Event) -> str:
     if isinstance(event, PendingSettled) and len(event.pending_ids) == 1:
         return event.pending_ids[0]
     return ""
+
+
+def is_privileged(event: Event) -> bool:
+    """An action only an operator may take (`payswitch wal export --audit` lists them): a
+    change to participants or keys, limits, or an account that may go negative."""
+    if isinstance(event, (*REGISTRY_EVENTS, LimitsChanged)):
+        return True
+    return isinstance(event, AccountCreated) and not (
+        event.account.flags & DEBITS_MUST_NOT_EXCEED_CREDITS)

@@ -19,7 +19,14 @@ import heapq
 import msgspec
 
 import actors.ledger.pending as pending_rules
-from actors.ledger.balancing import Rule, credit_rules, debit_rules, decide, most_allowed
+from actors.ledger.balancing import (
+    Rule,
+    credit_rules,
+    debit_rules,
+    decide,
+    most_allowed,
+    rule,
+)
 from actors.ledger.chains import ChainFunds
 from actors.ledger.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.ledger.events import (
@@ -28,8 +35,12 @@ from actors.ledger.events import (
     Claim,
     Event,
     HeldSettled,
+    KeyCreated,
+    KeyRevoked,
     LimitsChanged,
     PartCommitted,
+    ParticipantCreated,
+    ParticipantStatusChanged,
     PendingClaimed,
     PendingClaimReleased,
     PendingExpired,
@@ -58,6 +69,7 @@ from actors.ledger.model import (
     Transfer,
 )
 from actors.ledger.pending import PENDING_STATUS, POSTED, VOIDED, PendingState
+from actors.ledger.registry import ApiKey, Participant, RegistryResult
 from actors.ledger.state import LedgerState
 from actors.ledger.store import ChainDecision
 
@@ -90,9 +102,10 @@ def check_transfer_static(transfer: Transfer) -> TransferResult:
 class Ledger(LedgerState):
     # ---- decisions (read-only) ----
 
-    def create_account(self, account: Account, limits: Limits | None = None
+    def create_account(self, account: Account, limits: Limits | None = None, key_id: str = ""
                        ) -> tuple[AccountResult, list[Event]]:
-        """Create an account, with its limits when given (both, or neither)."""
+        """Create an account, with its limits when given (both, or neither); `key_id`: the
+        key that asked, recorded with it (what may be created is the ingress's check)."""
         flags = account.flags
         if flags & ~ACCOUNT_FLAGS_ALL or (flags & _DEBITS_LIMITED and flags & _CREDITS_LIMITED):
             return AccountResult.flags_invalid, []
@@ -105,12 +118,12 @@ class Ledger(LedgerState):
             return account_exists(existing, account), []
         if account.timestamp <= 0:
             raise ValueError(f"account {account.id} is not stamped")
-        events: list[Event] = [AccountCreated(account)]
+        events: list[Event] = [AccountCreated(account, key_id)]
         if limits is not None and limits != Limits():
-            events.append(LimitsChanged(account.id, limits, account.timestamp))
+            events.append(LimitsChanged(account.id, limits, account.timestamp, key_id))
         return AccountResult.ok, events
 
-    def set_limits(self, account_id: str, limits: Limits, timestamp: int
+    def set_limits(self, account_id: str, limits: Limits, timestamp: int, key_id: str = ""
                    ) -> tuple[LimitsResult, list[Event]]:
         if account_id not in self.accounts:
             return LimitsResult.account_not_found, []
@@ -118,7 +131,36 @@ class Ledger(LedgerState):
             return LimitsResult.limits_invalid, []
         if self.limits.get(account_id, Limits()) == limits:
             return LimitsResult.unchanged, []
-        return LimitsResult.ok, [LimitsChanged(account_id, limits, timestamp)]
+        return LimitsResult.ok, [LimitsChanged(account_id, limits, timestamp, key_id)]
+
+    # ---- the registry (actors/ledger/registry.py) ----
+
+    def create_participant(self, participant: Participant, key_id: str
+                           ) -> tuple[RegistryResult, list[Event]]:
+        result = self.registry.check_participant(participant, self.ledgers)
+        if result is not RegistryResult.ok:
+            return result, []
+        return result, [ParticipantCreated(participant, key_id)]
+
+    def set_participant_status(self, participant_id: str, status: str, timestamp: int,
+                               key_id: str, registry: bool) -> tuple[RegistryResult, list[Event]]:
+        result = self.registry.check_status(participant_id, status, registry)
+        if result is not RegistryResult.ok:
+            return result, []
+        return result, [ParticipantStatusChanged(participant_id, status, timestamp, key_id)]
+
+    def create_key(self, key: ApiKey, key_id: str) -> tuple[RegistryResult, list[Event]]:
+        result = self.registry.check_key(key)
+        if result is not RegistryResult.ok:
+            return result, []
+        return result, [KeyCreated(key, key_id)]
+
+    def revoke_key(self, revoked_key_id: str, timestamp: int, key_id: str
+                   ) -> tuple[RegistryResult, list[Event]]:
+        result = self.registry.check_revoke(revoked_key_id)
+        if result is not RegistryResult.ok:
+            return result, []
+        return result, [KeyRevoked(revoked_key_id, timestamp, key_id)]
 
     def commit_transfer(
         self, transfer: Transfer, roles: int, remote: TransferResult, attempt: int = 0,
@@ -303,9 +345,11 @@ class Ledger(LedgerState):
         rules: list[Rule] = []
         if roles & _DEBIT:
             account_id = transfer.debit_account_id
-            rules += debit_rules(transfer, self.accounts.get(account_id),
-                                 self.limits.get(account_id), self.velocity.get(account_id),
-                                 funds.credits.get(account_id, 0) if funds else 0)
+            account = self.accounts.get(account_id)
+            refused = self._debit_refused(transfer, account) if account is not None else None
+            rules += [rule(refused, 0)] if refused is not None else debit_rules(
+                transfer, account, self.limits.get(account_id), self.velocity.get(account_id),
+                funds.credits.get(account_id, 0) if funds else 0)
         if roles & _CREDIT:
             account_id = transfer.credit_account_id
             rules += credit_rules(transfer, self.accounts.get(account_id),
@@ -330,6 +374,9 @@ class Ledger(LedgerState):
         account = self.accounts.get(transfer.debit_account_id)
         if account is None:
             return _R.debit_account_not_found
+        refused = self._debit_refused(transfer, account)
+        if refused is not None:
+            return refused
         if account.ledger != transfer.ledger:
             return _R.ledger_mismatch
         if account.flags & _CLOSED:
@@ -354,6 +401,15 @@ class Ledger(LedgerState):
                 return _R.exceeds_velocity_limit
         return _R.ok
 
+    def _debit_refused(self, transfer: Transfer, account: Account) -> TransferResult | None:
+        """Who may debit it: a participant only its own accounts; nobody a disabled
+        participant's."""
+        if transfer.participant_id and account.owner != transfer.participant_id:
+            return _R.forbidden
+        if account.owner in self.registry.disabled:
+            return _R.debit_participant_disabled
+        return None
+
     def _check_credit(self, transfer: Transfer, chain_debits: int = 0) -> TransferResult:
         account = self.accounts.get(transfer.credit_account_id)
         if account is None:
@@ -373,7 +429,10 @@ class Ledger(LedgerState):
 def repeat_of(existing: Transfer, transfer: Transfer) -> TransferResult:
     """A transfer sent again: `exists` or its first difference. A post or void compares as
     stored, what it leaves out being the stored one's (a repeat that names another pending
-    transfer answers exists_with_different_pending_id)."""
+    transfer answers exists_with_different_pending_id). Another participant's transfer is
+    `forbidden`: its fields are not told."""
+    if transfer.participant_id and existing.participant_id != transfer.participant_id:
+        return _R.forbidden
     if transfer.flags & RESOLVES_PENDING:
         transfer = pending_rules.filled(transfer, existing)
     return transfer_exists(existing, transfer)

@@ -124,6 +124,10 @@ class Transfer(msgspec.Struct, array_like=True, frozen=True, gc=False):
     pending_id: str = ""  # for post_pending_transfer / void_pending_transfer
     timeout_ms: int = 0  # for pending: 0 never expires
     timestamp: int = 0
+    # Who sent it, stamped by the ingress (never compared for `exists`): the key, and the
+    # participant it acted for ("": the operator, who may debit any account).
+    key_id: str = ""
+    participant_id: str = ""
 
     def same_fields(self, other: Transfer) -> bool:
         """Equal in every client-chosen field (the timestamp is the switch's)."""

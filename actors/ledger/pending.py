@@ -90,6 +90,8 @@ def check_claim(
     amount it would post (0 for a void)."""
     if pending is None:
         return _R.pending_transfer_not_found, 0
+    if resolving.participant_id and pending.participant_id != resolving.participant_id:
+        return _R.pending_transfer_not_found, 0  # another's: as if it did not exist
     if not pending.flags & PENDING or state is None:
         return _R.pending_transfer_not_pending, 0
     for field, code in (

@@ -14,6 +14,7 @@ from actors.ledger.accounts import AccountRows, AccountTable
 from actors.ledger.limits import Limits, Velocity, VelocityState
 from actors.ledger.model import Account
 from actors.ledger.pending import PendingState
+from actors.ledger.registry import RegistryState
 from actors.ledger.state import LedgerState, Reservation, Totals
 
 
@@ -46,6 +47,7 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     velocity: list[VelocityEntry]
     settling: list[SettlingEntry] = []
     account_rows: AccountRows | None = None  # format 4 on: the accounts as packed rows
+    registry: RegistryState | None = None  # format 5 on: participants, keys, who is disabled
 
     def account_structs(self) -> list[Account]:
         """The accounts as structs, whichever way this snapshot holds them (audits compare)."""
@@ -67,6 +69,7 @@ def dump(ledger: LedgerState) -> Snapshot:
                   for account_id, velocity in ledger.velocity.items()],
         settling=[SettlingEntry(pending_id, since_ns)
                   for pending_id, since_ns in ledger.settling.items()],
+        registry=RegistryState.of(ledger.registry) if ledger.registry.version else None,
     )
 
 
@@ -86,3 +89,5 @@ def load(ledger: LedgerState, snapshot: Snapshot) -> None:
                        for entry in snapshot.velocity}
     ledger.totals = Totals.of(ledger.accounts.values())
     ledger.settling = {entry.pending_id: entry.since_ns for entry in snapshot.settling}
+    if snapshot.registry is not None:
+        snapshot.registry.restore(ledger.registry)

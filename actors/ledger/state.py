@@ -20,8 +20,12 @@ from actors.ledger.events import (
     ChainCommitted,
     Event,
     HeldSettled,
+    KeyCreated,
+    KeyRevoked,
     LimitsChanged,
     PartCommitted,
+    ParticipantCreated,
+    ParticipantStatusChanged,
     PendingClaimed,
     PendingClaimReleased,
     PendingExpired,
@@ -47,6 +51,7 @@ from actors.ledger.model import (
     Transfer,
 )
 from actors.ledger.pending import EXPIRED, PENDING_STATUS, PendingState, PendingStatus
+from actors.ledger.registry import Registry
 from actors.ledger.store import ChainDecision, LedgerStore, MemoryStore, StoredTransfer
 
 _DEBIT = Roles.debit
@@ -109,6 +114,7 @@ class LedgerState:
         self.limits: dict[str, Limits] = {}  # accounts with limits
         self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self.totals = Totals()
+        self.registry = Registry()
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
         self._history_touched: list[Account] = []  # by the event being applied
         self._appliers: dict[type, Callable[[Any], None]] = {
@@ -127,6 +133,11 @@ class LedgerState:
             ChainCommitted: self._apply_chain_committed,
             PartCommitted: self._apply_part_committed,
             PendingSettled: self._apply_pending_settled,
+            ParticipantCreated: lambda e: self.registry.add_participant(e.participant),
+            ParticipantStatusChanged: lambda e: self.registry.set_status(e.participant_id,
+                                                                         e.status),
+            KeyCreated: lambda e: self.registry.add_key(e.key),
+            KeyRevoked: lambda e: self.registry.revoke(e.revoked_key_id, e.timestamp),
         }
 
     # ---- reads the decisions share ----

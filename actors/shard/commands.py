@@ -32,10 +32,13 @@ from actors.messages import (
     Commit,
     CommitChain,
     CreateAccount,
+    CreateKey,
+    CreateParticipant,
     Finalize,
     FinalizeClaim,
     GetAccount,
     GetPendingStatus,
+    GetRegistry,
     GetTotals,
     GetTransfer,
     InDoubtReply,
@@ -44,13 +47,17 @@ from actors.messages import (
     ListSettling,
     PartsReply,
     PendingStatusReply,
+    RegistryReply,
+    RegistryView,
     Reply,
     Reserve,
     ReserveChain,
     ReserveReply,
     Resolve,
     ResolveChain,
+    RevokeKey,
     SetLimits,
+    SetParticipantStatus,
     Settle,
     SettleDone,
     SettlingReply,
@@ -83,6 +90,10 @@ class CommandTable:
             GetAccount: self._get_account, GetTransfer: self._get_transfer,
             AccountTransfers: self._account_transfers, BalanceHistory: self._balances,
             GetTotals: self._totals, ListSettling: self._settling, SettleDone: self._settle_done,
+            CreateParticipant: self._create_participant,
+            SetParticipantStatus: self._participant_status,
+            CreateKey: self._create_key, RevokeKey: self._revoke_key,
+            GetRegistry: self._registry,
         }
 
     def run(self, command: Command, events: list[Event]) -> Reply:
@@ -102,14 +113,14 @@ class CommandTable:
     def _create_account(self, command: CreateAccount, events: list[Event]) -> AccountReply:
         host, ledger = self.host, self.host.ledger
         account = replace(command.account, timestamp=host.next_timestamp())
-        result, new_events = ledger.create_account(account, command.limits)
+        result, new_events = ledger.create_account(account, command.limits, command.key_id)
         host.record(new_events, events)
         return self._account_reply(result, account.id)
 
     def _set_limits(self, command: SetLimits, events: list[Event]) -> AccountReply:
         host = self.host
         result, new_events = host.ledger.set_limits(command.account_id, command.limits,
-                                                    host.next_timestamp())
+                                                    host.next_timestamp(), command.key_id)
         host.record(new_events, events)
         return self._account_reply(result, command.account_id)
 
@@ -178,7 +189,48 @@ class CommandTable:
         self.host.record(new_events, events)
         return Applied(bool(new_events))
 
+    # ---- the registry ----
+
+    def _create_participant(self, command: CreateParticipant, events: list[Event]
+                            ) -> RegistryReply:
+        host, registry = self.host, self.host.ledger.registry
+        participant = replace(command.participant, timestamp=host.next_timestamp())
+        result, new_events = host.ledger.create_participant(participant, command.key_id)
+        host.record(new_events, events)
+        return RegistryReply(result, registry.participants.get(participant.id))
+
+    def _participant_status(self, command: SetParticipantStatus, events: list[Event]
+                            ) -> RegistryReply:
+        host = self.host
+        result, new_events = host.ledger.set_participant_status(
+            command.participant_id, command.status, host.next_timestamp(), command.key_id,
+            command.registry)
+        host.record(new_events, events)
+        return RegistryReply(result, host.ledger.registry.participants.get(
+            command.participant_id))
+
+    def _create_key(self, command: CreateKey, events: list[Event]) -> RegistryReply:
+        host = self.host
+        key = replace(command.key, timestamp=host.next_timestamp())
+        result, new_events = host.ledger.create_key(key, command.key_id)
+        host.record(new_events, events)
+        return RegistryReply(result, key=host.ledger.registry.keys.get(key.key_id))
+
+    def _revoke_key(self, command: RevokeKey, events: list[Event]) -> RegistryReply:
+        host = self.host
+        result, new_events = host.ledger.revoke_key(command.revoked_key_id,
+                                                    host.next_timestamp(), command.key_id)
+        host.record(new_events, events)
+        return RegistryReply(result, key=host.ledger.registry.keys.get(command.revoked_key_id))
+
     # ---- reads (they record nothing) ----
+
+    def _registry(self, command: GetRegistry, events: list[Event]) -> RegistryView:
+        registry = self.host.ledger.registry
+        if registry.version == command.known_version:
+            return RegistryView(registry.version, None, None)
+        return RegistryView(registry.version, list(registry.participants.values()),
+                            list(registry.keys.values()))
 
     def _resolve(self, command: Resolve, events: list[Event]) -> VerdictReply:
         return VerdictReply(self.host.ledger.resolve(command.transfer_id, command.attempt))

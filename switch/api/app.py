@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actors.ledger.model import ID_RE
+from actors.ledger.registry import AUDITOR, OPERATOR, PARTICIPANT
 from actors.messages import (
     FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
@@ -38,9 +39,16 @@ from actors.messages import (
     TransferView,
 )
 from actors.runtime import release_free_memory
+from switch.api.access import Visibility, account_refusal, owns
+from switch.api.auth import Authenticate, KeyRing, TokenBuckets, principal_of, require
 from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
 from switch.api.openapi import openapi_document
-from switch.api.params import is_decimal, query_int, required_int
+from switch.api.params import is_decimal, path_id, query_int, required_int
+from switch.api.registry_api import (
+    OPERATOR_KEY_FILE,
+    bootstrap_operator_key,
+    registry_routes,
+)
 from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
 from switch.api.views import (
     account_from_request,
@@ -58,6 +66,7 @@ from switch.read.events_api import EVENTS_PATH, StreamSlots, event_routes
 from switch.read.query_api import query_routes
 from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
 from switch.routing.redrive import Redriver
+from switch.routing.registry import RegistryClient
 from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.api")
@@ -70,10 +79,13 @@ HISTORY_LIMIT_DEFAULT = 100
 
 
 class Api:
-    def __init__(self, router: Router, settings: Settings, monitor: Monitor) -> None:
+    def __init__(self, router: Router, settings: Settings, monitor: Monitor,
+                 keyring: KeyRing) -> None:
         self.router = router
         self.settings = settings
         self.monitor = monitor
+        self.keyring = keyring
+        self.visibility = Visibility(router)
         size = Field(min_length=1, max_length=settings.api.batch_items_max)
         self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
             Annotated[list[AccountIn], size])
@@ -98,6 +110,13 @@ class Api:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def parse_one(self, request: Request, one: TypeAdapter[Any]) -> Any:
+        body = await self._body(request)
+        try:
+            return one.validate_json(body)
+        except ValidationError as error:
+            raise _validation_error(error, self.settings.api.batch_items_max) from None
+
     async def _parse(self, request: Request, one: TypeAdapter[Any], many: TypeAdapter[Any]
                      ) -> tuple[bool, list[Any]]:
         body = await self._body(request)
@@ -112,31 +131,46 @@ class Api:
     # ---- routes ----
 
     async def post_accounts(self, request: Request) -> Response:
+        principal = require(request, OPERATOR, PARTICIPANT)
         is_array, items = await self._parse(request, ACCOUNT, self._accounts)
-        outcomes = await self.router.create_accounts([account_from_request(i) for i in items],
-                                                     [limits_of(i) for i in items])
+        accounts = [account_from_request(i) for i in items]
+        limits = [limits_of(i) for i in items]
+        participant = self.keyring.participants.get(principal.participant_id)
+        refusals = [account_refusal(principal, participant, account, given)
+                    for account, given in zip(accounts, limits, strict=True)]
+        allowed = [i for i, refusal in enumerate(refusals) if refusal is None]
+        created = await self.router.create_accounts(
+            [accounts[i] for i in allowed], [limits[i] for i in allowed], principal.key_id)
+        outcomes: list[Outcome] = [(refusal, None) for refusal in refusals]  # type: ignore[misc]
+        for i, outcome in zip(allowed, created, strict=True):
+            outcomes[i] = outcome
         return _created(is_array, items, outcomes, "account", account_json)
 
     async def post_transfers(self, request: Request) -> Response:
         started = time.perf_counter()
+        principal = require(request, OPERATOR, PARTICIPANT)
         is_array, items = await self._parse(request, TRANSFER, self._transfers)
-        outcomes = await self.router.create_transfers([transfer_from_request(i) for i in items])
+        outcomes = await self.router.create_transfers([
+            transfer_from_request(i, principal.key_id, principal.participant_id)
+            for i in items])
         response = _created(is_array, items, outcomes, "transfer", transfer_json)
         self.monitor.count_transfers(map(_result_code, outcomes), items,
                                      time.perf_counter() - started)
         return response
 
     async def get_account(self, request: Request) -> Response:
-        account_id = _path_id(request, "account_id")
+        principal = principal_of(request)
+        account_id = path_id(request, "account_id")
         view: AccountView = await self.router.ask(self.router.shard_of(account_id),
                                                   GetAccount(account_id))
-        if view.account is None:
+        if view.account is None or not owns(principal, view.account):
             raise ApiError(404, "account_not_found")
         return json_response(account_json(view.account, view.limits))
 
     async def put_limits(self, request: Request) -> Response:
         """Set an account's limits; the same limits again change nothing (idempotent)."""
-        account_id = _path_id(request, "account_id")
+        principal = require(request, OPERATOR)
+        account_id = path_id(request, "account_id")
         body = await self._body(request)
         try:
             limits = LIMITS.validate_json(body)
@@ -145,7 +179,8 @@ class Api:
         given = limits_of(limits)
         assert given is not None
         reply: AccountReply = await self.router.ask(self.router.shard_of(account_id),
-                                                    SetLimits(account_id, given))
+                                                    SetLimits(account_id, given,
+                                                              principal.key_id))
         if reply.result == "account_not_found" or reply.account is None:
             raise ApiError(404, "account_not_found")
         if reply.result == "limits_invalid":
@@ -154,15 +189,18 @@ class Api:
                               "account": account_json(reply.account, reply.limits)})
 
     async def get_transfer(self, request: Request) -> Response:
-        transfer_id = _path_id(request, "transfer_id")
+        principal = principal_of(request)
+        transfer_id = path_id(request, "transfer_id")
         view: TransferView = await self.router.ask(self.router.shard_of(transfer_id),
                                                    GetTransfer(transfer_id))
-        if view.transfer is None:
+        if view.transfer is None or not await self.visibility.sees_transfer(principal,
+                                                                            view.transfer):
             raise ApiError(404, "transfer_not_found")
         return json_response(transfer_json(view.transfer, view.status))
 
     async def get_account_transfers(self, request: Request) -> Response:
-        account_id = _path_id(request, "account_id")
+        principal = principal_of(request)
+        account_id = path_id(request, "account_id")
         page_max = self.settings.api.history_page_max
         limit = required_int(request, "limit", HISTORY_LIMIT_DEFAULT, 1, page_max)
         before = query_int(request, "cursor", None, 0, 2**63 - 1)
@@ -172,7 +210,7 @@ class Api:
             self.router.ask(shard, AccountTransfers(account_id, limit, before)),
         )
         assert isinstance(view, AccountView) and isinstance(page, TransferPage)
-        if view.account is None:
+        if view.account is None or not owns(principal, view.account):
             raise ApiError(404, "account_not_found")
         return json_response({
             "transfers": [transfer_json(transfer) for transfer in page.transfers],
@@ -181,6 +219,7 @@ class Api:
 
     async def get_ledgers(self, request: Request) -> Response:
         """Per-ledger totals over every shard: the conservation check an operator can run."""
+        require(request, OPERATOR, AUDITOR)
         totals = await self.router.totals()
         ledgers = []
         for code, scale in self.settings.ledgers.items():
@@ -252,13 +291,6 @@ def _result_code(outcome: Outcome) -> str:
 def _item_failure(error: BaseException) -> bool:
     return isinstance(error, ShardCallFailed) and error.code in (FAILED_INTERNAL,
                                                                  FAILED_STORAGE_FULL)
-
-
-def _path_id(request: Request, name: str) -> str:
-    value = str(request.path_params[name])
-    if not ID_RE.match(value):
-        raise ApiError(400, "id_invalid")
-    return value
 
 
 def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
@@ -400,13 +432,22 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                       placements or [])
     monitor.on_tick = on_tick
     metrics = Metrics(monitor)
-    api = Api(router, settings, monitor)
+    registry = RegistryClient(router)
+    keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
+    api = Api(router, settings, monitor, keyring)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redriver = Redriver(router)
         await redriver.run_once()  # resolve what a crash left in doubt before serving
+        key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
+        if key_file is not None:  # its path only: the secret is never logged
+            log.warning("a new operator key was written to %s (mode 0600); send it as "
+                        "Authorization: Bearer <key>", key_file)
+        elif (Path(settings.data.dir) / OPERATOR_KEY_FILE).exists():
+            log.info("the operator key is in %s", Path(settings.data.dir) / OPERATOR_KEY_FILE)
         tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
+                 asyncio.create_task(keyring.refresh_forever()),
                  asyncio.create_task(monitor.run()),
                  asyncio.create_task(_release_free_memory_forever())]
         yield
@@ -427,13 +468,18 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
         *event_routes(EventStream(router.links), StreamSlots(
             settings.server.streams_max, settings.server.streams_per_client_max,
-            settings.server.retry_after_seconds)),
+            settings.server.retry_after_seconds), api.visibility.visible_events),
         *query_routes(query_actor, router, settings.api.history_page_max),
+        *registry_routes(registry, keyring, api.parse_one),
     ]
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,
                     exception_handlers=_error_handlers(settings.server.retry_after_seconds))
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)
+    app.add_middleware(Authenticate, keyring=keyring,  # before a request takes a slot
+                       buckets=TokenBuckets(settings.auth.requests_per_second,
+                                            settings.auth.burst),
+                       failures=metrics.auth_failures)
     app.add_middleware(RequestContext, metrics=metrics,  # outermost: sees every answer
                        access_log=settings.server.access_log)
     return app

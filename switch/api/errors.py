@@ -83,6 +83,16 @@ MESSAGES: dict[str, str] = {
     "too_many_requests_in_flight": "Too many requests are in progress; retry after Retry-After.",
     "too_many_streams": "Too many long-polls and event streams are open; close one or retry "
                         "after Retry-After.",
+    "unauthenticated": "Send a valid, unrevoked API key: Authorization: Bearer <key>.",
+    "forbidden": "This key may not do this.",
+    "debit_participant_disabled": "The debit account's participant is disabled: its accounts "
+    "can be credited, not debited.",
+    "rate_limited": "This key sent more requests than its rate allows; retry after "
+    "Retry-After.",
+    "participant_not_found": "No participant has this id.",
+    "key_not_found": "No key has this id.",
+    "role_invalid": "role is operator, auditor, or participant (with participant_id).",
+    "status_invalid": "status is active or disabled.",
 }
 for _code in [*AccountResult, *TransferResult]:
     if _code.value.startswith("exists_with_different_"):
@@ -92,7 +102,7 @@ for _code in [*AccountResult, *TransferResult]:
         )
 assert all(code.value in MESSAGES for code in [*AccountResult, *TransferResult])
 
-RETRYABLE = {"in_flight", "overloaded", "shard_unavailable", "storage_full",
+RETRYABLE = {"in_flight", "overloaded", "rate_limited", "shard_unavailable", "storage_full",
              "too_many_requests_in_flight", "too_many_streams"}
 
 
@@ -106,6 +116,8 @@ def status_of_result(result: str) -> int:
         return 409
     if result == "in_flight":
         return 503
+    if result == "forbidden":
+        return 403
     return 422
 
 

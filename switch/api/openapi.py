@@ -26,9 +26,18 @@ from switch.api.schemas import (
     BatchResults,
     Error,
     EventPage,
+    KeyCreated,
+    KeyIn,
+    KeyList,
+    KeyResult,
     Ledgers,
     LimitsIn,
     LimitsSet,
+    ParticipantIn,
+    ParticipantList,
+    ParticipantOut,
+    ParticipantResult,
+    ParticipantStatusIn,
     TransferCreated,
     TransferIn,
     TransferList,
@@ -42,13 +51,16 @@ _REF = "#/components/schemas/{model}"
 MODELS: list[type[BaseModel]] = [
     AccountIn, TransferIn, LimitsIn, AccountOut, TransferOut, AccountCreated, TransferCreated,
     BatchResults, TransferPage, AccountList, TransferList, BalancePage, LimitsSet, Ledgers,
-    EventPage, Error]
+    EventPage, Error, ParticipantIn, ParticipantStatusIn, KeyIn, ParticipantOut,
+    ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
           "description": "opaque: the next_cursor of the page before, as given (empty: the "
                          "first page); any other value answers 400 cursor_invalid"}
 MOMENT = {"type": "string", "pattern": "^[0-9]{1,19}$",
           "description": "nanoseconds since the epoch (an ISO 8601 time is also accepted)"}
-ERRORS_OF_READS = (400, 404, 429, 503)
+ERRORS_OF_READS = (400, 401, 403, 404, 429, 503)
+ERRORS_OF_AUTH = (401, 403, 429)  # every route but /healthz, /readyz, /openapi.json
+OPEN: dict[str, list[Any]] = {"security": []}  # routes that need no key
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -99,8 +111,45 @@ def _create(one: str, created: str, batch_items_max: int, summary: str) -> dict[
                          "exists (one object), or one result per item (an array)"),
             "409": _json(_ref(created), "exists with different fields"),
             "422": _json(_ref(created), "rejected by the ledger; result names the rule"),
-            **_errors(400, 413, 415, 429, 503),
+            **_errors(400, 401, 403, 413, 415, 429, 503),
         },
+    }
+
+
+def _write(body: str | None, answers: dict[str, Any], errors: tuple[int, ...], summary: str,
+           parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "parameters": parameters or [],
+                                 "responses": {**answers, **_errors(*ERRORS_OF_AUTH, *errors)}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _ref(body)}}}
+    return operation
+
+
+def _registry_paths() -> dict[str, Any]:
+    participant = _id("participant_id")
+    return {
+        "/v1/participants": {
+            "post": _write("ParticipantIn", {
+                "201": _json(_ref("ParticipantResult"), "created"),
+                "200": _json(_ref("ParticipantResult"), "exists with the same fields"),
+                "409": _json(_ref("ParticipantResult"), "exists with different fields")},
+                (400, 413, 415, 422, 503), "Register a participant (operator)"),
+            "get": _read("ParticipantList", [], "Participants (a participant: itself)")},
+        "/v1/participants/{participant_id}": {
+            "get": _read("ParticipantOut", [participant], "One participant"),
+            "put": _write("ParticipantStatusIn", {
+                "200": _json(_ref("ParticipantResult"), "set (or unchanged)")},
+                (400, 404, 413, 415, 503), "Enable or disable a participant (operator)",
+                [participant])},
+        "/v1/keys": {
+            "post": _write("KeyIn", {"201": _json(_ref("KeyCreated"), "made: the secret is "
+                                                                      "shown this once")},
+                           (400, 404, 413, 415, 422, 503), "Make an API key (operator)"),
+            "get": _read("KeyList", [], "Every key, without secrets (operator, auditor)")},
+        "/v1/keys/{key_id}": {
+            "delete": _write(None, {"200": _json(_ref("KeyResult"), "revoked (or already)")},
+                             (400, 404, 503), "Revoke a key (operator)", [_id("key_id")])},
     }
 
 
@@ -140,7 +189,7 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
                             "content": {"application/json": {"schema": _ref("LimitsIn")}}},
             "responses": {"200": _json(_ref("LimitsSet"), "set"),
                           "422": _json(_ref("Error"), "limits_invalid"),
-                          **_errors(400, 404, 413, 415, 429, 503)}}},
+                          **_errors(400, 401, 403, 404, 413, 415, 429, 503)}}},
         "/v1/transfers": {
             "post": _create("TransferIn", "TransferCreated", batch_items_max,
                             "Make one transfer, or an array of them (linked chains)"),
@@ -163,25 +212,31 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
             "parameters": [_param("after", "query", CURSOR),
                            _param("Last-Event-ID", "header", CURSOR)],
             "responses": {"200": _text("an event stream", "text/event-stream"),
-                          **_errors(400, 429)}}},
-        "/healthz": {"get": {"summary": "The process is up",
+                          **_errors(400, *ERRORS_OF_AUTH)}}},
+        "/healthz": {"get": {"summary": "The process is up", **OPEN,
                              "responses": {"200": _json({"type": "object"}, "up")}}},
-        "/readyz": {"get": {"summary": "Every shard answers",
+        "/readyz": {"get": {"summary": "Every shard answers", **OPEN,
                             "responses": {"200": _json({"type": "object"}, "ready"),
                                           **_errors(503)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": _text("metrics", "text/plain")}}},
-        "/dashboard": {"get": {"summary": "The live cluster dashboard (HTML)",
-                               "responses": {"200": _text("the page", "text/html")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (operator, auditor)",
+                             "responses": {"200": _text("metrics", "text/plain"),
+                                           **_errors(*ERRORS_OF_AUTH)}}},
+        "/dashboard": {"get": {"summary": "The live cluster dashboard (HTML; operator, "
+                                          "auditor: a browser asks for the key)",
+                               "responses": {"200": _text("the page", "text/html"),
+                                             **_errors(*ERRORS_OF_AUTH)}}},
         "/dashboard/data": {"get": {"summary": "What the dashboard shows, as JSON",
-                                    "responses": {"200": _json({"type": "object"}, "now")}}},
+                                    "responses": {"200": _json({"type": "object"}, "now"),
+                                                  **_errors(*ERRORS_OF_AUTH)}}},
         "/dashboard/static/{file}": {"get": {
             "summary": "The dashboard's scripts and styles",
             "parameters": [_param("file", "path", {"type": "string",
                                                    "pattern": "^[a-z0-9_.-]+$"}, True)],
-            "responses": {"200": {"description": "the file"}, **_errors(404)}}},
-        "/openapi.json": {"get": {"summary": "This document",
+            "responses": {"200": {"description": "the file"},
+                          **_errors(404, *ERRORS_OF_AUTH)}}},
+        "/openapi.json": {"get": {"summary": "This document", **OPEN,
                                   "responses": {"200": _json({"type": "object"}, "it")}}},
+        **_registry_paths(),
     }
 
 
@@ -196,7 +251,11 @@ def _document(batch_items_max: int, history_page_max: int) -> dict[str, Any]:
                  "description": "Double-entry transfers between accounts; amounts are integer "
                                 "minor units. See docs/API.md."},
         "paths": _paths(batch_items_max, history_page_max),
-        "components": {"schemas": schemas["$defs"]},
+        "security": [{"apiKey": []}],
+        "components": {"schemas": schemas["$defs"], "securitySchemes": {"apiKey": {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key (docs/SECURITY.md); Basic with the key as password "
+                           "is accepted too (a browser, for the dashboard)"}}},
     }
 
 

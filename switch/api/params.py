@@ -1,4 +1,4 @@
-"""Query-string values: one parser for every route, so that every bad value answers 400
+"""Query-string and path values: one parser for every route, so that every bad value answers 400
 with a stable code (`query_invalid`) and none reaches the code behind it."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
+from actors.ledger.model import ID_RE
 from switch.api.errors import ApiError
 
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() accepts "²"
@@ -61,3 +62,11 @@ def query_moment(request: Request, name: str, default: int) -> int:
     if not 0 <= moment <= 2**64 - 1:
         raise ApiError(400, "query_invalid", f"{name} is neither nanoseconds nor an ISO time.")
     return moment
+
+
+def path_id(request: Request, name: str) -> str:
+    """An id in the path: 400 id_invalid unless it is one."""
+    value = str(request.path_params[name])
+    if not ID_RE.match(value):
+        raise ApiError(400, "id_invalid")
+    return value

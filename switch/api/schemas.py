@@ -10,7 +10,7 @@ else about a field is checked here.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -157,6 +157,9 @@ class TransferOut(BaseModel):
     pending_id: str | None
     timeout_ms: int
     timestamp: int
+    key_id: str = Field("", description="the API key that sent it (\"\": sent before keys)")
+    participant_id: str = Field("", description="the participant it was sent for (\"\": the "
+                                                "operator)")
     status: str | None = Field(None, description="pending transfers: pending, posted, voided "
                                                  "or expired")
     amount_posted: int | None = Field(None, description="pending transfers: what was posted")
@@ -254,3 +257,65 @@ LIMITS = TypeAdapter(LimitsIn)
 ACCOUNTS = TypeAdapter(list[AccountIn])
 TRANSFER = TypeAdapter(TransferIn)
 TRANSFERS = TypeAdapter(list[TransferIn])
+
+
+# ---- participants and keys (switch/api/registry_api.py) ----
+
+class ParticipantIn(_Strict):
+    id: Id
+    name: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+    ledgers: Annotated[list[LedgerCode], Field(min_length=1, max_length=256)]
+
+
+class ParticipantStatusIn(_Strict):
+    status: Literal["active", "disabled"]
+
+
+class KeyIn(_Strict):
+    role: Literal["operator", "participant", "auditor"]
+    participant_id: Id | None = Field(None, description="required for, and only for, the "
+                                                        "participant role")
+
+
+class ParticipantOut(BaseModel):
+    id: str
+    name: str
+    ledgers: list[str]
+    status: str = Field(description="active or disabled")
+    timestamp: int
+
+
+class ParticipantResult(BaseModel):
+    result: str = Field(description="ok, exists, unchanged, or exists_with_different_*")
+    participant: ParticipantOut | None = None
+
+
+class ParticipantList(BaseModel):
+    participants: list[ParticipantOut]
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: str
+    participant_id: str | None
+    timestamp: int
+    revoked: bool
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="the key to send as `Authorization: Bearer <secret>`; "
+                                    "shown this once, never stored")
+
+
+class KeyResult(BaseModel):
+    result: str = Field(description="ok, or unchanged when already revoked")
+    key: KeyOut
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+PARTICIPANT = TypeAdapter(ParticipantIn)
+PARTICIPANT_STATUS = TypeAdapter(ParticipantStatusIn)
+KEY = TypeAdapter(KeyIn)

@@ -22,7 +22,9 @@ def account_from_request(item: AccountIn) -> Account:
     return Account(item.id, item.ledger, item.code, item.owner, bits, item.user_data)
 
 
-def transfer_from_request(item: TransferIn) -> Transfer:
+def transfer_from_request(item: TransferIn, key_id: str = "", participant_id: str = ""
+                          ) -> Transfer:
+    """`key_id` and `participant_id`: who sends it (participant "": the operator)."""
     flags = item.flags
     bits = 0
     for name in TRANSFER_FLAG_NAMES:
@@ -31,7 +33,7 @@ def transfer_from_request(item: TransferIn) -> Transfer:
     return Transfer(item.id, item.debit_account_id or "", item.credit_account_id or "",
                     item.amount or 0, item.ledger or "",
                     UNSPECIFIED_CODE if item.code is None else item.code, item.user_data, bits,
-                    item.pending_id or "", item.timeout_ms)
+                    item.pending_id or "", item.timeout_ms, 0, key_id, participant_id)
 
 
 LIMIT_FIELDS = ("transfer_max", "overdraft", "velocity_max", "velocity_window_ms")
@@ -75,7 +77,8 @@ def transfer_json(transfer: Transfer, status: PendingStatus | None = None) -> di
         "flags": {name: bool(transfer.flags & TransferFlags[name])
                   for name in TRANSFER_FLAG_NAMES},
         "pending_id": transfer.pending_id or None, "timeout_ms": transfer.timeout_ms,
-        "timestamp": transfer.timestamp,
+        "timestamp": transfer.timestamp, "key_id": transfer.key_id,
+        "participant_id": transfer.participant_id,
     }
     if status is not None:
         shown["status"], shown["amount_posted"] = status.status, status.amount_posted
@@ -95,4 +98,5 @@ def transfer_from_json(shown: dict[str, Any]) -> Transfer:
     flags = sum(int(TransferFlags[name]) for name, on in shown["flags"].items() if on)
     return Transfer(shown["id"], shown["debit_account_id"], shown["credit_account_id"],
                     shown["amount"], shown["ledger"], shown["code"], shown["user_data"], flags,
-                    shown["pending_id"] or "", shown["timeout_ms"], shown["timestamp"])
+                    shown["pending_id"] or "", shown["timeout_ms"], shown["timestamp"],
+                    shown.get("key_id", ""), shown.get("participant_id", ""))

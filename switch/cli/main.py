@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from switch.cli import keys as keys_cli
 from switch.cli.settings import DEFAULT_CONFIG, load_settings
 from switch.cli.wal import commands as wal_cli
 
@@ -28,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--data-dir", help="where the shards keep their logs (data.dir)")
     serve.add_argument("--shards", type=int, help="number of shard actors; 0 = one per CPU")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS: the certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="serve HTTPS: the private key (PEM)")
     wal_cli.add_parser(commands)
+    keys_cli.add_parser(commands)
     return parser
 
 
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "wal":
         return wal_cli.run(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     if args.command == "serve":
         from switch.cli.serve import serve
 
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                     "server.port": args.port,
                     "data.dir": args.data_dir,
                     "shards.count": args.shards,
+                    "server.tls_cert": None if args.tls_cert is None else str(args.tls_cert),
+                    "server.tls_key": None if args.tls_key is None else str(args.tls_key),
                 },
             )
         except (ValueError, TypeError, OSError) as error:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray._private.ray_constants as ray_constants
 import uvicorn
 
 from actors.runtime import configure_logging, limit_malloc_arenas, tune_gc
@@ -31,6 +32,8 @@ from switch.read.query_actor import start_query_actor
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch")
+LOOPBACK = "127.0.0.1"
+RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # read by ray_constants at import
 
 
 def start_ray(settings: Settings) -> str | None:
@@ -45,10 +48,22 @@ def start_ray(settings: Settings) -> str | None:
         options["object_store_memory"] = settings.ray.object_store_bytes
         if settings.ray.num_cpus:
             options["num_cpus"] = settings.ray.num_cpus
+        options["_node_ip_address"] = bind_local_ray_to_loopback()
     limit_malloc_arenas()  # before Ray starts its processes: they inherit the limit
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def bind_local_ray_to_loopback() -> str:
+    """Make the embedded Ray listen on 127.0.0.1 only (GCS, raylet, object manager, agents,
+    workers; its token authentication stays on). Ray replaces a loopback node address with the
+    machine's own unless its "cluster" switch is off: the environment variable for the
+    processes it starts, the constant for this one (which has imported Ray already). A
+    one-machine Ray has nobody to talk to elsewhere. Returns the node address to give it."""
+    os.environ[RAY_CLUSTER_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    return LOOPBACK
 
 
 def open_topology(settings: Settings) -> Topology:
@@ -129,6 +144,8 @@ def serve(settings: Settings) -> int:
                 log_config=None,  # keep the JSON handler configured above
                 log_level="info",
                 timeout_graceful_shutdown=10,
+                ssl_certfile=settings.server.tls_cert or None,
+                ssl_keyfile=settings.server.tls_key or None,
             )
             server = uvicorn.Server(config)
             tune_gc(settings.gc.generation0_threshold, settings.gc.freeze_after_start)

@@ -45,6 +45,14 @@ class ServerSettings(_Section):
     streams_per_client_max: int = Positive  # ... and from one client address
     retry_after_seconds: int = Positive
     access_log: bool
+    tls_cert: str = ""  # PEM files: both, to serve HTTPS (uvicorn's TLS); neither: HTTP
+    tls_key: str = ""
+
+    @model_validator(mode="after")
+    def _tls_both_or_neither(self) -> ServerSettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together")
+        return self
 
 
 class ApiSettings(_Section):
@@ -103,6 +111,14 @@ class MonitorSettings(_Section):
     window_s: int = Positive
 
 
+class AuthSettings(_Section):
+    # A token bucket per participant or auditor key (operator keys are not limited: they
+    # run the switch, and are not for applications): requests per second, and the burst.
+    requests_per_second: float = Field(gt=0)
+    burst: int = Positive
+    refresh_interval_ms: int = Field(gt=0, le=1000)  # revocation reaches every ingress by then
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="_", env_nested_max_split=1,
@@ -118,6 +134,7 @@ class Settings(BaseSettings):
     gc: GcSettings
     monitor: MonitorSettings
     logging: LoggingSettings
+    auth: AuthSettings
     ledgers: dict[str, int]
 
     @model_validator(mode="after")

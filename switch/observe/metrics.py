@@ -35,6 +35,9 @@ class Metrics:
                                 ["route", "status"], registry=self.registry)
         self.latency = Histogram("payswitch_http_request_seconds", "HTTP request latency",
                                  ["route"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.auth_failures = Counter(
+            "payswitch_auth_failures", "Requests refused before any route: unauthenticated, "
+            "participant_disabled, rate_limited", ["reason"], registry=self.registry)
         self.registry.register(_MonitorCollector(monitor))
 
     def render(self) -> bytes:

@@ -26,6 +26,7 @@ from actors.codec import decode_events
 from actors.ledger.events import EVENT_TYPES, Claim, Event, kind_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
+from actors.ledger.registry import ApiKey, Participant
 from actors.messages import LogFeed
 from switch.api.views import account_from_json, account_json, transfer_from_json, transfer_json
 from switch.routing.channel import ShardUnavailable
@@ -67,8 +68,10 @@ def _shown(value: Any) -> Any:
         return transfer_json(value)
     if isinstance(value, Account):
         return account_json(value)
-    if isinstance(value, Limits | Claim):
+    if isinstance(value, Limits | Claim | Participant | ApiKey):
         return {name: _shown(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, bytes):  # a key's secret hash
+        return value.hex()
     if isinstance(value, list):
         return [_shown(item) for item in value]
     return value
@@ -99,6 +102,10 @@ def _read(value: Any, kind: Any) -> Any:
             return account_from_json(value)
         if "Limits" in text:
             return Limits(**value)
+        if "Participant" in text:
+            return Participant(**value)
+        if "ApiKey" in text:
+            return ApiKey(**{**value, "secret_hash": bytes.fromhex(value["secret_hash"])})
         if "Claim" in text:
             fields = dict(value)
             fields["resolving"] = _read(fields.get("resolving"), "Transfer")
@@ -111,7 +118,9 @@ def event_from_json(shown: dict[str, Any]) -> Event:
     export holds every field, so it rebuilds the ledger it came from."""
     cls = _EVENT_CLASSES[shown["type"]]
     kinds = {field.name: field.type for field in msgspec.structs.fields(cls)}
-    event: Event = cls(**{name: _read(shown[name], kinds[name]) for name in kinds})
+    # An export made before a field was added lacks it: the field's default then.
+    event: Event = cls(**{name: _read(shown[name], kinds[name]) for name in kinds
+                          if name in shown})
     return event
 
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from switch.api.auth import Principal, principal_of
 from switch.api.errors import ApiError, json_response
 from switch.api.params import required_int
-from switch.read.events import CursorInvalid, EventStream, decode_cursor, encode_cursor
+from switch.read.events import (
+    CursorInvalid,
+    Delivered,
+    EventStream,
+    decode_cursor,
+    encode_cursor,
+)
 
 EVENTS_PATH = "/v1/events"
 POLL_S = 0.05
@@ -58,7 +65,17 @@ class StreamSlots:
             del self.by_client[client]
 
 
-def event_routes(stream: EventStream, slots: StreamSlots) -> list[BaseRoute]:
+# Which of these events the request's principal may see (switch/api/access.py).
+Visible = Callable[[Principal, list[Delivered]], Awaitable[list[Delivered]]]
+
+
+def event_routes(stream: EventStream, slots: StreamSlots, visible: Visible
+                 ) -> list[BaseRoute]:
+    async def read(request: Request, cursor: str, limit: int) -> tuple[list[Delivered], str]:
+        """A page of the events this principal may see (maybe none, the cursor moved on)."""
+        found, following = await stream.read(cursor, limit)
+        return await visible(principal_of(request), found), following
+
     async def start(request: Request) -> str:
         after = request.query_params.get("after") or request.headers.get("last-event-id") or "0"
         if after == "latest":
@@ -74,22 +91,23 @@ def event_routes(stream: EventStream, slots: StreamSlots) -> list[BaseRoute]:
         limit = required_int(request, "limit", 100, 1, EVENTS_PER_READ_MAX)
         wait_ms = required_int(request, "wait_ms", 0, 0, WAIT_MS_MAX)
         if not wait_ms:  # a plain read: it counts against the in-flight limit (app.py)
-            found, following = await stream.read(cursor, limit)
+            found, following = await read(request, cursor, limit)
             return json_response({"events": [d.json() for d in found], "next": following})
         client = slots.take(request)  # a read that may wait: its slot, from the start
         try:
-            found, following = await stream.read(cursor, limit)
+            found, following = await read(request, cursor, limit)
             deadline = time.monotonic() + wait_ms / 1000
             while not found and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_S)
                 if await request.is_disconnected():
                     break  # nobody to answer: free the slot now
-                found, following = await stream.read(cursor, limit)
+                found, following = await read(request, following, limit)
         finally:
             slots.give_back(client)
         return json_response({"events": [d.json() for d in found], "next": following})
 
     async def sse(request: Request) -> Response:
+        principal = principal_of(request)
         cursor = await start(request)
         client = slots.take(request)
 
@@ -105,12 +123,14 @@ def event_routes(stream: EventStream, slots: StreamSlots) -> list[BaseRoute]:
             quiet_since = time.monotonic()
             while True:
                 found, _ = await stream.read(cursor, EVENTS_PER_READ_MAX)
+                shown = {id(d) for d in await visible(principal, found)}
                 positions = decode_cursor(cursor, stream.shards)
-                for delivered in found:
+                for delivered in found:  # the cursor passes the events not shown too
                     positions[delivered.shard] = (delivered.seq, delivered.index + 1)
                     cursor = encode_cursor(positions)
-                    yield b"id: " + cursor.encode() + b"\ndata: " + orjson.dumps(
-                        delivered.json()) + b"\n\n"
+                    if id(delivered) in shown:
+                        yield b"id: " + cursor.encode() + b"\ndata: " + orjson.dumps(
+                            delivered.json()) + b"\n\n"
                 if found:
                     quiet_since = time.monotonic()
                     continue

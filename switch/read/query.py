@@ -112,6 +112,7 @@ class QueryEngine:
         if isinstance(event, AccountCreated):
             account = event.account
             txn.put(_ordered(account.timestamp, account.id), _encode(account), db=model.accounts)
+            txn.put(account.id.encode(), account.owner.encode(), db=model.owners)
         elif isinstance(event, TransferCommitted):
             self._stored(txn, event.transfer)
         elif isinstance(event, TransferReserved) and event.roles & Roles.home:
@@ -151,7 +152,8 @@ class QueryEngine:
         with self.model.env.begin(buffers=False) as txn:
             for transfer in self._scan(txn, self.model.transfers, _transfer, cursor):
                 status = _status(txn, self.model, transfer)
-                if _transfer_matches(transfer, status, filters):
+                if _transfer_matches(transfer, status, filters) and _party_to(
+                        txn, self.model, transfer, filters.get("party")):
                     if len(found) == limit:
                         following = encode_cursor([found[-1][0].timestamp, found[-1][0].id])
                         break
@@ -208,6 +210,16 @@ def _status(txn: Transaction, model: ReadModel, transfer: Transfer
         return None
     raw = txn.get(transfer.id.encode(), db=model.status)
     return None if raw is None else _pending(raw)
+
+
+def _party_to(txn: Transaction, model: ReadModel, transfer: Transfer, party: str | None
+              ) -> bool:
+    """No party asked, or the transfer was sent by it or is on one of its accounts."""
+    if party is None or transfer.participant_id == party:
+        return True
+    wanted = party.encode()
+    return any(txn.get(side.encode(), db=model.owners) == wanted
+               for side in (transfer.debit_account_id, transfer.credit_account_id))
 
 
 def _transfer_matches(transfer: Transfer, status: PendingStatus | None,

@@ -11,6 +11,8 @@ from starlette.routing import BaseRoute, Route
 
 from actors.ledger.model import CODE_MAX, HISTORY, ID_RE, USER_DATA_LENGTH_MAX
 from actors.messages import BalanceHistory, BalancePage
+from switch.api.access import owns
+from switch.api.auth import principal_of
 from switch.api.errors import ApiError, json_response
 from switch.api.params import query_int, query_moment, required_int
 from switch.api.views import account_json, transfer_json
@@ -47,8 +49,11 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
                 _text(request, "cursor"))
 
     async def transfers(request: Request) -> Response:
+        principal = principal_of(request)
         limit, cursor = common(request)
         filters = {
+            # a participant's: only those it sent or that are on one of its accounts
+            "party": principal.participant_id or None,
             "account_id": _text(request, "account_id", _ident),
             "code": query_int(request, "code", None, 0, CODE_MAX),
             "user_data": _text(request, "user_data",
@@ -64,9 +69,15 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
                               "next_cursor": following})
 
     async def accounts(request: Request) -> Response:
+        principal = principal_of(request)
         limit, cursor = common(request)
+        owner = _text(request, "owner", _ident)
+        if principal.is_participant:  # only its own: another owner asked finds nothing
+            if owner not in (None, principal.participant_id):
+                return json_response({"accounts": [], "next_cursor": None})
+            owner = principal.participant_id
         filters = {
-            "owner": _text(request, "owner", _ident),
+            "owner": owner,
             "code": query_int(request, "code", None, 0, CODE_MAX),
             "user_data": _text(request, "user_data",
                                lambda v: len(v) <= USER_DATA_LENGTH_MAX),
@@ -90,10 +101,12 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
             since_ns = max(since_ns - 1, after[0])
         else:
             since_ns -= 1  # `from` is inclusive; the shard's bound is exclusive
+        principal = principal_of(request)
         page: BalancePage = await router.ask(router.shard_of(account_id), BalanceHistory(
             account_id, max(0, since_ns), min(query_moment(request, "to", 2**64), 2**64 - 1),
             limit))
-        if page.account is None or not page.account.flags & HISTORY:
+        if page.account is None or not page.account.flags & HISTORY \
+                or not owns(principal, page.account):
             raise ApiError(404, "history_not_kept", "No account with this id keeps its "
                                                     "history (flags.history).")
         following = None if page.next_since_ns is None else encode_cursor(

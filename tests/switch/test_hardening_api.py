@@ -80,13 +80,14 @@ def test_an_empty_cursor_is_the_first_page(switch: RunningSwitch) -> None:
     assert switch.get("/v1/transfers?cursor=").status_code == 200
 
 
-def _long_poll(port: int, after: str, stream: bool = False) -> socket.socket:
+def _long_poll(switch: RunningSwitch, after: str, stream: bool = False) -> socket.socket:
     """A long-poll that waits (nothing new comes), or an event stream, on a raw socket we
     can drop."""
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", switch.port))
     path = f"/v1/events/stream?after={after}" if stream else \
         f"/v1/events?after={after}&wait_ms=30000"
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    key = f"Authorization: Bearer {switch.operator_key}"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{key}\r\n\r\n".encode())
     return sock
 
 
@@ -97,8 +98,8 @@ def test_waiting_reads_have_their_own_bounded_slots(ray_session: None, tmp_path:
     try:
         latest = switch.get("/v1/events?after=latest").json()["next"]
         # Three waiting reads (two long-polls, one stream): more than the in-flight limit.
-        polls = [_long_poll(switch.port, latest), _long_poll(switch.port, latest),
-                 _long_poll(switch.port, latest, stream=True)]
+        polls = [_long_poll(switch, latest), _long_poll(switch, latest),
+                 _long_poll(switch, latest, stream=True)]
         time.sleep(0.5)
         refused = switch.get(f"/v1/events?after={latest}&wait_ms=30000")
         assert refused.status_code == 429 and refused.json()["code"] == "too_many_streams"

@@ -40,10 +40,10 @@ def running(ray_session: None, tmp_path_factory: pytest.TempPathFactory
     switch = RunningSwitch(switch_settings(tmp_path_factory.mktemp("openapi") / "data")).start()
     accounts = [{"id": name, "ledger": "USD", "code": 1, "owner": "o",
                  "flags": {"history": True}} for name in ("a", "b")]
-    assert httpx.post(switch.url + "/v1/accounts", json=accounts).status_code == 200
+    assert switch.client.post(switch.url + "/v1/accounts", json=accounts).status_code == 200
     transfer = {"id": "t", "debit_account_id": "a", "credit_account_id": "b", "amount": 5,
                 "ledger": "USD", "code": 1}
-    assert httpx.post(switch.url + "/v1/transfers", json=transfer).status_code == 201
+    assert switch.client.post(switch.url + "/v1/transfers", json=transfer).status_code == 201
     yield switch
     switch.stop()
 
@@ -88,17 +88,23 @@ def _kept_in_bounds(case: Any) -> None:
         query["wait_ms"] = min(query["wait_ms"], 20)
 
 
+@pytest.mark.parametrize("caller", ["operator", "anonymous"])
 @pytest.mark.parametrize("label", LABELS)
-def test_every_operation_answers_as_documented(api_schema: Any, label: str) -> None:
+def test_every_operation_answers_as_documented(running: RunningSwitch, api_schema: Any,
+                                               label: str, caller: str) -> None:
+    """With the operator's key, and with none: then every route but the open ones answers
+    401, as documented."""
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None, label
+    headers = {"Authorization": f"Bearer {running.operator_key}"} if caller == "operator" \
+        else {}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def answers_as_documented(case: Any) -> None:
         _kept_in_bounds(case)
-        case.call_and_validate()
+        case.call_and_validate(headers=headers)
 
     answers_as_documented()
 
@@ -114,7 +120,7 @@ def test_every_route_is_documented(running: RunningSwitch) -> None:
 
 
 def test_a_wrong_method_answers_405_naming_the_allowed_ones(running: RunningSwitch) -> None:
-    response = httpx.delete(running.url + "/v1/transfers")
+    response = running.client.delete(running.url + "/v1/transfers")
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
     allowed = set(response.headers["allow"].replace(" ", "").split(","))
     assert allowed == {"GET", "HEAD", "POST"}, allowed  # both modules' methods of the path

@@ -38,7 +38,7 @@ def test_full_queues_answer_429_and_retries_converge(small_switch: RunningSwitch
     lock = threading.Lock()
 
     def send(batch: list[dict[str, Any]]) -> None:
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60, headers=switch.client.headers) as client:
             while True:
                 response = client.post(switch.url + "/v1/transfers", json=batch)
                 with lock:

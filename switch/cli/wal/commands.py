@@ -12,7 +12,13 @@ from typing import Any
 import orjson
 
 from actors.codec import decode_events
-from actors.ledger.events import AccountCreated, Event, LimitsChanged, transfer_id_of
+from actors.ledger.events import (
+    AccountCreated,
+    Event,
+    LimitsChanged,
+    is_privileged,
+    transfer_id_of,
+)
 from actors.ledger.model import Transfer
 from actors.topology import Placement
 from persistence.layout import shard_directories
@@ -60,6 +66,9 @@ def add_parser(commands: Any) -> None:
                         help="print accounts whose balances differ from the current state")
     export = sub.add_parser("export", parents=[common], help="events as JSON lines")
     _add_filters(export)
+    export.add_argument("--audit", action="store_true",
+                        help="only privileged actions (participants, keys, limits, accounts "
+                             "that may go negative), each with the acting key and time")
     repair = sub.add_parser("repair", parents=[common],
                             help="back up, then cut a damaged tail off a log")
     repair.add_argument("--force", action="store_true",
@@ -267,6 +276,8 @@ def _print_events(args: argparse.Namespace, shards: Shards) -> int:
             if not from_ns <= record.timestamp_ns <= to_ns:
                 return
             for event in decode_events(record.payload):
+                if getattr(args, "audit", False) and not is_privileged(event):
+                    continue
                 if _matches(event, args.account, args.transfer):
                     out.write(orjson.dumps({"shard": index, "seq": record.seq,
                                             "timestamp_ns": record.timestamp_ns,
