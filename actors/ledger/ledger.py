@@ -59,6 +59,7 @@ from actors.ledger.model import (
     BALANCE_MAX,
     BALANCING,
     CLOSED,
+    CLOSING_CREDIT,
     CREDITS_MUST_NOT_EXCEED_DEBITS,
     DEBITS_MUST_NOT_EXCEED_CREDITS,
     PENDING,
@@ -352,8 +353,10 @@ class Ledger(LedgerState):
                 funds.credits.get(account_id, 0) if funds else 0)
         if roles & _CREDIT:
             account_id = transfer.credit_account_id
-            rules += credit_rules(transfer, self.accounts.get(account_id),
-                                  funds.debits.get(account_id, 0) if funds else 0)
+            account = self.accounts.get(account_id)
+            refused = _credit_refused(transfer, account) if account is not None else None
+            rules += [rule(refused, 0)] if refused is not None else credit_rules(
+                transfer, account, funds.debits.get(account_id, 0) if funds else 0)
         return rules
 
     def _check_roles(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
@@ -414,6 +417,9 @@ class Ledger(LedgerState):
         account = self.accounts.get(transfer.credit_account_id)
         if account is None:
             return _R.credit_account_not_found
+        refused = _credit_refused(transfer, account)
+        if refused is not None:
+            return refused
         if account.ledger != transfer.ledger:
             return _R.ledger_mismatch
         if account.flags & _CLOSED:
@@ -424,6 +430,14 @@ class Ledger(LedgerState):
         if account.flags & _CREDITS_LIMITED and credits > account.debits_posted + chain_debits:
             return _R.exceeds_debits
         return _R.ok
+
+
+def _credit_refused(transfer: Transfer, account: Account) -> TransferResult | None:
+    """A participant credits any account, but closes (closing_credit) only its own."""
+    if transfer.participant_id and transfer.flags & CLOSING_CREDIT \
+            and account.owner != transfer.participant_id:
+        return _R.forbidden
+    return None
 
 
 def repeat_of(existing: Transfer, transfer: Transfer) -> TransferResult:

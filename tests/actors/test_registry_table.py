@@ -15,7 +15,15 @@ from actors.codec import decode_snapshot, encode_snapshot
 from actors.ledger import snapshot
 from actors.ledger.codes import TransferResult as T
 from actors.ledger.ledger import Ledger
-from actors.ledger.model import BALANCING_DEBIT, LINKED, PENDING, POST_PENDING, Account, Transfer
+from actors.ledger.model import (
+    BALANCING_DEBIT,
+    CLOSING_CREDIT,
+    LINKED,
+    PENDING,
+    POST_PENDING,
+    Account,
+    Transfer,
+)
 from actors.ledger.registry import (
     AUDITOR,
     DISABLED,
@@ -167,6 +175,10 @@ DEBIT_ROWS = [
      T.debit_account_not_found),
     ("another's transfer id, sent again", "t0", "a1", "b1", "bank-b", 0, T.forbidden),
     ("its own, sent again", "t0", "a1", "b1", "bank-a", 0, T.exists),
+    ("closing another's account", "t8", "a1", "b1", "bank-a", PENDING | CLOSING_CREDIT,
+     T.forbidden),
+    ("closing its own", "t9", "a1", "a2", "bank-a", PENDING | CLOSING_CREDIT, T.ok),
+    ("the operator closes anyone's", "t10", "house", "b1", "", PENDING | CLOSING_CREDIT, T.ok),
 ]
 
 
