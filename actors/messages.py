@@ -34,6 +34,7 @@ class CreateAccount(_Message, tag="account"):
     account: Account  # timestamp 0: the shard stamps it
     limits: Limits | None = None
     key_id: str = ""  # who asked (recorded)
+    participant_id: str = ""  # for whom ("": the operator)
 
 
 class SetLimits(_Message, tag="limits"):

@@ -60,8 +60,10 @@ def pairs(rng: random.Random, accounts: int, hot_fraction: float, hot_accounts: 
     return debit, credit
 
 
-def transfers_stored(url: str) -> int:
-    shards = httpx.get(url + "/readyz", timeout=30).json()["shards"]
+def transfers_stored(url: str, key: str) -> int:
+    """(Each shard's figures: for an operator's key.)"""
+    shards = httpx.get(url + "/readyz", headers={"Authorization": f"Bearer {key}"},
+                       timeout=30).json()["shards"]
     return sum(int(shard["transfers"]) for shard in shards)
 
 
@@ -77,9 +79,9 @@ def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fractio
            "BENCH_QUOTA": str(transfers // threads), "BENCH_KEY": key}
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", "3600s",
                "--timeout", "30s", "-s", str(BENCH_DIR / "wrk_transfers.lua"), url]
-    target = transfers_stored(url) + (transfers // threads) * threads
+    target = transfers_stored(url, key) + (transfers // threads) * threads
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    while transfers_stored(url) < target and wrk.poll() is None:
+    while transfers_stored(url, key) < target and wrk.poll() is None:
         time.sleep(0.5)
     wrk.send_signal(signal.SIGINT)
     output, _ = wrk.communicate(timeout=60)

@@ -1,7 +1,7 @@
 -- One transfer per request, for wrk: unique ids, uniform or hot accounts, a quota per thread.
 -- Settings come from the environment (bench/throughput.py sets them):
 --   BENCH_RUN (id prefix), BENCH_ACCOUNTS, BENCH_HOT_FRACTION, BENCH_HOT_ACCOUNTS, BENCH_QUOTA,
---   BENCH_KEY (the API key sent with each request)
+--   BENCH_KEY (the API key sent with each request), BENCH_ACCOUNT_PREFIX (account ids: "a")
 local run_id = os.getenv("BENCH_RUN") or "run"
 local accounts = tonumber(os.getenv("BENCH_ACCOUNTS") or "10000")
 local hot_fraction = tonumber(os.getenv("BENCH_HOT_FRACTION") or "0")
@@ -9,6 +9,7 @@ local hot_accounts = tonumber(os.getenv("BENCH_HOT_ACCOUNTS") or "10")
 local quota = tonumber(os.getenv("BENCH_QUOTA") or "1000")
 local headers = {["Content-Type"] = "application/json",
                  ["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "")}
+local prefix = os.getenv("BENCH_ACCOUNT_PREFIX") or "a"
 local next_thread = 0
 
 function setup(thread)
@@ -37,9 +38,9 @@ function request()
   sent = sent + 1
   local debit, credit = pair()
   local body = string.format(
-    '{"id":"%s-%d-%d","debit_account_id":"a%d","credit_account_id":"a%d",' ..
+    '{"id":"%s-%d-%d","debit_account_id":"%s%d","credit_account_id":"%s%d",' ..
     '"amount":%d,"ledger":"USD","code":1}',
-    run_id, thread_index, sent, debit, credit, math.random(1, 1000))
+    run_id, thread_index, sent, prefix, debit, prefix, credit, math.random(1, 1000))
   return wrk.format("POST", "/v1/transfers", headers, body)
 end
 

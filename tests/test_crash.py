@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
@@ -49,7 +48,7 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
                                   timeout=300)
         assert verified.returncode == 0, verified.stdout + verified.stderr  # as it was left
         switch.start()
-        shards = httpx.get(switch.url + "/readyz").json()["shards"]
+        shards = switch.http.get("/readyz").json()["shards"]
         print(f"seed {seed}: recovered from snapshots at "
               f"{[s['snapshot_seq'] for s in shards]} of {[s['last_seq'] for s in shards]}")
         assert any(s["snapshot_seq"] for s in shards), "no snapshot was taken under load"

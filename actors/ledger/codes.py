@@ -15,6 +15,7 @@ class AccountResult(StrEnum):
     flags_invalid = "flags_invalid"
     limits_invalid = "limits_invalid"  # limits given with the account, and not valid
     ledger_unknown = "ledger_unknown"
+    forbidden = "forbidden"  # the id is another participant's account: nothing of it is told
     exists_with_different_ledger = "exists_with_different_ledger"
     exists_with_different_code = "exists_with_different_code"
     exists_with_different_owner = "exists_with_different_owner"

@@ -58,6 +58,7 @@ from actors.ledger.model import (
     ACCOUNT_FLAGS_ALL,
     BALANCE_MAX,
     BALANCING,
+    BALANCING_CREDIT,
     CLOSED,
     CLOSING_CREDIT,
     CREDITS_MUST_NOT_EXCEED_DEBITS,
@@ -78,6 +79,7 @@ from actors.ledger.store import ChainDecision
 POST, VOID, HOLD = "post", "void", "hold"
 
 _DEBITS_LIMITED = DEBITS_MUST_NOT_EXCEED_CREDITS
+_CREDIT_OWNED_ONLY = CLOSING_CREDIT | BALANCING_CREDIT
 _CREDITS_LIMITED = CREDITS_MUST_NOT_EXCEED_DEBITS
 _CLOSED = CLOSED
 _DEBIT = Roles.debit
@@ -103,10 +105,12 @@ def check_transfer_static(transfer: Transfer) -> TransferResult:
 class Ledger(LedgerState):
     # ---- decisions (read-only) ----
 
-    def create_account(self, account: Account, limits: Limits | None = None, key_id: str = ""
-                       ) -> tuple[AccountResult, list[Event]]:
+    def create_account(self, account: Account, limits: Limits | None = None, key_id: str = "",
+                       participant_id: str = "") -> tuple[AccountResult, list[Event]]:
         """Create an account, with its limits when given (both, or neither); `key_id`: the
-        key that asked, recorded with it (what may be created is the ingress's check)."""
+        key that asked, recorded with it; `participant_id`: the participant it asked for
+        ("": the operator). What a participant may create is the ingress's check; here, that
+        an id taken by another owner tells it nothing."""
         flags = account.flags
         if flags & ~ACCOUNT_FLAGS_ALL or (flags & _DEBITS_LIMITED and flags & _CREDITS_LIMITED):
             return AccountResult.flags_invalid, []
@@ -116,6 +120,8 @@ class Ledger(LedgerState):
             return AccountResult.ledger_unknown, []
         existing = self.accounts.get(account.id)
         if existing is not None:
+            if participant_id and existing.owner != participant_id:
+                return AccountResult.forbidden, []
             return account_exists(existing, account), []
         if account.timestamp <= 0:
             raise ValueError(f"account {account.id} is not stamped")
@@ -433,8 +439,9 @@ class Ledger(LedgerState):
 
 
 def _credit_refused(transfer: Transfer, account: Account) -> TransferResult | None:
-    """A participant credits any account, but closes (closing_credit) only its own."""
-    if transfer.participant_id and transfer.flags & CLOSING_CREDIT \
+    """A participant credits any account, but closes (closing_credit) or balances against
+    (balancing_credit: its amount would tell the account's position) only its own."""
+    if transfer.participant_id and transfer.flags & _CREDIT_OWNED_ONLY \
             and account.owner != transfer.participant_id:
         return _R.forbidden
     return None

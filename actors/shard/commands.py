@@ -113,8 +113,11 @@ class CommandTable:
     def _create_account(self, command: CreateAccount, events: list[Event]) -> AccountReply:
         host, ledger = self.host, self.host.ledger
         account = replace(command.account, timestamp=host.next_timestamp())
-        result, new_events = ledger.create_account(account, command.limits, command.key_id)
+        result, new_events = ledger.create_account(account, command.limits, command.key_id,
+                                                    command.participant_id)
         host.record(new_events, events)
+        if result == "forbidden":  # another's: not shown
+            return AccountReply(result)
         return self._account_reply(result, account.id)
 
     def _set_limits(self, command: SetLimits, events: list[Event]) -> AccountReply:

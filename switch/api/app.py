@@ -40,7 +40,14 @@ from actors.messages import (
 )
 from actors.runtime import release_free_memory
 from switch.api.access import Visibility, account_refusal, owns
-from switch.api.auth import Authenticate, KeyRing, TokenBuckets, principal_of, require
+from switch.api.auth import (
+    Authenticate,
+    KeyRing,
+    TokenBuckets,
+    optional_principal,
+    principal_of,
+    require,
+)
 from switch.api.errors import MESSAGES, ApiError, error_response, json_response, status_of_result
 from switch.api.openapi import openapi_document
 from switch.api.params import is_decimal, path_id, query_int, required_int
@@ -140,7 +147,8 @@ class Api:
                     for account, given in zip(accounts, limits, strict=True)]
         allowed = [i for i, refusal in enumerate(refusals) if refusal is None]
         created = await self.router.create_accounts(
-            [accounts[i] for i in allowed], [limits[i] for i in allowed], principal.key_id)
+            [accounts[i] for i in allowed], [limits[i] for i in allowed], principal.key_id,
+            principal.participant_id)
         outcomes: list[Outcome] = [(refusal, None) for refusal in refusals]  # type: ignore[misc]
         for i, outcome in zip(allowed, created, strict=True):
             outcomes[i] = outcome
@@ -237,10 +245,15 @@ class Api:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        """Open to anyone (a load balancer's probe); each shard's figures (its ledgers'
+        totals among them) only with an operator's or auditor's key."""
         try:
             statuses = await asyncio.wait_for(self.router.statuses(), timeout=5)
         except (TimeoutError, ShardUnavailable):
             return error_response(503, "shard_unavailable", retry_after_seconds=1)
+        principal = optional_principal(request)
+        if principal is None or principal.role not in (OPERATOR, AUDITOR):
+            return json_response({"status": "ready", "shards": len(statuses)})
         return json_response({"status": "ready",
                               "shards": [msgspec.to_builtins(s) for s in statuses]})
 
@@ -441,6 +454,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         redriver = Redriver(router)
         await redriver.run_once()  # resolve what a crash left in doubt before serving
         key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
+        await registry.reconcile_statuses(list(keyring.participants.values()))
         if key_file is not None:  # its path only: the secret is never logged
             log.warning("a new operator key was written to %s (mode 0600); send it as "
                         "Authorization: Bearer <key>", key_file)
@@ -468,7 +482,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         *dashboard_routes(monitor, metrics, ray_dashboard_url),
         *event_routes(EventStream(router.links), StreamSlots(
             settings.server.streams_max, settings.server.streams_per_client_max,
-            settings.server.retry_after_seconds), api.visibility.visible_events),
+            settings.server.retry_after_seconds), api.visibility.visible_events,
+            keyring.allows),
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one),
     ]

@@ -54,14 +54,19 @@ class KeyRing:
         self.keys: dict[str, ApiKey] = {}
         self.participants: dict[str, Participant] = {}
         self._verified: dict[str, Principal] = {}  # token -> principal, while keys unchanged
+        self._refreshing = asyncio.Lock()
 
     async def refresh(self) -> None:
-        view = await self.registry.read(self.version)
-        if view.keys is not None and view.participants is not None:
+        """Read the registry again if it changed. One read at a time, and never back to an
+        older version (a slow read must not bring back a revoked key)."""
+        async with self._refreshing:
+            view = await self.registry.read(self.version)
+            if view.version <= self.version or view.keys is None or view.participants is None:
+                return
             self.keys = {key.key_id: key for key in view.keys}
             self.participants = {p.id: p for p in view.participants}
             self._verified = {}
-        self.version = view.version
+            self.version = view.version
 
     async def refresh_forever(self) -> None:
         while True:
@@ -90,6 +95,11 @@ class KeyRing:
             self._verified.clear()
         principal = self._verified[token] = Principal(key.key_id, key.role, key.participant_id)
         return principal
+
+    def allows(self, principal: Principal) -> bool:
+        """Whether this principal's key is still in force (a long stream checks it again)."""
+        key = self.keys.get(principal.key_id)
+        return key is not None and not key.revoked and not self.is_disabled(principal)
 
     def is_disabled(self, principal: Principal) -> bool:
         if not principal.participant_id:
@@ -142,12 +152,17 @@ class Authenticate:
         self.failures = failures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"authorization")
         token = None if header is None else token_of(header)
         principal = None if token is None else self.keyring.principal(token)
+        if scope["path"] in OPEN_PATHS:  # served to anyone; a valid key may show more
+            if principal is not None and self.keyring.allows(principal):
+                scope["principal"] = principal
+            await self.app(scope, receive, send)
+            return
         if principal is None:
             self.failures.labels("unauthenticated").inc()
             browser = scope["path"].startswith(BROWSER_PATHS)
@@ -181,6 +196,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """On an open path: the principal if a valid key was sent, else None."""
+    principal = request.scope.get("principal")
+    return principal if isinstance(principal, Principal) else None
 
 
 def principal_of(request: Request) -> Principal:

@@ -19,7 +19,7 @@ KEY_PREFIX = "psk_"
 KEY_ID_HEX_DIGITS = 16
 SECRET_BYTES = 32
 TOKEN_LENGTH_MAX = 128  # a longer header value is not a key: refused before any work
-_TOKEN = re.compile(r"^psk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"psk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _HASH_KEY = b"payswitch api key v1"  # domain separation: these hashes are for nothing else
 _DECOY_HASH = bytes(32)  # checked against when the key id is unknown: the same work
 
@@ -39,7 +39,7 @@ def parse_token(token: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed token; None for anything else."""
     if len(token) > TOKEN_LENGTH_MAX:
         return None
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     return None if match is None else (match.group(1), match.group(2))
 
 

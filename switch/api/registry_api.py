@@ -136,6 +136,24 @@ def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse
 OPERATOR_KEY_FILE = "operator.key"
 
 
+def _write_secret(path: Path, token: str) -> None:
+    """A new file of mode 0600 from its first byte (never a symlink followed, never an older
+    file's mode), fsynced, then renamed over any older one, and the directory synced."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(staging, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 async def bootstrap_operator_key(registry: RegistryClient, keyring: KeyRing, data_dir: Path
                                  ) -> Path | None:
     """On a data directory with no key at all (its first start, or one made before keys
@@ -146,12 +164,7 @@ async def bootstrap_operator_key(registry: RegistryClient, keyring: KeyRing, dat
         return None
     key_id, token, secret_hash = new_key()
     path = data_dir / OPERATOR_KEY_FILE
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.chmod(path, 0o600)  # an older file of another mode is rewritten, not re-created
+    _write_secret(path, token)
     reply = await registry.create_key(ApiKey(key_id, OPERATOR, "", secret_hash), SYSTEM)
     if reply.result != "ok":
         raise RuntimeError(f"the operator key was not recorded: {reply.result}")

@@ -69,8 +69,10 @@ class StreamSlots:
 Visible = Callable[[Principal, list[Delivered]], Awaitable[list[Delivered]]]
 
 
-def event_routes(stream: EventStream, slots: StreamSlots, visible: Visible
-                 ) -> list[BaseRoute]:
+def event_routes(stream: EventStream, slots: StreamSlots, visible: Visible,
+                 allows: Callable[[Principal], bool]) -> list[BaseRoute]:
+    """`allows`: whether a principal's key is still in force; a stream ends once it is not
+    (revoked, or its participant disabled)."""
     async def read(request: Request, cursor: str, limit: int) -> tuple[list[Delivered], str]:
         """A page of the events this principal may see (maybe none, the cursor moved on)."""
         found, following = await stream.read(cursor, limit)
@@ -121,7 +123,7 @@ def event_routes(stream: EventStream, slots: StreamSlots, visible: Visible
         async def _lines() -> AsyncIterator[bytes]:
             nonlocal cursor
             quiet_since = time.monotonic()
-            while True:
+            while allows(principal):
                 found, _ = await stream.read(cursor, EVENTS_PER_READ_MAX)
                 shown = {id(d) for d in await visible(principal, found)}
                 positions = decode_cursor(cursor, stream.shards)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.ledger.registry import REGISTRY_SHARD, ApiKey, Participant, RegistryResult
+from actors.ledger.registry import (
+    REGISTRY_SHARD,
+    SYSTEM,
+    ApiKey,
+    Participant,
+    RegistryResult,
+)
 from actors.messages import (
     CreateKey,
     CreateParticipant,
@@ -49,6 +55,14 @@ class RegistryClient:
             await asyncio.gather(*(self.router.ask(shard, SetParticipantStatus(
                 participant_id, status, key_id, False)) for shard in others))
         return reply
+
+    async def reconcile_statuses(self, participants: list[Participant]) -> None:
+        """At start: tell every other shard each participant's status again, in case a
+        change reached the registry but not all of them (a repeat changes nothing)."""
+        others = [shard for shard in range(len(self.router.links)) if shard != REGISTRY_SHARD]
+        await asyncio.gather(*(self.router.ask(shard, SetParticipantStatus(
+            participant.id, participant.status, SYSTEM, False))
+            for participant in participants for shard in others))
 
     async def create_key(self, key: ApiKey, key_id: str) -> RegistryReply:
         return await self._ask(CreateKey(key, key_id))

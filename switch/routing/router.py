@@ -175,12 +175,13 @@ class Router:
     # ---- accounts ----
 
     async def create_accounts(self, accounts: list[Account],
-                              limits: list[Limits | None] | None = None, key_id: str = ""
-                              ) -> list[Outcome]:
+                              limits: list[Limits | None] | None = None, key_id: str = "",
+                              participant_id: str = "") -> list[Outcome]:
         """Create accounts (with their limits, when given, in the same shard batch); `key_id`
-        names the key that asked (recorded with each)."""
+        names the key that asked (recorded with each), `participant_id` for whom."""
         given = limits or [None] * len(accounts)
-        calls: list[Call] = [(self.shard_of(a.id), CreateAccount(a, lim, key_id))
+        calls: list[Call] = [(self.shard_of(a.id), CreateAccount(a, lim, key_id,
+                                                                 participant_id))
                              for a, lim in zip(accounts, given, strict=True)]
         outcomes: list[Outcome] = []
         for reply in await self.scatter(calls):

@@ -13,9 +13,11 @@ from msgspec.structs import replace
 
 from actors.codec import decode_snapshot, encode_snapshot
 from actors.ledger import snapshot
+from actors.ledger.codes import AccountResult as A
 from actors.ledger.codes import TransferResult as T
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import (
+    BALANCING_CREDIT,
     BALANCING_DEBIT,
     CLOSING_CREDIT,
     LINKED,
@@ -179,6 +181,8 @@ DEBIT_ROWS = [
      T.forbidden),
     ("closing its own", "t9", "a1", "a2", "bank-a", PENDING | CLOSING_CREDIT, T.ok),
     ("the operator closes anyone's", "t10", "house", "b1", "", PENDING | CLOSING_CREDIT, T.ok),
+    ("balancing against another's (its amount would tell b1's position)", "t11", "a1", "b1",
+     "bank-a", PENDING | BALANCING_CREDIT, T.forbidden),
 ]
 
 
@@ -189,6 +193,14 @@ def test_who_may_debit(name: str, transfer_id: str, debit: str, credit: str, by:
     state = owned(ledger())
     send(state, "t0", "a1", "b1", "bank-a")  # an earlier transfer, for the repeats
     assert send(state, transfer_id, debit, credit, by, flags=flags) is expected
+
+
+def test_another_participants_account_id_tells_nothing() -> None:
+    state = owned(ledger())
+    taken = Account("b1", "EUR", 7, "bank-a", 1, "", timestamp=NOW)
+    assert state.create_account(taken, participant_id="bank-a") == (A.forbidden, [])
+    same = Account("a1", "USD", 1, "bank-a", 0, "", timestamp=NOW)
+    assert state.create_account(same, participant_id="bank-a") == (A.exists, [])
 
 
 def test_a_disabled_participants_accounts_take_credits_not_debits() -> None:

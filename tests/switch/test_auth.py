@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,14 @@ def test_the_first_start_writes_the_operator_key_once(switch: RunningSwitch) -> 
 def test_open_routes_and_every_way_to_fail_authentication(switch: RunningSwitch) -> None:
     for path in ("/healthz", "/readyz", "/openapi.json"):
         assert httpx.get(switch.url + path).status_code == 200
+    # Anyone may probe readiness; each shard's figures (its totals) need a staff key.
+    assert httpx.get(switch.url + "/readyz").json() == {"status": "ready", "shards": 3}
+    assert len(switch.get("/readyz").json()["shards"]) == 3
     token = switch.operator_key
     refused = [{}, {"Authorization": "Bearer"}, {"Authorization": token},
                {"Authorization": "Bearer " + token[:-1] + "A"},
                {"Authorization": "Bearer " + "psk_" + "x" * 200},
+               {"Authorization": "Basic " + base64.b64encode(f"u:{token}\n".encode()).decode()},
                {"Authorization": "Basic !!!"}]
     for headers in refused:
         response = httpx.get(switch.url + "/v1/ledgers", headers=headers)
@@ -82,7 +87,7 @@ def test_open_routes_and_every_way_to_fail_authentication(switch: RunningSwitch)
     assert httpx.get(switch.url + "/dashboard",
                      headers={"Authorization": f"Basic {basic}"}).status_code == 200
     metrics = switch.get("/metrics").text
-    assert 'payswitch_auth_failures_total{reason="unauthenticated"} 7.0' in metrics
+    assert 'payswitch_auth_failures_total{reason="unauthenticated"} 8.0' in metrics
 
 
 def test_a_revoked_key_is_refused_at_once(switch: RunningSwitch) -> None:
@@ -93,6 +98,18 @@ def test_a_revoked_key_is_refused_at_once(switch: RunningSwitch) -> None:
     assert call(switch, "GET", "/v1/ledgers", made["secret"]).status_code == 401
     again = switch.client.delete(f"{switch.url}/v1/keys/{made['key_id']}")
     assert again.status_code == 200 and again.json()["result"] == "unchanged"
+
+
+def test_an_event_stream_ends_when_its_key_is_revoked(switch: RunningSwitch) -> None:
+    made = switch.post("/v1/keys", {"role": "auditor"}).json()
+    with httpx.stream("GET", switch.url + "/v1/events/stream?after=0",
+                      headers=bearer(made["secret"]), timeout=30) as stream:
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # it streams
+        switch.client.delete(f"{switch.url}/v1/keys/{made['key_id']}")
+        deadline = time.monotonic() + 10
+        for _ in lines:  # it ends; else a keep-alive comes within 15 s and fails this
+            assert time.monotonic() < deadline, "the stream went on after its key was revoked"
 
 
 def test_arrays_answer_forbidden_per_item_and_the_rest_proceeds(switch: RunningSwitch) -> None:

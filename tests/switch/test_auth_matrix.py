@@ -149,6 +149,14 @@ ROWS: list[Row] = [
     ("POST", "/v1/accounts", _account("bank-a", ledger="EUR"),
      {"operator": 201, "auditor": 403, "bank-a": 403, "bank-b": 403}),
     ("POST", "/v1/accounts", _account("hub", {}), OPERATOR_ONLY_201),
+    # another's id: nothing of the stored account is told (was: 409 with its balances)
+    ("POST", "/v1/accounts", {"id": "acc-b", "ledger": USD, "code": 9, "owner": "bank-a",
+                              "flags": {"debits_must_not_exceed_credits": True}},
+     {"operator": 409, "auditor": 403, "bank-a": 403, "bank-b": 403}),
+    ("POST", "/v1/accounts", {"id": "acc-a", "ledger": USD, "code": 1, "owner": "bank-a",
+                              "flags": {"debits_must_not_exceed_credits": True,
+                                        "history": True}},
+     {"operator": 200, "auditor": 403, "bank-a": 200, "bank-b": 403}),
     ("PUT", "/v1/accounts/acc-a/limits", {"overdraft": 10}, OPERATOR_ONLY_200),
     ("PUT", "/v1/accounts/acc-b/limits", {"overdraft": 10}, OPERATOR_ONLY_200),
     # transfers
@@ -223,6 +231,7 @@ def test_matrix(world: World, method: str, path: str, body: Any, caller: str,
     assert response.status_code == expected, response.text
     if expected in CODES:
         assert response.json()["code"] == CODES[expected]
+        assert "account" not in response.json() and "transfer" not in response.json()
     elif expected == 404:
         assert response.json()["code"].endswith("not_found") or \
             response.json()["code"] == "history_not_kept"
