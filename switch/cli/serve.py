@@ -57,12 +57,16 @@ def start_ray(settings: Settings) -> str | None:
 
 def bind_local_ray_to_loopback() -> str:
     """Make the embedded Ray listen on 127.0.0.1 only (GCS, raylet, object manager, agents,
-    workers; its token authentication stays on). Ray replaces a loopback node address with the
-    machine's own unless its "cluster" switch is off: the environment variable for the
-    processes it starts, the constant for this one (which has imported Ray already). A
-    one-machine Ray has nobody to talk to elsewhere. Returns the node address to give it."""
+    workers). Ray replaces a loopback node address with the machine's own unless its
+    "cluster" switch is off: the environment variable for the processes it starts, the
+    constant for this one (which has imported Ray already). A one-machine Ray has nobody to
+    talk to elsewhere. Its token authentication is on by default (RAY_AUTH_MODE unset; it is
+    read when Ray is imported, so it cannot be forced from here). Returns the node address."""
     os.environ[RAY_CLUSTER_SWITCH] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        log.warning("RAY_AUTH_MODE=%s: Ray's token authentication is off; any local process "
+                    "can then drive the shards. Unset it.", os.environ["RAY_AUTH_MODE"])
     return LOOPBACK
 
 
