@@ -83,20 +83,3 @@ def transfer_json(transfer: Transfer, status: PendingStatus | None = None) -> di
     if status is not None:
         shown["status"], shown["amount_posted"] = status.status, status.amount_posted
     return shown
-
-
-def account_from_json(shown: dict[str, Any]) -> Account:
-    """An account as `account_json` showed it, back (the event export's reader)."""
-    flags = sum(int(AccountFlags[name]) for name, on in shown["flags"].items() if on)
-    return Account(shown["id"], shown["ledger"], shown["code"], shown["owner"], flags,
-                   shown["user_data"], shown["timestamp"], shown["debits_posted"],
-                   shown["credits_posted"], shown["debits_pending"], shown["credits_pending"])
-
-
-def transfer_from_json(shown: dict[str, Any]) -> Transfer:
-    """A transfer as `transfer_json` showed it, back."""
-    flags = sum(int(TransferFlags[name]) for name, on in shown["flags"].items() if on)
-    return Transfer(shown["id"], shown["debit_account_id"], shown["credit_account_id"],
-                    shown["amount"], shown["ledger"], shown["code"], shown["user_data"], flags,
-                    shown["pending_id"] or "", shown["timeout_ms"], shown["timestamp"],
-                    shown.get("key_id", ""), shown.get("participant_id", ""))

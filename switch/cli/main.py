@@ -6,9 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from switch.cli import keys as keys_cli
-from switch.cli.settings import DEFAULT_CONFIG, load_settings
-from switch.cli.wal import commands as wal_cli
+try:
+    from switch.cli import keys as keys_cli
+    from switch.cli.settings import DEFAULT_CONFIG, load_settings
+    from switch.cli.wal import commands as wal_cli
+except ImportError as missing:  # `pip install payswitch` holds the client only
+    sys.exit(f"payswitch: the server is not installed ({missing.name} is missing): "
+             "pip install 'payswitch[server]'")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,7 +28,8 @@ from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
 from actors.ledger.registry import ApiKey, Participant
 from actors.messages import LogFeed
-from switch.api.views import account_from_json, account_json, transfer_from_json, transfer_json
+from switch.api.views import account_json, transfer_json
+from switch.client.wire import account_of, transfer_of
 from switch.routing.channel import ShardUnavailable
 from switch.routing.transport import ShardLink
 
@@ -97,9 +98,9 @@ def _read(value: Any, kind: Any) -> Any:
         return [_read(item, text.removeprefix("list[").removesuffix("]")) for item in value]
     if isinstance(value, dict):
         if "Transfer" in text:
-            return transfer_from_json(value)
+            return transfer_of(value)
         if "Account" in text:
-            return account_from_json(value)
+            return account_of(value)
         if "Limits" in text:
             return Limits(**value)
         if "Participant" in text:

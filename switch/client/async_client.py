@@ -1,0 +1,257 @@
+"""`AsyncClient`: one call per payment in the application, arrays on the wire.
+
+    async with AsyncClient("http://127.0.0.1:8080", key) as client:
+        created = await client.create_transfer(Transfer("pay-1", "alice", "bob", 2500, "USD", 1))
+        if created.result != TransferResult.ok: ...
+
+Concurrent calls are coalesced into arrays (switch/client/batcher.py). A request that fails
+in a way that may or may not have applied it (a timeout, a dropped connection, 429, 503, an
+item answering `in_flight`) is sent again with the same ids, with jittered exponential
+backoff, until the call's deadline: what was applied answers `exists`, which the server only
+says when every field is the same, so it counts as done. A retried item answering
+`exists_with_different_*` raises IdConflict. Nothing is logged; `on_batch` and `on_retry`
+observe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from actors.ledger.model import Account, Transfer
+from switch.client.batcher import Batcher
+from switch.client.errors import DeadlineExceeded, IdConflict, error_for
+from switch.client.wire import account_body, account_of, transfer_body, transfer_of
+
+BATCH_ITEMS_MAX = 8190
+RETRY_STATUSES = (429, 503)
+JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """One item's answer: its id, its result code, and its timestamp when it exists."""
+
+    id: str
+    result: str
+    timestamp: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Created now, or already with the same fields (a retry's `exists`)."""
+        return self.result in ("ok", "exists")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    deadline_s: float = 60.0  # per call, from its first try
+    backoff_first_ms: float = 50.0
+    backoff_max_ms: float = 2000.0
+
+    def delay_s(self, attempt: int, retry_after_s: float) -> float:
+        """Jittered exponential backoff, never less than the server's Retry-After."""
+        ceiling = min(self.backoff_max_ms, self.backoff_first_ms * 2 ** attempt) / 1000
+        return float(max(retry_after_s, ceiling * random.uniform(0.5, 1.0)))
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class AsyncClient:
+    def __init__(self, url: str, key: str, *, timeout_s: float = 30.0,
+                 retry: RetryPolicy | None = None, batch_items_max: int = BATCH_ITEMS_MAX,
+                 requests_in_flight_max: int = 2,
+                 on_batch: Callable[[str, int], None] | None = None,
+                 on_retry: Callable[[str, str], None] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`on_batch(kind, size)` sees each array sent; `on_retry(kind, reason)` each retry."""
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
+        limits = httpx.Limits(max_connections=requests_in_flight_max + 4)
+        self._http = httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits,
+                                       headers={"Authorization": f"Bearer {key}"},
+                                       transport=transport)
+        self._on_batch = on_batch
+        self._batchers = {kind: Batcher(self._sender(kind), batch_items_max,
+                                        requests_in_flight_max, self._batch_observer(kind))
+                          for kind in ("transfers", "accounts")}
+
+    def _sender(self, kind: str) -> Callable[[list[dict[str, Any]]],
+                                             Awaitable[list[dict[str, Any]]]]:
+        async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return await self._post_array(kind, items)
+        return send
+
+    def _batch_observer(self, kind: str) -> Callable[[int], None] | None:
+        observer = self._on_batch
+        if observer is None:
+            return None
+        return lambda size: observer(kind, size)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- writes: one call, one item (or one chain) ----
+
+    async def create_transfer(self, transfer: Transfer) -> Created:
+        (created,) = await self._submit("transfers", [transfer_body(transfer)])
+        return created
+
+    async def create_transfer_chain(self, transfers: list[Transfer]) -> list[Created]:
+        """A linked chain: all applied or none, sent in one array, never split. The flags
+        `linked` are set here (on every member but the last)."""
+        bodies = [transfer_body(t) for t in transfers]
+        for position, body in enumerate(bodies):
+            flags = body.setdefault("flags", {})
+            flags.pop("linked", None)
+            if position < len(bodies) - 1:
+                flags["linked"] = True
+            if not flags:
+                del body["flags"]
+        return await self._submit("transfers", bodies)
+
+    async def create_account(self, account: Account) -> Created:
+        (created,) = await self._submit("accounts", [account_body(account)])
+        return created
+
+    async def _submit(self, kind: str, bodies: list[dict[str, Any]]) -> list[Created]:
+        entries = await self._batchers[kind].submit(bodies)
+        created = []
+        for entry in entries:
+            if entry["retried"] and entry["result"].startswith("exists_with_different_"):
+                raise IdConflict(entry["result"], f"{entry['id']} was used with other "
+                                 "fields by another request")
+            created.append(Created(entry["id"], entry["result"], entry.get("timestamp")))
+        return created
+
+    async def _post_array(self, kind: str, items: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+        """POST one array until every item has a final answer (or the deadline passes)."""
+        deadline = time.monotonic() + self.retry.deadline_s
+        answers: list[dict[str, Any] | None] = [None] * len(items)
+        attempt = 0
+        body = orjson.dumps(items)
+        while True:
+            try:
+                self._note(answers, await self._post(f"/v1/{kind}", body), attempt)
+                if all(answer is not None for answer in answers):
+                    return [answer for answer in answers if answer is not None]
+                retry = _Retry("in_flight")
+            except _Retry as refused:
+                retry = refused
+            attempt += 1
+            delay_s = self.retry.delay_s(attempt, retry.retry_after_s)
+            if time.monotonic() + delay_s > deadline:
+                raise DeadlineExceeded(retry.reason, f"still {retry.reason} after "
+                                       f"{self.retry.deadline_s} s: send it again, same ids")
+            if self.on_retry is not None:
+                self.on_retry(kind, retry.reason)
+            await asyncio.sleep(delay_s)
+
+    async def _post(self, path: str, body: bytes) -> list[dict[str, Any]]:
+        answer = await self._request("POST", path, content=body, headers=JSON)
+        return list(answer["results"])
+
+    @staticmethod
+    def _note(answers: list[dict[str, Any] | None], results: list[dict[str, Any]],
+              attempt: int) -> None:
+        """An item's first final answer stands; `in_flight` is not final. After a first
+        attempt whose outcome was unknown, an answer is a retry's."""
+        for entry in results:
+            index = entry["index"]
+            if answers[index] is None and entry["result"] != "in_flight":
+                answers[index] = {**entry, "retried": attempt > 0}
+
+    # ---- reads (retried like writes: they change nothing) ----
+
+    async def get_account(self, account_id: str) -> Account:
+        """The account now; raises NotFound (also for another participant's)."""
+        return account_of(await self._read(f"/v1/accounts/{account_id}"))
+
+    async def get_transfer(self, transfer_id: str) -> Transfer:
+        return transfer_of(await self._read(f"/v1/transfers/{transfer_id}"))
+
+    async def transfers(self, **filters: str | int) -> AsyncIterator[Transfer]:
+        """Every transfer matching the filters of GET /v1/transfers, page by page."""
+        cursor = ""
+        while True:
+            page = await self._read("/v1/transfers", {**filters, "cursor": cursor,
+                                                      "limit": 1000})
+            for shown in page["transfers"]:
+                yield transfer_of(shown)
+            if page["next_cursor"] is None:
+                return
+            cursor = page["next_cursor"]
+
+    async def event_pages(self, after: str = "0", wait_ms: int = 5000
+                          ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """Pages of events after the cursor, for ever, each with the cursor after it (keep
+        it to resume later). A dropped connection or an unavailable shard is retried from
+        the last cursor given, however long it takes."""
+        attempt = 0
+        while True:
+            try:
+                page = await self._get("/v1/events", {"after": after, "wait_ms": wait_ms,
+                                                      "limit": 1000})
+            except _Retry as retry:
+                attempt += 1
+                await asyncio.sleep(self.retry.delay_s(attempt, retry.retry_after_s))
+                continue
+            attempt = 0
+            after = page["next"]
+            if page["events"]:
+                yield page["events"], after
+
+    async def events(self, after: str = "0") -> AsyncIterator[dict[str, Any]]:
+        """Every event after the cursor, one at a time (see `event_pages` to keep cursors)."""
+        async for events, _ in self.event_pages(after):
+            for delivered in events:
+                yield delivered
+
+    async def _read(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        deadline = time.monotonic() + self.retry.deadline_s
+        attempt = 0
+        while True:
+            try:
+                return await self._get(path, params)
+            except _Retry as retry:
+                attempt += 1
+                delay_s = self.retry.delay_s(attempt, retry.retry_after_s)
+                if time.monotonic() + delay_s > deadline:
+                    raise DeadlineExceeded(retry.reason, f"still {retry.reason} after "
+                                           f"{self.retry.deadline_s} s") from None
+                await asyncio.sleep(delay_s)
+
+    async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return await self._request("GET", path, params=params)
+
+    async def _request(self, method: str, path: str, **options: Any) -> Any:
+        """The answer's body; _Retry when it may be retried, the error for the rest."""
+        try:
+            response = await self._http.request(method, path, **options)
+        except httpx.TransportError as error:  # timeouts and dropped connections included
+            raise _Retry(type(error).__name__) from error
+        if response.status_code in RETRY_STATUSES:
+            raise _Retry(str(response.status_code),
+                         float(response.headers.get("retry-after") or 0))
+        answer = orjson.loads(response.content)
+        if response.status_code != 200:
+            raise error_for(response.status_code, answer)
+        return answer

@@ -1,0 +1,85 @@
+"""Calls made one at a time, sent together: the client's side of the server's micro-batching.
+
+Each call queues its item (or a linked chain: its items, kept whole) with a future. A sender
+takes whatever waits, up to `batch_items_max`, as one array, and while that request is in
+flight the next calls queue: no fixed wait, so one caller alone is sent at once and a
+thousand concurrent callers share a few requests. Each item's result goes back to its own
+future, by its index in the array.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Sends one array; returns each item's result entry ({"index", "id", "result", ...}).
+SendArray = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass
+class _Unit:
+    items: list[dict[str, Any]]
+    future: asyncio.Future[list[dict[str, Any]]]
+
+
+@dataclass
+class Batcher:
+    send: SendArray
+    batch_items_max: int = 8190
+    requests_in_flight_max: int = 2
+    on_batch: Callable[[int], None] | None = None  # the size of each array sent
+    _waiting: deque[_Unit] = field(default_factory=deque)
+    _senders: int = 0
+
+    async def submit(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One unit (an item, or a chain's items): its results, in order, once sent."""
+        if len(items) > self.batch_items_max:
+            raise ValueError(f"a chain holds at most {self.batch_items_max} transfers")
+        future: asyncio.Future[list[dict[str, Any]]] = \
+            asyncio.get_running_loop().create_future()
+        self._waiting.append(_Unit(items, future))
+        if self._senders < self.requests_in_flight_max:
+            self._senders += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    def _next_array(self) -> list[_Unit]:
+        """Whole units, as many as fit in one array, oldest first."""
+        units: list[_Unit] = []
+        size = 0
+        while self._waiting and size + len(self._waiting[0].items) <= self.batch_items_max:
+            unit = self._waiting.popleft()
+            units.append(unit)
+            size += len(unit.items)
+        return units
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                units = self._next_array()
+                await self._send(units)
+        finally:
+            self._senders -= 1
+
+    async def _send(self, units: list[_Unit]) -> None:
+        items = [item for unit in units for item in unit.items]
+        if self.on_batch is not None:
+            self.on_batch(len(items))
+        try:
+            results = await self.send(items)
+        except BaseException as error:  # every caller of this array gets the error
+            for unit in units:
+                if not unit.future.done():
+                    unit.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        start = 0
+        for unit in units:
+            end = start + len(unit.items)
+            if not unit.future.done():
+                unit.future.set_result(results[start:end])
+            start = end
