@@ -33,7 +33,7 @@ OUT_DIR = BENCH_DIR / "out"
 SCENARIOS = {
     "mix": ["WalletUser", "HotWalletUser", "BatchSubmitter", "BalanceReader"],
     "wallet": ["WalletUser"], "hot": ["HotWalletUser"], "batch": ["BatchSubmitter"],
-    "reads": ["BalanceReader"],
+    "reads": ["BalanceReader"], "client": ["ClientUser"],
 }
 ONE_PROCESS_CEILING_RPS = 7000  # DESIGN.md: what one Locust process drives on this machine
 SATURATED = 0.9  # a load-generator process above 90% of a core was the limit

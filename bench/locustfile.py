@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import orjson
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, User, between, task
 from locust.contrib.fasthttp import ResponseContextManager
 
 ACCOUNTS = int(os.environ.get("LOAD_ACCOUNTS", "10000"))
@@ -127,3 +127,47 @@ class BalanceReader(FastHttpUser):
                 response.success()
             else:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+
+
+_CLIENTS: dict[str, Any] = {}  # one payswitch Client per Locust process and host
+
+
+class ClientUser(User):
+    """A wallet app that uses the Python client (switch/client): each user awaits one
+    payment at a time; the users of a process share one Client, which sends what they
+    call at the same time as arrays. Each call is one Locust request ("client ...").
+
+    Measured (`python -m bench.load --scenario client`): under Locust's gevent the sync
+    client's wait does not yield to other users, so their calls go one at a time (about 80
+    calls/s at 7 ms each): this user shows the client's latency per call, not its
+    throughput. bench/client.py measures that, with asyncio tasks."""
+
+    weight = 6
+    wait_time = between(0, 0.01)
+
+    def on_start(self) -> None:
+        from switch.client import Client
+
+        host = self.host or ""
+        if host not in _CLIENTS:
+            _CLIENTS[host] = Client(host, os.environ.get("PAYSWITCH_API_KEY", ""))
+        self.payswitch = _CLIENTS[host]
+
+    @task
+    def pay(self) -> None:
+        from switch.client import PayswitchError, Transfer
+
+        debit, credit = uniform_pair()
+        started = time.perf_counter()
+        error: Exception | None = None
+        try:
+            created = self.payswitch.create_transfer(Transfer(
+                next_id(), f"a{debit}", f"a{credit}", random.randint(1, 10_000), "USD", 1))
+            if created.result not in ACCEPTED:
+                error = RuntimeError(f"unexpected result: {created.result}")
+        except PayswitchError as refused:
+            error = refused
+        self.environment.events.request.fire(
+            request_type="client", name="create_transfer (batched by the client)",
+            response_time=1000 * (time.perf_counter() - started), response_length=0,
+            exception=error, context={})

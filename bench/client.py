@@ -1,0 +1,156 @@
+"""What the client's batching buys an application (the client issue's figures).
+
+`--tasks` concurrent application tasks, each sending one transfer at a time and awaiting it,
+for `--seconds`: once as raw single requests (httpx, one transfer per request, a connection
+per task), once through `AsyncClient.create_transfer` (coalesced into arrays). Alternated
+`--runs` times in one session against one switch (default settings), so the ratio compares
+like with like. Per call: p50 and p99 latency. The target at 1,000 tasks: the client at least
+5x the raw throughput, with p99 per call at most 50 ms.
+
+    python -m bench.client [--tasks 1000] [--seconds 10] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from switch.client import AsyncClient, Transfer
+from tests.chaos import free_port
+from tests.launcher import SwitchProcess
+
+BENCH_DIR = Path(__file__).resolve().parent
+RATIO_MIN = 5.0
+P99_MS_MAX = 50.0
+ACCOUNTS = 10_000
+
+
+async def drive(tasks: int, seconds: float, call: Callable[[str, int, int], Awaitable[bool]]
+                ) -> dict[str, Any]:
+    """`tasks` loops, each awaiting one call at a time until the time is up."""
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(task: int) -> None:
+        nonlocal failures
+        rng = random.Random(task)
+        n = 0
+        while time.perf_counter() < stop_at:
+            debit, credit = rng.sample(range(ACCOUNTS), 2)
+            started = time.perf_counter()
+            if not await call(f"{task}-{n}", debit, credit):
+                failures += 1
+            latencies.append(time.perf_counter() - started)
+            n += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(task) for task in range(tasks)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"calls": len(latencies), "calls_per_s": len(latencies) / elapsed,
+            "failures": failures, "latency_ms_p50": 1000 * statistics.median(latencies),
+            "latency_ms_p99": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
+
+
+async def raw(url: str, key: str, run_id: str, tasks: int, seconds: float) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=tasks, max_keepalive_connections=tasks)
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
+                                 timeout=60) as http:
+        async def call(suffix: str, debit: int, credit: int) -> bool:
+            body = orjson.dumps({"id": f"{run_id}-{suffix}", "debit_account_id": f"a{debit}",
+                                 "credit_account_id": f"a{credit}", "amount": 1,
+                                 "ledger": "USD", "code": 1})
+            while True:
+                response = await http.post("/v1/transfers", content=body)
+                if response.status_code not in (429, 503):
+                    return response.status_code == 201
+                await asyncio.sleep(float(response.headers.get("retry-after") or 1))
+        return await drive(tasks, seconds, call)
+
+
+async def batched(url: str, key: str, run_id: str, tasks: int, seconds: float,
+                  sizes: list[int]) -> dict[str, Any]:
+    async with AsyncClient(url, key, on_batch=lambda kind, size: sizes.append(size)) as client:
+        async def call(suffix: str, debit: int, credit: int) -> bool:
+            created = await client.create_transfer(Transfer(
+                f"{run_id}-{suffix}", f"a{debit}", f"a{credit}", 1, "USD", 1))
+            return created.result == "ok"
+        return await drive(tasks, seconds, call)
+
+
+def create_accounts(switch: SwitchProcess) -> None:
+    for start in range(0, ACCOUNTS, 8190):
+        switch.http.post("/v1/accounts", json=[
+            {"id": f"a{i}", "ledger": "USD", "code": 1, "owner": "bench"}
+            for i in range(start, min(ACCOUNTS, start + 8190))]).raise_for_status()
+
+
+def show(label: str, row: dict[str, Any]) -> None:
+    print(f"{label:14} {row['calls_per_s']:9,.0f} calls/s  p50 {row['latency_ms_p50']:7.1f} ms"
+          f"  p99 {row['latency_ms_p99']:7.1f} ms  failures {row['failures']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=0)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="payswitch-client-"))
+    switch = SwitchProcess(work / "data", free_port(), shards=args.shards,
+                           log_path=work / "switch.log").start()
+    rows: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    try:
+        create_accounts(switch)
+        for run in range(args.runs):
+            for mode in ("raw", "client"):
+                run_id = f"{mode}{run}"
+                row = asyncio.run(
+                    raw(switch.url, switch.operator_key, run_id, args.tasks, args.seconds)
+                    if mode == "raw" else
+                    batched(switch.url, switch.operator_key, run_id, args.tasks, args.seconds,
+                            sizes))
+                row.update(mode=mode, run=run)
+                show(f"{mode} run {run + 1}", row)
+                rows.append(row)
+        ledgers = switch.http.get("/v1/ledgers").json()["ledgers"]
+    finally:
+        switch.kill_session()
+        shutil.rmtree(work, ignore_errors=True)
+    raw_rate = statistics.median(r["calls_per_s"] for r in rows if r["mode"] == "raw")
+    client_rate = statistics.median(r["calls_per_s"] for r in rows if r["mode"] == "client")
+    client_p99 = statistics.median(r["latency_ms_p99"] for r in rows if r["mode"] == "client")
+    ratio = client_rate / raw_rate
+    balanced = all(ledger["balanced"] for ledger in ledgers)
+    met = ratio >= RATIO_MIN and client_p99 <= P99_MS_MAX and balanced
+    print(f"medians: raw {raw_rate:,.0f} calls/s, client {client_rate:,.0f} calls/s: "
+          f"{ratio:.1f}x (target >= {RATIO_MIN}x); client p99 {client_p99:.1f} ms (target <= "
+          f"{P99_MS_MAX} ms); arrays sent: median {statistics.median(sizes):.0f} items, max "
+          f"{max(sizes)}; ledgers balanced: {balanced}: {'met' if met else 'MISSED'}")
+    out = BENCH_DIR / "out" / f"client-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "rows": rows, "ratio": ratio,
+                               "client_p99_ms": client_p99, "met": met}, indent=1))
+    print(f"wrote {out}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
