@@ -41,6 +41,8 @@ class ApiKey(msgspec.Struct, array_like=True, frozen=True, gc=False):
     secret_hash: bytes
     timestamp: int = 0
     revoked_at: int = 0  # 0: in force
+    requests_per_second: int = 0  # its rate limit; 0: the switch's (auth.requests_per_second)
+    burst: int = 0  # 0: the switch's (auth.burst)
 
     @property
     def revoked(self) -> bool:

@@ -46,7 +46,8 @@ def participant_json(participant: Participant) -> dict[str, Any]:
 
 def key_json(key: ApiKey) -> dict[str, Any]:
     return {"key_id": key.key_id, "role": key.role, "participant_id": key.participant_id or None,
-            "timestamp": key.timestamp, "revoked": key.revoked}
+            "timestamp": key.timestamp, "revoked": key.revoked,
+            "requests_per_second": key.requests_per_second or None, "burst": key.burst or None}
 
 
 def _status(result: str) -> int:
@@ -102,7 +103,9 @@ def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse
             raise ApiError(422, "role_invalid")
         key_id, token, secret_hash = new_key()
         reply = await registry.create_key(
-            ApiKey(key_id, body.role, body.participant_id or "", secret_hash), principal.key_id)
+            ApiKey(key_id, body.role, body.participant_id or "", secret_hash,
+                   requests_per_second=body.requests_per_second or 0, burst=body.burst or 0),
+            principal.key_id)
         if reply.result != "ok" or reply.key is None:
             raise ApiError(_status(reply.result), reply.result)
         await keyring.refresh()

@@ -275,6 +275,10 @@ class KeyIn(_Strict):
     role: Literal["operator", "participant", "auditor"]
     participant_id: Id | None = Field(None, description="required for, and only for, the "
                                                         "participant role")
+    requests_per_second: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="this key's rate limit (default: auth.requests_per_second)")
+    burst: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="this key's burst (default: auth.burst)")
 
 
 class ParticipantOut(BaseModel):
@@ -300,6 +304,8 @@ class KeyOut(BaseModel):
     participant_id: str | None
     timestamp: int
     revoked: bool
+    requests_per_second: int | None = Field(description="None: the switch's default")
+    burst: int | None
 
 
 class KeyCreated(KeyOut):

@@ -187,3 +187,15 @@ def test_a_key_beyond_its_rate_answers_429_and_others_do_not(limited_switch: Run
     assert answers[2].json()["code"] == "rate_limited" and answers[2].headers["retry-after"]
     assert call(switch, "GET", "/v1/participants/bank-b", token_b).status_code == 200
     assert all(switch.get("/v1/participants").status_code == 200 for _ in range(5))
+
+
+def test_a_key_of_its_own_rate(switch: RunningSwitch) -> None:
+    slow = switch.post("/v1/keys", {"role": "auditor", "requests_per_second": 1,
+                                    "burst": 1}).json()
+    assert (slow["requests_per_second"], slow["burst"]) == (1, 1)
+    other = switch.post("/v1/keys", {"role": "auditor"}).json()
+    assert other["requests_per_second"] is None
+    answers = [call(switch, "GET", "/v1/ledgers", slow["secret"]).status_code
+               for _ in range(2)]
+    assert answers == [200, 429]
+    assert call(switch, "GET", "/v1/ledgers", other["secret"]).status_code == 200
