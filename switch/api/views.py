@@ -7,6 +7,7 @@ from typing import Any
 from actors.ledger.limits import Limits
 from actors.ledger.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
 from actors.ledger.pending import UNSPECIFIED_CODE, PendingStatus
+from switch.api.fast_parse import TransferWire
 from switch.api.schemas import AccountIn, LimitsIn, TransferIn
 
 _FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed",
@@ -22,8 +23,8 @@ def account_from_request(item: AccountIn) -> Account:
     return Account(item.id, item.ledger, item.code, item.owner, bits, item.user_data)
 
 
-def transfer_from_request(item: TransferIn, key_id: str = "", participant_id: str = ""
-                          ) -> Transfer:
+def transfer_from_request(item: TransferIn | TransferWire, key_id: str = "",
+                          participant_id: str = "") -> Transfer:
     """`key_id` and `participant_id`: who sends it (participant "": the operator)."""
     flags = item.flags
     bits = 0
