@@ -4,9 +4,8 @@ ranges, unknown fields, missing fields, duplicate keys, trailing newlines)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
