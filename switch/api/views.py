@@ -7,14 +7,14 @@ from typing import Any
 from actors.ledger.limits import Limits
 from actors.ledger.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
 from actors.ledger.pending import UNSPECIFIED_CODE, PendingStatus
-from switch.api.fast_parse import TransferWire
+from switch.api.fast_parse import AccountWire, TransferWire
 from switch.api.schemas import AccountIn, LimitsIn, TransferIn
 
 _FLAG_NAMES = ("debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "closed",
                "history")
 
 
-def account_from_request(item: AccountIn) -> Account:
+def account_from_request(item: AccountIn | AccountWire) -> Account:
     flags = item.flags
     bits = 0
     for name in _FLAG_NAMES:
@@ -40,8 +40,8 @@ def transfer_from_request(item: TransferIn | TransferWire, key_id: str = "",
 LIMIT_FIELDS = ("transfer_max", "overdraft", "velocity_max", "velocity_window_ms")
 
 
-def limits_of(item: AccountIn | LimitsIn) -> Limits | None:
-    limits = item.limits if isinstance(item, AccountIn) else item
+def limits_of(item: AccountIn | AccountWire | LimitsIn) -> Limits | None:
+    limits = item if isinstance(item, LimitsIn) else item.limits
     return None if limits is None else Limits(*(getattr(limits, name) for name in LIMIT_FIELDS))
 
 

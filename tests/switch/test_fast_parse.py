@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from switch.api.fast_parse import fast_transfers
-from switch.api.schemas import TRANSFER, TRANSFERS
-from switch.api.views import transfer_from_request
+from switch.api.fast_parse import AccountWire, fast_parse, fast_transfers
+from switch.api.schemas import ACCOUNTS, TRANSFER, TRANSFERS
+from switch.api.views import account_from_request, limits_of, transfer_from_request
 
 FIELDS = ("id", "debit_account_id", "credit_account_id", "amount", "ledger", "code",
           "user_data", "flags", "pending_id", "timeout_ms")
@@ -94,3 +94,31 @@ def test_text_json_cannot_express_in_orjson() -> None:
         _agree(text, False)
     assert fast_transfers(b"[]", True, 8190) is None  # pydantic says batch_empty
     assert fast_transfers(orjson.dumps([_valid(0)] * 3), True, 2) is None  # batch_too_large
+
+
+ACCOUNT_FIELDS = ("id", "ledger", "code", "owner", "flags", "user_data", "limits")
+ACCOUNT_ODD = [*ODD_VALUES, {"debits_must_not_exceed_credits": True}, {"history": 1},
+               {"overdraft": 5}, {"overdraft": -1}, {"overdraft": 2**63}, {"overdraft": 1.0},
+               {"velocity_max": 10, "velocity_window_ms": 1000}, {"nope": 1}]
+
+bent_account = st.builds(
+    lambda changes, drops: {**{k: v for k, v in {"id": "a", "ledger": "USD", "code": 1,
+                                                 "owner": "o"}.items() if k not in drops},
+                            **changes},
+    st.dictionaries(st.sampled_from(ACCOUNT_FIELDS), st.sampled_from(ACCOUNT_ODD), max_size=3),
+    st.sets(st.sampled_from(ACCOUNT_FIELDS), max_size=2))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(bent_account, min_size=1, max_size=3))
+def test_accounts_bent_any_way(items: list[dict[str, Any]]) -> None:
+    body = _dumps(items)
+    fast = fast_parse(AccountWire, body, True, 8190)
+    if fast is None:
+        return
+    try:
+        slow = list(ACCOUNTS.validate_json(body))
+    except ValidationError:
+        raise AssertionError(("the fast path accepted what pydantic refuses", body)) from None
+    assert [(account_from_request(i), limits_of(i)) for i in fast] == \
+        [(account_from_request(i), limits_of(i)) for i in slow], body
