@@ -18,7 +18,7 @@ CODE_MAX = 2**32 - 1
 ID_LENGTH_MAX = 64
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 USER_DATA_LENGTH_MAX = 128
-ID_RE = re.compile(ID_PATTERN)
+ID_RE = re.compile(ID_PATTERN)  # use fullmatch: Python's $ also matches before a final \n
 
 
 class AccountFlags(IntFlag):

@@ -67,6 +67,6 @@ def query_moment(request: Request, name: str, default: int) -> int:
 def path_id(request: Request, name: str) -> str:
     """An id in the path: 400 id_invalid unless it is one."""
     value = str(request.path_params[name])
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise ApiError(400, "id_invalid")
     return value

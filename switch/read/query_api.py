@@ -32,7 +32,7 @@ def _text(request: Request, name: str, check: Any = None) -> str | None:
 
 
 def _ident(value: str) -> bool:
-    return bool(ID_RE.match(value))
+    return bool(ID_RE.fullmatch(value))
 
 
 def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRoute]:

@@ -112,6 +112,9 @@ def test_bad_account_changes_nothing(shared_switch: RunningSwitch, name: str, bo
     ("/v1/accounts/has%20space", 400, "id_invalid"),
     ("/v1/accounts/" + "x" * 65, 400, "id_invalid"),
     ("/v1/transfers/%00", 400, "id_invalid"),
+    ("/v1/accounts/a%0A", 400, "id_invalid"),  # Python's $ also matches before a final \n
+    ("/v1/transfers/t%0A", 400, "id_invalid"),
+    ("/v1/accounts?owner=o%0A", 400, "query_invalid"),
     ("/v1/nothing", 404, "not_found"),
 ])
 def test_bad_paths(shared_switch: RunningSwitch, path: str, status: int, code: str) -> None:
