@@ -48,10 +48,16 @@ def gc_paused() -> Iterator[None]:
 # glibc's malloc gives each thread that allocates an arena of its own, up to 8 per core, and
 # frees memory back to the system only from the top of each. A Ray worker has a dozen threads;
 # a shard's heap then spreads over many arenas and keeps what a snapshot or a large batch
-# freed. Two arenas are plenty under the GIL. Processes read the variable when they start, so
-# it is set before Ray starts its own (they inherit it); a running process gets `mallopt`.
-MALLOC_ARENAS_MAX = 2
-_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+# freed. Two arenas are plenty under the GIL.
+# glibc also raises its mmap threshold to the size of each large block freed (up to 32 MiB),
+# so after the first array's body, request and reply buffers of a megabyte come from the heap,
+# between small objects that outlive them, and stay resident as holes: at 200,000 accounts
+# that was 58 MiB of the switch's 249 (bench/RESULTS.md, memory). A fixed threshold keeps
+# every block of 128 KiB or more in a mapping of its own, given back when it is freed.
+# Processes read the variables when they start, so they are set before Ray starts its own
+# (they inherit them); a running process gets `mallopt`.
+MALLOC_TUNING = {"MALLOC_ARENA_MAX": 2, "MALLOC_MMAP_THRESHOLD_": 128 << 10}
+_MALLOPT_PARAMETER = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3}  # malloc.h
 
 
 @functools.cache
@@ -65,13 +71,14 @@ def _libc() -> Any:
     return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
-def limit_malloc_arenas() -> None:
-    """This process, and those it starts from now on: at most `MALLOC_ARENA_MAX` arenas (2
-    unless the environment says otherwise)."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS_MAX))
+def tune_malloc() -> None:
+    """This process, and those it starts from now on: at most two arenas and large blocks in
+    mappings of their own (`MALLOC_TUNING`, unless the environment says otherwise)."""
     libc = _libc()
-    if libc is not None and os.environ["MALLOC_ARENA_MAX"].isdigit():
-        libc.mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+    for variable, default in MALLOC_TUNING.items():
+        value = os.environ.setdefault(variable, str(default))
+        if libc is not None and value.isdigit():
+            libc.mallopt(_MALLOPT_PARAMETER[variable], int(value))
 
 
 def release_free_memory() -> None:

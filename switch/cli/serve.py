@@ -19,7 +19,7 @@ import ray
 import ray._private.ray_constants as ray_constants
 import uvicorn
 
-from actors.runtime import configure_logging, limit_malloc_arenas, tune_gc
+from actors.runtime import configure_logging, tune_gc, tune_malloc
 from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig
 from actors.topology import Placement, Topology
@@ -49,7 +49,7 @@ def start_ray(settings: Settings) -> str | None:
         if settings.ray.num_cpus:
             options["num_cpus"] = settings.ray.num_cpus
         options["_node_ip_address"] = bind_local_ray_to_loopback()
-    limit_malloc_arenas()  # before Ray starts its processes: they inherit the limit
+    tune_malloc()  # before Ray starts its processes: they inherit it
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url else None
