@@ -52,7 +52,7 @@ TABLES = (b"transfers", b"posted", b"history", b"chains", b"pending", b"balances
 OPTIONAL_TABLES = {b"posted"}  # absent from data of the release before it (read only there)
 APPLIED_SEQ = b"applied_seq"
 SEPARATOR = b"\x00"  # ids never hold it (ID_PATTERN)
-TRANSFER_CACHE_MAX_DEFAULT = 16_384
+TRANSFER_CACHE_MAX_DEFAULT = 4_096  # as config/default.toml; ~500 B each, up to twice this
 REBUILD_RECORDS_PER_TRANSACTION = 10_000
 
 _encode = msgspec.msgpack.Encoder().encode

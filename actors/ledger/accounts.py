@@ -41,7 +41,7 @@ ROW = struct.Struct("<5QIQIIB3x")  # ... then timestamp, code, owner index, ledg
 ROW_BYTES = ROW.size
 _MUTABLE_FIELDS = attrgetter("debits_posted", "credits_posted", "debits_pending",
                              "credits_pending", "history_head", "flags")
-LIVE_MAX_DEFAULT = 32_768  # live structs kept per shard between batches (~600 B each)
+LIVE_MAX_DEFAULT = 32_768  # live structs kept per shard between batches (~150 B each)
 LEDGERS_MAX = 256  # a row's ledger index is one byte
 
 
