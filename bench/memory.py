@@ -9,8 +9,9 @@ and resident: for a shard, the LMDB pages it read, which the kernel may drop at 
    one transfer (so every account has balances), and a query (the read model catches up):
    memory per account = growth over all processes / accounts.
 2. `--transfers` more transfers (default 10,000,000) between random accounts, in arrays of
-   8,190; memory sampled every `--sample-every` transfers: flat means the last sample is
-   within 10% of the first.
+   8,190; memory sampled every `--sample-every` transfers, at rest (`--rest-seconds` after
+   the last answer: a snapshot being written holds a copy of the accounts for a second or
+   so): flat means the last sample is within 10% of the first.
 3. The first funding transfer, now old, is read back: `GET /v1/transfers/{id}` answers 200.
 
     python -m bench.memory [--accounts 1000000] [--transfers 10000000] [--shards 0]
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfers", type=int, default=10_000_000)
     parser.add_argument("--sample-every", type=int, default=1_000_000)
     parser.add_argument("--shards", type=int, default=0)
+    parser.add_argument("--rest-seconds", type=float, default=5,
+                        help="wait before each sample once a step's transfers are answered")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="payswitch-memory-"))
     switch = SwitchProcess(work / "data", free_port(), args.shards, work / "switch.log").start()
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             step = min(args.sample_every, args.transfers - sent)
             stream(switch, args.accounts, step, sent, rng)
             sent += step
+            time.sleep(args.rest_seconds)  # a snapshot being written is a passing peak
             now = show(f"{sent:,} transfers streamed", process_memory(switch), base)
             result["samples"].append({"transfers": sent, **now})
         old = switch.http.get("/v1/transfers/fund-0000000", timeout=60)

@@ -46,14 +46,18 @@ LEDGERS_MAX = 256  # a row's ledger index is one byte
 
 
 class AccountRows(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """The table as a snapshot holds it: ids in row order, the rows' bytes (`ROW` each), the
-    distinct ledger and owner names the rows index, user data of the rows that have some."""
+    """The table as a snapshot holds it: the rows' bytes (`ROW` each), the distinct ledger and
+    owner names the rows index, user data of the rows that have some, and the ids in row
+    order: since snapshot format 6 as the index's buffers (`IdIndex.buffers`), before it as a
+    list (`ids`, empty since)."""
 
     ids: list[str]
     rows: bytes
     ledgers: list[str]
     owners: list[str]
     user_data: dict[int, str]
+    id_bytes: bytes = b""
+    id_ends: bytes = b""
 
 
 class AccountTable:
@@ -181,24 +185,25 @@ class AccountTable:
     def snapshot_rows(self) -> AccountRows:
         """Every account as rows (live ones written back first; they stay live)."""
         self._write_back(list(self.live.values()), self._live_rows)
-        return AccountRows(ids=list(self.rows), rows=bytes(self.data),
-                           ledgers=list(self.ledgers), owners=list(self.owners),
-                           user_data=dict(self.user_data))
+        id_bytes, id_ends = self.rows.buffers()
+        return AccountRows(ids=[], rows=bytes(self.data), ledgers=list(self.ledgers),
+                           owners=list(self.owners), user_data=dict(self.user_data),
+                           id_bytes=id_bytes, id_ends=id_ends)
 
     @classmethod
     def from_rows(cls, snapshot: AccountRows, live_max: int | None = None) -> AccountTable:
-        if len(snapshot.rows) != len(snapshot.ids) * ROW_BYTES:
-            raise ValueError(f"a snapshot holds {len(snapshot.rows)} bytes of rows for "
-                             f"{len(snapshot.ids)} accounts of {ROW_BYTES} bytes")
+        """Raises ValueError for rows that are not a table (their count, an id twice)."""
         table = cls(live_max)
+        table.rows = (IdIndex(snapshot.ids) if snapshot.ids
+                      else IdIndex.from_buffers(snapshot.id_bytes, snapshot.id_ends))
+        if len(snapshot.rows) != len(table.rows) * ROW_BYTES:
+            raise ValueError(f"a snapshot holds {len(snapshot.rows)} bytes of rows for "
+                             f"{len(table.rows)} accounts of {ROW_BYTES} bytes")
         table.data = bytearray(snapshot.rows)
         table.ledgers, table.owners = list(snapshot.ledgers), list(snapshot.owners)
         table._ledger_of = {name: i for i, name in enumerate(table.ledgers)}
         table._owner_of = {name: i for i, name in enumerate(table.owners)}
         table.user_data = dict(snapshot.user_data)
-        if len(set(snapshot.ids)) != len(snapshot.ids):
-            raise ValueError("a snapshot's accounts repeat an id")
-        table.rows = IdIndex(snapshot.ids)
         return table
 
     @classmethod

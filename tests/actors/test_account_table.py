@@ -8,12 +8,18 @@ every batch, decides exactly as the reference does.
 
 from __future__ import annotations
 
+from array import array
+
+import msgspec
 import pytest
 from msgspec.structs import replace
 
 import actors.ledger.accounts as accounts_module
-from actors.ledger.accounts import AccountTable
+from actors.codec import SNAPSHOT_FORMAT, decode_snapshot, encode_snapshot
+from actors.ledger import snapshot
+from actors.ledger.accounts import ROW_BYTES, AccountTable
 from actors.ledger.model import BALANCE_MAX, Account
+from actors.ledger.state import LedgerState
 from tests.actors import test_ledger_model
 
 
@@ -59,6 +65,55 @@ def test_rows_load_into_the_same_accounts_with_live_changes_in_them() -> None:
     loaded = AccountTable.from_rows(table.snapshot_rows())
     assert list(loaded.values()) == [replace(originals[0], debits_posted=42), originals[1]]
     assert loaded.ledgers == ["USD", "EUR"] and len(loaded.owners) == 2
+
+
+def test_rows_of_a_snapshot_before_format_6_load_with_their_ids_as_a_list() -> None:
+    table = AccountTable()
+    for account_id in ("a1", "b2", "c3"):
+        table.add(_account(account_id))
+    rows = table.snapshot_rows()
+    assert rows.ids == [] and rows.id_bytes == b"a1b2c3"
+    old = msgspec.structs.replace(rows, ids=["a1", "b2", "c3"], id_bytes=b"", id_ends=b"")
+    for account_rows in (rows, old):
+        loaded = AccountTable.from_rows(account_rows)
+        assert list(loaded) == ["a1", "b2", "c3"] and loaded["b2"] == table["b2"]
+        assert "a1" in loaded and "a4" not in loaded
+
+
+def test_a_snapshot_encodes_its_ids_as_buffers_and_decodes_them_back() -> None:
+    ledger = LedgerState(["USD"])
+    for n in range(300):
+        ledger.accounts.add(_account(f"acct-{n}"))
+    body = encode_snapshot(snapshot.dump(ledger))
+    assert body[0] == SNAPSHOT_FORMAT == 6
+    decoded, _ = decode_snapshot(body)
+    assert decoded.account_rows is not None
+    loaded = AccountTable.from_rows(decoded.account_rows)
+    assert list(loaded) == [f"acct-{n}" for n in range(300)]
+    assert all(loaded.rows.row_of(f"acct-{n}") == n for n in range(300))
+
+
+@pytest.mark.parametrize("damage", ["repeated id", "repeated id, as a list", "ends fall",
+                                    "ends past the bytes", "ends short of the bytes",
+                                    "an empty id", "ends of 7 bytes", "a row short"])
+def test_rows_that_are_not_a_table_are_refused(damage: str) -> None:
+    table = AccountTable()
+    for account_id in ("a1", "b2", "c3"):
+        table.add(_account(account_id))
+    rows = table.snapshot_rows()
+    ends = array("Q", [2, 4, 6])
+    changes: dict[str, dict[str, object]] = {
+        "repeated id": {"id_bytes": b"a1b2a1"},
+        "repeated id, as a list": {"ids": ["a1", "b2", "a1"]},
+        "ends fall": {"id_ends": array("Q", [4, 2, 6]).tobytes()},
+        "ends past the bytes": {"id_ends": array("Q", [2, 4, 7]).tobytes()},
+        "ends short of the bytes": {"id_ends": array("Q", [2, 4, 5]).tobytes()},
+        "an empty id": {"id_ends": array("Q", [2, 2, 6]).tobytes()},
+        "ends of 7 bytes": {"id_ends": ends.tobytes()[:-1]},
+        "a row short": {"rows": rows.rows[:-ROW_BYTES]},
+    }
+    with pytest.raises(ValueError):
+        AccountTable.from_rows(msgspec.structs.replace(rows, **changes[damage]))
 
 
 def test_a_field_outside_its_row_is_refused_whole() -> None:
