@@ -77,7 +77,7 @@ def tune_malloc() -> None:
     libc = _libc()
     for variable, default in MALLOC_TUNING.items():
         value = os.environ.setdefault(variable, str(default))
-        if libc is not None and value.isdigit():
+        if libc is not None and value.isascii() and value.isdigit():  # not "²"
             libc.mallopt(_MALLOPT_PARAMETER[variable], int(value))
 
 

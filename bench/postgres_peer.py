@@ -54,8 +54,9 @@ DECLARE
 BEGIN
     SELECT * INTO stored FROM transfers WHERE id = p_id;
     IF FOUND THEN
-        RETURN CASE WHEN (stored.debit_account_id, stored.credit_account_id, stored.amount)
-                         = (p_debit, p_credit, p_amount) THEN 'exists'
+        RETURN CASE WHEN (stored.debit_account_id, stored.credit_account_id, stored.amount,
+                          stored.ledger, stored.code)
+                         = (p_debit, p_credit, p_amount, p_ledger, p_code) THEN 'exists'
                     ELSE 'exists_with_different_fields' END;
     END IF;
     IF p_debit = p_credit THEN
@@ -268,6 +269,8 @@ class ScratchPostgres:
             fields = [line.split()[2] for log in work.glob("latency*")
                       for line in log.read_text().splitlines()]
             latencies = sorted(int(field) for field in fields if field.isdigit())
+            if not latencies:
+                raise RuntimeError(f"no transaction succeeded ({len(fields)} failed)")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return {"transfers": transfers, "seconds": seconds,

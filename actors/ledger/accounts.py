@@ -193,6 +193,8 @@ class AccountTable:
     @classmethod
     def from_rows(cls, snapshot: AccountRows, live_max: int | None = None) -> AccountTable:
         """Raises ValueError for rows that are not a table (their count, an id twice)."""
+        if snapshot.ids and (snapshot.id_bytes or snapshot.id_ends):
+            raise ValueError("a snapshot's ids are both a list and buffers")
         table = cls(live_max)
         table.rows = (IdIndex(snapshot.ids) if snapshot.ids
                       else IdIndex.from_buffers(snapshot.id_bytes, snapshot.id_ends))

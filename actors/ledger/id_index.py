@@ -35,6 +35,8 @@ class IdIndex:
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         encoded = [account_id.encode() for account_id in ids]
+        if not all(encoded):
+            raise ValueError("an id is at least one character")
         self._bytes = bytearray(b"".join(encoded))  # every id's UTF-8 bytes, one by one
         self._ends = array("Q", accumulate(map(len, encoded)))  # per row: where its id ends
         self._place_all()
@@ -53,6 +55,11 @@ class IdIndex:
         rising = all(start < end for start, end in zip(chain([0], ends), ends, strict=False))
         if len(id_ends) % 8 or not rising or (ends[-1] if ends else 0) != len(id_bytes):
             raise ValueError("a snapshot's ids are not a list of ids")
+        if not id_bytes.isascii():  # ids are ASCII (ID_PATTERN); others must be UTF-8 each
+            try:
+                list(index)
+            except UnicodeDecodeError:
+                raise ValueError("a snapshot's ids are not UTF-8") from None
         index._place_all()
         return index
 
@@ -76,6 +83,8 @@ class IdIndex:
             start = end
 
     def id_of(self, row: int) -> str:
+        if not 0 <= row < len(self._ends):
+            raise IndexError(f"no row {row}")
         return self._key_at(row).decode()
 
     def _key_at(self, row: int) -> bytearray:
@@ -96,17 +105,26 @@ class IdIndex:
         return None
 
     def add(self, account_id: str) -> int:
-        """The new id's row (the next one). The caller has checked that it is new."""
+        """The new id's row (the next one); ValueError, and nothing changed, if it is empty
+        or already here."""
         row = len(self._ends)
         if row >= ROWS_MAX:
             raise ValueError(f"more than {ROWS_MAX} accounts in one table")
         key = account_id.encode()
+        if not key:
+            raise ValueError("an id is at least one character")
         self._bytes += key
         self._ends.append(len(self._bytes))
-        if 2 * (row + 1) > len(self._slots):
-            self._place_all()  # this row included
-        else:
-            self._place(key, row)
+        try:
+            if 2 * (row + 1) > len(self._slots):
+                self._place_all()  # this row included
+            else:
+                self._place(key, row)
+        except ValueError:
+            del self._bytes[-len(key):]
+            self._ends.pop()
+            self._place_all()  # as it was
+            raise
         return row
 
     def _place(self, key: bytes, row: int) -> None:

@@ -95,7 +95,8 @@ def test_a_snapshot_encodes_its_ids_as_buffers_and_decodes_them_back() -> None:
 
 @pytest.mark.parametrize("damage", ["repeated id", "repeated id, as a list", "ends fall",
                                     "ends past the bytes", "ends short of the bytes",
-                                    "an empty id", "ends of 7 bytes", "a row short"])
+                                    "an empty id", "ends of 7 bytes", "a row short",
+                                    "ids twice"])
 def test_rows_that_are_not_a_table_are_refused(damage: str) -> None:
     table = AccountTable()
     for account_id in ("a1", "b2", "c3"):
@@ -111,6 +112,7 @@ def test_rows_that_are_not_a_table_are_refused(damage: str) -> None:
         "an empty id": {"id_ends": array("Q", [2, 2, 6]).tobytes()},
         "ends of 7 bytes": {"id_ends": ends.tobytes()[:-1]},
         "a row short": {"rows": rows.rows[:-ROW_BYTES]},
+        "ids twice": {"ids": ["a1", "b2", "c3"]},  # as a list and as buffers
     }
     with pytest.raises(ValueError):
         AccountTable.from_rows(msgspec.structs.replace(rows, **changes[damage]))

@@ -56,3 +56,23 @@ def test_an_index_holds_ids_in_a_few_dozen_bytes_each() -> None:
     held = len(index._bytes) + index._ends.itemsize * len(index._ends) + \
         index._slots.itemsize * len(index._slots)
     assert held / len(ids) < 45  # a dict[str, int] of the same ids: ~124 bytes each
+
+
+@pytest.mark.parametrize("size", [3, 511, 512])  # 512: the 513th id grows the table
+def test_an_id_added_twice_or_empty_is_refused_and_changes_nothing(size: int) -> None:
+    ids = [f"id-{n}" for n in range(size)]
+    index = IdIndex(ids)
+    for refused in ("id-0", f"id-{size - 1}", ""):
+        with pytest.raises(ValueError):
+            index.add(refused)
+        _answers_like_a_dict(index, ids, ["id-x"])
+    assert index.add("id-x") == size
+
+
+def test_buffers_that_are_not_utf8_ids_are_refused() -> None:
+    good = IdIndex(["é1", "a2"])
+    assert IdIndex.from_buffers(*good.buffers()).row_of("é1") == 0
+    with pytest.raises(ValueError, match="UTF-8"):
+        IdIndex.from_buffers(b"\xff\xff1a2", good.buffers()[1])
+    with pytest.raises(IndexError):
+        good.id_of(-1)

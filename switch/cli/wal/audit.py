@@ -89,7 +89,7 @@ def audit_shard(
         try:
             start = starting_point(log)
             load_start(ledger, start)
-        except (CorruptRecord, FormatUnknown, msgspec.ValidationError) as error:
+        except (CorruptRecord, FormatUnknown, msgspec.ValidationError, ValueError) as error:
             damage = error if isinstance(error, CorruptRecord) else CorruptRecord(0, str(error))
             return ShardAudit(index, directory, ledger, ScanReport(damage=damage))
         audit = ShardAudit(index, directory, ledger, ScanReport())
@@ -123,9 +123,10 @@ def _snapshot_mismatch(log: LmdbLog, seq: int, ledger: Ledger) -> str | None:
     try:
         _, _, body = log.snapshot_at(seq)
         stored, _ = decode_snapshot(body)
-    except (CorruptRecord, FormatUnknown, msgspec.ValidationError) as error:
+        headless = _headless(stored)  # loads its accounts' rows: ValueError if not a table
+    except (CorruptRecord, FormatUnknown, msgspec.ValidationError, ValueError) as error:
         return f"snapshot {seq}: {error}"
-    if _headless(stored) != _headless(snapshot.dump(ledger)):
+    if headless != _headless(snapshot.dump(ledger)):
         return f"snapshot {seq}: differs from the state the log replays to"
     return None
 
