@@ -70,6 +70,8 @@ MESSAGES: dict[str, str] = {
     "unsupported_media_type": "Send the body as application/json.",
     "overloaded": "The switch is at its queue limit; retry after the Retry-After delay.",
     "shard_unavailable": "A shard did not answer; retry with the same ids.",
+    "read_model_unavailable": "The read model behind queries is restarting; retry after "
+    "Retry-After.",
     "storage_full": "A shard's log is full; the operator must raise wal.map_size_bytes.",
     "internal_error": "An internal error; this is a bug.",
     "account_not_found": "No account has this id.",
@@ -102,8 +104,9 @@ for _code in [*AccountResult, *TransferResult]:
         )
 assert all(code.value in MESSAGES for code in [*AccountResult, *TransferResult])
 
-RETRYABLE = {"in_flight", "overloaded", "rate_limited", "shard_unavailable", "storage_full",
-             "too_many_requests_in_flight", "too_many_streams"}
+RETRYABLE = {"in_flight", "overloaded", "rate_limited", "read_model_unavailable",
+             "shard_unavailable", "storage_full", "too_many_requests_in_flight",
+             "too_many_streams"}
 
 
 def status_of_result(result: str) -> int:

@@ -17,7 +17,9 @@ from actors.topology import Topology
 from switch.read.query import QueryEngine, QueryInvalid
 
 
-@ray.remote(num_cpus=0)
+# A cache of what the shards logged, rebuilt from their feeds when it starts: Ray restarts it
+# when its process dies, and queries answer 503 read_model_unavailable meanwhile.
+@ray.remote(num_cpus=0, max_restarts=-1)
 class QueryActor:
     def __init__(self, shard_actors: list[Any], topology: Topology) -> None:
         self.links = [RayShard(index, actor) for index, actor in enumerate(shard_actors)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -39,7 +40,10 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
     async def ask(kind: str, *args: Any) -> Any:
         if query_actor is None:
             raise ApiError(503, "shard_unavailable", "Queries are not served here.")
-        status, answer = await query_actor.query.remote(kind, *args)
+        try:
+            status, answer = await query_actor.query.remote(kind, *args)
+        except ray.exceptions.RayActorError:  # died (Ray restarts it) or restarting
+            raise ApiError(503, "read_model_unavailable", retry_after_seconds=1) from None
         if status != "ok":
             raise ApiError(400, "cursor_invalid", answer)
         return answer
