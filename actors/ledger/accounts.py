@@ -26,6 +26,8 @@ gives the ids of a snapshot's rows.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from operator import attrgetter
 
@@ -39,6 +41,8 @@ from actors.ledger.model import Account
 MUTABLE = struct.Struct("<5QI")  # debits/credits posted/pending, history head, flags
 ROW = struct.Struct("<5QIQIIB3x")  # ... then timestamp, code, owner index, ledger index
 ROW_BYTES = ROW.size
+_OWNER_WORD = struct.calcsize("<5QIQI") // 4  # the owner index, as the n-th u32 of a row
+_LEDGER_OFFSET = struct.calcsize("<5QIQII")  # the ledger index, a byte
 _MUTABLE_FIELDS = attrgetter("debits_posted", "credits_posted", "debits_pending",
                              "credits_pending", "history_head", "flags")
 LIVE_MAX_DEFAULT = 32_768  # live structs kept per shard between batches (~150 B each)
@@ -206,7 +210,22 @@ class AccountTable:
         table._ledger_of = {name: i for i, name in enumerate(table.ledgers)}
         table._owner_of = {name: i for i, name in enumerate(table.owners)}
         table.user_data = dict(snapshot.user_data)
+        table._check_names()
         return table
+
+    def _check_names(self) -> None:
+        """Every row names a ledger and an owner the table has, and user data belongs to rows
+        that exist: else ValueError (a damaged snapshot), not an IndexError later."""
+        rows = len(self.rows)
+        if not rows:
+            return
+        ledger_indexes = self.data[_LEDGER_OFFSET::ROW_BYTES]  # one byte a row
+        owner_indexes = array("I", self.data)[_OWNER_WORD::ROW_BYTES // 4]
+        if sys.byteorder != "little":  # rows are little-endian
+            owner_indexes.byteswap()
+        if (max(ledger_indexes) >= len(self.ledgers) or max(owner_indexes) >= len(self.owners)
+                or any(not 0 <= row < rows for row in self.user_data)):
+            raise ValueError("a snapshot's rows name ledgers, owners or rows it does not hold")
 
     @classmethod
     def of(cls, accounts: Iterator[Account] | list[Account], live_max: int | None = None

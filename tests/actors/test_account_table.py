@@ -96,7 +96,8 @@ def test_a_snapshot_encodes_its_ids_as_buffers_and_decodes_them_back() -> None:
 @pytest.mark.parametrize("damage", ["repeated id", "repeated id, as a list", "ends fall",
                                     "ends past the bytes", "ends short of the bytes",
                                     "an empty id", "ends of 7 bytes", "a row short",
-                                    "ids twice"])
+                                    "ids twice", "a ledger it lacks", "an owner it lacks",
+                                    "user data of no row"])
 def test_rows_that_are_not_a_table_are_refused(damage: str) -> None:
     table = AccountTable()
     for account_id in ("a1", "b2", "c3"):
@@ -113,6 +114,9 @@ def test_rows_that_are_not_a_table_are_refused(damage: str) -> None:
         "ends of 7 bytes": {"id_ends": ends.tobytes()[:-1]},
         "a row short": {"rows": rows.rows[:-ROW_BYTES]},
         "ids twice": {"ids": ["a1", "b2", "c3"]},  # as a list and as buffers
+        "a ledger it lacks": {"ledgers": []},
+        "an owner it lacks": {"owners": rows.owners[:1]},
+        "user data of no row": {"user_data": {3: "memo"}},
     }
     with pytest.raises(ValueError):
         AccountTable.from_rows(msgspec.structs.replace(rows, **changes[damage]))
