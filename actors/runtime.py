@@ -51,9 +51,10 @@ def gc_paused() -> Iterator[None]:
 # freed. Two arenas are plenty under the GIL.
 # glibc also raises its mmap threshold to the size of each large block freed (up to 32 MiB),
 # so after the first array's body, request and reply buffers of a megabyte come from the heap,
-# between small objects that outlive them, and stay resident as holes: at 200,000 accounts
-# that was 58 MiB of the switch's 249 (bench/RESULTS.md, memory). A fixed threshold keeps
-# every block of 128 KiB or more in a mapping of its own, given back when it is freed.
+# between small objects that outlive them, and stay resident as holes (bench/RESULTS.md,
+# "Memory": with this and smaller read-model transactions, shards at 1M accounts went from
+# 428 to 199 B per account). A fixed threshold keeps every block of 128 KiB or more in a
+# mapping of its own, given back when it is freed.
 # Processes read the variables when they start, so they are set before Ray starts its own
 # (they inherit them); a running process gets `mallopt`.
 MALLOC_TUNING = {"MALLOC_ARENA_MAX": 2, "MALLOC_MMAP_THRESHOLD_": 128 << 10}

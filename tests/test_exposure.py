@@ -82,7 +82,7 @@ def test_only_loopback_listens(switch: SwitchProcess) -> None:
 
 def test_the_shards_and_the_raylet_run_with_the_malloc_tuning(switch: SwitchProcess) -> None:
     """Two arenas and a fixed mmap threshold in the shard actors (where the accounts live:
-    without the threshold, the switch held 58 MiB more at 200,000 accounts) and in the raylet
+    bench/RESULTS.md, "Memory") and in the raylet
     that starts Ray's workers. The ingress sets them in itself with `mallopt`, which
     /proc/<pid>/environ (a process's environment at exec) cannot show; Ray's own agents are
     left out: some are started with an environment of Ray's choosing, or retitle themselves

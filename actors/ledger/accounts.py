@@ -6,8 +6,8 @@ An `Account` struct with its strings and integers costs a shard about 600 bytes 
 own copies of the ledger and owner strings, a dict slot). Here an account at rest is a row of
 64 bytes in one buffer (balances, history head and timestamp as unsigned 64-bit integers, code
 and flags as 32-bit ones, ledger and owner as indexes into lists of the few distinct names)
-and its id in an `IdIndex` (id_index.py: ~40 bytes, where a dict entry with its str and int
-took ~140): about 105 bytes an account. A row is one
+and its id in an `IdIndex` (id_index.py: ~37 bytes, where a dict entry with its str and int
+took ~124): about 101 bytes an account. A row is one
 piece of memory, so reading or writing one touches one or two cache lines (a column per field
 touched twelve places, and cost twice as much on a miss).
 
