@@ -71,8 +71,10 @@ def test_open_routes_and_every_way_to_fail_authentication(switch: RunningSwitch)
     assert httpx.get(switch.url + "/readyz").json() == {"status": "ready", "shards": 3}
     assert len(switch.get("/readyz").json()["shards"]) == 3
     token = switch.operator_key
+    # One character changed, never to itself (a key ending in "A" made this the real key).
+    altered = token[:-1] + ("B" if token.endswith("A") else "A")
     refused = [{}, {"Authorization": "Bearer"}, {"Authorization": token},
-               {"Authorization": "Bearer " + token[:-1] + "A"},
+               {"Authorization": "Bearer " + altered},
                {"Authorization": "Bearer " + "psk_" + "x" * 200},
                {"Authorization": "Basic " + base64.b64encode(f"u:{token}\n".encode()).decode()},
                {"Authorization": "Basic !!!"}]
