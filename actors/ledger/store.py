@@ -129,6 +129,9 @@ class MemoryStore:
         self._staged_chains: dict[str, ChainDecision] = {}
         self._staged_pending: dict[str, PendingStatus] = {}
         self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
+        # What a compacted log no longer holds (the audit of one: the shard's own store):
+        # consulted for transfers, chains and pending outcomes this store never saw.
+        self.earlier: LedgerStore | None = None
 
     def begin(self) -> None:
         """A batch starts (the LMDB store opens its read transaction here)."""
@@ -140,8 +143,10 @@ class MemoryStore:
         """The batch is over (the LMDB store closes its read transaction here)."""
 
     def transfer(self, transfer_id: str) -> StoredTransfer | None:
-        found = self._staged_transfers.get(transfer_id)
-        return found if found is not None else self.transfers.get(transfer_id)
+        found = self._staged_transfers.get(transfer_id) or self.transfers.get(transfer_id)
+        if found is None and self.earlier is not None:
+            return self.earlier.transfer(transfer_id)
+        return found
 
     def add_transfer(self, stored: StoredTransfer, if_absent: bool = False) -> None:
         transfer_id = stored.transfer.id
@@ -174,8 +179,10 @@ class MemoryStore:
         return stored.transfer
 
     def chain(self, key: str) -> ChainDecision | None:
-        found = self._staged_chains.get(key)
-        return found if found is not None else self.chains.get(key)
+        found = self._staged_chains.get(key) or self.chains.get(key)
+        if found is None and self.earlier is not None:
+            return self.earlier.chain(key)
+        return found
 
     def add_chain(self, key: str, decision: ChainDecision) -> None:
         if self.chain(key) is not None:
@@ -183,8 +190,10 @@ class MemoryStore:
         self._staged_chains[key] = decision
 
     def pending_final(self, pending_id: str) -> PendingStatus | None:
-        found = self._staged_pending.get(pending_id)
-        return found if found is not None else self.pending.get(pending_id)
+        found = self._staged_pending.get(pending_id) or self.pending.get(pending_id)
+        if found is None and self.earlier is not None:
+            return self.earlier.pending_final(pending_id)
+        return found
 
     def add_pending_final(self, pending_id: str, status: PendingStatus) -> None:
         self._staged_pending[pending_id] = status

@@ -39,6 +39,7 @@ class ShardAudit:
     report: ScanReport
     snapshots_checked: list[int] = field(default_factory=list)
     snapshot_mismatch: str | None = None
+    started_after: int = 0  # a compacted log: the seq of the snapshot it starts from
 
     @property
     def failure(self) -> str | None:
@@ -92,7 +93,8 @@ def audit_shard(
         except (CorruptRecord, FormatUnknown, msgspec.ValidationError, ValueError) as error:
             damage = error if isinstance(error, CorruptRecord) else CorruptRecord(0, str(error))
             return ShardAudit(index, directory, ledger, ScanReport(damage=damage))
-        audit = ShardAudit(index, directory, ledger, ScanReport())
+        audit = ShardAudit(index, directory, ledger, ScanReport(),
+                           started_after=start[0] - 1 if start[2] is not None else 0)
         snapshot_seqs = set(log.snapshot_seqs()) if check_snapshots else set()
 
         def replay(record: Record) -> None:
@@ -141,7 +143,30 @@ def audit_data_dir(
 def settle_in_doubt(audits: list[ShardAudit], placement: Placement) -> int:
     """Do to the replayed ledgers what `Router.redrive` does at start-up: decide each part in
     doubt by its home's commit, each claim on a pending transfer by its post or void's home,
-    and settle the held parts of pending transfers that are resolved. Returns how many."""
+    and settle the held parts of pending transfers that are resolved. Returns how many.
+
+    A home whose log was compacted no longer holds the records of decisions older than its
+    first snapshot; those are read from its own store, as its recovery reads them."""
+    compacted = [audit for audit in audits if audit.started_after]
+    logs = [LmdbLog(audit.directory, 1 << 20, readonly=True) for audit in compacted]
+    try:
+        for audit, log in zip(compacted, logs, strict=True):
+            _memory_store(audit).earlier = log.store
+        return _settle(audits, placement)
+    finally:
+        for audit in compacted:
+            _memory_store(audit).earlier = None
+        for log in logs:
+            log.close()
+
+
+def _memory_store(audit: ShardAudit) -> MemoryStore:
+    store = audit.ledger.store
+    assert isinstance(store, MemoryStore), "an audit replays into memory"
+    return store
+
+
+def _settle(audits: list[ShardAudit], placement: Placement) -> int:
     ledgers = [audit.ledger for audit in audits]
 
     def home(transfer_id: str) -> Ledger:
