@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import ray
 
 from actors.messages import LogFeed
 from actors.runtime import configure_logging, release_free_memory, tune_gc
+from actors.shard.data_port import DataPort
 from actors.shard.host import ShardConfig, ShardHost
 from actors.shard.stats import ShardStatus
 from persistence.layout import shard_directory
@@ -42,6 +44,8 @@ class ShardActor:
             directory, map_size_bytes, transfer_cache_max=transfer_cache_max),
             on_snapshot=after_snapshot)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
+        self._write_lock = threading.Lock()  # Ray's calls and the data port's: one writer
+        self._data_port = DataPort(_node_address(), self._handle_locked)
 
     @staticmethod
     def _after_snapshot() -> None:
@@ -50,7 +54,16 @@ class ShardActor:
 
     @ray.method(enable_task_events=False)
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        return self._host.handle(blob, request_ids or [])
+        return self._handle_locked(blob, request_ids or [])
+
+    def _handle_locked(self, blob: bytes, request_ids: list[str]) -> bytes:
+        with self._write_lock:
+            return self._host.handle(blob, request_ids)
+
+    @ray.method(concurrency_group=READS)
+    def data_endpoint(self) -> tuple[str, int, bytes]:
+        """Where the data port listens, and the token a connection must open with."""
+        return self._data_port.host, self._data_port.port, self._data_port.token
 
     @ray.method(concurrency_group=READS)
     def status(self) -> ShardStatus:
@@ -69,7 +82,14 @@ class ShardActor:
                 "pid": os.getpid()}
 
     def close(self) -> None:
-        self._host.close()
+        with self._write_lock:
+            self._data_port.close()
+            self._host.close()
+
+
+def _node_address() -> str:
+    """The address Ray knows this node by: loopback for the embedded one-machine Ray."""
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
 
 
 class RayShard:
@@ -93,6 +113,10 @@ class RayShard:
     async def placement(self) -> dict[str, Any]:
         placement: dict[str, Any] = await self.actor.placement.remote()
         return placement
+
+    async def data_endpoint(self) -> tuple[str, int, bytes]:
+        host, port, token = await self.actor.data_endpoint.remote()
+        return str(host), int(port), bytes(token)
 
 
 class RayShards:

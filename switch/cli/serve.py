@@ -30,6 +30,8 @@ from switch.observe.context import RequestIdFilter
 from switch.observe.ray_metrics import RayMetrics
 from switch.read.query_actor import start_query_actor
 from switch.routing.router import Router
+from switch.routing.socket_link import SocketShard
+from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch")
 LOOPBACK = "127.0.0.1"
@@ -104,7 +106,12 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
 
 
 def build_router(settings: Settings, shards: RayShards, topology: Topology) -> Router:
-    return Router(shards.links, Placement(topology), settings.router.shard_queue_commands_max,
+    """The router's batches go over each shard's data port unless `shards.transport` says
+    "ray" (switch/routing/socket_link.py says why)."""
+    links: list[ShardLink] = list(shards.links)
+    if settings.shards.transport == "socket":
+        links = [SocketShard(link) for link in shards.links]
+    return Router(links, Placement(topology), settings.router.shard_queue_commands_max,
                   settings.router.call_commands_max)
 
 

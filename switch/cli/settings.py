@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -68,6 +68,7 @@ class ShardSettings(_Section):
     count: int = Field(ge=0)  # 0: what the data directory says (one per CPU for a new one)
     slots: int = Positive
     transfer_cache_max: int = Positive  # recently indexed transfers each shard keeps in memory
+    transport: Literal["socket", "ray"] = "socket"  # how the router's batches reach a shard
 
 
 class RouterSettings(_Section):

@@ -1,5 +1,6 @@
 """The transport seam's contract: the Ray link (a real shard actor) and the in-process twin
-(LocalShard) answer every part of `ShardLink` alike."""
+(LocalShard) answer every part of `ShardLink` alike, and so does the socket link (batches
+over the shard's data port, the rest over Ray)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig, ShardHost
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
+from switch.routing.socket_link import SocketShard
 from switch.routing.transport import LocalShard, ShardLink
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
 
 
-@pytest.fixture(params=["local", "ray"])
+@pytest.fixture(params=["local", "ray", "socket"])
 def link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ShardLink, Any]]:
     """A link to a fresh shard, and how to make the shard go away."""
     if request.param == "local":
@@ -35,7 +37,7 @@ def link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shard
         return
     request.getfixturevalue("ray_session")
     fleet = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
-    yield fleet.links[0], fleet.kill
+    yield (fleet.links[0] if request.param == "ray" else SocketShard(fleet.links[0])), fleet.kill
     fleet.kill()
 
 

@@ -1,0 +1,118 @@
+"""The shard's data port on a real shard actor: only the token opens it, calls on one
+connection are pipelined and answered in order, and a dropped connection fails what waited
+on it and is opened again for the next call."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from actors.codec import decode_reply, encode_commands
+from actors.ledger.model import Account, Transfer
+from actors.messages import AccountView, Commit, CreateAccount, GetAccount
+from actors.shard.actor import RayShard, RayShards
+from actors.shard.data_port import ANSWER, REQUEST, TOKEN_BYTES
+from actors.shard.host import ShardConfig
+from switch.routing.socket_link import ShardConnectionLost, SocketShard
+
+CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
+
+
+@pytest.fixture
+def fleet(ray_session: Any, tmp_path: Path) -> Iterator[RayShards]:
+    shards = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
+    yield shards
+    shards.kill()
+
+
+def _raw_call(host: str, port: int, opening: bytes, blob: bytes) -> bytes:
+    """One request on a fresh connection that opens with `opening`; b"" if it is cut."""
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(opening + REQUEST.pack(len(blob), 0) + blob)
+        received = b""
+        while chunk := connection.recv(1 << 16):
+            received += chunk
+            if len(received) >= ANSWER.size and \
+                    len(received) >= ANSWER.size + ANSWER.unpack_from(received)[0]:
+                break
+        return received
+
+
+def test_only_the_token_opens_the_port(fleet: RayShards) -> None:
+    link = fleet.links[0]
+    host, port, token = asyncio.run(link.data_endpoint())
+    assert len(token) == TOKEN_BYTES
+    create = encode_commands([CreateAccount(Account("a", "USD", 1, "o", 0, ""))])
+    wrong = bytes([token[0] ^ 1]) + token[1:]
+    assert _raw_call(host, port, wrong, create) == b""  # cut, and nothing applied
+    assert _raw_call(host, port, b"", create) == b""
+    read = encode_commands([GetAccount("a")])
+    answer = _raw_call(host, port, token, read)
+    (reply,) = decode_reply(answer[ANSWER.size:]).replies
+    assert isinstance(reply, AccountView) and reply.account is None  # nothing was created
+    created = decode_reply(_raw_call(host, port, token, create)[ANSWER.size:])
+    assert [r.result for r in created.replies] == ["ok"]
+
+
+def test_calls_on_one_connection_are_pipelined_and_answered_in_order(fleet: RayShards) -> None:
+    shard = SocketShard(fleet.links[0])
+
+    async def many() -> list[Any]:
+        await shard.call(encode_commands([CreateAccount(Account("a", "USD", 1, "o", 0, "")),
+                                          CreateAccount(Account("b", "USD", 1, "o", 0, ""))]),
+                         [])
+        calls = [shard.call(encode_commands([Commit(Transfer(f"t{n}", "a", "b", n + 1, "USD",
+                                                              1), 3)]), [f"request-{n}"])
+                 for n in range(50)]
+        return [decode_reply(blob).replies[0] for blob in await asyncio.gather(*calls)]
+
+    replies = asyncio.run(many())
+    assert [(r.result, r.transfer.id) for r in replies] == [("ok", f"t{n}") for n in range(50)]
+
+
+def test_a_dropped_connection_fails_its_waiters_and_is_opened_again(fleet: RayShards) -> None:
+    shard = SocketShard(fleet.links[0])
+    read = encode_commands([GetAccount("a")])
+
+    async def scenario() -> None:
+        await shard.call(read, [])
+        connection = await shard._connection()
+        connection._writer.transport.abort()  # the socket drops under a waiting call
+        with pytest.raises(ShardConnectionLost):
+            await connection.call(read, [])
+        assert decode_reply(await shard.call(read, [])).replies  # a new connection
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_shard_is_reached_at_its_new_port(fleet: RayShards, tmp_path: Path) -> None:
+    """The port is asked of the actor each time a connection opens: a shard started again
+    (here: another actor on the same data) is found where it now listens."""
+    first = SocketShard(fleet.links[0])
+    create = encode_commands([CreateAccount(Account("a", "USD", 1, "o", 0, ""))])
+    assert decode_reply(asyncio.run(first.call(create, []))).replies[0].result == "ok"
+    fleet.close()
+    ray.kill(fleet.actors[0], no_restart=True)
+    again = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
+    try:
+        first._control = again.links[0]
+        (view,) = decode_reply(asyncio.run(first.call(encode_commands([GetAccount("a")]),
+                                                      []))).replies
+        assert isinstance(view, AccountView) and view.account.id == "a"
+    finally:
+        again.kill()
+
+
+def test_the_port_listens_on_the_address_ray_knows_the_node_by(fleet: RayShards) -> None:
+    """(The switch binds its embedded Ray to loopback: tests/test_exposure.py checks that
+    nothing of it, data ports included, listens elsewhere.)"""
+    link = fleet.links[0]
+    assert isinstance(link, RayShard)
+    host, port, _ = asyncio.run(link.data_endpoint())
+    assert host == ray.util.get_node_ip_address() and port > 0
