@@ -30,6 +30,10 @@ from persistence.lmdb_log import LmdbLog
 READS = "reads"
 
 
+class ShardClosed(Exception):
+    """A batch reached a shard after its clean stop: it is refused, nothing is written."""
+
+
 @ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
 class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int,
@@ -45,6 +49,7 @@ class ShardActor:
             on_snapshot=after_snapshot)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
         self._write_lock = threading.Lock()  # Ray's calls and the data port's: one writer
+        self._closed = False
         self._data_port = DataPort(_node_address(), self._handle_locked)
 
     @staticmethod
@@ -58,6 +63,8 @@ class ShardActor:
 
     def _handle_locked(self, blob: bytes, request_ids: list[str]) -> bytes:
         with self._write_lock:
+            if self._closed:  # else the host would reopen its log to retry the batch
+                raise ShardClosed("the shard is closed")
             return self._host.handle(blob, request_ids)
 
     @ray.method(concurrency_group=READS)
@@ -83,6 +90,7 @@ class ShardActor:
 
     def close(self) -> None:
         with self._write_lock:
+            self._closed = True
             self._data_port.close()
             self._host.close()
 

@@ -7,8 +7,9 @@ supervises the shard actors and carries their control calls (status, log feed, c
 router's batches, the hot path, go over this port instead.
 
 The protocol, all integers little-endian:
-  - the client opens with the shard's token (TOKEN_BYTES, given out by the actor over Ray):
-    a connection that does not is closed without an answer;
+  - the client opens with the shard's token (TOKEN_BYTES, given out by the actor over Ray),
+    within HANDSHAKE_TIMEOUT_S; the shard answers READY. A connection that does not is
+    closed without an answer;
   - then each request is a header (blob length, request-id bytes length), the request ids
     (UTF-8, joined by newlines) and the encoded commands; each answer is its length and the
     encoded BatchReply. Answers come in the order of the requests (the shard runs one batch
@@ -27,21 +28,21 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("payswitch.shard")
 
 TOKEN_BYTES = 32
+READY = b"\x01"  # sent once the token is accepted: the client knows the port is served
 REQUEST = struct.Struct("<II")  # blob length, request-id bytes length
 ANSWER = struct.Struct("<I")  # reply length
-FRAME_BYTES_MAX = 1 << 30  # a batch of 8,190 commands is a few MB; anything near this is not
+FRAME_BYTES_MAX = 64 << 20  # a batch of 8,190 commands is a few MB
+HANDSHAKE_TIMEOUT_S = 5.0  # a connection that does not send its token by then is closed
+CONNECTIONS_MAX = 64  # ingress processes and tools; beyond it a connection is closed at once
+ACCEPT_RETRY_S = 0.1  # after a failed accept (out of descriptors): try again, never give up
 
 Handle = Callable[[bytes, list[str]], bytes]
-
-
-def encode_request(blob: bytes, request_ids: list[str]) -> bytes:
-    ids = "\n".join(request_ids).encode()
-    return REQUEST.pack(len(blob), len(ids)) + ids + blob
 
 
 def decode_request_ids(raw: bytes) -> list[str]:
@@ -65,13 +66,31 @@ class DataPort:
         while not self._closed:
             try:
                 connection, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._connections.add(connection)
-            threading.Thread(target=self._serve, args=(connection,), name="data-connection",
-                             daemon=True).start()
+            except OSError as error:
+                if not self._closed:  # out of descriptors, a connection aborted: go on
+                    log.warning("data port: accept failed: %r", error)
+                    time.sleep(ACCEPT_RETRY_S)
+                continue
+            try:
+                self._start_serving(connection)
+            except (OSError, RuntimeError) as error:  # RuntimeError: no thread to be had
+                log.warning("data port: a connection could not be served: %r", error)
+                self._forget(connection)
+
+    def _start_serving(self, connection: socket.socket) -> None:
+        with self._lock:
+            if len(self._connections) >= CONNECTIONS_MAX:
+                raise RuntimeError(f"{CONNECTIONS_MAX} connections already")
+            self._connections.add(connection)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.settimeout(HANDSHAKE_TIMEOUT_S)
+        threading.Thread(target=self._serve, args=(connection,), name="data-connection",
+                         daemon=True).start()
+
+    def _forget(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+        connection.close()
 
     def _serve(self, connection: socket.socket) -> None:
         reader = connection.makefile("rb", buffering=1 << 16)
@@ -79,6 +98,8 @@ class DataPort:
             if not hmac.compare_digest(reader.read(TOKEN_BYTES), self.token):
                 log.warning("data port: a connection without the shard's token was closed")
                 return
+            connection.settimeout(None)  # batches may be far apart
+            connection.sendall(READY)
             while True:
                 header = reader.read(REQUEST.size)
                 if len(header) < REQUEST.size:
@@ -94,19 +115,19 @@ class DataPort:
                 reply = self._handle(blob, request_ids)
                 connection.sendall(ANSWER.pack(len(reply)) + reply)
         except OSError:
-            return  # reset by the client, or closed by `close`
-        except Exception:  # a bug, or ids that are not UTF-8: the caller sees the cut
+            return  # reset by the client, timed out before its token, or cut by `close`
+        except Exception:  # a bug, a closed shard, ids that are not UTF-8: the caller sees it
             log.exception("data port: the connection was cut")
         finally:
             reader.close()
-            with self._lock:
-                self._connections.discard(connection)
-            connection.close()
+            self._forget(connection)
 
     def close(self) -> None:
         """Stop accepting, and cut open connections (a batch under way finishes first: the
         caller holds the write lock while closing the shard)."""
         self._closed = True
+        with contextlib.suppress(OSError):  # wakes the accept (a close alone does not)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             connections = list(self._connections)

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from typing import Any, Protocol
 
 from actors.messages import LogFeed
-from actors.shard.data_port import ANSWER, REQUEST
+from actors.shard.data_port import ANSWER, READY, REQUEST
 from actors.shard.stats import ShardStatus
 
 log = logging.getLogger("payswitch.router")
+
+CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
 
 
 class ControlLink(Protocol):
@@ -83,6 +88,7 @@ class _Connection:
         if not self.loop.is_closed():
             self._writer.close()
             self._reading.cancel()
+        # else its loop is gone (only tests run several): the socket closes when collected
 
 
 class SocketShard:
@@ -109,8 +115,19 @@ class SocketShard:
 
     async def _open(self) -> _Connection:
         host, port, token = await self._control.data_endpoint()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(token)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                    CONNECT_TIMEOUT_S)
+            _keep_alive(writer)
+            writer.write(token)
+            # The shard says it serves the connection: a port whose accept is stuck would
+            # otherwise take the request into its backlog and never answer.
+            if await asyncio.wait_for(reader.readexactly(len(READY)), CONNECT_TIMEOUT_S) \
+                    != READY:
+                raise ShardConnectionLost("the shard's data port did not accept the token")
+        except (OSError, EOFError) as error:  # TimeoutError is an OSError
+            raise ShardConnectionLost(f"shard {self.index}'s data port at {host}:{port}: "
+                                      f"{error!r}") from None
         log.info("shard %d: data connection to %s:%d", self.index, host, port)
         return _Connection(reader, writer)
 
@@ -122,6 +139,16 @@ class SocketShard:
 
     async def placement(self) -> dict[str, Any]:
         return await self._control.placement()
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    """A shard's node that vanishes without closing the connection (power, network) is
+    noticed in about KEEPALIVE_IDLE_S + 3 * KEEPALIVE_INTERVAL_S, not never."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 def _usable(opening: asyncio.Task[_Connection]) -> bool:

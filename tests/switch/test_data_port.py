@@ -5,6 +5,7 @@ on it and is opened again for the next call."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,13 @@ import ray
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.model import Account, Transfer
 from actors.messages import AccountView, Commit, CreateAccount, GetAccount
+from actors.shard import data_port
 from actors.shard.actor import RayShard, RayShards
-from actors.shard.data_port import ANSWER, REQUEST, TOKEN_BYTES
+from actors.shard.data_port import ANSWER, READY, REQUEST, TOKEN_BYTES, DataPort
 from actors.shard.host import ShardConfig
+from persistence.layout import shard_directory
+from persistence.lock import is_locked
+from switch.routing import socket_link
 from switch.routing.socket_link import ShardConnectionLost, SocketShard
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
@@ -36,6 +41,8 @@ def _raw_call(host: str, port: int, opening: bytes, blob: bytes) -> bytes:
     with socket.create_connection((host, port), timeout=10) as connection:
         connection.sendall(opening + REQUEST.pack(len(blob), 0) + blob)
         received = b""
+        if connection.recv(len(READY)) != READY:
+            return b""
         while chunk := connection.recv(1 << 16):
             received += chunk
             if len(received) >= ANSWER.size and \
@@ -116,3 +123,81 @@ def test_the_port_listens_on_the_address_ray_knows_the_node_by(fleet: RayShards)
     assert isinstance(link, RayShard)
     host, port, _ = asyncio.run(link.data_endpoint())
     assert host == ray.util.get_node_ip_address() and port > 0
+
+
+def test_a_closed_shard_takes_no_batch_and_keeps_its_directory_closed(fleet: RayShards,
+                                                                      tmp_path: Path) -> None:
+    """After a clean stop nothing reaches the log: not a batch already read from the port,
+    not a new connection (the review found the log reopened by the retry of such a batch)."""
+    host, port, token = asyncio.run(fleet.links[0].data_endpoint())
+    with socket.create_connection((host, port), timeout=10) as early:
+        early.sendall(token)
+        assert early.recv(1) == READY
+        fleet.close()
+        create = encode_commands([CreateAccount(Account("a", "USD", 1, "o", 0, ""))])
+        early.sendall(REQUEST.pack(len(create), 0) + create)
+        assert early.recv(1 << 16) == b""  # cut, unanswered
+    with pytest.raises(OSError):  # nobody listens any more
+        _raw_call(host, port, token, create)
+    with pytest.raises(ray.exceptions.RayTaskError):
+        ray.get(fleet.actors[0].handle.remote(create, []))
+    assert not is_locked(shard_directory(tmp_path, 0))
+
+
+def _served(port: DataPort) -> bytes:
+    """What a well-behaved client gets for "ping" (b"" if the port cuts it)."""
+    expected = len(READY) + ANSWER.size + 4
+    with socket.create_connection((port.host, port.port), timeout=10) as connection:
+        connection.sendall(port.token + REQUEST.pack(4, 0) + b"ping")
+        received = b""
+        with contextlib.suppress(ConnectionResetError):  # cut with the request unread
+            while len(received) < expected and (chunk := connection.recv(1 << 16)):
+                received += chunk
+        return received
+
+
+def test_the_port_outlives_silent_clients_and_failed_accepts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_port, "HANDSHAKE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(data_port, "CONNECTIONS_MAX", 4)
+    port = DataPort("127.0.0.1", lambda blob, ids: blob[::-1])
+    try:
+        silent = [socket.create_connection((port.host, port.port)) for _ in range(6)]
+        over = silent[-1]  # beyond the cap: closed at once
+        assert over.recv(1) == b""
+        assert _served(port) in (b"", READY + ANSWER.pack(4) + b"gnip")
+        for connection in silent[:4]:  # no token within the handshake timeout: closed
+            connection.settimeout(5)
+            assert connection.recv(1) == b""
+        assert _served(port) == READY + ANSWER.pack(4) + b"gnip"
+        failing = iter([RuntimeError("can't start new thread")])
+        serve = port._start_serving
+        monkeypatch.setattr(port, "_start_serving",
+                            lambda connection: serve(connection) if (error := next(failing, None))
+                            is None else (_ for _ in ()).throw(error))
+        with socket.create_connection((port.host, port.port), timeout=5) as unlucky:
+            assert unlucky.recv(1) == b""
+        assert _served(port) == READY + ANSWER.pack(4) + b"gnip"  # the accept loop lives on
+        for connection in silent:
+            connection.close()
+    finally:
+        port.close()
+
+
+def test_a_port_that_never_serves_fails_the_connect_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket_link, "CONNECT_TIMEOUT_S", 0.5)
+    stuck = socket.create_server(("127.0.0.1", 0))  # listens, never accepts
+    endpoint = ("127.0.0.1", stuck.getsockname()[1], b"t" * TOKEN_BYTES)
+
+    class Control:
+        index = 0
+
+        async def data_endpoint(self) -> tuple[str, int, bytes]:
+            return endpoint
+
+    try:
+        with pytest.raises(ShardConnectionLost):
+            asyncio.run(SocketShard(Control()).call(b"blob", []))  # type: ignore[arg-type]
+    finally:
+        stuck.close()
