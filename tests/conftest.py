@@ -25,6 +25,7 @@ from actors.topology import Topology
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.api.app import create_app
+from switch.api.http_protocol import CoalescingHttpToolsProtocol
 from switch.cli.serve import build_router, open_topology, start_shards, stop_shards
 from switch.cli.settings import Settings, load_settings
 from switch.observe.ray_metrics import RayMetrics
@@ -106,7 +107,7 @@ class RunningSwitch:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+        config = uvicorn.Config(app, loop="uvloop", http=CoalescingHttpToolsProtocol, lifespan="on",
                                 log_level="warning", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},

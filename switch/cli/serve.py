@@ -25,6 +25,7 @@ from actors.shard.host import ShardConfig
 from actors.topology import Placement, Topology
 from persistence.topology import TOPOLOGY_FILE, TopologyMismatch, resolve_topology
 from switch.api.app import create_app
+from switch.api.http_protocol import CoalescingHttpToolsProtocol
 from switch.cli.settings import Settings
 from switch.observe.context import RequestIdFilter
 from switch.observe.ray_metrics import RayMetrics
@@ -149,7 +150,7 @@ def serve(settings: Settings) -> int:
                 host=settings.server.host,
                 port=settings.server.port,
                 loop="uvloop",
-                http="httptools",
+                http=CoalescingHttpToolsProtocol,  # one write per response
                 lifespan="on",
                 access_log=False,  # ours is RequestContext's, with request ids
                 log_config=None,  # keep the JSON handler configured above
