@@ -73,6 +73,7 @@ from switch.read.events import EventStream
 from switch.read.events_api import EVENTS_PATH, StreamSlots, event_routes
 from switch.read.query_api import query_routes
 from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
+from switch.routing.coalesce import TransferCoalescer
 from switch.routing.redrive import Redriver
 from switch.routing.registry import RegistryClient
 from switch.routing.router import Outcome, Router
@@ -95,6 +96,7 @@ class Api:
         self.monitor = monitor
         self.keyring = keyring
         self.visibility = Visibility(router)
+        self.coalescer = TransferCoalescer(router, settings.api.batch_items_max)
         size = Field(min_length=1, max_length=settings.api.batch_items_max)
         self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
             Annotated[list[AccountIn], size])
@@ -172,9 +174,12 @@ class Api:
                                                  self.settings.api.batch_items_max)
         if items is None:  # not valid, or not valid as the fast path sees it: pydantic says
             items = self._validated(body, is_array, TRANSFER, self._transfers)
-        outcomes = await self.router.create_transfers([
-            transfer_from_request(i, principal.key_id, principal.participant_id)
-            for i in items])
+        transfers = [transfer_from_request(i, principal.key_id, principal.participant_id)
+                     for i in items]
+        if is_array:
+            outcomes = await self.router.create_transfers(transfers)
+        else:  # one per request: run with the others that came in the same turn
+            outcomes = [await self.coalescer.create_transfer(transfers[0])]
         response = _created(is_array, items, outcomes, "transfer", transfer_json)
         self.monitor.count_transfers(map(_result_code, outcomes), items,
                                      time.perf_counter() - started)
