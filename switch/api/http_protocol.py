@@ -28,13 +28,17 @@ class _CoalescingTransport:
             self._loop.call_soon(self.flush)
         self._held.append(data)
 
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
     def flush(self) -> None:
-        if not self._held:
-            return
-        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        self._held = []
-        if not self._transport.is_closing():
-            self._transport.write(data)
+        held, self._held = self._held, []  # taken first: a failed join cannot stick
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         self.flush()

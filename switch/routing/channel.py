@@ -110,7 +110,8 @@ class ShardChannel:
 
     async def _send(self, groups: list[_Group]) -> None:
         commands = [command for group in groups for command in group.commands]
-        request_ids = list(dict.fromkeys(g.request_id for g in groups if g.request_id))
+        request_ids = list(dict.fromkeys(  # a coalesced group names several: "a,b"
+            one for g in groups if g.request_id for one in g.request_id.split(",")))
         self.calls += 1
         self.commands_sent += len(commands)
         try:

@@ -3,12 +3,21 @@
 Clients that send one transfer per request make the router do its per-batch work (units,
 waves, rounds, a group per shard, tasks and futures) once per transfer. Here every single
 transfer that reaches the switch during one turn of the event loop waits for the end of
-that turn (`call_soon`), and they all go to `Router.create_transfers` together; each caller
-gets its own item's outcome. There is no timer: under light load a batch holds one
-transfer, under heavy load as many as arrived together. Batches are independent items, as
-an array request's are: a repeat of an id in the batch is answered from its first copy as
-the id's home would (`exists`, or the first field that differs), and a batch never holds a
-linked transfer (a chain stays in its own request).
+that turn (`call_soon`), and they all go to `Router.create_transfers` together. There is no
+timer: under light load a batch holds one transfer, under heavy load as many as arrived
+together.
+
+- Each caller is answered as soon as its own item is decided (`on_outcome`), not when the
+  batch ends: a transfer on one shard does not wait for another's cross-shard round or for
+  a slow shard, nor for a retried id that waits for its earlier attempt.
+- Batches are independent items, as an array request's are: a repeat of an id in the batch
+  is answered from its first copy as the id's home would (`exists`, or the first field that
+  differs), and a batch never holds a linked transfer (a chain stays in its own request).
+- Every request id of the batch reaches the shards' logs (comma-separated: request ids
+  cannot hold commas).
+- A shard's queue admits or refuses the batch's commands for it as one group: near a full
+  queue, all of the turn's transfers for that shard get 429 (nothing applied, Retry-After),
+  where separate requests would have split between accepted and refused.
 """
 
 from __future__ import annotations
@@ -16,14 +25,17 @@ from __future__ import annotations
 import asyncio
 
 from actors.ledger.model import LINKED, Transfer
+from switch.observe.context import request_id_var
 from switch.routing.router import Outcome, Router
+
+_Waiting = tuple[Transfer, "asyncio.Future[Outcome]", str]  # transfer, its answer, request id
 
 
 class TransferCoalescer:
     def __init__(self, router: Router, batch_items_max: int) -> None:
         self._router = router
         self._batch_items_max = batch_items_max
-        self._waiting: list[tuple[Transfer, asyncio.Future[Outcome]]] = []
+        self._waiting: list[_Waiting] = []
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0  # for tests and metrics: how many batches the router ran
         self.transfers = 0
@@ -36,7 +48,7 @@ class TransferCoalescer:
         future: asyncio.Future[Outcome] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append((transfer, future))
+        self._waiting.append((transfer, future, request_id_var.get()))
         return await future
 
     def _flush(self) -> None:
@@ -47,13 +59,22 @@ class TransferCoalescer:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[tuple[Transfer, asyncio.Future[Outcome]]]) -> None:
+    async def _run(self, batch: list[_Waiting]) -> None:
         self.batches += 1
         self.transfers += len(batch)
-        try:
-            outcomes = await self._router.create_transfers([transfer for transfer, _ in batch])
-        except Exception as error:  # the router answers per item; this would be a bug
-            outcomes = [error] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        request_id_var.set(",".join(dict.fromkeys(r for _, _, r in batch if r)))
+
+        def answer(index: int, outcome: Outcome) -> None:
+            future = batch[index][1]
             if not future.done():  # its request may have gone
                 future.set_result(outcome)
+
+        try:
+            await self._router.create_transfers([t for t, _, _ in batch], answer)
+        except Exception as error:  # the router answers per item; this is each one's answer
+            for index in range(len(batch)):
+                answer(index, error)
+        finally:  # a cancel at shutdown, a bug: nobody is left waiting for ever
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("the batch ended without this item"))

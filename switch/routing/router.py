@@ -18,9 +18,10 @@ its home's decision (no commit recorded means void), at start-up and then period
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,23 @@ _BOTH = Roles.both
 # A per-item outcome: (result code, the stored transfer or account, or None), or the exception
 # that prevented it.
 Outcome = tuple[str, Any] | BaseException
+
+
+OnOutcome = Callable[[int, Outcome], None]
+
+
+class _TellingOutcomes(list[Outcome | None]):
+    """The outcomes of a batch, telling `on_outcome` of each as it is set. Every item is set
+    once, in the same step of the wave that makes it final (see `create_transfers`)."""
+
+    def __init__(self, size: int, on_outcome: OnOutcome) -> None:
+        super().__init__([None] * size)
+        self._on_outcome = on_outcome
+
+    def __setitem__(self, index: Any, outcome: Any) -> None:
+        super().__setitem__(index, outcome)
+        if outcome is not None:
+            self._on_outcome(index, outcome)
 
 
 @dataclass
@@ -141,16 +159,27 @@ class Router:
         return replies, futures
 
     @staticmethod
-    async def _gather(pending: _Pending) -> list[Any]:
+    async def _gather(pending: _Pending,
+                      on_group: Callable[[list[int]], None] | None = None) -> list[Any]:
+        """The replies, in input order. `on_group(positions)`: called as each shard's group
+        of replies arrives, before the others are in (a slow shard delays only its own)."""
         replies, futures = pending
-        for positions, future in futures:
-            group_replies: list[Any]
-            try:
-                group_replies = await future
-            except Exception as error:
-                group_replies = [error] * len(positions)
-            for i, reply in zip(positions, group_replies, strict=True):
-                replies[i] = reply
+        if on_group is None:
+            for positions, future in futures:
+                with contextlib.suppress(Exception):  # `_fill` keeps it for each reply
+                    await future
+                _fill(replies, positions, future)
+            return replies
+        refused = [i for i, reply in enumerate(replies) if reply is not None]
+        if refused:  # answered by `_submit` already (a full queue): no group to wait for
+            on_group(refused)
+        waiting = {future: positions for positions, future in futures}
+        while waiting:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                positions = waiting.pop(future)
+                _fill(replies, positions, future)
+                on_group(positions)
         return replies
 
     async def scatter(self, calls: list[Call], admitted: bool = False) -> list[Any]:
@@ -194,10 +223,15 @@ class Router:
 
     # ---- transfers ----
 
-    async def create_transfers(self, transfers: list[Transfer]) -> list[Outcome]:
+    async def create_transfers(self, transfers: list[Transfer],
+                               on_outcome: OnOutcome | None = None) -> list[Outcome]:
         """Apply a batch; items are independent (not atomic), except that a linked chain
-        succeeds or fails as one, and each item gets its outcome."""
-        outcomes: list[Outcome | None] = [None] * len(transfers)
+        succeeds or fails as one, and each item gets its outcome. `on_outcome(index,
+        outcome)` hears of each item as soon as it is decided, before the batch ends: a
+        cross-shard item once its home's commit is durable and its finalize is queued (the
+        same point the batch's answer waits for), so its answer may leave at once."""
+        outcomes: list[Outcome | None] = [None] * len(transfers) if on_outcome is None \
+            else _TellingOutcomes(len(transfers), on_outcome)
         repeats = _Repeats(transfers, self._units(transfers, outcomes))
         waiting = repeats.units
         while waiting:
@@ -362,12 +396,23 @@ class Router:
             for shard, roles in cross.remote_roles.items():
                 calls.append((shard, Reserve(transfer, roles, cross.attempt)))
                 owners.append((shard, cross))
-        for (key, owner), reply in zip(owners, await self.scatter(calls), strict=True):
+        def decide_local(positions: list[int]) -> None:
+            """A transfer wholly on one shard is final once its shard answers."""
+            for position in positions:
+                key, owner = owners[position]
+                if owner is None:
+                    reply = replies[position]
+                    outcomes[key] = reply if isinstance(reply, BaseException) else \
+                        _transfer_outcome(reply)
+
+        pending = self._submit(calls)
+        replies = pending[0]
+        await self._gather(pending, decide_local)
+        for (key, owner), reply in zip(owners, replies, strict=True):
+            if owner is None:
+                continue  # decided as its shard answered
             if isinstance(owner, ChainRun):
                 owner.reserved[key] = reply
-            elif owner is None:
-                outcomes[key] = reply if isinstance(reply, BaseException) else \
-                    _transfer_outcome(reply)
             elif key < 0:
                 owner.claimed = reply
             else:
@@ -530,6 +575,17 @@ class _Repeats:
             if not places:
                 del self.waiting[transfer_id]
         return again
+
+
+def _fill(replies: list[Any], positions: list[int], future: asyncio.Future[list[Any]]
+          ) -> None:
+    """A group's replies into their places: the exception that kept them, for each."""
+    try:
+        group_replies: list[Any] = future.result()
+    except Exception as error:
+        group_replies = [error] * len(positions)
+    for i, reply in zip(positions, group_replies, strict=True):
+        replies[i] = reply
 
 
 def settled_at_homes(owners: list[Settlement], replies: list[Any]

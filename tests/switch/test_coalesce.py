@@ -1,11 +1,13 @@
 """Single transfers from concurrent requests run as one batch (switch/routing/coalesce.py):
-each caller gets its own item's outcome, repeats of an id are answered as the id's home
-would, a linked transfer runs alone; and through a real switch, concurrent requests are
-answered each with its own transfer."""
+each caller gets its own item's outcome, as soon as it is decided (not when a slow shard or
+a waiting retry in the same batch is done), repeats of an id are answered as the id's home
+would, a linked transfer runs alone, every request id reaches the shard; and through a real
+switch, concurrent requests are answered each with its own transfer."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 
@@ -13,6 +15,7 @@ from actors.ledger.model import DEBITS_MUST_NOT_EXCEED_CREDITS, LINKED, Account,
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
+from switch.observe.context import request_id_var
 from switch.routing.coalesce import TransferCoalescer
 from switch.routing.router import Router
 from switch.routing.transport import LocalShard
@@ -78,3 +81,103 @@ def test_concurrent_requests_through_a_switch_get_their_own_answers(
     assert responses[200].json()["result"] == "exists_with_different_amount"
     balances = switch.get("/v1/accounts/c7").json()
     assert balances["credits_posted"] == sum(n + 1 for n in range(200) if n % 8 == 7)
+
+
+class Spy(LocalShard):
+    delay = 0.0
+    seen: list[list[str]]
+
+    async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
+        self.seen.append(list(request_ids))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().call(blob, request_ids)
+
+
+def _spied_router(queue_max: int = 10_000, call_max: int = 8190) -> tuple[Router, list[Spy]]:
+    links = []
+    for i in range(2):
+        log = MemoryLog()
+        link = Spy(i, ShardHost(ShardConfig(i, ("USD",), 1000), lambda log=log: log))
+        link.seen = []
+        links.append(link)
+    return Router(links, Placement(round_robin(2, 64)), queue_max, call_max), links
+
+
+def _local_ids(router: Router, shard: int, n: int, prefix: str) -> list[str]:
+    out, k = [], 0
+    while len(out) < n:
+        k += 1
+        if router.shard_of(f"{prefix}{k}") == shard:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+async def _setup(router: Router) -> tuple[str, str]:
+    (a0, b0) = _local_ids(router, 0, 2, "acc0-")
+    (a1, b1) = _local_ids(router, 1, 2, "acc1-")
+    await router.create_accounts([Account(x, "USD", 1, "o", 0, "") for x in (a0, b0, a1, b1)])
+    return (a0, b0), (a1, b1)  # type: ignore[return-value]
+
+
+def test_a_slow_shard_delays_requests_that_never_touch_it() -> None:
+    async def scenario() -> float:
+        router, links = _spied_router()
+        (a0, b0), (a1, b1) = await _setup(router)
+        links[1].delay = 0.5  # shard 1 stalls (fsync, GC, a slow node)
+        c = TransferCoalescer(router, 8190)
+        fast_id = _local_ids(router, 0, 1, "t0-")[0]
+        slow_id = _local_ids(router, 1, 1, "t1-")[0]
+
+        async def timed(t: Transfer) -> float:
+            started = time.monotonic()
+            await c.create_transfer(t)
+            return time.monotonic() - started
+
+        fast, _ = await asyncio.gather(timed(Transfer(fast_id, a0, b0, 1, "USD", 1)),
+                                       timed(Transfer(slow_id, a1, b1, 1, "USD", 1)))
+        return fast
+
+    fast = asyncio.run(scenario())
+    assert fast < 0.2, f"a shard-0-only transfer took {fast:.2f}s: it waited for shard 1"
+
+
+def test_each_request_id_reaches_the_shard() -> None:
+    async def scenario() -> list[list[str]]:
+        router, links = _spied_router()
+        (a0, b0), _ = await _setup(router)
+        for link in links:
+            link.seen.clear()
+        c = TransferCoalescer(router, 8190)
+        ids = _local_ids(router, 0, 3, "r-")
+
+        async def request(n: int) -> None:
+            request_id_var.set(f"req-{n}")  # as RequestContext does, per request task
+            await c.create_transfer(Transfer(ids[n], a0, b0, 1, "USD", 1))
+
+        await asyncio.gather(*(request(n) for n in range(3)))
+        return links[0].seen
+
+    seen = asyncio.run(scenario())
+    assert sorted(i for call in seen for i in call) == ["req-0", "req-1", "req-2"], seen
+
+
+def test_a_retried_id_in_flight_stalls_unrelated_requests_of_its_turn() -> None:
+    async def scenario() -> float:
+        router, links = _spied_router()
+        (a0, b0), (a1, b1) = await _setup(router)
+        links[1].delay = 0.5
+        c = TransferCoalescer(router, 8190)
+        x = _local_ids(router, 1, 1, "x-")[0]
+        y = _local_ids(router, 0, 1, "y-")[0]
+        first = asyncio.ensure_future(c.create_transfer(Transfer(x, a1, b1, 1, "USD", 1)))
+        await asyncio.sleep(0.01)  # x is under way (live) at its slow home
+        started = time.monotonic()
+        retry = asyncio.ensure_future(c.create_transfer(Transfer(x, a1, b1, 1, "USD", 1)))
+        await c.create_transfer(Transfer(y, a0, b0, 1, "USD", 1))  # shard 0 only, new id
+        took = time.monotonic() - started
+        await asyncio.gather(first, retry)
+        return took
+
+    took = asyncio.run(scenario())
+    assert took < 0.2, f"y waited {took:.2f}s behind a retry of another request's id"

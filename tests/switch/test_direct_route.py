@@ -1,5 +1,7 @@
-"""`POST /v1/transfers` bypasses Starlette's router (DirectRoute): its failures must still be
-answered as every route's are, and the other methods on the path still go to Starlette."""
+"""`POST /v1/transfers` bypasses Starlette's router (DirectRoute): its failures get the same
+codes as on every route (a 500 here also carries its request id: Starlette's own 500s are
+answered outside the middleware that adds it), and the other methods on the path still go
+to Starlette."""
 
 from __future__ import annotations
 

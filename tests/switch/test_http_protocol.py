@@ -53,9 +53,10 @@ def test_writes_in_one_turn_leave_as_one_at_its_end() -> None:
         assert inner.writes == [] and transport.get_write_buffer_size() == 23
         await asyncio.sleep(0)
         assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        transport.writelines([b"li", b"nes"])
         transport.write(b"next")
         transport.close()  # what is held leaves before the close
-        assert inner.writes[-1] == b"next" and inner.closed
+        assert inner.writes[-1] == b"linesnext" and inner.closed
         assert transport.get_extra_info("socket") == "extra socket"
 
     asyncio.run(scenario())
