@@ -175,6 +175,15 @@ class RunningSwitch:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def wait_for_credits(self, account_id: str, credits_posted: int) -> None:
+        """An acknowledged cross-shard transfer's credit reaches its account's shard after the
+        answer (its finalize is queued, not awaited). Before calling that shard directly
+        (`shard_call`, not behind it in the router's queue), wait for it."""
+        deadline = time.monotonic() + 10
+        while self.account(account_id)["credits_posted"] < credits_posted:
+            assert time.monotonic() < deadline, f"the credit never reached {account_id}"
+            time.sleep(0.05)
+
     def shard_call(self, shard: int, commands: list[Command]) -> list[Any]:
         """Commands straight to one shard actor (not through the router under test)."""
         reply = decode_reply(ray.get(self.shards[shard].handle.remote(

@@ -35,6 +35,7 @@ def placed(switch: RunningSwitch, layout: tuple[int, int, int], tag: str) -> dic
                for r in switch.post("/v1/accounts", bodies).json()["results"])
     fund = transfer(f"fund-{tag}", names["bank"], names["payer"], 1_000)
     assert switch.post("/v1/transfers", fund).status_code == 201
+    switch.wait_for_credits(names["payer"], 1_000)  # some tests call its shard directly
     return names
 
 
@@ -116,13 +117,6 @@ def test_concurrent_clients_keep_the_books_balanced(switch: RunningSwitch) -> No
 
 def test_redrive_voids_a_reservation_whose_home_never_committed(switch: RunningSwitch) -> None:
     names = placed(switch, (0, 1, 2), "v")
-    # The funding was answered once its home committed; its credit reaches the payer's shard
-    # after. The Reserve below goes to that shard directly, not behind it in the router's
-    # queue: wait for the credit first (under load it lost the race: exceeds_credits).
-    deadline = time.monotonic() + 10
-    while switch.account(names["payer"])["credits_posted"] < 1_000:
-        assert time.monotonic() < deadline, "the funding never reached the payer"
-        time.sleep(0.05)
     fields = Transfer(names["transfer"], names["payer"], names["payee"], 300, "USD", 1)
     assert switch.shard_call(1, [Reserve(fields, 1, 12345)])[0].result == "ok"
     assert switch.account(names["payer"])["debits_pending"] == 300

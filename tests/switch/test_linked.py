@@ -172,6 +172,7 @@ def test_redrive_voids_a_chain_never_decided(quiet_switch: RunningSwitch) -> Non
     key = shard_ids(switch.router, 0, "und-k", 1)[0]
     fields = Transfer(key, a, b, 70, "USD", 1, "", LINKED)
     assert switch.post("/v1/transfers", transfer("und-fund", bank, a, 100)).status_code == 201
+    switch.wait_for_credits(a, 100)
     switch.shard_call(1, [ReserveChain(key, 5, [ChainPart(fields, 1, 0)])])
     switch.shard_call(2, [ReserveChain(key, 5, [ChainPart(fields, 2, 0)])])
     assert pending_of(switch, a) == (70, 0)
@@ -251,6 +252,7 @@ def test_redrive_finishes_a_chain_post_its_coordinator_decided(
     key = shard_ids(switch.router, 0, "rc-k-", 1)[0]
     post_id = shard_ids(switch.router, 1, "rc-post-", 1)[0]
     switch.post("/v1/transfers", transfer("rc-fund", bank, payer, 100))
+    switch.wait_for_credits(payer, 100)
     switch.post("/v1/transfers", {**transfer(hold, payer, payee, 60), "flags": {"pending": True}})
     members = [Transfer(key, bank, payee, 5, "USD", 1, "", LINKED),
                Transfer(post_id, "", "", 0, "", -1, "", POST_PENDING, hold)]
