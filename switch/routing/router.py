@@ -173,13 +173,27 @@ class Router:
         refused = [i for i, reply in enumerate(replies) if reply is not None]
         if refused:  # answered by `_submit` already (a full queue): no group to wait for
             on_group(refused)
-        waiting = {future: positions for positions, future in futures}
-        while waiting:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for future in done:
-                positions = waiting.pop(future)
+        handled: set[int] = set()  # groups given to on_group (by place in `futures`)
+
+        def handle(group: int) -> None:
+            if group not in handled:
+                handled.add(group)
+                positions, future = futures[group]
                 _fill(replies, positions, future)
                 on_group(positions)
+
+        def arrived(group: int) -> Callable[[asyncio.Future[list[Any]]], None]:
+            def callback(done: asyncio.Future[list[Any]]) -> None:
+                if not done.cancelled():  # else the awaiting task is cancelled with it
+                    handle(group)
+            return callback
+
+        for group, (_, future) in enumerate(futures):  # as each arrives, in any order
+            future.add_done_callback(arrived(group))
+        for group, (_, future) in enumerate(futures):
+            with contextlib.suppress(Exception):
+                await future
+            handle(group)  # if its callback has not run yet
         return replies
 
     async def scatter(self, calls: list[Call], admitted: bool = False) -> list[Any]:
