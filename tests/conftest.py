@@ -175,6 +175,16 @@ class RunningSwitch:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
+    def ring(self, prefix: str, accounts: int, transfers: int) -> None:
+        """Accounts `<prefix>0..`, and transfers `<prefix>t0..` each from one to the next."""
+        created = [{"id": f"{prefix}{n}", "ledger": "USD", "code": 1, "owner": "o"}
+                   for n in range(accounts)]
+        assert self.post("/v1/accounts", created).status_code == 200
+        moved = [{"id": f"{prefix}t{n}", "debit_account_id": f"{prefix}{n % accounts}",
+                  "credit_account_id": f"{prefix}{(n + 1) % accounts}", "amount": 1 + n,
+                  "ledger": "USD", "code": 1} for n in range(transfers)]
+        assert self.post("/v1/transfers", moved).status_code == 200
+
     def wait_for_credits(self, account_id: str, credits_posted: int) -> None:
         """An acknowledged cross-shard transfer's credit reaches its account's shard after the
         answer (its finalize is queued, not awaited). Before calling that shard directly

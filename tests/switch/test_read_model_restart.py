@@ -15,12 +15,7 @@ RECOVERED_WITHIN_S = 60
 
 
 def test_queries_survive_the_read_model_process_being_killed(switch: RunningSwitch) -> None:
-    accounts = [{"id": f"q{n}", "ledger": "USD", "code": 1, "owner": "o"} for n in range(4)]
-    assert switch.post("/v1/accounts", accounts).status_code == 200
-    transfers = [{"id": f"qt{n}", "debit_account_id": f"q{n % 4}",
-                  "credit_account_id": f"q{(n + 1) % 4}", "amount": 1 + n, "ledger": "USD",
-                  "code": 1} for n in range(6)]
-    assert switch.post("/v1/transfers", transfers).status_code == 200
+    switch.ring("q", accounts=4, transfers=6)
     assert len(switch.get("/v1/transfers?limit=100").json()["transfers"]) == 6
     os.kill(ray.get(switch.query_actor.pid.remote()), signal.SIGKILL)
 

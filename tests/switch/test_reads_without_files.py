@@ -30,12 +30,7 @@ def files_of(pid: int) -> set[str]:
 
 
 def test_events_and_queries_never_open_a_shards_files(switch: RunningSwitch) -> None:
-    accounts = [{"id": f"r{n}", "ledger": "USD", "code": 1, "owner": "o"} for n in range(6)]
-    assert switch.post("/v1/accounts", accounts).status_code == 200
-    transfers = [{"id": f"rt{n}", "debit_account_id": f"r{n % 6}",
-                  "credit_account_id": f"r{(n + 1) % 6}", "amount": 1 + n, "ledger": "USD",
-                  "code": 1} for n in range(12)]
-    assert switch.post("/v1/transfers", transfers).status_code == 200
+    switch.ring("r", accounts=6, transfers=12)
     events = switch.get("/v1/events?limit=100").json()["events"]
     assert len(events) >= 18
     assert len(switch.get("/v1/transfers?limit=100").json()["transfers"]) == 12
