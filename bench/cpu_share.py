@@ -15,21 +15,24 @@ import time
 from pathlib import Path
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds_by_process() -> dict[int, tuple[float, str]]:
     """pid -> (CPU seconds so far, its command line, shortened)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     found: dict[int, tuple[float, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
                 errors="replace").strip()
+            found[int(entry.name)] = (process_cpu_s(int(entry.name)), command[:90])
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / ticks, command[:90])
     return found
 
 

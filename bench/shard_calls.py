@@ -28,13 +28,9 @@ from actors.codec import encode_commands
 from actors.messages import GetAccount
 from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig
+from bench.cpu_share import process_cpu_s
 from switch.routing.socket_link import SocketShard
 from switch.routing.transport import ShardLink
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_s() -> float:
