@@ -69,6 +69,8 @@ BALANCING = BALANCING_DEBIT | BALANCING_CREDIT
 CLOSING = CLOSING_DEBIT | CLOSING_CREDIT
 TRANSFER_FLAGS_ALL = int(sum(TransferFlags))
 TRANSFER_FLAG_NAMES = tuple(flag.name or "" for flag in TransferFlags)
+# (name, bit) pairs as plain ints: an IntFlag operation costs microseconds per call.
+TRANSFER_FLAG_BITS = tuple((flag.name or "", int(flag)) for flag in TransferFlags)
 TIMEOUT_MS_MAX = 2**32 - 1
 
 

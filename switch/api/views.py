@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.ledger.limits import Limits
-from actors.ledger.model import TRANSFER_FLAG_NAMES, Account, AccountFlags, Transfer, TransferFlags
+from actors.ledger.model import TRANSFER_FLAG_BITS, Account, AccountFlags, Transfer
 from actors.ledger.pending import UNSPECIFIED_CODE, PendingStatus
 from switch.api.fast_parse import AccountWire, TransferWire
 from switch.api.schemas import AccountIn, LimitsIn, TransferIn
@@ -28,9 +28,9 @@ def transfer_from_request(item: TransferIn | TransferWire, key_id: str = "",
     """`key_id` and `participant_id`: who sends it (participant "": the operator)."""
     flags = item.flags
     bits = 0
-    for name in TRANSFER_FLAG_NAMES:
+    for name, bit in TRANSFER_FLAG_BITS:
         if getattr(flags, name):
-            bits |= TransferFlags[name]
+            bits |= bit
     return Transfer(item.id, item.debit_account_id or "", item.credit_account_id or "",
                     item.amount or 0, item.ledger or "",
                     UNSPECIFIED_CODE if item.code is None else item.code, item.user_data, bits,
@@ -75,8 +75,7 @@ def transfer_json(transfer: Transfer, status: PendingStatus | None = None) -> di
         "id": transfer.id, "debit_account_id": transfer.debit_account_id,
         "credit_account_id": transfer.credit_account_id, "amount": transfer.amount,
         "ledger": transfer.ledger, "code": transfer.code, "user_data": transfer.user_data,
-        "flags": {name: bool(transfer.flags & TransferFlags[name])
-                  for name in TRANSFER_FLAG_NAMES},
+        "flags": {name: bool(transfer.flags & bit) for name, bit in TRANSFER_FLAG_BITS},
         "pending_id": transfer.pending_id or None, "timeout_ms": transfer.timeout_ms,
         "timestamp": transfer.timestamp, "key_id": transfer.key_id,
         "participant_id": transfer.participant_id,

@@ -177,7 +177,8 @@ class AsyncClient:
         for entry in results:
             index = entry["index"]
             if answers[index] is None and entry["result"] != "in_flight":
-                answers[index] = {**entry, "retried": attempt > 0}
+                entry["retried"] = attempt > 0  # the entry is this call's own, decoded here
+                answers[index] = entry
 
     # ---- reads (retried like writes: they change nothing) ----
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.ledger.model import (
-    TRANSFER_FLAG_NAMES,
+    TRANSFER_FLAG_BITS,
     Account,
     AccountFlags,
     Transfer,
@@ -34,10 +34,8 @@ def transfer_body(transfer: Transfer) -> dict[str, Any]:
         body["user_data"] = transfer.user_data
     if transfer.timeout_ms:
         body["timeout_ms"] = transfer.timeout_ms
-    flags = {name: True for name in TRANSFER_FLAG_NAMES
-             if transfer.flags & TransferFlags[name]}
-    if flags:
-        body["flags"] = flags
+    if transfer.flags:
+        body["flags"] = {name: True for name, bit in TRANSFER_FLAG_BITS if transfer.flags & bit}
     return body
 
 
