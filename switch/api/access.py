@@ -31,6 +31,7 @@ from actors.ledger.model import (
 from actors.ledger.registry import Participant
 from actors.messages import AccountView, GetAccount, GetTransfer, TransferView, expect
 from switch.api.auth import Principal
+from switch.hub.model import reserved
 from switch.read.events import Delivered
 from switch.routing.router import Router
 
@@ -40,7 +41,10 @@ OWNERS_KEPT_MAX = 100_000
 def account_refusal(principal: Principal, participant: Participant | None, account: Account,
                     limits: Limits | None) -> str | None:
     """Why this principal may not open this account ("forbidden"), or None. A participant
-    opens only accounts it owns, on its ledgers, that cannot go negative, without limits."""
+    opens only accounts it owns, on its ledgers, that cannot go negative, without limits.
+    Ids and owners under the switch layer's prefix are its own (switch/hub/model.py)."""
+    if reserved(account.id) or reserved(account.owner):
+        return "id_reserved"
     if not principal.is_participant:
         return None
     flags = account.flags

@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from actors.ledger.registry import AUDITOR, OPERATOR, PARTICIPANT
+from actors.ledger.model import Transfer
+from actors.ledger.registry import AUDITOR, OPERATOR, PARTICIPANT, Participant
 from actors.messages import (
     FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
@@ -66,6 +67,9 @@ from switch.api.views import (
     transfer_json,
 )
 from switch.cli.settings import Settings
+from switch.hub.model import RESERVED_PREFIX, reserved
+from switch.hub.routes import hub_routes
+from switch.hub.service import Hub
 from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
@@ -84,6 +88,7 @@ MEMORY_RELEASE_INTERVAL_S = 30.0
 
 JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
+RESERVED_BYTES = RESERVED_PREFIX.encode()
 
 
 
@@ -176,6 +181,8 @@ class Api:
             items = self._validated(body, is_array, TRANSFER, self._transfers)
         transfers = [transfer_from_request(i, principal.key_id, principal.participant_id)
                      for i in items]
+        if RESERVED_BYTES in body:  # rare: find which, without a cost on every request
+            _refuse_reserved(transfers)
         if is_array:
             outcomes = await self.router.create_transfers(transfers)
         else:  # one per request: run with the others that came in the same turn
@@ -310,6 +317,18 @@ def _created(
             entry["timestamp"] = row.timestamp
         results.append(entry)
     return json_response({"results": results})
+
+
+def _refuse_reserved(transfers: list[Transfer]) -> None:
+    """The switch layer's accounts and transfers move only through its own routes (a
+    payment, funds, a cap): a request naming one is refused whole, nothing applied."""
+    for index, transfer in enumerate(transfers):
+        if any(reserved(identifier) for identifier in (
+                transfer.id, transfer.pending_id, transfer.debit_account_id,
+                transfer.credit_account_id)):
+            raise ApiError(422, "id_reserved", f"Item {index} names an id under "
+                           f"{RESERVED_PREFIX!r}: the switch layer's own; use its routes "
+                           "(/v1/payments, /v1/participants/{id}/funds).")
 
 
 def _result_code(outcome: Outcome) -> str:
@@ -501,6 +520,10 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     registry = RegistryClient(router)
     keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
     api = Api(router, settings, monitor, keyring)
+    hub = Hub(router, api.visibility, keyring)
+
+    async def enable(participant: Participant) -> None:
+        await hub.enable([participant])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -508,6 +531,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         await redriver.run_once()  # resolve what a crash left in doubt before serving
         key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
         await registry.reconcile_statuses(list(keyring.participants.values()))
+        await hub.enable(keyring.participants.values())  # what a crash may have left undone
         if key_file is not None:  # its path only: the secret is never logged
             log.warning("a new operator key was written to %s (mode 0600); send it as "
                         "Authorization: Bearer <key>", key_file)
@@ -538,7 +562,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             settings.server.retry_after_seconds), api.visibility.visible_events,
             keyring.allows),
         *query_routes(query_actor, router, settings.api.history_page_max),
-        *registry_routes(registry, keyring, api.parse_one),
+        *registry_routes(registry, keyring, api.parse_one, enable),
+        *hub_routes(hub, api.parse_one),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,

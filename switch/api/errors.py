@@ -95,6 +95,25 @@ MESSAGES: dict[str, str] = {
     "key_not_found": "No key has this id.",
     "role_invalid": "role is operator, auditor, or participant (with participant_id).",
     "status_invalid": "status is active or disabled.",
+    "id_reserved": "Ids and owners starting with 'hub:' are the switch layer's own; use its "
+    "routes (payments, funds, net debit caps).",
+    "payment_not_found": "No payment has this id.",
+    "payer_account_not_found": "The payer's account does not exist, or is not the caller's.",
+    "payee_account_not_found": "The payee's account does not exist.",
+    "payer_not_enabled": "The payer account's owner is not a participant enabled for this "
+    "ledger.",
+    "payee_not_enabled": "The payee account's owner is not a participant enabled for this "
+    "ledger.",
+    "exceeds_net_debit_cap": "The payment would take the payer participant's position above "
+    "its net debit cap; the operator can raise the cap, or a settlement lowers the position.",
+    "ledger_not_enabled": "The participant is not enabled for this ledger.",
+    "net_debit_cap_above_settlement": "A net debit cap cannot exceed the participant's "
+    "settlement balance; move funds in first.",
+    "net_debit_cap_below_position": "The participant's position is above this cap; settle "
+    "first, or choose a higher cap.",
+    "settlement_below_position": "Funds out would leave the settlement balance below the "
+    "participant's position.",
+    "exceeds_settlement_balance": "Funds out cannot exceed the settlement balance.",
 }
 for _code in [*AccountResult, *TransferResult]:
     if _code.value.startswith("exists_with_different_"):

@@ -45,6 +45,16 @@ from switch.api.schemas import (
     TransferPage,
 )
 from switch.cli.settings import Settings
+from switch.hub.schemas import (
+    FundsIn,
+    NetDebitCapIn,
+    PaymentIn,
+    PaymentOut,
+    PaymentResult,
+    PositionList,
+    PositionOut,
+    PositionResult,
+)
 from switch.read.events_api import EVENTS_PATH, EVENTS_PER_READ_MAX, WAIT_MS_MAX
 
 _REF = "#/components/schemas/{model}"
@@ -52,7 +62,8 @@ MODELS: list[type[BaseModel]] = [
     AccountIn, TransferIn, LimitsIn, AccountOut, TransferOut, AccountCreated, TransferCreated,
     BatchResults, TransferPage, AccountList, TransferList, BalancePage, LimitsSet, Ledgers,
     EventPage, Error, ParticipantIn, ParticipantStatusIn, KeyIn, ParticipantOut,
-    ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList]
+    ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList, PaymentIn, PaymentOut,
+    PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
           "description": "opaque: the next_cursor of the page before, as given (empty: the "
                          "first page); any other value answers 400 cursor_invalid"}
@@ -153,6 +164,40 @@ def _registry_paths() -> dict[str, Any]:
     }
 
 
+def _hub_paths() -> dict[str, Any]:
+    """The switch layer (switch/hub/routes.py, docs/SWITCH.md)."""
+    participant = _id("participant_id")
+    return {
+        "/v1/payments": {"post": _write("PaymentIn", {
+            "201": _json(_ref("PaymentResult"), "committed"),
+            "200": _json(_ref("PaymentResult"), "exists with the same fields"),
+            "409": _json(_ref("PaymentResult"), "exists with different fields"),
+            "422": _json(_ref("Error"), "refused: code names the rule (exceeds_net_debit_cap, "
+                                        "exceeds_credits, payer_account_not_found, ...)")},
+            (400, 413, 415, 503), "Make an immediate payment between participants' wallets")},
+        "/v1/payments/{payment_id}": {
+            "get": _read("PaymentOut", [_id("payment_id")], "One payment (its payer's or "
+                                                            "payee's participant)")},
+        "/v1/participants/{participant_id}/positions": {
+            "get": _read("PositionList", [participant], "A participant's position, net debit "
+                                                        "cap and settlement balance per ledger")},
+        "/v1/participants/{participant_id}/ledgers/{ledger}/net-debit-cap": {
+            "put": _write("NetDebitCapIn", {"200": _json(_ref("PositionResult"),
+                                                         "set (or unchanged)")},
+                          (400, 404, 413, 415, 422, 503),
+                          "Set a participant's net debit cap on a ledger (operator)",
+                          [participant, _id("ledger")])},
+        "/v1/participants/{participant_id}/funds": {
+            "post": _write("FundsIn", {
+                "201": _json(_ref("PositionResult"), "moved"),
+                "200": _json(_ref("PositionResult"), "exists with the same fields"),
+                "409": _json(_ref("PositionResult"), "exists with different fields")},
+                (400, 404, 413, 415, 422, 503),
+                "Move funds in or out of a participant's settlement account (operator)",
+                [participant])},
+    }
+
+
 def _text(description: str, media: str) -> dict[str, Any]:
     return {"description": description, "content": {media: {"schema": {"type": "string"}}}}
 
@@ -237,6 +282,7 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "This document", **OPEN,
                                   "responses": {"200": _json({"type": "object"}, "it")}}},
         **_registry_paths(),
+        **_hub_paths(),
     }
 
 

@@ -32,6 +32,7 @@ from switch.api.keys import new_key
 from switch.api.params import path_id
 from switch.api.schemas import KEY, PARTICIPANT_STATUS
 from switch.api.schemas import PARTICIPANT as PARTICIPANT_BODY
+from switch.hub.model import reserved
 from switch.routing.registry import RegistryClient
 
 Parse = Callable[[Request, TypeAdapter[Any]], Awaitable[Any]]
@@ -54,14 +55,21 @@ def _status(result: str) -> int:
     return 409 if result.startswith("exists_with_different_") else _STATUS_OF.get(result, 422)
 
 
-def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse
+def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse,
+                    on_participant: Callable[[Participant], Awaitable[None]]
                     ) -> list[BaseRoute]:
+    """`on_participant`: called with a participant created (or sent again): the switch
+    layer makes its accounts there."""
     async def create_participant(request: Request) -> Response:
         principal = require(request, OPERATOR)
         body = await parse(request, PARTICIPANT_BODY)
+        if reserved(body.id):
+            raise ApiError(422, "id_reserved")
         reply = await registry.create_participant(
             Participant(body.id, body.name, list(body.ledgers)), principal.key_id)
         await keyring.refresh()
+        if reply.result in ("ok", "exists") and reply.participant is not None:
+            await on_participant(reply.participant)
         status = _status(reply.result)
         if status >= 400 and status != 409:
             return error_response(status, reply.result)

@@ -61,6 +61,14 @@ class World:
                        _transfer("t-bb", "acc-b", "acc-b2", 5), expect=201)
         self.as_caller("bank-a", "POST", "/v1/transfers",
                        _transfer("t-ab", "acc-a", "acc-b", 5), expect=201)
+        self.op("POST", "/v1/participants/bank-a/funds", {"id": "funds-a", "ledger": USD,
+                                                          "direction": "in", "amount": 1_000},
+                expect=201)
+        self.op("PUT", "/v1/participants/bank-a/ledgers/USD/net-debit-cap",
+                {"net_debit_cap": 1_000}, expect=200)
+        for payment_id, payee in (("pay-ab", "acc-b"), ("pay-aa", "acc-a2")):
+            self.as_caller("bank-a", "POST", "/v1/payments", _payment(payment_id, "acc-a",
+                                                                      payee), expect=201)
         self.op("PUT", "/v1/participants/bank-c", {"status": "disabled"}, expect=200)
 
     def new_key(self, body: dict[str, Any]) -> str:
@@ -95,6 +103,11 @@ def _key_id(token: str) -> str:
 def _transfer(transfer_id: str, debit: str, credit: str, amount: int) -> dict[str, Any]:
     return {"id": transfer_id, "debit_account_id": debit, "credit_account_id": credit,
             "amount": amount, "ledger": USD, "code": 1}
+
+
+def _payment(payment_id: str, payer: str, payee: str) -> dict[str, Any]:
+    return {"id": payment_id, "payer_account_id": payer, "payee_account_id": payee,
+            "amount": 1, "ledger": USD}
 
 
 def _account(owner: str, flags: dict[str, bool] | None = None, ledger: str = USD
@@ -178,6 +191,20 @@ ROWS: list[Row] = [
                                                        "bank-a": 201, "bank-b": 403}),
     ("POST", "/v1/transfers", _pay("acc-c", "acc-a"), {"operator": 422, "auditor": 403,
                                                        "bank-a": 403, "bank-b": 403}),
+    # the switch layer: payments, positions, caps, funds
+    ("GET", "/v1/payments/pay-ab", None, OPEN),
+    ("GET", "/v1/payments/pay-aa", None, OWN_A),
+    ("GET", "/v1/payments/nope", None, MISSING),
+    ("POST", "/v1/payments", lambda: _payment(fresh("pay"), "acc-a", "acc-b"),
+     {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),
+    ("GET", "/v1/participants/bank-a/positions", None, OWN_A),
+    ("GET", "/v1/participants/bank-b/positions", None, OWN_B),
+    ("GET", "/v1/participants/nope/positions", None, MISSING),
+    ("PUT", "/v1/participants/bank-a/ledgers/USD/net-debit-cap", {"net_debit_cap": 1_000},
+     OPERATOR_ONLY_200),
+    ("POST", "/v1/participants/bank-b/funds",
+     lambda: {"id": fresh("funds"), "ledger": USD, "direction": "in", "amount": 1},
+     OPERATOR_ONLY_201),
     # everything else
     ("GET", "/v1/ledgers", None, STAFF),
     ("GET", "/v1/events?limit=1000", None, OPEN),
