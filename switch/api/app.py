@@ -68,8 +68,10 @@ from switch.api.views import (
 )
 from switch.cli.settings import Settings
 from switch.hub.model import RESERVED_PREFIX, reserved
+from switch.hub.payments import Payments
 from switch.hub.routes import hub_routes
 from switch.hub.service import Hub
+from switch.hub.signing import signing_key
 from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
@@ -521,6 +523,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
     api = Api(router, settings, monitor, keyring)
     hub = Hub(router, api.visibility, keyring)
+    payments = Payments(hub, settings.hub, signing_key(Path(settings.data.dir)))
 
     async def enable(participant: Participant) -> None:
         await hub.enable([participant])
@@ -563,7 +566,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             keyring.allows),
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one, enable),
-        *hub_routes(hub, api.parse_one),
+        *hub_routes(hub, payments, api.parse_one),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,

@@ -114,6 +114,15 @@ MESSAGES: dict[str, str] = {
     "settlement_below_position": "Funds out would leave the settlement balance below the "
     "participant's position.",
     "exceeds_settlement_balance": "Funds out cannot exceed the settlement balance.",
+    "party_not_found": "No alias of this type and id is registered.",
+    "party_taken": "This alias already names another account.",
+    "owner_not_enabled": "The account's owner is not a participant enabled for its ledger.",
+    "amount_below_fee": "The amount sent does not cover the fee; send more, or quote with "
+    "amount_type RECEIVE.",
+    "quote_invalid": "The quote_id is not a quote this switch signed for this payer.",
+    "quote_mismatch": "The payment's fields differ from its quote's; leave them out, or "
+    "quote again.",
+    "quote_expired": "The quote expired; ask for a new one.",
 }
 for _code in [*AccountResult, *TransferResult]:
     if _code.value.startswith("exists_with_different_"):

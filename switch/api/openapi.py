@@ -45,15 +45,22 @@ from switch.api.schemas import (
     TransferPage,
 )
 from switch.cli.settings import Settings
+from switch.hub.model import PARTY_TYPES
 from switch.hub.schemas import (
     FundsIn,
     NetDebitCapIn,
+    PartyIn,
+    PartyOut,
+    PartyResult,
     PaymentIn,
     PaymentOut,
     PaymentResult,
     PositionList,
     PositionOut,
     PositionResult,
+    PublicKey,
+    QuoteIn,
+    QuoteOut,
 )
 from switch.read.events_api import EVENTS_PATH, EVENTS_PER_READ_MAX, WAIT_MS_MAX
 
@@ -63,7 +70,8 @@ MODELS: list[type[BaseModel]] = [
     BatchResults, TransferPage, AccountList, TransferList, BalancePage, LimitsSet, Ledgers,
     EventPage, Error, ParticipantIn, ParticipantStatusIn, KeyIn, ParticipantOut,
     ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList, PaymentIn, PaymentOut,
-    PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult]
+    PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult, PartyIn,
+    PartyOut, PartyResult, QuoteIn, QuoteOut, PublicKey]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
           "description": "opaque: the next_cursor of the page before, as given (empty: the "
                          "first page); any other value answers 400 cursor_invalid"}
@@ -169,15 +177,36 @@ def _hub_paths() -> dict[str, Any]:
     participant = _id("participant_id")
     return {
         "/v1/payments": {"post": _write("PaymentIn", {
-            "201": _json(_ref("PaymentResult"), "committed"),
+            "201": _json(_ref("PaymentResult"), "made (or prepared, two-phase)"),
             "200": _json(_ref("PaymentResult"), "exists with the same fields"),
             "409": _json(_ref("PaymentResult"), "exists with different fields"),
             "422": _json(_ref("Error"), "refused: code names the rule (exceeds_net_debit_cap, "
-                                        "exceeds_credits, payer_account_not_found, ...)")},
-            (400, 413, 415, 503), "Make an immediate payment between participants' wallets")},
+                                        "exceeds_credits, quote_expired, ...)")},
+            (400, 413, 415, 503), "Make a payment between participants' wallets")},
         "/v1/payments/{payment_id}": {
             "get": _read("PaymentOut", [_id("payment_id")], "One payment (its payer's or "
                                                             "payee's participant)")},
+        **{f"/v1/payments/{{payment_id}}/{how}": {"post": _write(None, {
+            "200": _json(_ref("PaymentResult"), f"{how}ed (or already)"),
+            "422": _json(_ref("Error"), "refused: code names why (expired, already posted "
+                                        "or voided, ...)")},
+            (400, 404, 503), f"{how.capitalize()} a prepared payment (its payee's participant)",
+            [_id("payment_id")])} for how in ("fulfil", "abort")},
+        "/v1/parties": {"post": _write("PartyIn", {
+            "201": _json(_ref("PartyResult"), "registered"),
+            "200": _json(_ref("PartyResult"), "exists with the same account"),
+            "409": _json(_ref("PartyResult"), "party_taken: it names another account"),
+            "422": _json(_ref("Error"), "account_not_found, owner_not_enabled")},
+            (400, 413, 415, 503), "Register an alias for one of the caller's accounts")},
+        "/v1/parties/{party_type}/{party_id}": {"get": _read("PartyOut", [
+            _param("party_type", "path", {"enum": list(PARTY_TYPES)}, True),
+            _param("party_id", "path", {"type": "string", "minLength": 1, "maxLength": 128},
+                   True)], "Whose an alias is: participant, account and ledger")},
+        "/v1/quotes": {"post": _write("QuoteIn", {
+            "201": _json(_ref("QuoteOut"), "the terms, signed, binding until expires_at")},
+            (400, 404, 413, 415, 422, 503), "Price a payment to an alias")},
+        "/v1/hub/public-key": {"get": _read("PublicKey", [], "The switch's Ed25519 public "
+                                                              "key (it signs quotes)")},
         "/v1/participants/{participant_id}/positions": {
             "get": _read("PositionList", [participant], "A participant's position, net debit "
                                                         "cap and settlement balance per ledger")},

@@ -147,9 +147,10 @@ def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse,
 OPERATOR_KEY_FILE = "operator.key"
 
 
-def _write_secret(path: Path, token: str) -> None:
+def write_secret(path: Path, token: str, replace: bool = True) -> None:
     """A new file of mode 0600 from its first byte (never a symlink followed, never an older
-    file's mode), fsynced, then renamed over any older one, and the directory synced."""
+    file's mode), fsynced, then renamed over any older one (`replace`; else linked only if
+    there is none: FileExistsError), and the directory synced."""
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     staging.unlink(missing_ok=True)
     descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -157,7 +158,13 @@ def _write_secret(path: Path, token: str) -> None:
         file.write(token + "\n")
         file.flush()
         os.fsync(file.fileno())
-    os.replace(staging, path)
+    if replace:
+        os.replace(staging, path)
+    else:
+        try:
+            os.link(staging, path)
+        finally:
+            staging.unlink()
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -175,7 +182,7 @@ async def bootstrap_operator_key(registry: RegistryClient, keyring: KeyRing, dat
         return None
     key_id, token, secret_hash = new_key()
     path = data_dir / OPERATOR_KEY_FILE
-    _write_secret(path, token)
+    write_secret(path, token)
     reply = await registry.create_key(ApiKey(key_id, OPERATOR, "", secret_hash), SYSTEM)
     if reply.result != "ok":
         raise RuntimeError(f"the operator key was not recorded: {reply.result}")

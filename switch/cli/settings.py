@@ -120,6 +120,36 @@ class AuthSettings(_Section):
     refresh_interval_ms: int = Field(gt=0, le=1000)  # revocation reaches every ingress by then
 
 
+class FeeRule(_Section):
+    """A payment's fee: `fixed` plus `basis_points` of the amount (the basis-point part
+    rounded down to a whole minor unit), then held between `min` and `max` (0: no maximum).
+    A rule for one payer and payee participant pair wins over its ledger's."""
+
+    fixed: int = Field(default=0, ge=0)
+    basis_points: int = Field(default=0, ge=0, le=10_000)
+    min: int = Field(default=0, ge=0)
+    max: int = Field(default=0, ge=0)
+    payer: str = ""  # both, or neither: a pair's rule
+    payee: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FeeRule:
+        if self.max and self.min > self.max:
+            raise ValueError("a fee rule's min must not exceed its max")
+        if bool(self.payer) != bool(self.payee):
+            raise ValueError("a fee rule names both payer and payee, or neither")
+        return self
+
+
+class HubSettings(_Section):
+    """The switch layer (docs/SWITCH.md)."""
+
+    quote_expiry_ms: int = Field(default=60_000, gt=0)  # how long a quote's terms bind
+    prepare_timeout_ms: int = Field(default=30_000, gt=0)  # a two-phase payment's default expiry
+    # Per ledger: its rules, the ledger's own (no payer/payee) and pairs' (both).
+    fees: dict[str, list[FeeRule]] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="_", env_nested_max_split=1,
@@ -136,6 +166,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings
     logging: LoggingSettings
     auth: AuthSettings
+    hub: HubSettings = Field(default_factory=HubSettings)
     ledgers: dict[str, int]
 
     @model_validator(mode="after")
@@ -149,6 +180,8 @@ class Settings(BaseSettings):
             raise ValueError("router.shard_queue_commands_max must hold a whole call")
         if not self.ledgers or any(not 0 <= scale <= 18 for scale in self.ledgers.values()):
             raise ValueError("ledgers: at least one, each with a scale from 0 to 18")
+        if any(ledger not in self.ledgers for ledger in self.hub.fees):
+            raise ValueError("hub.fees: a rule for a ledger that is not configured")
         if len(self.ledgers) > LEDGERS_MAX:
             raise ValueError(f"ledgers: at most {LEDGERS_MAX} (a shard's account row holds "
                              "its ledger in one byte)")

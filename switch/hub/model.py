@@ -14,33 +14,43 @@ Per participant P and ledger L (ids under the reserved prefix `hub:`, owner `hub
   get one slice per shard later, each with a share of the headroom (docs/SWITCH.md).
 - `hub:cap:L:P`: where the cap comes from. Its net debit is P's net debit cap.
 - `hub:settlement:L:P`: the liquidity P prefunded (funds in and out, settlement).
-Per ledger: `hub:reconciliation:L` (the other side of funds in and out) and
-`hub:multilateral:L` (the other side of settlements).
+Per ledger: `hub:reconciliation:L` (the other side of funds in and out),
+`hub:multilateral:L` (the other side of settlements) and `hub:fees:L` (fees collected).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from msgspec.structs import replace
 
 from actors.ledger.model import (
+    CLOSED,
     DEBITS_MUST_NOT_EXCEED_CREDITS,
     HISTORY,
+    ID_RE,
     LINKED,
+    PENDING,
+    POST_PENDING,
+    VOID_PENDING,
     Account,
     Transfer,
 )
+from actors.ledger.pending import UNSPECIFIED_CODE
 
 RESERVED_PREFIX = "hub:"  # ids the switch layer makes; the public API refuses them
 HUB_OWNER = "hub:switch"
 
 # Account codes (TigerBeetle's `code`: what kind of account it is).
 POSITION_CODE, CAP_CODE, SETTLEMENT_CODE = 9001, 9002, 9003
-RECONCILIATION_CODE, MULTILATERAL_CODE = 9011, 9012
+RECONCILIATION_CODE, MULTILATERAL_CODE, FEES_CODE = 9011, 9012, 9013
 # Transfer codes: what kind of movement it is.
 PAYMENT_CODE, POSITION_MOVE_CODE, FUNDS_IN_CODE, FUNDS_OUT_CODE, CAP_CHANGE_CODE = (
     9101, 9102, 9103, 9104, 9105)
+FEE_CODE = 9106
 
 
 def reserved(identifier: str) -> bool:
@@ -68,9 +78,14 @@ def multilateral_id(ledger: str) -> str:
     return f"hub:multilateral:{ledger}"
 
 
+def fees_id(ledger: str) -> str:
+    return f"hub:fees:{ledger}"
+
+
 def hub_accounts(ledger: str) -> list[Account]:
     return [Account(reconciliation_id(ledger), ledger, RECONCILIATION_CODE, HUB_OWNER, 0, ""),
-            Account(multilateral_id(ledger), ledger, MULTILATERAL_CODE, HUB_OWNER, 0, "")]
+            Account(multilateral_id(ledger), ledger, MULTILATERAL_CODE, HUB_OWNER, 0, ""),
+            Account(fees_id(ledger), ledger, FEES_CODE, HUB_OWNER, HISTORY, "")]
 
 
 def participant_accounts(participant_id: str, ledger: str) -> list[Account]:
@@ -86,50 +101,100 @@ def participant_accounts(participant_id: str, ledger: str) -> list[Account]:
     ]
 
 
+class FeeRule(Protocol):  # switch/cli/settings.py declares it (hub.fees)
+    @property
+    def fixed(self) -> int: ...
+    @property
+    def basis_points(self) -> int: ...
+    @property
+    def min(self) -> int: ...
+    @property
+    def max(self) -> int: ...
+    @property
+    def payer(self) -> str: ...
+    @property
+    def payee(self) -> str: ...
+
+
+def fee_of(rules: Sequence[FeeRule], amount: int, payer: str, payee: str) -> int:
+    """The fee on `amount` (minor units) under a ledger's rules: the payer and payee pair's
+    rule if there is one, else the ledger's own, else none. Basis points round down."""
+    rule = next((r for r in rules if (r.payer, r.payee) == (payer, payee)), None) or \
+        next((r for r in rules if not r.payer), None)
+    if rule is None:
+        return 0
+    fee = max(rule.fixed + amount * rule.basis_points // 10_000, rule.min)
+    return min(fee, rule.max) if rule.max else fee
+
+
 @dataclass(frozen=True)
 class Payment:
-    """A payment as asked: `payer_participant` and `payee_participant` own the wallets."""
+    """A payment as agreed: the payee receives `amount`; the payer's wallet pays `amount +
+    fee`. `payer_participant` and `payee_participant` own the wallets."""
 
     id: str
     payer_account_id: str
     payee_account_id: str
     amount: int
+    fee: int
     ledger: str
     payer_participant: str
     payee_participant: str
+
+
+WALLET_LEG, FEE_LEG, POSITION_LEG = "wallet", "fee", "position"
+POST, VOID = "post", "void"
 
 
 def payment_leg_id(payment_id: str, leg: str) -> str:
     return f"hub:payment:{payment_id}:{leg}"
 
 
-WALLET_LEG, POSITION_LEG = "wallet", "position"
+def payment_legs(payment: Payment, key_id: str, timeout_ms: int = 0) -> list[Transfer]:
+    """The linked chain of a payment: the wallets, the fee (when there is one), and (between
+    two participants) the positions. With `timeout_ms`, every leg is pending (a two-phase
+    payment's prepare) and expires with it. The wallet and fee legs carry the payer
+    participant, so their shard checks that the payer owns the wallet they debit; the
+    position leg is the switch's own move. The fee is recorded in the wallet leg's
+    user_data, the payment's id in the position leg's (a window's report reads them)."""
+    flags = PENDING if timeout_ms else 0
+    legs = [Transfer(payment_leg_id(payment.id, WALLET_LEG), payment.payer_account_id,
+                     payment.payee_account_id, payment.amount, payment.ledger, PAYMENT_CODE,
+                     str(payment.fee), flags, "", timeout_ms, 0, key_id,
+                     payment.payer_participant)]
+    if payment.fee:
+        legs.append(Transfer(payment_leg_id(payment.id, FEE_LEG), payment.payer_account_id,
+                             fees_id(payment.ledger), payment.fee, payment.ledger, FEE_CODE,
+                             payment.id, flags, "", timeout_ms, 0, key_id,
+                             payment.payer_participant))
+    if payment.payer_participant != payment.payee_participant:
+        legs.append(Transfer(payment_leg_id(payment.id, POSITION_LEG),
+                             position_id(payment.ledger, payment.payer_participant),
+                             position_id(payment.ledger, payment.payee_participant),
+                             payment.amount, payment.ledger, POSITION_MOVE_CODE, payment.id,
+                             flags, "", timeout_ms, 0, key_id, ""))
+    return _chained(legs)
 
 
-def payment_legs(payment: Payment, key_id: str) -> list[Transfer]:
-    """The linked chain of a payment: the wallets, and (between two participants) the
-    positions. The wallet leg carries the payer participant, so its shard checks that the
-    payer owns the wallet it debits; the position leg is the switch's own move."""
-    wallet = Transfer(payment_leg_id(payment.id, WALLET_LEG), payment.payer_account_id,
-                      payment.payee_account_id, payment.amount, payment.ledger, PAYMENT_CODE,
-                      "", 0, "", 0, 0, key_id, payment.payer_participant)
-    if payment.payer_participant == payment.payee_participant:
-        return [wallet]
-    position = Transfer(payment_leg_id(payment.id, POSITION_LEG),
-                        position_id(payment.ledger, payment.payer_participant),
-                        position_id(payment.ledger, payment.payee_participant),
-                        payment.amount, payment.ledger, POSITION_MOVE_CODE, payment.id, 0, "",
-                        0, 0, key_id, "")
-    return [replace(wallet, flags=wallet.flags | LINKED), position]
+def resolution_legs(payment_id: str, legs: list[str], how: str, key_id: str) -> list[Transfer]:
+    """Post (fulfil) or void (abort) each pending leg of a two-phase payment, as one chain."""
+    flag = POST_PENDING if how == POST else VOID_PENDING
+    return _chained([Transfer(f"{payment_leg_id(payment_id, leg)}:{how}", "", "", 0, "",
+                              UNSPECIFIED_CODE, "", flag, payment_leg_id(payment_id, leg), 0,
+                              0, key_id, "") for leg in legs])
 
 
-def payment_result(results: list[str]) -> str:
+def _chained(legs: list[Transfer]) -> list[Transfer]:
+    return [replace(leg, flags=leg.flags | LINKED) for leg in legs[:-1]] + legs[-1:]
+
+
+def payment_result(legs: list[Transfer], results: list[str]) -> str:
     """One answer for a payment from its legs' results: the leg that failed names why (the
     others answer linked_event_failed); a refusal on the position account is the cap's."""
-    for index, result in enumerate(results):
+    for leg, result in zip(legs, results, strict=True):
         if result in ("ok", "exists", "linked_event_failed"):
             continue
-        if index == 1 and result == "exceeds_credits":
+        if leg.code == POSITION_MOVE_CODE and result == "exceeds_credits":
             return "exceeds_net_debit_cap"
         return result
     return "exists" if results and all(r == "exists" for r in results) else "ok"
@@ -182,3 +247,48 @@ def funds_move(ledger: str, participant_id: str, transfer_id: str, direction: st
                         "", 0, "", 0, 0, key_id, "")
     return Transfer(transfer_id, settlement, reconciliation, amount, ledger, FUNDS_OUT_CODE,
                     "", 0, "", 0, 0, key_id, "")
+
+
+# ---- parties: an alias (a phone number, an e-mail, an IBAN) for a participant's account ----
+
+PARTY_CODE = 9021
+# What each type of alias looks like (as given; normalized() makes one spelling of it).
+PARTY_PATTERNS = {
+    "MSISDN": re.compile(r"\+?[0-9]{5,15}"),
+    "EMAIL": re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,63}\.[A-Za-z]{2,24}"),
+    "IBAN": re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}"),
+    "ACCOUNT_ID": ID_RE,
+}
+PARTY_TYPES = tuple(PARTY_PATTERNS)
+
+
+def anchored(pattern: str) -> str:
+    """A pattern as JSON Schema writes a whole-string match (the OpenAPI document)."""
+    return pattern if pattern.startswith("^") else f"^{pattern}$"
+
+
+def party_valid(party_type: str, value: str) -> bool:
+    pattern = PARTY_PATTERNS.get(party_type)
+    return pattern is not None and pattern.fullmatch(value) is not None
+
+
+def party_id(party_type: str, value: str) -> str:
+    return f"hub:party:{party_type}:{normalized(party_type, value)}"
+
+
+def normalized(party_type: str, value: str) -> str:
+    """One spelling per alias: e-mails in lower case, phone numbers without their '+'."""
+    if party_type == "EMAIL":
+        return value.lower()
+    if party_type == "MSISDN":
+        return value.removeprefix("+")
+    return value
+
+
+def party_account(party_type: str, value: str, account: Account) -> Account:
+    """An alias is kept as a closed account (no money can ever move through it) on the
+    target's ledger, owned by the target's owner, naming the target in user_data: durable,
+    sharded and idempotent like any account, and an alias taken for another account
+    answers exists_with_different_user_data."""
+    return Account(party_id(party_type, value), account.ledger, PARTY_CODE, account.owner,
+                   CLOSED, account.id)

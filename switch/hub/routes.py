@@ -1,6 +1,9 @@
-"""The switch layer's HTTP routes: payments, positions, net debit caps and funds
-(docs/API.md, docs/SWITCH.md). Who may do what:
-- payments: the operator, or a participant from its own wallets (auditors only read);
+"""The switch layer's HTTP routes: parties, quotes, payments, positions, net debit caps and
+funds (docs/API.md, docs/SWITCH.md). Who may do what:
+- parties: a participant registers aliases for its own accounts; anyone with a key looks
+  one up (and learns only what a payer needs);
+- quotes and payments: the operator, or a participant from its own wallets (auditors only
+  read); a two-phase payment is fulfilled or aborted by its payee's participant;
 - a participant reads its own positions and payments (payer or payee); the operator and
   auditors read all; caps and funds are the operator's.
 An object a participant may not see answers as if it did not exist (404).
@@ -19,9 +22,12 @@ from switch.api.auth import Principal, principal_of, require
 from switch.api.errors import MESSAGES, ApiError, json_response, status_of_result
 from switch.api.params import path_id
 from switch.api.registry_api import Parse
-from switch.hub.model import Payment, Position
-from switch.hub.schemas import FUNDS, NET_DEBIT_CAP, PAYMENT
-from switch.hub.service import Hub, PaymentView
+from switch.hub.model import POST, VOID, Position, normalized, party_valid
+from switch.hub.payments import Payments, PaymentTerms, PaymentView
+from switch.hub.quotes import Quote
+from switch.hub.schemas import FUNDS, NET_DEBIT_CAP, PARTY, PAYMENT, QUOTE
+from switch.hub.service import Hub
+from switch.hub.signing import public_key_hex
 
 
 def position_json(position: Position) -> dict[str, Any]:
@@ -30,27 +36,57 @@ def position_json(position: Position) -> dict[str, Any]:
             "settlement_balance": position.settlement_balance}
 
 
-def payment_json(payment: Payment, timestamp: int | None) -> dict[str, Any]:
+def payment_json(view: PaymentView) -> dict[str, Any]:
+    payment = view.payment
     return {"id": payment.id, "payer_account_id": payment.payer_account_id,
             "payee_account_id": payment.payee_account_id, "amount": payment.amount,
-            "ledger": payment.ledger, "payer_participant_id": payment.payer_participant,
-            "payee_participant_id": payment.payee_participant, "state": "committed",
-            "timestamp": timestamp}
+            "fee": payment.fee, "ledger": payment.ledger,
+            "payer_participant_id": payment.payer_participant,
+            "payee_participant_id": payment.payee_participant, "state": view.state,
+            "timestamp": view.timestamp}
 
 
-def hub_routes(hub: Hub, parse: Parse) -> list[BaseRoute]:
+def quote_json(quote_id: str, quote: Quote) -> dict[str, Any]:
+    return {"quote_id": quote_id, "payer_account_id": quote.payer_account_id,
+            "payee_account_id": quote.payee_account_id,
+            "payee_participant_id": quote.payee_participant, "ledger": quote.ledger,
+            "send_amount": quote.send_amount, "receive_amount": quote.amount, "fee": quote.fee,
+            "expires_at": quote.expires_at}
+
+
+def hub_routes(hub: Hub, payments: Payments, parse: Parse) -> list[BaseRoute]:
     async def post_payment(request: Request) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
         body = await parse(request, PAYMENT)
-        result = await hub.pay(body.id, body.payer_account_id,
-                                        body.payee_account_id, body.amount, body.ledger,
-                                        principal.participant_id, principal.key_id)
+        terms = PaymentTerms(body.id, body.quote_id, body.payer_account_id,
+                             body.payee_account_id, body.amount, body.ledger,
+                             body.mode == "two_phase", body.timeout_ms)
+        result = await payments.pay(terms, principal.participant_id, principal.key_id)
+        return await _payment_answer(principal, body.id, result, created=True)
+
+    async def resolve(request: Request, how: str) -> Response:
+        principal = require(request, OPERATOR, PARTICIPANT)
+        payment_id = path_id(request, "payment_id")
+        result, _ = await payments.resolve(payment_id, how, principal.participant_id,
+                                           principal.key_id)
+        return await _payment_answer(principal, payment_id, result, created=False)
+
+    async def fulfil(request: Request) -> Response:
+        return await resolve(request, POST)
+
+    async def abort(request: Request) -> Response:
+        return await resolve(request, VOID)
+
+    async def _payment_answer(principal: Principal, payment_id: str, result: str,
+                              created: bool) -> Response:
         status = status_of_result(result)
+        if not created and status == 201:
+            status = 200
         shown = None
         if status < 400 or status == 409:
-            view = await hub.payment(body.id)
+            view = await payments.view(payment_id)
             if view is not None and _sees(principal, view):  # a 409 tells no one else's
-                shown = payment_json(view.payment, view.timestamp)
+                shown = payment_json(view)
         answer: dict[str, Any] = {"result": result, "payment": shown}
         if status >= 400:
             answer.update(code=result, message=MESSAGES.get(result, result))
@@ -58,10 +94,55 @@ def hub_routes(hub: Hub, parse: Parse) -> list[BaseRoute]:
 
     async def get_payment(request: Request) -> Response:
         principal = principal_of(request)
-        view = await hub.payment(path_id(request, "payment_id"))
+        view = await payments.view(path_id(request, "payment_id"))
         if view is None or not _sees(principal, view):
             raise ApiError(404, "payment_not_found")
-        return json_response(payment_json(view.payment, view.timestamp))
+        return json_response(payment_json(view))
+
+    async def post_party(request: Request) -> Response:
+        principal = require(request, OPERATOR, PARTICIPANT)
+        body = await parse(request, PARTY)
+        result = await payments.register_party(body.type, body.id, body.account_id,
+                                               principal.participant_id, principal.key_id)
+        status = {"ok": 201, "exists": 200, "party_taken": 409}.get(result, 422)
+        answer: dict[str, Any] = {"result": result, "party": None}
+        if status < 400:
+            answer["party"] = await _party_json(body.type, body.id)
+        else:
+            answer.update(code=result, message=MESSAGES.get(result, result))
+        return json_response(answer, status)
+
+    async def get_party(request: Request) -> Response:
+        principal_of(request)
+        party_type, value = request.path_params["party_type"], request.path_params["party_id"]
+        if not party_valid(party_type, value):
+            raise ApiError(404, "party_not_found")
+        shown = await _party_json(party_type, value)
+        if shown is None:
+            raise ApiError(404, "party_not_found")
+        return json_response(shown)
+
+    async def _party_json(party_type: str, value: str) -> dict[str, Any] | None:
+        """What a payer needs of an alias: whose, and which account on which ledger."""
+        account = await payments.party(party_type, value)
+        if account is None:
+            return None
+        return {"type": party_type, "id": normalized(party_type, value),
+                "participant_id": account.owner, "account_id": account.id,
+                "ledger": account.ledger}
+
+    async def post_quote(request: Request) -> Response:
+        principal = require(request, OPERATOR, PARTICIPANT)
+        body = await parse(request, QUOTE)
+        quote_id, quote = await payments.quote(
+            body.payer_account_id, body.payee.type, body.payee.id, body.amount,
+            body.amount_type, body.ledger, principal.participant_id)
+        return json_response(quote_json(quote_id, quote), 201)
+
+    async def public_key(request: Request) -> Response:
+        principal_of(request)
+        return json_response({"algorithm": "Ed25519",
+                              "public_key": public_key_hex(payments.key)})
 
     async def get_positions(request: Request) -> Response:
         principal = principal_of(request)
@@ -111,6 +192,12 @@ def hub_routes(hub: Hub, parse: Parse) -> list[BaseRoute]:
     return [
         Route("/v1/payments", post_payment, methods=["POST"]),
         Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
+        Route("/v1/payments/{payment_id}/fulfil", fulfil, methods=["POST"]),
+        Route("/v1/payments/{payment_id}/abort", abort, methods=["POST"]),
+        Route("/v1/parties", post_party, methods=["POST"]),
+        Route("/v1/parties/{party_type}/{party_id}", get_party, methods=["GET"]),
+        Route("/v1/quotes", post_quote, methods=["POST"]),
+        Route("/v1/hub/public-key", public_key, methods=["GET"]),
         Route("/v1/participants/{participant_id}/positions", get_positions, methods=["GET"]),
         Route("/v1/participants/{participant_id}/ledgers/{ledger}/net-debit-cap", put_cap,
               methods=["PUT"]),

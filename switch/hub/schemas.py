@@ -3,25 +3,116 @@ OpenAPI document is generated from them (switch/api/openapi.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    model_validator,
+)
 
-from actors.ledger.model import AMOUNT_MAX
-from switch.api.schemas import Id, LedgerCode, _Strict
+from actors.ledger.model import AMOUNT_MAX, TIMEOUT_MS_MAX
+from switch.api.schemas import Id, LedgerCode, _given, _Strict
+from switch.hub.model import PARTY_PATTERNS, anchored, party_valid
+from switch.hub.quotes import QUOTE_ID_LENGTH_MAX
 
 Amount = Annotated[StrictInt, Field(gt=0, le=AMOUNT_MAX, description="minor units")]
 
 
+def _party_shapes() -> list[Any]:
+    return [{"properties": {"type": {"const": party_type}, "id": {"pattern": anchored(
+        pattern.pattern)}}} for party_type, pattern in PARTY_PATTERNS.items()]
+
+
+class PartyRef(_Strict):
+    # What the validator below checks, said in the schema too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              json_schema_extra={"anyOf": _party_shapes()})
+
+    type: Literal["MSISDN", "EMAIL", "IBAN", "ACCOUNT_ID"]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=128, examples=["+254700000001"])]
+
+    @model_validator(mode="after")
+    def _shaped(self) -> PartyRef:
+        if not party_valid(self.type, self.id):
+            raise ValueError(f"not a valid {self.type}")
+        return self
+
+
+class PartyIn(PartyRef):
+    account_id: Id = Field(description="the account the alias names (its owner's)")
+
+
+class PartyOut(BaseModel):
+    type: str
+    id: str
+    participant_id: str
+    account_id: str
+    ledger: str
+
+
+class PartyResult(BaseModel):
+    result: str = Field(description="ok, exists, or party_taken")
+    party: PartyOut | None = None
+
+
+class QuoteIn(_Strict):
+    payer_account_id: Id
+    payee: PartyRef
+    amount: Amount
+    amount_type: Literal["SEND", "RECEIVE"] = Field(
+        description="SEND: the payer pays amount, fee included; RECEIVE: the payee gets amount")
+    ledger: LedgerCode
+
+
+class QuoteOut(BaseModel):
+    quote_id: str = Field(description="opaque, signed: pay with it until expires_at")
+    payer_account_id: str
+    payee_account_id: str
+    payee_participant_id: str
+    ledger: str
+    send_amount: int = Field(description="what the payer pays, fee included")
+    receive_amount: int
+    fee: int
+    expires_at: int = Field(description="ns since the epoch, on the switch's clock")
+
+
 class PaymentIn(_Strict):
-    """An immediate payment from a wallet of the payer participant to a wallet of another
-    (or the same) participant. Idempotent by `id`, as transfers are."""
+    """A payment: from a quote (`quote_id`), or with its fields in full. Idempotent by `id`,
+    as transfers are. `two_phase`: prepared now (everything reserved), then fulfilled by the
+    payee's participant, or aborted, or expired after `timeout_ms`."""
+
+    # What the validator below checks, said in the schema too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra={
+        "anyOf": [_given("quote_id"),
+                  _given("payer_account_id", "payee_account_id", "amount", "ledger")],
+        "dependentSchemas": {"timeout_ms": {
+            "required": ["mode"], "properties": {"mode": {"const": "two_phase"}}}}})
 
     id: Id
-    payer_account_id: Id
-    payee_account_id: Id
-    amount: Amount
-    ledger: LedgerCode
+    quote_id: Annotated[StrictStr, Field(min_length=1, max_length=QUOTE_ID_LENGTH_MAX)] | None \
+        = None
+    payer_account_id: Id | None = None
+    payee_account_id: Id | None = None
+    amount: Amount | None = Field(None, description="what the payee receives; the fee is on top")
+    ledger: LedgerCode | None = None
+    mode: Literal["immediate", "two_phase"] = "immediate"
+    timeout_ms: Annotated[StrictInt, Field(ge=1, le=TIMEOUT_MS_MAX)] | None = Field(
+        None, description="two_phase only (default: hub.prepare_timeout_ms)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> PaymentIn:
+        missing = [name for name in ("payer_account_id", "payee_account_id", "amount",
+                                     "ledger") if getattr(self, name) is None]
+        if self.quote_id is None and missing:
+            raise ValueError(f"give quote_id, or every field: {', '.join(missing)} missing")
+        if self.timeout_ms is not None and self.mode != "two_phase":
+            raise ValueError("timeout_ms is for two_phase payments")
+        return self
 
 
 class FundsIn(_Strict):
@@ -59,12 +150,13 @@ class PaymentOut(BaseModel):
     id: str
     payer_account_id: str
     payee_account_id: str
-    amount: int
+    amount: int = Field(description="what the payee receives")
+    fee: int = Field(description="what the payer paid on top, to the hub")
     ledger: str
     payer_participant_id: str
     payee_participant_id: str
-    state: Literal["committed"]
-    timestamp: int | None = Field(description="when it committed (ns since the epoch)")
+    state: Literal["prepared", "committed", "aborted", "expired"]
+    timestamp: int = Field(description="when it was made or prepared (ns since the epoch)")
 
 
 class PaymentResult(BaseModel):
@@ -73,6 +165,13 @@ class PaymentResult(BaseModel):
     payment: PaymentOut | None = None
 
 
+class PublicKey(BaseModel):
+    algorithm: Literal["Ed25519"]
+    public_key: str = Field(description="32 bytes, hex")
+
+
+PARTY = TypeAdapter(PartyIn)
+QUOTE = TypeAdapter(QuoteIn)
 PAYMENT = TypeAdapter(PaymentIn)
 FUNDS = TypeAdapter(FundsIn)
 NET_DEBIT_CAP = TypeAdapter(NetDebitCapIn)

@@ -1,9 +1,8 @@
 """The switch layer at the ingress: enables participants on their ledgers, moves funds and
-net debit caps, and makes payments, all as ledger transfers through the router
-(switch/hub/model.py says which). HTTP lives in switch/hub/routes.py.
+net debit caps, all as ledger transfers through the router (switch/hub/model.py says which);
+payments are switch/hub/payments.py, HTTP switch/hub/routes.py.
 
-A payment needs no lock: its chain is applied by the shards, and the position account's
-flag holds the cap exactly. A cap change and a funds-out read a balance and then move
+A cap change and a funds-out read a balance and then move
 money; they are serialized per participant and ledger in this process, and a payment
 committing meanwhile can still raise the position (the cap bounds it).
 """
@@ -14,7 +13,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from actors.ledger.model import Account, Transfer
 from actors.ledger.registry import Participant
@@ -23,17 +21,12 @@ from switch.api.access import Visibility
 from switch.api.auth import KeyRing
 from switch.api.errors import ApiError
 from switch.hub.model import (
-    WALLET_LEG,
-    Payment,
     Position,
     cap_change,
     cap_id,
     funds_move,
     hub_accounts,
     participant_accounts,
-    payment_leg_id,
-    payment_legs,
-    payment_result,
     position_id,
     position_of,
     settlement_id,
@@ -41,12 +34,6 @@ from switch.hub.model import (
 from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.hub")
-
-
-@dataclass(frozen=True)
-class PaymentView:
-    payment: Payment
-    timestamp: int
 
 
 class Hub:
@@ -71,7 +58,7 @@ class Hub:
             return
         outcomes = await self.router.create_accounts(accounts)
         for account, outcome in zip(accounts, outcomes, strict=True):
-            result = _result(outcome)
+            result = result_of(outcome)
             if result not in ("ok", "exists"):
                 raise RuntimeError(f"the switch layer's account {account.id} could not be "
                                    f"created: {result}")
@@ -111,7 +98,7 @@ class Hub:
                                 wanted, key_id)
             if change is None:
                 return "unchanged", now
-            result = await self._apply(change)
+            result = await self.apply(change)
             if result == "exceeds_credits":
                 raise ApiError(422, "net_debit_cap_below_position")
             return result, await self.position(participant_id, ledger)
@@ -121,11 +108,11 @@ class Hub:
         move = funds_move(ledger, participant_id, f"hub:funds:{funds_id}", direction, amount,
                           key_id)
         async with self._lock(participant_id, ledger):
-            if direction == "out" and not await self._exists(move.id):  # a retry: as sent
+            if direction == "out" and not await self.exists(move.id):  # a retry: as sent
                 now = await self.position(participant_id, ledger)
                 if now.settlement_balance - amount < now.position:
                     raise ApiError(422, "settlement_below_position")
-            result = await self._apply(move)
+            result = await self.apply(move)
             if result == "exceeds_credits":
                 raise ApiError(422, "exceeds_settlement_balance")
             return result, await self.position(participant_id, ledger)
@@ -133,51 +120,15 @@ class Hub:
     def _lock(self, participant_id: str, ledger: str) -> asyncio.Lock:
         return self._serial.setdefault((participant_id, ledger), asyncio.Lock())
 
-    async def _exists(self, transfer_id: str) -> bool:
+    async def exists(self, transfer_id: str) -> bool:
         view = await self.router.ask(self.router.shard_of(transfer_id), GetTransfer(transfer_id))
         return expect(view, TransferView).transfer is not None
 
-    async def _apply(self, transfer: Transfer) -> str:
+    async def apply(self, transfer: Transfer) -> str:
         (outcome,) = await self.router.create_transfers([transfer])
-        return _result(outcome)
+        return result_of(outcome)
 
-    # ---- payments ----
-
-    async def pay(self, payment_id: str, payer_account_id: str, payee_account_id: str,
-                  amount: int, ledger: str, caller_participant: str, key_id: str) -> str:
-        """Make an immediate payment; `caller_participant` ("" for the operator) must own
-        the payer's wallet. Answers the payment's result code."""
-        owners = await self.visibility.owners([payer_account_id, payee_account_id])
-        payer, payee = owners.get(payer_account_id), owners.get(payee_account_id)
-        if payer is None or (caller_participant and payer != caller_participant):
-            raise ApiError(422, "payer_account_not_found")
-        if payee is None:
-            raise ApiError(422, "payee_account_not_found")
-        if not self.enabled(payer, ledger):
-            raise ApiError(422, "payer_not_enabled")
-        if not self.enabled(payee, ledger):
-            raise ApiError(422, "payee_not_enabled")
-        payment = Payment(payment_id, payer_account_id, payee_account_id, amount, ledger,
-                          payer, payee)
-        outcomes = await self.router.create_transfers(payment_legs(payment, key_id))
-        return payment_result([_result(outcome) for outcome in outcomes])
-
-    async def payment(self, payment_id: str) -> PaymentView | None:
-        leg_id = payment_leg_id(payment_id, WALLET_LEG)
-        view = expect(await self.router.ask(self.router.shard_of(leg_id), GetTransfer(leg_id)),
-                      TransferView)
-        wallet = view.transfer
-        if wallet is None:
-            return None
-        owners = await self.visibility.owners([wallet.credit_account_id])
-        return PaymentView(Payment(payment_id, wallet.debit_account_id,
-                                   wallet.credit_account_id, wallet.amount, wallet.ledger,
-                                   wallet.participant_id,
-                                   owners.get(wallet.credit_account_id) or ""),
-                           wallet.timestamp)
-
-
-def _result(outcome: Outcome) -> str:
+def result_of(outcome: Outcome) -> str:
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome[0]

@@ -31,6 +31,7 @@ class World:
     def __init__(self, switch: RunningSwitch) -> None:
         self.switch = switch
         self.tokens: dict[str, str] = {"operator": switch.operator_key}
+        self.prepared = itertools.count()
         for participant in ("bank-a", "bank-b", "bank-c"):
             self.op("POST", "/v1/participants", {"id": participant, "name": participant,
                                                  "ledgers": [USD]}, expect=201)
@@ -69,6 +70,13 @@ class World:
         for payment_id, payee in (("pay-ab", "acc-b"), ("pay-aa", "acc-a2")):
             self.as_caller("bank-a", "POST", "/v1/payments", _payment(payment_id, "acc-a",
                                                                       payee), expect=201)
+        for n in range(60):  # prepared: what fulfil and abort rows act on (one each)
+            self.as_caller("bank-a", "POST", "/v1/payments", {
+                **_payment(f"prep-{n}", "acc-a", "acc-b"), "mode": "two_phase",
+                "timeout_ms": 3_600_000}, expect=201)
+        self.as_caller("bank-b", "POST", "/v1/parties", {"type": "IBAN",
+                                                         "id": "DE89370400440532013000",
+                                                         "account_id": "acc-b"}, expect=201)
         self.op("PUT", "/v1/participants/bank-c", {"status": "disabled"}, expect=200)
 
     def new_key(self, body: dict[str, Any]) -> str:
@@ -197,6 +205,21 @@ ROWS: list[Row] = [
     ("GET", "/v1/payments/nope", None, MISSING),
     ("POST", "/v1/payments", lambda: _payment(fresh("pay"), "acc-a", "acc-b"),
      {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),
+    ("POST", "/v1/payments/prep-{n}/fulfil", None,
+     {"operator": 200, "auditor": 403, "bank-a": 404, "bank-b": 200}),
+    ("POST", "/v1/payments/prep-{n}/abort", None,
+     {"operator": 200, "auditor": 403, "bank-a": 404, "bank-b": 200}),
+    ("POST", "/v1/payments/nope/fulfil", None,
+     {"operator": 404, "auditor": 403, "bank-a": 404, "bank-b": 404}),
+    ("POST", "/v1/parties", lambda: {"type": "ACCOUNT_ID", "id": fresh("alias"),
+                                     "account_id": "acc-a"},
+     {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),
+    ("GET", "/v1/parties/IBAN/DE89370400440532013000", None, OPEN),
+    ("GET", "/v1/parties/IBAN/DE00000000000000000000", None, MISSING),
+    ("POST", "/v1/quotes", {"payer_account_id": "acc-a", "payee": {
+        "type": "IBAN", "id": "DE89370400440532013000"}, "amount": 1, "amount_type": "SEND",
+        "ledger": USD}, {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),
+    ("GET", "/v1/hub/public-key", None, OPEN),
     ("GET", "/v1/participants/bank-a/positions", None, OWN_A),
     ("GET", "/v1/participants/bank-b/positions", None, OWN_B),
     ("GET", "/v1/participants/nope/positions", None, MISSING),
@@ -254,6 +277,8 @@ def world(shared_switch: RunningSwitch) -> World:
 def test_matrix(world: World, method: str, path: str, body: Any, caller: str,
                 expected: int) -> None:
     sent = body() if callable(body) else body
+    if "{n}" in path:  # each case its own prepared payment
+        path = path.replace("{n}", str(next(world.prepared)))
     response = world.as_caller(caller, method, path, sent)
     assert response.status_code == expected, response.text
     if expected in CODES:
@@ -283,7 +308,8 @@ def _assert_nothing_of_others(world: World, caller: str, response: httpx.Respons
     for delivered in body.get("events", []):
         event = delivered["event"]
         shown = str(event)
-        transfer_id = event.get("transfer_id") or event.get("pending_id")
+        transfer_id = event.get("transfer_id") or event.get("pending_id") or (
+            event["pending_ids"][0] if len(event.get("pending_ids", ())) == 1 else None)
         if transfer_id:  # an event naming only its transfer: the transfer, as stored
             shown = str(world.op("GET", f"/v1/transfers/{transfer_id}").json())
         assert any(account in shown for account in mine) or caller in shown, delivered

@@ -4,13 +4,19 @@ caps, funds in and out, immediate payments between participants (docs/SWITCH.md)
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from switch.hub.quotes import seal, unseal
+from switch.hub.signing import signing_key
 from tests.conftest import RunningSwitch, assert_balanced, switch_settings
 
 USD = "USD"
@@ -39,62 +45,82 @@ class Switch:
             method, self.running.url + path, json=body,
             headers={"Authorization": f"Bearer {self.keys[participant]}"})
 
-    def participant(self, prefix: str = "bank") -> str:
+    def participant(self, prefix: str = "bank", ledgers: tuple[str, ...] = (USD,)) -> str:
         participant_id = fresh(prefix)
-        created = self.op("POST", "/v1/participants",
-                          {"id": participant_id, "name": participant_id, "ledgers": [USD]})
+        created = self.op("POST", "/v1/participants", {"id": participant_id,
+                                                       "name": participant_id,
+                                                       "ledgers": list(ledgers)})
         assert created.status_code == 201, created.text
         key = self.op("POST", "/v1/keys", {"role": "participant",
                                            "participant_id": participant_id})
         self.keys[participant_id] = key.json()["secret"]
         return participant_id
 
-    def wallet(self, owner: str, balance: int = 0) -> str:
+    def wallet(self, owner: str, balance: int = 0, ledger: str = USD) -> str:
         wallet_id = fresh(f"w-{owner}")
         assert self.op("POST", "/v1/accounts", {
-            "id": wallet_id, "ledger": USD, "code": 1, "owner": owner,
+            "id": wallet_id, "ledger": ledger, "code": 1, "owner": owner,
             "flags": {"debits_must_not_exceed_credits": True}}).status_code == 201
         if balance:
+            house = self.house(ledger)
             assert self.op("POST", "/v1/transfers", {
-                "id": fresh("fund"), "debit_account_id": "house", "credit_account_id": wallet_id,
-                "amount": balance, "ledger": USD, "code": 1}).status_code == 201
+                "id": fresh("fund"), "debit_account_id": house, "credit_account_id": wallet_id,
+                "amount": balance, "ledger": ledger, "code": 1}).status_code == 201
         return wallet_id
 
-    def position(self, participant_id: str) -> dict[str, Any]:
+    def house(self, ledger: str) -> str:
+        house = "house" if ledger == USD else f"house-{ledger}"
+        self.op("POST", "/v1/accounts", {"id": house, "ledger": ledger, "code": 1,
+                                         "owner": "house"})
+        return house
+
+    def position(self, participant_id: str, ledger: str = USD) -> dict[str, Any]:
         answer = self.op("GET", f"/v1/participants/{participant_id}/positions")
         assert answer.status_code == 200, answer.text
-        (position,) = answer.json()["positions"]
+        (position,) = [p for p in answer.json()["positions"] if p["ledger"] == ledger]
         return dict(position)
 
     def funds(self, participant_id: str, amount: int, direction: str = "in",
-              funds_id: str | None = None) -> httpx.Response:
+              funds_id: str | None = None, ledger: str = USD) -> httpx.Response:
         return self.op("POST", f"/v1/participants/{participant_id}/funds",
-                       {"id": funds_id or fresh("funds"), "ledger": USD,
+                       {"id": funds_id or fresh("funds"), "ledger": ledger,
                         "direction": direction, "amount": amount})
 
-    def cap(self, participant_id: str, cap: int) -> httpx.Response:
-        return self.op("PUT", f"/v1/participants/{participant_id}/ledgers/{USD}/net-debit-cap",
-                       {"net_debit_cap": cap})
+    def cap(self, participant_id: str, cap: int, ledger: str = USD) -> httpx.Response:
+        return self.op("PUT", f"/v1/participants/{participant_id}/ledgers/{ledger}/"
+                       "net-debit-cap", {"net_debit_cap": cap})
 
-    def ready(self, participant_id: str, cap: int, liquidity: int | None = None) -> None:
-        assert self.funds(participant_id, liquidity or cap).status_code == 201
-        assert self.cap(participant_id, cap).status_code == 200
+    def ready(self, participant_id: str, cap: int, liquidity: int | None = None,
+              ledger: str = USD) -> None:
+        assert self.funds(participant_id, liquidity or cap, ledger=ledger).status_code == 201
+        assert self.cap(participant_id, cap, ledger).status_code == 200
 
     def pay(self, payer_wallet: str, payee_wallet: str, amount: int, payer: str | None = None,
-            payment_id: str | None = None) -> httpx.Response:
+            payment_id: str | None = None, ledger: str = USD, **more: Any) -> httpx.Response:
         body = {"id": payment_id or fresh("pay"), "payer_account_id": payer_wallet,
-                "payee_account_id": payee_wallet, "amount": amount, "ledger": USD}
+                "payee_account_id": payee_wallet, "amount": amount, "ledger": ledger, **more}
+        return self.post_payment(body, payer)
+
+    def post_payment(self, body: dict[str, Any], payer: str | None = None) -> httpx.Response:
         return (self.op("POST", "/v1/payments", body) if payer is None
                 else self.as_(payer, "POST", "/v1/payments", body))
+
+    def key(self) -> Ed25519PrivateKey:
+        return signing_key(Path(self.running.settings.data.dir))
 
     def balance(self, account_id: str) -> int:
         account = self.running.account(account_id)
         return int(account["credits_posted"] - account["debits_posted"])
 
 
+FEES = {USD: [{"fixed": 0, "basis_points": 0}],  # the ledger's own: none
+        "EUR": [{"fixed": 10, "basis_points": 100, "min": 15, "max": 500}]}
+
+
 @pytest.fixture(scope="module")
 def hub(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switch]:
-    running = RunningSwitch(switch_settings(tmp_path_factory.mktemp("hub") / "data")).start()
+    running = RunningSwitch(switch_settings(tmp_path_factory.mktemp("hub") / "data",
+                                            **{"hub.fees": FEES})).start()
     yield Switch(running)
     running.stop()
 
@@ -232,3 +258,148 @@ def test_the_switch_layers_ids_are_its_own(hub: Switch) -> None:
     named = hub.op("POST", "/v1/participants", {"id": "hub:x", "name": "x", "ledgers": [USD]})
     assert named.status_code == 422 and named.json()["code"] == "id_reserved"
     assert hub.position(bank)["headroom"] == 1_000
+
+
+# ---- parties, quotes and fees ----
+
+def test_an_alias_names_its_owners_account(hub: Switch) -> None:
+    bank, other = hub.participant(), hub.participant()
+    alice, bob = hub.wallet(bank), hub.wallet(other)
+    phone = f"+2547{next(_ids):08d}"
+    made = hub.as_(bank, "POST", "/v1/parties", {"type": "MSISDN", "id": phone,
+                                                 "account_id": alice})
+    assert made.status_code == 201, made.text
+    shown = {"type": "MSISDN", "id": phone.removeprefix("+"), "participant_id": bank,
+             "account_id": alice, "ledger": USD}
+    assert made.json()["party"] == shown
+    assert hub.as_(other, "GET", f"/v1/parties/MSISDN/{phone}").json() == shown
+    again = hub.as_(bank, "POST", "/v1/parties", {"type": "MSISDN", "id": phone,
+                                                  "account_id": alice})
+    assert again.status_code == 200 and again.json()["result"] == "exists"
+    taken = hub.as_(other, "POST", "/v1/parties", {"type": "MSISDN", "id": phone,
+                                                   "account_id": bob})
+    assert taken.status_code == 409 and taken.json()["code"] == "party_taken"
+    stolen = hub.as_(bank, "POST", "/v1/parties", {"type": "EMAIL", "id": "x@example.com",
+                                                   "account_id": bob})
+    assert stolen.status_code == 422 and stolen.json()["code"] == "account_not_found"
+    assert hub.op("GET", "/v1/parties/MSISDN/254999999999").status_code == 404
+    assert hub.op("POST", "/v1/parties", {"type": "MSISDN", "id": "call-me",
+                                          "account_id": alice}).status_code == 400
+    # the alias is inert: no money moves through it
+    assert hub.op("POST", "/v1/transfers", {
+        "id": fresh("t"), "debit_account_id": "house",
+        "credit_account_id": f"hub:party:MSISDN:{phone[1:]}", "amount": 1, "ledger": USD,
+        "code": 1}).json()["code"] == "id_reserved"
+
+
+def quoted(hub: Switch, payer: str, payer_wallet: str, payee_wallet: str, amount: int,
+           amount_type: str, ledger: str = "EUR") -> dict[str, Any]:
+    alias = f"{fresh('u')}@example.com"
+    payee_owner = hub.running.account(payee_wallet)["owner"]
+    assert hub.as_(payee_owner, "POST", "/v1/parties", {
+        "type": "EMAIL", "id": alias, "account_id": payee_wallet}).status_code == 201
+    answer = hub.as_(payer, "POST", "/v1/quotes", {
+        "payer_account_id": payer_wallet, "payee": {"type": "EMAIL", "id": alias.upper()},
+        "amount": amount, "amount_type": amount_type, "ledger": ledger})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def test_a_quote_prices_and_binds_a_payment(hub: Switch) -> None:
+    payer, payee = hub.participant(ledgers=("EUR",)), hub.participant(ledgers=("EUR",))
+    hub.ready(payer, 100_000, ledger="EUR")
+    alice, bob = hub.wallet(payer, 50_000, "EUR"), hub.wallet(payee, 0, "EUR")
+    # EUR: 10 + 1% (rounded down), at least 15, at most 500
+    send = quoted(hub, payer, alice, bob, 1_000, "SEND")
+    assert (send["send_amount"], send["fee"], send["receive_amount"]) == (1_000, 20, 980)
+    receive = quoted(hub, payer, alice, bob, 199, "RECEIVE")
+    assert (receive["send_amount"], receive["fee"], receive["receive_amount"]) == (214, 15, 199)
+    assert quoted(hub, payer, alice, bob, 90_000, "RECEIVE")["fee"] == 500
+    paid = hub.as_(payer, "POST", "/v1/payments", {"id": fresh("pay"),
+                                                   "quote_id": send["quote_id"]})
+    assert paid.status_code == 201, paid.text
+    assert (paid.json()["payment"]["amount"], paid.json()["payment"]["fee"]) == (980, 20)
+    assert (hub.balance(alice), hub.balance(bob)) == (49_000, 980)
+    assert hub.balance("hub:fees:EUR") == 20
+    assert hub.position(payer, "EUR")["position"] == 980  # the fee is not owed to a payee
+    # the terms cannot be changed, forged, or used by another participant
+    changed = hub.as_(payer, "POST", "/v1/payments", {
+        "id": fresh("pay"), "quote_id": send["quote_id"], "amount": 981})
+    assert changed.json()["code"] == "quote_mismatch"
+    terms, _, signature = send["quote_id"].partition(".")
+    forged = hub.as_(payer, "POST", "/v1/payments", {
+        "id": fresh("pay"), "quote_id": f"{terms}.{signature[:-2]}AA"})
+    assert forged.json()["code"] == "quote_invalid"
+    assert hub.as_(payee, "POST", "/v1/payments", {
+        "id": fresh("pay"), "quote_id": send["quote_id"]}).json()["code"] == "quote_invalid"
+    assert (hub.balance(alice), hub.balance(bob)) == (49_000, 980)
+
+
+def test_an_expired_quote_pays_nothing(hub: Switch) -> None:
+    payer, payee = hub.participant(ledgers=("EUR",)), hub.participant(ledgers=("EUR",))
+    hub.ready(payer, 10_000, ledger="EUR")
+    alice, bob = hub.wallet(payer, 5_000, "EUR"), hub.wallet(payee, 0, "EUR")
+    quote = unseal(quoted(hub, payer, alice, bob, 100, "RECEIVE")["quote_id"], hub.key())
+    assert quote is not None
+    stale = seal(msgspec.structs.replace(quote, expires_at=time.time_ns() - 1), hub.key())
+    late = hub.as_(payer, "POST", "/v1/payments", {"id": fresh("pay"), "quote_id": stale})
+    assert late.status_code == 422 and late.json()["code"] == "quote_expired"
+    assert hub.balance(alice) == 5_000
+
+
+def test_an_unquoted_payment_pays_the_fee_on_top(hub: Switch) -> None:
+    payer, payee = hub.participant(ledgers=("EUR",)), hub.participant(ledgers=("EUR",))
+    hub.ready(payer, 10_000, ledger="EUR")
+    alice, bob = hub.wallet(payer, 1_000, "EUR"), hub.wallet(payee, 0, "EUR")
+    assert hub.pay(alice, bob, 500, ledger="EUR").status_code == 201  # fee 15
+    assert (hub.balance(alice), hub.balance(bob)) == (485, 500)
+    short = hub.pay(alice, bob, 475, ledger="EUR")  # 475 + 15 > 485
+    assert short.json()["code"] == "exceeds_credits"
+    assert (hub.balance(alice), hub.balance(bob)) == (485, 500)
+
+
+# ---- two-phase payments ----
+
+def test_prepare_then_fulfil(hub: Switch) -> None:
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    payment_id = fresh("pay")
+    prepared = hub.pay(alice, bob, 70, payment_id=payment_id, mode="two_phase")
+    assert prepared.status_code == 201 and prepared.json()["payment"]["state"] == "prepared"
+    assert hub.position(payer)["headroom"] == 30  # reserved: the cap counts it already
+    assert hub.pay(alice, bob, 40).json()["code"] == "exceeds_net_debit_cap"
+    assert hub.balance(bob) == 0
+    path = f"/v1/payments/{payment_id}"
+    assert hub.as_(payer, "POST", f"{path}/fulfil").status_code == 404  # the payee's to say
+    done = hub.as_(payee, "POST", f"{path}/fulfil")
+    assert done.status_code == 200 and done.json()["payment"]["state"] == "committed"
+    assert hub.as_(payee, "POST", f"{path}/fulfil").json()["result"] == "exists"
+    assert (hub.balance(alice), hub.balance(bob)) == (930, 70)
+    assert hub.position(payer)["position"] == 70 and hub.position(payee)["position"] == -70
+    assert hub.as_(payee, "POST", f"{path}/abort").json()["code"] == \
+        "pending_transfer_already_posted"
+
+
+def test_abort_and_expiry_release_everything(hub: Switch) -> None:
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    aborted, expiring = fresh("pay"), fresh("pay")
+    assert hub.pay(alice, bob, 60, payment_id=aborted, mode="two_phase").status_code == 201
+    assert hub.as_(payee, "POST", f"/v1/payments/{aborted}/abort").json()["payment"][
+        "state"] == "aborted"
+    assert hub.pay(alice, bob, 90, payment_id=expiring, mode="two_phase",
+                   timeout_ms=300).status_code == 201
+    deadline = time.monotonic() + 15
+    while hub.op("GET", f"/v1/payments/{expiring}").json()["state"] != "expired":
+        assert time.monotonic() < deadline, "the prepared payment never expired"
+        time.sleep(0.1)
+    late = hub.as_(payee, "POST", f"/v1/payments/{expiring}/fulfil")
+    assert late.json()["code"] == "pending_transfer_expired"
+    deadline = time.monotonic() + 10
+    while hub.position(payer)["headroom"] != 100:
+        assert time.monotonic() < deadline, "the reservation was never released"
+        time.sleep(0.1)
+    assert (hub.balance(alice), hub.balance(bob)) == (1_000, 0)
+    assert_balanced(hub.running.totals_at_rest())
