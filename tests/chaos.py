@@ -208,7 +208,13 @@ def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
     Read by several threads at once: a soak's rounds send tens of thousands."""
 
     def stored(transfer_id: str) -> tuple[str, httpx.Response]:
-        return transfer_id, client.get(f"/v1/transfers/{transfer_id}")
+        for attempt in range(3):  # httpx's pool shared by threads can hand one a closed socket
+            try:
+                return transfer_id, client.get(f"/v1/transfers/{transfer_id}")
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     deadline = time.monotonic() + 60
     while True:

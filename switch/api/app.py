@@ -90,7 +90,6 @@ MEMORY_RELEASE_INTERVAL_S = 30.0
 
 JSON_MEDIA_TYPE = "application/json"
 HISTORY_LIMIT_DEFAULT = 100
-RESERVED_BYTES = RESERVED_PREFIX.encode()
 
 
 
@@ -183,8 +182,7 @@ class Api:
             items = self._validated(body, is_array, TRANSFER, self._transfers)
         transfers = [transfer_from_request(i, principal.key_id, principal.participant_id)
                      for i in items]
-        if RESERVED_BYTES in body:  # rare: find which, without a cost on every request
-            _refuse_reserved(transfers)
+        _refuse_reserved(transfers)  # on the decoded ids: an escape spells `hub:` too
         if is_array:
             outcomes = await self.router.create_transfers(transfers)
         else:  # one per request: run with the others that came in the same turn
@@ -207,6 +205,8 @@ class Api:
         """Set an account's limits; the same limits again change nothing (idempotent)."""
         principal = require(request, OPERATOR)
         account_id = path_id(request, "account_id")
+        if reserved(account_id):  # the switch layer's accounts keep the rules it set
+            raise ApiError(422, "id_reserved")
         body = await self._body(request)
         try:
             limits = LIMITS.validate_json(body)
@@ -325,9 +325,10 @@ def _refuse_reserved(transfers: list[Transfer]) -> None:
     """The switch layer's accounts and transfers move only through its own routes (a
     payment, funds, a cap): a request naming one is refused whole, nothing applied."""
     for index, transfer in enumerate(transfers):
-        if any(reserved(identifier) for identifier in (
-                transfer.id, transfer.pending_id, transfer.debit_account_id,
-                transfer.credit_account_id)):
+        if (transfer.id.startswith(RESERVED_PREFIX)
+                or transfer.pending_id.startswith(RESERVED_PREFIX)
+                or transfer.debit_account_id.startswith(RESERVED_PREFIX)
+                or transfer.credit_account_id.startswith(RESERVED_PREFIX)):
             raise ApiError(422, "id_reserved", f"Item {index} names an id under "
                            f"{RESERVED_PREFIX!r}: the switch layer's own; use its routes "
                            "(/v1/payments, /v1/participants/{id}/funds).")
@@ -525,8 +526,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     hub = Hub(router, api.visibility, keyring)
     payments = Payments(hub, settings.hub, signing_key(Path(settings.data.dir)))
 
-    async def enable(participant: Participant) -> None:
-        await hub.enable([participant])
+    async def enable(participant: Participant, key_id: str) -> None:
+        await hub.enable([participant], key_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -566,7 +567,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             keyring.allows),
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one, enable),
-        *hub_routes(hub, payments, api.parse_one),
+        *hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,

@@ -116,6 +116,11 @@ MESSAGES: dict[str, str] = {
     "exceeds_settlement_balance": "Funds out cannot exceed the settlement balance.",
     "party_not_found": "No alias of this type and id is registered.",
     "party_taken": "This alias already names another account.",
+    "alias_not_account_id": "An ACCOUNT_ID alias must be the id of the account it names.",
+    "settlement_below_net_debit_cap": "Funds out would leave the settlement balance below "
+    "the net debit cap; lower the cap first.",
+    "exists_with_different_terms": "A payment with this id was made with other terms (its "
+    "legs differ); nothing was changed.",
     "owner_not_enabled": "The account's owner is not a participant enabled for its ledger.",
     "amount_below_fee": "The amount sent does not cover the fee; send more, or quote with "
     "amount_type RECEIVE.",

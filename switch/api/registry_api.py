@@ -56,10 +56,10 @@ def _status(result: str) -> int:
 
 
 def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse,
-                    on_participant: Callable[[Participant], Awaitable[None]]
+                    on_participant: Callable[[Participant, str], Awaitable[None]]
                     ) -> list[BaseRoute]:
-    """`on_participant`: called with a participant created (or sent again): the switch
-    layer makes its accounts there."""
+    """`on_participant`: called with a participant created (or sent again) and the key that
+    asked: the switch layer makes its accounts there."""
     async def create_participant(request: Request) -> Response:
         principal = require(request, OPERATOR)
         body = await parse(request, PARTICIPANT_BODY)
@@ -69,7 +69,7 @@ def registry_routes(registry: RegistryClient, keyring: KeyRing, parse: Parse,
             Participant(body.id, body.name, list(body.ledgers)), principal.key_id)
         await keyring.refresh()
         if reply.result in ("ok", "exists") and reply.participant is not None:
-            await on_participant(reply.participant)
+            await on_participant(reply.participant, principal.key_id)
         status = _status(reply.result)
         if status >= 400 and status != 409:
             return error_response(status, reply.result)

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from actors.ledger.accounts import LEDGERS_MAX
+from actors.ledger.model import AMOUNT_MAX
 
 ENV_PREFIX = "PAYSWITCH_"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "default.toml"
@@ -125,10 +126,10 @@ class FeeRule(_Section):
     rounded down to a whole minor unit), then held between `min` and `max` (0: no maximum).
     A rule for one payer and payee participant pair wins over its ledger's."""
 
-    fixed: int = Field(default=0, ge=0)
+    fixed: int = Field(default=0, ge=0, le=AMOUNT_MAX)
     basis_points: int = Field(default=0, ge=0, le=10_000)
-    min: int = Field(default=0, ge=0)
-    max: int = Field(default=0, ge=0)
+    min: int = Field(default=0, ge=0, le=AMOUNT_MAX)
+    max: int = Field(default=0, ge=0, le=AMOUNT_MAX)
     payer: str = ""  # both, or neither: a pair's rule
     payee: str = ""
 

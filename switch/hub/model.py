@@ -189,15 +189,21 @@ def _chained(legs: list[Transfer]) -> list[Transfer]:
 
 
 def payment_result(legs: list[Transfer], results: list[str]) -> str:
-    """One answer for a payment from its legs' results: the leg that failed names why (the
-    others answer linked_event_failed); a refusal on the position account is the cap's."""
+    """One answer for a payment from its legs' results (a chain: all applied, all there
+    before, or none). The leg that failed names why, and the others answer
+    linked_event_failed; a refusal on the position account is the cap's. A chain that
+    failed on a leg already there was made before with other legs: other terms."""
+    if all(result == "exists" for result in results):
+        return "exists"
     for leg, result in zip(legs, results, strict=True):
-        if result in ("ok", "exists", "linked_event_failed"):
+        if result in ("ok", "linked_event_failed"):
             continue
+        if result == "exists":
+            return "exists_with_different_terms"
         if leg.code == POSITION_MOVE_CODE and result == "exceeds_credits":
             return "exceeds_net_debit_cap"
         return result
-    return "exists" if results and all(r == "exists" for r in results) else "ok"
+    return "ok"
 
 
 @dataclass(frozen=True)

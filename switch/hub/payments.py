@@ -70,6 +70,8 @@ class Payments:
 
     async def register_party(self, party_type: str, value: str, account_id: str,
                              caller_participant: str, key_id: str) -> str:
+        if party_type == "ACCOUNT_ID" and value != account_id:
+            raise ApiError(422, "alias_not_account_id")  # it would divert another's payments
         account = await self._account(account_id)
         if account is None or (caller_participant and account.owner != caller_participant):
             raise ApiError(422, "account_not_found")

@@ -54,7 +54,8 @@ def quote_json(quote_id: str, quote: Quote) -> dict[str, Any]:
             "expires_at": quote.expires_at}
 
 
-def hub_routes(hub: Hub, payments: Payments, parse: Parse) -> list[BaseRoute]:
+def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: int
+               ) -> list[BaseRoute]:
     async def post_payment(request: Request) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
         body = await parse(request, PAYMENT)
@@ -90,7 +91,7 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse) -> list[BaseRoute]:
         answer: dict[str, Any] = {"result": result, "payment": shown}
         if status >= 400:
             answer.update(code=result, message=MESSAGES.get(result, result))
-        return json_response(answer, status)
+        return json_response(answer, status, retry_after_seconds if status == 503 else None)
 
     async def get_payment(request: Request) -> Response:
         principal = principal_of(request)
@@ -172,7 +173,8 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse) -> list[BaseRoute]:
                                                 principal.key_id)
         status = status_of_result(result)
         if status >= 400 and status != 409:
-            raise ApiError(status, result)
+            raise ApiError(status, result,
+                           retry_after_seconds=retry_after_seconds if status == 503 else None)
         return json_response({"result": result, "position": position_json(position)},
                               status)
 

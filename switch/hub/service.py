@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 
 from actors.ledger.model import Account, Transfer
-from actors.ledger.registry import Participant
+from actors.ledger.registry import SYSTEM, Participant
 from actors.messages import AccountView, GetAccount, GetTransfer, TransferView, expect
 from switch.api.access import Visibility
 from switch.api.auth import KeyRing
@@ -34,6 +34,7 @@ from switch.hub.model import (
 from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.hub")
+ENABLE_BATCH_MAX = 8190  # accounts per call when enabling many participants at start-up
 
 
 class Hub:
@@ -45,8 +46,10 @@ class Hub:
 
     # ---- participants ----
 
-    async def enable(self, participants: Iterable[Participant]) -> None:
-        """Create the hub's and each participant's accounts on its ledgers (idempotent)."""
+    async def enable(self, participants: Iterable[Participant], key_id: str = SYSTEM) -> None:
+        """Create the hub's and each participant's accounts on its ledgers (idempotent);
+        `key_id`: who made the participant (recorded with the accounts: the audit lists
+        those that may go negative)."""
         accounts: list[Account] = []
         ledgers: set[str] = set()
         for participant in participants:
@@ -56,7 +59,10 @@ class Hub:
         accounts = [a for ledger in sorted(ledgers) for a in hub_accounts(ledger)] + accounts
         if not accounts:
             return
-        outcomes = await self.router.create_accounts(accounts)
+        outcomes: list[Outcome] = []
+        for start in range(0, len(accounts), ENABLE_BATCH_MAX):  # within the shards' queues
+            outcomes += await self.router.create_accounts(
+                accounts[start:start + ENABLE_BATCH_MAX], key_id=key_id)
         for account, outcome in zip(accounts, outcomes, strict=True):
             result = result_of(outcome)
             if result not in ("ok", "exists"):
@@ -112,6 +118,8 @@ class Hub:
                 now = await self.position(participant_id, ledger)
                 if now.settlement_balance - amount < now.position:
                     raise ApiError(422, "settlement_below_position")
+                if now.settlement_balance - amount < now.net_debit_cap:
+                    raise ApiError(422, "settlement_below_net_debit_cap")  # lower it first
             result = await self.apply(move)
             if result == "exceeds_credits":
                 raise ApiError(422, "exceeds_settlement_balance")

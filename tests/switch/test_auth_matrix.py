@@ -211,7 +211,7 @@ ROWS: list[Row] = [
      {"operator": 200, "auditor": 403, "bank-a": 404, "bank-b": 200}),
     ("POST", "/v1/payments/nope/fulfil", None,
      {"operator": 404, "auditor": 403, "bank-a": 404, "bank-b": 404}),
-    ("POST", "/v1/parties", lambda: {"type": "ACCOUNT_ID", "id": fresh("alias"),
+    ("POST", "/v1/parties", lambda: {"type": "EMAIL", "id": f"{fresh('alias')}@example.com",
                                      "account_id": "acc-a"},
      {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),
     ("GET", "/v1/parties/IBAN/DE89370400440532013000", None, OPEN),

@@ -3,6 +3,7 @@ caps, funds in and out, immediate payments between participants (docs/SWITCH.md)
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from typing import Any
 
 import httpx
 import msgspec
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from switch.hub.model import Payment, payment_legs, payment_result
 from switch.hub.quotes import seal, unseal
 from switch.hub.signing import signing_key
 from tests.conftest import RunningSwitch, assert_balanced, switch_settings
@@ -327,8 +330,10 @@ def test_a_quote_prices_and_binds_a_payment(hub: Switch) -> None:
         "id": fresh("pay"), "quote_id": send["quote_id"], "amount": 981})
     assert changed.json()["code"] == "quote_mismatch"
     terms, _, signature = send["quote_id"].partition(".")
-    forged = hub.as_(payer, "POST", "/v1/payments", {
-        "id": fresh("pay"), "quote_id": f"{terms}.{signature[:-2]}AA"})
+    flipped = bytearray(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+    flipped[0] ^= 1  # a signature one bit away from the switch's
+    forged_id = f"{terms}.{base64.urlsafe_b64encode(bytes(flipped)).rstrip(b'=').decode()}"
+    forged = hub.as_(payer, "POST", "/v1/payments", {"id": fresh("pay"), "quote_id": forged_id})
     assert forged.json()["code"] == "quote_invalid"
     assert hub.as_(payee, "POST", "/v1/payments", {
         "id": fresh("pay"), "quote_id": send["quote_id"]}).json()["code"] == "quote_invalid"
@@ -403,3 +408,78 @@ def test_abort_and_expiry_release_everything(hub: Switch) -> None:
         time.sleep(0.1)
     assert (hub.balance(alice), hub.balance(bob)) == (1_000, 0)
     assert_balanced(hub.running.totals_at_rest())
+
+
+# ---- found by review: each failed before its fix ----
+
+def escaped(body: dict[str, Any]) -> bytes:
+    """JSON whose `hub:` ids are written with a \\u escape (the same string, decoded)."""
+    return orjson.dumps(body).replace(b'"hub:', b'"\\u0068ub:')
+
+
+def test_an_escaped_reserved_id_is_still_refused(hub: Switch) -> None:
+    bank = hub.participant()
+    hub.ready(bank, 100)
+    alice = hub.wallet(bank, 1_000)
+    body = escaped({"id": fresh("t"), "debit_account_id": alice, "amount": 500,
+                    "credit_account_id": f"hub:position:USD:{bank}:0", "ledger": USD, "code": 1})
+    moved = hub.running.client.post(
+        hub.running.url + "/v1/transfers", content=body,
+        headers={"Authorization": f"Bearer {hub.keys[bank]}",
+                 "Content-Type": "application/json"})
+    assert moved.status_code == 422 and moved.json()["code"] == "id_reserved"
+    assert hub.position(bank)["headroom"] == 100
+
+
+def test_a_payer_cannot_post_its_own_leg(hub: Switch) -> None:
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    payment_id = fresh("pay")
+    assert hub.pay(alice, bob, 70, payment_id=payment_id, mode="two_phase").status_code == 201
+    body = escaped({"id": fresh("t"), "pending_id": f"hub:payment:{payment_id}:wallet",
+                    "flags": {"post_pending_transfer": True}})
+    posted = hub.running.client.post(
+        hub.running.url + "/v1/transfers", content=body,
+        headers={"Authorization": f"Bearer {hub.keys[payer]}",
+                 "Content-Type": "application/json"})
+    assert posted.status_code == 422 and posted.json()["code"] == "id_reserved"
+    assert hub.balance(bob) == 0
+
+
+def test_no_limits_on_the_switch_layers_accounts(hub: Switch) -> None:
+    bank = hub.participant()
+    hub.ready(bank, 100)
+    limited = hub.op("PUT", f"/v1/accounts/hub:position:USD:{bank}:0/limits",
+                     {"overdraft": 500})
+    assert limited.status_code == 422 and limited.json()["code"] == "id_reserved"
+
+
+def test_an_account_id_alias_is_that_account(hub: Switch) -> None:
+    bank, other = hub.participant(), hub.participant()
+    alice, bob = hub.wallet(bank), hub.wallet(other)
+    squat = hub.as_(bank, "POST", "/v1/parties", {"type": "ACCOUNT_ID", "id": bob,
+                                                  "account_id": alice})
+    assert squat.status_code == 422 and squat.json()["code"] == "alias_not_account_id"
+    assert hub.as_(other, "POST", "/v1/parties", {"type": "ACCOUNT_ID", "id": bob,
+                                                  "account_id": bob}).status_code == 201
+
+
+def test_funds_out_keeps_the_cap_covered(hub: Switch) -> None:
+    bank = hub.participant()
+    hub.ready(bank, 1_000)
+    out = hub.funds(bank, 900, "out")
+    assert out.status_code == 422 and out.json()["code"] == "settlement_below_net_debit_cap"
+    assert hub.cap(bank, 100).status_code == 200
+    assert hub.funds(bank, 900, "out").status_code == 201
+    assert hub.position(bank)["settlement_balance"] == 100
+
+
+def test_a_chain_that_failed_on_a_repeat_is_not_ok() -> None:
+    legs = payment_legs(Payment("p", "a", "b", 5, 1, USD, "x", "y"), "k")
+    assert payment_result(legs, ["exists", "linked_event_failed", "linked_event_failed"]) == \
+        "exists_with_different_terms"
+    assert payment_result(legs, ["exists"] * 3) == "exists"
+    assert payment_result(legs, ["ok"] * 3) == "ok"
+    assert payment_result(legs, ["linked_event_failed", "linked_event_failed",
+                                 "exceeds_credits"]) == "exceeds_net_debit_cap"
