@@ -33,10 +33,41 @@ OUT_DIR = BENCH_DIR / "out"
 SCENARIOS = {
     "mix": ["WalletUser", "HotWalletUser", "BatchSubmitter", "BalanceReader"],
     "wallet": ["WalletUser"], "hot": ["HotWalletUser"], "batch": ["BatchSubmitter"],
-    "reads": ["BalanceReader"], "client": ["ClientUser"],
+    "reads": ["BalanceReader"], "client": ["ClientUser"], "payments": ["PaymentUser"],
 }
+PAYMENT_PARTICIPANTS = 10  # bench/locustfile.py's PaymentUser: wallet pK of bank-(K mod 10)
+FUNDS = 10**15  # each participant's liquidity and cap, and each wallet's: never reached
 ONE_PROCESS_CEILING_RPS = 7000  # DESIGN.md: what one Locust process drives on this machine
 SATURATED = 0.9  # a load-generator process above 90% of a core was the limit
+
+
+def create_payment_world(url: str, count: int, headers: dict[str, str]) -> None:
+    """Participants, their wallets p0..pN-1 (funded) and an MSISDN alias for each."""
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+        client.post("/v1/accounts", json={"id": "cash", "ledger": "USD", "code": 1,
+                                          "owner": "load"}).raise_for_status()
+        for p in range(PAYMENT_PARTICIPANTS):
+            bank = f"bank-{p}"
+            client.post("/v1/participants", json={"id": bank, "name": bank,
+                                                  "ledgers": ["USD"]}).raise_for_status()
+            client.post(f"/v1/participants/{bank}/funds", json={
+                "id": f"funds-{bank}", "ledger": "USD", "direction": "in", "amount": FUNDS}
+                        ).raise_for_status()
+            client.put(f"/v1/participants/{bank}/ledgers/USD/net-debit-cap",
+                       json={"net_debit_cap": FUNDS}).raise_for_status()
+        for start in range(0, count, 8190):
+            wallets = range(start, min(count, start + 8190))
+            client.post("/v1/accounts", json=[
+                {"id": f"p{k}", "ledger": "USD", "code": 1,
+                 "owner": f"bank-{k % PAYMENT_PARTICIPANTS}"} for k in wallets]
+                        ).raise_for_status()
+            client.post("/v1/transfers", json=[
+                {"id": f"fund-p{k}", "debit_account_id": "cash", "credit_account_id": f"p{k}",
+                 "amount": FUNDS // count, "ledger": "USD", "code": 1} for k in wallets]
+                        ).raise_for_status()
+        for k in range(count):
+            client.post("/v1/parties", json={"type": "MSISDN", "id": f"2547{k:08d}",
+                                             "account_id": f"p{k}"}).raise_for_status()
 
 
 def create_accounts(url: str, count: int, headers: dict[str, str]) -> None:
@@ -184,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                                    work / "switch.log").start()
             url, key = switch.url, switch.operator_key
         headers = {"Authorization": f"Bearer {key}"}
-        create_accounts(url, args.accounts, headers)
+        if args.scenario == "payments":
+            create_payment_world(url, args.accounts, headers)
+        else:
+            create_accounts(url, args.accounts, headers)
         prefix = OUT_DIR / f"load-{args.scenario}-{time.strftime('%Y%m%dT%H%M%S')}"
         code, busiest = run_locust(args, url, prefix, key)
         if args.ui:

@@ -5,6 +5,9 @@ Users (pick some by class name on the command line, or all for the realistic mix
   HotWalletUser     one transfer per request, one side on one of 10 hot accounts
   BatchSubmitter    arrays of 1,000 transfers (a PSP's settlement file)
   BalanceReader     reads an account's balances
+  PaymentUser       the switch layer: looks up the payee's alias, asks for a quote, pays it
+                    (the `payments` scenario of bench/load.py, which makes the participants,
+                    wallets p0..pN-1 and aliases it needs)
 (Two-phase flows come with two-phase transfers.)
 
 A 5xx, or a rejection the scenario does not expect, counts as a failure. 429/503 are
@@ -27,6 +30,7 @@ from locust import FastHttpUser, User, between, task
 from locust.contrib.fasthttp import ResponseContextManager
 
 ACCOUNTS = int(os.environ.get("LOAD_ACCOUNTS", "10000"))
+PARTICIPANTS = 10  # bench/load.py: wallet pK belongs to bank-(K mod 10), alias MSISDN of K
 HOT_ACCOUNTS = 10
 BATCH_SIZE = 1000
 RETRIES_MAX = 5
@@ -127,6 +131,51 @@ class BalanceReader(FastHttpUser):
                 response.success()
             else:
                 response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+
+
+def msisdn(wallet: int) -> str:
+    return f"2547{wallet:08d}"
+
+
+class PaymentUser(FastHttpUser):
+    """A payer's app: find whose the payee's phone number is, price the payment, pay it."""
+
+    wait_time = between(0, 0.01)
+
+    @task
+    def pay_a_phone_number(self) -> None:
+        payer = random.randrange(ACCOUNTS)
+        payee = random.randrange(ACCOUNTS)
+        while payee % PARTICIPANTS == payer % PARTICIPANTS:
+            payee = random.randrange(ACCOUNTS)
+        party = self._call("GET", f"/v1/parties/MSISDN/{msisdn(payee)}",
+                           "GET /v1/parties/{type}/{id}", None)
+        if party is None:
+            return
+        quote = self._call("POST", "/v1/quotes", "POST /v1/quotes", {
+            "payer_account_id": f"p{payer}", "payee": {"type": "MSISDN", "id": msisdn(payee)},
+            "amount": random.randint(1, 10_000), "amount_type": "RECEIVE", "ledger": "USD"})
+        if quote is not None:
+            self._call("POST", "/v1/payments", "POST /v1/payments (quoted)",
+                       {"id": next_id(), "quote_id": quote["quote_id"]})
+
+    def _call(self, method: str, path: str, name: str, body: Any) -> Any:
+        """One request, retried after 429/503 with the same body; its answer, or None."""
+        data = None if body is None else orjson.dumps(body)
+        for _ in range(RETRIES_MAX):
+            with self.client.request(method, path, data=data, headers=HEADERS, name=name,
+                                     catch_response=True) as response:
+                if response.status_code in (429, 503):
+                    response.success()
+                    time.sleep(float(response.headers.get("retry-after") or 1))
+                    continue
+                answer = orjson.loads(response.content or b"{}")
+                if response.status_code in (200, 201) and answer.get("result", "ok") in ACCEPTED:
+                    response.success()
+                    return answer
+                response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+                return None
+        return None
 
 
 _CLIENTS: dict[str, Any] = {}  # one payswitch Client per Locust process and host
