@@ -34,7 +34,7 @@ from tests.launcher import SwitchProcess
 BANKS = ("bank-0", "bank-1", "bank-2")
 WALLETS = {bank: [f"{bank}-w{n}" for n in range(6)] for bank in BANKS}
 WALLET_FUNDS = 5_000
-CAP = 3_000
+CAP = 1_000
 TIMEOUT_MS = 1_500
 CLIENTS = 4
 ACKNOWLEDGED_MIN = 100
@@ -115,6 +115,8 @@ class PaymentLoad:
 
     def _resolve(self, http: httpx.Client, payment_id: str, how: str) -> None:
         answer = http.post(f"/v1/payments/{payment_id}/{how}")
+        if answer.status_code == 503:
+            return  # a shard went down with the switch: in doubt, as it was
         result = answer.json().get("result") or answer.json().get("code")
         with self.lock:
             if result in ("ok", "exists"):
