@@ -71,15 +71,18 @@ def run_wrk(switch: SwitchProcess, mode: str, run_id: str, seconds: float,
            "BENCH_PARTICIPANTS": str(participants), "BENCH_KEY": switch.operator_key,
            "BENCH_MODE": "immediate" if mode == "hot" else mode,
            "BENCH_HOT_PAYER_FRACTION": "0.7" if mode == "hot" else "0"}
-    command = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "30s",
+    command = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{round(seconds)}s", "--timeout", "30s",
                "-s", str(BENCH_DIR / "wrk_payments.lua"), switch.url]
-    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, env=env)
     try:
         output, _ = wrk.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
         wrk.send_signal(signal.SIGINT)
         output, _ = wrk.communicate(timeout=60)
-    line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
+    line = next((x for x in output.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {output[-2000:]}")
     result = json.loads(line.removeprefix("WRK_RESULT "))
     errors = sum(v for k, v in result.items() if k.startswith("errors_"))
     requests_per_item = 2 if mode == "two_phase" else 1

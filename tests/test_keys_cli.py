@@ -58,8 +58,11 @@ def test_export_audit_lists_privileged_actions_with_who_and_when(switch: Running
     # the switch layer's accounts that may go negative, made with bank-a (docs/SWITCH.md)
     switch_layer = [e for e in events if e.get("account", {}).get("id", "").startswith("hub:")]
     assert sorted(e["account"]["id"] for e in switch_layer) == [
-        "hub:cap:USD:bank-a", "hub:fees:USD", "hub:multilateral:USD", "hub:reconciliation:USD"]
-    assert {e["key_id"] for e in switch_layer} == {operator}
+        "hub:cap:USD:bank-a", "hub:fees:USD", "hub:multilateral:USD", "hub:reconciliation:USD",
+        "hub:window-close:USD", "hub:window:USD:1", "hub:window:USD:1:bank-a"]
+    by_id = {e["account"]["id"]: e["key_id"] for e in switch_layer}
+    assert by_id["hub:cap:USD:bank-a"] == operator  # made with the participant, by its key
+    assert by_id["hub:window:USD:1"] == "system"  # the first window: opened by the switch
     events = [e for e in events if e not in switch_layer]
     kinds = sorted(event["type"] for event in events)
     assert kinds == ["account_created", "key_created", "limits_changed",

@@ -72,6 +72,8 @@ from switch.hub.payments import Payments
 from switch.hub.routes import hub_routes
 from switch.hub.service import Hub
 from switch.hub.signing import signing_key
+from switch.hub.window_routes import window_routes
+from switch.hub.windows import Windows
 from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
@@ -524,10 +526,15 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
     api = Api(router, settings, monitor, keyring)
     hub = Hub(router, api.visibility, keyring)
-    payments = Payments(hub, settings.hub, signing_key(Path(settings.data.dir)))
+    key = signing_key(Path(settings.data.dir))
+    windows = Windows(hub, key)
+    payments = Payments(hub, windows, settings.hub, key)
 
     async def enable(participant: Participant, key_id: str) -> None:
         await hub.enable([participant], key_id)
+        for ledger in participant.ledgers:  # its account in each ledger's open window
+            await windows.ensure_accounts(ledger, await windows.open_window(ledger),
+                                          [participant.id], key_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -568,6 +575,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one, enable),
         *hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds),
+        *window_routes(windows, api.parse_one),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,

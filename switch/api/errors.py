@@ -128,6 +128,9 @@ MESSAGES: dict[str, str] = {
     "quote_mismatch": "The payment's fields differ from its quote's; leave them out, or "
     "quote again.",
     "quote_expired": "The quote expired; ask for a new one.",
+    "window_not_found": "No settlement window has this id (ids look like USD.3).",
+    "window_draining": "The window is closed; payments still in flight on it are settling. "
+    "Ask again after Retry-After.",
 }
 for _code in [*AccountResult, *TransferResult]:
     if _code.value.startswith("exists_with_different_"):
@@ -137,7 +140,7 @@ for _code in [*AccountResult, *TransferResult]:
         )
 assert all(code.value in MESSAGES for code in [*AccountResult, *TransferResult])
 
-RETRYABLE = {"in_flight", "overloaded", "rate_limited", "read_model_unavailable",
+RETRYABLE = {"in_flight", "window_draining", "overloaded", "rate_limited", "read_model_unavailable",
              "shard_unavailable", "storage_full", "too_many_requests_in_flight",
              "too_many_streams"}
 

@@ -61,6 +61,9 @@ from switch.hub.schemas import (
     PublicKey,
     QuoteIn,
     QuoteOut,
+    WindowCloseIn,
+    WindowReport,
+    WindowResult,
 )
 from switch.read.events_api import EVENTS_PATH, EVENTS_PER_READ_MAX, WAIT_MS_MAX
 
@@ -71,7 +74,8 @@ MODELS: list[type[BaseModel]] = [
     EventPage, Error, ParticipantIn, ParticipantStatusIn, KeyIn, ParticipantOut,
     ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList, PaymentIn, PaymentOut,
     PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult, PartyIn,
-    PartyOut, PartyResult, QuoteIn, QuoteOut, PublicKey]
+    PartyOut, PartyResult, QuoteIn, QuoteOut, PublicKey, WindowCloseIn, WindowResult,
+    WindowReport]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
           "description": "opaque: the next_cursor of the page before, as given (empty: the "
                          "first page); any other value answers 400 cursor_invalid"}
@@ -207,6 +211,13 @@ def _hub_paths() -> dict[str, Any]:
             (400, 404, 413, 415, 422, 503), "Price a payment to an alias")},
         "/v1/hub/public-key": {"get": _read("PublicKey", [], "The switch's Ed25519 public "
                                                               "key (it signs quotes)")},
+        "/v1/settlement-windows/close": {"post": _write("WindowCloseIn", {
+            "200": _json(_ref("WindowResult"), "closed (or already), the next one open")},
+            (400, 404, 413, 415, 503), "Close a ledger's settlement window (operator)")},
+        "/v1/settlement-windows/{window_id}/report": {"get": _read("WindowReport", [
+            _param("window_id", "path", {"type": "string", "maxLength": 32}, True)],
+            "A window's report: gross, fees and net per participant; root and signature "
+            "once closed")},
         "/v1/participants/{participant_id}/positions": {
             "get": _read("PositionList", [participant], "A participant's position, net debit "
                                                         "cap and settlement balance per ledger")},

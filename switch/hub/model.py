@@ -173,18 +173,19 @@ def payment_legs(payment: Payment, key_id: str, timeout_ms: int = 0) -> list[Tra
                              position_id(payment.ledger, payment.payee_participant),
                              payment.amount, payment.ledger, POSITION_MOVE_CODE, payment.id,
                              flags, "", timeout_ms, 0, key_id, ""))
-    return _chained(legs)
+    return chained(legs)
 
 
 def resolution_legs(payment_id: str, legs: list[str], how: str, key_id: str) -> list[Transfer]:
     """Post (fulfil) or void (abort) each pending leg of a two-phase payment, as one chain."""
     flag = POST_PENDING if how == POST else VOID_PENDING
-    return _chained([Transfer(f"{payment_leg_id(payment_id, leg)}:{how}", "", "", 0, "",
+    return chained([Transfer(f"{payment_leg_id(payment_id, leg)}:{how}", "", "", 0, "",
                               UNSPECIFIED_CODE, "", flag, payment_leg_id(payment_id, leg), 0,
                               0, key_id, "") for leg in legs])
 
 
-def _chained(legs: list[Transfer]) -> list[Transfer]:
+def chained(legs: list[Transfer]) -> list[Transfer]:
+    """Legs as one linked chain: every one but the last carries the flag `linked`."""
     return [replace(leg, flags=leg.flags | LINKED) for leg in legs[:-1]] + legs[-1:]
 
 

@@ -10,17 +10,19 @@ used twice) comes back as the legs' result codes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from actors.ledger.model import PENDING, Account
+from actors.ledger.model import PENDING, Account, Transfer
 from actors.messages import AccountView, GetAccount, GetTransfer, TransferView, expect
 from switch.api.errors import ApiError
 from switch.cli.settings import HubSettings
 from switch.hub.model import (
     FEE_LEG,
     POSITION_LEG,
+    POST,
     WALLET_LEG,
     Payment,
     fee_of,
@@ -31,9 +33,15 @@ from switch.hub.model import (
     payment_result,
     resolution_legs,
 )
+from switch.hub.model import chained as _chained
 from switch.hub.quotes import Quote, new_nonce, seal, unseal
 from switch.hub.service import Hub, result_of
+from switch.hub.window_model import WINDOW_CODE, window_leg
+from switch.hub.windows import Windows
 
+WINDOW_TRIES = 4
+WINDOW_CLOSED = ("debit_account_closed", "credit_account_closed")
+WINDOW_MISSING = ("debit_account_not_found", "credit_account_not_found")
 STATES = {"pending": "prepared", "posted": "committed", "voided": "aborted",
           "expired": "expired"}
 
@@ -61,8 +69,10 @@ class PaymentTerms:
 
 
 class Payments:
-    def __init__(self, hub: Hub, settings: HubSettings, key: Ed25519PrivateKey) -> None:
+    def __init__(self, hub: Hub, windows: Windows, settings: HubSettings,
+                 key: Ed25519PrivateKey) -> None:
         self.hub = hub
+        self.windows = windows
         self.settings = settings
         self.key = key
 
@@ -123,11 +133,49 @@ class Payments:
             fee = fee_of(self.settings.fees.get(terms.ledger, []), terms.amount, payer, payee)
             payment = Payment(terms.id, terms.payer_account_id, terms.payee_account_id,
                               terms.amount, fee, terms.ledger, payer, payee)
-        timeout_ms = (terms.timeout_ms or self.settings.prepare_timeout_ms) if terms.two_phase \
-            else 0
-        legs = payment_legs(payment, key_id, timeout_ms)
-        outcomes = await self.hub.router.create_transfers(legs)
-        return payment_result(legs, [result_of(outcome) for outcome in outcomes])
+        if terms.two_phase:  # its window leg comes with its fulfil: the window it commits in
+            timeout_ms = terms.timeout_ms or self.settings.prepare_timeout_ms
+            return await self._send(payment, lambda _: payment_legs(payment, key_id,
+                                                                    timeout_ms))
+        return await self._send(payment, lambda number: payment_legs(payment, key_id) + (
+            self._window_leg(payment, number, key_id)))
+
+    def _window_leg(self, payment: Payment, number: int, key_id: str) -> list[Transfer]:
+        if payment.payer_participant == payment.payee_participant:
+            return []  # no position moves: nothing to settle between participants
+        return [window_leg(payment.id, payment.ledger, number, payment.payer_participant,
+                           payment.payee_participant, payment.amount, payment.fee, key_id)]
+
+    async def _send(self, payment: Payment, build: Callable[[int], list[Transfer]]) -> str:
+        """Send a payment's chain, built for the open window. A window that closed meanwhile
+        (its accounts refuse) or that has no account for a participant yet, or a repeat of a
+        payment made in an earlier window: built again for the right one, and sent again."""
+        number = await self.windows.open_window(payment.ledger)
+        for _ in range(WINDOW_TRIES):
+            legs = _chained(build(number))
+            outcomes = await self.hub.router.create_transfers(legs)
+            results = [result_of(outcome) for outcome in outcomes]
+            window = next((r for leg, r in zip(legs, results, strict=True)
+                           if leg.code == WINDOW_CODE), None)
+            if window in WINDOW_CLOSED:
+                number = await self.windows.moved_on(payment.ledger, number)
+            elif window in WINDOW_MISSING:
+                await self.windows.ensure_accounts(payment.ledger, number, [
+                    payment.payer_participant, payment.payee_participant])
+            elif "exists" in results and any(r != "exists" for r in results) and \
+                    (stored := await self._stored_window(payment.id)) not in (None, number):
+                number = stored  # a repeat: the payment's window is the one it committed in
+            else:
+                break
+        return payment_result(legs, results)
+
+    async def _stored_window(self, payment_id: str) -> int | None:
+        leg_id = payment_leg_id(payment_id, "window")
+        view = expect(await self.hub.router.ask(self.hub.router.shard_of(leg_id),
+                                                GetTransfer(leg_id)), TransferView)
+        if view.transfer is None:
+            return None
+        return int(view.transfer.debit_account_id.split(":")[3])
 
     async def _quoted(self, terms: PaymentTerms, caller_participant: str) -> Payment:
         assert terms.quote_id is not None
@@ -177,8 +225,12 @@ class Payments:
             [POSITION_LEG] if view.payment.payer_participant != view.payment.payee_participant
             else [])
         resolutions = resolution_legs(payment_id, legs, how, key_id)
-        outcomes = await self.hub.router.create_transfers(resolutions)
-        result = payment_result(resolutions, [result_of(outcome) for outcome in outcomes])
+        if how == POST:
+            result = await self._send(view.payment, lambda number: resolutions + (
+                self._window_leg(view.payment, number, key_id)))
+        else:
+            outcomes = await self.hub.router.create_transfers(resolutions)
+            result = payment_result(resolutions, [result_of(o) for o in outcomes])
         after = await self.view(payment_id)
         assert after is not None
         return result, after

@@ -165,11 +165,46 @@ class PaymentResult(BaseModel):
     payment: PaymentOut | None = None
 
 
+class WindowCloseIn(_Strict):
+    ledger: LedgerCode
+    id: Annotated[StrictStr, Field(max_length=32, description="the window to close (default: "
+                                                              "the open one), e.g. USD.3")] \
+        | None = None
+
+
+class WindowResult(BaseModel):
+    result: str = Field(description="ok, or unchanged when it was closed already")
+    closed: str = Field(description="the window closed")
+    open: str = Field(description="the window open now")
+
+
+class WindowRow(BaseModel):
+    participant_id: str
+    sent: int
+    received: int
+    fees: int
+    net: int = Field(description="sent - received; positive: it owes. The nets sum to zero")
+
+
+class WindowReport(BaseModel):
+    id: str
+    ledger: str
+    state: Literal["open", "closed"]
+    opened_at: int
+    closed_at: int | None
+    participants: list[WindowRow] = Field(description="a participant sees its own row")
+    payments: int
+    merkle_root: str | None = Field(description="closed windows: SHA-256 Merkle root over "
+                                                "the window's payments (docs/SWITCH.md)")
+    signature: str | None = Field(description="Ed25519, hex, by GET /v1/hub/public-key")
+
+
 class PublicKey(BaseModel):
     algorithm: Literal["Ed25519"]
     public_key: str = Field(description="32 bytes, hex")
 
 
+WINDOW_CLOSE = TypeAdapter(WindowCloseIn)
 PARTY = TypeAdapter(PartyIn)
 QUOTE = TypeAdapter(QuoteIn)
 PAYMENT = TypeAdapter(PaymentIn)

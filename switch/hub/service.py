@@ -69,6 +69,10 @@ class Hub:
                 raise RuntimeError(f"the switch layer's account {account.id} could not be "
                                    f"created: {result}")
 
+    def known_ledger(self, ledger: str) -> bool:
+        """A ledger some participant is enabled on (the switch layer has accounts there)."""
+        return any(ledger in p.ledgers for p in self.keyring.participants.values())
+
     def enabled(self, participant_id: str, ledger: str) -> bool:
         participant = self.keyring.participants.get(participant_id)
         return participant is not None and ledger in participant.ledgers

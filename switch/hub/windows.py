@@ -1,0 +1,195 @@
+"""Settlement windows at the ingress: which window is open per ledger, closing one, and its
+report (switch/hub/window_model.py says what a window is made of).
+
+The open window is read from the ledger (the highest window whose marker exists), kept here
+as a cache, and read again when a payment finds its window closed: several ingress
+processes agree because the ledger decides, not this cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from actors.ledger.model import CLOSED, Account, Transfer
+from actors.ledger.registry import SYSTEM
+from actors.messages import (
+    AccountTransfers,
+    AccountView,
+    GetAccount,
+    GetTransfer,
+    TransferPage,
+    TransferView,
+    expect,
+)
+from switch.api.errors import ApiError
+from switch.hub.service import Hub, result_of
+from switch.hub.window_model import (
+    WINDOW_CODE,
+    PaymentInWindow,
+    Row,
+    closing,
+    marker_id,
+    merkle_root,
+    payment_in_window,
+    rows_of,
+    signed_statement,
+    window_account_id,
+    window_accounts,
+)
+
+DRAIN_TIMEOUT_S = 30.0
+HISTORY_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Report:
+    ledger: str
+    number: int
+    state: str  # open or closed
+    opened_at: int
+    closed_at: int | None
+    rows: list[Row]
+    payments: list[PaymentInWindow]
+    root: str | None  # closed windows only, with the signature
+    signature: str | None
+
+
+class Windows:
+    def __init__(self, hub: Hub, key: Ed25519PrivateKey) -> None:
+        self.hub = hub
+        self.key = key
+        self._open: dict[str, int] = {}
+        self._closing = asyncio.Lock()
+
+    async def open_window(self, ledger: str) -> int:
+        if ledger not in self._open:
+            self._open[ledger] = await self._discover(ledger)
+        return self._open[ledger]
+
+    async def moved_on(self, ledger: str, number: int) -> int:
+        """A payment found window `number` closed: the one open now (read again)."""
+        if self._open.get(ledger) == number:
+            self._open[ledger] = await self._discover(ledger)
+        return self._open[ledger]
+
+    async def _discover(self, ledger: str) -> int:
+        """The highest window whose marker exists (the first one is opened here)."""
+        high = 1
+        while await self._account(marker_id(ledger, high)) is not None:
+            high *= 2
+        low = high // 2  # markers exist for 1..low, not for high
+        if low == 0:
+            await self.ensure_accounts(ledger, 1, self._participants(ledger))
+            return 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._account(marker_id(ledger, middle)) is not None:
+                low = middle
+            else:
+                high = middle
+        return low
+
+    async def ensure_accounts(self, ledger: str, number: int, participants: list[str],
+                              key_id: str = SYSTEM) -> None:
+        """Window `number`'s marker and these participants' accounts (idempotent); `key_id`:
+        who caused it (the audit lists these accounts: they may go negative)."""
+        accounts = window_accounts(ledger, number, participants)
+        outcomes = await self.hub.router.create_accounts(accounts, key_id=key_id)
+        for account, outcome in zip(accounts, outcomes, strict=True):
+            if result_of(outcome) not in ("ok", "exists"):
+                raise RuntimeError(f"window account {account.id}: {result_of(outcome)}")
+
+    def _participants(self, ledger: str) -> list[str]:
+        return sorted(p.id for p in self.hub.keyring.participants.values()
+                      if ledger in p.ledgers)
+
+    # ---- closing ----
+
+    async def close(self, ledger: str, number: int, key_id: str) -> str:
+        """Close window `number` of `ledger` and open the next; "unchanged" if it was
+        closed already. Idempotent: a close cut short by a crash is finished by the next."""
+        async with self._closing:
+            marker = await self._account(marker_id(ledger, number))
+            if marker is None:
+                raise ApiError(404, "window_not_found")
+            participants = self._participants(ledger)
+            was_closed = bool(marker.flags & CLOSED)
+            await self.ensure_accounts(ledger, number + 1, participants, key_id)
+            self._open[ledger] = max(self._open.get(ledger, 0), number + 1)
+            ids = [marker_id(ledger, number)] + [
+                window_account_id(ledger, number, p) for p in participants]
+            holds, posts = zip(*(closing(account_id, ledger, key_id) for account_id in ids),
+                               strict=True)
+            for step in (list(holds), list(posts)):
+                for outcome in await self.hub.router.create_transfers(step):
+                    result = result_of(outcome)
+                    if result not in ("ok", "exists", "debit_account_not_found"):
+                        raise RuntimeError(f"closing window {ledger}.{number}: {result}")
+            await self._drain(ids)
+            return "unchanged" if was_closed else "ok"
+
+    async def _drain(self, account_ids: list[str]) -> None:
+        """Until no leg is in flight on the window's accounts: its report is then final."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            accounts = [await self._account(account_id) for account_id in account_ids]
+            if all(a is None or (a.debits_pending == 0 and a.credits_pending == 0)
+                   for a in accounts):
+                return
+            if time.monotonic() > deadline:
+                raise ApiError(503, "window_draining", retry_after_seconds=1)
+            await asyncio.sleep(0.05)
+
+    # ---- the report ----
+
+    async def report(self, ledger: str, number: int) -> Report:
+        marker = await self._account(marker_id(ledger, number))
+        if marker is None:
+            raise ApiError(404, "window_not_found")
+        participants = self._participants(ledger)
+        legs: dict[str, PaymentInWindow] = {}
+        for participant in participants:
+            for leg in await self._history(window_account_id(ledger, number, participant)):
+                if leg.code == WINDOW_CODE and leg.id not in legs:
+                    legs[leg.id] = payment_in_window(leg, _participant(leg.debit_account_id),
+                                                     _participant(leg.credit_account_id))
+        payments = sorted(legs.values(), key=lambda p: p.payment_id)
+        rows = rows_of(participants, payments)
+        if not marker.flags & CLOSED:
+            return Report(ledger, number, "open", marker.timestamp, None, rows, payments,
+                          None, None)
+        closed_at = await self._closed_at(marker_id(ledger, number))
+        root = merkle_root(payments)
+        signature = self.key.sign(signed_statement(ledger, number, root, closed_at)).hex()
+        return Report(ledger, number, "closed", marker.timestamp, closed_at, rows, payments,
+                      root, signature)
+
+    async def _history(self, account_id: str) -> list[Transfer]:
+        legs: list[Transfer] = []
+        before: int | None = None
+        while True:
+            page = expect(await self.hub.router.ask(
+                self.hub.router.shard_of(account_id),
+                AccountTransfers(account_id, HISTORY_PAGE, before)), TransferPage)
+            legs += page.transfers
+            if page.next_position is None:
+                return legs
+            before = page.next_position
+
+    async def _closed_at(self, marker: str) -> int:
+        view = expect(await self.hub.router.ask(self.hub.router.shard_of(f"{marker}:close"),
+                                                GetTransfer(f"{marker}:close")), TransferView)
+        return view.transfer.timestamp if view.transfer is not None else 0
+
+    async def _account(self, account_id: str) -> Account | None:
+        view = await self.hub.router.ask(self.hub.router.shard_of(account_id),
+                                         GetAccount(account_id))
+        return expect(view, AccountView).account
+
+
+def _participant(window_account: str) -> str:
+    return window_account.split(":", 4)[4]

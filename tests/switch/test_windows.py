@@ -1,0 +1,127 @@
+"""Settlement windows against a real switch: every payment between participants lands in
+exactly one window, the one it committed in; a closed window's report is final, its nets sum
+to zero, and its Merkle root is signed with the switch's key (docs/SWITCH.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from switch.hub.window_model import signed_statement
+from tests.switch.hub_world import USD, Switch, fresh
+
+
+def close(hub: Switch, ledger: str = USD, window: str | None = None) -> dict[str, Any]:
+    body = {"ledger": ledger} if window is None else {"ledger": ledger, "id": window}
+    answer = hub.op("POST", "/v1/settlement-windows/close", body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def report(hub: Switch, window: str, participant: str | None = None) -> dict[str, Any]:
+    answer = (hub.op("GET", f"/v1/settlement-windows/{window}/report") if participant is None
+              else hub.as_(participant, "GET", f"/v1/settlement-windows/{window}/report"))
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def row(found: dict[str, Any], participant: str) -> dict[str, Any]:
+    (mine,) = [r for r in found["participants"] if r["participant_id"] == participant]
+    return dict(mine)
+
+
+def test_a_window_reports_what_committed_in_it(hub: Switch) -> None:
+    a, b, c = hub.participant(), hub.participant(), hub.participant()
+    for bank in (a, b, c):
+        hub.ready(bank, 10_000)
+    wa, wb, wc = hub.wallet(a, 5_000), hub.wallet(b, 5_000), hub.wallet(c, 5_000)
+    open_window = close(hub)["open"]  # a fresh window for this test
+    ids = [fresh("pay") for _ in range(3)]
+    for payment_id, (payer, payee, amount) in zip(ids, ((wa, wb, 100), (wb, wc, 30),
+                                                        (wa, wc, 7)), strict=True):
+        assert hub.pay(payer, payee, amount, payment_id=payment_id).status_code == 201
+    during = report(hub, open_window)
+    assert during["state"] == "open" and during["merkle_root"] is None
+    assert row(during, a) == {"participant_id": a, "sent": 107, "received": 0, "fees": 0,
+                              "net": 107}
+    closed = close(hub)
+    assert closed["closed"] == open_window and closed["result"] == "ok"
+    after = hub.pay(wa, wb, 5)  # in the next window
+    assert after.status_code == 201
+    final = report(hub, open_window)
+    assert final["state"] == "closed" and final["payments"] == 3
+    assert sum(r["net"] for r in final["participants"]) == 0
+    assert [row(final, p)["net"] for p in (a, b, c)] == [107, -70, -37]
+    assert row(report(hub, closed["open"]), a)["sent"] == 5
+    # the root, from the payments as stored, and the switch's signature over it
+    leaves = []
+    for payment_id in sorted(ids):
+        leg = hub.op("GET", f"/v1/transfers/hub:payment:{payment_id}:window").json()
+        payer, payee = (leg[side].split(":", 4)[4] for side in ("debit_account_id",
+                                                                "credit_account_id"))
+        leaves.append(hashlib.sha256(f"{payment_id}|{payer}|{payee}|{leg['amount']}|0|"
+                                     f"{leg['timestamp']}".encode()).digest())
+    level = leaves + leaves[-1:]  # three leaves: the third pairs with itself
+    level = [hashlib.sha256(level[0] + level[1]).digest(),
+             hashlib.sha256(level[2] + level[3]).digest()]
+    assert final["merkle_root"] == hashlib.sha256(level[0] + level[1]).hexdigest()
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(
+        hub.op("GET", "/v1/hub/public-key").json()["public_key"]))
+    ledger, number = open_window.split(".")
+    public.verify(bytes.fromhex(final["signature"]),
+                  signed_statement(ledger, int(number), final["merkle_root"],
+                                   final["closed_at"]))
+    # closing it again changes nothing; a participant sees its own row only
+    assert close(hub, window=open_window)["result"] == "unchanged"
+    assert report(hub, open_window) == final
+    assert [r["participant_id"] for r in report(hub, open_window, a)["participants"]] == [a]
+    assert hub.op("GET", "/v1/settlement-windows/USD.999999/report").status_code == 404
+    assert hub.as_(a, "GET", "/v1/settlement-windows/EUR.1/report").status_code == 404
+
+
+def test_a_prepared_payment_belongs_to_the_window_it_commits_in(hub: Switch) -> None:
+    a, b = hub.participant(), hub.participant()
+    hub.ready(a, 10_000)
+    wa, wb = hub.wallet(a, 1_000), hub.wallet(b)
+    payment_id = fresh("pay")
+    assert hub.pay(wa, wb, 60, payment_id=payment_id, mode="two_phase").status_code == 201
+    prepared_in = close(hub)["closed"]
+    fulfilled = hub.as_(b, "POST", f"/v1/payments/{payment_id}/fulfil")
+    assert fulfilled.status_code == 200, fulfilled.text
+    committed_in = close(hub)["closed"]
+    assert row(report(hub, prepared_in), a)["sent"] == 0
+    assert row(report(hub, committed_in), a)["sent"] == 60
+    assert hub.as_(b, "POST", f"/v1/payments/{payment_id}/fulfil").json()["result"] == "exists"
+
+
+def test_payments_racing_a_close_land_in_exactly_one_window(hub: Switch) -> None:
+    banks = [hub.participant() for _ in range(3)]
+    for bank in banks:
+        hub.ready(bank, 10**9)
+    wallets = [hub.wallet(bank, 10**6) for bank in banks for _ in range(2)]
+    first = close(hub)["open"]
+
+    def pay(n: int) -> tuple[str, str]:
+        payment_id = fresh("race")
+        payer, payee = wallets[n % 6], wallets[(n + 1 + n % 4) % 6]
+        if payer.rsplit("-", 1)[0] == payee.rsplit("-", 1)[0]:
+            payee = wallets[(n + 2) % 6]
+        return payment_id, hub.pay(payer, payee, 1 + n % 50,
+                                   payment_id=payment_id).json()["result"]
+
+    with ThreadPoolExecutor(8) as pool:
+        racing = [pool.submit(pay, n) for n in range(120)]
+        second = close(hub)["open"]
+        outcomes = [future.result() for future in racing]
+    third = close(hub)["open"]
+    assert all(result == "ok" for _, result in outcomes)
+    windows = [report(hub, window) for window in (first, second)]
+    assert sum(found["payments"] for found in windows) >= 120  # all of them, and no other
+    for found in windows:
+        assert sum(r["net"] for r in found["participants"]) == 0
+    sent = sum(row(found, bank)["sent"] for found in windows for bank in banks)
+    assert sent == sum(1 + n % 50 for n in range(120))
+    assert report(hub, third)["payments"] == 0
