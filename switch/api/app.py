@@ -71,6 +71,7 @@ from switch.hub.model import RESERVED_PREFIX, reserved
 from switch.hub.payments import Payments
 from switch.hub.routes import hub_routes
 from switch.hub.service import Hub
+from switch.hub.settlements import Settlements
 from switch.hub.signing import signing_key
 from switch.hub.window_routes import window_routes
 from switch.hub.windows import Windows
@@ -575,7 +576,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one, enable),
         *hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds),
-        *window_routes(windows, api.parse_one),
+        *window_routes(windows, Settlements(hub, windows), api.parse_one),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,

@@ -129,6 +129,13 @@ MESSAGES: dict[str, str] = {
     "quote again.",
     "quote_expired": "The quote expired; ask for a new one.",
     "window_not_found": "No settlement window has this id (ids look like USD.3).",
+    "window_open": "Only closed windows can be settled; close it first.",
+    "window_in_other_settlement": "A window is part of another settlement already.",
+    "exists_with_different_windows": "A settlement with this id names other windows.",
+    "too_many_windows": "Too many windows for one settlement; settle them in several.",
+    "settlement_not_found": "No settlement has this id.",
+    "settlement_insufficient_funds": "The participant's settlement account cannot pay its "
+    "net; move funds in, then settle again.",
     "window_draining": "The window is closed; payments still in flight on it are settling. "
     "Ask again after Retry-After.",
 }

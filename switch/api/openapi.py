@@ -61,6 +61,10 @@ from switch.hub.schemas import (
     PublicKey,
     QuoteIn,
     QuoteOut,
+    SettledIn,
+    SettlementIn,
+    SettlementOut,
+    SettlementResult,
     WindowCloseIn,
     WindowReport,
     WindowResult,
@@ -75,7 +79,7 @@ MODELS: list[type[BaseModel]] = [
     ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList, PaymentIn, PaymentOut,
     PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult, PartyIn,
     PartyOut, PartyResult, QuoteIn, QuoteOut, PublicKey, WindowCloseIn, WindowResult,
-    WindowReport]
+    WindowReport, SettlementIn, SettledIn, SettlementOut, SettlementResult]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
           "description": "opaque: the next_cursor of the page before, as given (empty: the "
                          "first page); any other value answers 400 cursor_invalid"}
@@ -211,6 +215,18 @@ def _hub_paths() -> dict[str, Any]:
             (400, 404, 413, 415, 422, 503), "Price a payment to an alias")},
         "/v1/hub/public-key": {"get": _read("PublicKey", [], "The switch's Ed25519 public "
                                                               "key (it signs quotes)")},
+        "/v1/settlements": {"post": _write("SettlementIn", {
+            "201": _json(_ref("SettlementResult"), "made: each participant's net, pending"),
+            "200": _json(_ref("SettlementResult"), "exists with the same windows")},
+            (400, 404, 409, 413, 415, 422, 503),
+            "Settle closed windows between the participants (operator)")},
+        "/v1/settlements/{settlement_id}": {"get": _read("SettlementOut", [
+            _id("settlement_id")], "A settlement: each participant's net and state")},
+        "/v1/settlements/{settlement_id}/participants/{participant_id}": {"put": _write(
+            "SettledIn", {"200": _json(_ref("SettlementResult"), "settled (or already)")},
+            (400, 404, 413, 415, 422, 503),
+            "Settle one participant's net: its settlement account and position (operator)",
+            [_id("settlement_id"), _id("participant_id")])},
         "/v1/settlement-windows/close": {"post": _write("WindowCloseIn", {
             "200": _json(_ref("WindowResult"), "closed (or already), the next one open")},
             (400, 404, 413, 415, 503), "Close a ledger's settlement window (operator)")},

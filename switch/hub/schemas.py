@@ -199,12 +199,44 @@ class WindowReport(BaseModel):
     signature: str | None = Field(description="Ed25519, hex, by GET /v1/hub/public-key")
 
 
+class SettlementIn(_Strict):
+    id: Id
+    ledger: LedgerCode
+    window_ids: Annotated[list[Annotated[StrictStr, Field(max_length=32)]],
+                          Field(min_length=1, max_length=64)]
+
+
+class SettledIn(_Strict):
+    state: Literal["settled"]
+
+
+class SettlementRow(BaseModel):
+    participant_id: str
+    net: int = Field(description="positive: it pays this much; negative: it receives")
+    state: Literal["pending", "settled"]
+
+
+class SettlementOut(BaseModel):
+    id: str
+    ledger: str
+    window_ids: list[str]
+    state: Literal["pending", "settled"]
+    participants: list[SettlementRow] = Field(description="a participant sees its own row")
+
+
+class SettlementResult(BaseModel):
+    result: str = Field(description="ok, or exists")
+    settlement: SettlementOut
+
+
 class PublicKey(BaseModel):
     algorithm: Literal["Ed25519"]
     public_key: str = Field(description="32 bytes, hex")
 
 
 WINDOW_CLOSE = TypeAdapter(WindowCloseIn)
+SETTLEMENT = TypeAdapter(SettlementIn)
+SETTLED = TypeAdapter(SettledIn)
 PARTY = TypeAdapter(PartyIn)
 QUOTE = TypeAdapter(QuoteIn)
 PAYMENT = TypeAdapter(PaymentIn)

@@ -77,6 +77,9 @@ class World:
         self.as_caller("bank-b", "POST", "/v1/parties", {"type": "IBAN",
                                                          "id": "DE89370400440532013000",
                                                          "account_id": "acc-b"}, expect=201)
+        self.op("POST", "/v1/settlement-windows/close", {"ledger": USD}, expect=200)
+        self.op("POST", "/v1/settlements", {"id": "stl-1", "ledger": USD,
+                                            "window_ids": ["USD.1"]}, expect=201)
         self.op("PUT", "/v1/participants/bank-c", {"status": "disabled"}, expect=200)
 
     def new_key(self, body: dict[str, Any]) -> str:
@@ -223,6 +226,12 @@ ROWS: list[Row] = [
     ("GET", "/v1/settlement-windows/USD.1/report", None, OPEN),
     ("GET", "/v1/settlement-windows/USD.999999/report", None, MISSING),
     ("POST", "/v1/settlement-windows/close", {"ledger": USD, "id": "USD.1"}, OPERATOR_ONLY_200),
+    ("POST", "/v1/settlements", {"id": "stl-1", "ledger": USD, "window_ids": ["USD.1"]},
+     {"operator": 200, "auditor": 403, "bank-a": 403, "bank-b": 403}),
+    ("GET", "/v1/settlements/stl-1", None, OPEN),
+    ("GET", "/v1/settlements/nope", None, MISSING),
+    ("PUT", "/v1/settlements/stl-1/participants/bank-b", {"state": "settled"},
+     OPERATOR_ONLY_200),
     ("GET", "/v1/participants/bank-a/positions", None, OWN_A),
     ("GET", "/v1/participants/bank-b/positions", None, OWN_B),
     ("GET", "/v1/participants/nope/positions", None, MISSING),

@@ -58,6 +58,20 @@ def test_the_worked_example(switch: RunningSwitch) -> None:
         "ledger": "USD"})
     assert refused.json()["code"] == "exceeds_net_debit_cap"
     assert switch.account("bob")["credits_posted"] == 12_000  # it moved nothing
+    call("POST", "/v1/settlement-windows/close", {"ledger": "USD"})  # step 6
+    found = call("GET", "/v1/settlement-windows/USD.1/report")
+    nets = {row["participant_id"]: row["net"] for row in found["participants"]}
+    assert nets == {"bank-a": 12_000, "bank-b": -12_000} and found["signature"]
+    call("POST", "/v1/settlements", {"id": "day-1", "ledger": "USD",  # step 7
+                                     "window_ids": ["USD.1"]}, expect=201)
+    for bank in keys:
+        call("PUT", f"/v1/settlements/day-1/participants/{bank}", {"state": "settled"})
+    after = {bank: call("GET", f"/v1/participants/{bank}/positions")["positions"][0]
+             for bank in keys}
+    assert after["bank-a"]["position"] == after["bank-b"]["position"] == 0
+    assert after["bank-a"]["headroom"] == 500_000
+    assert after["bank-a"]["settlement_balance"] == 1_000_000 - 12_000
     text = DOC.read_text()
-    for stated in ("10,000.00", "5,000.00", "120.00", "4,880.00", "exceeds_net_debit_cap"):
+    for stated in ("10,000.00", "5,000.00", "120.00", "4,880.00", "exceeds_net_debit_cap",
+                   "\u2212120.00", "USD.1", "day-1"):  # a minus sign, as the doc writes it
         assert stated in text

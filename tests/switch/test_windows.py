@@ -125,3 +125,86 @@ def test_payments_racing_a_close_land_in_exactly_one_window(hub: Switch) -> None
     sent = sum(row(found, bank)["sent"] for found in windows for bank in banks)
     assert sent == sum(1 + n % 50 for n in range(120))
     assert report(hub, third)["payments"] == 0
+
+
+# ---- settlements ----
+
+def settle(hub: Switch, settlement: str, participant: str) -> Any:
+    return hub.op("PUT", f"/v1/settlements/{settlement}/participants/{participant}",
+                  {"state": "settled"})
+
+
+def test_a_settlement_moves_each_net_and_resets_positions(hub: Switch) -> None:
+    a, b, c = hub.participant(), hub.participant(), hub.participant()
+    for bank in (a, b, c):
+        hub.ready(bank, 10_000)
+    wa, wb, wc = hub.wallet(a, 5_000), hub.wallet(b, 5_000), hub.wallet(c, 5_000)
+    window = close(hub)["open"]
+    for payer, payee, amount in ((wa, wb, 100), (wb, wc, 30), (wa, wc, 7)):
+        assert hub.pay(payer, payee, amount).status_code == 201
+    settlement = fresh("stl")
+    body = {"id": settlement, "ledger": USD, "window_ids": [window]}
+    assert hub.op("POST", "/v1/settlements", body).json()["code"] == "window_open"
+    close(hub)
+    made = hub.op("POST", "/v1/settlements", body)
+    assert made.status_code == 201, made.text
+    assert [(r["participant_id"], r["net"], r["state"]) for r in made.json()["settlement"][
+        "participants"] if r["participant_id"] in (a, b, c)] == [
+        (a, 107, "pending"), (b, -70, "pending"), (c, -37, "pending")]
+    assert hub.op("POST", "/v1/settlements", body).json()["result"] == "exists"
+    other = hub.op("POST", "/v1/settlements", {**body, "id": fresh("stl")})
+    assert other.status_code == 409 and other.json()["code"] == "window_in_other_settlement"
+    before = {bank: hub.position(bank) for bank in (a, b, c)}
+    for bank in (a, b, c):
+        done = settle(hub, settlement, bank)
+        assert done.status_code == 200, done.text
+    assert settle(hub, settlement, a).json()["result"] == "exists"
+    after = {bank: hub.position(bank) for bank in (a, b, c)}
+    for bank, net in ((a, 107), (b, -70), (c, -37)):
+        assert after[bank]["position"] == before[bank]["position"] - net == 0
+        assert after[bank]["settlement_balance"] == before[bank]["settlement_balance"] - net
+    shown = hub.op("GET", f"/v1/settlements/{settlement}").json()
+    assert shown["state"] == "settled"
+    assert hub.balance(f"hub:multilateral:{USD}") == 0
+    mine = hub.as_(a, "GET", f"/v1/settlements/{settlement}").json()
+    assert [r["participant_id"] for r in mine["participants"]] == [a]
+
+
+def test_a_creditor_that_spent_its_credit_is_settled(hub: Switch) -> None:
+    payer, creditor = hub.participant(), hub.participant()
+    hub.ready(payer, 10_000)
+    hub.ready(creditor, 50, liquidity=50)
+    wp, wc = hub.wallet(payer, 1_000), hub.wallet(creditor, 1_000)
+    window = close(hub)["open"]
+    assert hub.pay(wp, wc, 100).status_code == 201  # the creditor's headroom: 150
+    close(hub)
+    assert hub.pay(wc, wp, 120).status_code == 201  # next window: it spends 120 of it
+    settlement = fresh("stl")
+    assert hub.op("POST", "/v1/settlements", {"id": settlement, "ledger": USD,
+                                              "window_ids": [window]}).status_code == 201
+    assert settle(hub, settlement, creditor).status_code == 200
+    standing = hub.position(creditor)
+    assert standing == {"ledger": USD, "position": 120, "net_debit_cap": 120, "headroom": 0,
+                        "settlement_balance": 150}  # its cap rose by what it had spent
+
+
+def test_a_debtor_without_funds_settles_once_funded(hub: Switch) -> None:
+    debtor, other = hub.participant(), hub.participant()
+    hub.ready(debtor, 500)
+    hub.ready(other, 500)
+    wd, wo = hub.wallet(debtor, 1_000), hub.wallet(other, 1_000)
+    window = close(hub)["open"]
+    assert hub.pay(wd, wo, 400).status_code == 201
+    close(hub)
+    assert hub.pay(wo, wd, 300).status_code == 201  # next window: its position is 100
+    assert hub.cap(debtor, 100).status_code == 200
+    assert hub.funds(debtor, 400, "out").status_code == 201  # it keeps 100
+    settlement = fresh("stl")
+    hub.op("POST", "/v1/settlements", {"id": settlement, "ledger": USD, "window_ids": [window]})
+    short = settle(hub, settlement, debtor)
+    assert short.status_code == 422 and short.json()["code"] == "settlement_insufficient_funds"
+    assert hub.position(debtor)["settlement_balance"] == 100  # nothing moved
+    assert hub.funds(debtor, 300).status_code == 201
+    assert settle(hub, settlement, debtor).status_code == 200
+    assert hub.position(debtor) == {"ledger": USD, "position": -300, "net_debit_cap": 100,
+                                    "headroom": 400, "settlement_balance": 0}
