@@ -3,13 +3,17 @@ switch layer (docs/SWITCH.md).
 
 Concurrent clients make payments between three participants' wallets: immediate ones and
 two-phase ones (prepared, then fulfilled, aborted or left to expire), under caps low enough
-that some are refused. At a random moment every process of the switch gets SIGKILL. After a
+that some are refused, while the operator closes settlement windows and settles each one.
+At a random moment every process of the switch gets SIGKILL. After a
 restart (seed 1 in `make test`; seeds 2-11 with --run-slow):
 - every acknowledged payment is there, in the state it was acknowledged in, and every
   refused one is not;
 - each wallet holds exactly what the payments that are there moved;
-- each participant's position is what it sent minus what it received, never above its cap,
-  and the positions sum to zero;
+- every payment between participants is in exactly one window, each window's nets sum to
+  zero, and every settlement acknowledged is there;
+- each participant's position is what it sent minus what it received minus what was
+  settled, never above its cap, and the positions sum to zero; its settlement account moved
+  by exactly what was settled;
 - the books balance, and re-sending the acknowledged payments answers `exists` and moves
   nothing.
 """
@@ -35,9 +39,54 @@ BANKS = ("bank-0", "bank-1", "bank-2")
 WALLETS = {bank: [f"{bank}-w{n}" for n in range(6)] for bank in BANKS}
 WALLET_FUNDS = 5_000
 CAP = 1_000
+FUNDS = 100_000  # each participant's settlement account at the start
 TIMEOUT_MS = 1_500
 CLIENTS = 4
 ACKNOWLEDGED_MIN = 100
+
+
+class Operator:
+    """Closes windows now and then, and settles each closed one: what it got an answer for
+    is remembered (a settle acknowledged must be there after the restart)."""
+
+    def __init__(self, url: str, seed: int, headers: dict[str, str]) -> None:
+        self.url = url
+        self.rng = random.Random(seed)
+        self.headers = headers
+        self.settled: set[tuple[str, str]] = set()  # (settlement, participant) acknowledged
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        try:
+            with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as http:
+                while not self.stop.wait(self.rng.uniform(0.2, 0.6)):
+                    self._close_and_settle(http)
+        except httpx.HTTPError:
+            return  # the switch was killed
+        except Exception as error:
+            self.failures.append(repr(error))
+
+    def _close_and_settle(self, http: httpx.Client) -> None:
+        closed = http.post("/v1/settlement-windows/close", json={"ledger": "USD"})
+        if closed.status_code == 503:
+            return
+        assert closed.status_code == 200, closed.text
+        window = closed.json()["closed"]
+        settlement = f"stl-{window}"
+        made = http.post("/v1/settlements", json={"id": settlement, "ledger": "USD",
+                                                  "window_ids": [window]})
+        if made.status_code == 503:
+            return
+        assert made.status_code in (200, 201), made.text
+        for bank in BANKS:
+            answer = http.put(f"/v1/settlements/{settlement}/participants/{bank}",
+                              json={"state": "settled"})
+            if answer.status_code == 200:
+                self.settled.add((settlement, bank))
+            else:  # a debtor short of funds, or the kill
+                assert answer.status_code in (422, 503), answer.text
 
 
 class PaymentLoad:
@@ -133,7 +182,7 @@ def setup(switch: SwitchProcess) -> None:
         http.post("/v1/participants", json={"id": bank, "name": bank, "ledgers": ["USD"]}
                   ).raise_for_status()
         http.post(f"/v1/participants/{bank}/funds", json={
-            "id": f"f-{bank}", "ledger": "USD", "direction": "in", "amount": 100_000}
+            "id": f"f-{bank}", "ledger": "USD", "direction": "in", "amount": FUNDS}
                   ).raise_for_status()
         http.put(f"/v1/participants/{bank}/ledgers/USD/net-debit-cap",
                  json={"net_debit_cap": CAP}).raise_for_status()
@@ -147,7 +196,33 @@ def setup(switch: SwitchProcess) -> None:
                   ).raise_for_status()
 
 
-def audit(switch: SwitchProcess, load: PaymentLoad) -> None:
+def audit_windows(switch: SwitchProcess, committed_between_banks: int,
+                  operator: Operator) -> dict[str, int]:
+    """Every payment between participants in exactly one window; each window's nets sum to
+    zero; what was acknowledged settled is settled. Returns each bank's settled nets."""
+    http = switch.http
+    number, payments = 1, 0
+    settled_nets: Counter[str] = Counter()
+    while True:
+        answer = http.get(f"/v1/settlement-windows/USD.{number}/report")
+        if answer.status_code == 404:
+            break
+        found = answer.json()
+        payments += found["payments"]
+        assert sum(row["net"] for row in found["participants"]) == 0, found
+        settlement = http.get(f"/v1/settlements/stl-USD.{number}")
+        if settlement.status_code == 200:
+            for row in settlement.json()["participants"]:
+                acked = (f"stl-USD.{number}", row["participant_id"]) in operator.settled
+                assert row["state"] == "settled" or not acked, row
+                if row["state"] == "settled":
+                    settled_nets[row["participant_id"]] += row["net"]
+        number += 1
+    assert payments == committed_between_banks, (payments, committed_between_banks)
+    return settled_nets
+
+
+def audit(switch: SwitchProcess, load: PaymentLoad, operator: Operator) -> None:
     http = switch.http
     deadline = time.monotonic() + 60
     while True:  # every prepared payment expires (1.5 s), or was resolved
@@ -158,6 +233,7 @@ def audit(switch: SwitchProcess, load: PaymentLoad) -> None:
         time.sleep(0.5)
     moved: Counter[str] = Counter()  # wallet -> credits - debits from payments
     position: Counter[str] = Counter()
+    between_banks = 0
     for payment_id, state in states.items():
         assert state in load.expected[payment_id], (payment_id, state,
                                                      load.expected[payment_id])
@@ -171,6 +247,8 @@ def audit(switch: SwitchProcess, load: PaymentLoad) -> None:
         if payer != payee:
             position[payer] += body["amount"]
             position[payee] -= body["amount"]
+            between_banks += 1
+    settled = audit_windows(switch, between_banks, operator)
     for wallet in (w for wallets in WALLETS.values() for w in wallets):
         account = http.get(f"/v1/accounts/{wallet}").json()
         assert account["credits_posted"] - account["debits_posted"] == \
@@ -179,10 +257,16 @@ def audit(switch: SwitchProcess, load: PaymentLoad) -> None:
     stood = {bank: http.get(f"/v1/participants/{bank}/positions").json()["positions"][0]
              for bank in BANKS}
     for bank in BANKS:
-        assert stood[bank]["position"] == position[bank], (bank, stood[bank], position)
-        assert stood[bank]["position"] <= stood[bank]["net_debit_cap"] == CAP
+        assert stood[bank]["position"] == position[bank] - settled[bank], (
+            bank, stood[bank], position, settled)
+        assert stood[bank]["settlement_balance"] == FUNDS - settled[bank], (bank, stood[bank])
+        assert stood[bank]["position"] <= stood[bank]["net_debit_cap"]  # raised, maybe
+        assert stood[bank]["net_debit_cap"] <= stood[bank]["settlement_balance"]
         assert stood[bank]["headroom"] >= 0
     assert sum(s["position"] for s in stood.values()) == 0
+    multilateral = http.get("/v1/accounts/hub:multilateral:USD").json()
+    assert multilateral["debits_posted"] == multilateral["credits_posted"]  # per participant
+    assert multilateral["debits_pending"] == multilateral["credits_pending"] == 0
     assert all(ledger["balanced"] for ledger in http.get("/v1/ledgers").json()["ledgers"])
 
 
@@ -221,11 +305,17 @@ def run_payment_crash(tmp_path: Path, seed: int) -> None:
     try:
         setup(switch)
         load = PaymentLoad(switch.url, seed, switch.headers)
+        operator = Operator(switch.url, seed, switch.headers)
         load.start()
+        operator.thread.start()
         time.sleep(rng.uniform(2.0, 4.0))
         switch.kill_session()
         load.finish()
+        operator.stop.set()
+        operator.thread.join(timeout=60)
         assert not load.failures, load.failures
+        assert not operator.failures, operator.failures
+        assert operator.settled, "no settlement was made before the kill"
         acknowledged = sum(1 for states in load.expected.values() if "absent" not in states)
         refused = sum(1 for states in load.expected.values() if states == {"absent"})
         print(f"seed {seed}: sent {len(load.sent)}, acknowledged {acknowledged}, refused "
@@ -237,7 +327,7 @@ def run_payment_crash(tmp_path: Path, seed: int) -> None:
                                   timeout=300)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         switch.start()
-        audit(switch, load)
+        audit(switch, load, operator)
         resend(switch, load)
     finally:
         switch.kill_session()

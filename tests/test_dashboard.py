@@ -39,6 +39,13 @@ def test_dashboard_shows_live_data_for_every_shard(switch: RunningSwitch, tmp_pa
     from playwright.sync_api import sync_playwright
 
     switch.post("/v1/accounts", [account("bank")] + [account(f"w{i}") for i in range(8)])
+    for participant in ("psp-a", "psp-b"):  # the switch layer's table: a position, a cap
+        switch.post("/v1/participants", {"id": participant, "name": participant,
+                                         "ledgers": ["USD"]})
+    switch.post("/v1/participants/psp-a/funds", {"id": "f", "ledger": "USD", "direction": "in",
+                                                 "amount": 1_000})
+    switch.client.put(switch.url + "/v1/participants/psp-a/ledgers/USD/net-debit-cap",
+                      json={"net_debit_cap": 1_000})
     stop = threading.Event()
     load = threading.Thread(target=drive_load, args=(switch, stop))
     load.start()
@@ -61,6 +68,8 @@ def test_dashboard_shows_live_data_for_every_shard(switch: RunningSwitch, tmp_pa
             assert any(name.startswith("w") for name, _ in data["hottest"])
             assert data["rejections"].get("accounts_must_be_different", 0) > 0
             assert page.locator("#ledgers tbody tr").count() >= 1
+            assert page.locator("#positions tbody tr").count() == 2  # psp-a and psp-b
+            assert page.locator("#windows tbody tr").count() == 1  # USD's open window
             assert page.locator("canvas").count() >= 5  # one per chart
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             assert (tmp_path / "dashboard.png").stat().st_size > 10_000

@@ -73,6 +73,7 @@ from switch.hub.routes import hub_routes
 from switch.hub.service import Hub
 from switch.hub.settlements import Settlements
 from switch.hub.signing import signing_key
+from switch.hub.watch import HubCollector, HubWatch
 from switch.hub.window_routes import window_routes
 from switch.hub.windows import Windows
 from switch.observe.dashboard import dashboard_routes
@@ -530,6 +531,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     key = signing_key(Path(settings.data.dir))
     windows = Windows(hub, key)
     payments = Payments(hub, windows, settings.hub, key)
+    watch = HubWatch(hub, windows, settings.hub.alarm_percent, settings.monitor.interval_ms)
+    metrics.registry.register(HubCollector(watch))
 
     async def enable(participant: Participant, key_id: str) -> None:
         await hub.enable([participant], key_id)
@@ -552,6 +555,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
                  asyncio.create_task(keyring.refresh_forever()),
                  asyncio.create_task(monitor.run()),
+                 asyncio.create_task(watch.run()),
                  asyncio.create_task(_release_free_memory_forever())]
         yield
         for task in tasks:
@@ -568,7 +572,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
-        *dashboard_routes(monitor, metrics, ray_dashboard_url),
+        *dashboard_routes(monitor, metrics, ray_dashboard_url, watch.data),
         *event_routes(EventStream(router.links), StreamSlots(
             settings.server.streams_max, settings.server.streams_per_client_max,
             settings.server.retry_after_seconds), api.visibility.visible_events,

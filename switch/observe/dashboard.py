@@ -7,6 +7,7 @@ charting library (uPlot, MIT, in static/vendor) are plain files: no build step.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ACCEPTED = {"ok", "exists"}
 
 
-def dashboard_data(monitor: Monitor, ray_dashboard_url: str | None) -> dict[str, Any]:
+def dashboard_data(monitor: Monitor, ray_dashboard_url: str | None,
+                   switch_layer: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`switch_layer`: positions against caps and open windows (switch/hub/watch.py)."""
     slots = Counter(monitor.router.placement.slot_table)
     shards = [{
         "shard": s["shard"], "node_id": s.get("node_id", ""), "node_ip": s.get("node_ip", ""),
@@ -54,11 +57,13 @@ def dashboard_data(monitor: Monitor, ray_dashboard_url: str | None) -> dict[str,
         "ledgers": ledgers,
         "rejections": {code: count for code, count in monitor.results_total.most_common()
                        if code not in ACCEPTED},
+        "switch_layer": switch_layer() if switch_layer is not None else None,
     }
 
 
-def dashboard_routes(monitor: Monitor, metrics: Metrics,
-                     ray_dashboard_url: str | None) -> list[BaseRoute]:
+def dashboard_routes(monitor: Monitor, metrics: Metrics, ray_dashboard_url: str | None,
+                     switch_layer: Callable[[], dict[str, Any]] | None = None
+                     ) -> list[BaseRoute]:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -66,7 +71,7 @@ def dashboard_routes(monitor: Monitor, metrics: Metrics,
         return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
 
     async def data(request: Request) -> Response:
-        return Response(dumps_exact(dashboard_data(monitor, ray_dashboard_url)),
+        return Response(dumps_exact(dashboard_data(monitor, ray_dashboard_url, switch_layer)),
                         media_type="application/json", headers={"Cache-Control": "no-store"})
 
     return [

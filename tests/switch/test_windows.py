@@ -5,6 +5,7 @@ to zero, and its Merkle root is signed with the switch's key (docs/SWITCH.md).""
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -208,3 +209,29 @@ def test_a_debtor_without_funds_settles_once_funded(hub: Switch) -> None:
     assert settle(hub, settlement, debtor).status_code == 200
     assert hub.position(debtor) == {"ledger": USD, "position": -300, "net_debit_cap": 100,
                                     "headroom": 400, "settlement_balance": 0}
+
+
+# ---- watching: positions against caps, alarms, open windows ----
+
+def test_the_dashboard_and_metrics_show_positions_and_alarms(hub: Switch) -> None:
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 1_000)
+    wp, wq = hub.wallet(payer, 5_000), hub.wallet(payee)
+    assert hub.pay(wp, wq, 850).status_code == 201  # 85%: past the 80% alarm
+    deadline = time.monotonic() + 15
+    while True:
+        shown = hub.op("GET", "/dashboard/data").json()["switch_layer"]
+        row = next((p for p in shown["positions"] if p["participant_id"] == payer), None)
+        if row is not None and row["position"] == 850:
+            break
+        assert time.monotonic() < deadline, "the dashboard never showed the position"
+        time.sleep(0.2)
+    assert (row["net_debit_cap"], row["used_percent"], row["alarm"]) == (1_000, 85.0, True)
+    assert any(window["ledger"] == USD for window in shown["windows"])  # its open window
+    metrics = hub.op("GET", "/metrics").text
+    assert f'payswitch_participant_position{{ledger="USD",participant="{payer}"}} 850.0' \
+        in metrics
+    assert "payswitch_ndc_alarms_total" in metrics
+    alarms = next(line for line in metrics.splitlines()
+                  if line.startswith("payswitch_ndc_alarms_total"))
+    assert float(alarms.split()[-1]) >= 1

@@ -54,6 +54,14 @@ function bookStatus(l) {
   return { text: "UNBALANCED", cls: "bad" };
 }
 
+// A position's share of its cap: a warning past the alarm threshold, bad at the cap.
+function usage(p, alarmPercent) {
+  const text = p.net_debit_cap ? `${p.used_percent.toFixed(1)}%` : "no cap";
+  if (p.net_debit_cap && p.position >= p.net_debit_cap) return { text, cls: "bad" };
+  if (p.alarm) return { text: `${text} (alarm at ${alarmPercent}%)`, cls: "warn" };
+  return { text, cls: "good" };
+}
+
 function render(data) {
   const nodes = Object.fromEntries(data.nodes.map((n) => [n.node_id, n]));
   rows("shards", data.shards.map((s) => [
@@ -68,6 +76,13 @@ function render(data) {
     bookStatus(l),
   ]));
   rows("hottest", data.hottest.map(([account, count]) => [account, number(count)]));
+  const hub = data.switch_layer || { positions: [], windows: [] };
+  rows("positions", hub.positions.map((p) => [
+    p.participant_id, p.ledger, number(p.position), number(p.net_debit_cap),
+    usage(p, hub.alarm_percent), number(p.headroom), number(p.settlement_balance),
+  ]));
+  rows("windows", hub.windows.map((w) => [w.ledger, w.open]));
+  state.positions = hub.positions.length;
   rows("rejections", Object.entries(data.rejections).map(([code, count]) => [code, number(count)]));
 
   const series = data.series;
