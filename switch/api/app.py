@@ -556,6 +556,9 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                  asyncio.create_task(keyring.refresh_forever()),
                  asyncio.create_task(monitor.run()),
                  asyncio.create_task(watch.run()),
+                 *([asyncio.create_task(windows.close_forever(
+                     settings.hub.window_close_interval_s))]
+                   if settings.hub.window_close_interval_s else []),
                  asyncio.create_task(_release_free_memory_forever())]
         yield
         for task in tasks:

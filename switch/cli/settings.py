@@ -148,6 +148,7 @@ class HubSettings(_Section):
     quote_expiry_ms: int = Field(default=60_000, gt=0)  # how long a quote's terms bind
     prepare_timeout_ms: int = Field(default=30_000, gt=0)  # a two-phase payment's default expiry
     alarm_percent: int = Field(default=80, ge=1, le=100)  # of its cap: a position's alarm
+    window_close_interval_s: int = Field(default=0, ge=0)  # 0: the operator closes windows
     # Per ledger: its rules, the ledger's own (no payer/payee) and pairs' (both).
     fees: dict[str, list[FeeRule]] = Field(default_factory=dict)
 

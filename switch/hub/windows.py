@@ -9,6 +9,7 @@ processes agree because the ledger decides, not this cache.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from switch.hub.window_model import (
     window_accounts,
 )
 
+log = logging.getLogger("payswitch.hub")
 DRAIN_TIMEOUT_S = 30.0
 HISTORY_PAGE = 1000
 
@@ -131,6 +133,18 @@ class Windows:
                         raise RuntimeError(f"closing window {ledger}.{number}: {result}")
             await self._drain(ids)
             return "unchanged" if was_closed else "ok"
+
+    async def close_forever(self, interval_s: float) -> None:
+        """`hub.window_close_interval_s`: close every ledger's open window on a schedule.
+        One ingress process does this (several would each close the window then open)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for ledger in sorted({ledger for p in self.hub.keyring.participants.values()
+                                  for ledger in p.ledgers}):
+                try:
+                    await self.close(ledger, await self.open_window(ledger), SYSTEM)
+                except Exception as error:  # a shard restarting: the next round closes it
+                    log.warning("closing %s's window on schedule failed: %s", ledger, error)
 
     async def _drain(self, account_ids: list[str]) -> None:
         """Until no leg is in flight on the window's accounts: its report is then final."""

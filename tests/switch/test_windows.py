@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from switch.hub.window_model import signed_statement
+from tests.conftest import RunningSwitch, switch_settings
 from tests.switch.hub_world import USD, Switch, fresh
 
 
@@ -235,3 +237,18 @@ def test_the_dashboard_and_metrics_show_positions_and_alarms(hub: Switch) -> Non
     alarms = next(line for line in metrics.splitlines()
                   if line.startswith("payswitch_ndc_alarms_total"))
     assert float(alarms.split()[-1]) >= 1
+
+
+def test_windows_close_on_a_schedule(ray_session: None, tmp_path: Path) -> None:
+    running = RunningSwitch(switch_settings(tmp_path / "data",
+                                            **{"hub.window_close_interval_s": 1})).start()
+    try:
+        running.post("/v1/participants", {"id": "p1", "name": "p1", "ledgers": [USD]})
+        deadline = time.monotonic() + 20
+        while running.get("/v1/settlement-windows/USD.3/report").status_code != 200:
+            assert time.monotonic() < deadline, "windows were not closed on schedule"
+            time.sleep(0.2)
+        closed = running.get("/v1/settlement-windows/USD.1/report").json()
+        assert closed["state"] == "closed" and closed["signature"]
+    finally:
+        running.stop()
