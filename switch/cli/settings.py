@@ -149,6 +149,7 @@ class HubSettings(_Section):
     prepare_timeout_ms: int = Field(default=30_000, gt=0)  # a two-phase payment's default expiry
     alarm_percent: int = Field(default=80, ge=1, le=100)  # of its cap: a position's alarm
     window_close_interval_s: int = Field(default=0, ge=0)  # 0: the operator closes windows
+    gross_ledgers: list[str] = Field(default_factory=list)  # payments settle at once there
     # Per ledger: its rules, the ledger's own (no payer/payee) and pairs' (both).
     fees: dict[str, list[FeeRule]] = Field(default_factory=dict)
 
@@ -185,6 +186,8 @@ class Settings(BaseSettings):
             raise ValueError("ledgers: at least one, each with a scale from 0 to 18")
         if any(ledger not in self.ledgers for ledger in self.hub.fees):
             raise ValueError("hub.fees: a rule for a ledger that is not configured")
+        if any(ledger not in self.ledgers for ledger in self.hub.gross_ledgers):
+            raise ValueError("hub.gross_ledgers: a ledger that is not configured")
         if len(self.ledgers) > LEDGERS_MAX:
             raise ValueError(f"ledgers: at most {LEDGERS_MAX} (a shard's account row holds "
                              "its ledger in one byte)")

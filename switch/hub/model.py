@@ -51,6 +51,7 @@ RECONCILIATION_CODE, MULTILATERAL_CODE, FEES_CODE = 9011, 9012, 9013
 PAYMENT_CODE, POSITION_MOVE_CODE, FUNDS_IN_CODE, FUNDS_OUT_CODE, CAP_CHANGE_CODE = (
     9101, 9102, 9103, 9104, 9105)
 FEE_CODE = 9106
+GROSS_SETTLEMENT_CODE = 9109  # a gross ledger's payment: settlement account to settlement account
 
 
 def reserved(identifier: str) -> bool:
@@ -150,13 +151,16 @@ def payment_leg_id(payment_id: str, leg: str) -> str:
     return f"hub:payment:{payment_id}:{leg}"
 
 
-def payment_legs(payment: Payment, key_id: str, timeout_ms: int = 0) -> list[Transfer]:
+def payment_legs(payment: Payment, key_id: str, timeout_ms: int = 0, gross: bool = False
+                 ) -> list[Transfer]:
     """The linked chain of a payment: the wallets, the fee (when there is one), and (between
     two participants) the positions. With `timeout_ms`, every leg is pending (a two-phase
     payment's prepare) and expires with it. The wallet and fee legs carry the payer
     participant, so their shard checks that the payer owns the wallet they debit; the
     position leg is the switch's own move. The fee is recorded in the wallet leg's
-    user_data, the payment's id in the position leg's (a window's report reads them)."""
+    user_data, the payment's id in the position leg's (a window's report reads them). On a
+    gross ledger the payment settles at once: the payer participant's settlement account
+    pays the payee's, in place of the positions."""
     flags = PENDING if timeout_ms else 0
     legs = [Transfer(payment_leg_id(payment.id, WALLET_LEG), payment.payer_account_id,
                      payment.payee_account_id, payment.amount, payment.ledger, PAYMENT_CODE,
@@ -168,11 +172,13 @@ def payment_legs(payment: Payment, key_id: str, timeout_ms: int = 0) -> list[Tra
                              payment.id, flags, "", timeout_ms, 0, key_id,
                              payment.payer_participant))
     if payment.payer_participant != payment.payee_participant:
+        account_of, code = (settlement_id, GROSS_SETTLEMENT_CODE) if gross else (
+            position_id, POSITION_MOVE_CODE)
         legs.append(Transfer(payment_leg_id(payment.id, POSITION_LEG),
-                             position_id(payment.ledger, payment.payer_participant),
-                             position_id(payment.ledger, payment.payee_participant),
-                             payment.amount, payment.ledger, POSITION_MOVE_CODE, payment.id,
-                             flags, "", timeout_ms, 0, key_id, ""))
+                             account_of(payment.ledger, payment.payer_participant),
+                             account_of(payment.ledger, payment.payee_participant),
+                             payment.amount, payment.ledger, code, payment.id, flags, "",
+                             timeout_ms, 0, key_id, ""))
     return chained(legs)
 
 
@@ -203,6 +209,8 @@ def payment_result(legs: list[Transfer], results: list[str]) -> str:
             return "exists_with_different_terms"
         if leg.code == POSITION_MOVE_CODE and result == "exceeds_credits":
             return "exceeds_net_debit_cap"
+        if leg.code == GROSS_SETTLEMENT_CODE and result == "exceeds_credits":
+            return "exceeds_settlement_balance"
         return result
     return "ok"
 

@@ -133,16 +133,18 @@ class Payments:
             fee = fee_of(self.settings.fees.get(terms.ledger, []), terms.amount, payer, payee)
             payment = Payment(terms.id, terms.payer_account_id, terms.payee_account_id,
                               terms.amount, fee, terms.ledger, payer, payee)
+        gross = payment.ledger in self.settings.gross_ledgers
         if terms.two_phase:  # its window leg comes with its fulfil: the window it commits in
             timeout_ms = terms.timeout_ms or self.settings.prepare_timeout_ms
             return await self._send(payment, lambda _: payment_legs(payment, key_id,
-                                                                    timeout_ms))
-        return await self._send(payment, lambda number: payment_legs(payment, key_id) + (
-            self._window_leg(payment, number, key_id)))
+                                                                    timeout_ms, gross))
+        return await self._send(payment, lambda number: payment_legs(
+            payment, key_id, gross=gross) + self._window_leg(payment, number, key_id))
 
     def _window_leg(self, payment: Payment, number: int, key_id: str) -> list[Transfer]:
-        if payment.payer_participant == payment.payee_participant:
-            return []  # no position moves: nothing to settle between participants
+        if payment.payer_participant == payment.payee_participant or \
+                payment.ledger in self.settings.gross_ledgers:
+            return []  # no position moves: nothing to settle between participants later
         return [window_leg(payment.id, payment.ledger, number, payment.payer_participant,
                            payment.payee_participant, payment.amount, payment.fee, key_id)]
 

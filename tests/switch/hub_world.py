@@ -16,6 +16,7 @@ from switch.hub.signing import signing_key
 from tests.conftest import RunningSwitch, switch_settings
 
 USD = "USD"
+GROSS = "GBP"  # the fixture's gross ledger: payments settle at once
 _ids = itertools.count()
 
 
@@ -115,6 +116,7 @@ FEES = {USD: [{"fixed": 0, "basis_points": 0}],  # the ledger's own: none
 
 def hub_switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switch]:
     running = RunningSwitch(switch_settings(tmp_path_factory.mktemp("hub") / "data",
-                                            **{"hub.fees": FEES})).start()
+                                            **{"hub.fees": FEES,
+                                               "hub.gross_ledgers": [GROSS]})).start()
     yield Switch(running)
     running.stop()

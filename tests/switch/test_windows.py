@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from switch.hub.window_model import signed_statement
 from tests.conftest import RunningSwitch, switch_settings
-from tests.switch.hub_world import USD, Switch, fresh
+from tests.switch.hub_world import GROSS, USD, Switch, fresh
 
 
 def close(hub: Switch, ledger: str = USD, window: str | None = None) -> dict[str, Any]:
@@ -252,3 +252,19 @@ def test_windows_close_on_a_schedule(ray_session: None, tmp_path: Path) -> None:
         assert closed["state"] == "closed" and closed["signature"]
     finally:
         running.stop()
+
+
+def test_a_gross_ledger_settles_each_payment_at_once(hub: Switch) -> None:
+    payer = hub.participant(ledgers=(GROSS,))
+    payee = hub.participant(ledgers=(GROSS,))
+    assert hub.funds(payer, 500, ledger=GROSS).status_code == 201
+    wp, wq = hub.wallet(payer, 1_000, GROSS), hub.wallet(payee, 0, GROSS)
+    assert hub.pay(wp, wq, 300, ledger=GROSS).status_code == 201
+    assert (hub.position(payer, GROSS)["settlement_balance"],
+            hub.position(payee, GROSS)["settlement_balance"]) == (200, 300)
+    assert hub.position(payer, GROSS)["position"] == 0  # nothing left to settle later
+    short = hub.pay(wp, wq, 300, ledger=GROSS)
+    assert short.status_code == 422 and short.json()["code"] == "exceeds_settlement_balance"
+    assert hub.balance(wq) == 300
+    window = hub.op("GET", f"/v1/settlement-windows/{GROSS}.1/report").json()
+    assert window["payments"] == 0
