@@ -8,6 +8,7 @@ from pathlib import Path
 
 try:
     from switch.cli import keys as keys_cli
+    from switch.cli import settlement as settlement_cli
     from switch.cli.settings import DEFAULT_CONFIG, load_settings
     from switch.cli.wal import commands as wal_cli
 except ImportError as missing:  # `pip install payswitch` holds the client only
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path, help="serve HTTPS: the private key (PEM)")
     wal_cli.add_parser(commands)
     keys_cli.add_parser(commands)
+    settlement_cli.add_parser(commands)
     return parser
 
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return wal_cli.run(args)
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command == "settlement":
+        return settlement_cli.run(args)
     if args.command == "serve":
         from switch.cli.serve import serve
 
