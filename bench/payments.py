@@ -71,8 +71,8 @@ def run_wrk(switch: SwitchProcess, mode: str, run_id: str, seconds: float,
            "BENCH_PARTICIPANTS": str(participants), "BENCH_KEY": switch.operator_key,
            "BENCH_MODE": "immediate" if mode == "hot" else mode,
            "BENCH_HOT_PAYER_FRACTION": "0.7" if mode == "hot" else "0"}
-    command = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{round(seconds)}s", "--timeout", "30s",
-               "-s", str(BENCH_DIR / "wrk_payments.lua"), switch.url]
+    command = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{round(seconds)}s",
+               "--timeout", "30s", "-s", str(BENCH_DIR / "wrk_payments.lua"), switch.url]
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, env=env)
     try:

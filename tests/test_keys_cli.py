@@ -58,7 +58,8 @@ def test_export_audit_lists_privileged_actions_with_who_and_when(switch: Running
     # the switch layer's accounts that may go negative, made with bank-a (docs/SWITCH.md)
     switch_layer = [e for e in events if e.get("account", {}).get("id", "").startswith("hub:")]
     assert sorted(e["account"]["id"] for e in switch_layer) == [
-        "hub:cap:USD:bank-a", "hub:fees:USD", "hub:multilateral:USD", "hub:reconciliation:USD",
+        "hub:cap:USD:bank-a", "hub:fees:USD", "hub:position-resets:USD",
+        "hub:reconciliation:USD",
         "hub:window-close:USD", "hub:window:USD:1", "hub:window:USD:1:bank-a"]
     by_id = {e["account"]["id"]: e["key_id"] for e in switch_layer}
     assert by_id["hub:cap:USD:bank-a"] == operator  # made with the participant, by its key

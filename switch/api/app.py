@@ -547,6 +547,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
         await registry.reconcile_statuses(list(keyring.participants.values()))
         await hub.enable(keyring.participants.values())  # what a crash may have left undone
+        await windows.prepare()
         if key_file is not None:  # its path only: the secret is never logged
             log.warning("a new operator key was written to %s (mode 0600); send it as "
                         "Authorization: Bearer <key>", key_file)

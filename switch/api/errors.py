@@ -136,6 +136,8 @@ MESSAGES: dict[str, str] = {
     "settlement_not_found": "No settlement has this id.",
     "settlement_insufficient_funds": "The participant's settlement account cannot pay its "
     "net; move funds in, then settle again.",
+    "settlement_debtors_pending": "The multilateral account does not hold this creditor's "
+    "net yet: settle the settlement's debtors first.",
     "window_draining": "The window is closed; payments still in flight on it are settling. "
     "Ask again after Retry-After.",
 }

@@ -46,7 +46,7 @@ HUB_OWNER = "hub:switch"
 
 # Account codes (TigerBeetle's `code`: what kind of account it is).
 POSITION_CODE, CAP_CODE, SETTLEMENT_CODE = 9001, 9002, 9003
-RECONCILIATION_CODE, MULTILATERAL_CODE, FEES_CODE = 9011, 9012, 9013
+RECONCILIATION_CODE, MULTILATERAL_CODE, FEES_CODE, RESETS_CODE = 9011, 9012, 9013, 9014
 # Transfer codes: what kind of movement it is.
 PAYMENT_CODE, POSITION_MOVE_CODE, FUNDS_IN_CODE, FUNDS_OUT_CODE, CAP_CHANGE_CODE = (
     9101, 9102, 9103, 9104, 9105)
@@ -83,10 +83,18 @@ def fees_id(ledger: str) -> str:
     return f"hub:fees:{ledger}"
 
 
+def resets_id(ledger: str) -> str:
+    """The other side of settlements' position resets (bookkeeping, no money)."""
+    return f"hub:position-resets:{ledger}"
+
+
 def hub_accounts(ledger: str) -> list[Account]:
     return [Account(reconciliation_id(ledger), ledger, RECONCILIATION_CODE, HUB_OWNER, 0, ""),
-            Account(multilateral_id(ledger), ledger, MULTILATERAL_CODE, HUB_OWNER, 0, ""),
-            Account(fees_id(ledger), ledger, FEES_CODE, HUB_OWNER, HISTORY, "")]
+            # It pays creditors only what debtors paid in: it cannot go below zero.
+            Account(multilateral_id(ledger), ledger, MULTILATERAL_CODE, HUB_OWNER,
+                    DEBITS_MUST_NOT_EXCEED_CREDITS | HISTORY, ""),
+            Account(fees_id(ledger), ledger, FEES_CODE, HUB_OWNER, HISTORY, ""),
+            Account(resets_id(ledger), ledger, RESETS_CODE, HUB_OWNER, 0, "")]
 
 
 def participant_accounts(participant_id: str, ledger: str) -> list[Account]:

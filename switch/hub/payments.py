@@ -169,6 +169,9 @@ class Payments:
                 number = stored  # a repeat: the payment's window is the one it committed in
             else:
                 break
+        else:
+            if window in WINDOW_CLOSED or window in WINDOW_MISSING:  # windows moving fast
+                raise ApiError(503, "window_draining", retry_after_seconds=1)
         return payment_result(legs, results)
 
     async def _stored_window(self, payment_id: str) -> int | None:

@@ -6,9 +6,11 @@ transfers: a record (`hub:settlement:S`, the windows in user_data) and a claim p
 one settlement only, whatever runs at once. Each participant's net over those windows is
 then settled, when the operator acknowledges it, by one chain:
 
-- a debtor (net N > 0) pays N from its settlement account to the hub's multilateral account,
-  and its position goes down by N (its headroom up);
-- a creditor (net -M) receives M into its settlement account, and its position goes up by M
+- a debtor (net N > 0) pays N from its settlement account into the hub's multilateral
+  account, and its position goes down by N (its headroom up); its cap comes down if it would
+  exceed what the settlement account has left;
+- a creditor (net -M) is paid M from the multilateral account, which holds only what debtors
+  paid in (a creditor settled before its debtors is refused), and its position goes up by M
   (its headroom down). If it has already used that headroom (it sent more since), its cap
   rises by what is missing, backed by the M it receives: its position may then stand at its
   cap, as Mojaloop lets a position pass its NDC after a settlement.
@@ -27,6 +29,7 @@ from switch.hub.model import (
     chained,
     multilateral_id,
     position_id,
+    resets_id,
     settlement_id,
 )
 from switch.hub.service import Hub, result_of
@@ -71,7 +74,7 @@ class Settlements:
     async def create(self, settlement: str, ledger: str, numbers: list[int], key_id: str
                      ) -> str:
         listed = ",".join(str(n) for n in sorted(set(numbers)))
-        if len(listed) > USER_DATA_MAX:
+        if len(f"{ledger}:{listed}") > USER_DATA_MAX:
             raise ApiError(400, "too_many_windows")
         for number in numbers:
             if (await self.windows.report(ledger, number)).state != "closed":
@@ -121,37 +124,48 @@ class Settlements:
             raise ApiError(404, "participant_not_found")
         if net.settled:
             return "exists"
-        for _ in range(TRIES):  # a creditor's headroom may move while this is sent
+        for _ in range(TRIES):  # payments may move its headroom while this is sent
             legs = await self._legs(settlement, found.ledger, participant_id, net.net, key_id)
             results = [result_of(o) for o in await self.hub.router.create_transfers(legs)]
             if all(r == "ok" for r in results) or all(r == "exists" for r in results):
                 return "ok"
-            failed = next(r for r in results if r not in ("ok", "linked_event_failed"))
-            if failed == "exceeds_credits" and net.net > 0 and results[0] == failed:
-                raise ApiError(422, "settlement_insufficient_funds")
+            leg, failed = next((leg, r) for leg, r in zip(legs, results, strict=True)
+                               if r not in ("ok", "linked_event_failed"))
+            if failed == "exceeds_credits" and leg.code == SETTLE_FUNDS_CODE:
+                raise ApiError(422, "settlement_insufficient_funds" if net.net > 0
+                               else "settlement_debtors_pending")
             if failed != "exceeds_credits":
                 return failed
         raise ApiError(503, "in_flight", retry_after_seconds=1)
 
     async def _legs(self, settlement: str, ledger: str, participant: str, net: int,
                     key_id: str) -> list[Transfer]:
+        """A debtor pays its net into the hub's multilateral account (which pays creditors
+        only what debtors paid in) and gets that headroom back; its cap comes down with its
+        settlement balance. A creditor is paid from the multilateral account and gives the
+        headroom back; its cap rises by any headroom it had already spent."""
         position, funds = position_id(ledger, participant), settlement_id(ledger, participant)
-        hub = multilateral_id(ledger)
+        hub, resets = multilateral_id(ledger), resets_id(ledger)
+        standing = await self.hub.position(participant, ledger)
 
         def leg(name: str, debit: str, credit: str, amount: int, code: int) -> Transfer:
             return Transfer(_leg(settlement, participant, name), debit, credit, amount, ledger,
                             code, settlement, 0, "", 0, 0, key_id, "")
 
         if net > 0:
-            return chained([leg("funds", funds, hub, net, SETTLE_FUNDS_CODE),
-                            leg("position", hub, position, net, SETTLE_POSITION_CODE)])
+            legs = [leg("funds", funds, hub, net, SETTLE_FUNDS_CODE),
+                    leg("position", resets, position, net, SETTLE_POSITION_CODE)]
+            over = standing.net_debit_cap - (standing.settlement_balance - net)
+            if over > 0:  # its cap stays within what it has left
+                legs.append(leg("cap", position, cap_id(ledger, participant), over,
+                                SETTLE_CAP_CODE))
+            return chained(legs)
         owed = -net
-        headroom = (await self.hub.position(participant, ledger)).headroom
         legs = [leg("funds", hub, funds, owed, SETTLE_FUNDS_CODE)]
-        if headroom < owed:
-            legs.append(leg("cap", cap_id(ledger, participant), position, owed - headroom,
-                            SETTLE_CAP_CODE))
-        legs.append(leg("position", position, hub, owed, SETTLE_POSITION_CODE))
+        if standing.headroom < owed:
+            legs.append(leg("cap", cap_id(ledger, participant), position,
+                            owed - standing.headroom, SETTLE_CAP_CODE))
+        legs.append(leg("position", position, resets, owed, SETTLE_POSITION_CODE))
         return chained(legs)
 
     async def _transfer(self, transfer_id: str) -> Transfer | None:
@@ -161,7 +175,8 @@ class Settlements:
 
 
 def _leg(settlement: str, participant: str, name: str) -> str:
-    return f"hub:settle:{settlement}:{participant}:{name}"
+    """`|` is in no public id: settlement `s:x` of participant `y` is not `s` of `x:y`."""
+    return f"hub:settle:{settlement}|{participant}|{name}"
 
 
 def settlement_json(found: Settlement, participant_id: str | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from switch.hub.window_model import (
 log = logging.getLogger("payswitch.hub")
 DRAIN_TIMEOUT_S = 30.0
 HISTORY_PAGE = 1000
+REPORTS_KEPT_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Windows:
         self.key = key
         self._open: dict[str, int] = {}
         self._closing = asyncio.Lock()
+        self._reports: dict[tuple[str, int], Report] = {}  # closed windows': final
 
     async def open_window(self, ledger: str) -> int:
         if ledger not in self._open:
@@ -105,6 +107,14 @@ class Windows:
             if result_of(outcome) not in ("ok", "exists"):
                 raise RuntimeError(f"window account {account.id}: {result_of(outcome)}")
 
+    async def prepare(self) -> None:
+        """At start-up: every participant's account in its ledgers' open windows (a crash
+        may have fallen between enabling a participant and making it)."""
+        for ledger in sorted({ledger for p in self.hub.keyring.participants.values()
+                              for ledger in p.ledgers}):
+            await self.ensure_accounts(ledger, await self.open_window(ledger),
+                                       self._participants(ledger))
+
     def _participants(self, ledger: str) -> list[str]:
         return sorted(p.id for p in self.hub.keyring.participants.values()
                       if ledger in p.ledgers)
@@ -113,26 +123,47 @@ class Windows:
 
     async def close(self, ledger: str, number: int, key_id: str) -> str:
         """Close window `number` of `ledger` and open the next; "unchanged" if it was
-        closed already. Idempotent: a close cut short by a crash is finished by the next."""
+        closed already. Idempotent, and an earlier close cut short (by a crash, or a drain
+        that took too long) is finished first."""
         async with self._closing:
             marker = await self._account(marker_id(ledger, number))
             if marker is None:
                 raise ApiError(404, "window_not_found")
-            participants = self._participants(ledger)
-            was_closed = bool(marker.flags & CLOSED)
-            await self.ensure_accounts(ledger, number + 1, participants, key_id)
-            self._open[ledger] = max(self._open.get(ledger, 0), number + 1)
-            ids = [marker_id(ledger, number)] + [
-                window_account_id(ledger, number, p) for p in participants]
-            holds, posts = zip(*(closing(account_id, ledger, key_id) for account_id in ids),
-                               strict=True)
-            for step in (list(holds), list(posts)):
-                for outcome in await self.hub.router.create_transfers(step):
-                    result = result_of(outcome)
-                    if result not in ("ok", "exists", "debit_account_not_found"):
-                        raise RuntimeError(f"closing window {ledger}.{number}: {result}")
-            await self._drain(ids)
-            return "unchanged" if was_closed else "ok"
+            if marker.flags & CLOSED:
+                return "unchanged"
+            earlier = await self._account(marker_id(ledger, number - 1)) if number > 1 else None
+            if earlier is not None and not earlier.flags & CLOSED:
+                await self._close(ledger, number - 1, key_id)
+            await self._close(ledger, number, key_id)
+            return "ok"
+
+    async def _close(self, ledger: str, number: int, key_id: str) -> None:
+        """The participants' accounts closed, nothing in flight on them, then the marker:
+        a window whose marker is closed is final (its report may be signed)."""
+        participants = self._participants(ledger)
+        await self.ensure_accounts(ledger, number + 1, participants, key_id)
+        self._open[ledger] = max(self._open.get(ledger, 0), number + 1)
+        accounts = [window_account_id(ledger, number, p) for p in participants]
+        await self._close_accounts(ledger, accounts, key_id)
+        await self._drain(accounts)
+        await self._close_accounts(ledger, [marker_id(ledger, number)], key_id)
+        self._reports.pop((ledger, number), None)
+
+    async def _close_accounts(self, ledger: str, account_ids: list[str], key_id: str) -> None:
+        holds, posts = zip(*(closing(account_id, ledger, key_id) for account_id in account_ids),
+                           strict=True)
+        held = []
+        for hold, outcome in zip(holds, await self.hub.router.create_transfers(list(holds)),
+                                 strict=True):
+            result = result_of(outcome)
+            if result in ("ok", "exists"):
+                held.append(hold.id)
+            elif result != "debit_account_not_found":  # one never made: nothing to close
+                raise RuntimeError(f"closing {hold.debit_account_id}: {result}")
+        for outcome in await self.hub.router.create_transfers(
+                [post for post in posts if post.pending_id in held]):
+            if result_of(outcome) not in ("ok", "exists"):
+                raise RuntimeError(f"closing window accounts: {result_of(outcome)}")
 
     async def close_forever(self, interval_s: float) -> None:
         """`hub.window_close_interval_s`: close every ledger's open window on a schedule.
@@ -161,6 +192,10 @@ class Windows:
     # ---- the report ----
 
     async def report(self, ledger: str, number: int) -> Report:
+        """A window's report; a closed window's is final, kept once computed."""
+        kept = self._reports.get((ledger, number))
+        if kept is not None:
+            return kept
         marker = await self._account(marker_id(ledger, number))
         if marker is None:
             raise ApiError(404, "window_not_found")
@@ -179,8 +214,12 @@ class Windows:
         closed_at = await self._closed_at(marker_id(ledger, number))
         root = merkle_root(payments)
         signature = self.key.sign(signed_statement(ledger, number, root, closed_at)).hex()
-        return Report(ledger, number, "closed", marker.timestamp, closed_at, rows, payments,
-                      root, signature)
+        final = Report(ledger, number, "closed", marker.timestamp, closed_at, rows, payments,
+                       root, signature)
+        if len(self._reports) >= REPORTS_KEPT_MAX:
+            self._reports.clear()
+        self._reports[(ledger, number)] = final
+        return final
 
     async def _history(self, account_id: str) -> list[Transfer]:
         legs: list[Transfer] = []

@@ -12,7 +12,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from switch.hub.window_model import signed_statement
+from actors.ledger.registry import Participant
+from actors.messages import CreateAccount, CreateParticipant
+from switch.hub.window_model import marker_id, signed_statement, window_accounts
 from tests.conftest import RunningSwitch, switch_settings
 from tests.switch.hub_world import GROSS, USD, Switch, fresh
 
@@ -185,6 +187,12 @@ def test_a_creditor_that_spent_its_credit_is_settled(hub: Switch) -> None:
     settlement = fresh("stl")
     assert hub.op("POST", "/v1/settlements", {"id": settlement, "ledger": USD,
                                               "window_ids": [window]}).status_code == 201
+    early = settle(hub, settlement, creditor)  # nothing paid in yet: nothing to pay out
+    assert early.status_code == 422 and early.json()["code"] == "settlement_debtors_pending"
+    assert hub.position(creditor)["settlement_balance"] == 50
+    assert settle(hub, settlement, payer).status_code == 200
+    assert hub.position(payer) == {"ledger": USD, "position": -120, "net_debit_cap": 9_900,
+                                   "headroom": 10_020, "settlement_balance": 9_900}
     assert settle(hub, settlement, creditor).status_code == 200
     standing = hub.position(creditor)
     assert standing == {"ledger": USD, "position": 120, "net_debit_cap": 120, "headroom": 0,
@@ -209,8 +217,8 @@ def test_a_debtor_without_funds_settles_once_funded(hub: Switch) -> None:
     assert hub.position(debtor)["settlement_balance"] == 100  # nothing moved
     assert hub.funds(debtor, 300).status_code == 201
     assert settle(hub, settlement, debtor).status_code == 200
-    assert hub.position(debtor) == {"ledger": USD, "position": -300, "net_debit_cap": 100,
-                                    "headroom": 400, "settlement_balance": 0}
+    assert hub.position(debtor) == {"ledger": USD, "position": -300, "net_debit_cap": 0,
+                                    "headroom": 300, "settlement_balance": 0}  # cap <= balance
 
 
 # ---- watching: positions against caps, alarms, open windows ----
@@ -268,3 +276,34 @@ def test_a_gross_ledger_settles_each_payment_at_once(hub: Switch) -> None:
     assert hub.balance(wq) == 300
     window = hub.op("GET", f"/v1/settlement-windows/{GROSS}.1/report").json()
     assert window["payments"] == 0
+
+
+# ---- found by review: each failed before its fix ----
+
+def test_a_close_cut_short_after_opening_the_next_window_is_finished(switch: RunningSwitch
+                                                                      ) -> None:
+    switch.post("/v1/participants", {"id": "p1", "name": "p1", "ledgers": [USD]})
+    switch.post("/v1/participants", {"id": "p2", "name": "p2", "ledgers": [USD]})
+    # A close that crashed right after opening window 2: its marker exists, window 1's
+    # accounts are still open.
+    shard = switch.router.shard_of(marker_id(USD, 2)) if switch.router else 0
+    switch.shard_call(shard, [CreateAccount(window_accounts(USD, 2, [])[1])])
+    assert switch.get("/v1/settlement-windows/USD.1/report").json()["state"] == "open"
+    switch.restart()  # the ingress now finds window 2 open
+    closed = switch.post("/v1/settlement-windows/close", {"ledger": USD})
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["closed"] == "USD.2"
+    assert switch.get("/v1/settlement-windows/USD.1/report").json()["state"] == "closed"
+
+
+def test_a_participant_without_a_window_account_does_not_stop_a_close(switch: RunningSwitch
+                                                                       ) -> None:
+    switch.post("/v1/participants", {"id": "p1", "name": "p1", "ledgers": [USD]})
+    # made straight at the registry's shard: the switch layer never saw it
+    switch.shard_call(0, [CreateParticipant(Participant("p9", "p9", [USD]), "test")])
+    deadline = time.monotonic() + 10
+    while "p9" not in {p["id"] for p in switch.get("/v1/participants").json()["participants"]}:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    closed = switch.post("/v1/settlement-windows/close", {"ledger": USD})
+    assert closed.status_code == 200, closed.text
