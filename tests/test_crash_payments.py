@@ -5,7 +5,8 @@ Concurrent clients make payments between three participants' wallets: immediate 
 two-phase ones (prepared, then fulfilled, aborted or left to expire), under caps low enough
 that some are refused, while the operator closes settlement windows and settles each one.
 At a random moment every process of the switch gets SIGKILL. After a
-restart (seed 1 in `make test`; seeds 2-11 with --run-slow):
+restart (seed 1 in `make test`; seeds 2-11 with --run-slow; the same with a failpoint of the
+write path firing instead of the kill: two in `make test`, all with --run-slow):
 - every acknowledged payment is there, in the state it was acknowledged in, and every
   refused one is not;
 - each wallet holds exactly what the payments that are there moved;
@@ -32,8 +33,10 @@ from typing import Any
 import httpx
 import pytest
 
+from actors import failpoints
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
+from tests.test_failpoints import fired
 
 BANKS = ("bank-0", "bank-1", "bank-2")
 WALLETS = {bank: [f"{bank}-w{n}" for n in range(6)] for bank in BANKS}
@@ -301,35 +304,63 @@ def test_kill_9_while_participants_pay_many_seeds(tmp_path: Path, seed: int) -> 
     run_payment_crash(tmp_path, seed)
 
 
-def run_payment_crash(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize("name", [failpoints.ROUTER_CHAIN_HALF_DECIDED,
+                                  failpoints.SHARD_AFTER_COMMIT])
+def test_a_failpoint_while_participants_pay(tmp_path: Path, name: str) -> None:
+    run_payment_crash(tmp_path, 1, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", failpoints.ALL)
+@pytest.mark.parametrize("seed", [2, 3])
+def test_every_failpoint_while_participants_pay(tmp_path: Path, name: str, seed: int) -> None:
+    run_payment_crash(tmp_path, seed, name)
+
+
+def run_payment_crash(tmp_path: Path, seed: int, failpoint: str | None = None) -> None:
+    """Payments, window closes and settlements under load until a kill -9 (at a random
+    moment) or a failpoint ends the switch; then the restart and the audit."""
     rng = random.Random(seed)
+    env = {"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}
+    if failpoint is not None:  # late enough to fire under the load, not during the set-up
+        env[failpoints.ENVIRONMENT_VARIABLE] = f"{failpoint}=#{rng.randint(60, 300)}"
     switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
-                           log_path=tmp_path / "switch.log",
-                           extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
+                           log_path=tmp_path / "switch.log", extra_env=env).start()
     try:
         setup(switch)
         load = PaymentLoad(switch.url, seed, switch.headers)
         operator = Operator(switch.url, seed, switch.headers)
         load.start()
         operator.thread.start()
-        time.sleep(rng.uniform(2.0, 4.0))
+        if failpoint is None:
+            time.sleep(rng.uniform(2.0, 4.0))
+        else:
+            deadline = time.monotonic() + 90
+            while not fired(switch):
+                assert time.monotonic() < deadline, f"{failpoint} never fired"
+                time.sleep(0.2)
+            time.sleep(0.5)  # let requests under way meet the broken switch
         switch.kill_session()
         load.finish()
         operator.stop.set()
         operator.thread.join(timeout=60)
         assert not load.failures, load.failures
         assert not operator.failures, operator.failures
-        assert operator.settled, "no settlement was made before the kill"
         acknowledged = sum(1 for states in load.expected.values() if "absent" not in states)
         refused = sum(1 for states in load.expected.values() if states == {"absent"})
-        print(f"seed {seed}: sent {len(load.sent)}, acknowledged {acknowledged}, refused "
-              f"{refused}")
-        assert acknowledged >= ACKNOWLEDGED_MIN, "the load never got going"
-        assert refused > 0, "no payment met its cap: the test proves less than it says"
+        print(f"seed {seed} {failpoint or 'kill -9'}: sent {len(load.sent)}, acknowledged "
+              f"{acknowledged}, refused {refused}, settled {len(operator.settled)}")
+        if failpoint is None:
+            assert acknowledged >= ACKNOWLEDGED_MIN, "the load never got going"
+            assert refused > 0, "no payment met its cap: the test proves less than it says"
+            assert operator.settled, "no settlement was made before the kill"
+        else:
+            assert f"failpoint {failpoint} fired" in (tmp_path / "switch.log").read_text()
         verified = subprocess.run([sys.executable, "-m", "switch.cli", "wal", "verify",
                                    str(tmp_path / "data")], capture_output=True, text=True,
                                   timeout=300)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        switch.extra_env = {}
         switch.start()
         audit(switch, load, operator)
         resend(switch, load)

@@ -80,6 +80,9 @@ class World:
         self.op("POST", "/v1/settlement-windows/close", {"ledger": USD}, expect=200)
         self.op("POST", "/v1/settlements", {"id": "stl-1", "ledger": USD,
                                             "window_ids": ["USD.1"]}, expect=201)
+        # bank-a pays in first: the row settling bank-b is paid from it
+        self.op("PUT", "/v1/settlements/stl-1/participants/bank-a", {"state": "settled"},
+                expect=200)
         self.op("PUT", "/v1/participants/bank-c", {"status": "disabled"}, expect=200)
 
     def new_key(self, body: dict[str, Any]) -> str:
@@ -235,8 +238,8 @@ ROWS: list[Row] = [
     ("GET", "/v1/participants/bank-a/positions", None, OWN_A),
     ("GET", "/v1/participants/bank-b/positions", None, OWN_B),
     ("GET", "/v1/participants/nope/positions", None, MISSING),
-    ("PUT", "/v1/participants/bank-a/ledgers/USD/net-debit-cap", {"net_debit_cap": 1_000},
-     OPERATOR_ONLY_200),
+    ("PUT", "/v1/participants/bank-a/ledgers/USD/net-debit-cap", {"net_debit_cap": 999},
+     OPERATOR_ONLY_200),  # its cap came down to its balance when it settled (1 paid)
     ("POST", "/v1/participants/bank-b/funds",
      lambda: {"id": fresh("funds"), "ledger": USD, "direction": "in", "amount": 1},
      OPERATOR_ONLY_201),
