@@ -231,6 +231,6 @@ def _code(answer: httpx.Response) -> str:
 def test_the_switch_layer_follows_its_model(running: RunningSwitch) -> None:
     SwitchLayer.switch = running
     runner = SwitchLayer.TestCase()
-    runner.settings = settings(max_examples=12, stateful_step_count=25, deadline=None,
+    runner.settings = settings(max_examples=10, stateful_step_count=25, deadline=None,
                                suppress_health_check=list(HealthCheck))
     runner.runTest()
