@@ -121,8 +121,10 @@ class Payments:
 
     # ---- payments ----
 
-    async def pay(self, terms: PaymentTerms, caller_participant: str, key_id: str) -> str:
-        """Make a payment (or prepare it, two-phase); answers the payment's result code."""
+    async def pay(self, terms: PaymentTerms, caller_participant: str, key_id: str
+                  ) -> tuple[str, PaymentView | None]:
+        """Make a payment (or prepare it, two-phase): its result code, and when it was made
+        now (ok), the payment as made (no need to read it back)."""
         if terms.quote_id is not None:
             payment = await self._quoted(terms, caller_participant)
         else:
@@ -136,10 +138,15 @@ class Payments:
         gross = payment.ledger in self.settings.gross_ledgers
         if terms.two_phase:  # its window leg comes with its fulfil: the window it commits in
             timeout_ms = terms.timeout_ms or self.settings.prepare_timeout_ms
-            return await self._send(payment, lambda _: payment_legs(payment, key_id,
-                                                                    timeout_ms, gross))
-        return await self._send(payment, lambda number: payment_legs(
-            payment, key_id, gross=gross) + self._window_leg(payment, number, key_id))
+            result, made = await self._send(payment, lambda _: payment_legs(
+                payment, key_id, timeout_ms, gross))
+        else:
+            result, made = await self._send(payment, lambda number: payment_legs(
+                payment, key_id, gross=gross) + self._window_leg(payment, number, key_id))
+        if result != "ok" or made is None:
+            return result, None
+        return result, PaymentView(payment, "prepared" if terms.two_phase else "committed",
+                                   made.timestamp)
 
     def _window_leg(self, payment: Payment, number: int, key_id: str) -> list[Transfer]:
         if payment.payer_participant == payment.payee_participant or \
@@ -148,10 +155,12 @@ class Payments:
         return [window_leg(payment.id, payment.ledger, number, payment.payer_participant,
                            payment.payee_participant, payment.amount, payment.fee, key_id)]
 
-    async def _send(self, payment: Payment, build: Callable[[int], list[Transfer]]) -> str:
+    async def _send(self, payment: Payment, build: Callable[[int], list[Transfer]]
+                    ) -> tuple[str, Transfer | None]:
         """Send a payment's chain, built for the open window. A window that closed meanwhile
         (its accounts refuse) or that has no account for a participant yet, or a repeat of a
-        payment made in an earlier window: built again for the right one, and sent again."""
+        payment made in an earlier window: built again for the right one, and sent again.
+        Answers the payment's result and its first leg as stored (None if not stored)."""
         number = await self.windows.open_window(payment.ledger)
         for _ in range(WINDOW_TRIES):
             legs = _chained(build(number))
@@ -172,7 +181,9 @@ class Payments:
         else:
             if window in WINDOW_CLOSED or window in WINDOW_MISSING:  # windows moving fast
                 raise ApiError(503, "window_draining", retry_after_seconds=1)
-        return payment_result(legs, results)
+        first = outcomes[0]
+        stored = first[1] if not isinstance(first, BaseException) else None
+        return payment_result(legs, results), stored if isinstance(stored, Transfer) else None
 
     async def _stored_window(self, payment_id: str) -> int | None:
         leg_id = payment_leg_id(payment_id, "window")
@@ -231,7 +242,7 @@ class Payments:
             else [])
         resolutions = resolution_legs(payment_id, legs, how, key_id)
         if how == POST:
-            result = await self._send(view.payment, lambda number: resolutions + (
+            result, _ = await self._send(view.payment, lambda number: resolutions + (
                 self._window_leg(view.payment, number, key_id)))
         else:
             outcomes = await self.hub.router.create_transfers(resolutions)

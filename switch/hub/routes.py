@@ -62,8 +62,8 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
         terms = PaymentTerms(body.id, body.quote_id, body.payer_account_id,
                              body.payee_account_id, body.amount, body.ledger,
                              body.mode == "two_phase", body.timeout_ms)
-        result = await payments.pay(terms, principal.participant_id, principal.key_id)
-        return await _payment_answer(principal, body.id, result, created=True)
+        result, made = await payments.pay(terms, principal.participant_id, principal.key_id)
+        return await _payment_answer(principal, body.id, result, created=True, made=made)
 
     async def resolve(request: Request, how: str) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
@@ -79,13 +79,14 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
         return await resolve(request, VOID)
 
     async def _payment_answer(principal: Principal, payment_id: str, result: str,
-                              created: bool) -> Response:
+                              created: bool, made: PaymentView | None = None) -> Response:
+        """`made`: the payment as just made (then it is not read back from its shard)."""
         status = status_of_result(result)
         if not created and status == 201:
             status = 200
         shown = None
         if status < 400 or status == 409:
-            view = await payments.view(payment_id)
+            view = made or await payments.view(payment_id)
             if view is not None and _sees(principal, view):  # a 409 tells no one else's
                 shown = payment_json(view)
         answer: dict[str, Any] = {"result": result, "payment": shown}
