@@ -68,9 +68,9 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
     async def resolve(request: Request, how: str) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
         payment_id = path_id(request, "payment_id")
-        result, _ = await payments.resolve(payment_id, how, principal.participant_id,
-                                           principal.key_id)
-        return await _payment_answer(principal, payment_id, result, created=False)
+        result, after = await payments.resolve(payment_id, how, principal.participant_id,
+                                               principal.key_id)
+        return await _payment_answer(principal, payment_id, result, created=False, made=after)
 
     async def fulfil(request: Request) -> Response:
         return await resolve(request, POST)
