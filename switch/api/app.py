@@ -530,7 +530,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     hub = Hub(router, api.visibility, keyring)
     key = signing_key(Path(settings.data.dir))
     windows = Windows(hub, key)
-    payments = Payments(hub, windows, settings.hub, key)
+    payments = Payments(hub, windows, settings.hub, key, api.coalescer)
     watch = HubWatch(hub, windows, settings.hub.alarm_percent, settings.monitor.interval_ms)
     metrics.registry.register(HubCollector(watch))
 

@@ -38,6 +38,7 @@ from switch.hub.quotes import Quote, new_nonce, seal, unseal
 from switch.hub.service import Hub, result_of
 from switch.hub.window_model import WINDOW_CODE, window_leg
 from switch.hub.windows import Windows
+from switch.routing.coalesce import TransferCoalescer
 
 WINDOW_TRIES = 4
 WINDOW_CLOSED = ("debit_account_closed", "credit_account_closed")
@@ -70,11 +71,14 @@ class PaymentTerms:
 
 class Payments:
     def __init__(self, hub: Hub, windows: Windows, settings: HubSettings,
-                 key: Ed25519PrivateKey) -> None:
+                 key: Ed25519PrivateKey, coalescer: TransferCoalescer | None = None) -> None:
+        """`coalescer`: the payments of one loop turn go to the router as one batch (as
+        single transfers do: switch/routing/coalesce.py); without one, each alone."""
         self.hub = hub
         self.windows = windows
         self.settings = settings
         self.key = key
+        self.coalescer = coalescer
 
     # ---- parties ----
 
@@ -164,7 +168,8 @@ class Payments:
         number = await self.windows.open_window(payment.ledger)
         for _ in range(WINDOW_TRIES):
             legs = _chained(build(number))
-            outcomes = await self.hub.router.create_transfers(legs)
+            outcomes = (await self.coalescer.create_chain(legs) if self.coalescer is not None
+                        else await self.hub.router.create_transfers(legs))
             results = [result_of(outcome) for outcome in outcomes]
             window = next((r for leg, r in zip(legs, results, strict=True)
                            if leg.code == WINDOW_CODE), None)

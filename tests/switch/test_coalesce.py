@@ -58,6 +58,40 @@ def test_each_caller_gets_its_own_outcome_from_one_batch() -> None:
     asyncio.run(scenario())
 
 
+def test_chains_of_one_turn_run_as_one_batch_each_whole() -> None:
+    """The switch layer's payments: each caller's chain applied or refused whole, and
+    answered with its own members' outcomes, in order; a failing chain spares the others."""
+    async def scenario() -> None:
+        router = _router()
+        await router.create_accounts([Account("bank", "USD", 1, "o", 0, ""),
+                                      Account("poor", "USD", 1, "o",
+                                              DEBITS_MUST_NOT_EXCEED_CREDITS, ""),
+                                      *[Account(f"a{n}", "USD", 1, "o", 0, "")
+                                        for n in range(6)]])
+        coalescer = TransferCoalescer(router, 8190)
+
+        def chain(name: str, debit: str, length: int) -> list[Transfer]:
+            return [Transfer(f"{name}-{i}", debit if i == 0 else f"a{i - 1}", f"a{i}", 5,
+                             "USD", 1, flags=LINKED if i < length - 1 else 0)
+                    for i in range(length)]
+
+        chains = [chain(f"c{n}", "bank", 2 + n % 3) for n in range(8)] + [
+            chain("doomed", "poor", 3)]
+        single = Transfer("lone", "bank", "a5", 1, "USD", 1)
+        answers = await asyncio.gather(*(coalescer.create_chain(c) for c in chains),
+                                       coalescer.create_transfer(single))
+        assert coalescer.batches == 1
+        assert coalescer.transfers == sum(len(c) for c in chains) + 1
+        for sent, got in zip(chains[:8], answers[:8], strict=True):
+            assert [o[1].id for o in got] == [t.id for t in sent]  # type: ignore[index,union-attr]
+            assert {o[0] for o in got} == {"ok"}  # type: ignore[index]
+        assert [o[0] for o in answers[8]] == [  # type: ignore[index,union-attr]
+            "exceeds_credits", "linked_event_failed", "linked_event_failed"]
+        assert answers[9][0] == "ok"  # type: ignore[index]
+
+    asyncio.run(scenario())
+
+
 def test_concurrent_requests_through_a_switch_get_their_own_answers(
         switch: RunningSwitch) -> None:
     created = switch.post("/v1/accounts", [account("bank"), *[account(f"c{n}")
