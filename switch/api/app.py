@@ -90,6 +90,7 @@ from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.api")
 TRANSFERS_PATH = "/v1/transfers"
+PAYMENTS_PATH = "/v1/payments"
 MEMORY_RELEASE_INTERVAL_S = 30.0
 
 JSON_MEDIA_TYPE = "application/json"
@@ -408,30 +409,33 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
 
 
 class DirectRoute:
-    """Pure ASGI: `POST /v1/transfers`, the hot path, goes straight to its handler, past
-    Starlette's route matching and exception middleware (about a tenth of the ingress's CPU
-    per single-transfer request, bench/RESULTS.md); its errors are answered by the same
-    handlers as every other route's. Anything else goes on to Starlette."""
+    """Pure ASGI: the hot paths, `POST /v1/transfers` and `POST /v1/payments`, go straight to
+    their handlers, past Starlette's route matching and exception middleware (about a tenth
+    of the ingress's CPU per single-transfer request, bench/RESULTS.md); their errors are
+    answered by the same handlers as every other route's. Anything else goes on to
+    Starlette (which also has these routes: the OpenAPI document, 405s)."""
 
-    def __init__(self, app: ASGIApp, handler: Callable[[Request], Awaitable[Response]],
+    def __init__(self, app: ASGIApp,
+                 posts: dict[str, Callable[[Request], Awaitable[Response]]],
                  handlers: dict[Any, Callable[..., Any]]) -> None:
         self.app = app
-        self.handler = handler
+        self.posts = posts  # path -> its POST handler
         self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != TRANSFERS_PATH or \
-                scope["method"] != "POST":
+        handler = self.posts.get(scope["path"]) if scope["type"] == "http" and \
+            scope["method"] == "POST" else None
+        if handler is None:
             await self.app(scope, receive, send)
             return
-        scope["endpoint"] = self.handler  # as Starlette's router sets it: metrics name it
+        scope["endpoint"] = handler  # as Starlette's router sets it: metrics name it
         request = Request(scope, receive, send)
         try:
-            response = await self.handler(request)
+            response = await handler(request)
         except Exception as error:
             response = await self._handler_of(error)(request, error)
             if not isinstance(error, ApiError | Overloaded | ShardUnavailable | ShardCallFailed):
-                log.error("POST %s failed", TRANSFERS_PATH, exc_info=error)
+                log.error("POST %s failed", scope["path"], exc_info=error)
         await response(scope, receive, send)
 
     def _handler_of(self, error: Exception) -> Callable[..., Any]:
@@ -565,6 +569,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         for task in tasks:
             task.cancel()
 
+    switch_layer = hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds)
     routes = [
         Route("/v1/accounts", api.post_accounts, methods=["POST"]),
         Route("/v1/accounts/{account_id}", api.get_account, methods=["GET"]),
@@ -583,13 +588,16 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             keyring.allows),
         *query_routes(query_actor, router, settings.api.history_page_max),
         *registry_routes(registry, keyring, api.parse_one, enable),
-        *hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds),
+        *switch_layer,
         *window_routes(windows, Settlements(hub, windows), api.parse_one),
     ]
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,
                     exception_handlers=handlers)
-    app.add_middleware(DirectRoute, handler=api.post_transfers, handlers=handlers)
+    app.add_middleware(DirectRoute, posts={
+        TRANSFERS_PATH: api.post_transfers,
+        PAYMENTS_PATH: next(route.endpoint for route in switch_layer if isinstance(route, Route)
+                            and route.path == PAYMENTS_PATH)}, handlers=handlers)
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)
     app.add_middleware(Authenticate, keyring=keyring,  # before a request takes a slot

@@ -41,3 +41,13 @@ def test_other_methods_on_the_path_are_starlettes(switch: RunningSwitch) -> None
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
     assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
     assert switch.get("/v1/transfers?limit=1").status_code == 200
+
+
+def test_payments_take_the_direct_route_too(switch: RunningSwitch) -> None:
+    refused = switch.post("/v1/payments", {"id": "p1"})  # no quote, no fields: 400
+    assert refused.status_code == 400 and refused.json()["code"] == "validation_error"
+    assert refused.headers["x-request-id"]
+    metrics = switch.get("/metrics").text
+    assert 'payswitch_http_requests_total{route="post_payment",status="400"}' in metrics
+    other = switch.client.get(switch.url + "/v1/payments")  # other methods: Starlette's
+    assert other.status_code == 405 and other.headers["allow"] == "POST"
