@@ -372,3 +372,19 @@ def test_a_chain_that_failed_on_a_repeat_is_not_ok() -> None:
     assert payment_result(legs, ["ok"] * 3) == "ok"
     assert payment_result(legs, ["linked_event_failed", "linked_event_failed",
                                  "exceeds_credits"]) == "exceeds_net_debit_cap"
+
+
+def test_one_payment_sent_many_times_at_once_is_applied_once(hub: Switch) -> None:
+    """Concurrent copies of one payment reach the router in one batch (the coalescer): the
+    chain is applied once, and every copy answers ok or exists."""
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 1_000)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    payment_id = fresh("pay")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: hub.pay(alice, bob, 70, payment_id=payment_id),
+                                range(8)))
+    assert {a.json()["result"] for a in answers} <= {"ok", "exists"}, [a.text for a in answers]
+    assert [a.json()["result"] for a in answers].count("ok") == 1
+    assert (hub.balance(alice), hub.balance(bob)) == (930, 70)
+    assert hub.position(payer)["position"] == 70
