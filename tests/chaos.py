@@ -107,7 +107,7 @@ class Load:
                     raise
                 with self.lock:
                     self.answered.update(t["id"] for t in batch)
-                for item in self._record(batch, response):
+                for item in self.record(batch, response):
                     if item.get("flags", {}).get("pending"):
                         open_pending.append(item)
 
@@ -163,7 +163,7 @@ class Load:
             chain.append({"id": f"{prefix}r", "pending_id": target["id"], "flags": {flag: True}})
         return chain
 
-    def _record(self, batch: list[dict[str, Any]], response: httpx.Response
+    def record(self, batch: list[dict[str, Any]], response: httpx.Response
                 ) -> list[dict[str, Any]]:
         """Remember what was acknowledged and rejected; returns the acknowledged items."""
         body = response.json()

@@ -138,8 +138,12 @@ class RayShards:
     def start(cls, configs: list[ShardConfig], data_dir: Path, map_size_bytes: int,
               transfer_cache_max: int) -> RayShards:
         """Create every shard and wait until each has recovered (raises if one cannot).
-        num_cpus=0 so that shards may outnumber the cores they share."""
-        actors = [ShardActor.options(num_cpus=0).remote(  # type: ignore[attr-defined]
+        num_cpus=0 so that shards may outnumber the cores they share. A shard whose process
+        dies (kill -9, out of memory) is restarted by Ray, without end, and recovers from its
+        log; a call in flight then fails (never retried by Ray: the router decides) and calls
+        made meanwhile wait for the restart. A constructor that raises is not restarted."""
+        actors = [ShardActor.options(  # type: ignore[attr-defined]
+            num_cpus=0, max_restarts=-1, max_task_retries=0).remote(
             config, str(data_dir), map_size_bytes, transfer_cache_max) for config in configs]
         ray.get([actor.status.remote() for actor in actors])
         return cls(actors)

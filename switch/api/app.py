@@ -279,11 +279,20 @@ class Api:
 
     async def readyz(self, request: Request) -> Response:
         """Open to anyone (a load balancer's probe); each shard's figures (its ledgers'
-        totals among them) only with an operator's or auditor's key."""
-        try:
-            statuses = await asyncio.wait_for(self.router.statuses(), timeout=5)
-        except (TimeoutError, ShardUnavailable):
-            return error_response(503, "shard_unavailable", retry_after_seconds=1)
+        totals among them) only with an operator's or auditor's key. A shard that does not
+        answer makes it 503, naming the shard: `recovering` once its actor died and Ray
+        restarts it (it answers 503 at once then), `not_answering` before that is known."""
+        answered = await self.router.statuses_answered(timeout_s=5)
+        statuses = [status for status in answered if status is not None]
+        if len(statuses) < len(answered):
+            recovering, now_s = self.router.recovering(), time.time()
+            details = [{"shard": shard, "state": "recovering", "recovering_for_ms":
+                        int(1000 * (now_s - recovering[shard]))} if shard in recovering else
+                       {"shard": shard, "state": "not_answering"}
+                       for shard, status in enumerate(answered) if status is None]
+            names = ", ".join(str(detail["shard"]) for detail in details)
+            return error_response(503, "shard_unavailable", f"shard {names} not serving",
+                                  retry_after_seconds=1, details=details)
         principal = optional_principal(request)
         if principal is None or principal.role not in (OPERATOR, AUDITOR):
             return json_response({"status": "ready", "shards": len(statuses)})

@@ -31,7 +31,8 @@ def dashboard_data(monitor: Monitor, ray_dashboard_url: str | None,
     slots = Counter(monitor.router.placement.slot_table)
     shards = [{
         "shard": s["shard"], "node_id": s.get("node_id", ""), "node_ip": s.get("node_ip", ""),
-        "pid": s.get("pid"), "slots": slots[s["shard"]], "accounts": s["accounts"],
+        "pid": s.get("pid"), "state": s["state"], "restarts": s["restarts"],
+        "slots": slots[s["shard"]], "accounts": s["accounts"],
         "transfers": s["transfers"], "in_doubt": s["in_doubt"], "queue_depth": s["queue_depth"],
         "last_seq": s["last_seq"], "log_bytes": s["log_bytes"],
         "snapshot_age_seconds": s["snapshot_age_seconds"], "recovery_ms": s["recovery_ms"],

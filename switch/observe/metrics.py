@@ -138,6 +138,15 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
         for shard in shards:
             family.add_metric([str(shard["shard"])], float(shard[name]))
         yield family
+    recovering = GaugeMetricFamily("payswitch_shard_recovering", "1 while the shard recovers "
+                                   "after its process died (Ray restarts it)", labels=["shard"])
+    restarts = CounterMetricFamily("payswitch_shard_restarts", "times the shard recovered "
+                                   "after its process died", labels=["shard"])
+    for shard in shards:
+        recovering.add_metric([str(shard["shard"])], float(shard["state"] != "serving"))
+        restarts.add_metric([str(shard["shard"])], shard["restarts"])
+    yield recovering
+    yield restarts
     for name in ("batches", "commands", "events"):
         counter = CounterMetricFamily(f"payswitch_shard_{name}", f"{name} applied by the shard",
                                       labels=["shard"])

@@ -9,6 +9,7 @@ appends a sample to bounded ring buffers (the last few minutes) the dashboard dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -97,6 +98,7 @@ class Monitor:
         self._previous: dict[int, dict[str, Any]] = {}
         self.on_tick: Callable[[Monitor], None] | None = None  # e.g. publish Ray metrics
         self._warned_full: set[int] = set()  # shards whose full log map was logged
+        self._recoveries_seen: dict[int, int] = {}  # per shard: its restarts already handled
 
     # ---- from the request path ----
 
@@ -130,11 +132,14 @@ class Monitor:
                 log.exception("monitor tick failed")
 
     async def tick(self) -> None:
-        shard_statuses = await self.router.statuses()  # beside the batches, not queued
+        answered = await self.router.statuses_answered()  # beside the batches, not queued
+        await self._refresh_restarted()
+        shard_statuses = [s for s in answered if s is not None]
         statuses: list[dict[str, Any]] = [msgspec.structs.asdict(s) for s in shard_statuses]
         totals: dict[str, list[int]] = {}
         for shard_status in shard_statuses:
             add_totals(totals, shard_status.totals)
+        every_shard = len(shard_statuses) == len(answered)  # else the books as last seen
         now = time.time()
         elapsed = now - self.last_tick if self.last_tick else self.interval_s
         interval, self.current = self.current, Interval()
@@ -143,11 +148,9 @@ class Monitor:
         self._append(self.series, now, interval.transfers / elapsed,
                      1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99))
         queue_depths = self.router.queue_depths()
-        for status, depth in zip(statuses, queue_depths, strict=True):
-            self._shard_sample(status, depth, now, elapsed)
-        placements = self.placements or [{}] * len(statuses)
-        self.shards = [{**status, **placement, "queue_depth": depth} for status, placement, depth
-                       in zip(statuses, placements, queue_depths, strict=True)]
+        for status in statuses:
+            self._shard_sample(status, queue_depths[status["shard"]], now, elapsed)
+        self.shards = self._shard_rows(answered, statuses, queue_depths)
         for status in statuses:
             filling = status["log_used_ratio"] >= LOG_FULL_WARNING_RATIO
             if filling and status["shard"] not in self._warned_full:
@@ -158,7 +161,8 @@ class Monitor:
                 self._warned_full.add(status["shard"])
             else:
                 self._warned_full.discard(status["shard"])
-        self.totals = totals
+        if every_shard:
+            self.totals = totals
         self._hot_intervals.append(interval.accounts.most_common(HOTTEST_KEPT_PER_INTERVAL))
         window: Counter[str] = Counter()
         for top in self._hot_intervals:
@@ -167,6 +171,36 @@ class Monitor:
         self.last_tick = now
         if self.on_tick is not None:
             self.on_tick(self)
+
+    def _shard_rows(self, answered: Sequence[object | None], statuses: list[dict[str, Any]],
+                    queue_depths: list[int]) -> list[dict[str, Any]]:
+        """One row per shard: its status now, or as last seen while it does not answer."""
+        by_shard = {status["shard"]: status for status in statuses}
+        before = {row["shard"]: row for row in self.shards}
+        placements = self.placements or [{}] * len(answered)
+        rows = []
+        for index, channel in enumerate(self.router.channels):
+            status = by_shard.get(index) or before.get(index)
+            if status is None:  # not seen since the start: nothing to show of it yet
+                continue
+            state = "serving" if index in by_shard and channel.recovering_since_s is None \
+                else "recovering"
+            rows.append({**status, **placements[index], "queue_depth": queue_depths[index],
+                         "state": state, "restarts": channel.recoveries})
+        return rows
+
+    async def _refresh_restarted(self) -> None:
+        """A shard that recovered runs in a new process: ask where, and count its figures
+        from zero again (its counters restarted with it)."""
+        for index, channel in enumerate(self.router.channels):
+            if channel.recoveries == self._recoveries_seen.get(index, 0):
+                continue
+            with contextlib.suppress(Exception):  # asked again at the next tick
+                placement = await self.router.links[index].placement()
+                if index < len(self.placements):
+                    self.placements[index] = placement
+                self._previous.pop(index, None)
+                self._recoveries_seen[index] = channel.recoveries
 
     def _shard_sample(self, status: dict[str, Any], depth: int, now: float,
                       elapsed: float) -> None:

@@ -6,12 +6,20 @@ queued (up to `call_commands_max`) leaves as the next call: one encoded blob, on
 the shard's link, one group commit on the shard. There is no timer: under light load a call
 carries one group, under heavy load it carries many. The queue is bounded; a full queue
 refuses at once.
+
+A call that fails with anything but a shard's own refusal (its actor died, its connection
+dropped) makes the channel probe the shard (its status, over the control link). A shard whose
+probe does not answer within PROBE_GRACE_S is *recovering* (Ray restarts a dead shard actor,
+which recovers from its log): until a probe answers, every group for it is refused at once
+with ShardUnavailable (503 with Retry-After) instead of waiting behind a restart. Redrive
+settles what the failed calls left in doubt once it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +32,11 @@ log = logging.getLogger("payswitch.router")
 
 # (encoded commands, request ids of the groups in it) -> encoded BatchReply
 ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
+ShardProbe = Callable[[], Awaitable[object]]  # answers once the shard serves again
+
+PROBE_GRACE_S = 0.25  # a probe answered by then: a lost connection, not a dead shard
+PROBE_TIMEOUT_S = 10.0  # one probe of a recovering shard (a restart queues it until ready)
+PROBE_INTERVAL_S = 0.2  # between probes that failed at once (the actor was not back yet)
 
 
 @dataclass(slots=True)
@@ -57,6 +70,7 @@ class ShardChannel:
         call: ShardCall,
         queue_commands_max: int,
         call_commands_max: int,
+        probe: ShardProbe | None = None,
     ) -> None:
         if not 0 < call_commands_max <= queue_commands_max:
             raise ValueError("a call must fit in the queue")
@@ -70,6 +84,10 @@ class ShardChannel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
         self.commands_sent = 0
+        self._probe = probe
+        self._probing: asyncio.Task[None] | None = None
+        self.recovering_since_s: float | None = None  # wall clock, while recovering
+        self.recoveries = 0  # times it was recovering and answered again
 
     def submit(self, commands: list[Command], admitted: bool = False
                ) -> asyncio.Future[list[Reply | ShardCallFailed]]:
@@ -81,6 +99,8 @@ class ShardChannel:
         """
         if not 0 < len(commands) <= self.call_commands_max:
             raise ValueError(f"a group holds 1 to {self.call_commands_max} commands")
+        if self.recovering_since_s is not None:
+            raise ShardUnavailable(f"shard {self.shard_index} is recovering")
         if not admitted and self.queued_commands + len(commands) > self._queue_commands_max:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
@@ -95,6 +115,12 @@ class ShardChannel:
     async def _drain(self) -> None:
         try:
             while self._queue:
+                if self.recovering_since_s is not None:  # queued before it was known
+                    groups = list(self._queue)
+                    self._queue.clear()
+                    self.queued_commands = 0
+                    _fail(groups, ShardUnavailable(f"shard {self.shard_index} is recovering"))
+                    return
                 await self._send(self._take_call())
         finally:
             self._drain_task = None
@@ -119,6 +145,7 @@ class ShardChannel:
         except Exception as error:
             log.error("shard %d call failed: %r", self.shard_index, error)
             _fail(groups, ShardUnavailable(f"shard {self.shard_index} is unavailable"))
+            self._start_probing()
             return
         if reply.failed:
             _fail(groups, ShardCallFailed(reply.failed, reply.message))
@@ -135,6 +162,34 @@ class ShardChannel:
                     ShardCallFailed(r.code, r.message) if isinstance(r, Failed) else r
                     for r in replies[start:end]])
             start = end
+
+    def _start_probing(self) -> None:
+        if self._probe is not None and self._probing is None:
+            assert self._loop is not None
+            self._probing = self._loop.create_task(self._probe_until_answered(self._probe))
+
+    async def _probe_until_answered(self, probe: ShardProbe) -> None:
+        timeout_s = PROBE_GRACE_S
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(probe(), timeout_s)
+                    return
+                except Exception as error:  # TimeoutError included: not back yet
+                    if self.recovering_since_s is None:
+                        self.recovering_since_s = time.time()
+                        log.warning("shard %d is recovering (%r): what needs it answers 503 "
+                                    "until it serves again", self.shard_index, error)
+                    if not isinstance(error, TimeoutError):
+                        await asyncio.sleep(PROBE_INTERVAL_S)
+                    timeout_s = PROBE_TIMEOUT_S
+        finally:
+            if self.recovering_since_s is not None:
+                self.recoveries += 1
+                log.warning("shard %d serves again after %.1f s", self.shard_index,
+                            time.time() - self.recovering_since_s)
+            self.recovering_since_s = None
+            self._probing = None
 
 
 def _fail(groups: list[_Group], error: Exception) -> None:

@@ -124,7 +124,7 @@ class Router:
                              f"{placement.shard_count} shards")
         self.links = list(links)
         self.channels = [ShardChannel(link.index, link.call, queue_commands_max,
-                                      call_commands_max) for link in links]
+                                      call_commands_max, link.status) for link in links]
         self.placement = placement
         self.shard_of = self.placement.shard_of
         self.live: dict[str, asyncio.Future[None]] = {}  # transfer ids under way here
@@ -151,7 +151,7 @@ class Router:
                 positions = all_positions[start : start + channel.call_commands_max]
                 try:
                     future = channel.submit([calls[i][1] for i in positions], admitted)
-                except Overloaded as error:
+                except (Overloaded, ShardUnavailable) as error:
                     for i in positions:
                         replies[i] = error
                     continue
@@ -539,6 +539,18 @@ class Router:
         except Exception as error:
             raise ShardUnavailable(f"a shard did not answer its status: {error!r}") from None
 
+    async def statuses_answered(self, timeout_s: float = 2.0) -> list[ShardStatus | None]:
+        """Every shard's status, None for one recovering or not answering in time."""
+        async def one(index: int, link: ShardLink) -> ShardStatus | None:
+            if self.channels[index].recovering_since_s is not None:
+                return None
+            try:
+                return await asyncio.wait_for(link.status(), timeout_s)
+            except Exception:
+                return None
+
+        return list(await asyncio.gather(*(one(i, link) for i, link in enumerate(self.links))))
+
     async def totals(self) -> dict[str, list[int]]:
         """Per ledger, exact sums over every shard (kept by each shard as it applies)."""
         sums: dict[str, list[int]] = {}
@@ -548,6 +560,12 @@ class Router:
 
     def queue_depths(self) -> list[int]:
         return [channel.queued_commands for channel in self.channels]
+
+    def recovering(self) -> dict[int, float]:
+        """Shards recovering (their actor died; Ray restarts it): shard -> since (wall clock,
+        seconds)."""
+        return {channel.shard_index: channel.recovering_since_s for channel in self.channels
+                if channel.recovering_since_s is not None}
 
 
 class _Repeats:

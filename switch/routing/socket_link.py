@@ -23,6 +23,7 @@ from actors.shard.stats import ShardStatus
 log = logging.getLogger("payswitch.router")
 
 CONNECT_TIMEOUT_S = 10.0
+ENDPOINT_TIMEOUT_S = 2.0  # a restarting shard holds the call until recovered: 503 sooner
 KEEPALIVE_IDLE_S = 10
 KEEPALIVE_INTERVAL_S = 5
 
@@ -114,7 +115,12 @@ class SocketShard:
         return await asyncio.shield(opening)
 
     async def _open(self) -> _Connection:
-        host, port, token = await self._control.data_endpoint()
+        try:
+            host, port, token = await asyncio.wait_for(self._control.data_endpoint(),
+                                                       ENDPOINT_TIMEOUT_S)
+        except TimeoutError:
+            raise ShardConnectionLost(f"shard {self.index} did not give its data port within "
+                                      f"{ENDPOINT_TIMEOUT_S:.0f} s (restarting?)") from None
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
                                                     CONNECT_TIMEOUT_S)

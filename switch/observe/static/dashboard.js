@@ -65,7 +65,8 @@ function usage(p, alarmPercent) {
 function render(data) {
   const nodes = Object.fromEntries(data.nodes.map((n) => [n.node_id, n]));
   rows("shards", data.shards.map((s) => [
-    `${(nodes[s.node_id] || {}).ip || "?"} ${String(s.node_id).slice(0, 8)}`, s.shard, s.pid,
+    `${(nodes[s.node_id] || {}).ip || "?"} ${String(s.node_id).slice(0, 8)}`, s.shard,
+    { text: s.state, cls: s.state === "serving" ? "good" : "bad" }, s.restarts, s.pid,
     s.slots, number(s.accounts), number(s.transfers), number(s.queue_depth), s.in_doubt,
     number(s.last_seq), (s.log_bytes / 1048576).toFixed(1), s.snapshot_age_seconds.toFixed(0),
     s.recovery_ms.toFixed(1),
