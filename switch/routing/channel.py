@@ -35,7 +35,9 @@ ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
 ShardProbe = Callable[[], Awaitable[object]]  # answers once the shard serves again
 
 PROBE_GRACE_S = 0.25  # a probe answered by then: a lost connection, not a dead shard
-PROBE_TIMEOUT_S = 10.0  # one probe of a recovering shard (a restart queues it until ready)
+# Later probes wait up to this, then a new one goes: a probe sent before Ray knew the old
+# process was gone waits on its address for a second or two; one sent after reaches the new.
+PROBE_TIMEOUT_S = 1.0
 PROBE_INTERVAL_S = 0.2  # between probes that failed at once (the actor was not back yet)
 
 
