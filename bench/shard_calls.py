@@ -26,8 +26,9 @@ import ray
 
 from actors.codec import encode_commands
 from actors.messages import GetAccount
-from actors.shard.actor import RayShards
+from actors.shard.actor import STORAGE_LABEL, RayShards
 from actors.shard.host import ShardConfig
+from actors.topology import LOCAL_NODE, round_robin
 from bench.cpu_share import process_cpu_s
 from switch.routing.socket_link import SocketShard
 from switch.routing.transport import ShardLink
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    ray.init(include_dashboard=False, logging_level=logging.ERROR, num_cpus=os.cpu_count())
+    ray.init(include_dashboard=False, logging_level=logging.ERROR, num_cpus=os.cpu_count(),
+             labels={STORAGE_LABEL: LOCAL_NODE})
     with tempfile.TemporaryDirectory(prefix="payswitch-shard-calls-") as work:
         fleet = RayShards.start([ShardConfig(0, ("USD",), 1_000_000)], Path(work), 1 << 24,
-                                1024)
+                                1024, round_robin(1, 64, switch_id="bench", shards_created=False))
         try:
             shard_pid = int(fleet.placements()[0]["pid"])
             links: dict[str, ShardLink] = {"ray": fleet.links[0],

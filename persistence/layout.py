@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_SHARD_DIR = re.compile(r"^shard-(\d{4})$")
+SHARD_DIRECTORY = re.compile(r"^shard-(\d{4})$")
 
 
 def shard_directory(data_dir: Path, shard_index: int) -> Path:
@@ -19,7 +19,7 @@ def shard_directories(data_dir: Path) -> list[tuple[int, Path]]:
     found = sorted(
         (int(match.group(1)), path)
         for path in data_dir.iterdir()
-        if path.is_dir() and (match := _SHARD_DIR.match(path.name))
+        if path.is_dir() and (match := SHARD_DIRECTORY.match(path.name))
     )
     if [index for index, _ in found] != list(range(len(found))):
         raise ValueError(f"{data_dir}: shard directories are not numbered 0..n-1: {found}")

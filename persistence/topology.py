@@ -1,26 +1,32 @@
 """A data directory's saved topology (`topology.json`): written durably the first time the
 directory is served, read at every later start, never reinterpreted silently.
 
-- A new directory: the topology the settings ask for (one shard per CPU when they ask for 0)
-  is chosen, every shard directory is created, then the file is written (temporary file,
-  fsync, rename, fsync of the directory), so a shard directory that goes missing later is
-  noticed instead of being recreated empty.
+- A new directory: the topology the settings ask for (one shard per CPU when they ask for 0,
+  shards dealt round-robin to the storage nodes there are) is written with a new switch id
+  and `shards_created` false (temporary file, fsync, rename, fsync of the directory). Each
+  shard then makes its directory on its node (persistence/identity.py) and the caller saves
+  the topology again with `shards_created` true: from then on a shard directory that goes
+  missing is noticed by its shard instead of being recreated empty.
 - A directory with shards but no topology (written by a release before topologies): the
   topology is adopted once from the shard directories present (slots dealt round-robin, as
   those releases did) and saved; the caller logs that it did so.
+- A version 1 topology (before storage nodes) is upgraded once: a switch id, every shard on
+  the local node.
 - Settings that disagree with the saved topology are refused, naming both values.
 """
 
 from __future__ import annotations
 
-import os
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from actors.topology import Topology, round_robin
-from persistence.layout import shard_directories, shard_directory
+from actors.topology import LOCAL_NODE, Topology, named, round_robin
+from persistence.durable_file import write_durably
+from persistence.layout import SHARD_DIRECTORY, shard_directories
 
 TOPOLOGY_FILE = "topology.json"
 
@@ -32,7 +38,7 @@ class TopologyMismatch(Exception):
 @dataclass(frozen=True)
 class Resolved:
     topology: Topology
-    how: str  # "saved", "created" or "adopted"
+    how: str  # "saved", "created", "adopted" or "upgraded"
 
 
 def topology_path(data_dir: Path) -> Path:
@@ -52,15 +58,8 @@ def load_topology(data_dir: Path) -> Topology | None:
 
 def save_topology(data_dir: Path, topology: Topology) -> None:
     """Write the file durably: a crash leaves the old file or the new one, never a torn one."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = topology_path(data_dir)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("wb") as file:
-        file.write(msgspec.json.format(msgspec.json.encode(topology.check()), indent=2) + b"\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(data_dir)
+    write_durably(topology_path(data_dir),
+                  msgspec.json.format(msgspec.json.encode(topology.check()), indent=2) + b"\n")
 
 
 def read_topology(data_dir: Path, slots: int) -> Topology:
@@ -73,10 +72,12 @@ def read_topology(data_dir: Path, slots: int) -> Topology:
 
 
 def resolve_topology(data_dir: Path, shards_asked: int, slots_asked: int,
-                     cpu_count: int) -> Resolved:
-    """The topology to serve `data_dir` with; saves it if the directory had none.
+                     cpu_count: int, storage_nodes: Sequence[str] = (LOCAL_NODE,)) -> Resolved:
+    """The topology to serve `data_dir` with; saves it if the directory had none, or had a
+    version 1 one ("upgraded").
 
     `shards_asked` 0 means "what the data directory says" (for a new one: `cpu_count`).
+    `storage_nodes`: the names of the storage nodes a new directory's shards are dealt to.
     Raises TopologyMismatch when the settings disagree with the data.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -85,18 +86,29 @@ def resolve_topology(data_dir: Path, shards_asked: int, slots_asked: int,
     if saved is None:
         present = _shard_directories_present(data_dir)
         if present:
-            saved, how = round_robin(present, slots_asked), "adopted"
+            saved, how = round_robin(present, slots_asked, switch_id=new_switch_id()), "adopted"
         else:
-            saved, how = round_robin(shards_asked or cpu_count, slots_asked), "created"
+            saved, how = round_robin(shards_asked or cpu_count, slots_asked,
+                                     switch_id=new_switch_id(), nodes=sorted(storage_nodes),
+                                     shards_created=False), "created"
+    elif not saved.switch_id:
+        saved, how = named(saved, new_switch_id()), "upgraded"
     _refuse_disagreement(data_dir, saved, shards_asked, slots_asked, how)
-    if how == "saved":
-        _require_shard_directories(data_dir, saved)
-        return Resolved(saved, how)
-    for index in range(saved.shard_count):
-        shard_directory(data_dir, index).mkdir(exist_ok=True)
-    _fsync_directory(data_dir)
-    save_topology(data_dir, saved)
+    _refuse_extra_shard_directories(data_dir, saved)
+    if how != "saved":
+        save_topology(data_dir, saved)
     return Resolved(saved, how)
+
+
+def new_switch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def mark_shards_created(data_dir: Path, topology: Topology) -> Topology:
+    """Every shard has made its directory: from now on one that goes missing is refused."""
+    created = msgspec.structs.replace(topology, shards_created=True)
+    save_topology(data_dir, created)
+    return created
 
 
 def _refuse_disagreement(data_dir: Path, saved: Topology, shards_asked: int, slots_asked: int,
@@ -121,25 +133,13 @@ def _shard_directories_present(data_dir: Path) -> int:
         return 0
 
 
-def _require_shard_directories(data_dir: Path, topology: Topology) -> None:
-    missing = [shard_directory(data_dir, index).name for index in range(topology.shard_count)
-               if not shard_directory(data_dir, index).is_dir()]
-    extra = _shard_directories_present(data_dir) - topology.shard_count if not missing else 0
-    if extra > 0:
+def _refuse_extra_shard_directories(data_dir: Path, topology: Topology) -> None:
+    """Shard directories beyond the topology's shards (a missing one is its shard's to
+    notice: on a storage node of its own, the ingress cannot see it)."""
+    present = len([path for path in data_dir.iterdir()
+                   if path.is_dir() and SHARD_DIRECTORY.match(path.name)])
+    if present > topology.shard_count:
         raise TopologyMismatch(
-            f"{data_dir} holds {topology.shard_count + extra} shard directories, but its "
-            f"{TOPOLOGY_FILE} has {topology.shard_count} shards: the extra ones were not written "
-            "by this layout. Move them away (keep a copy) and start again.")
-    if missing:
-        raise TopologyMismatch(
-            f"{data_dir}: {', '.join(missing)} missing, but its {TOPOLOGY_FILE} has "
-            f"{topology.shard_count} shards. A shard's data cannot be recreated empty: restore "
-            "the directory from a backup (docs/OPERATIONS.md).")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            f"{data_dir} holds {present} shard directories, but its {TOPOLOGY_FILE} has "
+            f"{topology.shard_count} shards: the extra ones were not written by this layout. "
+            "Move them away (keep a copy) and start again.")

@@ -20,8 +20,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.queries import add_totals
 from actors.messages import Command, GetTotals, ListInDoubt
-from actors.shard.actor import RayShards
-from actors.topology import Topology
+from actors.shard.actor import STORAGE_LABEL, RayShards
+from actors.topology import LOCAL_NODE, Topology
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.api.app import create_app
@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_session() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              object_store_memory=256 * 1024 * 1024, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, labels={STORAGE_LABEL: LOCAL_NODE})
     yield
     ray.shutdown()
 

@@ -12,6 +12,7 @@ of their own thread, so readers never queue behind a shard's batches.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 from pathlib import Path
@@ -24,8 +25,17 @@ from actors.runtime import configure_logging, release_free_memory, tune_gc
 from actors.shard.data_port import DataPort
 from actors.shard.host import ShardConfig, ShardHost
 from actors.shard.stats import ShardStatus
+from actors.topology import Topology
+from persistence.identity import (
+    ForeignShardData,
+    ShardDataMissing,
+    ShardIdentity,
+    claim_shard_directory,
+)
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
+
+log = logging.getLogger("payswitch.shard")
 
 READS = "reads"
 
@@ -34,12 +44,24 @@ class ShardClosed(Exception):
     """A batch reached a shard after its clean stop: it is refused, nothing is written."""
 
 
+# A Ray node is a storage node when it carries this label, its value the node's name (the
+# name the topology records for each shard). Its data directory is STORAGE_DIR_ENV in the
+# node's environment, else the `data.dir` the switch was started with.
+STORAGE_LABEL = "payswitch.dev/storage"
+STORAGE_DIR_ENV = "PAYSWITCH_STORAGE_DIR"
+
+
+class ShardWontStart(Exception):
+    """The shard's data is not on this node, or is another switch's: it does not start."""
+
+
 @ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
 class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int,
-                 transfer_cache_max: int) -> None:
+                 transfer_cache_max: int, identity: ShardIdentity, may_create: bool) -> None:
         configure_logging(config.log_level, config.log_json)
-        directory = shard_directory(Path(data_dir), config.shard_index)
+        directory = _claim(config.shard_index, Path(os.environ.get(STORAGE_DIR_ENV) or data_dir),
+                           identity, may_create)
         # The ledger is long-lived: freeze it out of collections after recovery and after
         # each snapshot (a full pass over the state anyway), so the collector only ever
         # walks what changed since. After a snapshot, give back what its encoding freed.
@@ -95,6 +117,35 @@ class ShardActor:
             self._host.close()
 
 
+def storage_nodes() -> dict[str, list[str]]:
+    """The live storage nodes of the Ray cluster this process is connected to: name -> the
+    ids of the nodes carrying it (more than one is a misconfiguration)."""
+    nodes: dict[str, list[str]] = {}
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        name = (node.get("Labels") or {}).get(STORAGE_LABEL)
+        if node.get("Alive") and name:
+            nodes.setdefault(name, []).append(str(node["NodeID"]))
+    return nodes
+
+
+def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool) -> Path:
+    """The shard's directory on this node, once it is known to hold this shard's data."""
+    directory = shard_directory(data_dir, shard)
+    context = ray.get_runtime_context()
+    node = context.get_node_labels().get(STORAGE_LABEL, "?")
+    try:
+        how = claim_shard_directory(directory, identity, may_create)
+    except (ShardDataMissing, ForeignShardData) as error:
+        raise ShardWontStart(
+            f"shard {shard} will not start on storage node {node} (Ray node "
+            f"{context.get_node_id()[:8]}, data directory {data_dir}): {error}. Start the "
+            f"node with its data ({STORAGE_DIR_ENV}), or restore the directory from a backup "
+            "(docs/OPERATIONS.md).") from None
+    if how != "found":
+        log.info("shard %d: %s %s on storage node %s", shard, how, directory, node)
+    return directory
+
+
 def _node_address() -> str:
     """The address Ray knows this node by: loopback for the embedded one-machine Ray."""
     return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
@@ -136,15 +187,19 @@ class RayShards:
 
     @classmethod
     def start(cls, configs: list[ShardConfig], data_dir: Path, map_size_bytes: int,
-              transfer_cache_max: int) -> RayShards:
+              transfer_cache_max: int, topology: Topology) -> RayShards:
         """Create every shard and wait until each has recovered (raises if one cannot).
         num_cpus=0 so that shards may outnumber the cores they share. A shard whose process
         dies (kill -9, out of memory) is restarted by Ray, without end, and recovers from its
         log; a call in flight then fails (never retried by Ray: the router decides) and calls
-        made meanwhile wait for the restart. A constructor that raises is not restarted."""
+        made meanwhile wait for the restart. A constructor that raises is not restarted.
+        Each shard runs only on the storage node the topology names for it."""
         actors = [ShardActor.options(  # type: ignore[attr-defined]
-            num_cpus=0, max_restarts=-1, max_task_retries=0).remote(
-            config, str(data_dir), map_size_bytes, transfer_cache_max) for config in configs]
+            num_cpus=0, max_restarts=-1, max_task_retries=0,
+            label_selector={STORAGE_LABEL: topology.shard_nodes[config.shard_index]}).remote(
+            config, str(data_dir), map_size_bytes, transfer_cache_max,
+            ShardIdentity(topology.switch_id, config.shard_index), not topology.shards_created)
+            for config in configs]
         ray.get([actor.status.remote() for actor in actors])
         return cls(actors)
 

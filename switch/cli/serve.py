@@ -20,10 +20,15 @@ import ray._private.ray_constants as ray_constants
 import uvicorn
 
 from actors.runtime import configure_logging, tune_gc, tune_malloc
-from actors.shard.actor import RayShards
+from actors.shard.actor import STORAGE_LABEL, RayShards, storage_nodes
 from actors.shard.host import ShardConfig
-from actors.topology import Placement, Topology
-from persistence.topology import TOPOLOGY_FILE, TopologyMismatch, resolve_topology
+from actors.topology import LOCAL_NODE, Placement, Topology
+from persistence.topology import (
+    TOPOLOGY_FILE,
+    TopologyMismatch,
+    mark_shards_created,
+    resolve_topology,
+)
 from switch.api.app import create_app
 from switch.api.http_protocol import CoalescingHttpToolsProtocol
 from switch.cli.settings import Settings
@@ -52,6 +57,7 @@ def start_ray(settings: Settings) -> str | None:
         if settings.ray.num_cpus:
             options["num_cpus"] = settings.ray.num_cpus
         options["_node_ip_address"] = bind_local_ray_to_loopback()
+        options["labels"] = {STORAGE_LABEL: LOCAL_NODE}  # the one storage node
     tune_malloc()  # before Ray starts its processes: they inherit it
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
@@ -74,19 +80,39 @@ def bind_local_ray_to_loopback() -> str:
 
 
 def open_topology(settings: Settings) -> Topology:
-    """The data directory's saved topology (created or adopted on its first start); raises
-    TopologyMismatch when the settings disagree with it."""
+    """The data directory's saved topology (created, adopted or upgraded on its first start
+    here); raises TopologyMismatch when the settings or the Ray cluster disagree with it."""
     data_dir = Path(settings.data.dir).resolve()
+    nodes = storage_nodes()
+    doubled = {name: ids for name, ids in nodes.items() if len(ids) > 1}
+    if doubled:
+        raise TopologyMismatch(f"several Ray nodes carry one storage name ({STORAGE_LABEL}): "
+                               f"{doubled}; give each storage node a name of its own")
+    if not nodes:
+        raise TopologyMismatch(f"the Ray cluster has no storage node: start at least one with "
+                               f"the label {STORAGE_LABEL}=NAME (docs/CLUSTER.md)")
     resolved = resolve_topology(data_dir, settings.shards.count, settings.shards.slots,
-                                os.cpu_count() or 1)
+                                os.cpu_count() or 1, sorted(nodes))
     topology = resolved.topology
     if resolved.how == "adopted":
         log.warning("data directory %s had no topology (written by an older release): adopted "
                     "%d shards and %d slots from its shard directories and saved them in %s",
                     data_dir, topology.shard_count, topology.slots, TOPOLOGY_FILE)
+    elif resolved.how == "upgraded":
+        log.warning("data directory %s: its %s (version 1) now names the switch and puts every "
+                    "shard on the storage node %r", data_dir, TOPOLOGY_FILE, LOCAL_NODE)
     elif resolved.how == "created":
-        log.info("new data directory %s: %d shards, %d slots", data_dir, topology.shard_count,
-                 topology.slots)
+        log.info("new data directory %s: %d shards, %d slots, on storage nodes %s", data_dir,
+                 topology.shard_count, topology.slots, ", ".join(sorted(set(
+                     topology.shard_nodes))))
+    absent = sorted({name for name in topology.shard_nodes if name not in nodes})
+    if absent:
+        held = {name: [i for i, n in enumerate(topology.shard_nodes) if n == name]
+                for name in absent}
+        raise TopologyMismatch(
+            f"storage node(s) {', '.join(absent)} hold shards {held} but are not in the Ray "
+            f"cluster (it has {', '.join(sorted(nodes))}): start each with its data and the "
+            f"label {STORAGE_LABEL}=NAME (docs/CLUSTER.md)")
     return topology
 
 
@@ -99,7 +125,9 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
                            settings.logging.json_lines)
                for index in range(topology.shard_count)]
     shards = RayShards.start(configs, data_dir, settings.wal.map_size_bytes,
-                             settings.shards.transfer_cache_max)
+                             settings.shards.transfer_cache_max, topology)
+    if not topology.shards_created:  # each made its directory: from now on, refuse a missing one
+        mark_shards_created(data_dir, topology)
     for status in shards.statuses():
         log.info("shard %d ready: %d accounts, log at record %d, recovered in %.0f ms",
                  status.shard, status.accounts, status.last_seq, status.recovery_ms)
@@ -127,13 +155,13 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.logging.level, settings.logging.json_lines)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    try:
-        topology = open_topology(settings)
-    except TopologyMismatch as error:
-        log.error("refusing to start: %s", error)
-        return 2
     ray_dashboard_url = start_ray(settings)
     try:
+        try:
+            topology = open_topology(settings)
+        except TopologyMismatch as error:
+            log.error("refusing to start: %s", error)
+            return 2
         try:
             shards = start_shards(settings, topology)
         except ray.exceptions.RayActorError as error:

@@ -21,17 +21,19 @@ from actors.shard import data_port
 from actors.shard.actor import RayShard, RayShards
 from actors.shard.data_port import ANSWER, READY, REQUEST, TOKEN_BYTES, DataPort
 from actors.shard.host import ShardConfig
+from actors.topology import round_robin
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.routing import socket_link
 from switch.routing.socket_link import ShardConnectionLost, SocketShard
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
+ONE_SHARD = round_robin(1, 64, switch_id="test", shards_created=False)
 
 
 @pytest.fixture
 def fleet(ray_session: Any, tmp_path: Path) -> Iterator[RayShards]:
-    shards = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
+    shards = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
     yield shards
     shards.kill()
 
@@ -106,7 +108,7 @@ def test_a_restarted_shard_is_reached_at_its_new_port(fleet: RayShards, tmp_path
     assert decode_reply(asyncio.run(first.call(create, []))).replies[0].result == "ok"
     fleet.close()
     ray.kill(fleet.actors[0], no_restart=True)
-    again = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
+    again = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
     try:
         first._control = again.links[0]
         (view,) = decode_reply(asyncio.run(first.call(encode_commands([GetAccount("a")]),

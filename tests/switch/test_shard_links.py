@@ -18,12 +18,14 @@ from actors.ledger.model import Account, Transfer
 from actors.messages import AccountView, Commit, CreateAccount, GetAccount, TransferReply
 from actors.shard.actor import RayShards
 from actors.shard.host import ShardConfig, ShardHost
+from actors.topology import round_robin
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 from switch.routing.socket_link import SocketShard
 from switch.routing.transport import LocalShard, ShardLink
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
+ONE_SHARD = round_robin(1, 64, switch_id="test", shards_created=False)
 
 
 @pytest.fixture(params=["local", "ray", "socket"])
@@ -36,7 +38,7 @@ def link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shard
         local.close()
         return
     request.getfixturevalue("ray_session")
-    fleet = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024)
+    fleet = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
     yield (fleet.links[0] if request.param == "ray" else SocketShard(fleet.links[0])), fleet.kill
     fleet.kill()
 

@@ -1,0 +1,98 @@
+"""The switch joins a Ray cluster (`--ray-address`): each shard runs on the storage node that
+holds its data, and refuses to start on one that does not.
+
+`ray.cluster_utils.Cluster`: a head node with no CPUs (nothing is scheduled there) and two
+storage nodes, each with a data directory of its own (PAYSWITCH_STORAGE_DIR in the node's
+environment), on this one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.cluster_utils import Cluster
+
+from actors.shard.actor import STORAGE_DIR_ENV, STORAGE_LABEL
+from persistence.identity import IDENTITY_FILE
+from tests.chaos import free_port, transfer
+from tests.launcher import SwitchProcess
+
+NODE_OBJECT_STORE_BYTES = 80 * 1024 * 1024
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": NODE_OBJECT_STORE_BYTES})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def add_storage_node(cluster: Cluster, name: str, data_dir: Path) -> Any:
+    return cluster.add_node(num_cpus=1, object_store_memory=NODE_OBJECT_STORE_BYTES,
+                            labels={STORAGE_LABEL: name},
+                            env_vars={STORAGE_DIR_ENV: str(data_dir)})
+
+
+def joined(cluster: Cluster, tmp_path: Path) -> SwitchProcess:
+    return SwitchProcess(tmp_path / "ingress", free_port(), shards=2,
+                         log_path=tmp_path / "switch.log",
+                         extra_env={"PAYSWITCH_RAY_ADDRESS": cluster.address})
+
+
+def shards_shown(switch: SwitchProcess, timeout_s: float = 10) -> dict[int, str]:
+    """Each shard's Ray node, as the dashboard shows it (after the monitor's first tick)."""
+    deadline = time.monotonic() + timeout_s
+    while not (rows := switch.http.get("/dashboard/data").json()["shards"]):
+        assert time.monotonic() < deadline, "the dashboard shows no shard"
+        time.sleep(0.2)
+    return {row["shard"]: row["node_id"] for row in rows}
+
+
+def test_shards_run_on_the_storage_nodes_holding_their_data_and_refuse_others(
+        cluster: Cluster, tmp_path: Path) -> None:
+    nodes = {name: add_storage_node(cluster, name, tmp_path / name) for name in ("a", "b")}
+    cluster.wait_for_nodes()
+    switch = joined(cluster, tmp_path).start()
+    try:
+        answer = switch.http.post("/v1/accounts", json=[
+            {"id": f"acct-{n}", "ledger": "USD", "code": 1, "owner": "psp"} for n in range(20)])
+        assert {r["result"] for r in answer.json()["results"]} == {"ok"}
+        moved = switch.http.post("/v1/transfers", json=[
+            transfer(f"t{n}", f"acct-{n}", f"acct-{n + 1}", 1) for n in range(19)])
+        assert {r["result"] for r in moved.json()["results"]} == {"ok"}
+        shown = shards_shown(switch)
+    finally:
+        switch.kill_session()
+    # Shard 0's data is on node a, shard 1's on node b, none on the ingress's machine.
+    assert shown == {0: nodes["a"].node_id, 1: nodes["b"].node_id}
+    for shard, name in ((0, "a"), (1, "b")):
+        identity = json.loads((tmp_path / name / f"shard-000{shard}" / IDENTITY_FILE).read_text())
+        assert identity["shard"] == shard
+    assert not list((tmp_path / "ingress").glob("shard-*"))
+    saved = json.loads((tmp_path / "ingress" / "topology.json").read_text())
+    assert saved["shard_nodes"] == ["a", "b"] and saved["shards_created"]
+
+    # Node b gone: the switch refuses to start, naming it.
+    cluster.remove_node(nodes["b"])
+    with pytest.raises(RuntimeError, match="switch exited with 2"):
+        switch.start(ready_timeout_s=60)
+    assert "storage node(s) b hold shards {'b': [1]} but are not in the Ray cluster" in \
+        switch.log_path.read_text()
+
+    # A node b that joins without b's data: shard 1 refuses, naming node, shard and directory.
+    add_storage_node(cluster, "b", tmp_path / "empty")
+    cluster.wait_for_nodes()
+    with pytest.raises(RuntimeError, match="switch exited with 2"):
+        switch.start(ready_timeout_s=60)
+    log_text = switch.log_path.read_text()
+    assert "shard 1 will not start on storage node b" in log_text
+    assert f"data directory {tmp_path / 'empty'}" in log_text
+    assert not (tmp_path / "empty" / "shard-0001").exists()  # no empty log was made
