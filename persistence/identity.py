@@ -4,8 +4,9 @@ its directory, checked before its log is opened at every start.
 A shard started where its data is not (a storage node that joined without its disk, a wrong
 `PAYSWITCH_STORAGE_DIR`) would otherwise open an empty log and serve its accounts as if they
 had never existed; one started on another switch's data would serve that switch's money.
-Both are refused, naming the directory. A directory from a release before identities (a log,
-no `shard.json`) is adopted by the first start that finds it under an existing topology.
+Both are refused, naming the directory, as is a directory without its log once the shards
+were made (an empty mount point). A directory from a release before identities (a log, no
+`shard.json`) is adopted by the first start that finds it under an existing topology.
 """
 
 from __future__ import annotations
@@ -46,16 +47,27 @@ def claim_shard_directory(directory: Path, identity: ShardIdentity, may_create: 
             raise ForeignShardData(
                 f"{directory} holds shard {found.shard} of switch {found.switch_id}, not shard "
                 f"{identity.shard} of switch {identity.switch_id}")
+        _require_log(directory, identity, may_create)
         return "found"
-    has_log = (directory / LOG_FILE).exists()
     if not directory.is_dir() and not may_create:
         raise ShardDataMissing(
             f"{directory} does not exist, but the topology says shard {identity.shard} was "
             "made already: its data is elsewhere (another node, another disk) or lost")
+    has_log = (directory / LOG_FILE).exists()
+    _require_log(directory, identity, may_create)
     if has_log and may_create:
         raise ForeignShardData(f"{directory} holds a log this new switch did not write")
     if not directory.is_dir():
         directory.mkdir(parents=True)
         fsync_directory(directory.parent)
     write_durably(path, msgspec.json.encode(identity) + b"\n")
-    return "adopted" if has_log or not may_create else "created"
+    return "adopted" if has_log else "created"
+
+
+def _require_log(directory: Path, identity: ShardIdentity, may_create: bool) -> None:
+    """Once the shards were made, each has its log: a directory without one (a volume not
+    mounted, a log deleted) would open an empty log in its place."""
+    if not may_create and not (directory / LOG_FILE).exists():
+        raise ShardDataMissing(
+            f"{directory} holds no log ({LOG_FILE}), but the topology says shard "
+            f"{identity.shard} was made already: is its volume mounted?")

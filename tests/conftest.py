@@ -20,7 +20,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.queries import add_totals
 from actors.messages import Command, GetTotals, ListInDoubt
-from actors.shard.actor import STORAGE_LABEL, RayShards
+from actors.shard.actor import STORAGE_LABEL, RayShards, cluster_nodes
 from actors.topology import LOCAL_NODE, Topology
 from persistence.layout import shard_directory
 from persistence.lock import is_locked
@@ -103,7 +103,8 @@ class RunningSwitch:
         placements = self.fleet.placements()
         self.query_actor = start_query_actor(self.fleet.actors, self.topology)
         app = create_app(self.router, self.settings, placements=placements,
-                         on_tick=RayMetrics().publish, query_actor=self.query_actor)
+                         on_tick=RayMetrics().publish, query_actor=self.query_actor,
+                         list_nodes=cluster_nodes)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]

@@ -69,10 +69,17 @@ def test_shards_run_on_the_storage_nodes_holding_their_data_and_refuse_others(
             transfer(f"t{n}", f"acct-{n}", f"acct-{n + 1}", 1) for n in range(19)])
         assert {r["result"] for r in moved.json()["results"]} == {"ok"}
         shown = shards_shown(switch)
+        view = switch.http.get("/v1/cluster").json()
     finally:
         switch.kill_session()
     # Shard 0's data is on node a, shard 1's on node b, none on the ingress's machine.
     assert shown == {0: nodes["a"].node_id, 1: nodes["b"].node_id}
+    storage = {node["storage_node"]: node for node in view["nodes"] if node["storage_node"]}
+    assert {name: node["node_id"] for name, node in storage.items()} == {
+        name: node.node_id for name, node in nodes.items()}
+    assert len(view["nodes"]) == 3 and all(node["alive"] for node in view["nodes"])
+    assert [(s["storage_node"], s["node_id"], s["state"]) for s in view["shards"]] == [
+        ("a", nodes["a"].node_id, "serving"), ("b", nodes["b"].node_id, "serving")]
     for shard, name in ((0, "a"), (1, "b")):
         identity = json.loads((tmp_path / name / f"shard-000{shard}" / IDENTITY_FILE).read_text())
         assert identity["shard"] == shard

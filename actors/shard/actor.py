@@ -128,11 +128,23 @@ def storage_nodes() -> dict[str, list[str]]:
     return nodes
 
 
+def cluster_nodes() -> list[dict[str, Any]]:
+    """Every node of the Ray cluster as Ray's state has it now (a blocking call to its GCS)."""
+    return [{"node_id": str(node["NodeID"]), "address": node.get("NodeManagerAddress", ""),
+             "alive": bool(node.get("Alive")),
+             "storage_node": (node.get("Labels") or {}).get(STORAGE_LABEL),
+             "cpus": float((node.get("Resources") or {}).get("CPU", 0))}
+            for node in ray.nodes()]  # type: ignore[no-untyped-call]
+
+
 def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool) -> Path:
     """The shard's directory on this node, once it is known to hold this shard's data."""
     directory = shard_directory(data_dir, shard)
     context = ray.get_runtime_context()
     node = context.get_node_labels().get(STORAGE_LABEL, "?")
+    # Ray restarts a shard with the arguments it was made with: making the directory was for
+    # the first start only. A restart that finds it gone refuses, never serves it empty.
+    may_create = may_create and not context.was_current_actor_reconstructed
     try:
         how = claim_shard_directory(directory, identity, may_create)
     except (ShardDataMissing, ForeignShardData) as error:

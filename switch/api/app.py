@@ -76,6 +76,7 @@ from switch.hub.signing import signing_key
 from switch.hub.watch import HubCollector, HubWatch
 from switch.hub.window_routes import window_routes
 from switch.hub.windows import Windows
+from switch.observe.cluster import cluster_endpoint
 from switch.observe.dashboard import dashboard_routes
 from switch.observe.metrics import Metrics, RequestContext
 from switch.observe.monitor import Monitor
@@ -530,9 +531,11 @@ def _waits(scope: Scope) -> bool:
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
                placements: list[dict[str, Any]] | None = None,
                on_tick: Callable[[Monitor], None] | None = None,
-               query_actor: Any = None) -> Starlette:
+               query_actor: Any = None,
+               list_nodes: Callable[[], list[dict[str, Any]]] | None = None) -> Starlette:
     """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
-    with the monitor after each of its polls (the server publishes Ray metrics there)."""
+    with the monitor after each of its polls (the server publishes Ray metrics there);
+    `list_nodes`: the cluster's nodes now, for `GET /v1/cluster`."""
     monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
                       placements or [])
     monitor.on_tick = on_tick
@@ -591,6 +594,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url, watch.data),
+        Route("/v1/cluster", cluster_endpoint(monitor, list_nodes), methods=["GET"]),
         *event_routes(EventStream(router.links), StreamSlots(
             settings.server.streams_max, settings.server.streams_per_client_max,
             settings.server.retry_after_seconds), api.visibility.visible_events,

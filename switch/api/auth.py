@@ -31,7 +31,7 @@ from switch.routing.registry import RegistryClient
 log = logging.getLogger("payswitch.auth")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 BROWSER_PATHS = ("/dashboard",)  # a browser asks for a key (Basic) and sends it along
-STAFF_PATHS = ("/metrics", "/dashboard")  # the operator's and auditor's only
+STAFF_PATHS = ("/metrics", "/dashboard", "/v1/cluster")  # the operator's and auditor's only
 VERIFIED_MAX = 10_000  # tokens checked once, remembered until the keys change
 # A request beyond its key's rate is answered 429 (Retry-After: 1) about one second late: a
 # client flooding on many connections then sends one request a second on each, and costs the

@@ -20,7 +20,7 @@ import ray._private.ray_constants as ray_constants
 import uvicorn
 
 from actors.runtime import configure_logging, tune_gc, tune_malloc
-from actors.shard.actor import STORAGE_LABEL, RayShards, storage_nodes
+from actors.shard.actor import STORAGE_LABEL, RayShards, cluster_nodes, storage_nodes
 from actors.shard.host import ShardConfig
 from actors.topology import LOCAL_NODE, Placement, Topology
 from persistence.topology import (
@@ -172,7 +172,8 @@ def serve(settings: Settings) -> int:
             query_actor = start_query_actor(shards.actors, topology)
             app = create_app(build_router(settings, shards, topology), settings,
                              ray_dashboard_url=ray_dashboard_url, placements=placements,
-                             on_tick=RayMetrics().publish, query_actor=query_actor)
+                             on_tick=RayMetrics().publish, query_actor=query_actor,
+                             list_nodes=cluster_nodes)
             config = uvicorn.Config(
                 app,
                 host=settings.server.host,

@@ -24,6 +24,7 @@ def test_a_new_shard_makes_its_directory_and_finds_it_at_every_later_start(
     directory = tmp_path / "data" / "shard-0001"
     assert claim_shard_directory(directory, MINE, may_create=True) == "created"
     assert (directory / IDENTITY_FILE).exists()
+    (directory / LOG_FILE).write_bytes(b"its log, opened next")
     assert claim_shard_directory(directory, MINE, may_create=False) == "found"
     assert claim_shard_directory(directory, MINE, may_create=True) == "found"  # a retried start
 
@@ -35,11 +36,26 @@ def test_a_missing_directory_is_refused_once_the_shards_were_made(tmp_path: Path
     assert not directory.exists()  # nothing created
 
 
+def test_a_directory_without_its_log_is_refused_once_the_shards_were_made(
+        tmp_path: Path) -> None:
+    """An empty mount point (a volume not mounted), or a shard.json whose log is gone: either
+    would open an empty log and serve the shard's accounts as if they had never existed."""
+    directory = tmp_path / "shard-0001"
+    directory.mkdir()
+    with pytest.raises(ShardDataMissing, match="holds no log"):
+        claim_shard_directory(directory, MINE, may_create=False)
+    assert not (directory / IDENTITY_FILE).exists()
+    claim_shard_directory(directory, MINE, may_create=True)  # the first run: made, no log yet
+    with pytest.raises(ShardDataMissing, match="holds no log"):
+        claim_shard_directory(directory, MINE, may_create=False)
+
+
 @pytest.mark.parametrize("theirs", [ShardIdentity("switch-b", 1), ShardIdentity("switch-a", 0)])
 def test_another_switchs_or_shards_data_is_refused(tmp_path: Path,
                                                    theirs: ShardIdentity) -> None:
     directory = tmp_path / "shard-0001"
     claim_shard_directory(directory, theirs, may_create=True)
+    (directory / LOG_FILE).write_bytes(b"their log")
     for may_create in (True, False):
         with pytest.raises(ForeignShardData, match=f"holds shard {theirs.shard} of switch "
                                                    f"{theirs.switch_id}"):

@@ -248,6 +248,7 @@ ROWS: list[Row] = [
     ("GET", "/v1/events?limit=1000", None, OPEN),
     ("GET", "/metrics", None, STAFF),
     ("GET", "/dashboard/data", None, STAFF),
+    ("GET", "/v1/cluster", None, STAFF),
     ("GET", "/dashboard", None, STAFF),
     ("GET", "/v1/participants", None, OPEN),
     ("GET", "/v1/participants/bank-a", None, {"operator": 200, "auditor": 200, "bank-a": 200,

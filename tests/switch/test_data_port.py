@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +100,20 @@ def test_a_dropped_connection_fails_its_waiters_and_is_opened_again(fleet: RaySh
         assert decode_reply(await shard.call(read, [])).replies  # a new connection
 
     asyncio.run(scenario())
+
+
+def test_a_shard_restarted_by_ray_never_makes_its_directory_again(fleet: RayShards,
+                                                                  tmp_path: Path) -> None:
+    """Ray restarts a dead shard with the arguments it was first made with: on the first run
+    of a directory those allow making it. A restart must not: its directory gone (a node
+    back without its disk), it refuses instead of serving an empty shard."""
+    pid = int(fleet.placements()[0]["pid"])
+    directory = tmp_path / "shard-0000"
+    directory.rename(tmp_path / "moved-away")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ray.exceptions.RayActorError, match="will not start"):
+        ray.get(fleet.actors[0].status.remote(), timeout=60)
+    assert not directory.exists()
 
 
 def test_a_restarted_shard_is_reached_at_its_new_port(fleet: RayShards, tmp_path: Path) -> None:
