@@ -15,9 +15,11 @@ import gc
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import ray
 
 from actors.messages import LogFeed
@@ -70,6 +72,7 @@ class ShardActor:
             directory, map_size_bytes, transfer_cache_max=transfer_cache_max),
             on_snapshot=after_snapshot)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
+        self._started_ns = time.time_ns()  # this process's: the monitor counts restarts by it
         self._write_lock = threading.Lock()  # Ray's calls and the data port's: one writer
         self._closed = False
         self._data_port = DataPort(_node_address(), self._handle_locked)
@@ -96,7 +99,7 @@ class ShardActor:
 
     @ray.method(concurrency_group=READS)
     def status(self) -> ShardStatus:
-        return self._host.status()
+        return msgspec.structs.replace(self._host.status(), started_ns=self._started_ns)
 
     @ray.method(concurrency_group=READS, enable_task_events=False)
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:

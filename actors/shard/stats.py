@@ -78,3 +78,4 @@ class ShardStatus(msgspec.Struct, frozen=True):
     log_used_ratio: float  # of the map (wal.map_size_bytes): writes fail at 1.0
     stats: dict[str, Any]
     totals: list[LedgerTotals]
+    started_ns: int = 0  # when its process started (set by its actor): a change is a restart

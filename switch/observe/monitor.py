@@ -30,6 +30,7 @@ HOTTEST_SHOWN = 10
 HOTTEST_KEPT_PER_INTERVAL = 50  # the hottest over the last minute, from each interval's top
 HOTTEST_WINDOW_S = 60
 LOG_FULL_WARNING_RATIO = 0.8
+PLACEMENT_TIMEOUT_S = 2.0
 HOTTEST_SAMPLE_PER_REQUEST = 64  # accounts counted per request: a bounded cost per array
 
 
@@ -98,7 +99,9 @@ class Monitor:
         self._previous: dict[int, dict[str, Any]] = {}
         self.on_tick: Callable[[Monitor], None] | None = None  # e.g. publish Ray metrics
         self._warned_full: set[int] = set()  # shards whose full log map was logged
-        self._recoveries_seen: dict[int, int] = {}  # per shard: its restarts already handled
+        self._started_ns: dict[int, int] = {}  # per shard: when the process it answered from began
+        self._placement_stale: set[int] = set()  # restarted: where it runs now is to be asked
+        self.restarts: Counter[int] = Counter()  # per shard: restarts seen since this start
 
     # ---- from the request path ----
 
@@ -133,7 +136,7 @@ class Monitor:
 
     async def tick(self) -> None:
         answered = await self.router.statuses_answered()  # beside the batches, not queued
-        await self._refresh_restarted()
+        await self._note_restarts([s for s in answered if s is not None])
         shard_statuses = [s for s in answered if s is not None]
         statuses: list[dict[str, Any]] = [msgspec.structs.asdict(s) for s in shard_statuses]
         totals: dict[str, list[int]] = {}
@@ -186,21 +189,26 @@ class Monitor:
             state = "serving" if index in by_shard and channel.recovering_since_s is None \
                 else "recovering"
             rows.append({**status, **placements[index], "queue_depth": queue_depths[index],
-                         "state": state, "restarts": channel.recoveries})
+                         "state": state, "restarts": self.restarts[index]})
         return rows
 
-    async def _refresh_restarted(self) -> None:
-        """A shard that recovered runs in a new process: ask where, and count its figures
-        from zero again (its counters restarted with it)."""
-        for index, channel in enumerate(self.router.channels):
-            if channel.recoveries == self._recoveries_seen.get(index, 0):
-                continue
+    async def _note_restarts(self, statuses: list[Any]) -> None:
+        """A shard answering from a new process restarted (whether or not a call failed):
+        count it, ask where it runs now, and count its figures from zero again."""
+        for status in statuses:
+            before = self._started_ns.get(status.shard)
+            self._started_ns[status.shard] = status.started_ns
+            if before is not None and before != status.started_ns:
+                self.restarts[status.shard] += 1
+                self._previous.pop(status.shard, None)
+                self._placement_stale.add(status.shard)
+        for index in sorted(self._placement_stale):
             with contextlib.suppress(Exception):  # asked again at the next tick
-                placement = await self.router.links[index].placement()
+                placement = await asyncio.wait_for(self.router.links[index].placement(),
+                                                   PLACEMENT_TIMEOUT_S)
                 if index < len(self.placements):
                     self.placements[index] = placement
-                self._previous.pop(index, None)
-                self._recoveries_seen[index] = channel.recoveries
+                self._placement_stale.discard(index)
 
     def _shard_sample(self, status: dict[str, Any], depth: int, now: float,
                       elapsed: float) -> None:

@@ -36,6 +36,7 @@ from switch.routing.transport import ShardLink
 RECORDS_PER_READ_MAX = 1000
 BYTES_PER_READ_MAX = 4 << 20  # per shard and request: bounds what one read holds in memory
 SEQ_MAX = 2**63 - 1
+READ_TIMEOUT_S = 5.0  # a restarting shard holds a read until it has recovered: 503 sooner
 
 
 class CursorInvalid(ValueError):
@@ -141,7 +142,8 @@ class Delivered:
 async def _read_log(shard: int, link: ShardLink, from_seq: int, records_max: int,
                     bytes_max: int) -> LogFeed:
     try:
-        return await link.read_log(from_seq, records_max, bytes_max)
+        return await asyncio.wait_for(link.read_log(from_seq, records_max, bytes_max),
+                                      READ_TIMEOUT_S)
     except Exception as error:  # its process died or is starting again: 503, not a bug
         raise ShardUnavailable(f"shard {shard} is unavailable ({error!r})") from error
 

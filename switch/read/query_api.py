@@ -3,6 +3,7 @@ GET /v1/accounts/{id}/balances: answered by the read replica (switch/query.py)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
@@ -20,6 +21,7 @@ from switch.api.views import account_json, transfer_json
 from switch.read.query import QueryInvalid, decode_cursor, encode_cursor
 from switch.routing.router import Router
 
+QUERY_TIMEOUT_S = 10.0  # the read model catches up first: a recovering shard holds it
 PENDING_STATUSES = ("pending", "posted", "voided", "expired")
 BALANCE_FIELDS = ("timestamp", "debits_posted", "credits_posted", "debits_pending",
                   "credits_pending")
@@ -41,9 +43,14 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
         if query_actor is None:
             raise ApiError(503, "shard_unavailable", "Queries are not served here.")
         try:
-            status, answer = await query_actor.query.remote(kind, *args)
+            status, answer = await asyncio.wait_for(query_actor.query.remote(kind, *args),
+                                                    QUERY_TIMEOUT_S)
         except ray.exceptions.RayActorError:  # died (Ray restarts it) or restarting
             raise ApiError(503, "read_model_unavailable", retry_after_seconds=1) from None
+        except TimeoutError:  # catching up behind a shard that is recovering
+            raise ApiError(503, "read_model_unavailable", "The read model did not answer in "
+                           f"{QUERY_TIMEOUT_S:.0f} s (a shard recovering?); retry after "
+                           "Retry-After.", retry_after_seconds=1) from None
         if status != "ok":
             raise ApiError(400, "cursor_invalid", answer)
         return answer

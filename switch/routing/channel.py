@@ -35,10 +35,10 @@ ShardCall = Callable[[bytes, list[str]], Awaitable[bytes]]
 ShardProbe = Callable[[], Awaitable[object]]  # answers once the shard serves again
 
 PROBE_GRACE_S = 0.25  # a probe answered by then: a lost connection, not a dead shard
-# Later probes wait up to this, then a new one goes: a probe sent before Ray knew the old
-# process was gone waits on its address for a second or two; one sent after reaches the new.
-PROBE_TIMEOUT_S = 1.0
-PROBE_INTERVAL_S = 0.2  # between probes that failed at once (the actor was not back yet)
+PROBE_INTERVAL_S = 0.2  # after a probe that failed, before the next (one at a time)
+# A call still unanswered after this is probed too: with the Ray transport, calls to a shard
+# that died while idle are held until its restart instead of failing.
+SLOW_CALL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -89,7 +89,6 @@ class ShardChannel:
         self._probe = probe
         self._probing: asyncio.Task[None] | None = None
         self.recovering_since_s: float | None = None  # wall clock, while recovering
-        self.recoveries = 0  # times it was recovering and answered again
 
     def submit(self, commands: list[Command], admitted: bool = False
                ) -> asyncio.Future[list[Reply | ShardCallFailed]]:
@@ -142,6 +141,8 @@ class ShardChannel:
             one for g in groups if g.request_id for one in g.request_id.split(",")))
         self.calls += 1
         self.commands_sent += len(commands)
+        assert self._loop is not None
+        slow = self._loop.call_later(SLOW_CALL_S, self._start_probing)
         try:
             reply = decode_reply(await self._call(encode_commands(commands), request_ids))
         except Exception as error:
@@ -149,6 +150,8 @@ class ShardChannel:
             _fail(groups, ShardUnavailable(f"shard {self.shard_index} is unavailable"))
             self._start_probing()
             return
+        finally:
+            slow.cancel()
         if reply.failed:
             _fail(groups, ShardCallFailed(reply.failed, reply.message))
             return
@@ -171,23 +174,26 @@ class ShardChannel:
             self._probing = self._loop.create_task(self._probe_until_answered(self._probe))
 
     async def _probe_until_answered(self, probe: ShardProbe) -> None:
-        timeout_s = PROBE_GRACE_S
+        """One probe at a time (a restarting actor holds each until it has recovered: they
+        must not pile up while a shard waits for its node); a new one after one fails (one
+        sent before Ray knew the old process was gone fails on its address in about 1 s)."""
+        answer = asyncio.ensure_future(probe())
         try:
             while True:
-                try:
-                    await asyncio.wait_for(probe(), timeout_s)
+                done, _ = await asyncio.wait({answer}, timeout=PROBE_GRACE_S)
+                if done and not answer.cancelled() and answer.exception() is None:
                     return
-                except Exception as error:  # TimeoutError included: not back yet
-                    if self.recovering_since_s is None:
-                        self.recovering_since_s = time.time()
-                        log.warning("shard %d is recovering (%r): what needs it answers 503 "
-                                    "until it serves again", self.shard_index, error)
-                    if not isinstance(error, TimeoutError):
-                        await asyncio.sleep(PROBE_INTERVAL_S)
-                    timeout_s = PROBE_TIMEOUT_S
+                if self.recovering_since_s is None:
+                    self.recovering_since_s = time.time()
+                    why = repr(answer.exception()) if done and not answer.cancelled() else \
+                        f"no answer in {PROBE_GRACE_S} s"
+                    log.warning("shard %d is recovering (%s): what needs it answers 503 until "
+                                "it serves again", self.shard_index, why)
+                if done:
+                    await asyncio.sleep(PROBE_INTERVAL_S)
+                    answer = asyncio.ensure_future(probe())
         finally:
             if self.recovering_since_s is not None:
-                self.recoveries += 1
                 log.warning("shard %d serves again after %.1f s", self.shard_index,
                             time.time() - self.recovering_since_s)
             self.recovering_since_s = None
