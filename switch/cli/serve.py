@@ -1,9 +1,11 @@
 """`payswitch serve`: start Ray and the shards, recover, then serve the API.
 
-Start-up order: the data directory's topology (saved on its first start; settings that
-disagree with it are refused), Ray (embedded by default), one shard actor per shard (each locks
-its data directory and recovers from its log), then the router and the HTTP server, whose
-start-up re-drives every cross-shard transfer a crash left in doubt before taking traffic.
+Start-up order: Ray (embedded by default, or a cluster joined with `ray.address`), the data
+directory's topology against the storage nodes Ray has (saved on its first start; settings or
+a cluster that disagree with it are refused), one shard actor per shard on its storage node
+(each checks its directory is its own, locks it and recovers from its log), then the router
+and the HTTP server, whose start-up re-drives every cross-shard transfer a crash left in doubt
+before taking traffic.
 """
 
 from __future__ import annotations
