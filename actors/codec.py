@@ -29,7 +29,8 @@ from actors.messages import BatchReply, Command
 FORMAT_VERSION = 3  # of records written by this release
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 6  # of snapshots written by this release (6: account ids as two buffers)
+SNAPSHOT_FORMAT = 7  # of snapshots written by this release (6: account ids as two buffers;
+# 7: fenced attempts, which an older release would drop)
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 

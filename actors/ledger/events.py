@@ -164,16 +164,25 @@ class PartCommitted(_Event, tag="part_committed"):
     resolving: Transfer | None = None  # a post or void, filled from its pending transfer
 
 
+class AttemptFenced(_Event, tag="attempt_fenced"):
+    """At a transfer's home (a chain's coordinator): redrive was told this attempt is void,
+    and voids its parts elsewhere; so it never commits here, whenever its commit arrives."""
+
+    key: str  # the transfer's id, or the chain's key
+    attempt: int
+    chain: bool = False
+
+
 Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
          | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
          | PartCommitted | PendingSettled | ParticipantCreated | ParticipantStatusChanged
-         | KeyCreated | KeyRevoked)
+         | KeyCreated | KeyRevoked | AttemptFenced)
 EVENT_TYPES: tuple[type[_Event], ...] = (
     AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
     ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
     HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled,
-    ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked)
+    ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked, AttemptFenced)
 REGISTRY_EVENTS = (ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked)
 
 
@@ -194,6 +203,8 @@ def transfer_id_of(event: Event) -> str:
         return event.pending_id
     if isinstance(event, PendingSettled) and len(event.pending_ids) == 1:
         return event.pending_ids[0]
+    if isinstance(event, AttemptFenced) and not event.chain:
+        return event.key
     return ""
 
 

@@ -31,6 +31,7 @@ from actors.ledger.chains import ChainFunds
 from actors.ledger.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.ledger.events import (
     AccountCreated,
+    AttemptFenced,
     ChainCommitted,
     Claim,
     Event,
@@ -189,6 +190,8 @@ class Ledger(LedgerState):
             return repeat_of(existing, transfer), [], existing
         if transfer.id in self.reservations:  # a linked chain's member, not yet decided
             return _R.in_flight, [], None
+        if attempt and self.is_fenced(transfer.id, attempt):  # redrive voided its parts
+            return _R.in_flight, [], None
         if transfer.flags & RESOLVES_PENDING:
             transfer = pending_rules.filled(transfer, pending)
         if transfer.flags & BALANCING:
@@ -232,10 +235,19 @@ class Ledger(LedgerState):
             raise ValueError(f"chain {chain} decided twice")
         return [ChainCommitted(chain, attempt, timestamps, amounts, resolving)]
 
-    def resolve_chain(self, chain: str, attempt: int) -> ChainDecision | None:
-        """The decision if this attempt of the chain committed, else None (void)."""
+    def resolve_chain(self, chain: str, attempt: int
+                      ) -> tuple[ChainDecision | None, list[Event]]:
+        """The decision if this attempt of the chain committed, else None (void). Void for a
+        chain not decided at all fences the attempt (its events): it never commits later."""
         decision = self.store.chain(chain)
-        return decision if decision is not None and decision.attempt == attempt else None
+        if decision is not None:
+            return (decision if decision.attempt == attempt else None), []
+        return None, self._fence(chain, attempt, chain=True)
+
+    def _fence(self, key: str, attempt: int, chain: bool = False) -> list[Event]:
+        if self.is_fenced(key, attempt, chain):
+            return []
+        return [AttemptFenced(key, attempt, chain)]
 
     def finalize_reservation(
         self, transfer_id: str, attempt: int, outcome: str, timestamp: int, amount: int = 0,
@@ -255,17 +267,21 @@ class Ledger(LedgerState):
             return [ReservationPosted(transfer_id, timestamp, amount)]
         return [ReservationHeld(transfer_id, amount)]
 
-    def resolve(self, transfer_id: str, attempt: int) -> Verdict:
+    def resolve(self, transfer_id: str, attempt: int) -> tuple[Verdict, list[Event]]:
         """At the home: what becomes of this attempt's parts.
 
         The attempt, not the fields, decides: a retry with identical fields reserves too, is
-        told `exists`, and its reservation must be voided, never posted a second time.
+        told `exists`, and its reservation must be voided, never posted a second time. Void
+        for an id not committed at all fences the attempt (the events returned): its commit,
+        should it still arrive (a dropped connection's, another ingress's), is refused.
         """
         stored = self.store.transfer(transfer_id)
-        if stored is not None and stored.commit_attempt and stored.commit_attempt == attempt:
+        if stored is None:
+            return Verdict(VOID), self._fence(transfer_id, attempt)
+        if stored.commit_attempt and stored.commit_attempt == attempt:
             committed = stored.transfer
-            return Verdict(HOLD if committed.flags & PENDING else POST, committed)
-        return Verdict(VOID)
+            return Verdict(HOLD if committed.flags & PENDING else POST, committed), []
+        return Verdict(VOID), []
 
     def settled(self, pending_ids: list[str]) -> list[Event]:
         """Every held part of these (final) pending transfers is settled: stop tracking them."""

@@ -38,6 +38,12 @@ class SettlingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
     since_ns: int
 
 
+class FenceEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    key: str  # a transfer's id, or a chain's key
+    attempts: list[int]
+    chain: bool
+
+
 class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     accounts: list[Account]  # formats 2 and 3; since format 4 empty: the rows below
     homed_count: int
@@ -48,6 +54,7 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     settling: list[SettlingEntry] = []
     account_rows: AccountRows | None = None  # format 4 on: the accounts as packed rows
     registry: RegistryState | None = None  # format 5 on: participants, keys, who is disabled
+    fences: list[FenceEntry] = []  # format 7 on: attempts told void that never commit
 
     def account_structs(self) -> list[Account]:
         """The accounts as structs, whichever way this snapshot holds them (audits compare)."""
@@ -70,6 +77,10 @@ def dump(ledger: LedgerState) -> Snapshot:
         settling=[SettlingEntry(pending_id, since_ns)
                   for pending_id, since_ns in ledger.settling.items()],
         registry=RegistryState.of(ledger.registry) if ledger.registry.version else None,
+        fences=[FenceEntry(key, sorted(attempts), chain)
+                for chain, fenced in ((False, ledger.fenced_transfers),
+                                      (True, ledger.fenced_chains))
+                for key, attempts in fenced.items()],
     )
 
 
@@ -91,3 +102,6 @@ def load(ledger: LedgerState, snapshot: Snapshot) -> None:
     ledger.settling = {entry.pending_id: entry.since_ns for entry in snapshot.settling}
     if snapshot.registry is not None:
         snapshot.registry.restore(ledger.registry)
+    for fence in snapshot.fences:
+        fenced = ledger.fenced_chains if fence.chain else ledger.fenced_transfers
+        fenced[fence.key] = set(fence.attempts)

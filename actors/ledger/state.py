@@ -17,6 +17,7 @@ import msgspec
 from actors.ledger.accounts import AccountTable
 from actors.ledger.events import (
     AccountCreated,
+    AttemptFenced,
     ChainCommitted,
     Event,
     HeldSettled,
@@ -89,6 +90,8 @@ class Totals:
     def of(cls, accounts: Iterable[Account]) -> Totals:
         totals = cls()
         for account in accounts:
+            if account.ledger not in totals.by_ledger:  # every ledger, balances zero or not
+                totals.add(account.ledger, DEBITS_POSTED, 0)
             for field, value in enumerate((account.debits_posted, account.credits_posted,
                                            account.debits_pending, account.credits_pending)):
                 if value:
@@ -115,6 +118,11 @@ class LedgerState:
         self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self.totals = Totals()
         self.registry = Registry()
+        # Attempts this home told redrive were void (AttemptFenced): id or chain key -> the
+        # attempts that never commit here. Kept until the id or chain commits (a late commit
+        # then finds it taken); only crash and redrive windows make them, so they stay few.
+        self.fenced_transfers: dict[str, set[int]] = {}
+        self.fenced_chains: dict[str, set[int]] = {}
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
         self._history_touched: list[Account] = []  # by the event being applied
         self._appliers: dict[type, Callable[[Any], None]] = {
@@ -138,6 +146,7 @@ class LedgerState:
                                                                          e.status),
             KeyCreated: lambda e: self.registry.add_key(e.key),
             KeyRevoked: lambda e: self.registry.revoke(e.revoked_key_id, e.timestamp),
+            AttemptFenced: self._apply_attempt_fenced,
         }
 
     # ---- reads the decisions share ----
@@ -206,10 +215,20 @@ class LedgerState:
     def _apply_chain_committed(self, event: ChainCommitted) -> None:
         self.store.add_chain(event.chain, ChainDecision(event.attempt, event.timestamps,
                                                         event.amounts, event.resolving))
+        self.fenced_chains.pop(event.chain, None)
+
+    def _apply_attempt_fenced(self, event: AttemptFenced) -> None:
+        fenced = self.fenced_chains if event.chain else self.fenced_transfers
+        fenced.setdefault(event.key, set()).add(event.attempt)
+
+    def is_fenced(self, key: str, attempt: int, chain: bool = False) -> bool:
+        fenced = self.fenced_chains if chain else self.fenced_transfers
+        return attempt in fenced.get(key, ())
 
     def _commit(self, transfer: Transfer, roles: int, attempt: int) -> None:
         """At the transfer's home: index it, and post (or hold, if pending) its local roles."""
         self.store.add_transfer(StoredTransfer(transfer, attempt))
+        self.fenced_transfers.pop(transfer.id, None)
         self.homed_count += 1
         if not transfer.flags & PENDING:
             self._post(transfer, roles, indexed=True)

@@ -114,6 +114,8 @@ class ChainOps:
                 code, amount = decide(amount, entry.rules)
                 codes[member] = first_failure(codes[member], code)
             amounts.append(entry.filled.amount if entry.filled is not None else amount)
+        if self.ledger.is_fenced(chain, attempt, chain=True):  # redrive voided its parts
+            codes = [first_failure(code, TransferResult.in_flight) for code in codes]
         decision = None
         if chains.verdict(codes)[0] == chains.OK:
             decision = ChainDecision(attempt, [self._next_timestamp() for _ in codes], amounts,

@@ -226,7 +226,7 @@ class CommandTable:
         host.record(new_events, events)
         return RegistryReply(result, key=host.ledger.registry.keys.get(command.revoked_key_id))
 
-    # ---- reads (they record nothing) ----
+    # ---- reads (they record nothing; a resolve records a fence) ----
 
     def _registry(self, command: GetRegistry, events: list[Event]) -> RegistryView:
         registry = self.host.ledger.registry
@@ -236,10 +236,15 @@ class CommandTable:
                             list(registry.keys.values()))
 
     def _resolve(self, command: Resolve, events: list[Event]) -> VerdictReply:
-        return VerdictReply(self.host.ledger.resolve(command.transfer_id, command.attempt))
+        """A write when it fences: the fence is durable before redrive hears "void"."""
+        verdict, new_events = self.host.ledger.resolve(command.transfer_id, command.attempt)
+        self.host.record(new_events, events)
+        return VerdictReply(verdict)
 
     def _resolve_chain(self, command: ResolveChain, events: list[Event]) -> ChainVerdict:
-        return ChainVerdict(self.host.ledger.resolve_chain(command.chain, command.attempt))
+        decision, new_events = self.host.ledger.resolve_chain(command.chain, command.attempt)
+        self.host.record(new_events, events)
+        return ChainVerdict(decision)
 
     def _pending_status(self, command: GetPendingStatus, events: list[Event]
                         ) -> PendingStatusReply:

@@ -116,7 +116,8 @@ def _observed(host: ShardHost) -> dict[str, Any]:
         "transfers": {i: ledger.stored(i) for i in ids},
         "history": {a: ledger.store.history(a, ledger.accounts[a].history_head, 1000, None)[0]
                     for a in ("bank", "a", "b")},
-        "resolve": [ledger.resolve("c1", 43), ledger.resolve("q1", 44), ledger.resolve("t1", 0)],
+        "resolve": [ledger.resolve(id_, attempt)[0]
+                    for id_, attempt in (("c1", 43), ("q1", 44), ("t1", 0))],
         "reservations": dict(ledger.reservations),
         "pending": ledger.pending_status("p1"),
         "totals": ledger.totals.by_ledger,
@@ -222,3 +223,19 @@ def test_a_record_of_an_unknown_format_stops_recovery_naming_shard_and_record(
         assert "shard 0" in str(error) and "format 9 is not one this release reads" in str(error)
     else:
         raise AssertionError("a record of an unknown format was skipped")
+
+
+def test_a_snapshot_taken_before_any_money_moved_restores_a_ledger_that_posts(
+        tmp_path: Path) -> None:
+    """Accounts created, a snapshot, a restart from it: every balance is zero, and the
+    ledger's sums must still be there for the first transfer (it once answered
+    internal_error: the sums were rebuilt from non-zero balances only)."""
+    config = ShardConfig(0, ("USD",), snapshot_every_events=1)
+    host = host_on(tmp_path, config)
+    call(host, [account("a"), account("b")])
+    host.close()
+    host = host_on(tmp_path, config)
+    assert host.status().snapshot_seq > 0  # recovered from the snapshot
+    (reply,) = call(host, [commit("t1", "a", "b", 5)])
+    assert reply.result == "ok"
+    host.close()

@@ -11,6 +11,7 @@ import pytest
 
 from actors.ledger.codes import AccountResult as A
 from actors.ledger.codes import TransferResult as T
+from actors.ledger.events import AttemptFenced
 from actors.ledger.ledger import Ledger, Verdict
 from actors.ledger.model import AMOUNT_MAX, Account, AccountFlags, Roles, Transfer
 from tests.actors.ledger_helpers import accounts_now, apply_all, history
@@ -253,10 +254,11 @@ def test_finalize(post: bool) -> None:
 def test_resolve_posts_only_the_attempt_that_committed() -> None:
     ledger = ledger_with(*BASE)
     apply_all(ledger, ledger.commit_transfer(transfer(), Roles.debit, T.ok, attempt=41)[1])
-    assert ledger.resolve("t1", 41) == Verdict("post", transfer())
+    assert ledger.resolve("t1", 41) == (Verdict("post", transfer()), [])
     # A retry with the very same fields reserved too, was told `exists`: void it.
-    assert ledger.resolve("t1", 42) == Verdict("void")
-    assert ledger.resolve("other", 41) == Verdict("void")
+    assert ledger.resolve("t1", 42) == (Verdict("void"), [])
+    # Never committed: void, and fenced (tests/actors/test_fences.py).
+    assert ledger.resolve("other", 41) == (Verdict("void"), [AttemptFenced("other", 41)])
     local = ledger_with(*BASE)
     apply_all(local, local.commit_transfer(transfer(), Roles.both, T.ok)[1])
-    assert local.resolve("t1", 0).outcome == "void"
+    assert local.resolve("t1", 0)[0].outcome == "void"

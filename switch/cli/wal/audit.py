@@ -17,11 +17,11 @@ import msgspec
 from actors.codec import FormatUnknown, apply_payload, decode_snapshot
 from actors.ledger import queries, snapshot
 from actors.ledger.events import Event
-from actors.ledger.ledger import Ledger
+from actors.ledger.ledger import Ledger, Verdict
 from actors.ledger.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.ledger.pending import PENDING_STATUS, POSTED
 from actors.ledger.queries import add_totals
-from actors.ledger.store import MemoryStore
+from actors.ledger.store import ChainDecision, MemoryStore
 from actors.ledger.verdicts import claim_verdict, part_verdict
 from actors.runtime import gc_paused
 from actors.topology import Placement
@@ -178,20 +178,26 @@ def _settle(audits: list[ShardAudit], placement: Placement) -> int:
         ledger.store.flush(ledger.store.applied_seq, 0)  # a MemoryStore: keep what it wrote
         return 1 if events else 0
 
+    def ask_home(key: str, attempt: int, chain: bool) -> Verdict | ChainDecision | None:
+        """As redrive asks: the home's answer, its fence (if it gives one) applied there."""
+        answer: Verdict | ChainDecision | None
+        answer, fences = home(key).resolve_chain(key, attempt) if chain \
+            else home(key).resolve(key, attempt)
+        apply(home(key), fences)
+        return answer
+
     settled = 0
     for ledger in ledgers:
         for part in queries.in_doubt(ledger, 2**64):
             transfer_id, chain = part.transfer.id, part.chain
-            verdict = home(chain).resolve_chain(chain, part.attempt) if chain \
-                else home(transfer_id).resolve(transfer_id, part.attempt)
+            verdict = ask_home(chain or transfer_id, part.attempt, bool(chain))
             settled += apply(ledger, ledger.finalize_reservation(
                 transfer_id, part.attempt,
                 *part_verdict(part.transfer, chain, part.member, verdict)))
     for ledger in ledgers:
         for claim in queries.claims_in_doubt(ledger):
             chain, resolving_id = claim.chain, claim.resolving_id
-            decided = home(chain).resolve_chain(chain, claim.attempt) if chain \
-                else home(resolving_id).resolve(resolving_id, claim.attempt)
+            decided = ask_home(chain or resolving_id, claim.attempt, bool(chain))
             settled += apply(ledger, ledger.finalize_claim(
                 claim.pending_id, resolving_id, claim.attempt,
                 claim_verdict(chain, claim.member, decided)))

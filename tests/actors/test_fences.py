@@ -1,0 +1,58 @@
+"""A home that told redrive "void" for an attempt never commits that attempt afterwards.
+
+Redrive asks a transfer's home (a chain's coordinator) what became of an attempt whose parts
+are in doubt; told void, it voids the parts on their shards. The home's Commit of that same
+attempt may still arrive later: read from a connection that dropped, waiting behind the
+shard's write lock, or sent by another ingress process. It must not commit then (its parts
+are gone: the money would move on one side only), before or after a restart, from the log or
+from a snapshot. Another attempt of the same transfer may commit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.ledger.ledger import VOID
+from actors.ledger.model import Roles
+from actors.messages import Commit, ResolveChain
+from actors.messages import Resolve as ResolveAttempt
+from actors.shard.host import ShardConfig
+from tests.actors.test_chain_table import commit_chain, fields, part
+from tests.actors.test_host import account, call, host_on, transfer
+
+HOME_AND_DEBIT = Roles.debit  # a cross-shard transfer's home holding its debit side
+
+
+@pytest.mark.parametrize("snapshot_every_events", [1_000_000, 1])
+def test_a_voided_attempt_never_commits_later(tmp_path: Path,
+                                              snapshot_every_events: int) -> None:
+    config = ShardConfig(0, ("USD",), snapshot_every_events=snapshot_every_events)
+    host = host_on(tmp_path, config)
+    call(host, [account("a"), account("b")])
+    (told,) = call(host, [ResolveAttempt("t1", 7)])
+    assert told.verdict.outcome == VOID  # redrive now voids t1's parts elsewhere
+    late = Commit(transfer("t1", "a", "b", 5), HOME_AND_DEBIT, "ok", 7)
+    (reply,) = call(host, [late])
+    assert reply.result != "ok", reply
+    host.close()
+    host = host_on(tmp_path, config)  # the fence is durable
+    (reply,) = call(host, [late])
+    assert reply.result != "ok", reply
+    (retried,) = call(host, [Commit(transfer("t1", "a", "b", 5), HOME_AND_DEBIT, "ok", 8)])
+    assert retried.result == "ok"
+    host.close()
+
+
+def test_a_voided_chain_attempt_never_commits_later(tmp_path: Path) -> None:
+    host = host_on(tmp_path)
+    call(host, [account("a"), account("b")])
+    (told,) = call(host, [ResolveChain("c1", 7)])
+    assert told.decision is None  # redrive now voids the chain's parts elsewhere
+    members = [part(fields("c1", "a", "b", 5), Roles.both | Roles.home, 0)]
+    (reply,) = call(host, [commit_chain("c1", 7, members, ["ok"])])
+    assert reply.decision is None, reply
+    (retried,) = call(host, [commit_chain("c1", 8, members, ["ok"])])
+    assert retried.decision is not None
+    host.close()
