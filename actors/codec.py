@@ -25,8 +25,10 @@ from actors.ledger.state import LedgerState
 from actors.messages import BatchReply, Command
 
 # Format 2: msgpack records (events as tagged arrays); format 3 adds the registry's events and
-# trailing fields (who acted), read by the same decoder: fields added since have defaults.
-FORMAT_VERSION = 3  # of records written by this release
+# trailing fields (who acted), format 4 `attempt_fenced`; all read by the same decoder (fields
+# added since have defaults). A new event kind is a new format: an older release then stops
+# with "upgrade payswitch" instead of failing on a tag it does not know.
+FORMAT_VERSION = 4  # of records written by this release
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
 SNAPSHOT_FORMAT = 7  # of snapshots written by this release (6: account ids as two buffers;

@@ -199,6 +199,7 @@ class LedgerState:
         """A chain member at its home: its id reservation becomes the commit (its debit was
         counted for velocity when it was reserved)."""
         reservation = self._release(event.transfer_id)
+        self.fenced_transfers.pop(event.transfer_id, None)  # its id is taken now
         if event.resolving is not None:  # a post or void, filled from its pending transfer
             # Settling a held part of its pending transfer on this shard may have indexed it
             # already (its chain decided, this part finalized later): index it once.

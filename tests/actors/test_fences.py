@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.codec import FORMAT_VERSION, decode_events, encode_events
+from actors.ledger.events import AttemptFenced
 from actors.ledger.ledger import VOID
 from actors.ledger.model import Roles
 from actors.messages import Commit, ResolveChain
@@ -56,3 +58,11 @@ def test_a_voided_chain_attempt_never_commits_later(tmp_path: Path) -> None:
     (retried,) = call(host, [commit_chain("c1", 8, members, ["ok"])])
     assert retried.decision is not None
     host.close()
+
+
+def test_a_record_with_a_fence_is_of_a_format_an_older_release_refuses() -> None:
+    """Releases before fences read formats up to 3: they stop with "upgrade payswitch"
+    instead of failing on an event kind they do not know."""
+    payload = encode_events([AttemptFenced("t1", 7)])
+    assert payload[0] == FORMAT_VERSION == 4
+    assert decode_events(payload) == [AttemptFenced("t1", 7)]
