@@ -4,7 +4,8 @@ Several thousand transfers (single and in small arrays, same-shard and cross-sha
 concurrent clients; at a random moment every process of the switch (Ray's included) gets
 SIGKILL. After a restart: every acknowledged transfer is present exactly once, the books
 balance per ledger, no limited account is overdrawn, and re-sending what was acknowledged
-answers `exists` and changes nothing. Seeds 1-3 run in `make test`; more with --run-slow.
+answers `exists` and changes nothing. Seeds 1-2 run in `make test` (the suite stays within
+its 15 minutes); seeds 3-23 with --run-slow.
 """
 
 from __future__ import annotations
@@ -70,13 +71,13 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
         switch.kill_session()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_kill_9_under_load(tmp_path: Path, seed: int) -> None:
     run_crash_scenario(tmp_path, seed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(4, 24))
+@pytest.mark.parametrize("seed", range(3, 24))
 def test_kill_9_under_load_many_seeds(tmp_path: Path, seed: int) -> None:
     run_crash_scenario(tmp_path, seed)
 
