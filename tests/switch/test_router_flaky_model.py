@@ -1,6 +1,7 @@
 """A stateful property test of the router over shards whose links fail and stall: batches run
 concurrently, a call may be lost before it reaches its shard or after the shard committed
-it, and redrive runs now and then. Whatever happens:
+it, or fail to its caller and reach the shard later (after redrive: a dropped connection's
+request run late), and redrive runs now and then. Whatever happens:
 
 - a transfer answered `ok` or `exists` is stored, exactly once, with what was sent;
 - a transfer answered with a ledger rule's code is not stored;
@@ -32,18 +33,23 @@ REJECTIONS = {"exceeds_credits", "linked_event_failed"}
 
 
 class FlakyLink(LocalShard):
-    """A link that, as the dice say, stalls a call, loses it before the shard runs it, or
-    loses the shard's answer after it ran (the shard committed: the caller does not know)."""
+    """A link that, as the dice say, stalls a call, loses it before the shard runs it, loses
+    the shard's answer after it ran (the shard committed: the caller does not know), or fails
+    it to the caller and runs it on the shard later (`deliver_late`)."""
 
     def __init__(self, index: int, host: ShardHost, rng: random.Random) -> None:
         super().__init__(index, host)
         self.rng = rng
         self.flaky = False
+        self.late: list[bytes] = []
 
     async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
         roll = self.rng.random() if self.flaky else 1.0
         if roll < 0.05:
             raise ConnectionError("lost on the way")
+        if 0.96 < roll < 1.0:  # (1.0: a calm link)
+            self.late.append(blob)
+            raise ConnectionError("the connection dropped; the shard runs it later")
         for _ in range(self.rng.randint(0, 3)):
             await asyncio.sleep(0)
         reply = await super().call(blob, request_ids)
@@ -107,6 +113,14 @@ class FlakyRouter(RuleBasedStateMachine):
     @rule()
     def redrive(self) -> None:
         self.loop.run_until_complete(Redriver(self.router).run_once())
+        self._deliver_late()
+
+    def _deliver_late(self) -> None:
+        """What failed to its callers reaches the shards now, after redrive decided."""
+        for link, host in zip(self.links, self.hosts, strict=True):
+            late, link.late = link.late, []
+            for blob in late:
+                host.handle(blob, [])
 
     @invariant()
     def what_was_acknowledged_is_stored_as_sent(self) -> None:
@@ -137,6 +151,7 @@ class FlakyRouter(RuleBasedStateMachine):
     def _settle_and_check(self) -> None:
         for link in self.links:
             link.flaky = False
+        self._deliver_late()
         for _ in range(3):  # calm links: everything in doubt is settled
             self.loop.run_until_complete(Redriver(self.router).run_once())
         sums = [0, 0, 0, 0]
