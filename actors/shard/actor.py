@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,18 @@ def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool
     """The shard's directory on this node, once it is known to hold this shard's data."""
     directory = shard_directory(data_dir, shard)
     context = ray.get_runtime_context()
-    node = context.get_node_labels().get(STORAGE_LABEL, "?")
+    node = str(context.get_node_labels().get(STORAGE_LABEL) or "?")  # typed as a list: a str
     # Ray restarts a shard with the arguments it was made with: making the directory was for
     # the first start only. A restart that finds it gone refuses, never serves it empty.
-    may_create = may_create and not context.was_current_actor_reconstructed
+    with warnings.catch_warnings():  # Ray's own property reads one it deprecated: not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reconstructed = context.was_current_actor_reconstructed
+    may_create = may_create and not reconstructed
+    carriers = storage_nodes().get(node, []) if node != "?" else []
+    if len(carriers) > 1:  # Ray could start this shard on either: one holds stale data
+        raise ShardWontStart(
+            f"shard {shard} will not start: {len(carriers)} Ray nodes carry the storage name "
+            f"{node} ({', '.join(c[:8] for c in carriers)}); give each storage node its own")
     try:
         how = claim_shard_directory(directory, identity, may_create)
     except (ShardDataMissing, ForeignShardData) as error:

@@ -372,6 +372,9 @@ class ShardHost:
             else 0.0,
             stats=self.stats.export(),
             totals=totals(ledger),
+            fences=sum(len(attempts) for fenced in (ledger.fenced_transfers,
+                                                    ledger.fenced_chains)
+                       for attempts in fenced.values()),
         )
 
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:

@@ -79,3 +79,4 @@ class ShardStatus(msgspec.Struct, frozen=True):
     stats: dict[str, Any]
     totals: list[LedgerTotals]
     started_ns: int = 0  # when its process started (set by its actor): a change is a restart
+    fences: int = 0  # attempts told void that never commit (kept until their id commits)

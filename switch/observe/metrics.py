@@ -132,6 +132,7 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
         "snapshot_age_seconds": "seconds since the shard's newest snapshot was written",
         "recovery_ms": "milliseconds the shard took to recover at start",
         "accounts": "accounts hosted", "in_doubt": "cross-shard parts awaiting a decision",
+        "fences": "attempts recovery told void, refused if their commit still comes",
     }
     for name, help_text in gauges.items():
         family = GaugeMetricFamily(f"payswitch_shard_{name}", help_text, labels=["shard"])
