@@ -71,3 +71,10 @@ def _require_log(directory: Path, identity: ShardIdentity, may_create: bool) -> 
         raise ShardDataMissing(
             f"{directory} holds no log ({LOG_FILE}), but the topology says shard "
             f"{identity.shard} was made already: is its volume mounted?")
+
+
+def copy_identity(source: Path, target: Path) -> None:
+    """A copy of a shard's data (a backup, a replay) keeps whose shard it is, if it says."""
+    path = source / IDENTITY_FILE
+    if path.exists():
+        write_durably(target / IDENTITY_FILE, path.read_bytes())

@@ -25,6 +25,7 @@ from actors.ledger.store import MemoryStore
 from actors.messages import Commit, CreateAccount, Reserve
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
+from persistence.identity import IDENTITY_FILE
 from persistence.layout import shard_directories, shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import DirectoryLock
@@ -258,6 +259,10 @@ def test_backup_of_a_directory_in_use_verifies(data: Path, tmp_path: Path) -> No
     assert verified.returncode == 0, verified.stdout
     assert verified.stdout.splitlines()[1:3] == wal("verify", data).stdout.splitlines()[1:3]
     assert wal("backup", data, "--into", tmp_path / "copy").returncode == 2  # never over one
+    for shard in (0, 1):  # which switch's shard it is goes with it: a restore is checked
+        source = shard_directory(data, shard) / IDENTITY_FILE
+        assert (shard_directory(tmp_path / "copy", shard) / IDENTITY_FILE).read_bytes() == \
+            source.read_bytes()
 
 
 def test_writing_commands_refuse_a_running_switchs_directory(data: Path) -> None:

@@ -14,6 +14,7 @@ import msgspec
 from actors.codec import decode_events, encode_snapshot
 from actors.ledger import snapshot
 from actors.ledger.events import transfer_id_of
+from persistence.identity import copy_identity
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.lock import is_locked
@@ -111,6 +112,7 @@ def backup_shard(directory: Path, target: Path) -> int:
         log.copy_to(target)
     finally:
         log.close()
+    copy_identity(directory, target)
     return started_ns
 
 
@@ -173,6 +175,7 @@ def replay_into(
     finally:
         source.close()
     log = LmdbLog(target, _map_size_for(directory))
+    copy_identity(directory, target)
     try:
         if body is not None:  # a compacted log starts after a snapshot: keep that pair
             log.save_snapshot(first_seq - 1, chain, body)
