@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.throughput import create_accounts, transfers_stored
+from bench.throughput import create_accounts, transfers_stored, wrk_summary
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
@@ -80,9 +80,7 @@ def start_wrk(url: str, key: str, accounts: int, connections: int, seconds: floa
 def stop_wrk(wrk: subprocess.Popen[str]) -> dict[str, Any]:
     wrk.send_signal(signal.SIGINT)
     output, _ = wrk.communicate(timeout=60)
-    line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
-    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
-    return result
+    return wrk_summary(output)
 
 
 def stored_per_s(url: str, key: str, seconds: float) -> float:

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.throughput import wrk_summary
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
@@ -89,8 +90,7 @@ def wrk(url: str, run_id: str, key: str, prefix: str, accounts: int, connections
 
 def result_of(process: subprocess.Popen[str]) -> dict[str, Any]:
     output, _ = process.communicate(timeout=120)
-    line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
-    result = json.loads(line.removeprefix("WRK_RESULT "))
+    result = wrk_summary(output)
     seconds = result["duration_us"] / 1e6
     return {"requests_per_s": result["requests"] / seconds, "not_2xx": result["errors_status"],
             "latency_ms_p50": result["p50_us"] / 1000, "latency_ms_p99": result["p99_us"] / 1000}

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.throughput import wrk_summary
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
@@ -80,10 +81,7 @@ def run_wrk(switch: SwitchProcess, mode: str, run_id: str, seconds: float,
     except subprocess.TimeoutExpired:
         wrk.send_signal(signal.SIGINT)
         output, _ = wrk.communicate(timeout=60)
-    line = next((x for x in output.splitlines() if x.startswith("WRK_RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary: {output[-2000:]}")
-    result = json.loads(line.removeprefix("WRK_RESULT "))
+    result = wrk_summary(output)
     errors = sum(v for k, v in result.items() if k.startswith("errors_"))
     requests_per_item = 2 if mode == "two_phase" else 1
     elapsed_s = result["duration_us"] / 1e6

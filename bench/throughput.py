@@ -67,6 +67,15 @@ def transfers_stored(url: str, key: str) -> int:
     return sum(int(shard["transfers"]) for shard in shards)
 
 
+def wrk_summary(output: str) -> dict[str, Any]:
+    """The WRK_RESULT line our wrk scripts print when wrk ends (bench/wrk_*.lua)."""
+    line = next((x for x in output.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {output[-2000:]}")
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
+    return result
+
+
 def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fraction: float,
                connections: int, threads: int, key: str) -> dict[str, Any]:
     """wrk: one transfer per request; returns its summary.
@@ -85,8 +94,7 @@ def run_single(url: str, run_id: str, accounts: int, transfers: int, hot_fractio
         time.sleep(0.5)
     wrk.send_signal(signal.SIGINT)
     output, _ = wrk.communicate(timeout=60)
-    line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
-    result = json.loads(line.removeprefix("WRK_RESULT "))
+    result = wrk_summary(output)
     seconds = result["duration_us"] / 1e6
     errors = sum(v for k, v in result.items() if k.startswith("errors_"))
     return {"requests": result["requests"], "transfers": result["requests"] - errors,
