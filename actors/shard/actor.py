@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ import ray
 
 from actors.messages import LogFeed
 from actors.runtime import configure_logging, release_free_memory, tune_gc
+from actors.shard.combine import Batch, CombiningWriter
 from actors.shard.data_port import DataPort
 from actors.shard.host import ShardConfig, ShardHost
 from actors.shard.stats import ShardStatus
@@ -74,9 +74,10 @@ class ShardActor:
             on_snapshot=after_snapshot)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
         self._started_ns = time.time_ns()  # this process's: the monitor counts restarts by it
-        self._write_lock = threading.Lock()  # Ray's calls and the data port's: one writer
+        # Ray's calls and every data-port connection's: one writer, their batches merged
+        self._writer = CombiningWriter(self._handle_open)
         self._closed = False
-        self._data_port = DataPort(_node_address(), self._handle_locked)
+        self._data_port = DataPort(_node_address(), self._writer.run)
 
     @staticmethod
     def _after_snapshot() -> None:
@@ -85,13 +86,13 @@ class ShardActor:
 
     @ray.method(enable_task_events=False)
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        return self._handle_locked(blob, request_ids or [])
+        return self._writer.run(blob, request_ids or [])
 
-    def _handle_locked(self, blob: bytes, request_ids: list[str]) -> bytes:
-        with self._write_lock:
-            if self._closed:  # else the host would reopen its log to retry the batch
-                raise ShardClosed("the shard is closed")
-            return self._host.handle(blob, request_ids)
+    def _handle_open(self, batches: list[Batch]) -> list[bytes]:
+        """(Under the writer's lock.)"""
+        if self._closed:  # else the host would reopen its log to retry the batch
+            raise ShardClosed("the shard is closed")
+        return self._host.handle_many(batches)
 
     @ray.method(concurrency_group=READS)
     def data_endpoint(self) -> tuple[str, int, bytes]:
@@ -115,7 +116,7 @@ class ShardActor:
                 "pid": os.getpid()}
 
     def close(self) -> None:
-        with self._write_lock:
+        with self._writer.write_lock:
             self._closed = True
             self._data_port.close()
             self._host.close()

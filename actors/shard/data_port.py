@@ -15,8 +15,10 @@ The protocol, all integers little-endian:
     encoded BatchReply. Answers come in the order of the requests (the shard runs one batch
     at a time).
 
-One thread per connection; every batch, from any connection or from Ray, runs under the
-actor's one write lock, so the shard stays the single writer of its accounts.
+One thread per connection (one per ingress process and tool); every batch, from any
+connection or from Ray, runs under the actor's one write lock, so the shard stays the single
+writer of its accounts, and batches that queue meanwhile are committed together
+(actors/shard/combine.py).
 """
 
 from __future__ import annotations

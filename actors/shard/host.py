@@ -154,19 +154,38 @@ class ShardHost:
     # ---- the batch ----
 
     def handle(self, blob: bytes, request_ids: list[str] | None = None) -> bytes:
-        """Run one batch; `request_ids` name the API requests it serves, for the logs.
+        """Run one batch; `request_ids` name the API requests it serves, for the logs."""
+        return self.handle_many([(blob, request_ids or [])])[0]
+
+    def handle_many(self, batches: list[tuple[bytes, list[str]]]) -> list[bytes]:
+        """Run several callers' batches as one: one commit, a reply blob for each caller.
+        Several ingress processes' batches that arrive while the shard commits are merged
+        (actors/shard/combine.py), so a commit carries as much as with one ingress."""
+        if self.broken is not None:
+            raise ShardBroken(self.broken)
+        decoded = [decode_commands(blob) for blob, _ in batches]
+        commands = [command for part in decoded for command in part]
+        request_ids = [request_id for _, ids in batches for request_id in ids]
+        reply = self._run_batch(commands, request_ids)
+        if reply.failed or len(batches) == 1:
+            return [encode_reply(reply)] * len(batches)
+        blobs, start = [], 0
+        for part in decoded:
+            blobs.append(encode_reply(BatchReply(reply.replies[start:start + len(part)])))
+            start += len(part)
+        return blobs
+
+    def _run_batch(self, commands: list[Command], request_ids: list[str]) -> BatchReply:
+        """Run one batch: the replies, or why nothing of it was applied.
 
         A command that raises (a bug) is answered alone with internal_error and the rest of
         the batch runs again without it; a full log refuses the batch's writes and still
         answers its reads. A failure after the record is committed is never answered as
         "not done": the call fails, and whoever sent it must ask (redrive does).
         """
-        if self.broken is not None:
-            raise ShardBroken(self.broken)
         started = time.perf_counter()
-        commands = decode_commands(blob)
         if self.full is not None:  # until a restart with a larger map: reads only, no rebuild
-            return encode_reply(BatchReply(self._reads_only(commands, self.full)))
+            return BatchReply(self._reads_only(commands, self.full))
         skipped: dict[int, str] = {}
         while True:
             try:
@@ -185,7 +204,7 @@ class ShardHost:
                              "until it restarts with a larger wal.map_size_bytes "
                              "(docs/OPERATIONS.md, the log is full)")
                 log.error("%s", self.full)
-                return encode_reply(BatchReply(self._reads_only(commands, self.full)))
+                return BatchReply(self._reads_only(commands, self.full))
             except AfterCommit:
                 log.exception("shard %d: batch committed, then failed: its callers must ask",
                               self.config.shard_index)
@@ -194,9 +213,9 @@ class ShardHost:
             except Exception as error:  # a bug outside any command: nothing of it stays
                 log.exception("shard %d: batch failed", self.config.shard_index)
                 self._rebuild()
-                return encode_reply(BatchReply([], FAILED_INTERNAL, repr(error)))
+                return BatchReply([], FAILED_INTERNAL, repr(error))
         self._after(commands, events, started, applied, request_ids)
-        return encode_reply(BatchReply(replies))
+        return BatchReply(replies)
 
     def _attempt(self, commands: list[Command], skipped: dict[int, str]
                  ) -> tuple[list[Reply], list[Event], float]:
