@@ -1,4 +1,5 @@
 """One owner per data directory: an exclusive, non-blocking flock held while the log is open.
+And `IngressLock`: work that the ingress processes of one machine take turns at.
 
 The kernel drops the lock when its process dies, kill -9 included, so a crash never leaves a
 directory locked; a second live owner is refused at once.
@@ -6,8 +7,11 @@ directory locked; a second live owner is refused at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 LOCK_FILE_NAME = "owner.lock"
@@ -52,3 +56,24 @@ def is_locked(directory: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class IngressLock:
+    """Serializes one kind of work across this machine's ingress processes (`--workers`):
+    an exclusive flock on `path`, waited for. The kernel drops it when its holder dies, so a
+    killed worker never leaves it held. Async: the wait runs in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = asyncio.Lock()  # this process's tasks queue here, not on the file
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        async with self._local:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # drops the flock

@@ -26,7 +26,8 @@ from persistence.layout import shard_directory
 from persistence.lock import is_locked
 from switch.api.app import create_app
 from switch.api.http_protocol import CoalescingHttpToolsProtocol
-from switch.cli.serve import build_router, open_topology, start_shards, stop_shards
+from switch.cli.ingress import build_router
+from switch.cli.serve import open_topology, start_shards, stop_shards
 from switch.cli.settings import Settings, load_settings
 from switch.observe.ray_metrics import RayMetrics
 from switch.read.query_actor import start_query_actor

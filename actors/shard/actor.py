@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,45 @@ class ShardClosed(Exception):
 # node's environment, else the `data.dir` the switch was started with.
 STORAGE_LABEL = "payswitch.dev/storage"
 STORAGE_DIR_ENV = "PAYSWITCH_STORAGE_DIR"
+
+
+# Every actor of a switch is named, in this Ray namespace, after the switch's id: any process
+# of the switch (each ingress process, the tools) finds them by name, and two switches can
+# share one Ray cluster.
+NAMESPACE = "payswitch"
+
+
+def actor_name(switch_id: str, role: str) -> str:
+    """`role`: `shard-0003`, `query`."""
+    return f"{switch_id}:{role}"
+
+
+def shard_role(index: int) -> str:
+    return f"shard-{index:04d}"
+
+
+NAME_FREED_TIMEOUT_S = 10.0  # a stopped switch's actors give their names back within this
+
+
+class SwitchAlreadyRunning(Exception):
+    """Another process serves this switch: its actors' names are taken in the Ray cluster."""
+
+
+def create_named(switch_id: str, role: str, create: Callable[[str], Any]) -> Any:
+    """`create(name)`'s actor. A name still held by an actor of a switch that just stopped
+    (Ray frees it once that actor is dead) is waited for; one held longer belongs to a
+    switch still running, and is refused."""
+    name = actor_name(switch_id, role)
+    deadline = time.monotonic() + NAME_FREED_TIMEOUT_S
+    while True:
+        try:
+            return create(name)
+        except ValueError as error:  # Ray: "The name ... is already taken"
+            if time.monotonic() > deadline:
+                raise SwitchAlreadyRunning(
+                    f"switch {switch_id} is already served in this Ray cluster ({error}): stop "
+                    "the other `payswitch serve` of this data directory first") from None
+            time.sleep(0.1)
 
 
 class ShardWontStart(Exception):
@@ -219,14 +259,27 @@ class RayShards:
         log; a call in flight then fails (never retried by Ray: the router decides) and calls
         made meanwhile wait for the restart. A constructor that raises is not restarted.
         Each shard runs only on the storage node the topology names for it."""
-        actors = [ShardActor.options(  # type: ignore[attr-defined]
-            num_cpus=0, max_restarts=-1, max_task_retries=0,
-            label_selector={STORAGE_LABEL: topology.shard_nodes[config.shard_index]}).remote(
-            config, str(data_dir), map_size_bytes, transfer_cache_max,
-            ShardIdentity(topology.switch_id, config.shard_index), not topology.shards_created)
-            for config in configs]
+        def start_one(config: ShardConfig) -> Any:
+            def create(name: str) -> Any:
+                return ShardActor.options(  # type: ignore[attr-defined]
+                    name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1,
+                    max_task_retries=0,
+                    label_selector={STORAGE_LABEL: topology.shard_nodes[config.shard_index]},
+                ).remote(config, str(data_dir), map_size_bytes, transfer_cache_max,
+                         ShardIdentity(topology.switch_id, config.shard_index),
+                         not topology.shards_created)
+            return create_named(topology.switch_id, shard_role(config.shard_index), create)
+
+        actors = [start_one(config) for config in configs]
         ray.get([actor.status.remote() for actor in actors])
         return cls(actors)
+
+    @classmethod
+    def find(cls, topology: Topology) -> RayShards:
+        """The shards another process of this switch started (an ingress worker's view)."""
+        return cls([ray.get_actor(actor_name(topology.switch_id, shard_role(index)),
+                                  namespace=NAMESPACE)
+                    for index in range(topology.shard_count)])
 
     def placements(self) -> list[dict[str, Any]]:
         return list(ray.get([actor.placement.remote() for actor in self.actors]))

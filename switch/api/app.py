@@ -40,6 +40,7 @@ from actors.messages import (
     TransferView,
 )
 from actors.runtime import release_free_memory
+from persistence.lock import IngressLock
 from switch.api.access import Visibility, account_refusal, owns
 from switch.api.auth import (
     Authenticate,
@@ -528,14 +529,22 @@ def _waits(scope: Scope) -> bool:
     return wait_ms[-1] not in ("", "0")
 
 
+# In the data directory: the ingress processes take turns at start-up, and at the switch
+# layer's read-then-move operator actions (caps, funds out).
+STARTUP_LOCK_FILE = "ingress-startup.lock"
+HUB_CONTROL_LOCK_FILE = "hub-control.lock"
+
+
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
                placements: list[dict[str, Any]] | None = None,
                on_tick: Callable[[Monitor], None] | None = None,
                query_actor: Any = None,
-               list_nodes: Callable[[], list[dict[str, Any]]] | None = None) -> Starlette:
+               list_nodes: Callable[[], list[dict[str, Any]]] | None = None,
+               worker_index: int = 0) -> Starlette:
     """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
     with the monitor after each of its polls (the server publishes Ray metrics there);
-    `list_nodes`: the cluster's nodes now, for `GET /v1/cluster`."""
+    `list_nodes`: the cluster's nodes now, for `GET /v1/cluster`; `worker_index`: which of
+    the `server.workers` ingress processes this is (the first runs the scheduled work)."""
     monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
                       placements or [])
     monitor.on_tick = on_tick
@@ -543,7 +552,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     registry = RegistryClient(router)
     keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
     api = Api(router, settings, monitor, keyring)
-    hub = Hub(router, api.visibility, keyring)
+    hub = Hub(router, api.visibility, keyring,
+              IngressLock(Path(settings.data.dir) / HUB_CONTROL_LOCK_FILE))
     key = signing_key(Path(settings.data.dir))
     windows = Windows(hub, key)
     payments = Payments(hub, windows, settings.hub, key, api.coalescer)
@@ -556,14 +566,17 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             await windows.ensure_accounts(ledger, await windows.open_window(ledger),
                                           [participant.id], key_id)
 
+    starting = IngressLock(Path(settings.data.dir) / STARTUP_LOCK_FILE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redriver = Redriver(router)
-        await redriver.run_once()  # resolve what a crash left in doubt before serving
-        key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
-        await registry.reconcile_statuses(list(keyring.participants.values()))
-        await hub.enable(keyring.participants.values())  # what a crash may have left undone
-        await windows.prepare()
+        async with starting.held():  # several ingress processes: one at a time, the rest
+            await redriver.run_once()  # find it done. What a crash left in doubt, first
+            key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
+            await registry.reconcile_statuses(list(keyring.participants.values()))
+            await hub.enable(keyring.participants.values())  # what a crash left undone
+            await windows.prepare()
         if key_file is not None:  # its path only: the secret is never logged
             log.warning("a new operator key was written to %s (mode 0600); send it as "
                         "Authorization: Bearer <key>", key_file)
@@ -575,7 +588,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                  asyncio.create_task(watch.run()),
                  *([asyncio.create_task(windows.close_forever(
                      settings.hub.window_close_interval_s))]
-                   if settings.hub.window_close_interval_s else []),
+                   if settings.hub.window_close_interval_s and worker_index == 0 else []),
                  asyncio.create_task(_release_free_memory_forever())]
         yield
         for task in tasks:
@@ -615,7 +628,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                        retry_after_seconds=settings.server.retry_after_seconds)
     app.add_middleware(Authenticate, keyring=keyring,  # before a request takes a slot
                        buckets=TokenBuckets(settings.auth.requests_per_second,
-                                            settings.auth.burst),
+                                            settings.auth.burst, settings.server.workers),
                        failures=metrics.auth_failures)
     app.add_middleware(RequestContext, metrics=metrics,  # outermost: sees every answer
                        access_log=settings.server.access_log)

@@ -120,17 +120,20 @@ class KeyRing:
 
 class TokenBuckets:
     """A token bucket per key: `rate_per_s` tokens a second, at most `burst` saved (a key's
-    own rate and burst, when it has them, instead)."""
+    own rate and burst, when it has them, instead). With several ingress processes each
+    holds `1/workers` of every rate and burst: the kernel spreads connections evenly over
+    them, so a key's whole rate is about what was set (docs/CLUSTER.md)."""
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: int, workers: int = 1) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
+        self.workers = workers
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, when)
 
     def wait_s(self, principal: Principal, now: float) -> float:
         """0 and one token taken, or how long until one is there (nothing taken)."""
-        rate = principal.requests_per_second or self.rate_per_s
-        burst = float(principal.burst or self.burst)
+        rate = (principal.requests_per_second or self.rate_per_s) / self.workers
+        burst = max(1.0, (principal.burst or self.burst) / self.workers)
         tokens, when = self._buckets.get(principal.key_id, (burst, now))
         tokens = min(burst, tokens + (now - when) * rate)
         if tokens >= 1:

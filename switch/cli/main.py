@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--shards", type=int, help="number of shard actors; 0 = one per CPU")
     serve.add_argument("--ray-address", help="join this Ray cluster (ray.address; default: "
                        "start an embedded one-machine Ray). See docs/CLUSTER.md")
+    serve.add_argument("--workers", type=int, help="HTTP ingress processes sharing the port "
+                       "(server.workers; default 1)")
     serve.add_argument("--tls-cert", type=Path, help="serve HTTPS: the certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="serve HTTPS: the private key (PEM)")
     wal_cli.add_parser(commands)
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     "data.dir": args.data_dir,
                     "shards.count": args.shards,
                     "ray.address": args.ray_address,
+                    "server.workers": args.workers,
                     "server.tls_cert": None if args.tls_cert is None else str(args.tls_cert),
                     "server.tls_key": None if args.tls_key is None else str(args.tls_key),
                 },

@@ -10,7 +10,6 @@ before taking traffic.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -19,27 +18,27 @@ from typing import Any
 
 import ray
 import ray._private.ray_constants as ray_constants
-import uvicorn
 
-from actors.runtime import configure_logging, tune_gc, tune_malloc
-from actors.shard.actor import STORAGE_LABEL, RayShards, cluster_nodes, storage_nodes
+from actors.runtime import configure_logging, tune_malloc
+from actors.shard.actor import (
+    STORAGE_LABEL,
+    RayShards,
+    SwitchAlreadyRunning,
+    storage_nodes,
+)
 from actors.shard.host import ShardConfig
-from actors.topology import LOCAL_NODE, Placement, Topology
+from actors.topology import LOCAL_NODE, Topology
 from persistence.topology import (
     TOPOLOGY_FILE,
     TopologyMismatch,
     mark_shards_created,
     resolve_topology,
 )
-from switch.api.app import create_app
-from switch.api.http_protocol import CoalescingHttpToolsProtocol
+from switch.cli.ingress import ingress_app, ray_address, serve_http
 from switch.cli.settings import Settings
+from switch.cli.workers import supervise_workers
 from switch.observe.context import RequestIdFilter
-from switch.observe.ray_metrics import RayMetrics
 from switch.read.query_actor import start_query_actor
-from switch.routing.router import Router
-from switch.routing.socket_link import SocketShard
-from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch")
 LOOPBACK = "127.0.0.1"
@@ -136,16 +135,6 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
     return shards
 
 
-def build_router(settings: Settings, shards: RayShards, topology: Topology) -> Router:
-    """The router's batches go over each shard's data port unless `shards.transport` says
-    "ray" (switch/routing/socket_link.py says why)."""
-    links: list[ShardLink] = list(shards.links)
-    if settings.shards.transport == "socket":
-        links = [SocketShard(link) for link in shards.links]
-    return Router(links, Placement(topology), settings.router.shard_queue_commands_max,
-                  settings.router.call_commands_max)
-
-
 def stop_shards(shards: RayShards) -> None:
     try:
         shards.close()
@@ -169,34 +158,17 @@ def serve(settings: Settings) -> int:
         except ray.exceptions.RayActorError as error:
             log.error("a shard could not start: %s", error)
             return 2
+        except SwitchAlreadyRunning as error:
+            log.error("refusing to start: %s", error)
+            return 2
         try:
-            placements = shards.placements()
             query_actor = start_query_actor(shards.actors, topology)
-            app = create_app(build_router(settings, shards, topology), settings,
-                             ray_dashboard_url=ray_dashboard_url, placements=placements,
-                             on_tick=RayMetrics().publish, query_actor=query_actor,
-                             list_nodes=cluster_nodes)
-            config = uvicorn.Config(
-                app,
-                host=settings.server.host,
-                port=settings.server.port,
-                loop="uvloop",
-                http=CoalescingHttpToolsProtocol,  # one write per response
-                lifespan="on",
-                access_log=False,  # ours is RequestContext's, with request ids
-                log_config=None,  # keep the JSON handler configured above
-                log_level="info",
-                timeout_graceful_shutdown=10,
-                ssl_certfile=settings.server.tls_cert or None,
-                ssl_keyfile=settings.server.tls_key or None,
-            )
-            server = uvicorn.Server(config)
-            tune_gc(settings.gc.generation0_threshold, settings.gc.freeze_after_start)
-            with contextlib.suppress(KeyboardInterrupt):  # re-raised by uvicorn after it drains
-                server.run()
-            log.info("stopping shards")
-            return 0 if server.started else 1
+            if settings.server.workers > 1:  # N ingress processes, this one supervises
+                return supervise_workers(settings, topology, ray_address(), ray_dashboard_url)
+            return serve_http(settings, ingress_app(settings, shards, topology, query_actor,
+                                                    ray_dashboard_url))
         finally:
+            log.info("stopping shards")
             stop_shards(shards)
     finally:
         ray.shutdown()

@@ -48,6 +48,8 @@ class ServerSettings(_Section):
     access_log: bool
     tls_cert: str = ""  # PEM files: both, to serve HTTPS (uvicorn's TLS); neither: HTTP
     tls_key: str = ""
+    # HTTP processes on one port (SO_REUSEPORT), each its own Ray driver (docs/CLUSTER.md)
+    workers: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> ServerSettings:

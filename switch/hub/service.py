@@ -2,9 +2,9 @@
 net debit caps, all as ledger transfers through the router (switch/hub/model.py says which);
 payments are switch/hub/payments.py, HTTP switch/hub/routes.py.
 
-A cap change and a funds-out read a balance and then move
-money; they are serialized per participant and ledger in this process, and a payment
-committing meanwhile can still raise the position (the cap bounds it).
+A cap change and a funds-out read a balance and then move money; they take turns across
+every ingress process of the machine (`control_lock`, a file lock in the data directory),
+and a payment committing meanwhile can still raise the position (the cap bounds it).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from actors.ledger.model import Account, Transfer
 from actors.ledger.registry import SYSTEM, Participant
 from actors.messages import AccountView, GetAccount, GetTransfer, TransferView, expect
+from persistence.lock import IngressLock
 from switch.api.access import Visibility
 from switch.api.auth import KeyRing
 from switch.api.errors import ApiError
@@ -38,11 +39,12 @@ ENABLE_BATCH_MAX = 8190  # accounts per call when enabling many participants at 
 
 
 class Hub:
-    def __init__(self, router: Router, visibility: Visibility, keyring: KeyRing) -> None:
+    def __init__(self, router: Router, visibility: Visibility, keyring: KeyRing,
+                 control_lock: IngressLock) -> None:
         self.router = router
         self.visibility = visibility
         self.keyring = keyring
-        self._serial: dict[tuple[str, str], asyncio.Lock] = {}
+        self._control_lock = control_lock
 
     # ---- participants ----
 
@@ -100,7 +102,7 @@ class Hub:
 
     async def set_cap(self, participant_id: str, ledger: str, wanted: int, key_id: str
                       ) -> tuple[str, Position]:
-        async with self._lock(participant_id, ledger):
+        async with self._control_lock.held():
             now = await self.position(participant_id, ledger)
             if wanted > now.settlement_balance:
                 raise ApiError(422, "net_debit_cap_above_settlement")
@@ -117,7 +119,7 @@ class Hub:
                          amount: int, key_id: str) -> tuple[str, Position]:
         move = funds_move(ledger, participant_id, f"hub:funds:{funds_id}", direction, amount,
                           key_id)
-        async with self._lock(participant_id, ledger):
+        async with self._control_lock.held():
             if direction == "out" and not await self.exists(move.id):  # a retry: as sent
                 now = await self.position(participant_id, ledger)
                 if now.settlement_balance - amount < now.position:
@@ -128,9 +130,6 @@ class Hub:
             if result == "exceeds_credits":
                 raise ApiError(422, "exceeds_settlement_balance")
             return result, await self.position(participant_id, ledger)
-
-    def _lock(self, participant_id: str, ledger: str) -> asyncio.Lock:
-        return self._serial.setdefault((participant_id, ledger), asyncio.Lock())
 
     async def exists(self, transfer_id: str) -> bool:
         view = await self.router.ask(self.router.shard_of(transfer_id), GetTransfer(transfer_id))

@@ -12,7 +12,7 @@ import ray
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.model import Account
 from actors.messages import AccountView, GetAccount
-from actors.shard.actor import RayShard
+from actors.shard.actor import NAMESPACE, RayShard, actor_name, create_named
 from actors.topology import Topology
 from switch.read.query import QueryEngine, QueryInvalid
 
@@ -45,5 +45,16 @@ class QueryActor:
         self.engine.close()
 
 
+QUERY_ROLE = "query"
+
+
 def start_query_actor(shard_actors: list[Any], topology: Topology) -> Any:
-    return QueryActor.remote(shard_actors, topology)  # type: ignore[attr-defined]
+    def create(name: str) -> Any:
+        return QueryActor.options(  # type: ignore[attr-defined]
+            name=name, namespace=NAMESPACE).remote(shard_actors, topology)
+    return create_named(topology.switch_id, QUERY_ROLE, create)
+
+
+def find_query_actor(topology: Topology) -> Any:
+    """The read model another process of this switch started."""
+    return ray.get_actor(actor_name(topology.switch_id, QUERY_ROLE), namespace=NAMESPACE)

@@ -1,0 +1,156 @@
+"""`payswitch serve --workers N`: N ingress processes on one port, and their supervisor.
+
+The process that ran `payswitch serve` keeps Ray, the shards and the read model (they are its
+actors, named so that the workers find them) and supervises: it starts N worker processes,
+starts again any that dies (kill -9 included), and on SIGINT or SIGTERM stops them (each
+drains its open requests) before closing the shards. Each worker is a Ray driver of its
+own with its own router; it binds the port with SO_REUSEPORT, so the kernel spreads new
+connections evenly over the workers, and a worker that dies takes only its own
+connections with it.
+
+Nothing one worker holds in memory is needed by another: a transfer's attempt numbers are
+random per router, in-doubt parts are resolved by any worker's redrive from what the
+shards' logs say (the home's fence, actors/ledger/fences, makes a late commit of a redriven
+attempt fail instead of moving money twice), and the switch layer's windows are read from
+the ledger. What is per machine takes a file lock in the data directory (start-up chores,
+cap changes and funds out); what runs on a schedule (window closes) runs in worker 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import ray
+
+from actors.runtime import configure_logging
+from actors.shard.actor import NAMESPACE, RayShards
+from actors.topology import Topology
+from switch.cli.ingress import ingress_app, serve_http
+from switch.cli.settings import Settings
+from switch.observe.context import RequestIdFilter
+from switch.read.query_actor import find_query_actor
+
+log = logging.getLogger("payswitch")
+
+RESTARTS_MAX = 5  # a worker that dies this often within RESTART_WINDOW_S stops the switch:
+RESTART_WINDOW_S = 60.0  # it cannot serve (a port taken, a bad setting), restarting won't help
+STOP_TIMEOUT_S = 20.0  # a worker that has not drained by then is killed
+PARENT_POLL_S = 1.0  # a worker whose supervisor died stops (the shards died with it)
+
+
+def supervise_workers(settings: Settings, topology: Topology, ray_address: str,
+                      ray_dashboard_url: str | None) -> int:
+    """Run N workers until SIGINT or SIGTERM; 0 after a clean stop, 1 if they kept dying."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no Ray state copied
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=run_worker, name=f"payswitch-ingress-{index}", daemon=False,
+            args=(settings, topology, ray_address, ray_dashboard_url, index, os.getpid()))
+        process.start()
+        log.info("ingress worker %d started (pid %s)", index, process.pid)
+        return process
+
+    workers = {index: start(index) for index in range(settings.server.workers)}
+    log.info("serving on %s with %d ingress processes", _url(settings), len(workers))
+    deaths: list[float] = []
+    while not stopping.is_set():
+        wait([worker.sentinel for worker in workers.values()], timeout=0.5)
+        for index, worker in list(workers.items()):
+            if worker.is_alive() or stopping.is_set():
+                continue
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < RESTART_WINDOW_S] + [now]
+            if len(deaths) > RESTARTS_MAX:
+                log.error("ingress workers died %d times within %.0f s (the last: worker %d, "
+                          "exit code %s); stopping. Their log lines above say why.",
+                          len(deaths), RESTART_WINDOW_S, index, worker.exitcode)
+                _stop_all(workers)
+                return 1
+            log.warning("ingress worker %d (pid %s) exited with code %s: starting it again",
+                        index, worker.pid, worker.exitcode)
+            workers[index] = start(index)
+    log.info("stopping %d ingress processes", len(workers))
+    _stop_all(workers)
+    return 0
+
+
+def _stop_all(workers: dict[int, BaseProcess]) -> None:
+    for worker in workers.values():
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: uvicorn drains what is open
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for worker in workers.values():
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            log.warning("ingress worker (pid %s) did not stop in %.0f s: killed", worker.pid,
+                        STOP_TIMEOUT_S)
+            worker.kill()
+            worker.join()
+
+
+def _url(settings: Settings) -> str:
+    scheme = "https" if settings.server.tls_cert else "http"
+    return f"{scheme}://{settings.server.host}:{settings.server.port}"
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes of this user may bind too (SO_REUSEPORT):
+    the kernel gives each new connection to one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def run_worker(settings: Settings, topology: Topology, ray_address: str,
+               ray_dashboard_url: str | None, index: int, supervisor_pid: int) -> None:
+    """One worker process: join Ray, find the switch's actors, serve until told to stop."""
+    configure_logging(settings.logging.level, settings.logging.json_lines)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+    _stop_when_orphaned(supervisor_pid)
+    ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False,
+             configure_logging=False)
+    try:
+        shards = RayShards.find(topology)
+        app = ingress_app(settings, shards, topology, find_query_actor(topology),
+                          ray_dashboard_url, worker_index=index)
+        sock = reuse_port_socket(settings.server.host, settings.server.port)
+        log.info("ingress worker %d (pid %d) serving", index, os.getpid())
+        code = serve_http(settings, app, sock)
+    finally:
+        ray.shutdown()
+    sys.exit(code)
+
+
+def _stop_when_orphaned(supervisor_pid: int) -> None:
+    """A worker outliving its supervisor would serve 503 for shards that died with it."""
+    def watch() -> None:
+        while os.getppid() == supervisor_pid:
+            time.sleep(PARENT_POLL_S)
+        log.error("the supervisor (pid %d) is gone: this ingress worker stops", supervisor_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()

@@ -1,0 +1,87 @@
+"""`payswitch serve --workers 2`: two ingress processes on one port, under load, one of them
+killed (-9) mid-flight. Every acknowledged transfer is there exactly once, no chain applies
+in part, nothing stays reserved, and what was in flight at the kill, sent again with its ids
+to whichever worker takes it, lands once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.launcher import SwitchProcess
+from tests.test_crash import _wait_until_nothing_in_doubt
+
+
+def worker_pids(switch: SwitchProcess) -> list[int]:
+    return sorted(pid for pid in switch.session_pids()
+                  if b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes())
+
+
+def _wait_for_workers(switch: SwitchProcess, count: int, timeout_s: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while len(pids := worker_pids(switch)) != count:
+        assert time.monotonic() < deadline, pids
+        time.sleep(0.1)
+    return pids
+
+
+def _send_again_until_answered(switch: SwitchProcess, load: Load, timeout_s: float = 60) -> int:
+    """What had no answer (in flight at the kill), sent again with the same ids: a chain
+    whole, the rest one by one. `in_flight` (the dead worker's attempt not yet resolved) and
+    503 are retried. Returns how many units were sent again."""
+    in_chains = {i for chain in load.chains for i in chain}
+    units = [[i] for i in sorted(set(load.sent) - load.answered - in_chains)] + [
+        chain for chain in load.chains if not set(chain) <= load.answered]
+    deadline = time.monotonic() + timeout_s
+    for unit in units:
+        batch = [load.sent[i] for i in unit]
+        while True:
+            response = switch.http.post("/v1/transfers", json=batch if len(batch) > 1
+                                        else batch[0])
+            results = _results(response)
+            if response.status_code != 503 and "in_flight" not in results:
+                break
+            assert time.monotonic() < deadline, (unit, response.text)
+            time.sleep(0.2)
+        load.answered.update(unit)
+        load.record(batch, response)
+    return len(units)
+
+
+def _results(response: httpx.Response) -> list[Any]:
+    body = response.json()
+    return [r["result"] for r in body["results"]] if "results" in body else [body.get("result")]
+
+
+def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
+        tmp_path: Path) -> None:
+    switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
+                           log_path=tmp_path / "switch.log",
+                           extra_env={"PAYSWITCH_SERVER_WORKERS": "2"}).start()
+    try:
+        first, second = _wait_for_workers(switch, 2)
+        setup_accounts(switch.url, switch.headers)
+        load = Load(switch.url, 11, switch.headers)
+        load.start(clients=8)
+        time.sleep(2.0)
+        load.killed.set()  # a client whose connection the kill cuts stops: its batch in doubt
+        os.kill(first, signal.SIGKILL)
+        time.sleep(2.0)  # the others go on, on the worker left and on the one started again
+        load.finish()
+        assert not load.failures, load.failures
+        assert first not in _wait_for_workers(switch, 2), "the supervisor started it again"
+        assert psutil.Process(second).cpu_times().user > 0.5, "the other worker served too"
+        resent = _send_again_until_answered(switch, load)
+        print(f"acknowledged {len(load.acked)}, sent again after the kill {resent}")
+        _wait_until_nothing_in_doubt(switch)
+        audit(switch.url, load)
+        resend_acknowledged(switch.url, load)
+    finally:
+        switch.kill_session()
