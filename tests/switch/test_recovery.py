@@ -9,6 +9,10 @@ from typing import Any
 import pytest
 import ray
 
+import actors.shard.actor as actor_module
+from actors.shard.actor import ShardActor, SwitchAlreadyRunning
+from actors.shard.host import ShardConfig
+from persistence.identity import ShardIdentity
 from persistence.layout import shard_directory
 from persistence.lmdb_log import LmdbLog
 from persistence.records import GENESIS_CHAIN, raw_of
@@ -79,13 +83,23 @@ def test_corrupt_log_refuses_to_start(ray_session: None, tmp_path: Path) -> None
     assert f"record {last.seq}: checksum mismatch" in str(failure.value)
 
 
-def test_a_second_switch_on_the_same_data_is_refused(ray_session: None, tmp_path: Path) -> None:
+def test_a_second_switch_on_the_same_data_is_refused(ray_session: None, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the same Ray cluster, by its actors' names (after waiting for them to be freed, as
+    a switch that just stopped frees them); in another, by the shard directories' locks."""
+    monkeypatch.setattr(actor_module, "NAME_FREED_TIMEOUT_S", 0.5)
     first = RunningSwitch(switch_settings(tmp_path)).start()
     try:
         second = RunningSwitch(switch_settings(tmp_path))
         second._wait_unlocked = lambda shard_count: None  # type: ignore[method-assign]
-        with pytest.raises(ray.exceptions.RayActorError) as failure:
+        with pytest.raises(SwitchAlreadyRunning, match="already served in this Ray cluster"):
             second.start()
+        assert first.get("/readyz").status_code == 200
+        switch_id = first.topology.switch_id if first.topology else ""
+        with pytest.raises(ray.exceptions.RayActorError) as failure:  # as another switch would
+            ray.get(ShardActor.remote(  # type: ignore[attr-defined]
+                ShardConfig(0, ("USD",), 1_000_000), str(tmp_path), 1 << 24, 1024,
+                ShardIdentity(switch_id, 0), False).status.remote())
         assert "owned by another process" in str(failure.value)
         assert first.get("/readyz").status_code == 200
     finally:
