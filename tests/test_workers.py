@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from tests.chaos import Load, audit, free_port, resend_acknowledged, setup_accounts
+from tests.chaos import (
+    ACCOUNTS,
+    Load,
+    audit,
+    free_port,
+    resend_acknowledged,
+    setup_accounts,
+    transfer,
+)
 from tests.launcher import SwitchProcess
 from tests.test_crash import _wait_until_nothing_in_doubt
 
@@ -60,6 +70,42 @@ def _results(response: httpx.Response) -> list[Any]:
     return [r["result"] for r in body["results"]] if "results" in body else [body.get("result")]
 
 
+def _same_ids_at_once_through_both(switch: SwitchProcess, load: Load, pairs: int = 20) -> None:
+    """Each transfer sent twice at the same moment on two fresh connections (the kernel
+    gives each to either worker): one answer `ok`, the other `exists`, never two `ok`."""
+    for n in range(pairs):
+        body = transfer(f"twice-{n}", ACCOUNTS[n % 10], ACCOUNTS[(n + 7) % 10], 3)
+        load.sent[body["id"]] = body
+        answers = _post_twice_at_once(switch, body)
+        assert sorted(_results(a)[0] for a in answers) == ["exists", "ok"], \
+            [a.text for a in answers]
+        load.answered.add(body["id"])
+        load.record([body], answers[0])
+
+
+def _post_twice_at_once(switch: SwitchProcess, body: dict[str, Any]) -> list[httpx.Response]:
+    start = threading.Barrier(2)
+
+    def post() -> httpx.Response:
+        with switch.client() as client:
+            start.wait(10)
+            return _until_decided(client, body)
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda _: post(), range(2)))
+
+
+def _until_decided(client: httpx.Client, body: dict[str, Any], timeout_s: float = 30
+                   ) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.post("/v1/transfers", json=body)
+        if response.status_code != 503 and _results(response) != ["in_flight"]:
+            return response
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+
+
 def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         tmp_path: Path) -> None:
     switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
@@ -80,6 +126,7 @@ def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         assert psutil.Process(second).cpu_times().user > 0.5, "the other worker served too"
         resent = _send_again_until_answered(switch, load)
         print(f"acknowledged {len(load.acked)}, sent again after the kill {resent}")
+        _same_ids_at_once_through_both(switch, load)
         _wait_until_nothing_in_doubt(switch)
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
