@@ -87,16 +87,27 @@ OnOutcome = Callable[[int, Outcome], None]
 
 class _TellingOutcomes(list[Outcome | None]):
     """The outcomes of a batch, telling `on_outcome` of each as it is set. Every item is set
-    once, in the same step of the wave that makes it final (see `create_transfers`)."""
+    once, in the same step of the wave that makes it final (see `create_transfers`). With
+    `held`, they are told only at `tell_set()`: once their wave's finalize is done."""
 
-    def __init__(self, size: int, on_outcome: OnOutcome) -> None:
+    def __init__(self, size: int, on_outcome: OnOutcome, held: bool = False) -> None:
         super().__init__([None] * size)
         self._on_outcome = on_outcome
+        self._held = held
+        self._told: set[int] = set()
 
     def __setitem__(self, index: Any, outcome: Any) -> None:
         super().__setitem__(index, outcome)
-        if outcome is not None:
+        if outcome is not None and not self._held:
             self._on_outcome(index, outcome)
+
+    def tell_set(self) -> None:
+        if not self._held:
+            return
+        for index, outcome in enumerate(self):
+            if outcome is not None and index not in self._told:
+                self._told.add(index)
+                self._on_outcome(index, outcome)
 
 
 @dataclass
@@ -117,8 +128,11 @@ class _Cross:
 
 class Router:
     def __init__(self, links: Sequence[ShardLink], placement: Placement,
-                 queue_commands_max: int = 65_536, call_commands_max: int = 8190) -> None:
-        """`links`: one per shard, in shard order (switch/routing/transport.py)."""
+                 queue_commands_max: int = 65_536, call_commands_max: int = 8190,
+                 answer_after_finalize: bool = False) -> None:
+        """`links`: one per shard, in shard order (switch/routing/transport.py).
+        `answer_after_finalize`: this router is one of several (`--workers`), whose reads
+        do not queue behind its finalizes: a cross-shard answer waits for them."""
         if not links or placement.shard_count != len(links):
             raise ValueError(f"{len(links)} shard links for a topology of "
                              f"{placement.shard_count} shards")
@@ -131,6 +145,7 @@ class Router:
         self._attempt_base = random.getrandbits(31) << 32
         self._attempt_next = 0
         self._finishing: set[asyncio.Task[None]] = set()
+        self.answer_after_finalize = answer_after_finalize
 
     # ---- scatter / gather ----
 
@@ -245,12 +260,14 @@ class Router:
         cross-shard item once its home's commit is durable and its finalize is queued (the
         same point the batch's answer waits for), so its answer may leave at once."""
         outcomes: list[Outcome | None] = [None] * len(transfers) if on_outcome is None \
-            else _TellingOutcomes(len(transfers), on_outcome)
+            else _TellingOutcomes(len(transfers), on_outcome, self.answer_after_finalize)
         repeats = _Repeats(transfers, self._units(transfers, outcomes))
         waiting = repeats.units
         while waiting:
             await self._run_waves(transfers, waiting, outcomes)
             waiting = repeats.answer(outcomes)
+        if isinstance(outcomes, _TellingOutcomes):
+            outcomes.tell_set()
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def _run_waves(self, transfers: list[Transfer], waiting: list[list[int]],
@@ -268,6 +285,8 @@ class Router:
                 # so an id is never released while its rounds are still under way.
                 task = asyncio.ensure_future(self._run_wave(transfers, wave, outcomes, ids, done))
                 await asyncio.shield(task)
+                if isinstance(outcomes, _TellingOutcomes):
+                    outcomes.tell_set()  # (held ones: their finalize is done now)
             else:
                 busy = {self.live[transfers[i].id] for unit in waiting for i in unit
                         if transfers[i].id in self.live}
@@ -326,9 +345,26 @@ class Router:
         """Rounds A and B; round C is queued before the caller answers, and awaited after.
 
         The answer can leave once the home's commit is durable (round B) and the finalize
-        commands are queued: any later command to those shards, a read of the same accounts
-        included, runs after them. The ids stay under way until round C is done.
+        commands are queued: any later command to those shards through this router, a read
+        of the same accounts included, runs after them. The ids stay under way until round
+        C is done. With `answer_after_finalize` the answer waits for round C too.
         """
+        finishing: asyncio.Future[None] | None = None
+        try:
+            finishing = await self._rounds(transfers, wave, outcomes, ids, done)
+        finally:
+            if finishing is not None and self.answer_after_finalize:
+                await asyncio.shield(finishing)
+
+    async def _rounds(
+        self,
+        transfers: list[Transfer],
+        wave: list[list[int]],
+        outcomes: list[Outcome | None],
+        ids: set[str],
+        done: asyncio.Future[None],
+    ) -> asyncio.Future[None] | None:
+        """Rounds A and B, round C queued; returns round C's task (None: no round C)."""
         finalizing: _Pending | None = None
         try:
             runs = [self._chain_run(transfers, unit) for unit in wave if len(unit) > 1]
@@ -348,11 +384,13 @@ class Router:
         finally:
             if finalizing is None:
                 self._release(ids, done)
+                task = None
             else:
                 task = asyncio.ensure_future(self._finish_wave(finalizing, settlements, ids,
                                                                done))
                 self._finishing.add(task)
                 task.add_done_callback(self._finishing.discard)
+        return task
 
     async def _finish_wave(self, finalizing: _Pending, settlements: list[Settlement],
                            ids: set[str], done: asyncio.Future[None]) -> None:
