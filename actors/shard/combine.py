@@ -21,6 +21,11 @@ Batch = tuple[bytes, list[str]]  # encoded commands, the request ids they serve
 HandleMany = Callable[[list[Batch]], list[bytes]]
 
 
+class ShardStopping(Exception):
+    """The thread that ran a merged group was interrupted (KeyboardInterrupt, SystemExit):
+    the other callers of that group get this, and must ask what was committed."""
+
+
 class _Slot:
     __slots__ = ("batch", "done", "error", "reply")
 
@@ -75,11 +80,15 @@ class CombiningWriter:
         self.batches += len(group)
         try:
             replies = self._handle_many([slot.batch for slot in group])
-        except BaseException as error:  # every caller of the group sees it, and must ask
+            for slot, reply in zip(group, replies, strict=True):
+                slot.reply = reply
+        except Exception as error:  # every caller of the group sees it, and must ask
             for slot in group:
-                slot.error, slot.done = error, True
-            if not isinstance(error, Exception):
-                raise  # KeyboardInterrupt, SystemExit: not swallowed here
-            return
-        for slot, reply in zip(group, replies, strict=True):
-            slot.reply, slot.done = reply, True
+                slot.error = error
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: for this thread,
+            for slot in group:  # the others get an Exception they handle
+                slot.error = ShardStopping(f"the shard is stopping: {error!r}")
+            raise
+        finally:
+            for slot in group:  # never a caller left waiting for a group that ended
+                slot.done = True

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from actors import failpoints
 from actors.codec import (
     FormatUnknown,
@@ -67,6 +69,16 @@ class CommandRaised(Exception):
 
 class ShardBroken(Exception):
     """The shard could not rebuild its state after a failed batch: it serves nothing more."""
+
+
+def _decoded(blob: bytes) -> list[Command] | BatchReply:
+    """A merged caller's commands; or, if its blob does not decode, its failed reply (the
+    other callers' batches run)."""
+    try:
+        return decode_commands(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        log.error("a batch that does not decode was refused: %s", error)
+        return BatchReply([], FAILED_INTERNAL, f"the batch does not decode: {error}")
 
 
 def _named(command: Command) -> str:
@@ -163,16 +175,22 @@ class ShardHost:
         (actors/shard/combine.py), so a commit carries as much as with one ingress."""
         if self.broken is not None:
             raise ShardBroken(self.broken)
-        decoded = [decode_commands(blob) for blob, _ in batches]
-        commands = [command for part in decoded for command in part]
+        if len(batches) == 1:
+            return [encode_reply(self._run_batch(decode_commands(batches[0][0]),
+                                                 batches[0][1]))]
+        decoded: list[list[Command] | BatchReply] = [_decoded(blob) for blob, _ in batches]
+        commands = [c for part in decoded if isinstance(part, list) for c in part]
         request_ids = [request_id for _, ids in batches for request_id in ids]
         reply = self._run_batch(commands, request_ids)
-        if reply.failed or len(batches) == 1:
-            return [encode_reply(reply)] * len(batches)
         blobs, start = [], 0
         for part in decoded:
-            blobs.append(encode_reply(BatchReply(reply.replies[start:start + len(part)])))
-            start += len(part)
+            if isinstance(part, BatchReply):  # this caller's blob did not decode: its alone
+                blobs.append(encode_reply(part))
+            elif reply.failed:
+                blobs.append(encode_reply(reply))
+            else:
+                blobs.append(encode_reply(BatchReply(reply.replies[start:start + len(part)])))
+                start += len(part)
         return blobs
 
     def _run_batch(self, commands: list[Command], request_ids: list[str]) -> BatchReply:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.codec import decode_reply, encode_commands
-from actors.shard.combine import Batch, CombiningWriter
+from actors.shard.combine import Batch, CombiningWriter, ShardStopping
 from tests.actors.test_host import account, commit, host_on
 
 
@@ -147,3 +147,43 @@ def test_concurrent_callers_on_a_real_host_all_commit_in_fewer_commits(
     assert results == ["ok"] * (callers * per_caller)
     assert host.log.last_seq - seq == writer.groups <= callers * per_caller
     host.close()
+
+
+def test_a_caller_whose_batch_does_not_decode_fails_alone(tmp_path: Path) -> None:
+    host = host_on(tmp_path)
+    host.handle(encode_commands([account("bank"), account("a")]))
+    replies = host.handle_many([
+        (encode_commands([commit("t1", "bank", "a", 5)]), []),
+        (b"\xff not commands", []),
+        (encode_commands([commit("t2", "bank", "a", 7)]), []),
+    ])
+    first, garbage, third = (decode_reply(reply) for reply in replies)
+    assert garbage.failed == "internal_error" and "does not decode" in garbage.message
+    assert [r.result for r in first.replies] == [r.result for r in third.replies] == ["ok"]
+    host.close()
+
+
+def test_an_interrupted_group_leaves_no_caller_waiting() -> None:
+    gate = _Gate()
+    gate.fail_with = KeyboardInterrupt()  # type: ignore[assignment]
+    writer = CombiningWriter(gate)
+    answers: dict[bytes, bytes | BaseException] = {}
+
+    def call(blob: bytes) -> None:
+        try:
+            answers[blob] = writer.run(blob, [])
+        except BaseException as error:  # the thread that ran the group: KeyboardInterrupt
+            answers[blob] = error
+
+    threads = {blob: threading.Thread(target=call, args=(blob,)) for blob in (b"first", b"a", b"b")}
+    threads[b"first"].start()
+    assert gate.first_running.wait(10)
+    threads[b"a"].start()
+    threads[b"b"].start()
+    _queued(writer, 2)
+    gate.release.set()
+    for thread in threads.values():
+        thread.join(10)
+        assert not thread.is_alive()
+    assert answers[b"first"] == b"reply to first"
+    assert {type(answers[b"a"]), type(answers[b"b"])} == {KeyboardInterrupt, ShardStopping}
