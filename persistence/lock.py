@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 LOCK_FILE_NAME = "owner.lock"
+INGRESS_LOCK_POLL_S = 0.01
 
 
 class DirectoryLocked(Exception):
@@ -61,7 +62,8 @@ def is_locked(directory: Path) -> bool:
 class IngressLock:
     """Serializes one kind of work across this machine's ingress processes (`--workers`):
     an exclusive flock on `path`, waited for. The kernel drops it when its holder dies, so a
-    killed worker never leaves it held. Async: the wait runs in a thread."""
+    killed worker never leaves it held. Async: the wait polls (a cancelled waiter leaves
+    nothing behind, as a thread blocked in flock would)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,7 +75,12 @@ class IngressLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(INGRESS_LOCK_POLL_S)
                 yield
             finally:
                 os.close(fd)  # drops the flock

@@ -529,9 +529,8 @@ def _waits(scope: Scope) -> bool:
     return wait_ms[-1] not in ("", "0")
 
 
-# In the data directory: the ingress processes take turns at start-up, and at the switch
-# layer's read-then-move operator actions (caps, funds out).
-STARTUP_LOCK_FILE = "ingress-startup.lock"
+# In the data directory: the ingress processes of a machine take turns at the switch layer's
+# read-then-move operator actions (caps, funds out, window closes, settlements).
 HUB_CONTROL_LOCK_FILE = "hub-control.lock"
 
 
@@ -540,11 +539,12 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
                on_tick: Callable[[Monitor], None] | None = None,
                query_actor: Any = None,
                list_nodes: Callable[[], list[dict[str, Any]]] | None = None,
-               worker_index: int = 0) -> Starlette:
+               worker_index: int | None = None) -> Starlette:
     """`placements`: where each shard runs (node, pid), for the dashboard; `on_tick`: called
     with the monitor after each of its polls (the server publishes Ray metrics there);
-    `list_nodes`: the cluster's nodes now, for `GET /v1/cluster`; `worker_index`: which of
-    the `server.workers` ingress processes this is (the first runs the scheduled work)."""
+    `list_nodes`: the cluster's nodes now, for `GET /v1/cluster`; `worker_index`: None for
+    the one ingress process, else which of the `server.workers` this is: the supervisor ran
+    the start-up (`app.state.start_up`) before any, and the first runs the scheduled work."""
     monitor = Monitor(router, settings.monitor.interval_ms, settings.monitor.window_s,
                       placements or [])
     monitor.on_tick = on_tick
@@ -561,34 +561,42 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     metrics.registry.register(HubCollector(watch))
 
     async def enable(participant: Participant, key_id: str) -> None:
-        await hub.enable([participant], key_id)
-        for ledger in participant.ledgers:  # its account in each ledger's open window
-            await windows.ensure_accounts(ledger, await windows.open_window(ledger),
-                                          [participant.id], key_id)
+        async with hub.control_lock.held():  # not while a window closes (it lists them)
+            await hub.enable([participant], key_id)
+            for ledger in participant.ledgers:  # its account in each ledger's open window
+                await windows.ensure_accounts(ledger, await windows.open_window_now(ledger),
+                                              [participant.id], key_id)
 
-    starting = IngressLock(Path(settings.data.dir) / STARTUP_LOCK_FILE)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redriver = Redriver(router)
-        async with starting.held():  # several ingress processes: one at a time, the rest
-            await redriver.run_once()  # find it done. What a crash left in doubt, first
-            key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
-            await registry.reconcile_statuses(list(keyring.participants.values()))
-            await hub.enable(keyring.participants.values())  # what a crash left undone
-            await windows.prepare()
+    async def start_up() -> None:
+        """Before any ingress serves: what a crash left in doubt, the operator's first key,
+        participants' statuses, accounts and windows a crash left unmade."""
+        await Redriver(router).run_once()
+        key_file = await bootstrap_operator_key(registry, keyring, Path(settings.data.dir))
+        await registry.reconcile_statuses(list(keyring.participants.values()))
+        await hub.enable(keyring.participants.values())
+        await windows.prepare()
         if key_file is not None:  # its path only: the secret is never logged
             log.warning("a new operator key was written to %s (mode 0600); send it as "
                         "Authorization: Bearer <key>", key_file)
         elif (Path(settings.data.dir) / OPERATOR_KEY_FILE).exists():
             log.info("the operator key is in %s", Path(settings.data.dir) / OPERATOR_KEY_FILE)
+
+    several = worker_index is not None
+    redriver = Redriver(router, settings.router.foreign_redrive_age_ms if several else 0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if several:
+            await keyring.refresh()  # the supervisor's start-up made what it reads
+        else:
+            await start_up()
         tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
                  asyncio.create_task(keyring.refresh_forever()),
                  asyncio.create_task(monitor.run()),
                  asyncio.create_task(watch.run()),
                  *([asyncio.create_task(windows.close_forever(
                      settings.hub.window_close_interval_s))]
-                   if settings.hub.window_close_interval_s and worker_index == 0 else []),
+                   if settings.hub.window_close_interval_s and not worker_index else []),
                  asyncio.create_task(_release_free_memory_forever())]
         yield
         for task in tasks:
@@ -620,6 +628,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     handlers = _error_handlers(settings.server.retry_after_seconds)
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,
                     exception_handlers=handlers)
+    app.state.start_up = start_up
     app.add_middleware(DirectRoute, posts={
         TRANSFERS_PATH: api.post_transfers,
         PAYMENTS_PATH: next(route.endpoint for route in switch_layer if isinstance(route, Route)

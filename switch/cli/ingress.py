@@ -6,6 +6,7 @@ of switch/cli/workers.py run one each, every one its own Ray driver with its own
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from typing import Any
@@ -38,12 +39,24 @@ def build_router(settings: Settings, shards: RayShards, topology: Topology) -> R
 
 
 def ingress_app(settings: Settings, shards: RayShards, topology: Topology, query_actor: Any,
-                ray_dashboard_url: str | None, worker_index: int = 0) -> Starlette:
-    """The HTTP application of one ingress process: its own router over the shards."""
+                ray_dashboard_url: str | None, worker_index: int | None = None) -> Starlette:
+    """The HTTP application of one ingress process: its own router over the shards.
+    `worker_index`: None for the only one, else which of `server.workers`."""
     return create_app(build_router(settings, shards, topology), settings,
                       ray_dashboard_url=ray_dashboard_url, placements=shards.placements(),
                       on_tick=RayMetrics().publish, query_actor=query_actor,
                       list_nodes=cluster_nodes, worker_index=worker_index)
+
+
+def run_start_up(settings: Settings, shards: RayShards, topology: Topology,
+                 query_actor: Any) -> None:
+    """The start-up the one ingress runs in its lifespan, run by the supervisor of several
+    before any of them serves (so none settles another's live work, or undoes a change
+    another made). Over the shards' Ray links: this process keeps no data connections."""
+    router = Router(list(shards.links), Placement(topology),
+                    settings.router.shard_queue_commands_max, settings.router.call_commands_max)
+    app = create_app(router, settings, query_actor=query_actor)
+    asyncio.run(app.state.start_up())
 
 
 def serve_http(settings: Settings, app: Starlette, sock: socket.socket | None = None) -> int:

@@ -34,7 +34,7 @@ from persistence.topology import (
     mark_shards_created,
     resolve_topology,
 )
-from switch.cli.ingress import ingress_app, ray_address, serve_http
+from switch.cli.ingress import ingress_app, serve_http
 from switch.cli.settings import Settings
 from switch.cli.workers import supervise_workers
 from switch.observe.context import RequestIdFilter
@@ -164,7 +164,8 @@ def serve(settings: Settings) -> int:
         try:
             query_actor = start_query_actor(shards.actors, topology)
             if settings.server.workers > 1:  # N ingress processes, this one supervises
-                return supervise_workers(settings, topology, ray_address(), ray_dashboard_url)
+                return supervise_workers(settings, shards, topology, query_actor,
+                                         ray_dashboard_url)
             return serve_http(settings, ingress_app(settings, shards, topology, query_actor,
                                                     ray_dashboard_url))
         finally:

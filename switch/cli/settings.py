@@ -49,7 +49,7 @@ class ServerSettings(_Section):
     tls_cert: str = ""  # PEM files: both, to serve HTTPS (uvicorn's TLS); neither: HTTP
     tls_key: str = ""
     # HTTP processes on one port (SO_REUSEPORT), each its own Ray driver (docs/CLUSTER.md)
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default=1, ge=1, le=16)  # each opens one data connection per shard
 
     @model_validator(mode="after")
     def _tls_both_or_neither(self) -> ServerSettings:
@@ -78,6 +78,9 @@ class RouterSettings(_Section):
     shard_queue_commands_max: int = Positive
     call_commands_max: int = Positive
     redrive_interval_ms: int = Positive
+    # With several ingress processes: another's in-doubt parts are settled from this age
+    # (its rounds are done by then, or it died); docs/CLUSTER.md
+    foreign_redrive_age_ms: int = Field(default=10_000, gt=0)
 
 
 class WalSettings(_Section):

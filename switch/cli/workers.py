@@ -1,19 +1,20 @@
 """`payswitch serve --workers N`: N ingress processes on one port, and their supervisor.
 
 The process that ran `payswitch serve` keeps Ray, the shards and the read model (they are its
-actors, named so that the workers find them) and supervises: it starts N worker processes,
-starts again any that dies (kill -9 included), and on SIGINT or SIGTERM stops them (each
-drains its open requests) before closing the shards. Each worker is a Ray driver of its
-own with its own router; it binds the port with SO_REUSEPORT, so the kernel spreads new
-connections evenly over the workers, and a worker that dies takes only its own
-connections with it.
+actors, named so that the workers find them) and supervises: it runs the start-up (redrive
+of what a crash left, the first operator key, what a crash left unmade) before any worker
+serves, binds the port, starts N worker processes that accept from that one socket, starts
+again any that dies (kill -9 included), and on SIGINT or SIGTERM stops them (each drains its
+open requests) before closing the shards. Each worker is a Ray driver of its own with its
+own router; a worker that dies takes only the connections it had accepted with it.
 
 Nothing one worker holds in memory is needed by another: a transfer's attempt numbers are
-random per router, in-doubt parts are resolved by any worker's redrive from what the
-shards' logs say (the home's fence, actors/ledger/fences, makes a late commit of a redriven
-attempt fail instead of moving money twice), and the switch layer's windows are read from
-the ledger. What is per machine takes a file lock in the data directory (start-up chores,
-cap changes and funds out); what runs on a schedule (window closes) runs in worker 0.
+random per router, and a worker's redrive settles another's in-doubt parts once they are
+older than `router.foreign_redrive_age_ms` (its own at once); the home's fence makes a late
+commit of an attempt it voided fail instead of moving money. A cross-shard answer waits for
+its finalize, so a read through another worker sees it whole. The switch layer's windows
+are read from the ledger; its read-then-move operator actions take a file lock in the data
+directory; scheduled window closes run in worker 0.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 import ray
 
 from actors.runtime import configure_logging
 from actors.shard.actor import NAMESPACE, RayShards
 from actors.topology import Topology
-from switch.cli.ingress import ingress_app, serve_http
+from switch.cli.ingress import ingress_app, ray_address, run_start_up, serve_http
 from switch.cli.settings import Settings
 from switch.observe.context import RequestIdFilter
 from switch.read.query_actor import find_query_actor
@@ -46,11 +49,19 @@ RESTARTS_MAX = 5  # a worker that dies this often within RESTART_WINDOW_S stops 
 RESTART_WINDOW_S = 60.0  # it cannot serve (a port taken, a bad setting), restarting won't help
 STOP_TIMEOUT_S = 20.0  # a worker that has not drained by then is killed
 PARENT_POLL_S = 1.0  # a worker whose supervisor died stops (the shards died with it)
+LISTEN_BACKLOG = 2048
 
 
-def supervise_workers(settings: Settings, topology: Topology, ray_address: str,
-                      ray_dashboard_url: str | None) -> int:
-    """Run N workers until SIGINT or SIGTERM; 0 after a clean stop, 1 if they kept dying."""
+def supervise_workers(settings: Settings, shards: RayShards, topology: Topology,
+                      query_actor: Any, ray_dashboard_url: str | None) -> int:
+    """Run the start-up, then N workers until SIGINT or SIGTERM; 0 after a clean stop, 1 if
+    they kept dying, 2 if the port cannot be had."""
+    run_start_up(settings, shards, topology, query_actor)
+    try:
+        listener = listening_socket(settings.server.host, settings.server.port)
+    except OSError as error:
+        log.error("refusing to start: cannot listen on %s: %s", _url(settings), error)
+        return 2
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no Ray state copied
     stopping = threading.Event()
 
@@ -63,13 +74,26 @@ def supervise_workers(settings: Settings, topology: Topology, ray_address: str,
     def start(index: int) -> BaseProcess:
         process = context.Process(
             target=run_worker, name=f"payswitch-ingress-{index}", daemon=False,
-            args=(settings, topology, ray_address, ray_dashboard_url, index, os.getpid()))
+            args=(settings, topology, ray_address(), ray_dashboard_url, index, os.getpid(),
+                  listener))
         process.start()
         log.info("ingress worker %d started (pid %s)", index, process.pid)
         return process
 
-    workers = {index: start(index) for index in range(settings.server.workers)}
-    log.info("serving on %s with %d ingress processes", _url(settings), len(workers))
+    workers: dict[int, BaseProcess] = {}
+    try:
+        for index in range(settings.server.workers):
+            workers[index] = start(index)
+        log.info("serving on %s with %d ingress processes", _url(settings), len(workers))
+        return _supervise(workers, start, stopping)
+    finally:
+        _stop_all(workers)
+        listener.close()
+
+
+def _supervise(workers: dict[int, BaseProcess], start: Callable[[int], BaseProcess],
+               stopping: threading.Event) -> int:
+    """Start again each worker that dies, until stopped (0) or they keep dying (1)."""
     deaths: list[float] = []
     while not stopping.is_set():
         wait([worker.sentinel for worker in workers.values()], timeout=0.5)
@@ -82,13 +106,11 @@ def supervise_workers(settings: Settings, topology: Topology, ray_address: str,
                 log.error("ingress workers died %d times within %.0f s (the last: worker %d, "
                           "exit code %s); stopping. Their log lines above say why.",
                           len(deaths), RESTART_WINDOW_S, index, worker.exitcode)
-                _stop_all(workers)
                 return 1
             log.warning("ingress worker %d (pid %s) exited with code %s: starting it again",
                         index, worker.pid, worker.exitcode)
             workers[index] = start(index)
     log.info("stopping %d ingress processes", len(workers))
-    _stop_all(workers)
     return 0
 
 
@@ -111,35 +133,33 @@ def _url(settings: Settings) -> str:
     return f"{scheme}://{settings.server.host}:{settings.server.port}"
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other processes of this user may bind too (SO_REUSEPORT):
-    the kernel gives each new connection to one of them."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The port, bound once here and shared by every worker (each accepts from it): a port
+    another program holds is refused at once, and no other process can join it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (TIME_WAIT only)
     sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(False)
+    sock.listen(LISTEN_BACKLOG)
     return sock
 
 
-def run_worker(settings: Settings, topology: Topology, ray_address: str,
-               ray_dashboard_url: str | None, index: int, supervisor_pid: int) -> None:
+def run_worker(settings: Settings, topology: Topology, gcs_address: str,
+               ray_dashboard_url: str | None, index: int, supervisor_pid: int,
+               listener: socket.socket) -> None:
     """One worker process: join Ray, find the switch's actors, serve until told to stop."""
     configure_logging(settings.logging.level, settings.logging.json_lines)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
     _stop_when_orphaned(supervisor_pid)
-    ray.init(address=ray_address, namespace=NAMESPACE, log_to_driver=False,
+    ray.init(address=gcs_address, namespace=NAMESPACE, log_to_driver=False,
              configure_logging=False)
     try:
         shards = RayShards.find(topology)
         app = ingress_app(settings, shards, topology, find_query_actor(topology),
                           ray_dashboard_url, worker_index=index)
-        sock = reuse_port_socket(settings.server.host, settings.server.port)
         log.info("ingress worker %d (pid %d) serving", index, os.getpid())
-        code = serve_http(settings, app, sock)
+        code = serve_http(settings, app, listener)
     finally:
         ray.shutdown()
     sys.exit(code)

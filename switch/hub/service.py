@@ -44,7 +44,9 @@ class Hub:
         self.router = router
         self.visibility = visibility
         self.keyring = keyring
-        self._control_lock = control_lock
+        # Read-then-move operator actions (caps, funds out, window closes, settlements,
+        # enabling a participant) take turns across the machine's ingress processes.
+        self.control_lock = control_lock
 
     # ---- participants ----
 
@@ -102,7 +104,7 @@ class Hub:
 
     async def set_cap(self, participant_id: str, ledger: str, wanted: int, key_id: str
                       ) -> tuple[str, Position]:
-        async with self._control_lock.held():
+        async with self.control_lock.held():
             now = await self.position(participant_id, ledger)
             if wanted > now.settlement_balance:
                 raise ApiError(422, "net_debit_cap_above_settlement")
@@ -119,7 +121,7 @@ class Hub:
                          amount: int, key_id: str) -> tuple[str, Position]:
         move = funds_move(ledger, participant_id, f"hub:funds:{funds_id}", direction, amount,
                           key_id)
-        async with self._control_lock.held():
+        async with self.control_lock.held():
             if direction == "out" and not await self.exists(move.id):  # a retry: as sent
                 now = await self.position(participant_id, ledger)
                 if now.settlement_balance - amount < now.position:

@@ -124,15 +124,21 @@ class Settlements:
             raise ApiError(404, "participant_not_found")
         if net.settled:
             return "exists"
+        async with self.hub.control_lock.held():  # it reads the cap, as a cap change does
+            return await self._settle_net(settlement, found.ledger, participant_id, net.net,
+                                          key_id)
+
+    async def _settle_net(self, settlement: str, ledger: str, participant_id: str, net: int,
+                          key_id: str) -> str:
         for _ in range(TRIES):  # payments may move its headroom while this is sent
-            legs = await self._legs(settlement, found.ledger, participant_id, net.net, key_id)
+            legs = await self._legs(settlement, ledger, participant_id, net, key_id)
             results = [result_of(o) for o in await self.hub.router.create_transfers(legs)]
             if all(r == "ok" for r in results) or all(r == "exists" for r in results):
                 return "ok"
             leg, failed = next((leg, r) for leg, r in zip(legs, results, strict=True)
                                if r not in ("ok", "linked_event_failed"))
             if failed == "exceeds_credits" and leg.code == SETTLE_FUNDS_CODE:
-                raise ApiError(422, "settlement_insufficient_funds" if net.net > 0
+                raise ApiError(422, "settlement_insufficient_funds" if net > 0
                                else "settlement_debtors_pending")
             if failed != "exceeds_credits":
                 return failed

@@ -66,12 +66,16 @@ class Windows:
         self.hub = hub
         self.key = key
         self._open: dict[str, int] = {}
-        self._closing = asyncio.Lock()
         self._reports: dict[tuple[str, int], Report] = {}  # closed windows': final
 
     async def open_window(self, ledger: str) -> int:
         if ledger not in self._open:
             self._open[ledger] = await self._discover(ledger)
+        return self._open[ledger]
+
+    async def open_window_now(self, ledger: str) -> int:
+        """The open window as the ledger says now (another ingress may have closed one)."""
+        self._open[ledger] = await self._discover(ledger)
         return self._open[ledger]
 
     async def moved_on(self, ledger: str, number: int) -> int:
@@ -125,7 +129,8 @@ class Windows:
         """Close window `number` of `ledger` and open the next; "unchanged" if it was
         closed already. Idempotent, and an earlier close cut short (by a crash, or a drain
         that took too long) is finished first."""
-        async with self._closing:
+        async with self.hub.control_lock.held():  # one close at a time, in all ingresses
+            await self.hub.keyring.refresh()  # participants enabled through another, too
             marker = await self._account(marker_id(ledger, number))
             if marker is None:
                 raise ApiError(404, "window_not_found")

@@ -11,7 +11,11 @@ work of each follows what is in doubt, never the history or the number of parts 
 3. pending transfers final at their home (posted, voided, expired) whose held parts may not
    all be settled (each home lists them: `ListSettling`): settle the parts on both accounts'
    shards, then tell the home (`SettleDone`).
-A transfer under way in this router is skipped: its own rounds will finish it.
+A transfer under way in this router is skipped: its own rounds will finish it. With several
+ingress processes (`--workers`), a part or claim another router made may be under way there:
+it is taken up only once older than `foreign_min_age_ms` (its maker's rounds are done by
+then, or its maker died). Taking it up earlier would still be safe (the home fences the
+attempt it voids, whose late commit then answers `in_flight`), but would fail live work.
 """
 
 from __future__ import annotations
@@ -52,8 +56,11 @@ log = logging.getLogger("payswitch.redrive")
 
 
 class Redriver:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, foreign_min_age_ms: int = 0) -> None:
+        """`foreign_min_age_ms`: 0 when no other router runs (one ingress process, or the
+        start-up before any serves): every part is this router's to settle."""
         self.router = router
+        self.foreign_min_age_ms = foreign_min_age_ms
 
     async def run_once(self, min_age_ms: int = 0) -> int:
         """All three passes; returns how many things they settled."""
@@ -70,6 +77,18 @@ class Redriver:
                 continue
             if count:
                 log.info("redrive settled %d parts, claims or held parts", count)
+
+    async def _old_enough(self, listing: Callable[[int], Command], min_age_ms: int,
+                          attempt_of: Callable[[Any], int]) -> list[tuple[int, Any]]:
+        """What `listing` finds: this router's (or a dead predecessor's, with no other
+        router about) at `min_age_ms`; another router's at `foreign_min_age_ms`."""
+        found = await self._listed(listing(min_age_ms))
+        if self.foreign_min_age_ms <= min_age_ms:
+            return found
+        made_here = self.router.made_here
+        return [(s, item) for s, item in found if made_here(attempt_of(item))] + [
+            (s, item) for s, item in await self._listed(listing(self.foreign_min_age_ms))
+            if not made_here(attempt_of(item))]
 
     async def _listed(self, command: Command) -> list[tuple[int, Any]]:
         router = self.router
@@ -102,7 +121,8 @@ class Redriver:
     async def _parts(self, min_age_ms: int) -> int:
         """A part asks its transfer's home, or a linked chain member's its coordinator."""
         live = self.router.live
-        parts = [(shard, part) for shard, part in await self._listed(ListInDoubt(min_age_ms))
+        parts = [(shard, part) for shard, part in await self._old_enough(
+                     ListInDoubt, min_age_ms, lambda part: part.attempt)
                  if part.transfer.id not in live]
         verdicts = await self.router.scatter([
             self._decider(part.transfer.id, part.chain, part.attempt) for _, part in parts])
@@ -129,7 +149,8 @@ class Redriver:
 
     async def _claims(self, min_age_ms: int) -> int:
         live = self.router.live
-        claims = [(shard, claim) for shard, claim in await self._listed(ListClaims(min_age_ms))
+        claims = [(shard, claim) for shard, claim in await self._old_enough(
+                      ListClaims, min_age_ms, lambda claim: claim.attempt)
                   if claim.resolving_id not in live]
         verdicts = await self.router.scatter([
             self._decider(claim.resolving_id, claim.chain, claim.attempt) for _, claim in claims])

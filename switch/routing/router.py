@@ -74,6 +74,7 @@ Call = tuple[int, Command]  # (shard, command)
 Settlement = tuple[int, str, list[int]]  # a pending transfer's home, its id, settle places
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
+ATTEMPT_COUNTER_BITS = 32  # an attempt: a router's random prefix, then its counter
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
 _BOTH = Roles.both
@@ -142,10 +143,15 @@ class Router:
         self.placement = placement
         self.shard_of = self.placement.shard_of
         self.live: dict[str, asyncio.Future[None]] = {}  # transfer ids under way here
-        self._attempt_base = random.getrandbits(31) << 32
+        # Attempts are unique across routers (ingress processes): random high bits
+        self._attempt_base = random.getrandbits(31) << ATTEMPT_COUNTER_BITS
         self._attempt_next = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.answer_after_finalize = answer_after_finalize
+
+    def made_here(self, attempt: int) -> bool:
+        """Whether this router made a cross-shard attempt (its random high bits)."""
+        return attempt >> ATTEMPT_COUNTER_BITS == self._attempt_base >> ATTEMPT_COUNTER_BITS
 
     # ---- scatter / gather ----
 

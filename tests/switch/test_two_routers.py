@@ -16,26 +16,28 @@ import pytest
 
 from actors.codec import decode_commands
 from actors.ledger.model import Account, Transfer
-from actors.messages import AccountView, Finalize, GetAccount, expect
+from actors.messages import AccountView, Commit, Finalize, GetAccount, expect
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
+from switch.routing.redrive import Redriver
 from switch.routing.router import Router
 from switch.routing.transport import LocalShard
 
 PLACEMENT = Placement(round_robin(2, 64))
 
 
-class HeldFinalizeLink(LocalShard):
-    """Holds any batch that carries a Finalize until `release` is set."""
+class HeldLink(LocalShard):
+    """Holds any batch that carries a `held` command until `release` is set."""
 
-    def __init__(self, index: int, host: ShardHost) -> None:
+    def __init__(self, index: int, host: ShardHost, held: type) -> None:
         super().__init__(index, host)
+        self.held = held
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
 
     async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
-        if any(isinstance(command, Finalize) for command in decode_commands(blob)):
+        if any(isinstance(command, self.held) for command in decode_commands(blob)):
             self.reached.set()
             await self.release.wait()
         return await super().call(blob, request_ids)
@@ -53,7 +55,7 @@ async def _scenario(answer_after_finalize: bool) -> tuple[bool, Account]:
     other router right after the answer)."""
     hosts = [ShardHost(ShardConfig(i, ("USD",), 1_000_000), lambda: MemoryLog())
              for i in range(2)]
-    held = [HeldFinalizeLink(i, host) for i, host in enumerate(hosts)]
+    held = [HeldLink(i, host, Finalize) for i, host in enumerate(hosts)]
     acting = Router(held, PLACEMENT, answer_after_finalize=answer_after_finalize)
     reading = Router([LocalShard(i, host) for i, host in enumerate(hosts)], PLACEMENT)
     debit, credit = _ids_on_two_shards()
@@ -94,3 +96,39 @@ def test_a_lone_router_answers_before_the_finalize(answer_after_finalize: bool) 
     waited, far = asyncio.run(_scenario(answer_after_finalize))
     assert not waited
     assert far.debits_pending + far.credits_pending == 100  # another router sees it pending
+
+
+async def _redrive_during_another_routers_wave(foreign_min_age_ms: int) -> tuple[str, int]:
+    """Router A's transfer is reserved and held before its home's commit; router B's
+    redrive runs meanwhile (periodic, min age 0 as at a worker's start). Returns A's answer
+    and how much B's redrive settled."""
+    hosts = [ShardHost(ShardConfig(i, ("USD",), 1_000_000), lambda: MemoryLog())
+             for i in range(2)]
+    held = [HeldLink(i, host, Commit) for i, host in enumerate(hosts)]
+    acting = Router(held, PLACEMENT, answer_after_finalize=True)
+    other = Router([LocalShard(i, host) for i, host in enumerate(hosts)], PLACEMENT,
+                   answer_after_finalize=True)
+    debit, credit = _ids_on_two_shards()
+    await other.create_accounts([Account(debit, "USD", 1, "o", 0, ""),
+                                 Account(credit, "USD", 1, "o", 0, "")])
+    answer = asyncio.ensure_future(acting.create_transfers(
+        [Transfer("t2", debit, credit, 100, "USD", 1, "")]))
+    home = held[PLACEMENT.shard_of("t2")]
+    await asyncio.wait_for(home.reached.wait(), 5)  # reserved; the home's commit held
+    settled = await Redriver(other, foreign_min_age_ms=foreign_min_age_ms).run_once()
+    home.release.set()
+    (outcome,) = await asyncio.wait_for(answer, 5)
+    assert not isinstance(outcome, BaseException)
+    return outcome[0], settled
+
+
+def test_a_redrive_leaves_another_routers_fresh_parts_alone() -> None:
+    result, settled = asyncio.run(_redrive_during_another_routers_wave(10_000))
+    assert (result, settled) == ("ok", 0)
+
+
+def test_without_the_age_for_others_parts_a_redrive_fences_a_live_transfer() -> None:
+    """What the age prevents: the home fences the live attempt, its commit answers in_flight
+    (money stays right either way: tests/actors/test_fences.py)."""
+    result, settled = asyncio.run(_redrive_during_another_routers_wave(0))
+    assert result == "in_flight" and settled > 0
