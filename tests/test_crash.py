@@ -4,8 +4,9 @@ Several thousand transfers (single and in small arrays, same-shard and cross-sha
 concurrent clients; at a random moment every process of the switch (Ray's included) gets
 SIGKILL. After a restart: every acknowledged transfer is present exactly once, the books
 balance per ledger, no limited account is overdrawn, and re-sending what was acknowledged
-answers `exists` and changes nothing. Seeds 1-2 run in `make test` (the suite stays within
-its 15 minutes); seeds 3-23 with --run-slow.
+answers `exists` and changes nothing. Even seeds run two ingress processes (`--workers 2`):
+their batches reach each shard over two connections, merged into one commit. Seeds 1-2 run
+in `make test` (the suite stays within its 15 minutes); seeds 3-23 with --run-slow.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
     # Frequent snapshots, so that kills also land while one is being written.
     switch = SwitchProcess(tmp_path / "data", free_port(), shards=2,
                            log_path=tmp_path / "switch.log",
-                           extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300"}).start()
+                           extra_env={"PAYSWITCH_WAL_SNAPSHOT_EVERY_EVENTS": "300",
+                                      "PAYSWITCH_SERVER_WORKERS": str(2 - seed % 2)}).start()
     try:
         setup_accounts(switch.url, switch.headers)
         load = Load(switch.url, seed, switch.headers)
@@ -52,8 +54,9 @@ def run_crash_scenario(tmp_path: Path, seed: int) -> None:
         load.finish()
         assert not load.failures, load.failures
         in_doubt = len(load.sent.keys() - load.answered)  # sent, no answer: in flight
-        print(f"seed {seed}: sent {len(load.sent)}, acknowledged {len(load.acked)}, "
-              f"rejected {len(load.rejected)}, in doubt at the kill {in_doubt}")
+        print(f"seed {seed} (workers {2 - seed % 2}): sent {len(load.sent)}, acknowledged "
+              f"{len(load.acked)}, rejected {len(load.rejected)}, in doubt at the kill "
+              f"{in_doubt}")
         assert len(load.acked) >= ACKNOWLEDGED_MIN, "the load never got going"
         assert in_doubt > 0, "nothing was in flight when the switch was killed"
         verified = subprocess.run([sys.executable, "-m", "switch.cli", "wal", "verify",

@@ -1,7 +1,7 @@
 """`payswitch serve --workers 2`: two ingress processes on one port, under load, one of them
-killed (-9) mid-flight. Every acknowledged transfer is there exactly once, no chain applies
-in part, nothing stays reserved, and what was in flight at the kill, sent again with its ids
-to whichever worker takes it, lands once."""
+killed (-9) mid-flight. The shards commit both workers' batches together. Every acknowledged
+transfer is there exactly once, no chain applies in part, nothing stays reserved, and what
+was in flight at the kill, sent again with its ids to whichever worker takes it, lands once."""
 
 from __future__ import annotations
 
@@ -124,6 +124,8 @@ def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         assert not load.failures, load.failures
         assert first not in _wait_for_workers(switch, 2), "the supervisor started it again"
         assert psutil.Process(second).cpu_times().user > 0.5, "the other worker served too"
+        merged = sum(s["calls_merged"] for s in switch.http.get("/readyz").json()["shards"])
+        assert merged > 0, "the shards never committed two workers' batches together"
         resent = _send_again_until_answered(switch, load)
         print(f"acknowledged {len(load.acked)}, sent again after the kill {resent}")
         _same_ids_at_once_through_both(switch, load)

@@ -141,7 +141,8 @@ class ShardActor:
 
     @ray.method(concurrency_group=READS)
     def status(self) -> ShardStatus:
-        return msgspec.structs.replace(self._host.status(), started_ns=self._started_ns)
+        return msgspec.structs.replace(self._host.status(), started_ns=self._started_ns,
+                                       calls_merged=self._writer.batches - self._writer.groups)
 
     @ray.method(concurrency_group=READS, enable_task_events=False)
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:

@@ -80,3 +80,4 @@ class ShardStatus(msgspec.Struct, frozen=True):
     totals: list[LedgerTotals]
     started_ns: int = 0  # when its process started (set by its actor): a change is a restart
     fences: int = 0  # attempts told void that never commit (kept until their id commits)
+    calls_merged: int = 0  # callers' batches committed with another's (several ingresses)

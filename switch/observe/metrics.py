@@ -148,6 +148,12 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
         restarts.add_metric([str(shard["shard"])], shard["restarts"])
     yield recovering
     yield restarts
+    merged = CounterMetricFamily("payswitch_shard_calls_merged", "callers' batches committed "
+                                 "with another caller's (several ingress processes)",
+                                 labels=["shard"])
+    for shard in shards:
+        merged.add_metric([str(shard["shard"])], shard["calls_merged"])
+    yield merged
     for name in ("batches", "commands", "events"):
         counter = CounterMetricFamily(f"payswitch_shard_{name}", f"{name} applied by the shard",
                                       labels=["shard"])
