@@ -95,7 +95,7 @@ def test_shards_run_on_the_storage_nodes_holding_their_data_and_refuse_others(
         switch.log_path.read_text()
 
     # A node b that joins without b's data: shard 1 refuses, naming node, shard and directory.
-    add_storage_node(cluster, "b", tmp_path / "empty")
+    empty_b = add_storage_node(cluster, "b", tmp_path / "empty")
     cluster.wait_for_nodes()
     with pytest.raises(RuntimeError, match="switch exited with 2"):
         switch.start(ready_timeout_s=60)
@@ -103,3 +103,16 @@ def test_shards_run_on_the_storage_nodes_holding_their_data_and_refuse_others(
     assert "shard 1 will not start on storage node b" in log_text
     assert f"data directory {tmp_path / 'empty'}" in log_text
     assert not (tmp_path / "empty" / "shard-0001").exists()  # no empty log was made
+
+    # Node b's machine is gone but its disk is not: a new Ray node named b with that data
+    # takes shard 1 over (docs/OPERATIONS.md, "a storage node is lost"), and nothing is lost.
+    cluster.remove_node(empty_b)
+    moved_b = add_storage_node(cluster, "b", tmp_path / "b")
+    cluster.wait_for_nodes()
+    switch.start(ready_timeout_s=60)
+    try:
+        assert shards_shown(switch)[1] == moved_b.node_id
+        for n in range(19):
+            assert switch.http.get(f"/v1/transfers/t{n}").json()["amount"] == 1
+    finally:
+        switch.kill_session()
