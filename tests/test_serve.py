@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,14 @@ def test_tls_serves_https_only(tmp_path: Path) -> None:
             httpx.get(plain, timeout=5)
     finally:
         switch.kill_session()
+
+
+def test_a_ray_address_nobody_answers_is_refused_at_once(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there; Ray alone would retry it for minutes
+    finished = subprocess.run(
+        [sys.executable, "-m", "switch.cli", "serve", "--ray-address", f"127.0.0.1:{port}",
+         "--data-dir", str(tmp_path / "data"), "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in finished.stderr + finished.stdout
+    assert not (tmp_path / "data").exists()  # nothing was made

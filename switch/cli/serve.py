@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from switch.read.query_actor import start_query_actor
 
 log = logging.getLogger("payswitch")
 LOOPBACK = "127.0.0.1"
+RAY_CONNECT_TIMEOUT_S = 5.0
 RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # read by ray_constants at import
 
 
@@ -63,6 +65,23 @@ def start_ray(settings: Settings) -> str | None:
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def ray_cluster_unreachable(address: str) -> str | None:
+    """Why the Ray cluster to join cannot be reached (None: it can, or Ray finds it itself:
+    `local`, `auto`). Ray would retry a wrong address for minutes with its own log lines."""
+    if address in ("local", "auto"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        return f"ray.address {address!r} is not HOST:PORT (or local, auto)"
+    try:
+        socket.create_connection((host or LOOPBACK, int(port)),
+                                 timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return (f"no Ray cluster answers at {address} ({error}): start its head with `ray "
+                "start --head` there, or give its address (docs/CLUSTER.md)")
+    return None
 
 
 def bind_local_ray_to_loopback() -> str:
@@ -146,6 +165,10 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.logging.level, settings.logging.json_lines)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
+    unreachable = ray_cluster_unreachable(settings.ray.address)
+    if unreachable:
+        log.error("refusing to start: %s", unreachable)
+        return 2
     ray_dashboard_url = start_ray(settings)
     try:
         try:
