@@ -25,14 +25,15 @@ from actors.ledger.state import LedgerState
 from actors.messages import BatchReply, Command
 
 # Format 2: msgpack records (events as tagged arrays); format 3 adds the registry's events and
-# trailing fields (who acted), format 4 `attempt_fenced`; all read by the same decoder (fields
+# trailing fields (who acted), format 4 `attempt_fenced`, format 5 `alarm_threshold_set` and
+# `ndc_alarm` (and a participant's alarm thresholds); all read by the same decoder (fields
 # added since have defaults). A new event kind is a new format: an older release then stops
 # with "upgrade payswitch" instead of failing on a tag it does not know.
-FORMAT_VERSION = 4  # of records written by this release
+FORMAT_VERSION = 5  # of records written by this release
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 7  # of snapshots written by this release (6: account ids as two buffers;
-# 7: fenced attempts, which an older release would drop)
+SNAPSHOT_FORMAT = 8  # of snapshots written by this release (6: account ids as two buffers;
+# 7: fenced attempts, which an older release would drop; 8: participants' alarm thresholds)
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 

@@ -15,6 +15,7 @@ import msgspec
 
 from actors.ledger.balancing import Rule
 from actors.ledger.chains import ChainPart
+from actors.ledger.events import NdcAlarm
 from actors.ledger.ledger import Verdict
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
@@ -55,6 +56,20 @@ class SetParticipantStatus(_Message, tag="participant_status"):
     status: str
     key_id: str
     registry: bool  # sent to the registry's shard (else: a shard that only blocks debits)
+
+
+class SetAlarmThreshold(_Message, tag="alarm_threshold"):
+    participant_id: str
+    ledger: str
+    percent: int
+    key_id: str
+
+
+class RecordNdcAlarm(_Message, tag="record_ndc_alarm"):
+    """At the registry's shard: a position seen above its alarm threshold (its timestamp
+    is the shard's)."""
+
+    alarm: NdcAlarm
 
 
 class CreateKey(_Message, tag="create_key"):
@@ -202,7 +217,8 @@ class SettleDone(_Message, tag="settle_done"):
 
 
 Command = (CreateAccount | SetLimits | CreateParticipant | SetParticipantStatus | CreateKey
-           | RevokeKey | GetRegistry | Commit | Reserve | ReserveChain | CommitChain
+           | RevokeKey | SetAlarmThreshold | RecordNdcAlarm | GetRegistry | Commit | Reserve
+           | ReserveChain | CommitChain
            | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
            | GetPendingStatus | ListClaims | ListInDoubt | GetAccount | GetTransfer
            | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone)

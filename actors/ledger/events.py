@@ -144,6 +144,29 @@ class KeyRevoked(_Event, tag="key_revoked"):
     key_id: str  # the key that revoked it
 
 
+class AlarmThresholdSet(_Event, tag="alarm_threshold_set"):
+    """A participant's NDC alarm threshold on one ledger (percent of its cap)."""
+
+    participant_id: str
+    ledger: str
+    percent: int
+    timestamp: int
+    key_id: str
+
+
+class NdcAlarm(_Event, tag="ndc_alarm"):
+    """A participant's position crossed its alarm threshold upwards (switch/hub/watch.py):
+    recorded so that it is on `/v1/events` for the participant and the operator."""
+
+    participant_id: str
+    ledger: str
+    position: int
+    net_debit_cap: int
+    percent: int  # the threshold crossed
+    timestamp: int
+    key_id: str
+
+
 class ChainCommitted(_Event, tag="chain_committed"):
     """At a linked chain's coordinator: the decision, with each member's timestamp and amount
     and, for a post or void member, its fields as stored."""
@@ -177,13 +200,15 @@ Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPost
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
          | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
          | PartCommitted | PendingSettled | ParticipantCreated | ParticipantStatusChanged
-         | KeyCreated | KeyRevoked | AttemptFenced)
+         | KeyCreated | KeyRevoked | AttemptFenced | AlarmThresholdSet | NdcAlarm)
 EVENT_TYPES: tuple[type[_Event], ...] = (
     AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
     ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
     HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled,
-    ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked, AttemptFenced)
-REGISTRY_EVENTS = (ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked)
+    ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked, AttemptFenced,
+    AlarmThresholdSet, NdcAlarm)
+REGISTRY_EVENTS = (ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked,
+                   AlarmThresholdSet, NdcAlarm)
 
 
 def kind_of(event: Event) -> str:

@@ -31,6 +31,7 @@ from actors.ledger.chains import ChainFunds
 from actors.ledger.codes import AccountResult, LimitsResult, TransferResult, first_failure
 from actors.ledger.events import (
     AccountCreated,
+    AlarmThresholdSet,
     AttemptFenced,
     ChainCommitted,
     Claim,
@@ -39,6 +40,7 @@ from actors.ledger.events import (
     KeyCreated,
     KeyRevoked,
     LimitsChanged,
+    NdcAlarm,
     PartCommitted,
     ParticipantCreated,
     ParticipantStatusChanged,
@@ -156,6 +158,18 @@ class Ledger(LedgerState):
         if result is not RegistryResult.ok:
             return result, []
         return result, [ParticipantStatusChanged(participant_id, status, timestamp, key_id)]
+
+    def set_alarm_threshold(self, participant_id: str, ledger: str, percent: int,
+                            timestamp: int, key_id: str) -> tuple[RegistryResult, list[Event]]:
+        result = self.registry.check_alarm(participant_id, ledger, percent)
+        if result is not RegistryResult.ok:
+            return result, []
+        return result, [AlarmThresholdSet(participant_id, ledger, percent, timestamp, key_id)]
+
+    def record_ndc_alarm(self, alarm: NdcAlarm) -> tuple[RegistryResult, list[Event]]:
+        if alarm.participant_id not in self.registry.participants:
+            return RegistryResult.participant_not_found, []
+        return RegistryResult.ok, [alarm]
 
     def create_key(self, key: ApiKey, key_id: str) -> tuple[RegistryResult, list[Event]]:
         result = self.registry.check_key(key)

@@ -22,6 +22,7 @@ ROLES = (OPERATOR, PARTICIPANT, AUDITOR)
 ACTIVE, DISABLED = "active", "disabled"
 STATUSES = (ACTIVE, DISABLED)
 SYSTEM = "system"  # the acting key of changes made at start-up or offline (no key yet)
+ALARM_PERCENT_MIN, ALARM_PERCENT_MAX = 1, 100
 
 
 class Participant(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -30,6 +31,9 @@ class Participant(msgspec.Struct, array_like=True, frozen=True, gc=False):
     ledgers: list[str]
     status: str = ACTIVE
     timestamp: int = 0
+    # Per ledger: the share of its net debit cap at which its position raises the NDC alarm
+    # (a ledger not here: the switch's `hub.alarm_percent`). Records format 5 on.
+    alarm_percents: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ApiKey(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -60,6 +64,8 @@ class RegistryResult(StrEnum):
     exists_with_different_name = "exists_with_different_name"
     exists_with_different_ledgers = "exists_with_different_ledgers"
     exists = "exists"
+    ledger_not_enabled = "ledger_not_enabled"  # an alarm on a ledger the participant is not on
+    percent_invalid = "percent_invalid"  # an alarm threshold outside 1..100
 
 
 class Registry:
@@ -117,6 +123,18 @@ class Registry:
             return RegistryResult.key_not_found
         return RegistryResult.unchanged if key.revoked else RegistryResult.ok
 
+    def check_alarm(self, participant_id: str, ledger: str, percent: int) -> RegistryResult:
+        existing = self.participants.get(participant_id)
+        if existing is None:
+            return RegistryResult.participant_not_found
+        if ledger not in existing.ledgers:
+            return RegistryResult.ledger_not_enabled
+        if not ALARM_PERCENT_MIN <= percent <= ALARM_PERCENT_MAX:
+            return RegistryResult.percent_invalid
+        if existing.alarm_percents.get(ledger) == percent:
+            return RegistryResult.unchanged
+        return RegistryResult.ok
+
     # ---- changes (from events) ----
 
     def add_participant(self, participant: Participant) -> None:
@@ -133,6 +151,12 @@ class Registry:
             self.disabled.add(participant_id)
         else:
             self.disabled.discard(participant_id)
+        self.version += 1
+
+    def set_alarm_percent(self, participant_id: str, ledger: str, percent: int) -> None:
+        existing = self.participants[participant_id]
+        self.participants[participant_id] = msgspec.structs.replace(
+            existing, alarm_percents={**existing.alarm_percents, ledger: percent})
         self.version += 1
 
     def add_key(self, key: ApiKey) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from actors.ledger.accounts import AccountTable
 from actors.ledger.events import (
     AccountCreated,
+    AlarmThresholdSet,
     AttemptFenced,
     ChainCommitted,
     Event,
@@ -24,6 +25,7 @@ from actors.ledger.events import (
     KeyCreated,
     KeyRevoked,
     LimitsChanged,
+    NdcAlarm,
     PartCommitted,
     ParticipantCreated,
     ParticipantStatusChanged,
@@ -146,6 +148,9 @@ class LedgerState:
                                                                          e.status),
             KeyCreated: lambda e: self.registry.add_key(e.key),
             KeyRevoked: lambda e: self.registry.revoke(e.revoked_key_id, e.timestamp),
+            AlarmThresholdSet: lambda e: self.registry.set_alarm_percent(
+                e.participant_id, e.ledger, e.percent),
+            NdcAlarm: lambda e: None,  # a record of what was seen: it changes no state
             AttemptFenced: self._apply_attempt_fenced,
         }
 

@@ -47,6 +47,7 @@ from actors.messages import (
     ListSettling,
     PartsReply,
     PendingStatusReply,
+    RecordNdcAlarm,
     RegistryReply,
     RegistryView,
     Reply,
@@ -56,6 +57,7 @@ from actors.messages import (
     Resolve,
     ResolveChain,
     RevokeKey,
+    SetAlarmThreshold,
     SetLimits,
     SetParticipantStatus,
     Settle,
@@ -93,6 +95,7 @@ class CommandTable:
             CreateParticipant: self._create_participant,
             SetParticipantStatus: self._participant_status,
             CreateKey: self._create_key, RevokeKey: self._revoke_key,
+            SetAlarmThreshold: self._alarm_threshold, RecordNdcAlarm: self._ndc_alarm,
             GetRegistry: self._registry,
         }
 
@@ -211,6 +214,23 @@ class CommandTable:
         host.record(new_events, events)
         return RegistryReply(result, host.ledger.registry.participants.get(
             command.participant_id))
+
+    def _alarm_threshold(self, command: SetAlarmThreshold, events: list[Event]
+                         ) -> RegistryReply:
+        host = self.host
+        result, new_events = host.ledger.set_alarm_threshold(
+            command.participant_id, command.ledger, command.percent, host.next_timestamp(),
+            command.key_id)
+        host.record(new_events, events)
+        return RegistryReply(result, host.ledger.registry.participants.get(
+            command.participant_id))
+
+    def _ndc_alarm(self, command: RecordNdcAlarm, events: list[Event]) -> RegistryReply:
+        host = self.host
+        alarm = replace(command.alarm, timestamp=host.next_timestamp())
+        result, new_events = host.ledger.record_ndc_alarm(alarm)
+        host.record(new_events, events)
+        return RegistryReply(result)
 
     def _create_key(self, command: CreateKey, events: list[Event]) -> RegistryReply:
         host = self.host

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 
 from actors.ledger.events import (
     AccountCreated,
+    AlarmThresholdSet,
     Event,
     LimitsChanged,
+    NdcAlarm,
     PendingResolved,
     TransferCommitted,
     TransferReserved,
@@ -97,7 +99,8 @@ class Visibility:
 
     async def visible_events(self, principal: Principal, delivered: list[Delivered]
                              ) -> list[Delivered]:
-        """The events a participant may see: about its accounts, or transfers it sees. An
+        """The events a participant may see: about its accounts, transfers it sees, or its
+        own NDC alarm and threshold. An
         event naming only a transfer id is looked up at its shard (the transfer's home);
         the cross-shard protocol's own steps elsewhere are not shown."""
         if not principal.is_participant:
@@ -110,6 +113,10 @@ class Visibility:
         mine = principal.participant_id
         shown = []
         for d in delivered:
+            if isinstance(d.event, NdcAlarm | AlarmThresholdSet):  # its own alarms
+                if d.event.participant_id == mine:
+                    shown.append(d)
+                continue
             transfer = _transfer_of(d.event) or transfers.get((d.shard, transfer_id_of(d.event)))
             named = set(_accounts_of(d.event))
             if transfer is not None:

@@ -553,11 +553,13 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     keyring = KeyRing(registry, settings.auth.refresh_interval_ms)
     api = Api(router, settings, monitor, keyring)
     hub = Hub(router, api.visibility, keyring,
-              IngressLock(Path(settings.data.dir) / HUB_CONTROL_LOCK_FILE))
+              IngressLock(Path(settings.data.dir) / HUB_CONTROL_LOCK_FILE),
+              settings.hub.alarm_percent)
     key = signing_key(Path(settings.data.dir))
     windows = Windows(hub, key)
     payments = Payments(hub, windows, settings.hub, key, api.coalescer)
-    watch = HubWatch(hub, windows, settings.hub.alarm_percent, settings.monitor.interval_ms)
+    watch = HubWatch(hub, windows, settings.monitor.interval_ms,
+                     records_alarms=not worker_index)  # one ingress records each crossing
     metrics.registry.register(HubCollector(watch))
 
     async def enable(participant: Participant, key_id: str) -> None:

@@ -231,6 +231,7 @@ class Position:
     net_debit_cap: int
     headroom: int  # what it may still send: cap - position, reservations taken off
     settlement_balance: int
+    alarm_percent: int = 0  # its NDC alarm threshold, percent of the cap (0: not read)
 
     @property
     def position(self) -> int:

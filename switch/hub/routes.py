@@ -33,7 +33,8 @@ from switch.hub.signing import public_key_hex
 def position_json(position: Position) -> dict[str, Any]:
     return {"ledger": position.ledger, "position": position.position,
             "net_debit_cap": position.net_debit_cap, "headroom": position.headroom,
-            "settlement_balance": position.settlement_balance}
+            "settlement_balance": position.settlement_balance,
+            "alarm_percent": position.alarm_percent}
 
 
 def payment_json(view: PaymentView) -> dict[str, Any]:
@@ -161,6 +162,12 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
         body = await parse(request, NET_DEBIT_CAP)
         result, position = await hub.set_cap(participant_id, ledger, body.net_debit_cap,
                                              principal.key_id)
+        if body.alarm_percent is not None:
+            alarm = await hub.set_alarm(participant_id, ledger, body.alarm_percent,
+                                        principal.key_id)
+            if alarm == "ok":  # the cap unchanged, its alarm changed: a change all the same
+                result = "ok"
+                position = await hub.position(participant_id, ledger)
         return json_response({"result": result, "position": position_json(position)})
 
     async def post_funds(request: Request) -> Response:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from actors.ledger.model import AMOUNT_MAX, TIMEOUT_MS_MAX
+from actors.ledger.registry import ALARM_PERCENT_MAX, ALARM_PERCENT_MIN
 from switch.api.schemas import Id, LedgerCode, _given, _Strict
 from switch.hub.model import PARTY_PATTERNS, anchored, party_valid
 from switch.hub.quotes import QUOTE_ID_LENGTH_MAX
@@ -126,6 +127,10 @@ class NetDebitCapIn(_Strict):
     net_debit_cap: Annotated[StrictInt, Field(ge=0, le=AMOUNT_MAX,
                                               description="minor units; at most the "
                                                           "settlement balance")]
+    alarm_percent: Annotated[StrictInt | None, Field(
+        ge=ALARM_PERCENT_MIN, le=ALARM_PERCENT_MAX,
+        description="the share of the cap at which its position raises the NDC alarm (an "
+                    "ndc_alarm event); omitted: unchanged (hub.alarm_percent until set)")] = None
 
 
 class PositionOut(BaseModel):
@@ -134,6 +139,7 @@ class PositionOut(BaseModel):
     net_debit_cap: int
     headroom: int = Field(description="what it may still send: cap - position")
     settlement_balance: int
+    alarm_percent: int = Field(description="its NDC alarm threshold, percent of the cap")
 
 
 class PositionList(BaseModel):

@@ -13,7 +13,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 
+from actors.ledger.events import NdcAlarm
 from actors.ledger.model import Account, Transfer
 from actors.ledger.registry import SYSTEM, Participant
 from actors.messages import AccountView, GetAccount, GetTransfer, TransferView, expect
@@ -32,6 +34,7 @@ from switch.hub.model import (
     position_of,
     settlement_id,
 )
+from switch.routing.registry import RegistryClient
 from switch.routing.router import Outcome, Router
 
 log = logging.getLogger("payswitch.hub")
@@ -40,10 +43,14 @@ ENABLE_BATCH_MAX = 8190  # accounts per call when enabling many participants at 
 
 class Hub:
     def __init__(self, router: Router, visibility: Visibility, keyring: KeyRing,
-                 control_lock: IngressLock) -> None:
+                 control_lock: IngressLock, alarm_percent_default: int) -> None:
+        """`alarm_percent_default`: `hub.alarm_percent`, for a participant and ledger whose
+        threshold was never set."""
         self.router = router
         self.visibility = visibility
         self.keyring = keyring
+        self.registry = RegistryClient(router)
+        self.alarm_percent_default = alarm_percent_default
         # Read-then-move operator actions (caps, funds out, window closes, settlements,
         # enabling a participant) take turns across the machine's ingress processes.
         self.control_lock = control_lock
@@ -92,7 +99,31 @@ class Hub:
             await self.enable([self.keyring.participants[participant_id]])
             accounts = await self._accounts(participant_id, ledger)
         position, cap, settlement = (a for a in accounts if a is not None)
-        return position_of(ledger, position, cap, settlement)
+        return replace(position_of(ledger, position, cap, settlement),
+                       alarm_percent=self.alarm_percent(participant_id, ledger))
+
+    def alarm_percent(self, participant_id: str, ledger: str) -> int:
+        participant = self.keyring.participants.get(participant_id)
+        set_here = participant.alarm_percents.get(ledger) if participant is not None else None
+        return set_here or self.alarm_percent_default
+
+    async def set_alarm(self, participant_id: str, ledger: str, percent: int, key_id: str
+                        ) -> str:
+        """Its NDC alarm threshold on one ledger: "ok" or "unchanged" (ApiError if not)."""
+        reply = await self.registry.set_alarm_threshold(participant_id, ledger, percent,
+                                                        key_id)
+        if reply.result in ("participant_not_found", "ledger_not_enabled"):
+            raise ApiError(404, reply.result)
+        if reply.result == "percent_invalid":
+            raise ApiError(422, reply.result)
+        await self.keyring.refresh()  # this ingress shows it at once; the others within
+        return reply.result  # auth.refresh_interval_ms
+
+    async def record_alarm(self, position: Position, participant_id: str) -> None:
+        """A position seen above its threshold: an `ndc_alarm` event on /v1/events."""
+        await self.registry.record_ndc_alarm(NdcAlarm(
+            participant_id, position.ledger, position.position, position.net_debit_cap,
+            position.alarm_percent, 0, SYSTEM))
 
     async def _accounts(self, participant_id: str, ledger: str) -> list[Account | None]:
         ids = (position_id(ledger, participant_id), cap_id(ledger, participant_id),

@@ -1,6 +1,10 @@
 """Watching the switch layer: each participant's position against its net debit cap, the
-alarm when it crosses `hub.alarm_percent` of its cap, and each ledger's open window; read by
-the dashboard and /metrics, polled like the shards (monitor.interval_ms)."""
+alarm when it crosses its threshold (set per participant and ledger with its cap, else
+`hub.alarm_percent`), and each ledger's open window; read by the dashboard and /metrics,
+polled like the shards (monitor.interval_ms). A crossing upwards is recorded as an
+`ndc_alarm` event in the registry's log (on /v1/events for the participant and the
+operator) by one ingress process (the only one, or worker 0); every ingress counts it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from switch.hub.model import Position
 from switch.hub.service import Hub
 from switch.hub.window_model import window_id
 from switch.hub.windows import Windows
@@ -21,15 +26,16 @@ WATCHED_MAX = 200  # participant-ledger pairs polled: the dashboard shows a boun
 
 
 class HubWatch:
-    def __init__(self, hub: Hub, windows: Windows, alarm_percent: int, interval_ms: int) -> None:
+    def __init__(self, hub: Hub, windows: Windows, interval_ms: int,
+                 records_alarms: bool = True) -> None:
         self.hub = hub
         self.windows = windows
-        self.alarm_percent = alarm_percent
         self.interval_s = interval_ms / 1000
+        self.records_alarms = records_alarms
         self.positions: list[dict[str, Any]] = []
         self.open_windows: list[dict[str, Any]] = []
         self.truncated = False
-        self.alarms_total = 0
+        self.alarms: dict[tuple[str, str], int] = {}  # crossings seen, per participant, ledger
         self._alarmed: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
@@ -49,34 +55,41 @@ class HubWatch:
             standing = await self.hub.position(participant, ledger)
             used = 100 * standing.position / standing.net_debit_cap \
                 if standing.net_debit_cap else 0.0
-            alarm = standing.net_debit_cap > 0 and used >= self.alarm_percent
-            self._note_alarm(participant, ledger, alarm, used)
+            alarm = standing.net_debit_cap > 0 and used >= standing.alarm_percent
+            await self._note_alarm(participant, standing, alarm, used)
             positions.append({"participant_id": participant, "ledger": ledger,
                               "position": standing.position,
                               "net_debit_cap": standing.net_debit_cap,
                               "headroom": standing.headroom,
                               "settlement_balance": standing.settlement_balance,
-                              "used_percent": round(used, 1), "alarm": alarm})
+                              "used_percent": round(used, 1), "alarm": alarm,
+                              "alarm_percent": standing.alarm_percent})
         self.positions = positions
         ledgers = sorted({ledger for _, ledger in pairs})
         self.open_windows = [{"ledger": ledger,
                               "open": window_id(ledger, await self.windows.open_window(ledger))}
                              for ledger in ledgers]
 
-    def _note_alarm(self, participant: str, ledger: str, alarm: bool, used: float) -> None:
-        """Crossing the threshold upwards is an event: a log line and a count."""
-        key = (participant, ledger)
+    async def _note_alarm(self, participant: str, standing: Position, alarm: bool,
+                          used: float) -> None:
+        """Crossing the threshold upwards: a log line, a count, and (in the ingress that
+        records them) an `ndc_alarm` event. A restart forgets what was seen: a position
+        still above its threshold then raises the alarm once more."""
+        key = (participant, standing.ledger)
         if alarm and key not in self._alarmed:
+            if self.records_alarms:
+                await self.hub.record_alarm(standing, participant)  # raises: tried next tick
             self._alarmed.add(key)
-            self.alarms_total += 1
+            self.alarms[key] = self.alarms.get(key, 0) + 1
             log.warning("ndc_alarm: %s on %s uses %.1f%% of its net debit cap (alarm at %d%%)",
-                        participant, ledger, used, self.alarm_percent)
+                        participant, standing.ledger, used, standing.alarm_percent)
         elif not alarm:
             self._alarmed.discard(key)
 
     def data(self) -> dict[str, Any]:
         return {"positions": self.positions, "windows": self.open_windows,
-                "positions_truncated": self.truncated, "alarm_percent": self.alarm_percent}
+                "positions_truncated": self.truncated,
+                "alarm_percent": self.hub.alarm_percent_default}
 
 
 class HubCollector(Collector):
@@ -97,5 +110,9 @@ class HubCollector(Collector):
             cap.add_metric(key, row["net_debit_cap"])
         yield position
         yield cap
-        yield CounterMetricFamily("payswitch_ndc_alarms", "Positions crossing hub.alarm_percent "
-                                  "of their cap", value=self.watch.alarms_total)
+        alarms = CounterMetricFamily("payswitch_ndc_alarms", "Positions crossing their alarm "
+                                     "threshold (percent of the cap) upwards, seen by this "
+                                     "ingress", labels=labels)
+        for (participant, ledger), count in sorted(self.watch.alarms.items()):
+            alarms.add_metric([participant, ledger], count)
+        yield alarms

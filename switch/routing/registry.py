@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from actors.ledger.events import NdcAlarm
 from actors.ledger.registry import (
     REGISTRY_SHARD,
     SYSTEM,
@@ -21,9 +22,11 @@ from actors.messages import (
     CreateKey,
     CreateParticipant,
     GetRegistry,
+    RecordNdcAlarm,
     RegistryReply,
     RegistryView,
     RevokeKey,
+    SetAlarmThreshold,
     SetParticipantStatus,
     expect,
 )
@@ -37,7 +40,7 @@ class RegistryClient:
         self.router = router
 
     async def _ask(self, command: CreateParticipant | SetParticipantStatus | CreateKey
-                   | RevokeKey) -> RegistryReply:
+                   | RevokeKey | SetAlarmThreshold | RecordNdcAlarm) -> RegistryReply:
         return expect(await self.router.ask(REGISTRY_SHARD, command), RegistryReply)
 
     async def read(self, known_version: int) -> RegistryView:
@@ -69,3 +72,10 @@ class RegistryClient:
 
     async def revoke_key(self, revoked_key_id: str, key_id: str) -> RegistryReply:
         return await self._ask(RevokeKey(revoked_key_id, key_id))
+
+    async def set_alarm_threshold(self, participant_id: str, ledger: str, percent: int,
+                                  key_id: str) -> RegistryReply:
+        return await self._ask(SetAlarmThreshold(participant_id, ledger, percent, key_id))
+
+    async def record_ndc_alarm(self, alarm: NdcAlarm) -> RegistryReply:
+        return await self._ask(RecordNdcAlarm(alarm))

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from msgspec.structs import replace
 
@@ -15,6 +16,7 @@ from actors.codec import decode_snapshot, encode_snapshot
 from actors.ledger import snapshot
 from actors.ledger.codes import AccountResult as A
 from actors.ledger.codes import TransferResult as T
+from actors.ledger.events import NdcAlarm
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import (
     BALANCING_CREDIT,
@@ -120,6 +122,45 @@ def test_status_and_keys_table() -> None:
     assert state.registry.keys["k1"].revoked
     assert state.registry.disabled == {"bank-a"}
     assert state.registry.participants["bank-a"].status == DISABLED
+
+
+def test_alarm_thresholds_table_and_alarms_recorded() -> None:
+    state = ledger()
+    decided(state, state.create_participant(Participant("bank-a", "A", ["USD"], timestamp=NOW),
+                                            "key-op"))
+    rows: list[tuple[str, Any, R]] = [
+        ("unknown participant", lambda: state.set_alarm_threshold("nope", "USD", 50, NOW, "k"),
+         R.participant_not_found),
+        ("a ledger it is not on", lambda: state.set_alarm_threshold("bank-a", "EUR", 50, NOW,
+                                                                    "k"), R.ledger_not_enabled),
+        ("0 percent", lambda: state.set_alarm_threshold("bank-a", "USD", 0, NOW, "k"),
+         R.percent_invalid),
+        ("101 percent", lambda: state.set_alarm_threshold("bank-a", "USD", 101, NOW, "k"),
+         R.percent_invalid),
+        ("set", lambda: state.set_alarm_threshold("bank-a", "USD", 50, NOW, "k"), R.ok),
+        ("the same again", lambda: state.set_alarm_threshold("bank-a", "USD", 50, NOW, "k"),
+         R.unchanged),
+        ("an alarm of nobody", lambda: state.record_ndc_alarm(NdcAlarm("nope", "USD", 60, 100,
+                                                                       50, NOW, "k")),
+         R.participant_not_found),
+        ("an alarm", lambda: state.record_ndc_alarm(NdcAlarm("bank-a", "USD", 60, 100, 50, NOW,
+                                                             "k")), R.ok),
+    ]
+    version = state.registry.version
+    for name, decide, expected in rows:
+        assert decided(state, decide()) is expected, name
+    assert state.registry.participants["bank-a"].alarm_percents == {"USD": 50}
+    assert state.registry.version == version + 1  # the threshold; an alarm changes nothing
+    restored = ledger()
+    stored, _ = decode_snapshot(encode_snapshot(snapshot.dump(state)))
+    snapshot.load(restored, stored)
+    assert restored.registry.participants["bank-a"].alarm_percents == {"USD": 50}
+
+
+def test_a_participant_stored_before_alarm_thresholds_reads_with_none() -> None:
+    """A participant as format 3 and 4 records and snapshots hold it: five fields."""
+    old = msgspec.msgpack.encode(["bank-a", "A", ["USD"], "active", NOW])
+    assert msgspec.msgpack.decode(old, type=Participant).alarm_percents == {}
 
 
 def test_a_shard_without_the_registry_keeps_who_is_disabled() -> None:

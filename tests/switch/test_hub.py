@@ -20,7 +20,7 @@ from tests.switch.hub_world import USD, Switch, _ids, fresh
 def test_a_new_participant_stands_at_zero(hub: Switch) -> None:
     bank = hub.participant()
     assert hub.position(bank) == {"ledger": USD, "position": 0, "net_debit_cap": 0,
-                                  "headroom": 0, "settlement_balance": 0}
+                                  "headroom": 0, "settlement_balance": 0, "alarm_percent": 80}
 
 
 def test_funds_in_and_out(hub: Switch) -> None:
@@ -46,7 +46,7 @@ def test_a_cap_is_at_most_the_settlement_balance(hub: Switch) -> None:
     assert hub.cap(bank, 500).json()["result"] == "unchanged"
     assert hub.cap(bank, 200).json()["position"] == {
         "ledger": USD, "position": 0, "net_debit_cap": 200, "headroom": 200,
-        "settlement_balance": 500}
+        "settlement_balance": 500, "alarm_percent": 80}
 
 
 def test_a_payment_moves_wallets_and_positions(hub: Switch) -> None:
@@ -80,7 +80,7 @@ def test_the_cap_refuses_exactly_and_nothing_moves(hub: Switch) -> None:
     assert (hub.balance(alice), hub.balance(bob)) == (940, 60)
     assert hub.pay(alice, bob, 40).status_code == 201
     assert hub.position(payer) == {"ledger": USD, "position": 100, "net_debit_cap": 100,
-                                   "headroom": 0, "settlement_balance": 100}
+                                   "headroom": 0, "settlement_balance": 100, "alarm_percent": 80}
     assert hub.cap(payer, 99).json()["code"] == "net_debit_cap_below_position"
     assert hub.funds(payer, 1, "out").json()["code"] == "settlement_below_position"
 

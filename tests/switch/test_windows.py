@@ -192,11 +192,13 @@ def test_a_creditor_that_spent_its_credit_is_settled(hub: Switch) -> None:
     assert hub.position(creditor)["settlement_balance"] == 50
     assert settle(hub, settlement, payer).status_code == 200
     assert hub.position(payer) == {"ledger": USD, "position": -120, "net_debit_cap": 9_900,
-                                   "headroom": 10_020, "settlement_balance": 9_900}
+                                   "headroom": 10_020, "settlement_balance": 9_900,
+                                   "alarm_percent": 80}
     assert settle(hub, settlement, creditor).status_code == 200
     standing = hub.position(creditor)
     assert standing == {"ledger": USD, "position": 120, "net_debit_cap": 120, "headroom": 0,
-                        "settlement_balance": 150}  # its cap rose by what it had spent
+                        "settlement_balance": 150,
+                        "alarm_percent": 80}  # its cap rose by what it had spent
 
 
 def test_a_debtor_without_funds_settles_once_funded(hub: Switch) -> None:
@@ -218,7 +220,8 @@ def test_a_debtor_without_funds_settles_once_funded(hub: Switch) -> None:
     assert hub.funds(debtor, 300).status_code == 201
     assert settle(hub, settlement, debtor).status_code == 200
     assert hub.position(debtor) == {"ledger": USD, "position": -300, "net_debit_cap": 0,
-                                    "headroom": 300, "settlement_balance": 0}  # cap <= balance
+                                    "headroom": 300, "settlement_balance": 0,
+                                    "alarm_percent": 80}  # cap <= balance
 
 
 # ---- watching: positions against caps, alarms, open windows ----
@@ -245,6 +248,48 @@ def test_the_dashboard_and_metrics_show_positions_and_alarms(hub: Switch) -> Non
     alarms = next(line for line in metrics.splitlines()
                   if line.startswith("payswitch_ndc_alarms_total"))
     assert float(alarms.split()[-1]) >= 1
+
+
+def test_an_alarm_threshold_set_with_the_cap_raises_an_event_only_its_participant_sees(
+        hub: Switch) -> None:
+    payer, payee, other = hub.participant(), hub.participant(), hub.participant()
+    hub.ready(payer, 1_000)
+    cap_path = f"/v1/participants/{payer}/ledgers/{USD}/net-debit-cap"
+    for bad in (0, 101, "50", 50.0):
+        refused = hub.op("PUT", cap_path, {"net_debit_cap": 1_000, "alarm_percent": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["code"] == "validation_error"
+    assert hub.op("PUT", f"/v1/participants/{payer}/ledgers/EUR/net-debit-cap",
+                  {"net_debit_cap": 0, "alarm_percent": 50}).status_code == 404
+    assert hub.position(payer)["alarm_percent"] == 80  # hub.alarm_percent until set
+    answer = hub.op("PUT", cap_path, {"net_debit_cap": 1_000, "alarm_percent": 50})
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["result"], answer.json()["position"]["alarm_percent"]) == ("ok", 50)
+    again = hub.op("PUT", cap_path, {"net_debit_cap": 1_000, "alarm_percent": 50})
+    assert again.json()["result"] == "unchanged"
+    start = hub.as_(payer, "GET", "/v1/events?after=latest").json()["next"]
+    wp, wq = hub.wallet(payer, 5_000), hub.wallet(payee)
+    assert hub.pay(wp, wq, 600).status_code == 201  # 60%: past its 50%, not the switch's 80%
+    alarm = _first_alarm(hub, payer, start)
+    assert (alarm["participant_id"], alarm["ledger"], alarm["position"],
+            alarm["net_debit_cap"], alarm["percent"]) == (payer, USD, 600, 1_000, 50)
+    seen_by_other = hub.as_(other, "GET", f"/v1/events?after={start}&limit=1000").json()
+    assert not [e for e in seen_by_other["events"] if e["event"]["type"] == "ndc_alarm"]
+    metrics = hub.op("GET", "/metrics").text
+    assert f'payswitch_ndc_alarms_total{{ledger="USD",participant="{payer}"}} 1.0' in metrics
+
+
+def _first_alarm(hub: Switch, participant: str, cursor: str) -> dict[str, Any]:
+    """The participant's first ndc_alarm event after `cursor`, read with its own key."""
+    deadline = time.monotonic() + 15
+    while True:
+        page = hub.as_(participant, "GET", f"/v1/events?after={cursor}&limit=1000").json()
+        alarms = [e["event"] for e in page["events"] if e["event"]["type"] == "ndc_alarm"]
+        if alarms:
+            return dict(alarms[0])
+        cursor = page["next"]
+        assert time.monotonic() < deadline, "no ndc_alarm event"
+        time.sleep(0.2)
 
 
 def test_windows_close_on_a_schedule(ray_session: None, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ function render(data) {
   const hub = data.switch_layer || { positions: [], windows: [] };
   rows("positions", hub.positions.map((p) => [
     p.participant_id, p.ledger, number(p.position), number(p.net_debit_cap),
-    usage(p, hub.alarm_percent), number(p.headroom), number(p.settlement_balance),
+    usage(p, p.alarm_percent), number(p.headroom), number(p.settlement_balance),
   ]));
   rows("windows", hub.windows.map((w) => [w.ledger, w.open]));
   state.positions = hub.positions.length;
