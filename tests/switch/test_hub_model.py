@@ -216,7 +216,8 @@ class SwitchLayer(RuleBasedStateMachine):
             (shown,) = answer["positions"]
             assert shown == {"ledger": LEDGER, "position": bank.position + bank.reserved,
                              "net_debit_cap": bank.cap, "headroom": bank.headroom,
-                             "settlement_balance": bank.liquidity}, (shown, bank)
+                             "settlement_balance": bank.liquidity,
+                             "alarm_percent": 80}, (shown, bank)
             total += bank.position
         assert total == 0
         fees = self.switch.account(f"hub:fees:{LEDGER}")["credits_posted"] - self.fees_before
