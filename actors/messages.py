@@ -105,6 +105,15 @@ class Reserve(_Message, tag="reserve"):
     attempt: int
 
 
+class Stage(_Message, tag="stage"):
+    """At a cross-shard transfer's home, in the same round as its `Reserve`s: check and hold
+    the id and the home's own sides (answered with a TransferReply: the staged transfer)."""
+
+    transfer: Transfer
+    roles: int  # the home's own sides (debit and/or credit, or none)
+    attempt: int
+
+
 class ReserveChain(_Message, tag="reserve_chain"):
     chain: str
     attempt: int
@@ -144,6 +153,13 @@ class Finalize(_Message, tag="finalize"):
 
 
 class Resolve(_Message, tag="resolve"):
+    transfer_id: str
+    attempt: int
+
+
+class ProbePart(_Message, tag="probe_part"):
+    """Recovery of a staged transfer: is this attempt's part here? If not, fence it."""
+
     transfer_id: str
     attempt: int
 
@@ -218,7 +234,7 @@ class SettleDone(_Message, tag="settle_done"):
 
 Command = (CreateAccount | SetLimits | CreateParticipant | SetParticipantStatus | CreateKey
            | RevokeKey | SetAlarmThreshold | RecordNdcAlarm | GetRegistry | Commit | Reserve
-           | ReserveChain | CommitChain
+           | Stage | ProbePart | ReserveChain | CommitChain
            | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
            | GetPendingStatus | ListClaims | ListInDoubt | GetAccount | GetTransfer
            | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone)
@@ -283,6 +299,10 @@ class ChainVerdict(_Message, tag="chain_verdict"):
 
 class VerdictReply(_Message, tag="verdict"):
     verdict: Verdict
+
+
+class PartProbed(_Message, tag="part_probed"):
+    present: bool  # reserved, held or posted here; if not, now fenced
 
 
 class Applied(_Message, tag="applied"):
@@ -360,7 +380,7 @@ class Failed(_Message, tag="failed"):
 
 
 Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict
-         | VerdictReply | Applied | ClaimReply | PendingStatusReply | ClaimsReply
+         | VerdictReply | PartProbed | Applied | ClaimReply | PendingStatusReply | ClaimsReply
          | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply
          | SettlingReply | RegistryReply | RegistryView | Failed)
 

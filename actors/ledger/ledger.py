@@ -80,6 +80,7 @@ from actors.ledger.store import ChainDecision
 
 # What a reservation becomes once its transfer's home has decided.
 POST, VOID, HOLD = "post", "void", "hold"
+STAGED = "staged"  # the home's answer for an attempt staged there and not yet decided
 
 _DEBITS_LIMITED = DEBITS_MUST_NOT_EXCEED_CREDITS
 _CREDIT_OWNED_ONLY = CLOSING_CREDIT | BALANCING_CREDIT
@@ -87,6 +88,7 @@ _CREDITS_LIMITED = CREDITS_MUST_NOT_EXCEED_DEBITS
 _CLOSED = CLOSED
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
+_BOTH = Roles.both
 _HOME = Roles.home
 _R = TransferResult
 _OK = TransferResult.ok
@@ -235,10 +237,39 @@ class Ledger(LedgerState):
                 return repeat_of(existing, transfer), [], existing
         if transfer.id in self.reservations:
             return _R.in_flight, [], None
+        if attempt and not chain and self.is_fenced(transfer.id, attempt):
+            return _R.in_flight, [], None  # recovery decided this attempt without this part
         result, transfer = self._checked(transfer, roles, funds)
         if result is not _OK:
             return result, [], None
         return _OK, [TransferReserved(transfer, roles, attempt, chain, member)], None
+
+    def stage_transfer(self, transfer: Transfer, roles: int, attempt: int
+                       ) -> tuple[TransferResult, list[Event], Transfer | None]:
+        """At its home, a cross-shard transfer's own part, in the same round as its parts
+        elsewhere are reserved: the id is checked and held, and this shard's roles are
+        checked and held pending. Once this and every part are durable the transfer is
+        committed; the decision recorded here afterwards only follows (see `probe_part` and
+        docs/ARCHITECTURE.md, "Cross-shard transfers"). Returns the stored transfer for
+        `exists*`, the staged one for ok."""
+        static = check_transfer_static(transfer)
+        if static is not _R.ok:
+            return static, [], None
+        result, events, stored = self.reserve_transfer(transfer, roles | _HOME, attempt)
+        return result, events, stored if result is not _OK else transfer
+
+    def probe_part(self, transfer_id: str, attempt: int) -> tuple[bool, list[Event]]:
+        """Recovery asks a part of a staged transfer: is this attempt's part here (reserved,
+        held, or already posted)? If not, it is fenced (the events returned): a reservation
+        for it arriving late is refused, so the answer stays true."""
+        # Posted first: while the home is staged, only this attempt can have posted here (a
+        # retry's reservation may sit beside it, its home refusing it `in_flight`).
+        if self.stored(transfer_id) is not None:
+            return True, []
+        reservation = self.reservations.get(transfer_id)
+        if reservation is not None and reservation.attempt == attempt:
+            return True, []
+        return False, self._fence(transfer_id, attempt)
 
     def decide_chain(self, chain: str, attempt: int, timestamps: list[int], amounts: list[int],
                      resolving: list[Transfer | None]) -> list[Event]:
@@ -270,11 +301,15 @@ class Ledger(LedgerState):
         """Post, void or hold (a pending transfer) a part once its home has decided; a repeat
         changes nothing. `amount`: what the transfer moves, if less than held (balancing);
         `resolving`: a chain's post or void as stored (filled from its pending transfer)."""
+        if outcome not in (POST, VOID, HOLD):
+            raise ValueError(f"{transfer_id}: a part finalized as {outcome!r}")
         reservation = self.reservations.get(transfer_id)
         if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
         if outcome == VOID:
             return [ReservationVoided(transfer_id)]
+        if reservation.roles & _HOME and not reservation.chain:  # staged: its decision
+            return [TransferCommitted(reservation.transfer, reservation.roles & _BOTH, attempt)]
         if reservation.roles & _HOME:  # a chain member's home: commit it here
             return [PartCommitted(transfer_id, timestamp, amount, resolving)]
         if outcome == POST:
@@ -291,6 +326,8 @@ class Ledger(LedgerState):
         """
         stored = self.store.transfer(transfer_id)
         if stored is None:
+            if self.staged(transfer_id, attempt) is not None:  # undecided: ask its parts
+                return Verdict(STAGED), []
             return Verdict(VOID), self._fence(transfer_id, attempt)
         if stored.commit_attempt and stored.commit_attempt == attempt:
             committed = stored.transfer

@@ -196,9 +196,19 @@ class LedgerState:
 
     def _apply_transfer_committed(self, event: TransferCommitted) -> None:
         transfer = event.transfer
-        if event.roles & _DEBIT:
+        if event.attempt and self.staged(transfer.id, event.attempt) is not None:
+            self._release(transfer.id)  # staged here: its debit was counted then
+        elif event.roles & _DEBIT:
             self._count_debit(transfer.debit_account_id, transfer.timestamp, transfer.amount)
         self._commit(transfer, event.roles, event.attempt)
+
+    def staged(self, transfer_id: str, attempt: int) -> Reservation | None:
+        """This attempt of a cross-shard transfer staged here, at its home, undecided."""
+        reservation = self.reservations.get(transfer_id)
+        if reservation is None or reservation.attempt != attempt or reservation.held \
+                or reservation.chain or not reservation.roles & _HOME:
+            return None
+        return reservation
 
     def _apply_part_committed(self, event: PartCommitted) -> None:
         """A chain member at its home: its id reservation becomes the commit (its debit was

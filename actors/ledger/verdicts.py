@@ -8,8 +8,11 @@ redrive and the WAL tool's audit all settle them with these, so they settle alik
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from actors.ledger.ledger import HOLD, POST, VOID, Verdict
-from actors.ledger.model import PENDING, Transfer
+from actors.ledger.model import PENDING, Roles, Transfer
+from actors.ledger.queries import PartInDoubt
 from actors.ledger.store import ChainDecision
 
 Outcome = tuple[str, int, int, Transfer | None]  # finalize_reservation's arguments
@@ -66,3 +69,24 @@ def _home_verdict(verdict: Verdict | ChainDecision | None) -> Verdict:
     if not isinstance(verdict, Verdict):
         raise TypeError(f"a transfer's part was given {type(verdict).__name__}, not its verdict")
     return verdict
+
+
+def is_staged(part: PartInDoubt) -> bool:
+    """A transfer staged at its home (this part is the home's), not yet decided there."""
+    return bool(part.roles & Roles.home) and not part.chain
+
+
+def remote_shards(part: PartInDoubt, shard_of: Callable[[str], int]) -> set[int]:
+    """The shards holding a staged transfer's other parts: its sides its home does not."""
+    transfer = part.transfer
+    shards = set()
+    if not part.roles & Roles.debit:
+        shards.add(shard_of(transfer.debit_account_id))
+    if not part.roles & Roles.credit:
+        shards.add(shard_of(transfer.credit_account_id))
+    return shards
+
+
+def staged_decision(transfer: Transfer) -> str:
+    """What a staged transfer whose every part is there becomes at its home."""
+    return HOLD if transfer.flags & PENDING else POST

@@ -45,8 +45,10 @@ from actors.messages import (
     ListClaims,
     ListInDoubt,
     ListSettling,
+    PartProbed,
     PartsReply,
     PendingStatusReply,
+    ProbePart,
     RecordNdcAlarm,
     RegistryReply,
     RegistryView,
@@ -63,6 +65,7 @@ from actors.messages import (
     Settle,
     SettleDone,
     SettlingReply,
+    Stage,
     TotalsReply,
     TransferPage,
     TransferReply,
@@ -82,7 +85,8 @@ class CommandTable:
         self.host = host
         self._handlers: dict[type, Handler] = {
             CreateAccount: self._create_account, SetLimits: self._set_limits,
-            Commit: self._commit, Reserve: self._reserve,
+            Commit: self._commit, Reserve: self._reserve, Stage: self._stage,
+            ProbePart: self._probe_part,
             ReserveChain: self._reserve_chain, CommitChain: self._commit_chain,
             ResolveChain: self._resolve_chain, Finalize: self._finalize,
             Resolve: self._resolve, ClaimPending: self._claim,
@@ -154,6 +158,20 @@ class CommandTable:
                                                              command.attempt)
         host.record(new_events, events)
         return ReserveReply(result)
+
+    def _stage(self, command: Stage, events: list[Event]) -> TransferReply:
+        host = self.host
+        transfer = command.transfer.stamped(host.next_timestamp())
+        result, new_events, staged = host.ledger.stage_transfer(transfer, command.roles,
+                                                                command.attempt)
+        host.record(new_events, events)
+        return TransferReply(result, staged)
+
+    def _probe_part(self, command: ProbePart, events: list[Event]) -> PartProbed:
+        """A write when it fences: the fence is durable before recovery hears "absent"."""
+        present, new_events = self.host.ledger.probe_part(command.transfer_id, command.attempt)
+        self.host.record(new_events, events)
+        return PartProbed(present)
 
     def _reserve_chain(self, command: ReserveChain, events: list[Event]) -> PartsReply:
         parts = self._chains.reserve_parts(command.chain, command.attempt, command.parts, events)

@@ -35,7 +35,8 @@ def build_router(settings: Settings, shards: RayShards, topology: Topology) -> R
         links = [SocketShard(link) for link in shards.links]
     return Router(links, Placement(topology), settings.router.shard_queue_commands_max,
                   settings.router.call_commands_max,
-                  answer_after_finalize=settings.server.workers > 1)
+                  answer_after_finalize=settings.server.workers > 1,
+                  staged_commit=settings.router.staged_commit)
 
 
 def ingress_app(settings: Settings, shards: RayShards, topology: Topology, query_actor: Any,

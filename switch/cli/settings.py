@@ -81,6 +81,9 @@ class RouterSettings(_Section):
     # With several ingress processes: another's in-doubt parts are settled from this age
     # (its rounds are done by then, or it died); docs/CLUSTER.md
     foreign_redrive_age_ms: int = Field(default=10_000, gt=0)
+    # A plain or pending transfer across shards is answered after one durable round (its
+    # home stages it beside the reservations) instead of two; docs/ARCHITECTURE.md
+    staged_commit: bool = True
 
 
 class WalSettings(_Section):

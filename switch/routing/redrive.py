@@ -1,7 +1,11 @@
 """Finish what a crash (or a failed call) left half done, from the durable decisions.
 
-Three passes, each idempotent, at start-up before the API serves and then periodically; the
+Four passes, each idempotent, at start-up before the API serves and then periodically; the
 work of each follows what is in doubt, never the history or the number of parts held:
+0. transfers staged at their home and undecided (one durable round, `Router.staged_commit`):
+   ask each part's shard whether this attempt's part is there (`ProbePart`; one that is not
+   is fenced there, so it never arrives late); all there: the transfer committed (its answer
+   may have said so), else it did not. The home records that decision; pass 1 finishes;
 1. parts in doubt (reserved for a cross-shard transfer, never finalized): ask the transfer's
    home (a linked chain's coordinator, for a chain's member) whether this attempt committed;
    post it, hold it (a pending transfer) or void it. A part held so late may belong to a
@@ -25,10 +29,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from actors.ledger.ledger import HOLD
+from actors.ledger.ledger import HOLD, STAGED, VOID
 from actors.ledger.pending import PENDING_STATUS, POSTED
-from actors.ledger.queries import Settling
-from actors.ledger.verdicts import claim_verdict, part_verdict
+from actors.ledger.queries import PartInDoubt, Settling
+from actors.ledger.verdicts import (
+    claim_verdict,
+    is_staged,
+    part_verdict,
+    remote_shards,
+    staged_decision,
+)
 from actors.messages import (
     Applied,
     ChainVerdict,
@@ -41,7 +51,9 @@ from actors.messages import (
     ListClaims,
     ListInDoubt,
     ListSettling,
+    PartProbed,
     PendingStatusReply,
+    ProbePart,
     Resolve,
     ResolveChain,
     Settle,
@@ -63,9 +75,10 @@ class Redriver:
         self.foreign_min_age_ms = foreign_min_age_ms
 
     async def run_once(self, min_age_ms: int = 0) -> int:
-        """All three passes; returns how many things they settled."""
-        return (await self._parts(min_age_ms) + await self._claims(min_age_ms)
-                + await self._settling(min_age_ms))
+        """All four passes; returns how many things they settled."""
+        in_doubt = await self._old_enough(ListInDoubt, min_age_ms, lambda part: part.attempt)
+        return (await self._staged(in_doubt) + await self._parts(in_doubt)
+                + await self._claims(min_age_ms) + await self._settling(min_age_ms))
 
     async def forever(self, interval_ms: int) -> None:
         while True:
@@ -118,18 +131,44 @@ class Redriver:
             return shard_of(chain), ResolveChain(chain, attempt)
         return shard_of(transfer_id), Resolve(transfer_id, attempt)
 
-    async def _parts(self, min_age_ms: int) -> int:
-        """A part asks its transfer's home, or a linked chain member's its coordinator."""
+    async def _staged(self, in_doubt: list[tuple[int, PartInDoubt]]) -> int:
+        """A staged transfer is decided by its parts: committed if every one is there."""
+        router = self.router
+        staged = [(home, part) for home, part in in_doubt
+                  if is_staged(part) and part.transfer.id not in router.live]
+        calls: list[Call] = []
+        owners: list[int] = []
+        for place, (_, part) in enumerate(staged):
+            for shard in remote_shards(part, router.shard_of):
+                calls.append((shard, ProbePart(part.transfer.id, part.attempt)))
+                owners.append(place)
+        present: list[bool | None] = [True] * len(staged)  # None: a part did not answer
+        for place, reply in zip(owners, await router.scatter(calls, admitted=True),
+                                strict=True):
+            if not isinstance(reply, PartProbed):
+                if present[place]:
+                    present[place] = None  # asked again next time (unless one is absent)
+            elif not reply.present:
+                present[place] = False  # fenced there: it can never commit
+        return await self._settle([
+            (home, Finalize(part.transfer.id, part.attempt, staged_decision(part.transfer)
+                            if here else VOID, part.transfer.timestamp))
+            for (home, part), here in zip(staged, present, strict=True)
+            if here is not None and part.transfer.id not in router.live])
+
+    async def _parts(self, in_doubt: list[tuple[int, PartInDoubt]]) -> int:
+        """A part asks its transfer's home, or a linked chain member's its coordinator (as
+        listed before pass 0: a staged transfer's parts ask its home's decision of now)."""
         live = self.router.live
-        parts = [(shard, part) for shard, part in await self._old_enough(
-                     ListInDoubt, min_age_ms, lambda part: part.attempt)
-                 if part.transfer.id not in live]
+        parts = [(shard, part) for shard, part in in_doubt
+                 if part.transfer.id not in live and not is_staged(part)]
         verdicts = await self.router.scatter([
             self._decider(part.transfer.id, part.chain, part.attempt) for _, part in parts])
         finals = [(shard, part, part_verdict(part.transfer, part.chain, part.member,
                                              _verdict(verdict)))
                   for (shard, part), verdict in zip(parts, verdicts, strict=True)
-                  if not isinstance(verdict, BaseException) and part.transfer.id not in live]
+                  if not isinstance(verdict, BaseException) and part.transfer.id not in live
+                  and not _undecided(verdict)]
         settled = await self._settle([(shard, Finalize(part.transfer.id, part.attempt, *final))
                                       for shard, part, final in finals])
         held = [(shard, part.transfer.id) for shard, part, final in finals if final[0] == HOLD]
@@ -188,6 +227,11 @@ def settle_calls(shard_of: Callable[[str], int], items: list[tuple[int, Settling
                                         status.amount_posted, status.resolution)))
         owners.append((home, item.pending_id, places))
     return calls, owners
+
+
+def _undecided(reply: Any) -> bool:
+    """The home has this attempt staged, undecided: pass 0 decides it first."""
+    return isinstance(reply, VerdictReply) and reply.verdict.outcome == STAGED
 
 
 def _verdict(reply: Any) -> Any:

@@ -6,13 +6,21 @@ account lives on its id's shard; a transfer's *home* is its id's shard: it keeps
 index (idempotency) and records the commit decision.
 
 A transfer whose home, debit and credit shards are one shard commits there in one event.
-Otherwise it runs in three rounds (docs/ARCHITECTURE.md, "Cross-shard transfers"):
-  A. reserve: each non-home shard holding an account checks its side and holds it pending;
+Otherwise (docs/ARCHITECTURE.md, "Cross-shard transfers") a plain or pending transfer takes
+one durable round before its answer (`staged_commit`):
+  A. stage and reserve, at once: the home checks and holds the id and its own sides
+     (`Stage`), each other shard holding an account checks and holds its side (`Reserve`);
+     once every one of them is durable and ok, the transfer is committed: the answer leaves;
+  C. finalize: the home records the decision, the reservations are posted (or voided).
+A balancing transfer, a post or void (and any transfer without `staged_commit`) takes three:
+  A. reserve: each non-home shard holding an account checks its side and holds it pending
+     (a post or void claims its pending transfer at that one's home);
   B. commit: the home checks the id, its own sides and the reservations' verdict, and
      records the decision durably (this is the acknowledgement point);
   C. finalize: the reservations are posted or voided.
-A crash between rounds leaves reservations in doubt; switch/redrive.py resolves each against
-its home's decision (no commit recorded means void), at start-up and then periodically.
+A crash between rounds leaves parts in doubt; switch/redrive.py decides a staged transfer
+from its parts, and resolves each other part against its home's decision (no commit
+recorded means void), at start-up and then periodically.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from actors.ledger.codes import TRANSFER_RESULTS, TransferResult, first_failure
 from actors.ledger.ledger import HOLD, POST, VOID, check_transfer_static, repeat_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import (
+    BALANCING,
     LINKED,
     PENDING,
     POST_PENDING,
@@ -41,6 +50,7 @@ from actors.ledger.model import (
     Transfer,
 )
 from actors.ledger.queries import add_totals
+from actors.ledger.verdicts import staged_decision
 from actors.messages import (
     AccountReply,
     Applied,
@@ -57,6 +67,7 @@ from actors.messages import (
     ReserveReply,
     Settle,
     SettleDone,
+    Stage,
     TotalsReply,
     TransferReply,
     expect,
@@ -74,6 +85,7 @@ Call = tuple[int, Command]  # (shard, command)
 Settlement = tuple[int, str, list[int]]  # a pending transfer's home, its id, settle places
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
+_STAGED_AT_HOME = -2  # an owner key in round A: the home's reply to `Stage`
 ATTEMPT_COUNTER_BITS = 32  # an attempt: a router's random prefix, then its counter
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
@@ -125,15 +137,35 @@ class _Cross:
     committed: TransferReply | BaseException | None = None  # the home's reply, or the error
     claim_shard: int = -1  # a post or void: the pending transfer's home, which it claims
     claimed: ClaimReply | BaseException | None = None
+    staged: bool = False  # one round: its home staged it beside the reservations
+
+    def staged_outcome(self) -> Outcome:
+        """A staged transfer's answer from its round: the home's reply and its parts'
+        (the lowest-ranked failure, as if checked in one place). It is committed when
+        every one of them is durable and ok: the decision the home records later follows."""
+        home = self.committed
+        if isinstance(home, BaseException) or home is None:
+            return home or ShardUnavailable("no answer from the transfer's home")
+        reply = expect(home, TransferReply)
+        if reply.result.startswith("exists") or reply.result == _IN_FLIGHT:
+            return reply.result, reply.transfer
+        result = TRANSFER_RESULTS[reply.result]
+        for part in self.reserved.values():
+            if isinstance(part, BaseException):
+                return part  # unknown: recovery decides from what is durable
+            result = first_failure(result, TRANSFER_RESULTS[part.result])
+        return (result.value, reply.transfer if result is _OK else None)
 
 
 class Router:
     def __init__(self, links: Sequence[ShardLink], placement: Placement,
                  queue_commands_max: int = 65_536, call_commands_max: int = 8190,
-                 answer_after_finalize: bool = False) -> None:
+                 answer_after_finalize: bool = False, staged_commit: bool = True) -> None:
         """`links`: one per shard, in shard order (switch/routing/transport.py).
         `answer_after_finalize`: this router is one of several (`--workers`), whose reads
-        do not queue behind its finalizes: a cross-shard answer waits for them."""
+        do not queue behind its finalizes: a cross-shard answer waits for them.
+        `staged_commit`: plain and pending transfers across shards take one durable round
+        before their answer, not two (the module's docstring)."""
         if not links or placement.shard_count != len(links):
             raise ValueError(f"{len(links)} shard links for a topology of "
                              f"{placement.shard_count} shards")
@@ -148,6 +180,7 @@ class Router:
         self._attempt_next = 0
         self._finishing: set[asyncio.Task[None]] = set()
         self.answer_after_finalize = answer_after_finalize
+        self.staged_commit = staged_commit
 
     def made_here(self, attempt: int) -> bool:
         """Whether this router made a cross-shard attempt (its random high bits)."""
@@ -350,9 +383,10 @@ class Router:
     ) -> None:
         """Rounds A and B; round C is queued before the caller answers, and awaited after.
 
-        The answer can leave once the home's commit is durable (round B) and the finalize
-        commands are queued: any later command to those shards through this router, a read
-        of the same accounts included, runs after them. The ids stay under way until round
+        The answer can leave once the home's commit is durable (round B; for a staged
+        transfer, round A: its staging and parts) and the finalize commands are queued: any
+        later command to those shards through this router, a read of the same accounts
+        included, runs after them. The ids stay under way until round
         C is done. With `answer_after_finalize` the answer waits for round C too.
         """
         finishing: asyncio.Future[None] | None = None
@@ -371,7 +405,7 @@ class Router:
         done: asyncio.Future[None],
     ) -> asyncio.Future[None] | None:
         """Rounds A and B, round C queued; returns round C's task (None: no round C)."""
-        finalizing: _Pending | None = None
+        finalizing: list[tuple[_Pending, list[Settlement]]] = []
         try:
             runs = [self._chain_run(transfers, unit) for unit in wave if len(unit) > 1]
             singles = [unit[0] for unit in wave if len(unit) == 1]
@@ -379,36 +413,47 @@ class Router:
             if crosses or runs:
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.ROUTER_AFTER_RESERVE)
-                await self._round_commit(crosses, outcomes, runs)
+                staged = [cross for cross in crosses if cross.staged]
+                if staged:  # decided now: their decisions queued before any answer is told
+                    finalizing.append((self._submit(
+                        [call for cross in staged for call in _staged_decision_calls(cross)],
+                        admitted=True), []))
+                    for cross in staged:
+                        outcomes[cross.index] = cross.staged_outcome()
+                others = [cross for cross in crosses if not cross.staged]
+                if others or runs:
+                    await self._round_commit(others, outcomes, runs)
                 if failpoints.ARMED:
                     failpoints.hit(failpoints.ROUTER_AFTER_COMMIT)
                     if runs:
                         failpoints.hit(failpoints.ROUTER_CHAIN_HALF_DECIDED)
-                settlements: list[Settlement] = []
-                finalizing = self._submit(self._finalize_calls(crosses, settlements) + [
-                    call for run in runs for call in run.finalize_calls()], admitted=True)
+                if others or runs:
+                    settlements: list[Settlement] = []
+                    finalizing.append((self._submit(self._finalize_calls(others, settlements) + [
+                        call for run in runs for call in run.finalize_calls()], admitted=True),
+                        settlements))
         finally:
-            if finalizing is None:
+            if not finalizing:
                 self._release(ids, done)
                 task = None
             else:
-                task = asyncio.ensure_future(self._finish_wave(finalizing, settlements, ids,
-                                                               done))
+                task = asyncio.ensure_future(self._finish_wave(finalizing, ids, done))
                 self._finishing.add(task)
                 task.add_done_callback(self._finishing.discard)
         return task
 
-    async def _finish_wave(self, finalizing: _Pending, settlements: list[Settlement],
+    async def _finish_wave(self, finalizing: list[tuple[_Pending, list[Settlement]]],
                            ids: set[str], done: asyncio.Future[None]) -> None:
         try:
-            replies = await self._gather(finalizing)
-            for reply in replies:
-                if isinstance(reply, BaseException):
-                    log.warning("finalize failed, left for redrive: %r", reply)
-            homes = settled_at_homes(settlements, replies)
-            if homes:  # the pending transfers posts and voids resolved: nothing left held
-                await self.scatter([(home, SettleDone(pending_ids))
-                                    for home, pending_ids in homes.items()], admitted=True)
+            for pending, settlements in finalizing:
+                replies = await self._gather(pending)
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        log.warning("finalize failed, left for redrive: %r", reply)
+                homes = settled_at_homes(settlements, replies)
+                if homes:  # the pending transfers posts and voids resolved: nothing left held
+                    await self.scatter([(home, SettleDone(pending_ids))
+                                        for home, pending_ids in homes.items()], admitted=True)
         finally:
             self._release(ids, done)
 
@@ -451,6 +496,10 @@ class Router:
                 continue
             cross = self._cross(index, transfer, home, debit, credit)
             crosses.append(cross)
+            if self.staged_commit and not transfer.flags & BALANCING:
+                cross.staged = True
+                calls.append((home, Stage(transfer, cross.home_roles, cross.attempt)))
+                owners.append((_STAGED_AT_HOME, cross))
             for shard, roles in cross.remote_roles.items():
                 calls.append((shard, Reserve(transfer, roles, cross.attempt)))
                 owners.append((shard, cross))
@@ -471,6 +520,8 @@ class Router:
                 continue  # decided as its shard answered
             if isinstance(owner, ChainRun):
                 owner.reserved[key] = reply
+            elif key == _STAGED_AT_HOME:
+                owner.committed = reply
             elif key < 0:
                 owner.claimed = reply
             else:
@@ -672,6 +723,27 @@ def settled_at_homes(owners: list[Settlement], replies: list[Any]
         if all(isinstance(replies[place], Applied) for place in places):
             done.setdefault(home, []).append(pending_id)
     return done
+
+
+def _staged_decision_calls(cross: _Cross) -> list[Call]:
+    """Round C of a staged transfer: the decision at its home, and each part finalized.
+
+    Committed (its answer said ok): the home and every part at once. Refused by a rule (the
+    home or a part answered a failure code): it can never commit (that part is not there),
+    so the home and the parts reserved are voided at once. Not known (a reply was lost): only
+    the home is voided; its parts are left to redrive, which asks the home, because
+    recovery may have found every part there and committed it meanwhile."""
+    outcome = cross.staged_outcome()
+    transfer, home = cross.transfer, cross.home
+    if isinstance(outcome, BaseException):
+        return [(home, Finalize(transfer.id, cross.attempt, VOID, 0))]
+    if outcome[0] == _OK:
+        decision = Finalize(transfer.id, cross.attempt, staged_decision(transfer),
+                            outcome[1].timestamp)
+        return [(shard, decision) for shard in (home, *cross.reserved)]
+    void = Finalize(transfer.id, cross.attempt, VOID, 0)
+    return [(home, void), *((shard, void) for shard, reply in cross.reserved.items()
+                            if isinstance(reply, ReserveReply) and reply.result == _OK)]
 
 
 def _transfer_outcome(reply: Reply) -> Outcome:

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from actors.ledger.model import DEBITS_MUST_NOT_EXCEED_CREDITS, PENDING, Account, Transfer
+from actors.ledger.queries import PartInDoubt
+from actors.ledger.verdicts import is_staged, remote_shards
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
@@ -138,7 +140,25 @@ class FlakyRouter(RuleBasedStateMachine):
                 assert stored is None, (transfer_id, answers)
 
     def _stored(self, transfer_id: str) -> Transfer | None:
-        return self.hosts[self.router.shard_of(transfer_id)].ledger.stored(transfer_id)
+        """Committed by its durable records: stored at its home, or staged there with every
+        part present (its decision, queued, may have been lost: redrive records it)."""
+        home = self.hosts[self.router.shard_of(transfer_id)].ledger
+        stored = home.stored(transfer_id)
+        if stored is not None:
+            return stored
+        staged = home.reservations.get(transfer_id)
+        if staged is None or staged.held:
+            return None
+        part = PartInDoubt(staged.transfer, staged.roles, staged.attempt, staged.chain, 0)
+        if not is_staged(part):
+            return None
+        for shard in remote_shards(part, self.router.shard_of):
+            ledger = self.hosts[shard].ledger
+            part = ledger.reservations.get(transfer_id)
+            if ledger.stored(transfer_id) is None and (
+                    part is None or part.attempt != staged.attempt):
+                return None
+        return staged.transfer
 
     def teardown(self) -> None:
         if not hasattr(self, "links"):

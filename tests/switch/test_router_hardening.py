@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from actors.codec import decode_commands
 from actors.ledger.model import PENDING, POST_PENDING, Account, Transfer
 from actors.ledger.pending import UNSPECIFIED_CODE
-from actors.messages import Commit
+from actors.messages import Commit, Stage
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
@@ -75,20 +77,27 @@ def test_copies_of_a_refused_transfer_are_each_attempted() -> None:
 
 
 class LosesTheHomesAnswer(LocalShard):
-    """A home that commits, then its answer is lost (as a link that drops the reply)."""
+    """A home that commits (or stages), then its answer is lost (as a link that drops the
+    reply)."""
 
     async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
         reply = await super().call(blob, request_ids)
-        if any(isinstance(c, Commit) and c.attempt for c in decode_commands(blob)):
+        if any(isinstance(c, Commit | Stage) and c.attempt for c in decode_commands(blob)):
             raise ConnectionError("the answer was lost")
         return reply
 
 
-def test_a_lost_answer_from_the_home_never_voids_what_it_may_have_committed() -> None:
+@pytest.mark.parametrize("staged_commit", [False, True])
+def test_a_lost_answer_from_the_home_never_voids_what_it_may_have_committed(
+        staged_commit: bool) -> None:
+    """Three rounds: the home committed, redrive posts the parts. One round: the router
+    voids the staging at the home, whose answer is then the decision; the parts wait for it
+    (recovery may have committed it meanwhile) and redrive voids them."""
     shard_hosts = hosts()
     links = [LosesTheHomesAnswer(0, shard_hosts[0])] + [
         LocalShard(i, h) for i, h in enumerate(shard_hosts) if i]
-    router = Router(links, Placement(round_robin(3, 64)), 10_000, 8190)
+    router = Router(links, Placement(round_robin(3, 64)), 10_000, 8190,
+                    staged_commit=staged_commit)
     payer, payee = shard_ids(router, 1, "payer", 1)[0], shard_ids(router, 2, "payee", 1)[0]
     transfer_id = shard_ids(router, 0, "t", 1)[0]
 
@@ -98,13 +107,16 @@ def test_a_lost_answer_from_the_home_never_voids_what_it_may_have_committed() ->
             [Transfer(transfer_id, payer, payee, 9, "USD", 1)])
         await asyncio.sleep(0)
         assert isinstance(outcome, BaseException)  # the client is told nothing definite
-        # The home did commit: the parts must not have been voided; redrive posts them.
+        # The parts must not have been voided by the router; redrive settles them.
         assert shard_hosts[1].ledger.accounts[payer].debits_pending == 9
         await Redriver(router).run_once()
 
     asyncio.run(drive())
-    assert shard_hosts[1].ledger.accounts[payer].debits_posted == 9
-    assert shard_hosts[2].ledger.accounts[payee].credits_posted == 9
+    moved = 0 if staged_commit else 9
+    assert shard_hosts[1].ledger.accounts[payer].debits_posted == moved
+    assert shard_hosts[2].ledger.accounts[payee].credits_posted == moved
+    assert shard_hosts[1].ledger.accounts[payer].debits_pending == 0
+    assert shard_hosts[2].ledger.accounts[payee].credits_pending == 0
 
 
 def test_redrive_work_follows_what_is_in_doubt_not_what_is_held() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from actors.codec import decode_commands
 from actors.ledger.model import Account, Transfer
-from actors.messages import AccountView, Commit, Finalize, GetAccount, expect
+from actors.messages import AccountView, Commit, Finalize, GetAccount, Stage, expect
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, round_robin
 from persistence.log import MemoryLog
@@ -30,7 +30,7 @@ PLACEMENT = Placement(round_robin(2, 64))
 class HeldLink(LocalShard):
     """Holds any batch that carries a `held` command until `release` is set."""
 
-    def __init__(self, index: int, host: ShardHost, held: type) -> None:
+    def __init__(self, index: int, host: ShardHost, held: type | tuple[type, ...]) -> None:
         super().__init__(index, host)
         self.held = held
         self.reached = asyncio.Event()
@@ -98,14 +98,15 @@ def test_a_lone_router_answers_before_the_finalize(answer_after_finalize: bool) 
     assert far.debits_pending + far.credits_pending == 100  # another router sees it pending
 
 
-async def _redrive_during_another_routers_wave(foreign_min_age_ms: int) -> tuple[str, int]:
-    """Router A's transfer is reserved and held before its home's commit; router B's
-    redrive runs meanwhile (periodic, min age 0 as at a worker's start). Returns A's answer
-    and how much B's redrive settled."""
+async def _redrive_during_another_routers_wave(foreign_min_age_ms: int, staged_commit: bool
+                                               ) -> tuple[str, int]:
+    """Router A's transfer is reserved and its home's commit (or its staging, in one round)
+    held; router B's redrive runs meanwhile (periodic, min age 0 as at a worker's start).
+    Returns A's answer and how much B's redrive settled."""
     hosts = [ShardHost(ShardConfig(i, ("USD",), 1_000_000), lambda: MemoryLog())
              for i in range(2)]
-    held = [HeldLink(i, host, Commit) for i, host in enumerate(hosts)]
-    acting = Router(held, PLACEMENT, answer_after_finalize=True)
+    held = [HeldLink(i, host, (Commit, Stage)) for i, host in enumerate(hosts)]
+    acting = Router(held, PLACEMENT, answer_after_finalize=True, staged_commit=staged_commit)
     other = Router([LocalShard(i, host) for i, host in enumerate(hosts)], PLACEMENT,
                    answer_after_finalize=True)
     debit, credit = _ids_on_two_shards()
@@ -122,13 +123,16 @@ async def _redrive_during_another_routers_wave(foreign_min_age_ms: int) -> tuple
     return outcome[0], settled
 
 
-def test_a_redrive_leaves_another_routers_fresh_parts_alone() -> None:
-    result, settled = asyncio.run(_redrive_during_another_routers_wave(10_000))
+@pytest.mark.parametrize("staged_commit", [True, False])
+def test_a_redrive_leaves_another_routers_fresh_parts_alone(staged_commit: bool) -> None:
+    result, settled = asyncio.run(_redrive_during_another_routers_wave(10_000, staged_commit))
     assert (result, settled) == ("ok", 0)
 
 
-def test_without_the_age_for_others_parts_a_redrive_fences_a_live_transfer() -> None:
-    """What the age prevents: the home fences the live attempt, its commit answers in_flight
-    (money stays right either way: tests/actors/test_fences.py)."""
-    result, settled = asyncio.run(_redrive_during_another_routers_wave(0))
+@pytest.mark.parametrize("staged_commit", [True, False])
+def test_without_the_age_for_others_parts_a_redrive_fences_a_live_transfer(
+        staged_commit: bool) -> None:
+    """What the age prevents: the home fences the live attempt, its commit (its staging)
+    answers in_flight (money stays right either way: tests/actors/test_fences.py)."""
+    result, settled = asyncio.run(_redrive_during_another_routers_wave(0, staged_commit))
     assert result == "in_flight" and settled > 0

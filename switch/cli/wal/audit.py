@@ -17,12 +17,18 @@ import msgspec
 from actors.codec import FormatUnknown, apply_payload, decode_snapshot
 from actors.ledger import queries, snapshot
 from actors.ledger.events import Event
-from actors.ledger.ledger import Ledger, Verdict
+from actors.ledger.ledger import VOID, Ledger, Verdict
 from actors.ledger.model import CREDITS_MUST_NOT_EXCEED_DEBITS, DEBITS_MUST_NOT_EXCEED_CREDITS
 from actors.ledger.pending import PENDING_STATUS, POSTED
 from actors.ledger.queries import add_totals
 from actors.ledger.store import ChainDecision, MemoryStore
-from actors.ledger.verdicts import claim_verdict, part_verdict
+from actors.ledger.verdicts import (
+    claim_verdict,
+    is_staged,
+    part_verdict,
+    remote_shards,
+    staged_decision,
+)
 from actors.runtime import gc_paused
 from actors.topology import Placement
 from persistence.layout import shard_directories
@@ -187,6 +193,16 @@ def _settle(audits: list[ShardAudit], placement: Placement) -> int:
         return answer
 
     settled = 0
+    for ledger in ledgers:  # staged transfers first, as redrive does
+        for part in [part for part in queries.in_doubt(ledger, 2**64) if is_staged(part)]:
+            present = True
+            for remote in remote_shards(part, placement.shard_of):
+                here, fences = ledgers[remote].probe_part(part.transfer.id, part.attempt)
+                apply(ledgers[remote], fences)
+                present = present and here
+            settled += apply(ledger, ledger.finalize_reservation(
+                part.transfer.id, part.attempt,
+                staged_decision(part.transfer) if present else VOID, part.transfer.timestamp))
     for ledger in ledgers:
         for part in queries.in_doubt(ledger, 2**64):
             transfer_id, chain = part.transfer.id, part.chain
