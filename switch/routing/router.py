@@ -138,6 +138,7 @@ class _Cross:
     claim_shard: int = -1  # a post or void: the pending transfer's home, which it claims
     claimed: ClaimReply | BaseException | None = None
     staged: bool = False  # one round: its home staged it beside the reservations
+    unsent: bool = False  # a command of its round A never left this router (a full queue)
 
     def staged_outcome(self) -> Outcome:
         """A staged transfer's answer from its round: the home's reply and its parts'
@@ -514,10 +515,13 @@ class Router:
 
         pending = self._submit(calls)
         replies = pending[0]
+        unsent = {place for place, reply in enumerate(replies) if reply is not None}
         await self._gather(pending, decide_local)
-        for (key, owner), reply in zip(owners, replies, strict=True):
+        for place, ((key, owner), reply) in enumerate(zip(owners, replies, strict=True)):
             if owner is None:
                 continue  # decided as its shard answered
+            if place in unsent and isinstance(owner, _Cross):
+                owner.unsent = True  # refused here (a full queue): that part is not there
             if isinstance(owner, ChainRun):
                 owner.reserved[key] = reply
             elif key == _STAGED_AT_HOME:
@@ -728,16 +732,17 @@ def settled_at_homes(owners: list[Settlement], replies: list[Any]
 def _staged_decision_calls(cross: _Cross) -> list[Call]:
     """Round C of a staged transfer: the decision at its home, and each part finalized.
 
-    Committed (its answer said ok): the home and every part at once. Refused by a rule (the
-    home or a part answered a failure code): it can never commit (that part is not there),
-    so the home and the parts reserved are voided at once. Not known (a reply was lost): only
-    the home is voided; its parts are left to redrive, which asks the home, because
-    recovery may have found every part there and committed it meanwhile."""
+    Committed (its answer said ok): the home and every part at once. Refused (the home or a
+    part answered a failure code, or a command of its round never left this router): it can
+    never commit (that part is not there), so the home and the parts reserved are voided at
+    once. Not known (a reply was lost): only the home is voided; its parts are left to
+    redrive, which asks the home, because recovery may have found every part there and
+    committed it meanwhile."""
     outcome = cross.staged_outcome()
     transfer, home = cross.transfer, cross.home
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, BaseException) and not cross.unsent:
         return [(home, Finalize(transfer.id, cross.attempt, VOID, 0))]
-    if outcome[0] == _OK:
+    if isinstance(outcome, tuple) and outcome[0] == _OK:
         decision = Finalize(transfer.id, cross.attempt, staged_decision(transfer),
                             outcome[1].timestamp)
         return [(shard, decision) for shard in (home, *cross.reserved)]
