@@ -8,8 +8,10 @@ read back from the log alike.
 A shard holds part of the ledger. For a transfer it may hold the *home* role (the transfer
 id's slot: the id index, the durable commit decision) and the debit and/or credit role (the
 accounts). A transfer whose roles all live on one shard is committed in one event; otherwise
-the remote roles are reserved first (pending), the home commits, and the reservations are
-posted or voided (see docs/ARCHITECTURE.md, "Cross-shard transfers").
+its home stages it (`stage_transfer`) while the other roles are reserved (pending), and the
+home's decision then commits it and the reservations are posted or voided; a balancing
+transfer, a post or a void has its remote roles reserved first and then commits at its
+home (docs/ARCHITECTURE.md, "Cross-shard transfers").
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ _OK = TransferResult.ok
 
 class Verdict(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """What a transfer's home says about one attempt's parts: post, hold (a pending transfer)
-    or void; for post and hold, the committed transfer (its timestamp and amount)."""
+    or void; for post and hold, the committed transfer (its timestamp and amount). `staged`:
+    the attempt is staged there, undecided (redrive decides it from its parts first)."""
 
     outcome: str
     transfer: Transfer | None = None
@@ -308,7 +311,9 @@ class Ledger(LedgerState):
             return []
         if outcome == VOID:
             return [ReservationVoided(transfer_id)]
-        if reservation.roles & _HOME and not reservation.chain:  # staged: its decision
+        if reservation.roles & _HOME and not reservation.chain:
+            # A staged transfer's decision: it commits as staged (stamped then; a pending one
+            # is held by the commit itself), so `outcome` post or hold and `timestamp` agree.
             return [TransferCommitted(reservation.transfer, reservation.roles & _BOTH, attempt)]
         if reservation.roles & _HOME:  # a chain member's home: commit it here
             return [PartCommitted(transfer_id, timestamp, amount, resolving)]
@@ -348,6 +353,8 @@ class Ledger(LedgerState):
         locked for it (durably) until its home decides (its linked chain's coordinator, for
         a chain's member: the claim then keeps the post or void as it will be stored)."""
         pending = self.stored(resolving.pending_id)
+        if pending is None and self.is_staged(resolving.pending_id):
+            return _R.in_flight, [], None  # answered ok, its decision not recorded yet
         state = self.pending.get(resolving.pending_id)
         if state is None:
             final = self.store.pending_final(resolving.pending_id)

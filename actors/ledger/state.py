@@ -120,9 +120,11 @@ class LedgerState:
         self.velocity: dict[str, Velocity] = {}  # their recent debits, for velocity limits
         self.totals = Totals()
         self.registry = Registry()
-        # Attempts this home told redrive were void (AttemptFenced): id or chain key -> the
-        # attempts that never commit here. Kept until the id or chain commits (a late commit
-        # then finds it taken); only crash and redrive windows make them, so they stay few.
+        # Attempts this home told redrive were void, or this part told recovery were absent
+        # (AttemptFenced): id or chain key -> the attempts that never commit (are never
+        # reserved) here. Kept until the id or chain commits or posts here (a late commit or
+        # reservation then finds it taken, or is voided by its home); only crash and redrive
+        # windows make them, so they stay few.
         self.fenced_transfers: dict[str, set[int]] = {}
         self.fenced_chains: dict[str, set[int]] = {}
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
@@ -205,10 +207,16 @@ class LedgerState:
     def staged(self, transfer_id: str, attempt: int) -> Reservation | None:
         """This attempt of a cross-shard transfer staged here, at its home, undecided."""
         reservation = self.reservations.get(transfer_id)
-        if reservation is None or reservation.attempt != attempt or reservation.held \
-                or reservation.chain or not reservation.roles & _HOME:
+        if reservation is None or reservation.attempt != attempt or not self.is_staged(
+                transfer_id):
             return None
         return reservation
+
+    def is_staged(self, transfer_id: str) -> bool:
+        """Some attempt of this transfer is staged here, at its home, undecided."""
+        reservation = self.reservations.get(transfer_id)
+        return reservation is not None and not reservation.held and not reservation.chain \
+            and bool(reservation.roles & _HOME)
 
     def _apply_part_committed(self, event: PartCommitted) -> None:
         """A chain member at its home: its id reservation becomes the commit (its debit was
@@ -331,6 +339,7 @@ class LedgerState:
 
     def _apply_reservation_held(self, event: ReservationHeld) -> None:
         reservation = self.reservations[event.transfer_id]
+        self.fenced_transfers.pop(event.transfer_id, None)  # committed: its id is taken
         amount = event.amount
         if amount and amount < reservation.transfer.amount:  # a balancing transfer: hold less
             self._recount_debit(reservation, amount)
@@ -382,6 +391,7 @@ class LedgerState:
 
     def _apply_reservation_posted(self, event: ReservationPosted) -> None:
         reservation = self._release(event.transfer_id)
+        self.fenced_transfers.pop(event.transfer_id, None)  # committed: its id is taken
         transfer = reservation.transfer.stamped(event.timestamp)
         if event.amount:
             transfer = transfer.resized(event.amount)

@@ -117,10 +117,8 @@ class QueryEngine:
             txn.put(_ordered(account.timestamp, account.id), _encode(account), db=model.accounts)
             txn.put(account.id.encode(), account.owner.encode(), db=model.owners)
         elif isinstance(event, TransferCommitted):
-            if event.attempt:  # across shards: its home may have staged it (reserved)
-                txn.delete(event.transfer.id.encode(), db=model.reserved)
             self._stored(txn, event.transfer)
-        elif isinstance(event, TransferReserved) and event.roles & Roles.home:
+        elif isinstance(event, TransferReserved) and event.roles & Roles.home and event.chain:
             txn.put(event.transfer.id.encode(), _encode(event.transfer), db=model.reserved)
         elif isinstance(event, PartCommitted):
             raw = txn.pop(event.transfer_id.encode(), db=model.reserved)

@@ -125,7 +125,7 @@ class _TellingOutcomes(list[Outcome | None]):
 
 @dataclass
 class _Cross:
-    """A transfer crossing shards, through its three rounds."""
+    """A transfer crossing shards, through its rounds (one before its answer if staged)."""
 
     index: int
     transfer: Transfer
@@ -134,7 +134,8 @@ class _Cross:
     remote_roles: dict[int, int]
     attempt: int
     reserved: dict[int, ReserveReply | BaseException] = field(default_factory=dict)
-    committed: TransferReply | BaseException | None = None  # the home's reply, or the error
+    # The home's reply to Commit (to Stage, if staged), or the error
+    committed: TransferReply | BaseException | None = None
     claim_shard: int = -1  # a post or void: the pending transfer's home, which it claims
     claimed: ClaimReply | BaseException | None = None
     staged: bool = False  # one round: its home staged it beside the reservations
@@ -142,8 +143,9 @@ class _Cross:
 
     def staged_outcome(self) -> Outcome:
         """A staged transfer's answer from its round: the home's reply and its parts'
-        (the lowest-ranked failure, as if checked in one place). It is committed when
-        every one of them is durable and ok: the decision the home records later follows."""
+        (the lowest-ranked failure, as if checked in one place). Once this router has seen
+        every one of them durable and ok, commit is the only decision anyone can record
+        (recovery commits when every part is there); before that, either can be."""
         home = self.committed
         if isinstance(home, BaseException) or home is None:
             return home or ShardUnavailable("no answer from the transfer's home")
@@ -156,6 +158,13 @@ class _Cross:
                 return part  # unknown: recovery decides from what is durable
             result = first_failure(result, TRANSFER_RESULTS[part.result])
         return (result.value, reply.transfer if result is _OK else None)
+
+    def refused_somewhere(self) -> bool:
+        """A part, or the home, is surely not there: refused by a rule, or its command
+        never left this router. Such an attempt can never commit."""
+        replies = [self.committed, *self.reserved.values()]
+        return self.unsent or any(isinstance(reply, TransferReply | ReserveReply)
+                                  and reply.result != _OK for reply in replies)
 
 
 class Router:
@@ -405,7 +414,8 @@ class Router:
         ids: set[str],
         done: asyncio.Future[None],
     ) -> asyncio.Future[None] | None:
-        """Rounds A and B, round C queued; returns round C's task (None: no round C)."""
+        """Round A (with the staged transfers' answers), round B for the others, round C
+        queued; returns round C's task (None: no round C)."""
         finalizing: list[tuple[_Pending, list[Settlement]]] = []
         try:
             runs = [self._chain_run(transfers, unit) for unit in wave if len(unit) > 1]
@@ -732,15 +742,14 @@ def settled_at_homes(owners: list[Settlement], replies: list[Any]
 def _staged_decision_calls(cross: _Cross) -> list[Call]:
     """Round C of a staged transfer: the decision at its home, and each part finalized.
 
-    Committed (its answer said ok): the home and every part at once. Refused (the home or a
-    part answered a failure code, or a command of its round never left this router): it can
-    never commit (that part is not there), so the home and the parts reserved are voided at
-    once. Not known (a reply was lost): only the home is voided; its parts are left to
-    redrive, which asks the home, because recovery may have found every part there and
-    committed it meanwhile."""
+    Committed (its answer said ok): the home and every part at once. Refused somewhere
+    (`_Cross.refused_somewhere`): it can never commit, so the home and the parts reserved
+    are voided at once. Not known (only replies lost): only the home is voided; its parts are
+    left to redrive, which asks the home, because recovery may have found every part there
+    and committed it meanwhile."""
     outcome = cross.staged_outcome()
     transfer, home = cross.transfer, cross.home
-    if isinstance(outcome, BaseException) and not cross.unsent:
+    if isinstance(outcome, BaseException) and not cross.refused_somewhere():
         return [(home, Finalize(transfer.id, cross.attempt, VOID, 0))]
     if isinstance(outcome, tuple) and outcome[0] == _OK:
         decision = Finalize(transfer.id, cross.attempt, staged_decision(transfer),

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.ledger.ledger import POST, STAGED, VOID
-from actors.ledger.model import PENDING, Roles
-from actors.messages import Commit, Finalize, GetAccount, ProbePart, Reserve, Resolve, Stage
+from actors.ledger.ledger import HOLD, POST, STAGED, VOID
+from actors.ledger.model import PENDING, POST_PENDING, Roles
+from actors.messages import (
+    ClaimPending,
+    Commit,
+    Finalize,
+    GetAccount,
+    ProbePart,
+    Reserve,
+    Resolve,
+    Stage,
+)
 from actors.shard.host import ShardHost
 from tests.actors.test_host import account, call, host_on, transfer
 
@@ -102,4 +111,19 @@ def test_a_posted_part_stays_present_beside_a_retrys_reservation(tmp_path: Path)
     assert retry.result == "ok"
     (probed,) = call(host, [ProbePart("t1", 7)])
     assert probed.present
+    host.close()
+
+
+def test_a_post_of_a_staged_pending_transfer_waits_for_its_decision(tmp_path: Path) -> None:
+    """Answered ok, its decision not yet recorded (its call failed): a post of it must answer
+    `in_flight` (retry), never the final `pending_transfer_not_found`."""
+    host = _opened(tmp_path)
+    (staged,) = call(host, [Stage(transfer("p1", "a", "x", 5, PENDING), Roles.debit, 7)])
+    assert staged.result == "ok"
+    post = transfer("q1", "", "", 0, POST_PENDING, pending_id="p1")
+    (claimed,) = call(host, [ClaimPending(post, 8)])
+    assert claimed.result == "in_flight"
+    call(host, [Finalize("p1", 7, HOLD, staged.transfer.timestamp)])
+    (claimed,) = call(host, [ClaimPending(post, 8)])
+    assert claimed.result == "ok"
     host.close()
