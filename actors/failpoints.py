@@ -24,8 +24,10 @@ import sys
 SHARD_BEFORE_COMMIT = "shard.before_commit"  # batch applied in memory, nothing on disk yet
 SHARD_AFTER_COMMIT = "shard.after_commit"  # batch on disk, reply not sent
 SHARD_SNAPSHOT_MIDWAY = "shard.snapshot_midway"  # snapshot encoded, not yet written
-ROUTER_AFTER_RESERVE = "router.after_reserve"  # cross-shard parts reserved, home not asked
-ROUTER_AFTER_COMMIT = "router.after_commit"  # home committed, parts not finalized
+# Cross-shard parts reserved (a staged transfer: staged too), nothing decided yet
+ROUTER_AFTER_RESERVE = "router.after_reserve"
+# The home committed (staged transfers: their answers told), parts not finalized
+ROUTER_AFTER_COMMIT = "router.after_commit"
 # A linked chain decided at its coordinator, its parts on the other shards not finalized.
 ROUTER_CHAIN_HALF_DECIDED = "router.chain_half_decided"
 ALL = (SHARD_BEFORE_COMMIT, SHARD_AFTER_COMMIT, SHARD_SNAPSHOT_MIDWAY, ROUTER_AFTER_RESERVE,

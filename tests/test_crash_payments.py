@@ -15,6 +15,8 @@ write path firing instead of the kill: the chain's in `make test`, all with --ru
 - each participant's position is what it sent minus what it received minus what was
   settled, never above its cap; the positions sum to zero but for what settlements under way
   have moved; its settlement account moved by exactly what was settled;
+- each participant's NDC alarm threshold is still set, and every NDC alarm recorded was a
+  real crossing of it;
 - the books balance, and re-sending the acknowledged payments answers `exists` and moves
   nothing.
 """
@@ -42,6 +44,7 @@ BANKS = ("bank-0", "bank-1", "bank-2")
 WALLETS = {bank: [f"{bank}-w{n}" for n in range(6)] for bank in BANKS}
 WALLET_FUNDS = 5_000
 CAP = 1_000
+ALARM_PERCENT = 40  # of the cap: positions cross it under this load, alarms get recorded
 FUNDS = 100_000  # each participant's settlement account at the start
 TIMEOUT_MS = 1_500
 CLIENTS = 4
@@ -188,7 +191,8 @@ def setup(switch: SwitchProcess) -> None:
             "id": f"f-{bank}", "ledger": "USD", "direction": "in", "amount": FUNDS}
                   ).raise_for_status()
         http.put(f"/v1/participants/{bank}/ledgers/USD/net-debit-cap",
-                 json={"net_debit_cap": CAP}).raise_for_status()
+                 json={"net_debit_cap": CAP, "alarm_percent": ALARM_PERCENT}
+                 ).raise_for_status()
         http.post("/v1/accounts", json=[
             {"id": wallet, "ledger": "USD", "code": 1, "owner": bank,
              "flags": {"debits_must_not_exceed_credits": True}} for wallet in WALLETS[bank]]
@@ -260,6 +264,7 @@ def audit(switch: SwitchProcess, load: PaymentLoad, operator: Operator) -> None:
     stood = {bank: http.get(f"/v1/participants/{bank}/positions").json()["positions"][0]
              for bank in BANKS}
     for bank in BANKS:
+        assert stood[bank]["alarm_percent"] == ALARM_PERCENT, stood[bank]  # durable
         assert stood[bank]["position"] == position[bank] - settled[bank], (
             bank, stood[bank], position, settled)
         assert stood[bank]["settlement_balance"] == FUNDS - settled[bank], (bank, stood[bank])
@@ -275,6 +280,22 @@ def audit(switch: SwitchProcess, load: PaymentLoad, operator: Operator) -> None:
         sum(settled.values()) >= 0
     assert multilateral["debits_pending"] == multilateral["credits_pending"] == 0
     assert all(ledger["balanced"] for ledger in http.get("/v1/ledgers").json()["ledgers"])
+
+
+def audit_alarms(http: httpx.Client) -> int:
+    """Every NDC alarm recorded (before or after the kill) was a real crossing of its
+    participant's threshold: at or above ALARM_PERCENT of its cap. Returns how many."""
+    alarms, cursor = [], "0"
+    while True:
+        page = http.get(f"/v1/events?after={cursor}&limit=1000").json()
+        alarms += [e["event"] for e in page["events"] if e["event"]["type"] == "ndc_alarm"]
+        if not page["events"]:
+            break
+        cursor = page["next"]
+    for alarm in alarms:
+        assert alarm["participant_id"] in BANKS and alarm["percent"] == ALARM_PERCENT, alarm
+        assert alarm["position"] * 100 >= ALARM_PERCENT * alarm["net_debit_cap"], alarm
+    return len(alarms)
 
 
 def state_of(http: httpx.Client, payment_id: str) -> str:
@@ -362,6 +383,7 @@ def run_payment_crash(tmp_path: Path, seed: int, failpoint: str | None = None) -
         switch.extra_env = {}
         switch.start()
         audit(switch, load, operator)
+        print(f"ndc alarms recorded: {audit_alarms(switch.http)}")
         resend(switch, load)
     finally:
         switch.kill_session()
