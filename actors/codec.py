@@ -26,14 +26,18 @@ from actors.messages import BatchReply, Command
 
 # Format 2: msgpack records (events as tagged arrays); format 3 adds the registry's events and
 # trailing fields (who acted), format 4 `attempt_fenced`, format 5 `alarm_threshold_set` and
-# `ndc_alarm` (and a participant's alarm thresholds); all read by the same decoder (fields
-# added since have defaults). A new event kind is a new format: an older release then stops
-# with "upgrade payswitch" instead of failing on a tag it does not know.
-FORMAT_VERSION = 5  # of records written by this release
+# `ndc_alarm` (and a participant's alarm thresholds), format 6 staged transfers (a
+# `transfer_reserved` with the home role outside a chain, settled by its home's
+# `transfer_committed` or `reservation_voided`, which an older release would apply as a
+# second hold); all read by the same decoder (fields added since have defaults). A new event
+# kind, or a new meaning of one, is a new format: an older release then stops with "upgrade
+# payswitch" instead of failing on a tag it does not know or misreading one.
+FORMAT_VERSION = 6  # of records written by this release
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 8  # of snapshots written by this release (6: account ids as two buffers;
-# 7: fenced attempts, which an older release would drop; 8: participants' alarm thresholds)
+SNAPSHOT_FORMAT = 9  # of snapshots written by this release (6: account ids as two buffers;
+# 7: fenced attempts, which an older release would drop; 8: participants' alarm thresholds;
+# 9: may hold staged transfers, which an older release would leave in doubt)
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 

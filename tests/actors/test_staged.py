@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from actors.codec import FORMAT_VERSION, SNAPSHOT_FORMAT, encode_events
+from actors.ledger.events import TransferReserved
 from actors.ledger.ledger import HOLD, POST, STAGED, VOID
 from actors.ledger.model import PENDING, POST_PENDING, Roles
 from actors.messages import (
@@ -127,3 +129,14 @@ def test_a_post_of_a_staged_pending_transfer_waits_for_its_decision(tmp_path: Pa
     (claimed,) = call(host, [ClaimPending(post, 8)])
     assert claimed.result == "ok"
     host.close()
+
+
+def test_records_and_snapshots_of_staged_transfers_are_a_format_older_releases_refuse(
+        ) -> None:
+    """A release before staged transfers would apply a staged transfer's commit as a second
+    hold: it reads records up to format 5 and snapshots up to 8, and stops with "upgrade
+    payswitch" on these instead."""
+    payload = encode_events([TransferReserved(transfer("t1", "a", "x", 5),
+                                              Roles.debit | Roles.home, 7)])
+    assert payload[0] == FORMAT_VERSION >= 6
+    assert SNAPSHOT_FORMAT >= 9
