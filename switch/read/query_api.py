@@ -42,6 +42,7 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
     async def ask(kind: str, *args: Any) -> Any:
         if query_actor is None:
             raise ApiError(503, "shard_unavailable", "Queries are not served here.")
+        await router.barrier()  # what this process answered is in the logs the model reads
         try:
             status, answer = await asyncio.wait_for(query_actor.query.remote(kind, *args),
                                                     QUERY_TIMEOUT_S)

@@ -279,6 +279,14 @@ class Router:
                 raise reply
         return replies
 
+    async def barrier(self) -> None:
+        """Return once every command this router queued before the call is committed on its
+        shard (a read queued behind them on every shard): a reader of the shards' logs (the
+        read model) then sees what this router answered, a staged transfer's decision
+        included. A shard that does not answer is passed over (the reader waits for it)."""
+        await self.scatter([(shard, GetTotals()) for shard in range(len(self.channels))],
+                           admitted=True)
+
     # ---- accounts ----
 
     async def create_accounts(self, accounts: list[Account],
@@ -743,10 +751,10 @@ def _staged_decision_calls(cross: _Cross) -> list[Call]:
     """Round C of a staged transfer: the decision at its home, and each part finalized.
 
     Committed (its answer said ok): the home and every part at once. Refused somewhere
-    (`_Cross.refused_somewhere`): it can never commit, so the home and the parts reserved
-    are voided at once. Not known (only replies lost): only the home is voided; its parts are
-    left to redrive, which asks the home, because recovery may have found every part there
-    and committed it meanwhile."""
+    (`_Cross.refused_somewhere`): it can never commit, so the home and every part that may
+    hold it (answered ok, or its answer lost) are voided at once. Not known (only replies
+    lost): only the home is voided; its parts are left to redrive, which asks the home,
+    because recovery may have found every part there and committed it meanwhile."""
     outcome = cross.staged_outcome()
     transfer, home = cross.transfer, cross.home
     if isinstance(outcome, BaseException) and not cross.refused_somewhere():
@@ -755,9 +763,9 @@ def _staged_decision_calls(cross: _Cross) -> list[Call]:
         decision = Finalize(transfer.id, cross.attempt, staged_decision(transfer),
                             outcome[1].timestamp)
         return [(shard, decision) for shard in (home, *cross.reserved)]
-    void = Finalize(transfer.id, cross.attempt, VOID, 0)
+    void = Finalize(transfer.id, cross.attempt, VOID, 0)  # a no-op where nothing is held
     return [(home, void), *((shard, void) for shard, reply in cross.reserved.items()
-                            if isinstance(reply, ReserveReply) and reply.result == _OK)]
+                            if not isinstance(reply, ReserveReply) or reply.result == _OK)]
 
 
 def _transfer_outcome(reply: Reply) -> Outcome:

@@ -153,3 +153,62 @@ def test_a_refused_part_answers_its_code_and_voids_the_staging() -> None:
     assert isinstance(outcome, tuple) and outcome[0] == "credit_account_not_found"
     assert _books(hosts) == (0, 0, 0, 0)
     assert not hosts[0].ledger.reservations
+
+
+def test_the_barrier_waits_for_the_decisions_queued_before_it() -> None:
+    """The read model reads the shards' logs: a query must not pass a staged transfer whose
+    answer left but whose decision is still on its way to the home."""
+    hosts = [ShardHost(ShardConfig(i, ("USD",), 1_000_000), lambda: MemoryLog())
+             for i in range(2)]
+    release = asyncio.Event()
+
+    class HoldsDecisions(LocalShard):
+        async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
+            if any(isinstance(command, Finalize) for command in decode_commands(blob)):
+                await release.wait()
+            return await super().call(blob, request_ids)
+
+    router = Router([HoldsDecisions(i, host) for i, host in enumerate(hosts)], PLACEMENT)
+    transfer = Transfer(_placed("t", 0), _placed("a", 0), _placed("b", 1), 40, "USD", 1, "")
+
+    async def scenario() -> None:
+        outcome = await _send(router, transfer)
+        assert isinstance(outcome, tuple) and outcome[0] == "ok"
+        assert hosts[0].ledger.stored(transfer.id) is None  # its decision is held
+        barrier = asyncio.ensure_future(router.barrier())
+        await asyncio.sleep(0.05)
+        assert not barrier.done()
+        release.set()
+        await asyncio.wait_for(barrier, 5)
+        assert hosts[0].ledger.stored(transfer.id) == outcome[1]
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_beside_a_lost_reply_still_voids_the_parts_at_once() -> None:
+    """The home refuses (no debit account) and the far part's answer is lost after it
+    reserved: the transfer can never commit, so its part is voided now, not left holding
+    the credit account's pending amount until redrive."""
+    hosts = [ShardHost(ShardConfig(i, ("USD",), 1_000_000), lambda: MemoryLog())
+             for i in range(2)]
+
+    class LosesReserveAnswers(LocalShard):
+        async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
+            reply = await super().call(blob, request_ids)
+            if any(isinstance(command, Reserve) for command in decode_commands(blob)):
+                raise ConnectionError("the answer was lost")
+            return reply
+
+    router = Router([LocalShard(0, hosts[0]), LosesReserveAnswers(1, hosts[1])], PLACEMENT)
+    credit = _placed("b", 1)
+
+    async def scenario() -> None:
+        await router.create_accounts([Account(credit, "USD", 1, "o", 0, "")])
+        (outcome,) = await router.create_transfers([
+            Transfer(_placed("t", 0), _placed("missing", 0), credit, 40, "USD", 1, "")])
+        assert isinstance(outcome, BaseException)  # a reply was lost: 503, as before
+        for _ in range(20):  # the finalize runs after the answer
+            await asyncio.sleep(0)
+        assert hosts[1].ledger.accounts[credit].credits_pending == 0
+
+    asyncio.run(scenario())
