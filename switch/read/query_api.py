@@ -42,10 +42,11 @@ def query_routes(query_actor: Any, router: Router, page_max: int) -> list[BaseRo
     async def ask(kind: str, *args: Any) -> Any:
         if query_actor is None:
             raise ApiError(503, "shard_unavailable", "Queries are not served here.")
-        await router.barrier()  # what this process answered is in the logs the model reads
         try:
-            status, answer = await asyncio.wait_for(query_actor.query.remote(kind, *args),
-                                                    QUERY_TIMEOUT_S)
+            # What this process answered is in the logs the model reads, then the model.
+            async with asyncio.timeout(QUERY_TIMEOUT_S):
+                await router.barrier()
+                status, answer = await query_actor.query.remote(kind, *args)
         except ray.exceptions.RayActorError:  # died (Ray restarts it) or restarting
             raise ApiError(503, "read_model_unavailable", retry_after_seconds=1) from None
         except TimeoutError:  # catching up behind a shard that is recovering
