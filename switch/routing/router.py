@@ -434,11 +434,12 @@ class Router:
                     failpoints.hit(failpoints.ROUTER_AFTER_RESERVE)
                 staged = [cross for cross in crosses if cross.staged]
                 if staged:  # decided now: their decisions queued before any answer is told
+                    answers = [cross.staged_outcome() for cross in staged]
                     finalizing.append((self._submit(
-                        [call for cross in staged for call in _staged_decision_calls(cross)],
-                        admitted=True), []))
-                    for cross in staged:
-                        outcomes[cross.index] = cross.staged_outcome()
+                        [call for cross, answer in zip(staged, answers, strict=True)
+                         for call in _staged_decision_calls(cross, answer)], admitted=True), []))
+                    for cross, answer in zip(staged, answers, strict=True):
+                        outcomes[cross.index] = answer
                 others = [cross for cross in crosses if not cross.staged]
                 if others or runs:
                     await self._round_commit(others, outcomes, runs)
@@ -747,15 +748,15 @@ def settled_at_homes(owners: list[Settlement], replies: list[Any]
     return done
 
 
-def _staged_decision_calls(cross: _Cross) -> list[Call]:
-    """Round C of a staged transfer: the decision at its home, and each part finalized.
+def _staged_decision_calls(cross: _Cross, outcome: Outcome) -> list[Call]:
+    """Round C of a staged transfer (`outcome`: its answer): the decision at its home, and
+    each part finalized.
 
     Committed (its answer said ok): the home and every part at once. Refused somewhere
     (`_Cross.refused_somewhere`): it can never commit, so the home and every part that may
     hold it (answered ok, or its answer lost) are voided at once. Not known (only replies
     lost): only the home is voided; its parts are left to redrive, which asks the home,
     because recovery may have found every part there and committed it meanwhile."""
-    outcome = cross.staged_outcome()
     transfer, home = cross.transfer, cross.home
     if isinstance(outcome, BaseException) and not cross.refused_somewhere():
         return [(home, Finalize(transfer.id, cross.attempt, VOID, 0))]
