@@ -412,6 +412,9 @@ class LogFeed(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 FAILED_STORAGE_FULL = "storage_full"
+# Replication: the shard's follower did not confirm, and the controller has not yet recorded
+# it out of sync; nothing of the refused batch was applied (503, retry).
+FAILED_REPLICA_UNAVAILABLE = "replica_unavailable"
 FAILED_INTERNAL = "internal_error"
 
 

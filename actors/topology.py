@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import msgspec
 
 TOPOLOGY_FORMAT_VERSION = 2  # 2 names the switch and each shard's storage node
-FORMAT_VERSIONS_READ = (1, 2)  # a version 1 file is upgraded when it is next served
+REPLICATED_FORMAT_VERSION = 3  # 3 adds each shard's follower, leader epoch and sync state
+FORMAT_VERSIONS_READ = (1, 2, 3)  # a version 1 file is upgraded when it is next served
 LOCAL_NODE = "local"  # the storage node of the embedded one-machine Ray
 
 
@@ -34,6 +35,22 @@ class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     switch_id: str = ""
     shard_nodes: list[str] = msgspec.field(default_factory=list)
     shards_created: bool = True
+    # Version 3 (replication; empty lists: none, every shard in epoch 1). Per shard: the
+    # storage node of its follower ("" none), its leader epoch (raised by each promotion:
+    # a deposed leader's writes are refused by epoch), and whether its follower holds every
+    # acknowledged record (only such a follower may be promoted).
+    replica_nodes: list[str] = msgspec.field(default_factory=list)
+    shard_epochs: list[int] = msgspec.field(default_factory=list)
+    replicas_in_sync: list[bool] = msgspec.field(default_factory=list)
+
+    def replica_node(self, shard: int) -> str:
+        return self.replica_nodes[shard] if self.replica_nodes else ""
+
+    def shard_epoch(self, shard: int) -> int:
+        return self.shard_epochs[shard] if self.shard_epochs else 1
+
+    def replica_in_sync(self, shard: int) -> bool:
+        return bool(self.replicas_in_sync) and self.replicas_in_sync[shard]
 
     def check(self) -> Topology:
         """Raise ValueError unless the topology is one this code can serve."""
@@ -49,6 +66,12 @@ class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                              f"a table of {len(self.slot_table)}: inconsistent")
         if set(self.slot_table) != set(range(self.shard_count)) or self.epoch < 1:
             raise ValueError("topology's slot table must name every shard, epoch at least 1")
+        if any(len(values) not in (0, self.shard_count) for values in (
+                self.replica_nodes, self.shard_epochs, self.replicas_in_sync)):
+            raise ValueError("topology's replica lists must name every shard, or none")
+        if self.replica_nodes and any(node and node == leader for node, leader in zip(
+                self.replica_nodes, self.shard_nodes, strict=True)):
+            raise ValueError("topology puts a shard's follower on its leader's node")
         return self
 
 
@@ -90,3 +113,45 @@ class Placement:
 
     def shard_of(self, key: str) -> int:
         return self.slot_table[zlib.crc32(key.encode()) % self._slots]  # slot_of, inlined: hot
+
+
+def with_replicas(topology: Topology, nodes: Sequence[str]) -> Topology:
+    """Every shard without a follower gets one on the next storage node after its leader's
+    (by name, among `nodes`), not yet in sync: it copies the leader's log first. A shard
+    whose follower's node is no longer in `nodes` keeps it (the node may return)."""
+    names = sorted(set(nodes))
+    if len(names) < 2:
+        return topology
+    count = topology.shard_count
+    replica_nodes = list(topology.replica_nodes or [""] * count)
+    in_sync = list(topology.replicas_in_sync or [False] * count)
+    for shard in range(count):
+        if not replica_nodes[shard]:
+            leader = topology.shard_nodes[shard]
+            after = [name for name in names if name > leader] + [n for n in names if n < leader]
+            replica_nodes[shard] = next(name for name in after if name != leader)
+            in_sync[shard] = False
+    return msgspec.structs.replace(
+        topology, format_version=REPLICATED_FORMAT_VERSION, replica_nodes=replica_nodes,
+        shard_epochs=list(topology.shard_epochs or [1] * count), replicas_in_sync=in_sync)
+
+
+def replica_synced(topology: Topology, shard: int, in_sync: bool) -> Topology:
+    flags = list(topology.replicas_in_sync)
+    flags[shard] = in_sync
+    return msgspec.structs.replace(topology, replicas_in_sync=flags)
+
+
+def promoted(topology: Topology, shard: int) -> Topology:
+    """The shard's follower leads under the next epoch; the old leader's node keeps a
+    follower's place, out of sync (it rejoins by cutting its log back to the new epoch)."""
+    if not topology.replica_in_sync(shard):
+        raise ValueError(f"shard {shard}'s follower is not in sync: promoting it would lose "
+                         "acknowledged transfers")
+    leaders, replicas = list(topology.shard_nodes), list(topology.replica_nodes)
+    leaders[shard], replicas[shard] = replicas[shard], leaders[shard]
+    epochs = list(topology.shard_epochs)
+    epochs[shard] += 1
+    return replica_synced(msgspec.structs.replace(
+        topology, shard_nodes=leaders, replica_nodes=replicas, shard_epochs=epochs),
+        shard, False)

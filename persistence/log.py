@@ -8,7 +8,7 @@ contract tests (tests/persistence/test_log_contract.py).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from actors.ledger.store import MemoryStore
@@ -69,13 +69,17 @@ class RecordLog(ABC):
             self.last_seq, self.last_chain = snapshot_seq, chain
             return
 
-    def append(self, payload: bytes, timestamp_ns: int) -> Record:
+    def append(self, payload: bytes, timestamp_ns: int,
+               before_commit: Callable[[Record], None] | None = None) -> Record:
         """Append one record, with what the batch wrote to the store, in one durable commit;
-        returns it once it is on disk. If the commit fails, nothing of it is stored."""
+        returns it once it is on disk. If the commit fails, nothing of it is stored.
+        `before_commit` sees the encoded record first (replication ships it from there)."""
         if timestamp_ns <= self.last_timestamp_ns:
             raise ValueError(f"record timestamps rise: {timestamp_ns} after "
                              f"{self.last_timestamp_ns}")
         record = encode_record(self.last_seq + 1, timestamp_ns, payload, self.last_chain)
+        if before_commit is not None:
+            before_commit(record)
         self._commit_record(record.seq, raw_of(record), timestamp_ns)
         try:  # durable from here on
             self.last_seq, self.last_chain = record.seq, record.chain

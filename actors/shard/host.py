@@ -37,6 +37,7 @@ from actors.ledger.ledger import Ledger
 from actors.ledger.queries import totals
 from actors.messages import (
     FAILED_INTERNAL,
+    FAILED_REPLICA_UNAVAILABLE,
     FAILED_STORAGE_FULL,
     READS,
     BatchReply,
@@ -48,6 +49,7 @@ from actors.messages import (
 )
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
 from actors.shard.commands import CommandTable
+from actors.shard.replication import NotReplicated, Replicator
 from actors.shard.stats import ShardStats, ShardStatus
 from persistence.log import AfterCommit, RecordLog, StorageFull
 from persistence.records import CorruptRecord, Record
@@ -130,6 +132,7 @@ class ShardHost:
         self._commands = CommandTable(self)
         self.broken: str | None = None  # why the shard stopped serving, once it has
         self.full: str | None = None  # why it takes no more writes (its map is full)
+        self.replicator: Replicator | None = None  # set by its actor when it has a follower
 
     @property
     def log(self) -> RecordLog:
@@ -202,6 +205,9 @@ class ShardHost:
         "not done": the call fails, and whoever sent it must ask (redrive does).
         """
         started = time.perf_counter()
+        if self.replicator is not None and self.replicator.blocked:
+            return BatchReply([], FAILED_REPLICA_UNAVAILABLE,
+                              f"shard {self.config.shard_index}: {self.replicator.blocked}")
         if self.full is not None:  # until a restart with a larger map: reads only, no rebuild
             return BatchReply(self._reads_only(commands, self.full))
         skipped: dict[int, str] = {}
@@ -223,6 +229,10 @@ class ShardHost:
                              "(docs/OPERATIONS.md, the log is full)")
                 log.error("%s", self.full)
                 return BatchReply(self._reads_only(commands, self.full))
+            except NotReplicated:  # memory is as the log says: the batch waits to be asked
+                log.warning("shard %d: a batch committed here but not on its follower: its "
+                            "callers must ask", self.config.shard_index)
+                raise
             except AfterCommit:
                 log.exception("shard %d: batch committed, then failed: its callers must ask",
                               self.config.shard_index)
@@ -280,7 +290,11 @@ class ShardHost:
         applied = time.perf_counter()
         if failpoints.ARMED:
             failpoints.hit(failpoints.SHARD_BEFORE_COMMIT)
-        self._log.append(encode_events(events), self._next_timestamp())
+        replicator = self.replicator
+        record = self._log.append(encode_events(events), self._next_timestamp(),
+                                  replicator.before_commit if replicator is not None else None)
+        if replicator is not None:
+            replicator.after_commit(record)
         self.stats.commit_seconds.observe(time.perf_counter() - applied)
         if failpoints.ARMED:
             failpoints.hit(failpoints.SHARD_AFTER_COMMIT)
@@ -412,21 +426,29 @@ class ShardHost:
             fences=sum(len(attempts) for fenced in (ledger.fenced_transfers,
                                                     ledger.fenced_chains)
                        for attempts in fenced.values()),
+            replication=self.replicator.state(self._log.last_seq)
+            if self.replicator is not None else None,
         )
 
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
         """Committed records from `from_seq` (at most `records_max`, and no more than about
         `bytes_max` of payload): the log feed. Safe on another thread than the batches'."""
         log_ = self._log
+        last_seq = log_.last_seq
+        if self.replicator is not None:  # sync: nothing a failover could take back
+            last_seq = self.replicator.committed_seq(last_seq)
         records, size = [], 0
-        for record in log_.records_from(max(1, from_seq), records_max):
+        for record in log_.records_from(max(1, from_seq),
+                                        min(records_max, last_seq - max(1, from_seq) + 1)):
             records.append(FeedRecord(record.seq, record.timestamp_ns, record.payload))
             size += len(record.payload)
             if size >= bytes_max:
                 break
-        return LogFeed(records, log_.last_seq)
+        return LogFeed(records, last_seq)
 
     def close(self) -> None:
+        if self.replicator is not None:
+            self.replicator.close()
         self.wait_for_snapshot()
         self._log.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from actors.ledger.queries import LedgerTotals
+from actors.shard.replication import ReplicationState
 
 BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8190)
 SECONDS_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -81,3 +82,5 @@ class ShardStatus(msgspec.Struct, frozen=True):
     started_ns: int = 0  # when its process started (set by its actor): a change is a restart
     fences: int = 0  # attempts told void that never commit (kept until their id commits)
     calls_merged: int = 0  # callers' batches committed with another's (several ingresses)
+    # Its leader epoch and follower (None: no follower): actors/shard/replication.py
+    replication: ReplicationState | None = None

@@ -1,0 +1,360 @@
+"""A shard's log shipped to a follower on another storage node, under leader epochs.
+
+The leader ships each committed record (its raw bytes: the follower's log is the same
+hash chain) to one follower. `replication.mode`:
+
+- `sync`: a batch is answered only after the follower has fsynced its record too. The record
+  goes to the follower before the leader's own commit, so the two fsyncs overlap. If the
+  follower does not confirm (gone, too slow, fenced), the batch fails as "committed, then
+  failed" (its callers must ask) and the shard refuses every call (`replica_unavailable`)
+  until the controller has recorded in the topology that the follower is out of sync; it
+  then goes on alone and copies the follower back in the background; once the follower has
+  everything, commits wait for it again (and the controller records it in sync).
+- `async`: batches never wait; a background thread ships. A failover can lose what had not
+  been shipped.
+
+Epochs fence deposed leaders: a follower refuses records from a leader of an older epoch
+than its own, so a leader that was replaced (paused, partitioned, restarted from old
+settings) can never have a batch acknowledged in `sync` mode. A follower joins a leader by
+cutting what it holds beyond what the leader's history says its epoch wrote (KIP-101), then
+appends from there; each record must chain onto the one before it.
+
+Readers of the log feed (the read model, event streams) see only records the follower holds
+in `sync` mode: nothing a failover could take back.
+
+No Ray here: the follower is reached through a `FollowerLink` (actors/shard/actor.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+
+from persistence.epochs import (
+    EpochStart,
+    current_epoch,
+    end_of,
+    entered,
+    load_epochs,
+    save_epochs,
+)
+from persistence.lmdb_log import LmdbLog
+from persistence.log import AfterCommit, RecordLog
+from persistence.records import CorruptRecord, Record, decode_record, raw_of
+
+log = logging.getLogger("payswitch.replication")
+
+ReplicationMode = Literal["sync", "async", "off"]
+SHIP_RECORDS_MAX = 1_000  # records in one catch-up call
+SHIP_BYTES_MAX = 8 << 20
+SHIP_IDLE_S = 0.05  # the background shipper's pause when the follower has everything
+RETRY_S = 0.5  # after a failed call to the follower
+
+
+class FollowerAnswer(msgspec.Struct, frozen=True, array_like=True):
+    """`ok`: the follower holds every record up to `last_seq`. `fenced`: it follows a newer
+    epoch (`epoch`); the caller is a deposed leader. `rejoin`: it expects a join first (it
+    restarted, or the records do not follow its log: `last_seq` says where it is)."""
+
+    kind: Literal["ok", "fenced", "rejoin"]
+    last_seq: int
+    epoch: int
+
+
+class NotReplicated(AfterCommit):
+    """The batch is in the leader's log but its follower did not confirm it: the batch HAS
+    happened here, but is not acknowledged; its callers must ask (redrive does)."""
+
+
+class Pending(Protocol):
+    def result(self, timeout_s: float) -> FollowerAnswer:
+        """The follower's answer; raises if it does not come within `timeout_s`."""
+
+
+class FollowerLink(Protocol):
+    def join(self, epochs: list[EpochStart], next_seq: int) -> Pending: ...
+
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> Pending: ...
+
+
+# ---- the follower ----
+
+class Follower:
+    """A follower's copy of one shard's log (an owner's log: the follower is its only
+    writer), with its epochs in the same directory."""
+
+    def __init__(self, shard_log: LmdbLog, directory: Path) -> None:
+        self._log = shard_log
+        self._directory = directory
+        self.epochs = load_epochs(directory)
+        self._joined_epoch = 0  # the leader epoch it joined since it started (0: none)
+
+    @property
+    def last_seq(self) -> int:
+        return self._log.last_seq
+
+    def join(self, leader_epochs: list[EpochStart], leader_next_seq: int) -> FollowerAnswer:
+        """A leader of `leader_epochs[-1]` whose next record is `leader_next_seq`: cut what
+        this copy holds beyond what the leader's history keeps of its own newest epoch."""
+        mine, theirs = current_epoch(self.epochs), current_epoch(leader_epochs)
+        if theirs < mine:
+            return FollowerAnswer("fenced", self.last_seq, mine)
+        keep_before = end_of(leader_epochs, mine, leader_next_seq)
+        if self.last_seq >= keep_before:
+            dropped = self._log.truncate_from(keep_before)
+            log.warning("follower at %s: cut %d record(s) from %d that leader epoch %d does "
+                        "not hold (never acknowledged)", self._directory, len(dropped),
+                        keep_before, theirs)
+        if leader_epochs != self.epochs:
+            save_epochs(self._directory, leader_epochs)
+            self.epochs = list(leader_epochs)
+        self._joined_epoch = theirs
+        return FollowerAnswer("ok", self.last_seq, theirs)
+
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> FollowerAnswer:
+        """Store the records (one fsync) if they extend this copy's log under `epoch`."""
+        mine = current_epoch(self.epochs)
+        if epoch < mine:
+            return FollowerAnswer("fenced", self.last_seq, mine)
+        if epoch != self._joined_epoch:
+            return FollowerAnswer("rejoin", self.last_seq, mine)
+        new = [(seq, raw) for seq, raw in records if seq > self.last_seq]  # a resend: held
+        if not new:
+            return FollowerAnswer("ok", self.last_seq, mine)
+        if new[0][0] != self.last_seq + 1:
+            return FollowerAnswer("rejoin", self.last_seq, mine)
+        chain = self._log.last_chain
+        try:
+            for seq, raw in new:
+                chain = decode_record(raw, seq, chain).chain
+        except CorruptRecord as error:  # not this log's history: join again to cut it
+            log.error("follower at %s: record %d does not follow its log (%s)",
+                      self._directory, error.seq, error.reason)
+            return FollowerAnswer("rejoin", self.last_seq, mine)
+        self._log.append_raw_many(new)
+        return FollowerAnswer("ok", self.last_seq, mine)
+
+
+# ---- the leader ----
+
+class ReplicationState(msgspec.Struct, frozen=True):
+    """What a leader says about its follower (status, /v1/cluster, the controller)."""
+
+    mode: str
+    epoch: int
+    waits: bool  # sync: commits wait for the follower (it holds every acknowledged record)
+    blocked: str  # why every call is refused until the controller decides ("" if not)
+    follower_seq: int  # the last record the follower confirmed (-1: not known yet)
+    lag_records: int
+
+
+class Replicator:
+    """The leader's side. `before_commit` and `after_commit` run in the shard's writer;
+    the background shipper on a thread of its own."""
+
+    def __init__(self, mode: ReplicationMode, epoch: int, in_sync: bool, directory: Path,
+                 shard_log: Callable[[], RecordLog], link: Callable[[], FollowerLink | None],
+                 timeout_s: float) -> None:
+        self.mode = mode
+        self.epoch = epoch
+        self._shard_log = shard_log
+        self._link = link
+        self._timeout_s = timeout_s
+        self._directory = directory
+        self.epochs = self._enter_epoch(directory, epoch, shard_log().last_seq + 1)
+        self.waits = mode == "sync" and in_sync
+        self.blocked = ""
+        self.acked_seq = -1  # the follower's last confirmed record (-1: not known yet)
+        self._joined = False  # joined under this epoch since the last failure
+        self._pending: Pending | None = None
+        self._lock = threading.Lock()  # the shipper against the writer
+        self._stop = threading.Event()
+        self._shipper: threading.Thread | None = None
+        if mode != "off":
+            self._shipper = threading.Thread(target=self._ship_forever, daemon=True,
+                                             name="replication")
+            self._shipper.start()
+
+    @staticmethod
+    def _enter_epoch(directory: Path, epoch: int, next_seq: int) -> list[EpochStart]:
+        epochs = load_epochs(directory)
+        if epoch < current_epoch(epochs):
+            raise ValueError(f"{directory} served leader epoch {current_epoch(epochs)}, newer "
+                             f"than the topology's {epoch}: this copy was promoted later "
+                             "than the topology says; refusing to lead under an old epoch")
+        updated = entered(epochs, epoch, next_seq)
+        if updated != epochs:
+            save_epochs(directory, updated)
+        return updated
+
+    # -- the writer's path --
+
+    def before_commit(self, record: Record) -> None:
+        """Sync mode: send the record (and whatever the follower lacks before it) now, so
+        its fsync runs beside the leader's."""
+        if self.mode != "sync" or self.blocked:
+            return
+        with self._lock:
+            if not self.waits:
+                if not self._joined or self.acked_seq != record.seq - 1:
+                    return  # still copying: this commit does not wait
+                self.waits = True  # the follower has everything: from here on, sync
+                log.info("shard follower in sync at record %d (epoch %d)", self.acked_seq,
+                         self.epoch)
+            try:
+                link = self._joined_link()
+                records = [*self._records(self.acked_seq + 1, record.seq - 1),
+                           (record.seq, raw_of(record))]
+                self._pending = link.append(self.epoch, records)
+            except Exception as error:
+                self._block(f"the follower could not be reached: {error!r}")
+
+    def after_commit(self, record: Record) -> None:
+        if self.mode != "sync" or not self.waits:
+            return
+        if self.blocked:
+            raise NotReplicated(f"record {record.seq} is not on the follower: {self.blocked}")
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        try:
+            answer = pending.result(self._timeout_s)
+        except Exception as error:
+            why = f"the follower did not confirm within {self._timeout_s} s: {error!r}"
+        else:
+            why = self._refusal(answer, record.seq)
+            if not why:
+                self.acked_seq = answer.last_seq
+                return
+        self._block(why)
+        raise NotReplicated(f"record {record.seq} is not on the follower: {why}")
+
+    def _refusal(self, answer: FollowerAnswer, seq: int) -> str:
+        if answer.kind == "fenced":
+            return (f"the follower follows epoch {answer.epoch}: this leader (epoch "
+                    f"{self.epoch}) was deposed")
+        if answer.kind != "ok" or answer.last_seq < seq:
+            return f"the follower answered {answer.kind} at record {answer.last_seq}"
+        return ""
+
+    def _block(self, why: str) -> None:
+        if not self.blocked:
+            log.error("replication: %s; the shard refuses calls until the controller records "
+                      "its follower out of sync", why)
+        self.blocked = why
+        self._joined = False
+
+    def go_alone(self) -> None:
+        """The controller recorded the follower out of sync: serve without waiting for it,
+        and copy it back in the background."""
+        with self._lock:
+            if "deposed" in self.blocked:
+                return  # a deposed leader never serves again
+            self.waits = False
+            self.blocked = ""
+            self._joined = False
+
+    def committed_seq(self, last_seq: int) -> int:
+        """The newest record readers may see: in sync mode, only what the follower holds."""
+        if self.mode == "sync" and (self.waits or self.blocked):
+            return min(last_seq, max(self.acked_seq, 0))
+        return last_seq
+
+    def state(self, last_seq: int) -> ReplicationState:
+        follower = self.acked_seq
+        return ReplicationState(self.mode, self.epoch, self.waits and not self.blocked,
+                                self.blocked, follower,
+                                max(0, last_seq - follower) if follower >= 0 else last_seq)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._shipper is not None:
+            self._shipper.join(timeout=5)
+
+    # -- shared --
+
+    def _joined_link(self) -> FollowerLink:
+        """The follower's link, joined under this epoch (its last record then known)."""
+        link = self._link()
+        if link is None:
+            raise ConnectionError("no follower is running")
+        if not self._joined:
+            answer = link.join(self.epochs, self._shard_log().last_seq + 1).result(
+                self._timeout_s)
+            if answer.kind != "ok":
+                raise ConnectionError(self._refusal(answer, 0) or answer.kind)
+            self.acked_seq, self._joined = answer.last_seq, True
+        return link
+
+    def _records(self, seq_from: int, seq_to: int) -> list[tuple[int, bytes]]:
+        if seq_to < seq_from:
+            return []
+        return [(r.seq, raw_of(r)) for r in
+                self._shard_log().records_from(seq_from, seq_to - seq_from + 1)]
+
+    def _ship_forever(self) -> None:
+        """Copy the follower up to the leader's log whenever commits do not wait for it."""
+        while not self._stop.is_set():
+            try:
+                shipped = self._ship_once()
+            except Exception as error:
+                with self._lock:
+                    self._joined = False
+                log.debug("replication: shipping failed: %r", error)
+                self._stop.wait(RETRY_S)
+                continue
+            if not shipped:
+                self._stop.wait(SHIP_IDLE_S)
+
+    def _ship_once(self) -> bool:
+        """One catch-up call; False when there was nothing to send."""
+        if not self._joined:  # a join may wait for a follower: not under the lock
+            link = self._link()
+            if link is None or self.waits or self.blocked:
+                return False
+            answer = link.join(self.epochs, self._shard_log().last_seq + 1).result(
+                self._timeout_s)
+            with self._lock:
+                if answer.kind == "fenced":
+                    self._block(self._refusal(answer, 0))
+                elif answer.kind == "ok" and not self.waits:
+                    self.acked_seq, self._joined = answer.last_seq, True
+            return True
+        with self._lock:
+            if self.waits or self.blocked or self._stop.is_set() or not self._joined:
+                return False
+            link = self._joined_link()
+            last = self._shard_log().last_seq
+            if self.acked_seq >= last:
+                return False
+            records, size = [], 0
+            for record in self._shard_log().records_from(self.acked_seq + 1,
+                                                         SHIP_RECORDS_MAX):
+                records.append((record.seq, raw := raw_of(record)))
+                size += len(raw)
+                if size >= SHIP_BYTES_MAX:
+                    break
+            epoch = self.epoch
+        answer = link.append(epoch, records).result(self._timeout_s)
+        with self._lock:
+            if answer.kind == "fenced":
+                self._block(self._refusal(answer, 0))
+            elif answer.kind != "ok":
+                self._joined = False
+            elif not self.waits:
+                self.acked_seq = max(self.acked_seq, answer.last_seq)
+        return True
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -1,0 +1,166 @@
+"""A shard's log shipped to a follower (actors/shard/replication.py), on real LMDB logs: a
+leader host, a follower's copy in another directory, and the follower called in-process
+(the Ray actor around it is exercised by tests/test_cluster.py).
+
+Pinned here: sync commits land on the follower before they are answered; a follower that
+does not confirm blocks the shard (nothing acknowledged, every call refused) until the
+controller lets it go alone, and it is copied back; a follower refuses a deposed leader's
+epoch; a copy that returns after a promotion cuts what the new leader never held; and a
+promoted copy serves the same books.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.messages import FAILED_REPLICA_UNAVAILABLE, GetAccount
+from actors.shard.host import ShardHost
+from actors.shard.replication import (
+    Follower,
+    FollowerAnswer,
+    NotReplicated,
+    ReplicationMode,
+    Replicator,
+    wait_until,
+)
+from persistence.epochs import EpochStart, load_epochs
+from persistence.lmdb_log import LmdbLog
+from tests.actors.test_host import account, call, commit, host_on, run
+
+MAP_BYTES = 1 << 24
+
+
+class Done:
+    def __init__(self, answer: FollowerAnswer) -> None:
+        self.answer = answer
+
+    def result(self, timeout_s: float) -> FollowerAnswer:
+        return self.answer
+
+
+class Lost:
+    def result(self, timeout_s: float) -> FollowerAnswer:
+        raise TimeoutError("no answer")
+
+
+class InProcess:
+    """The follower called directly; `reachable` False makes every call time out."""
+
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+        self.reachable = True
+
+    def join(self, epochs: list[EpochStart], next_seq: int) -> Done | Lost:
+        return Done(self.follower.join(epochs, next_seq)) if self.reachable else Lost()
+
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> Done | Lost:
+        return Done(self.follower.append(epoch, records)) if self.reachable else Lost()
+
+
+def follower_on(path: Path) -> tuple[Follower, LmdbLog]:
+    path.mkdir(parents=True, exist_ok=True)
+    copy = LmdbLog(path, MAP_BYTES)
+    return Follower(copy, path), copy
+
+
+def replicated(path: Path, link: InProcess | None, epoch: int = 1, in_sync: bool = True,
+               mode: ReplicationMode = "sync") -> ShardHost:
+    host = host_on(path)
+    host.replicator = Replicator(mode, epoch, in_sync, path, lambda: host.log,
+                                 lambda: link, timeout_s=1.0)
+    return host
+
+
+def balance(host: ShardHost, account_id: str) -> int:
+    (view,) = call(host, [GetAccount(account_id)])
+    return int(view.account.credits_posted - view.account.debits_posted)
+
+
+def test_sync_commits_reach_the_follower_before_they_are_answered(tmp_path: Path) -> None:
+    follower, copy = follower_on(tmp_path / "follower")
+    host = replicated(tmp_path / "leader", InProcess(follower))
+    call(host, [account("a"), account("b")])
+    call(host, [commit("t1", "a", "b", 5)])
+    assert copy.last_seq == host.log.last_seq == 2
+    assert [r.chain for r in copy.records_from(1, 2)] == \
+        [r.chain for r in host.log.records_from(1, 2)]
+    assert load_epochs(tmp_path / "leader") == load_epochs(tmp_path / "follower") == \
+        [EpochStart(1, 1)]
+    assert host.status().replication.waits  # type: ignore[union-attr]
+    host.close()
+    copy.close()
+
+
+def test_a_lost_follower_blocks_the_shard_until_it_goes_alone_then_copies_it_back(
+        tmp_path: Path) -> None:
+    follower, copy = follower_on(tmp_path / "follower")
+    link = InProcess(follower)
+    host = replicated(tmp_path / "leader", link)
+    call(host, [account("a"), account("b")])
+    link.reachable = False
+    with pytest.raises(NotReplicated):  # committed here, not acknowledged: callers must ask
+        run(host, [commit("t1", "a", "b", 5)])
+    assert host.log.last_seq == 2 and copy.last_seq == 1
+    assert host.read_log(1, 100, 1 << 20).last_seq == 1  # readers do not see record 2
+    refused = run(host, [GetAccount("a")])  # reads too: nothing seen a failover takes back
+    assert refused.failed == FAILED_REPLICA_UNAVAILABLE and not refused.replies
+    state = host.status().replication
+    assert state is not None and state.blocked and not state.waits
+    # The controller recorded the follower out of sync: the shard serves alone ...
+    host.replicator.go_alone()  # type: ignore[union-attr]
+    call(host, [commit("t2", "a", "b", 7)])
+    assert balance(host, "b") == 12 and host.read_log(1, 100, 1 << 20).last_seq == 3
+    # ... and copies the follower back once it answers; commits then wait for it again.
+    link.reachable = True
+    assert wait_until(lambda: copy.last_seq == 3, 5)
+    call(host, [commit("t3", "a", "b", 1)])
+    assert copy.last_seq == 4 and host.status().replication.waits  # type: ignore[union-attr]
+    host.close()
+    copy.close()
+
+
+def test_a_follower_refuses_a_deposed_leader_and_a_returning_copy_cuts_its_tail(
+        tmp_path: Path) -> None:
+    """Leader A (epoch 1) is replaced by its follower B (epoch 2). A comes back: its records
+    B never had are cut, and its appends in epoch 1 are refused."""
+    follower_b, copy_b = follower_on(tmp_path / "b")
+    link_b = InProcess(follower_b)
+    host_a = replicated(tmp_path / "a", link_b)
+    call(host_a, [account("a"), account("b")])
+    call(host_a, [commit("t1", "a", "b", 5)])  # records 1, 2 on both
+    link_b.reachable = False
+    with pytest.raises(NotReplicated):
+        run(host_a, [commit("t-lost", "a", "b", 50)])  # record 3 on A only: not acknowledged
+    host_a.close()
+    copy_b.close()
+
+    # B is promoted under epoch 2 and takes writes; A's copy will follow it.
+    follower_a, copy_a = follower_on(tmp_path / "a")
+    link_a = InProcess(follower_a)
+    host_b = replicated(tmp_path / "b", link_a, epoch=2, in_sync=False)
+    assert balance(host_b, "b") == 5  # what was acknowledged, and nothing else
+    call(host_b, [commit("t2", "a", "b", 3)])
+    assert wait_until(lambda: copy_a.last_seq == host_b.log.last_seq, 5)
+    assert load_epochs(tmp_path / "a") == [EpochStart(1, 1), EpochStart(2, 3)]
+    assert [r.payload for r in copy_a.records_from(1, 10)] == \
+        [r.payload for r in host_b.log.records_from(1, 10)]  # t-lost is gone from A
+    # A's old leader, had it kept running: its epoch-1 records are refused by either copy.
+    assert follower_a.append(1, [(4, b"x")]).kind == "fenced"
+    assert follower_a.join([EpochStart(1, 1)], 4).kind == "fenced"
+    host_b.close()
+    copy_a.close()
+
+    # A copy promoted serves the same books (its store is rebuilt from the log).
+    promoted = host_on(tmp_path / "a")
+    assert balance(promoted, "b") == 8
+    promoted.close()
+
+
+def test_a_leader_refuses_to_serve_under_an_epoch_older_than_its_copy_served(
+        tmp_path: Path) -> None:
+    host = replicated(tmp_path / "leader", None, epoch=3, in_sync=False)
+    host.close()
+    with pytest.raises(ValueError, match="newer than the topology's 2"):
+        replicated(tmp_path / "leader", None, epoch=2, in_sync=False)
