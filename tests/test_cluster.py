@@ -19,16 +19,21 @@ from ray.cluster_utils import Cluster
 
 from actors.shard.actor import STORAGE_DIR_ENV, STORAGE_LABEL
 from persistence.identity import IDENTITY_FILE
-from tests.chaos import free_port, transfer
+from tests.chaos import ACCOUNTS, Load, audit, free_port, setup_accounts, transfer
 from tests.launcher import SwitchProcess
 
 NODE_OBJECT_STORE_BYTES = 80 * 1024 * 1024
+# A node whose processes are gone is declared dead after about 3 x 0.5 s (Ray's default
+# is 5 x 3 s): the failover test waits for that.
+FAST_NODE_DEATH = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
+                   "health_check_failure_threshold": 3}
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": NODE_OBJECT_STORE_BYTES})
+        "num_cpus": 0, "object_store_memory": NODE_OBJECT_STORE_BYTES,
+        "_system_config": FAST_NODE_DEATH})
     try:
         yield cluster
     finally:
@@ -114,5 +119,73 @@ def test_shards_run_on_the_storage_nodes_holding_their_data_and_refuse_others(
         assert shards_shown(switch)[1] == moved_b.node_id
         for n in range(19):
             assert switch.http.get(f"/v1/transfers/t{n}").json()["amount"] == 1
+    finally:
+        switch.kill_session()
+
+
+def _cluster_shards(switch: SwitchProcess) -> list[dict[str, Any]]:
+    shards: list[dict[str, Any]] = switch.http.get("/v1/cluster").json()["shards"]
+    return shards
+
+
+def _wait_for(switch: SwitchProcess, what: str, check: Any, timeout_s: float = 60
+              ) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shards = _cluster_shards(switch)
+        if check(shards):
+            return shards
+        assert time.monotonic() < deadline, (what, shards)
+        time.sleep(0.3)
+
+
+def _all_in_sync(shards: list[dict[str, Any]]) -> bool:
+    return all(s["replication"] == "in_sync" and s["state"] == "serving" for s in shards)
+
+
+def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Two storage nodes, sync replication (the default with two): shard 0 leads on a with
+    its follower on b, shard 1 the other way. Node b is lost under load (its processes
+    killed, not a graceful stop): shard 1's follower on a is promoted under epoch 2, and
+    every acknowledged transfer is there. Node b returns with its disk: it rejoins as
+    follower of both shards, its log cut back to what epoch 2 keeps, and copied again."""
+    nodes = {name: add_storage_node(cluster, name, tmp_path / name) for name in ("a", "b")}
+    cluster.wait_for_nodes()
+    switch = joined(cluster, tmp_path).start()
+    try:
+        setup_accounts(switch.url, switch.headers)
+        shards = _wait_for(switch, "followers in sync", _all_in_sync)
+        assert [(s["storage_node"], s["epoch"]) for s in shards] == [("a", 1), ("b", 1)]
+        load = Load(switch.url, 11, switch.headers)
+        load.start(clients=4)
+        time.sleep(2.0)
+        cluster.remove_node(nodes["b"], allow_graceful=False)
+        lost_at = time.monotonic()
+        shards = _wait_for(switch, "shard 1 promoted on a", lambda shards: shards[1][
+            "storage_node"] == "a" and shards[1]["epoch"] == 2 and shards[1]["state"] ==
+            "serving", timeout_s=60)
+        print(f"shard 1 leads on a {time.monotonic() - lost_at:.1f} s after node b was lost")
+        time.sleep(2.0)  # the load goes on against the new leader
+        load.finish()
+        assert not load.failures, load.failures
+        assert len(load.acked) > 50
+        audit(switch.url, load)
+        saved = json.loads((tmp_path / "ingress" / "topology.json").read_text())
+        assert saved["shard_nodes"] == ["a", "a"] and saved["shard_epochs"] == [1, 2]
+        assert saved["replicas_in_sync"] == [False, False]  # b is gone: nothing to promote
+
+        # Node b returns with its disk: a follower of both shards again, then in sync.
+        add_storage_node(cluster, "b", tmp_path / "b")
+        cluster.wait_for_nodes()
+        _wait_for(switch, "node b's followers in sync", _all_in_sync, timeout_s=60)
+        epochs = json.loads((tmp_path / "b" / "shard-0001" / "epochs.json").read_text())
+        assert [epoch for epoch, _ in epochs] == [1, 2]
+        moved = switch.http.post("/v1/transfers", json=[
+            transfer(f"after-{n}", ACCOUNTS[n], ACCOUNTS[n + 1], 1) for n in range(10)])
+        assert {r["result"] for r in moved.json()["results"]} == {"ok"}
+        saved = json.loads((tmp_path / "ingress" / "topology.json").read_text())
+        assert saved["replicas_in_sync"] == [True, True]
+        assert saved["replica_nodes"] == ["b", "b"]
     finally:
         switch.kill_session()

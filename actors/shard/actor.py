@@ -11,6 +11,7 @@ of their own thread, so readers never queue behind a shard's batches.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -28,8 +29,15 @@ from actors.runtime import configure_logging, release_free_memory, tune_gc
 from actors.shard.combine import Batch, CombiningWriter
 from actors.shard.data_port import DataPort
 from actors.shard.host import ShardConfig, ShardHost
+from actors.shard.replication import (
+    Follower,
+    FollowerAnswer,
+    ReplicationMode,
+    Replicator,
+)
 from actors.shard.stats import ShardStatus
 from actors.topology import Topology
+from persistence.epochs import EpochStart
 from persistence.identity import (
     ForeignShardData,
     ShardDataMissing,
@@ -70,6 +78,21 @@ def shard_role(index: int) -> str:
     return f"shard-{index:04d}"
 
 
+def follower_role(index: int) -> str:
+    return f"shard-{index:04d}-follower"
+
+
+class ReplicationPlan(msgspec.Struct, frozen=True):
+    """How a leader replicates (from the topology and `replication.*`): its epoch, and
+    whether its follower holds every acknowledged record (sync waits for it from the start)."""
+
+    mode: ReplicationMode
+    epoch: int
+    in_sync: bool
+    follower_name: str
+    ack_timeout_s: float
+
+
 NAME_FREED_TIMEOUT_S = 10.0  # a stopped switch's actors give their names back within this
 
 
@@ -101,7 +124,8 @@ class ShardWontStart(Exception):
 @ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
 class ShardActor:
     def __init__(self, config: ShardConfig, data_dir: str, map_size_bytes: int,
-                 transfer_cache_max: int, identity: ShardIdentity, may_create: bool) -> None:
+                 transfer_cache_max: int, identity: ShardIdentity, may_create: bool,
+                 replication: ReplicationPlan | None = None) -> None:
         configure_logging(config.log_level, config.log_json)
         directory = _claim(config.shard_index, Path(os.environ.get(STORAGE_DIR_ENV) or data_dir),
                            identity, may_create)
@@ -112,6 +136,12 @@ class ShardActor:
         self._host = ShardHost(config, lambda: LmdbLog(
             directory, map_size_bytes, transfer_cache_max=transfer_cache_max),
             on_snapshot=after_snapshot)
+        if replication is not None and replication.mode != "off":
+            host = self._host
+            follower = RayFollowerLink(replication.follower_name)
+            host.replicator = Replicator(
+                replication.mode, replication.epoch, replication.in_sync, directory,
+                lambda: host.log, lambda: follower, replication.ack_timeout_s, host.batch_lock)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
         self._started_ns = time.time_ns()  # this process's: the monitor counts restarts by it
         # Ray's calls and every data-port connection's: one writer, their batches merged
@@ -156,11 +186,92 @@ class ShardActor:
                 "node_ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
                 "pid": os.getpid()}
 
+    @ray.method(concurrency_group=READS)
+    def go_alone(self) -> None:
+        """The controller recorded this shard's follower out of sync: serve without it."""
+        if self._host.replicator is not None:
+            self._host.replicator.go_alone()
+
     def close(self) -> None:
         with self._writer.write_lock:
             self._closed = True
             self._data_port.close()
             self._host.close()
+
+
+class _Answer:
+    """A follower call in flight (the leader's `Pending`)."""
+
+    def __init__(self, ref: Any, on_failure: Callable[[], None]) -> None:
+        self._ref = ref
+        self._on_failure = on_failure
+
+    def result(self, timeout_s: float) -> FollowerAnswer:
+        try:
+            answer: FollowerAnswer = ray.get(self._ref, timeout=timeout_s)
+        except Exception:
+            ray.cancel(self._ref)  # (no-op once it ran) a late answer must not pile up
+            self._on_failure()
+            raise
+        return answer
+
+
+class RayFollowerLink:
+    """The leader's way to its follower actor, found by name (it may start later, or be
+    started again by the controller)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._actor: Any = None
+
+    def _found(self) -> Any:
+        if self._actor is None:
+            try:
+                self._actor = ray.get_actor(self._name, namespace=NAMESPACE)
+            except ValueError:
+                raise ConnectionError(f"no follower {self._name} is running") from None
+        return self._actor
+
+    def _forget(self) -> None:
+        self._actor = None
+
+    def join(self, epochs: list[EpochStart], next_seq: int) -> _Answer:
+        return _Answer(self._found().join.remote(epochs, next_seq), self._forget)
+
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> _Answer:
+        return _Answer(self._found().append.remote(epoch, records), self._forget)
+
+
+@ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
+class FollowerActor:
+    """A shard's follower: a copy of its leader's log on another storage node, written only
+    by what the leader ships (actors/shard/replication.py). It becomes the leader's
+    directory when the controller promotes it."""
+
+    def __init__(self, shard_index: int, data_dir: str, map_size_bytes: int,
+                 identity: ShardIdentity, log_level: str, log_json: bool) -> None:
+        configure_logging(log_level, log_json)
+        directory = _claim(shard_index, Path(os.environ.get(STORAGE_DIR_ENV) or data_dir),
+                           identity, may_create=True, follower=True)
+        self._log = LmdbLog(directory, map_size_bytes)
+        self._follower = Follower(self._log, directory)
+        self._started_ns = time.time_ns()
+
+    def join(self, epochs: list[EpochStart], next_seq: int) -> FollowerAnswer:
+        return self._follower.join(epochs, next_seq)
+
+    @ray.method(enable_task_events=False)
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> FollowerAnswer:
+        return self._follower.append(epoch, records)
+
+    @ray.method(concurrency_group=READS)
+    def status(self) -> dict[str, Any]:
+        return {"last_seq": self._follower.last_seq, "started_ns": self._started_ns,
+                "epochs": [[e.epoch, e.start_seq] for e in self._follower.epochs],
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def close(self) -> None:
+        self._log.close()
 
 
 def storage_nodes() -> dict[str, list[str]]:
@@ -183,8 +294,11 @@ def cluster_nodes() -> list[dict[str, Any]]:
             for node in ray.nodes()]  # type: ignore[no-untyped-call]
 
 
-def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool) -> Path:
-    """The shard's directory on this node, once it is known to hold this shard's data."""
+def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool,
+           follower: bool = False) -> Path:
+    """The shard's directory on this node, once it is known to hold this shard's data. A
+    follower may always make its directory (it copies the leader's log from the start), but
+    never takes another switch's."""
     directory = shard_directory(data_dir, shard)
     context = ray.get_runtime_context()
     node = str(context.get_node_labels().get(STORAGE_LABEL) or "?")  # typed as a list: a str
@@ -193,7 +307,7 @@ def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool
     with warnings.catch_warnings():  # Ray's own property reads one it deprecated: not ours
         warnings.simplefilter("ignore", DeprecationWarning)
         reconstructed = context.was_current_actor_reconstructed
-    may_create = may_create and not reconstructed
+    may_create = may_create and (follower or not reconstructed)
     carriers = storage_nodes().get(node, []) if node != "?" else []
     if len(carriers) > 1:  # Ray could start this shard on either: one holds stale data
         raise ShardWontStart(
@@ -218,69 +332,180 @@ def _node_address() -> str:
 
 
 class RayShard:
-    """One shard actor, as the router's `ShardLink`."""
+    """One shard actor, as the router's `ShardLink`. Named (`switch_id`): after a failover
+    the controller starts the shard's new leader under the same name, and a control call
+    that finds the old actor dead looks the name up again and asks the new one. A batch is
+    never sent twice (the router decides what a failed call means); the next one goes to
+    the new leader."""
 
-    def __init__(self, index: int, actor: Any) -> None:
+    def __init__(self, index: int, actor: Any, switch_id: str = "") -> None:
         self.index = index
         self.actor = actor
+        self._name = actor_name(switch_id, shard_role(index)) if switch_id else ""
+
+    def _found_again(self) -> bool:
+        """The named actor, if it is another than the one that died."""
+        if not self._name:
+            return False
+        try:
+            actor = ray.get_actor(self._name, namespace=NAMESPACE)
+        except ValueError:  # not started yet: the caller's probe asks again
+            return False
+        if actor._actor_id == self.actor._actor_id:
+            return False
+        self.actor = actor
+        log.info("shard %d: its actor is a new one (%s): a failover", self.index, self._name)
+        return True
+
+    async def _control(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.actor, method).remote(*args)
+        except ray.exceptions.RayActorError:
+            if not await asyncio.to_thread(self._found_again):
+                raise
+            return await getattr(self.actor, method).remote(*args)
 
     async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
-        return bytes(await self.actor.handle.remote(blob, request_ids))
+        try:
+            return bytes(await self.actor.handle.remote(blob, request_ids))
+        except ray.exceptions.RayActorError:
+            await asyncio.to_thread(self._found_again)
+            raise
 
     async def status(self) -> ShardStatus:
-        status: ShardStatus = await self.actor.status.remote()
+        status: ShardStatus = await self._control("status")
         return status
 
     async def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
-        feed: LogFeed = await self.actor.read_log.remote(from_seq, records_max, bytes_max)
+        feed: LogFeed = await self._control("read_log", from_seq, records_max, bytes_max)
         return feed
 
     async def placement(self) -> dict[str, Any]:
-        placement: dict[str, Any] = await self.actor.placement.remote()
+        placement: dict[str, Any] = await self._control("placement")
         return placement
 
     async def data_endpoint(self) -> tuple[str, int, bytes]:
-        host, port, token = await self.actor.data_endpoint.remote()
+        host, port, token = await self._control("data_endpoint")
         return str(host), int(port), bytes(token)
 
 
-class RayShards:
-    """Starts and stops the shard actors: their options, names and placement live here."""
+class ShardOptions(msgspec.Struct, frozen=True):
+    """What every shard actor of a switch is started with (and started again with, after a
+    failover)."""
 
-    def __init__(self, actors: list[Any]) -> None:
+    data_dir: str
+    map_size_bytes: int
+    transfer_cache_max: int
+    replication_mode: ReplicationMode
+    ack_timeout_s: float
+
+
+class RayShards:
+    """Starts and stops the shard actors and their followers: their options, names and
+    placement live here."""
+
+    def __init__(self, actors: list[Any], switch_id: str = "",
+                 configs: list[ShardConfig] | None = None,
+                 options: ShardOptions | None = None) -> None:
         self.actors = actors
-        self.links = [RayShard(index, actor) for index, actor in enumerate(actors)]
+        self.links = [RayShard(index, actor, switch_id) for index, actor in enumerate(actors)]
+        self.switch_id = switch_id
+        self.configs = configs or []
+        self.options = options
+        # The followers this process started: it owns them (Ray stops an actor whose
+        # owner holds no handle), so it keeps their handles.
+        self.followers: dict[int, Any] = {}
 
     @classmethod
-    def start(cls, configs: list[ShardConfig], data_dir: Path, map_size_bytes: int,
-              transfer_cache_max: int, topology: Topology) -> RayShards:
+    def start(cls, configs: list[ShardConfig], options: ShardOptions,
+              topology: Topology) -> RayShards:
         """Create every shard and wait until each has recovered (raises if one cannot).
         num_cpus=0 so that shards may outnumber the cores they share. A shard whose process
         dies (kill -9, out of memory) is restarted by Ray, without end, and recovers from its
         log; a call in flight then fails (never retried by Ray: the router decides) and calls
         made meanwhile wait for the restart. A constructor that raises is not restarted.
-        Each shard runs only on the storage node the topology names for it."""
-        def start_one(config: ShardConfig) -> Any:
-            def create(name: str) -> Any:
-                return ShardActor.options(  # type: ignore[attr-defined]
-                    name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1,
-                    max_task_retries=0,
-                    label_selector={STORAGE_LABEL: topology.shard_nodes[config.shard_index]},
-                ).remote(config, str(data_dir), map_size_bytes, transfer_cache_max,
-                         ShardIdentity(topology.switch_id, config.shard_index),
-                         not topology.shards_created)
-            return create_named(topology.switch_id, shard_role(config.shard_index), create)
+        Each shard runs only on the storage node the topology names for it; its follower
+        (if any) on the one named for it, when that node is in the cluster."""
+        shards = cls([], topology.switch_id, configs, options)
+        shards.actors = [shards._start_leader(config.shard_index, topology)
+                         for config in configs]
+        shards.links = [RayShard(index, actor, topology.switch_id)
+                        for index, actor in enumerate(shards.actors)]
+        ray.get([actor.status.remote() for actor in shards.actors])
+        alive = storage_nodes()
+        for index in range(topology.shard_count):
+            if topology.replica_node(index) in alive and options.replication_mode != "off":
+                shards.start_follower(index, topology)
+        return shards
 
-        actors = [start_one(config) for config in configs]
-        ray.get([actor.status.remote() for actor in actors])
-        return cls(actors)
+    def _start_leader(self, index: int, topology: Topology) -> Any:
+        assert self.options is not None
+        options, config = self.options, self.configs[index]
+        plan = None
+        if options.replication_mode != "off" and topology.replica_node(index):
+            plan = ReplicationPlan(options.replication_mode, topology.shard_epoch(index),
+                                   topology.replica_in_sync(index),
+                                   actor_name(topology.switch_id, follower_role(index)),
+                                   options.ack_timeout_s)
+
+        def create(name: str) -> Any:
+            return ShardActor.options(  # type: ignore[attr-defined]
+                name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1,
+                max_task_retries=0,
+                label_selector={STORAGE_LABEL: topology.shard_nodes[index]},
+            ).remote(config, options.data_dir, options.map_size_bytes,
+                     options.transfer_cache_max, ShardIdentity(topology.switch_id, index),
+                     not topology.shards_created, plan)
+        return create_named(topology.switch_id, shard_role(index), create)
+
+    def start_follower(self, index: int, topology: Topology) -> Any:
+        """The shard's follower on the node the topology names (it joins when its leader
+        next ships). Returns its actor; one already running is kept."""
+        assert self.options is not None
+        config, options = self.configs[index], self.options
+        running = self.follower(index)
+        if running is not None:
+            return running
+        self.followers[index] = create_named(topology.switch_id, follower_role(index),
+                                             lambda name: FollowerActor.options(  # type: ignore[attr-defined]
+            name=name, namespace=NAMESPACE, num_cpus=0, max_restarts=-1, max_task_retries=0,
+            label_selector={STORAGE_LABEL: topology.replica_node(index)},
+        ).remote(index, options.data_dir, options.map_size_bytes,
+                 ShardIdentity(topology.switch_id, index), config.log_level, config.log_json))
+        return self.followers[index]
+
+    def follower(self, index: int) -> Any | None:
+        """The shard's follower actor, if one is alive (or restarting) under its name."""
+        try:
+            return ray.get_actor(actor_name(self.switch_id, follower_role(index)),
+                                 namespace=NAMESPACE)
+        except ValueError:
+            self.followers.pop(index, None)
+            return None
+
+    def promote(self, index: int, promoted: Topology) -> Any:
+        """Fail shard `index` over to its follower's node under `promoted` (saved already, with
+        the next epoch): the old leader's actor is killed for good (its node is gone: it
+        must never start there again), the follower stops (its directory's lock freed), and
+        a leader starts on that directory under the new name's old name."""
+        leader = ray.get_actor(actor_name(self.switch_id, shard_role(index)),
+                               namespace=NAMESPACE)
+        ray.kill(leader, no_restart=True)
+        follower = self.follower(index)
+        if follower is not None:
+            ray.kill(follower, no_restart=True)
+            _wait_dead(follower)
+            self.followers.pop(index, None)
+        actor = self._start_leader(index, promoted)
+        self.actors[index] = actor
+        return actor
 
     @classmethod
     def find(cls, topology: Topology) -> RayShards:
         """The shards another process of this switch started (an ingress worker's view)."""
         return cls([ray.get_actor(actor_name(topology.switch_id, shard_role(index)),
                                   namespace=NAMESPACE)
-                    for index in range(topology.shard_count)])
+                    for index in range(topology.shard_count)], topology.switch_id)
 
     def placements(self) -> list[dict[str, Any]]:
         return list(ray.get([actor.placement.remote() for actor in self.actors]))
@@ -289,9 +514,36 @@ class RayShards:
         return list(ray.get([actor.status.remote() for actor in self.actors]))
 
     def close(self, timeout_s: float = 30) -> None:
-        """A clean stop: each shard finishes its snapshot and closes its log."""
+        """A clean stop: each shard finishes its snapshot and closes its log; then the
+        followers close theirs."""
         ray.get([actor.close.remote() for actor in self.actors], timeout=timeout_s)
+        followers = [f for index in range(len(self.actors))
+                     if (f := self.follower(index)) is not None]
+        ray.get([f.close.remote() for f in followers], timeout=timeout_s)
+        for follower in followers:
+            ray.kill(follower, no_restart=True)
 
     def kill(self) -> None:
-        for actor in self.actors:
+        for index, actor in enumerate(self.actors):
             ray.kill(actor, no_restart=True)
+            follower = self.follower(index)
+            if follower is not None:
+                ray.kill(follower, no_restart=True)
+
+
+FOLLOWER_STOP_TIMEOUT_S = 30.0
+
+
+def _wait_dead(actor: Any) -> None:
+    """Until the actor's process is gone (its directory lock with it)."""
+    deadline = time.monotonic() + FOLLOWER_STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.status.remote(), timeout=1)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("a killed follower did not stop within "
+                       f"{FOLLOWER_STOP_TIMEOUT_S:.0f} s")

@@ -133,6 +133,7 @@ class ShardHost:
         self.broken: str | None = None  # why the shard stopped serving, once it has
         self.full: str | None = None  # why it takes no more writes (its map is full)
         self.replicator: Replicator | None = None  # set by its actor when it has a follower
+        self.batch_lock = threading.Lock()  # held while a batch runs (replication waits on it)
 
     @property
     def log(self) -> RecordLog:
@@ -176,6 +177,10 @@ class ShardHost:
         """Run several callers' batches as one: one commit, a reply blob for each caller.
         Several ingress processes' batches that arrive while the shard commits are merged
         (actors/shard/combine.py), so a commit carries as much as with one ingress."""
+        with self.batch_lock:
+            return self._handle_many(batches)
+
+    def _handle_many(self, batches: list[tuple[bytes, list[str]]]) -> list[bytes]:
         if self.broken is not None:
             raise ShardBroken(self.broken)
         if len(batches) == 1:

@@ -160,8 +160,9 @@ class Replicator:
 
     def __init__(self, mode: ReplicationMode, epoch: int, in_sync: bool, directory: Path,
                  shard_log: Callable[[], RecordLog], link: Callable[[], FollowerLink | None],
-                 timeout_s: float) -> None:
+                 timeout_s: float, batch_lock: threading.Lock) -> None:
         self.mode = mode
+        self._batch_lock = batch_lock  # the shard's: no batch runs while it is held
         self.epoch = epoch
         self._shard_log = shard_log
         self._link = link
@@ -299,15 +300,20 @@ class Replicator:
 
     def _ship_forever(self) -> None:
         """Copy the follower up to the leader's log whenever commits do not wait for it."""
+        failed_before = ""
         while not self._stop.is_set():
             try:
                 shipped = self._ship_once()
             except Exception as error:
                 with self._lock:
                     self._joined = False
-                log.debug("replication: shipping failed: %r", error)
+                if repr(error) != failed_before:  # once per kind of failure, not per retry
+                    log.warning("replication: the follower cannot be copied (%r); retrying "
+                                "every %.1f s", error, RETRY_S)
+                failed_before = repr(error)
                 self._stop.wait(RETRY_S)
                 continue
+            failed_before = ""
             if not shipped:
                 self._stop.wait(SHIP_IDLE_S)
 
@@ -324,6 +330,7 @@ class Replicator:
                     self._block(self._refusal(answer, 0))
                 elif answer.kind == "ok" and not self.waits:
                     self.acked_seq, self._joined = answer.last_seq, True
+            self._wait_if_caught_up()
             return True
         with self._lock:
             if self.waits or self.blocked or self._stop.is_set() or not self._joined:
@@ -348,7 +355,21 @@ class Replicator:
                 self._joined = False
             elif not self.waits:
                 self.acked_seq = max(self.acked_seq, answer.last_seq)
+        self._wait_if_caught_up()
         return True
+
+    def _wait_if_caught_up(self) -> None:
+        """Sync mode: once the follower holds the whole log, commits wait for it again. Done
+        between batches (under the shard's batch lock), so that no batch answered without
+        the follower slips in after it was judged caught up."""
+        if self.mode != "sync" or self.waits:
+            return
+        with self._batch_lock, self._lock:
+            if not self.waits and not self.blocked and self._joined and \
+                    self.acked_seq == self._shard_log().last_seq:
+                self.waits = True
+                log.info("shard follower in sync at record %d (epoch %d)", self.acked_seq,
+                         self.epoch)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:

@@ -24,17 +24,21 @@ from actors.runtime import configure_logging, tune_malloc
 from actors.shard.actor import (
     STORAGE_LABEL,
     RayShards,
+    ShardOptions,
     SwitchAlreadyRunning,
     storage_nodes,
 )
 from actors.shard.host import ShardConfig
-from actors.topology import LOCAL_NODE, Topology
+from actors.shard.replication import ReplicationMode
+from actors.topology import LOCAL_NODE, Topology, replica_synced, with_replicas
 from persistence.topology import (
     TOPOLOGY_FILE,
     TopologyMismatch,
     mark_shards_created,
     resolve_topology,
+    save_topology,
 )
+from switch.cli.controller import ReplicationController
 from switch.cli.ingress import ingress_app, serve_http
 from switch.cli.settings import Settings
 from switch.cli.workers import supervise_workers
@@ -125,6 +129,8 @@ def open_topology(settings: Settings) -> Topology:
         log.info("new data directory %s: %d shards, %d slots, on storage nodes %s", data_dir,
                  topology.shard_count, topology.slots, ", ".join(sorted(set(
                      topology.shard_nodes))))
+    topology = _with_replication(data_dir, topology, replication_mode(settings, list(nodes)),
+                                 sorted(nodes))
     absent = sorted({name for name in topology.shard_nodes if name not in nodes})
     if absent:
         held = {name: [i for i, n in enumerate(topology.shard_nodes) if n == name]
@@ -136,6 +142,36 @@ def open_topology(settings: Settings) -> Topology:
     return topology
 
 
+def replication_mode(settings: Settings, nodes: list[str]) -> ReplicationMode:
+    """`replication.mode`, with `auto` decided: sync when there are two storage nodes or
+    more (a follower needs a node of its own), else off."""
+    mode = settings.replication.mode
+    if mode == "auto":
+        return "sync" if len(nodes) >= 2 else "off"
+    return mode
+
+
+def _with_replication(data_dir: Path, topology: Topology, mode: ReplicationMode,
+                      nodes: list[str]) -> Topology:
+    """Followers for shards that have none (replication on, a second node present); with
+    replication off, every follower recorded out of sync (it stops receiving, so it may
+    never be promoted). Saved when it changes."""
+    if mode != "off":
+        updated = with_replicas(topology, nodes)
+    else:
+        updated = topology
+        for shard in range(topology.shard_count):
+            if updated.replica_in_sync(shard):
+                updated = replica_synced(updated, shard, False)
+    if updated != topology:
+        save_topology(data_dir, updated)
+        if mode != "off" and updated.replica_nodes != topology.replica_nodes:
+            log.info("replication %s: shard followers on storage nodes %s", mode,
+                     ", ".join(f"{shard}->{node}" for shard, node in
+                               enumerate(updated.replica_nodes)))
+    return updated
+
+
 def start_shards(settings: Settings, topology: Topology) -> RayShards:
     """Start every shard and wait until each has recovered; raises if any cannot start."""
     data_dir = Path(settings.data.dir).resolve()
@@ -144,8 +180,11 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
                            settings.gc.freeze_after_start, settings.logging.level,
                            settings.logging.json_lines)
                for index in range(topology.shard_count)]
-    shards = RayShards.start(configs, data_dir, settings.wal.map_size_bytes,
-                             settings.shards.transfer_cache_max, topology)
+    options = ShardOptions(str(data_dir), settings.wal.map_size_bytes,
+                           settings.shards.transfer_cache_max,
+                           replication_mode(settings, list(storage_nodes())),
+                           settings.replication.ack_timeout_ms / 1000)
+    shards = RayShards.start(configs, options, topology)
     if not topology.shards_created:  # each made its directory: from now on, refuse a missing one
         mark_shards_created(data_dir, topology)
     for status in shards.statuses():
@@ -184,6 +223,9 @@ def serve(settings: Settings) -> int:
         except SwitchAlreadyRunning as error:
             log.error("refusing to start: %s", error)
             return 2
+        controller = ReplicationController(shards, topology, Path(settings.data.dir).resolve(),
+                                           shards.options.replication_mode
+                                           if shards.options else "off").start()
         try:
             query_actor = start_query_actor(shards.actors, topology)
             if settings.server.workers > 1:  # N ingress processes, this one supervises
@@ -192,6 +234,7 @@ def serve(settings: Settings) -> int:
             return serve_http(settings, ingress_app(settings, shards, topology, query_actor,
                                                     ray_dashboard_url))
         finally:
+            controller.stop()
             log.info("stopping shards")
             stop_shards(shards)
     finally:

@@ -150,6 +150,16 @@ class FeeRule(_Section):
         return self
 
 
+class ReplicationSettings(_Section):
+    """Each shard's log shipped to a follower on another storage node (docs/CLUSTER.md)."""
+
+    # auto: sync when the cluster has two storage nodes or more, else off
+    mode: Literal["auto", "sync", "async", "off"] = "auto"
+    # a sync batch whose follower has not confirmed by then fails, and the shard goes on
+    # without its follower once the controller has recorded it out of sync
+    ack_timeout_ms: int = Field(default=2_000, gt=0)
+
+
 class HubSettings(_Section):
     """The switch layer (docs/SWITCH.md)."""
 
@@ -179,6 +189,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings
     auth: AuthSettings
     hub: HubSettings = Field(default_factory=HubSettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     ledgers: dict[str, int]
 
     @model_validator(mode="after")

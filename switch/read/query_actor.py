@@ -22,7 +22,8 @@ from switch.read.query import QueryEngine, QueryInvalid
 @ray.remote(num_cpus=0, max_restarts=-1)
 class QueryActor:
     def __init__(self, shard_actors: list[Any], topology: Topology) -> None:
-        self.links = [RayShard(index, actor) for index, actor in enumerate(shard_actors)]
+        self.links = [RayShard(index, actor, topology.switch_id)
+                      for index, actor in enumerate(shard_actors)]
         self.engine = QueryEngine(self.links, topology, self._fetch_accounts)
 
     async def _fetch_accounts(self, shard: int, account_ids: list[str]) -> list[Account | None]:

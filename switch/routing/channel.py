@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.codec import decode_reply, encode_commands
-from actors.messages import Command, Failed, Reply
+from actors.messages import FAILED_REPLICA_UNAVAILABLE, Command, Failed, Reply
 from switch.observe.context import request_id_var
 
 log = logging.getLogger("payswitch.router")
@@ -152,6 +152,9 @@ class ShardChannel:
             return
         finally:
             slow.cancel()
+        if reply.failed == FAILED_REPLICA_UNAVAILABLE:  # nothing applied; 503 until decided
+            _fail(groups, ShardUnavailable(f"shard {self.shard_index}: {reply.message}"))
+            return
         if reply.failed:
             _fail(groups, ShardCallFailed(reply.failed, reply.message))
             return

@@ -69,7 +69,7 @@ def replicated(path: Path, link: InProcess | None, epoch: int = 1, in_sync: bool
                mode: ReplicationMode = "sync") -> ShardHost:
     host = host_on(path)
     host.replicator = Replicator(mode, epoch, in_sync, path, lambda: host.log,
-                                 lambda: link, timeout_s=1.0)
+                                 lambda: link, timeout_s=1.0, batch_lock=host.batch_lock)
     return host
 
 
