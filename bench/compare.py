@@ -8,17 +8,25 @@ bench/out/<name>-<date>.json.
 
     python -m bench.compare --vary PAYSWITCH_ROUTER_STAGED_COMMIT=false,true [--runs 3]
                             [--transfers 60000] [--modes single array8190]
+
+`--storage-nodes N` serves each switch from a Ray cluster made for it on this machine
+(`ray.cluster_utils.Cluster`: a head without CPUs and N storage nodes, each with its own data
+directory), as docs/CLUSTER.md's one-machine recipe does; for example replication's cost:
+
+    python -m bench.compare --storage-nodes 2 --vary PAYSWITCH_REPLICATION_MODE=off,sync
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,31 @@ def parser_for(prog: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--storage-nodes", type=int, default=0,
+                        help="serve each switch from a Ray cluster of this many storage "
+                             "nodes on this machine (0: the embedded one-machine Ray)")
     return parser
+
+
+@contextlib.contextmanager
+def storage_cluster(nodes: int, work_dir: Path) -> Iterator[dict[str, str]]:
+    """The environment that makes a switch join a fresh cluster of `nodes` storage nodes
+    (none: the embedded Ray)."""
+    if not nodes:
+        yield {}
+        return
+    from ray.cluster_utils import Cluster  # only this mode needs Ray in the benchmark
+
+    from actors.shard.actor import STORAGE_DIR_ENV, STORAGE_LABEL
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for index in range(nodes):
+            cluster.add_node(num_cpus=1, labels={STORAGE_LABEL: f"node{index}"},
+                             env_vars={STORAGE_DIR_ENV: str(work_dir / f"node{index}")})
+        cluster.wait_for_nodes()
+        yield {"PAYSWITCH_RAY_ADDRESS": cluster.address}
+    finally:
+        cluster.shutdown()
 
 
 def compare(args: argparse.Namespace, name: str, values: list[str], label: str) -> int:
@@ -46,17 +78,18 @@ def compare(args: argparse.Namespace, name: str, values: list[str], label: str) 
     with tempfile.TemporaryDirectory(prefix=f"payswitch-{label}-") as work:
         for run in range(1, args.runs + 1):
             for value in values:
-                args.env = {name: value}
                 print(f"run {run}/{args.runs}: {name}={value}", flush=True)
                 run_dir = Path(work) / f"run{run}-{value}"
                 run_dir.mkdir()
-                for row in bench_accounts(args, ACCOUNTS, run_dir):
-                    rows.append({**row, label: value, "run": run})
+                with storage_cluster(args.storage_nodes, run_dir) as cluster_env:
+                    args.env = {name: value, **cluster_env}
+                    for row in bench_accounts(args, ACCOUNTS, run_dir):
+                        rows.append({**row, label: value, "run": run})
     print_medians(rows, label, values)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     OUT_DIR.mkdir(exist_ok=True)
     meta = {"date": stamp, "cores": os.cpu_count(), "shards": args.shards, "setting": name,
-            "argv": sys.argv[1:]}
+            "storage_nodes": args.storage_nodes, "argv": sys.argv[1:]}
     (OUT_DIR / f"{label}-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     print(f"results in bench/out/{label}-{stamp}.json")
     return 0

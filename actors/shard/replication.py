@@ -150,6 +150,7 @@ class ReplicationState(msgspec.Struct, frozen=True):
     epoch: int
     waits: bool  # sync: commits wait for the follower (it holds every acknowledged record)
     blocked: str  # why every call is refused until the controller decides ("" if not)
+    deposed: bool  # a follower follows a newer epoch: this leader never serves again
     follower_seq: int  # the last record the follower confirmed (-1: not known yet)
     lag_records: int
 
@@ -171,6 +172,7 @@ class Replicator:
         self.epochs = self._enter_epoch(directory, epoch, shard_log().last_seq + 1)
         self.waits = mode == "sync" and in_sync
         self.blocked = ""
+        self.deposed = False  # a follower answered with a newer epoch: blocked for good
         self.acked_seq = -1  # the follower's last confirmed record (-1: not known yet)
         self._joined = False  # joined under this epoch since the last failure
         self._pending: Pending | None = None
@@ -210,6 +212,11 @@ class Replicator:
                          self.epoch)
             try:
                 link = self._joined_link()
+                behind = record.seq - 1 - self.acked_seq
+                if behind > SHIP_RECORDS_MAX:  # (a leader restarted with stale settings)
+                    self._block(f"the follower is {behind} records behind: it is copied "
+                                "in the background, not inside a batch")
+                    return
                 records = [*self._records(self.acked_seq + 1, record.seq - 1),
                            (record.seq, raw_of(record))]
                 self._pending = link.append(self.epoch, records)
@@ -223,16 +230,17 @@ class Replicator:
             raise NotReplicated(f"record {record.seq} is not on the follower: {self.blocked}")
         pending, self._pending = self._pending, None
         assert pending is not None
+        fenced = False
         try:
             answer = pending.result(self._timeout_s)
         except Exception as error:
             why = f"the follower did not confirm within {self._timeout_s} s: {error!r}"
         else:
-            why = self._refusal(answer, record.seq)
+            why, fenced = self._refusal(answer, record.seq), answer.kind == "fenced"
             if not why:
                 self.acked_seq = answer.last_seq
                 return
-        self._block(why)
+        self._block(why, deposed=fenced)
         raise NotReplicated(f"record {record.seq} is not on the follower: {why}")
 
     def _refusal(self, answer: FollowerAnswer, seq: int) -> str:
@@ -243,7 +251,8 @@ class Replicator:
             return f"the follower answered {answer.kind} at record {answer.last_seq}"
         return ""
 
-    def _block(self, why: str) -> None:
+    def _block(self, why: str, deposed: bool = False) -> None:
+        self.deposed = self.deposed or deposed
         if not self.blocked:
             log.error("replication: %s; the shard refuses calls until the controller records "
                       "its follower out of sync", why)
@@ -254,7 +263,7 @@ class Replicator:
         """The controller recorded the follower out of sync: serve without waiting for it,
         and copy it back in the background."""
         with self._lock:
-            if "deposed" in self.blocked:
+            if self.deposed:
                 return  # a deposed leader never serves again
             self.waits = False
             self.blocked = ""
@@ -269,7 +278,7 @@ class Replicator:
     def state(self, last_seq: int) -> ReplicationState:
         follower = self.acked_seq
         return ReplicationState(self.mode, self.epoch, self.waits and not self.blocked,
-                                self.blocked, follower,
+                                self.blocked, self.deposed, follower,
                                 max(0, last_seq - follower) if follower >= 0 else last_seq)
 
     def close(self) -> None:
@@ -287,6 +296,8 @@ class Replicator:
         if not self._joined:
             answer = link.join(self.epochs, self._shard_log().last_seq + 1).result(
                 self._timeout_s)
+            if answer.kind == "fenced":
+                self._block(self._refusal(answer, 0), deposed=True)
             if answer.kind != "ok":
                 raise ConnectionError(self._refusal(answer, 0) or answer.kind)
             self.acked_seq, self._joined = answer.last_seq, True
@@ -327,7 +338,7 @@ class Replicator:
                 self._timeout_s)
             with self._lock:
                 if answer.kind == "fenced":
-                    self._block(self._refusal(answer, 0))
+                    self._block(self._refusal(answer, 0), deposed=True)
                 elif answer.kind == "ok" and not self.waits:
                     self.acked_seq, self._joined = answer.last_seq, True
             self._wait_if_caught_up()
@@ -350,7 +361,7 @@ class Replicator:
         answer = link.append(epoch, records).result(self._timeout_s)
         with self._lock:
             if answer.kind == "fenced":
-                self._block(self._refusal(answer, 0))
+                self._block(self._refusal(answer, 0), deposed=True)
             elif answer.kind != "ok":
                 self._joined = False
             elif not self.waits:

@@ -102,7 +102,7 @@ class ReplicationController:
         if state is None:
             return
         if state.blocked:
-            if "deposed" in state.blocked:
+            if state.deposed:
                 return  # an old leader's actor: the controller started another
             if topology.replica_in_sync(shard):
                 self._save(replica_synced(topology, shard, False))

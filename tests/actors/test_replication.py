@@ -149,6 +149,16 @@ def test_a_follower_refuses_a_deposed_leader_and_a_returning_copy_cuts_its_tail(
     # A's old leader, had it kept running: its epoch-1 records are refused by either copy.
     assert follower_a.append(1, [(4, b"x")]).kind == "fenced"
     assert follower_a.join([EpochStart(1, 1)], 4).kind == "fenced"
+    # A leader still on epoch 1 (a paused process that resumes) gets no batch acknowledged:
+    # its commit fails, it refuses every call after, and the controller cannot release it.
+    stale = replicated(tmp_path / "stale", link_a)
+    with pytest.raises(NotReplicated):
+        run(stale, [account("z")])
+    state = stale.status().replication
+    assert state is not None and state.deposed and state.blocked
+    stale.replicator.go_alone()  # type: ignore[union-attr]
+    assert run(stale, [GetAccount("z")]).failed == FAILED_REPLICA_UNAVAILABLE
+    stale.close()
     host_b.close()
     copy_a.close()
 
