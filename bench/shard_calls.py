@@ -19,14 +19,13 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
 
 from actors.codec import encode_commands
 from actors.messages import GetAccount
-from actors.shard.actor import STORAGE_LABEL, RayShards
+from actors.shard.actor import STORAGE_LABEL, RayShards, ShardOptions
 from actors.shard.host import ShardConfig
 from actors.topology import LOCAL_NODE, round_robin
 from bench.cpu_share import process_cpu_s
@@ -70,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(include_dashboard=False, logging_level=logging.ERROR, num_cpus=os.cpu_count(),
              labels={STORAGE_LABEL: LOCAL_NODE})
     with tempfile.TemporaryDirectory(prefix="payswitch-shard-calls-") as work:
-        fleet = RayShards.start([ShardConfig(0, ("USD",), 1_000_000)], Path(work), 1 << 24,
-                                1024, round_robin(1, 64, switch_id="bench", shards_created=False))
+        fleet = RayShards.start([ShardConfig(0, ("USD",), 1_000_000)],
+                                ShardOptions(work, 1 << 24, 1024, "off", 2.0),
+                                round_robin(1, 64, switch_id="bench", shards_created=False))
         try:
             shard_pid = int(fleet.placements()[0]["pid"])
             links: dict[str, ShardLink] = {"ray": fleet.links[0],

@@ -9,6 +9,8 @@ environment), on this one machine.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 from actors.shard.actor import STORAGE_DIR_ENV, STORAGE_LABEL
 from persistence.identity import IDENTITY_FILE
-from tests.chaos import ACCOUNTS, Load, audit, free_port, setup_accounts, transfer
+from tests.chaos import Load, audit, free_port, setup_accounts, transfer
 from tests.launcher import SwitchProcess
 
 NODE_OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -181,11 +183,43 @@ def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
         _wait_for(switch, "node b's followers in sync", _all_in_sync, timeout_s=60)
         epochs = json.loads((tmp_path / "b" / "shard-0001" / "epochs.json").read_text())
         assert [epoch for epoch, _ in epochs] == [1, 2]
+        spare = switch.http.post("/v1/accounts", json=[  # outside the audited accounts
+            {"id": f"spare-{n}", "ledger": "USD", "code": 1, "owner": "psp"} for n in range(10)])
+        assert {r["result"] for r in spare.json()["results"]} == {"ok"}
         moved = switch.http.post("/v1/transfers", json=[
-            transfer(f"after-{n}", ACCOUNTS[n], ACCOUNTS[n + 1], 1) for n in range(10)])
+            transfer(f"after-{n}", "bank", f"spare-{n}", 1) for n in range(10)])
         assert {r["result"] for r in moved.json()["results"]} == {"ok"}
         saved = json.loads((tmp_path / "ingress" / "topology.json").read_text())
         assert saved["replicas_in_sync"] == [True, True]
         assert saved["replica_nodes"] == ["b", "b"]
+
+        # kill -9 of the followers under load: each leader's unconfirmed batch is answered
+        # 503 (never acknowledged), the controller records the follower out of sync, the
+        # leader goes on alone, Ray restarts the follower, and it is copied back in sync.
+        load.seed = 12  # the same books, new ids
+        load.stop.clear()
+        load.start(clients=4)
+        time.sleep(1.0)
+        followers = _follower_pids()
+        assert len(followers) == 2, followers
+        for pid in followers:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1.0)
+        _wait_for(switch, "followers in sync after kill -9", _all_in_sync, timeout_s=60)
+        load.finish()
+        assert not load.failures, load.failures
+        audit(switch.url, load)
+        assert not set(followers) & set(_follower_pids())
     finally:
         switch.kill_session()
+
+
+def _follower_pids() -> list[int]:
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _is_follower(pid)]
+
+
+def _is_follower(pid: str) -> bool:
+    try:
+        return b"FollowerActor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

@@ -20,7 +20,7 @@ from actors.codec import decode_reply, encode_commands
 from actors.ledger.model import Account, Transfer
 from actors.messages import AccountView, Commit, CreateAccount, GetAccount
 from actors.shard import data_port
-from actors.shard.actor import RayShard, RayShards
+from actors.shard.actor import RayShard, RayShards, ShardOptions
 from actors.shard.data_port import ANSWER, READY, REQUEST, TOKEN_BYTES, DataPort
 from actors.shard.host import ShardConfig
 from actors.topology import round_robin
@@ -33,9 +33,13 @@ CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
 ONE_SHARD = round_robin(1, 64, switch_id="test", shards_created=False)
 
 
+def options(tmp_path: Path) -> ShardOptions:
+    return ShardOptions(str(tmp_path), 1 << 24, 1024, "off", 2.0)
+
+
 @pytest.fixture
 def fleet(ray_session: Any, tmp_path: Path) -> Iterator[RayShards]:
-    shards = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
+    shards = RayShards.start([CONFIG], options(tmp_path), ONE_SHARD)
     yield shards
     shards.kill()
 
@@ -124,7 +128,7 @@ def test_a_restarted_shard_is_reached_at_its_new_port(fleet: RayShards, tmp_path
     assert decode_reply(asyncio.run(first.call(create, []))).replies[0].result == "ok"
     fleet.close()
     ray.kill(fleet.actors[0], no_restart=True)
-    again = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
+    again = RayShards.start([CONFIG], options(tmp_path), ONE_SHARD)
     try:
         first._control = again.links[0]
         (view,) = decode_reply(asyncio.run(first.call(encode_commands([GetAccount("a")]),

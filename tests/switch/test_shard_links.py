@@ -16,7 +16,7 @@ from actors.codec import decode_events, decode_reply, encode_commands
 from actors.ledger.events import AccountCreated, TransferCommitted
 from actors.ledger.model import Account, Transfer
 from actors.messages import AccountView, Commit, CreateAccount, GetAccount, TransferReply
-from actors.shard.actor import RayShards
+from actors.shard.actor import RayShards, ShardOptions
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import round_robin
 from persistence.layout import shard_directory
@@ -26,6 +26,10 @@ from switch.routing.transport import LocalShard, ShardLink
 
 CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
 ONE_SHARD = round_robin(1, 64, switch_id="test", shards_created=False)
+
+
+def options(tmp_path: Path) -> ShardOptions:
+    return ShardOptions(str(tmp_path), 1 << 24, 1024, "off", 2.0)
 
 
 @pytest.fixture(params=["local", "ray", "socket"])
@@ -38,7 +42,7 @@ def link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shard
         local.close()
         return
     request.getfixturevalue("ray_session")
-    fleet = RayShards.start([CONFIG], tmp_path, 1 << 24, 1024, ONE_SHARD)
+    fleet = RayShards.start([CONFIG], options(tmp_path), ONE_SHARD)
     yield (fleet.links[0] if request.param == "ray" else SocketShard(fleet.links[0])), fleet.kill
     fleet.kill()
 
