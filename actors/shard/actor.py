@@ -12,6 +12,7 @@ of their own thread, so readers never queue behind a shard's batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -210,7 +211,8 @@ class _Answer:
         try:
             answer: FollowerAnswer = ray.get(self._ref, timeout=timeout_s)
         except Exception:
-            ray.cancel(self._ref)  # (no-op once it ran) a late answer must not pile up
+            with contextlib.suppress(Exception):  # a late answer must not pile up
+                ray.cancel(self._ref)
             self._on_failure()
             raise
         return answer

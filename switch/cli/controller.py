@@ -34,7 +34,7 @@ from actors.shard.actor import RayShards, storage_nodes
 from actors.shard.replication import ReplicationState
 from actors.shard.stats import ShardStatus
 from actors.topology import Topology, promoted, replica_synced
-from persistence.topology import save_topology
+from persistence.topology import load_topology, save_topology
 
 log = logging.getLogger("payswitch.controller")
 
@@ -43,10 +43,12 @@ STATUS_TIMEOUT_S = 2.0
 
 
 class ReplicationController:
-    def __init__(self, shards: RayShards, topology: Topology, data_dir: Path,
-                 mode: str) -> None:
+    def __init__(self, shards: RayShards, data_dir: Path, mode: str) -> None:
         self.shards = shards
-        self.topology = topology
+        saved = load_topology(data_dir)  # as start-up left it (shards_created, followers)
+        if saved is None:
+            raise ValueError(f"{data_dir} has no topology to control")
+        self.topology = saved
         self._data_dir = data_dir
         self._mode = mode
         self._stop = threading.Event()

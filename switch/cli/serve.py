@@ -223,7 +223,7 @@ def serve(settings: Settings) -> int:
         except SwitchAlreadyRunning as error:
             log.error("refusing to start: %s", error)
             return 2
-        controller = ReplicationController(shards, topology, Path(settings.data.dir).resolve(),
+        controller = ReplicationController(shards, Path(settings.data.dir).resolve(),
                                            shards.options.replication_mode
                                            if shards.options else "off").start()
         try:

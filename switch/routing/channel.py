@@ -153,7 +153,7 @@ class ShardChannel:
         finally:
             slow.cancel()
         if reply.failed == FAILED_REPLICA_UNAVAILABLE:  # nothing applied; 503 until decided
-            _fail(groups, ShardUnavailable(f"shard {self.shard_index}: {reply.message}"))
+            _fail(groups, ShardUnavailable(reply.message))
             return
         if reply.failed:
             _fail(groups, ShardCallFailed(reply.failed, reply.message))
