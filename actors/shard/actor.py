@@ -84,12 +84,11 @@ def follower_role(index: int) -> str:
 
 
 class ReplicationPlan(msgspec.Struct, frozen=True):
-    """How a leader replicates (from the topology and `replication.*`): its epoch, and
-    whether its follower holds every acknowledged record (sync waits for it from the start)."""
+    """How a leader replicates (from the topology and `replication.*`): its mode, its epoch
+    and its follower's actor name."""
 
     mode: ReplicationMode
     epoch: int
-    in_sync: bool
     follower_name: str
     ack_timeout_s: float
 
@@ -141,7 +140,7 @@ class ShardActor:
             host = self._host
             follower = RayFollowerLink(replication.follower_name)
             host.replicator = Replicator(
-                replication.mode, replication.epoch, replication.in_sync, directory,
+                replication.mode, replication.epoch, directory,
                 lambda: host.log, lambda: follower, replication.ack_timeout_s, host.batch_lock)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
         self._started_ns = time.time_ns()  # this process's: the monitor counts restarts by it
@@ -435,9 +434,14 @@ class RayShards:
                         for index, actor in enumerate(shards.actors)]
         ray.get([actor.status.remote() for actor in shards.actors])
         alive = storage_nodes()
-        for index in range(topology.shard_count):
-            if topology.replica_node(index) in alive and options.replication_mode != "off":
-                shards.start_follower(index, topology)
+        followers = [shards.start_follower(index, topology)
+                     for index in range(topology.shard_count)
+                     if topology.replica_node(index) in alive
+                     and options.replication_mode != "off"]
+        # Before the first batch: a sync leader's first commit waits for its follower.
+        with contextlib.suppress(Exception):  # one that cannot start: its leader goes alone
+            ray.get([follower.status.remote() for follower in followers],
+                    timeout=FOLLOWER_START_TIMEOUT_S)
         return shards
 
     def _start_leader(self, index: int, topology: Topology) -> Any:
@@ -446,7 +450,6 @@ class RayShards:
         plan = None
         if options.replication_mode != "off" and topology.replica_node(index):
             plan = ReplicationPlan(options.replication_mode, topology.shard_epoch(index),
-                                   topology.replica_in_sync(index),
                                    actor_name(topology.switch_id, follower_role(index)),
                                    options.ack_timeout_s)
 
@@ -534,6 +537,7 @@ class RayShards:
 
 
 FOLLOWER_STOP_TIMEOUT_S = 30.0
+FOLLOWER_START_TIMEOUT_S = 30.0
 
 
 def _wait_dead(actor: Any) -> None:

@@ -159,7 +159,7 @@ class Replicator:
     """The leader's side. `before_commit` and `after_commit` run in the shard's writer;
     the background shipper on a thread of its own."""
 
-    def __init__(self, mode: ReplicationMode, epoch: int, in_sync: bool, directory: Path,
+    def __init__(self, mode: ReplicationMode, epoch: int, directory: Path,
                  shard_log: Callable[[], RecordLog], link: Callable[[], FollowerLink | None],
                  timeout_s: float, batch_lock: threading.Lock) -> None:
         self.mode = mode
@@ -170,7 +170,10 @@ class Replicator:
         self._timeout_s = timeout_s
         self._directory = directory
         self.epochs = self._enter_epoch(directory, epoch, shard_log().last_seq + 1)
-        self.waits = mode == "sync" and in_sync
+        # A sync leader starts waiting for its follower, whatever the topology said when it
+        # was made (Ray restarts it with those arguments): only the controller, having
+        # recorded the follower out of sync, lets it go on without (`go_alone`).
+        self.waits = mode == "sync"
         self.blocked = ""
         self.deposed = False  # a follower answered with a newer epoch: blocked for good
         self.acked_seq = -1  # the follower's last confirmed record (-1: not known yet)

@@ -65,10 +65,10 @@ def follower_on(path: Path) -> tuple[Follower, LmdbLog]:
     return Follower(copy, path), copy
 
 
-def replicated(path: Path, link: InProcess | None, epoch: int = 1, in_sync: bool = True,
+def replicated(path: Path, link: InProcess | None, epoch: int = 1,
                mode: ReplicationMode = "sync") -> ShardHost:
     host = host_on(path)
-    host.replicator = Replicator(mode, epoch, in_sync, path, lambda: host.log,
+    host.replicator = Replicator(mode, epoch, path, lambda: host.log,
                                  lambda: link, timeout_s=1.0, batch_lock=host.batch_lock)
     return host
 
@@ -139,7 +139,7 @@ def test_a_follower_refuses_a_deposed_leader_and_a_returning_copy_cuts_its_tail(
     # B is promoted under epoch 2 and takes writes; A's copy will follow it.
     follower_a, copy_a = follower_on(tmp_path / "a")
     link_a = InProcess(follower_a)
-    host_b = replicated(tmp_path / "b", link_a, epoch=2, in_sync=False)
+    host_b = replicated(tmp_path / "b", link_a, epoch=2)
     assert balance(host_b, "b") == 5  # what was acknowledged, and nothing else
     call(host_b, [commit("t2", "a", "b", 3)])
     assert wait_until(lambda: copy_a.last_chain == host_b.log.last_chain, 5)
@@ -170,7 +170,26 @@ def test_a_follower_refuses_a_deposed_leader_and_a_returning_copy_cuts_its_tail(
 
 def test_a_leader_refuses_to_serve_under_an_epoch_older_than_its_copy_served(
         tmp_path: Path) -> None:
-    host = replicated(tmp_path / "leader", None, epoch=3, in_sync=False)
+    host = replicated(tmp_path / "leader", None, epoch=3)
     host.close()
     with pytest.raises(ValueError, match="newer than the topology's 2"):
-        replicated(tmp_path / "leader", None, epoch=2, in_sync=False)
+        replicated(tmp_path / "leader", None, epoch=2)
+
+
+def test_a_restarted_sync_leader_waits_for_its_follower_whatever_it_was_started_with(
+        tmp_path: Path) -> None:
+    """Ray restarts a leader with the arguments it was first made with, which cannot say
+    what the controller recorded since (it took whether the follower was in sync from them:
+    a restarted leader could acknowledge batches its in-sync follower lacked). A sync leader
+    therefore always starts waiting: with its follower gone, its first batch is not
+    acknowledged, until the controller lets it go alone."""
+    follower, copy = follower_on(tmp_path / "follower")
+    link = InProcess(follower)
+    link.reachable = False
+    host = replicated(tmp_path / "leader", link)
+    with pytest.raises(NotReplicated):
+        run(host, [account("a")])
+    host.replicator.go_alone()  # type: ignore[union-attr]
+    call(host, [account("b")])
+    host.close()
+    copy.close()
