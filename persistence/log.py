@@ -72,8 +72,9 @@ class RecordLog(ABC):
     def append(self, payload: bytes, timestamp_ns: int,
                before_commit: Callable[[Record], None] | None = None) -> Record:
         """Append one record, with what the batch wrote to the store, in one durable commit;
-        returns it once it is on disk. If the commit fails, nothing of it is stored.
-        `before_commit` sees the encoded record first (replication ships it from there)."""
+        returns it once it is on disk. If the commit fails, nothing of it is stored here.
+        `before_commit` sees the encoded record first (replication ships it from there: a
+        follower that got it is made to drop it again, actors/shard/replication.py)."""
         if timestamp_ns <= self.last_timestamp_ns:
             raise ValueError(f"record timestamps rise: {timestamp_ns} after "
                              f"{self.last_timestamp_ns}")

@@ -8,6 +8,7 @@ environment), on this one machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from ray.cluster_utils import Cluster
 
@@ -245,3 +247,47 @@ def _is_follower(pid: str) -> bool:
         return b"FollowerActor" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_a_paused_leader_node_is_failed_over_and_never_acknowledges_after(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """A network partition, as this machine can make one: node b's processes paused
+    (SIGSTOP), not killed. Ray declares b dead and shard 1's follower on a is promoted; when
+    b resumes, its old leader (epoch 1) has nothing acknowledged (the routers' connections
+    to it were dropped at the failover, its follower is gone, and the new leader refuses
+    epoch 1). Every acknowledged transfer is there."""
+    nodes = {name: add_storage_node(cluster, name, tmp_path / name) for name in ("a", "b")}
+    cluster.wait_for_nodes()
+    switch = joined(cluster, tmp_path).start()
+    try:
+        setup_accounts(switch.url, switch.headers)
+        _wait_for(switch, "followers in sync", _all_in_sync)
+        old_leader = int(_cluster_shards(switch)[1]["pid"])
+        load = Load(switch.url, 13, switch.headers)
+        load.start(clients=4)
+        time.sleep(1.5)
+        paused = _node_processes(nodes["b"])
+        for process in paused:
+            process.suspend()
+        _wait_for(switch, "shard 1 promoted on a", lambda shards: shards[1]["epoch"] == 2
+                  and shards[1]["state"] == "serving", timeout_s=60)
+        time.sleep(2.0)
+        for process in paused:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
+        time.sleep(3.0)
+        load.finish()
+        assert not load.failures, load.failures
+        audit(switch.url, load)
+        # The old leader may still run (Ray declared its node dead; the operator restarts
+        # that node's Ray): nothing reaches it, and it acknowledges nothing.
+        assert _cluster_shards(switch)[1]["pid"] != old_leader
+    finally:
+        switch.kill_session()
+
+
+def _node_processes(node: Any) -> list[psutil.Process]:
+    """A cluster_utils node's raylet and everything it started (its workers, agents)."""
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    return [raylet, *raylet.children(recursive=True)]

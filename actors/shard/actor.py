@@ -253,7 +253,7 @@ class FollowerActor:
                  identity: ShardIdentity, log_level: str, log_json: bool) -> None:
         configure_logging(log_level, log_json)
         directory = _claim(shard_index, Path(os.environ.get(STORAGE_DIR_ENV) or data_dir),
-                           identity, may_create=True, follower=True)
+                           identity, may_create=True)
         self._log = LmdbLog(directory, map_size_bytes)
         self._follower = Follower(self._log, directory)
         self._started_ns = time.time_ns()
@@ -295,11 +295,11 @@ def cluster_nodes() -> list[dict[str, Any]]:
             for node in ray.nodes()]  # type: ignore[no-untyped-call]
 
 
-def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool,
-           follower: bool = False) -> Path:
+def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool) -> Path:
     """The shard's directory on this node, once it is known to hold this shard's data. A
-    follower may always make its directory (it copies the leader's log from the start), but
-    never takes another switch's."""
+    follower started by the controller may make its directory (it copies the leader's log
+    from the start, recorded out of sync until it has); one that Ray restarts may not (an
+    unmounted volume would look like an empty copy), nor may any take another switch's."""
     directory = shard_directory(data_dir, shard)
     context = ray.get_runtime_context()
     node = str(context.get_node_labels().get(STORAGE_LABEL) or "?")  # typed as a list: a str
@@ -308,7 +308,7 @@ def _claim(shard: int, data_dir: Path, identity: ShardIdentity, may_create: bool
     with warnings.catch_warnings():  # Ray's own property reads one it deprecated: not ours
         warnings.simplefilter("ignore", DeprecationWarning)
         reconstructed = context.was_current_actor_reconstructed
-    may_create = may_create and (follower or not reconstructed)
+    may_create = may_create and not reconstructed
     carriers = storage_nodes().get(node, []) if node != "?" else []
     if len(carriers) > 1:  # Ray could start this shard on either: one holds stale data
         raise ShardWontStart(
@@ -343,6 +343,9 @@ class RayShard:
         self.index = index
         self.actor = actor
         self._name = actor_name(switch_id, shard_role(index)) if switch_id else ""
+        # Called (in the event loop) when the name leads to a new actor: a data connection
+        # to the old one (a paused machine's) must not hold calls until it resumes.
+        self.on_failover: list[Callable[[], None]] = []
 
     def _found_again(self) -> bool:
         """The named actor, if it is another than the one that died."""
@@ -358,11 +361,18 @@ class RayShard:
         log.info("shard %d: its actor is a new one (%s): a failover", self.index, self._name)
         return True
 
+    async def _look_up_again(self) -> bool:
+        if not await asyncio.to_thread(self._found_again):
+            return False
+        for listener in self.on_failover:
+            listener()
+        return True
+
     async def _control(self, method: str, *args: Any) -> Any:
         try:
             return await getattr(self.actor, method).remote(*args)
         except ray.exceptions.RayActorError:
-            if not await asyncio.to_thread(self._found_again):
+            if not await self._look_up_again():
                 raise
             return await getattr(self.actor, method).remote(*args)
 
@@ -370,7 +380,7 @@ class RayShard:
         try:
             return bytes(await self.actor.handle.remote(blob, request_ids))
         except ray.exceptions.RayActorError:
-            await asyncio.to_thread(self._found_again)
+            await self._look_up_again()
             raise
 
     async def status(self) -> ShardStatus:
@@ -504,6 +514,20 @@ class RayShards:
         actor = self._start_leader(index, promoted)
         self.actors[index] = actor
         return actor
+
+    def leader_running(self, index: int) -> bool:
+        """Whether an actor (alive, or restarting) holds the shard's name."""
+        try:
+            ray.get_actor(actor_name(self.switch_id, shard_role(index)), namespace=NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+    def restart_leader(self, index: int, topology: Topology) -> Any:
+        """Start the shard's leader where `topology` says (after a promotion that failed
+        before its new leader started)."""
+        self.actors[index] = self._start_leader(index, topology)
+        return self.actors[index]
 
     @classmethod
     def find(cls, topology: Topology) -> RayShards:

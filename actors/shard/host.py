@@ -296,8 +296,15 @@ class ShardHost:
         if failpoints.ARMED:
             failpoints.hit(failpoints.SHARD_BEFORE_COMMIT)
         replicator = self.replicator
-        record = self._log.append(encode_events(events), self._next_timestamp(),
-                                  replicator.before_commit if replicator is not None else None)
+        try:
+            record = self._log.append(encode_events(events), self._next_timestamp(),
+                                      replicator.before_commit if replicator else None)
+        except AfterCommit:
+            raise
+        except Exception:
+            if replicator is not None:  # shipped, not committed here: take it back there
+                replicator.abandon()
+            raise
         if replicator is not None:
             replicator.after_commit(record)
         self.stats.commit_seconds.observe(time.perf_counter() - applied)

@@ -27,6 +27,7 @@ No Ray here: the follower is reached through a `FollowerLink` (actors/shard/acto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -124,7 +125,13 @@ class Follower:
             return FollowerAnswer("fenced", self.last_seq, mine)
         if epoch != self._joined_epoch:
             return FollowerAnswer("rejoin", self.last_seq, mine)
-        new = [(seq, raw) for seq, raw in records if seq > self.last_seq]  # a resend: held
+        held = [(seq, raw) for seq, raw in records if seq <= self.last_seq]  # a resend
+        if held and any(raw_of(stored) != raw for stored, (_, raw) in zip(
+                self._log.records_from(held[0][0], len(held)), held, strict=False)):
+            log.error("follower at %s: a resent record differs from the one it holds",
+                      self._directory)
+            return FollowerAnswer("rejoin", self.last_seq, mine)
+        new = records[len(held):]
         if not new:
             return FollowerAnswer("ok", self.last_seq, mine)
         if new[0][0] != self.last_seq + 1:
@@ -148,16 +155,25 @@ class ReplicationState(msgspec.Struct, frozen=True):
 
     mode: str
     epoch: int
-    waits: bool  # sync: commits wait for the follower (it holds every acknowledged record)
+    waits: bool  # sync: commits wait for the follower
     blocked: str  # why every call is refused until the controller decides ("" if not)
     deposed: bool  # a follower follows a newer epoch: this leader never serves again
+    # The follower was seen to hold the whole log since the last failure (sync: and every
+    # commit waits for it): only then may the controller record it in sync.
+    confirmed: bool
     follower_seq: int  # the last record the follower confirmed (-1: not known yet)
     lag_records: int
 
 
+class FollowerCannotCopy(Exception):
+    """The leader's log no longer holds what the follower lacks (its start was compacted)."""
+
+
 class Replicator:
-    """The leader's side. `before_commit` and `after_commit` run in the shard's writer;
-    the background shipper on a thread of its own."""
+    """The leader's side. `before_commit`, `after_commit` and `abandon` run in the shard's
+    writer; the shipper on a thread of its own, which copies the follower when commits do
+    not wait for it and confirms an idle follower when they do. Lock order: the shard's
+    batch lock, then `_lock`."""
 
     def __init__(self, mode: ReplicationMode, epoch: int, directory: Path,
                  shard_log: Callable[[], RecordLog], link: Callable[[], FollowerLink | None],
@@ -169,14 +185,17 @@ class Replicator:
         self._link = link
         self._timeout_s = timeout_s
         self._directory = directory
-        self.epochs = self._enter_epoch(directory, epoch, shard_log().last_seq + 1)
+        next_seq = shard_log().last_seq + 1
+        self.epochs = self._enter_epoch(directory, epoch, next_seq)
         # A sync leader starts waiting for its follower, whatever the topology said when it
         # was made (Ray restarts it with those arguments): only the controller, having
         # recorded the follower out of sync, lets it go on without (`go_alone`).
         self.waits = mode == "sync"
         self.blocked = ""
         self.deposed = False  # a follower answered with a newer epoch: blocked for good
+        self.confirmed = False
         self.acked_seq = -1  # the follower's last confirmed record (-1: not known yet)
+        self._floor_seq = next_seq - 1  # readers saw up to here before this start
         self._joined = False  # joined under this epoch since the last failure
         self._pending: Pending | None = None
         self._lock = threading.Lock()  # the shipper against the writer
@@ -204,25 +223,16 @@ class Replicator:
     def before_commit(self, record: Record) -> None:
         """Sync mode: send the record (and whatever the follower lacks before it) now, so
         its fsync runs beside the leader's."""
-        if self.mode != "sync" or self.blocked:
+        if self.mode != "sync" or self.blocked or not self.waits:
             return
         with self._lock:
-            if not self.waits:
-                if not self._joined or self.acked_seq != record.seq - 1:
-                    return  # still copying: this commit does not wait
-                self.waits = True  # the follower has everything: from here on, sync
-                log.info("shard follower in sync at record %d (epoch %d)", self.acked_seq,
-                         self.epoch)
             try:
                 link = self._joined_link()
-                behind = record.seq - 1 - self.acked_seq
-                if behind > SHIP_RECORDS_MAX:  # (a leader restarted with stale settings)
-                    self._block(f"the follower is {behind} records behind: it is copied "
-                                "in the background, not inside a batch")
+                records = self._catch_up(self.acked_seq + 1, record.seq - 1)
+                if records is None:
                     return
-                records = [*self._records(self.acked_seq + 1, record.seq - 1),
-                           (record.seq, raw_of(record))]
-                self._pending = link.append(self.epoch, records)
+                self._pending = link.append(self.epoch, [*records,
+                                                         (record.seq, raw_of(record))])
             except Exception as error:
                 self._block(f"the follower could not be reached: {error!r}")
 
@@ -241,10 +251,44 @@ class Replicator:
         else:
             why, fenced = self._refusal(answer, record.seq), answer.kind == "fenced"
             if not why:
-                self.acked_seq = answer.last_seq
+                self.acked_seq, self.confirmed = answer.last_seq, True
                 return
         self._block(why, deposed=fenced)
         raise NotReplicated(f"record {record.seq} is not on the follower: {why}")
+
+    def abandon(self) -> None:
+        """The leader's commit failed after its record was shipped: the follower may hold a
+        record the leader does not. Join again at once, which cuts it there; if that cannot
+        be done, the batch is in doubt (AfterCommit: its callers must ask), not refused."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        with contextlib.suppress(Exception):  # let the append land before the join cuts it
+            pending.result(self._timeout_s)
+        with self._lock:
+            self._joined, self.confirmed = False, False
+            try:
+                self._joined_link()
+            except Exception as error:
+                self._block(f"a record shipped before the leader's commit failed could not "
+                            f"be taken back: {error!r}")
+                raise AfterCommit("the batch's record may be on the follower though the "
+                                  "leader's commit failed: its callers must ask") from error
+
+    def _catch_up(self, seq_from: int, seq_to: int) -> list[tuple[int, bytes]] | None:
+        """What the follower lacks before a batch's record, if it is little enough to send
+        with it (else the shard blocks: the controller lets it copy in the background)."""
+        behind = seq_to - seq_from + 1
+        if behind > SHIP_RECORDS_MAX:
+            self._block(f"the follower is {behind} records behind: it is copied in the "
+                        "background, not inside a batch")
+            return None
+        records = self._records(seq_from, seq_to)
+        if sum(len(raw) for _, raw in records) > SHIP_BYTES_MAX:
+            self._block(f"the follower is {behind} records (over {SHIP_BYTES_MAX} bytes) "
+                        "behind: it is copied in the background, not inside a batch")
+            return None
+        return records
 
     def _refusal(self, answer: FollowerAnswer, seq: int) -> str:
         if answer.kind == "fenced":
@@ -260,28 +304,31 @@ class Replicator:
             log.error("replication: %s; the shard refuses calls until the controller records "
                       "its follower out of sync", why)
         self.blocked = why
-        self._joined = False
+        self._joined, self.confirmed = False, False
 
     def go_alone(self) -> None:
-        """The controller recorded the follower out of sync: serve without waiting for it,
-        and copy it back in the background."""
+        """The controller recorded the follower out of sync: a blocked leader serves without
+        waiting for it, and copies it back in the background. (Nothing for a leader that is
+        not blocked: a late call must not stop one that waits again.)"""
         with self._lock:
-            if self.deposed:
+            if self.deposed or not self.blocked:
                 return  # a deposed leader never serves again
             self.waits = False
             self.blocked = ""
-            self._joined = False
+            self._joined, self.confirmed = False, False
 
     def committed_seq(self, last_seq: int) -> int:
-        """The newest record readers may see: in sync mode, only what the follower holds."""
+        """The newest record readers may see: in sync mode, only what the follower holds
+        (or what readers could see before this leader started)."""
         if self.mode == "sync" and (self.waits or self.blocked):
-            return min(last_seq, max(self.acked_seq, 0))
+            return min(last_seq, max(self.acked_seq, self._floor_seq))
         return last_seq
 
     def state(self, last_seq: int) -> ReplicationState:
         follower = self.acked_seq
         return ReplicationState(self.mode, self.epoch, self.waits and not self.blocked,
-                                self.blocked, self.deposed, follower,
+                                self.blocked, self.deposed, self.confirmed and not self.blocked,
+                                follower,
                                 max(0, last_seq - follower) if follower >= 0 else last_seq)
 
     def close(self) -> None:
@@ -307,17 +354,25 @@ class Replicator:
         return link
 
     def _records(self, seq_from: int, seq_to: int) -> list[tuple[int, bytes]]:
+        """Records seq_from..seq_to of the leader's log, raw (raises if it lacks some)."""
         if seq_to < seq_from:
             return []
-        return [(r.seq, raw_of(r)) for r in
-                self._shard_log().records_from(seq_from, seq_to - seq_from + 1)]
+        records = [(r.seq, raw_of(r)) for r in
+                   self._shard_log().records_from(seq_from, seq_to - seq_from + 1)]
+        if not records or records[0][0] != seq_from:
+            raise FollowerCannotCopy(
+                f"the follower needs record {seq_from}, which the leader's log no longer "
+                f"holds (its first is {self._shard_log().first_seq_stored()}: compacted); "
+                "give the follower a copy of the shard (docs/CLUSTER.md, Limits)")
+        return records
 
     def _ship_forever(self) -> None:
-        """Copy the follower up to the leader's log whenever commits do not wait for it."""
+        """Copy the follower up to the leader's log whenever commits do not wait for it;
+        confirm an idle follower when they do."""
         failed_before = ""
         while not self._stop.is_set():
             try:
-                shipped = self._ship_once()
+                progressed = self._ship_once()
             except Exception as error:
                 with self._lock:
                     self._joined = False
@@ -328,15 +383,19 @@ class Replicator:
                 self._stop.wait(RETRY_S)
                 continue
             failed_before = ""
-            if not shipped:
+            if not progressed:
                 self._stop.wait(SHIP_IDLE_S)
 
     def _ship_once(self) -> bool:
-        """One catch-up call; False when there was nothing to send."""
+        """One step; False when there was nothing to do. Raises when a step failed."""
+        if self.blocked or self._stop.is_set():
+            return False
+        if self.waits:
+            return self._confirm_idle()
         if not self._joined:  # a join may wait for a follower: not under the lock
             link = self._link()
-            if link is None or self.waits or self.blocked:
-                return False
+            if link is None:
+                raise ConnectionError("no follower is running")
             answer = link.join(self.epochs, self._shard_log().last_seq + 1).result(
                 self._timeout_s)
             with self._lock:
@@ -344,33 +403,61 @@ class Replicator:
                     self._block(self._refusal(answer, 0), deposed=True)
                 elif answer.kind == "ok" and not self.waits:
                     self.acked_seq, self._joined = answer.last_seq, True
+                    self.confirmed = self.mode == "async"
             self._wait_if_caught_up()
             return True
         with self._lock:
             if self.waits or self.blocked or self._stop.is_set() or not self._joined:
                 return False
             link = self._joined_link()
-            last = self._shard_log().last_seq
-            if self.acked_seq >= last:
+            if self.acked_seq >= self._shard_log().last_seq:
                 return False
-            records, size = [], 0
-            for record in self._shard_log().records_from(self.acked_seq + 1,
-                                                         SHIP_RECORDS_MAX):
-                records.append((record.seq, raw := raw_of(record)))
-                size += len(raw)
-                if size >= SHIP_BYTES_MAX:
-                    break
+            records = self._records(self.acked_seq + 1,
+                                    min(self._shard_log().last_seq,
+                                        self.acked_seq + SHIP_RECORDS_MAX))
+            while len(records) > 1 and sum(len(raw) for _, raw in records) > SHIP_BYTES_MAX:
+                records = records[:len(records) // 2]
             epoch = self.epoch
         answer = link.append(epoch, records).result(self._timeout_s)
         with self._lock:
             if answer.kind == "fenced":
                 self._block(self._refusal(answer, 0), deposed=True)
-            elif answer.kind != "ok":
-                self._joined = False
-            elif not self.waits:
+                return False
+            if answer.kind != "ok":
+                raise ConnectionError(f"the follower answered {answer.kind} at record "
+                                      f"{answer.last_seq}: joining it again")
+            if not self.waits:
                 self.acked_seq = max(self.acked_seq, answer.last_seq)
         self._wait_if_caught_up()
         return True
+
+    def _confirm_idle(self) -> bool:
+        """Sync, and commits wait: a follower not yet seen to hold the whole log since the
+        last failure (this leader just started, or it restarted) is joined and copied now,
+        between batches, rather than at the next batch (an idle shard may have none)."""
+        if self.confirmed:
+            return False
+        with self._batch_lock, self._lock:
+            if self.confirmed or self.blocked or not self.waits:
+                return False
+            link = self._joined_link()
+            last = self._shard_log().last_seq
+            if self.acked_seq < last:
+                records = self._catch_up(self.acked_seq + 1, last)
+                if records is None:
+                    return False
+                answer = link.append(self.epoch, records).result(self._timeout_s)
+                if answer.kind == "fenced":
+                    self._block(self._refusal(answer, 0), deposed=True)
+                    return False
+                if answer.kind != "ok" or answer.last_seq < last:
+                    raise ConnectionError(f"the follower answered {answer.kind} at record "
+                                          f"{answer.last_seq}")
+                self.acked_seq = answer.last_seq
+            self.confirmed = True
+            log.info("shard follower confirmed at record %d (epoch %d)", self.acked_seq,
+                     self.epoch)
+            return True
 
     def _wait_if_caught_up(self) -> None:
         """Sync mode: once the follower holds the whole log, commits wait for it again. Done
@@ -381,7 +468,7 @@ class Replicator:
         with self._batch_lock, self._lock:
             if not self.waits and not self.blocked and self._joined and \
                     self.acked_seq == self._shard_log().last_seq:
-                self.waits = True
+                self.waits, self.confirmed = True, True
                 log.info("shard follower in sync at record %d (epoch %d)", self.acked_seq,
                          self.epoch)
 

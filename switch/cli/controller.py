@@ -2,36 +2,41 @@
 follower may be promoted. It runs in the process that started the shards (the supervisor
 with `--workers`), beside the data directory whose `topology.json` it keeps.
 
-Every tick (`CONTROLLER_TICK_S`) it looks at each replicated shard:
+Every tick (`CONTROLLER_TICK_S`) it looks at each replicated shard, blocked leaders first:
 
-- Its leader's storage node is gone from the Ray cluster and its follower is in sync: the
-  follower is **promoted**. The topology is saved first (next epoch, leader and follower
-  nodes swapped, follower out of sync), then the old leader's actor is killed for good, the
-  follower's actor stops, and a leader starts on the follower's directory under the new
-  epoch. Routers find it by name. A follower that is not in sync is never promoted (it may
-  lack acknowledged transfers): the shard waits for its node, and the log says so.
 - Its leader is blocked (its follower did not confirm a batch): the follower is recorded
   out of sync, then the leader is told to go on alone (it copies the follower back).
-- Its leader waits for its follower again (it caught up): the follower is recorded in sync.
+- Its leader has *confirmed* its follower (seen to hold the whole log since the last
+  failure, and every commit waits for it): the follower is recorded in sync. A leader that
+  does not wait for its follower (alone) has it recorded out of sync.
+- Its leader's storage node is gone from the Ray cluster and its follower is in sync, under
+  the shard's epoch, holding at least what it was last confirmed to hold: the follower is
+  **promoted**. The topology is saved first (next epoch, leader and follower nodes swapped,
+  follower out of sync), then the old leader's actor is killed for good, the follower's
+  actor stops, and a leader starts on the follower's directory under the new epoch; it
+  recovers while the controller goes on. Routers find it by name. A follower that is not in
+  sync is never promoted (it may lack acknowledged transfers): the shard waits for its
+  node, and the log says so.
 - Its follower's node is in the cluster but no follower runs (the node returned, or was
-  added): one is started. A returning old leader's directory becomes that follower and cuts
-  what the new leader never held.
+  added): one is started, recorded out of sync first (its copy may start empty). A returning
+  old leader's directory becomes that follower and cuts what the new leader never held.
 
 The order of each change (topology saved before the leader acts on it) is what makes a
-promotion safe: the topology never calls a follower in sync that lacks an acknowledged
-record.
+promotion safe: the topology calls a follower in sync only after its leader confirmed it
+holds every record, and no longer once the leader stops waiting for it. Followers are all
+recorded out of sync when the switch starts (switch/cli/serve.py), and confirmed again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import ray
 
 from actors.shard.actor import RayShards, storage_nodes
-from actors.shard.replication import ReplicationState
 from actors.shard.stats import ShardStatus
 from actors.topology import Topology, promoted, replica_synced
 from persistence.topology import load_topology, save_topology
@@ -40,6 +45,9 @@ log = logging.getLogger("payswitch.controller")
 
 CONTROLLER_TICK_S = 0.5
 STATUS_TIMEOUT_S = 2.0
+
+
+FOLLOWER_RETRY_S = 10.0  # a follower that would not start is tried again after this
 
 
 class ReplicationController:
@@ -54,6 +62,10 @@ class ReplicationController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._waiting_logged: set[int] = set()
+        # Per shard, the newest record its follower was confirmed to hold: a follower found
+        # with less (an empty copy made after a lost volume) is never promoted.
+        self._confirmed_seq: dict[int, int] = {}
+        self._follower_tried: dict[int, float] = {}
 
     def start(self) -> ReplicationController:
         if self._mode != "off" and any(self.topology.replica_nodes):
@@ -75,18 +87,53 @@ class ReplicationController:
                 log.exception("replication controller tick failed")
 
     def tick(self) -> None:
+        """Blocked leaders first (they refuse every call until released), then lost leaders
+        (a promotion waits for the old actors to stop), each shard on its own."""
         alive = set(storage_nodes())
-        for shard in range(self.topology.shard_count):
-            if self._stop.is_set():
-                return
-            if self.topology.replica_node(shard):
-                self._look_at(shard, alive)
+        replicated = [shard for shard in range(self.topology.shard_count)
+                      if self.topology.replica_node(shard)]
+        for step in (self._release_or_record, self._fail_over_or_follow):
+            for shard in replicated:
+                if self._stop.is_set():
+                    return
+                try:
+                    step(shard, alive)
+                except Exception:
+                    log.exception("replication controller: shard %d", shard)
 
-    def _look_at(self, shard: int, alive: set[str]) -> None:
+    def _release_or_record(self, shard: int, alive: set[str]) -> None:
+        """What the leader says about its follower, recorded in the topology first."""
+        topology = self.topology
+        if topology.shard_nodes[shard] not in alive:
+            return
+        status = self._status(shard)
+        state = status.replication if status is not None else None
+        if state is None or state.deposed:
+            return  # (a deposed leader is an old actor: another leads)
+        in_sync = topology.replica_in_sync(shard)
+        if state.blocked:
+            if in_sync:
+                self._save(replica_synced(topology, shard, False))
+                log.warning("shard %d: follower on %s recorded out of sync (%s); the leader "
+                            "goes on alone and copies it back", shard,
+                            topology.replica_node(shard), state.blocked)
+            ray.get(self.shards.actors[shard].go_alone.remote(), timeout=STATUS_TIMEOUT_S)
+        elif state.confirmed:
+            self._confirmed_seq[shard] = max(self._confirmed_seq.get(shard, 0),
+                                             state.follower_seq)
+            if not in_sync:
+                self._save(replica_synced(topology, shard, True))
+                log.info("shard %d: follower on %s in sync (record %d, epoch %d)", shard,
+                         topology.replica_node(shard), state.follower_seq, state.epoch)
+        elif in_sync and not state.waits:  # alone, or async and not confirmed
+            self._save(replica_synced(topology, shard, False))
+
+    def _fail_over_or_follow(self, shard: int, alive: set[str]) -> None:
         topology = self.topology
         leader_node, follower_node = topology.shard_nodes[shard], topology.replica_node(shard)
         if leader_node not in alive:
-            if topology.replica_in_sync(shard) and follower_node in alive:
+            if topology.replica_in_sync(shard) and follower_node in alive \
+                    and self._promotable(shard):
                 self._promote(shard)
             elif shard not in self._waiting_logged:
                 self._waiting_logged.add(shard)
@@ -96,35 +143,46 @@ class ReplicationController:
                           "not in sync" if follower_node in alive else "gone too", leader_node)
             return
         self._waiting_logged.discard(shard)
+        if not self.shards.leader_running(shard):  # a promotion that failed half way
+            log.warning("shard %d: no leader runs on %s: starting it", shard, leader_node)
+            self.shards.restart_leader(shard, topology)
         if follower_node in alive and self.shards.follower(shard) is None:
-            log.info("shard %d: starting its follower on storage node %s", shard, follower_node)
-            self.shards.start_follower(shard, topology)
-        status = self._status(shard)
-        state = status.replication if status is not None else None
-        if state is None:
-            return
-        if state.blocked:
-            if state.deposed:
-                return  # an old leader's actor: the controller started another
-            if topology.replica_in_sync(shard):
-                self._save(replica_synced(topology, shard, False))
-                log.warning("shard %d: follower on %s recorded out of sync (%s); the leader "
-                            "goes on alone and copies it back", shard, follower_node,
-                            state.blocked)
-            ray.get(self.shards.actors[shard].go_alone.remote(), timeout=STATUS_TIMEOUT_S)
-        elif self._caught_up(state) and not topology.replica_in_sync(shard):
-            self._save(replica_synced(topology, shard, True))
-            log.info("shard %d: follower on %s in sync (record %d, epoch %d)", shard,
-                     follower_node, state.follower_seq, state.epoch)
-        elif not self._caught_up(state) and topology.replica_in_sync(shard) \
-                and state.mode == "async":
-            self._save(replica_synced(topology, shard, False))
+            self._start_follower(shard)
 
-    @staticmethod
-    def _caught_up(state: ReplicationState) -> bool:
-        if state.mode == "async":  # promotable while it ships (what it has not: lost)
-            return state.follower_seq >= 0 and not state.blocked
-        return state.waits
+    def _start_follower(self, shard: int) -> None:
+        """A new follower copy may start empty: it is recorded out of sync before it runs."""
+        if time.monotonic() - self._follower_tried.get(shard, -FOLLOWER_RETRY_S) \
+                < FOLLOWER_RETRY_S:
+            return
+        self._follower_tried[shard] = time.monotonic()
+        if self.topology.replica_in_sync(shard):
+            self._save(replica_synced(self.topology, shard, False))
+        log.info("shard %d: starting its follower on storage node %s", shard,
+                 self.topology.replica_node(shard))
+        self.shards.start_follower(shard, self.topology)
+
+    def _promotable(self, shard: int) -> bool:
+        """Its follower holds what it was last confirmed to hold, under the shard's epoch
+        (not an empty copy made since: a volume that was not mounted)."""
+        follower = self.shards.follower(shard)
+        try:
+            status = ray.get(follower.status.remote(), timeout=STATUS_TIMEOUT_S) \
+                if follower is not None else None
+        except Exception:
+            status = None
+        epochs = status["epochs"] if status is not None else []
+        needed = self._confirmed_seq.get(shard, 0)
+        if status is None or not epochs or epochs[-1][0] != self.topology.shard_epoch(shard) \
+                or status["last_seq"] < needed:
+            if shard not in self._waiting_logged:
+                self._waiting_logged.add(shard)
+                log.error("shard %d: its follower on %s cannot be promoted (%s; it was "
+                          "confirmed at record %d under epoch %d): the shard waits for its "
+                          "leader's node", shard, self.topology.replica_node(shard),
+                          f"it answers {status}" if status is not None else "it does not "
+                          "answer", needed, self.topology.shard_epoch(shard))
+            return False
+        return True
 
     def _status(self, shard: int) -> ShardStatus | None:
         try:
@@ -135,17 +193,16 @@ class ReplicationController:
         return status
 
     def _promote(self, shard: int) -> None:
+        """The topology first, then the actors; the new leader recovers on its own (its
+        shard answers 503 meanwhile): the controller goes on with the other shards."""
         old = self.topology
         new = promoted(old, shard)
         self._save(new)  # first: from here on only the new leader's epoch is acknowledged
         log.warning("shard %d: storage node %s is gone; promoting its follower on %s under "
                     "epoch %d", shard, old.shard_nodes[shard], new.shard_nodes[shard],
                     new.shard_epoch(shard))
-        actor = self.shards.promote(shard, new)
-        status = ray.get(actor.status.remote())
-        log.warning("shard %d: leads on storage node %s (epoch %d), recovered %d records in "
-                    "%.0f ms", shard, new.shard_nodes[shard], new.shard_epoch(shard),
-                    status.recovered_records, status.recovery_ms)
+        self.shards.promote(shard, new)
+        self._confirmed_seq.pop(shard, None)
 
     def _save(self, topology: Topology) -> None:
         save_topology(self._data_dir, topology)

@@ -153,16 +153,19 @@ def replication_mode(settings: Settings, nodes: list[str]) -> ReplicationMode:
 
 def _with_replication(data_dir: Path, topology: Topology, mode: ReplicationMode,
                       nodes: list[str]) -> Topology:
-    """Followers for shards that have none (replication on, a second node present); with
-    replication off, every follower recorded out of sync (it stops receiving, so it may
-    never be promoted). Saved when it changes."""
-    if mode != "off":
-        updated = with_replicas(topology, nodes)
-    else:
-        updated = topology
-        for shard in range(topology.shard_count):
-            if updated.replica_in_sync(shard):
-                updated = replica_synced(updated, shard, False)
+    """Followers for shards that have none (replication on, a second node present). Every
+    follower is recorded out of sync at start: each leader confirms what its follower holds
+    before the controller records it in sync again (a follower's volume may have come back
+    empty while the switch was stopped); with replication off, the followers stop
+    receiving. Saved when it changes."""
+    updated = with_replicas(topology, nodes) if mode != "off" else topology
+    for shard in range(updated.shard_count):
+        if updated.replica_in_sync(shard):
+            updated = replica_synced(updated, shard, False)
+    if mode == "off" and any(topology.replica_nodes):
+        log.warning("replication is off (replication.mode, or auto with %d storage node(s) "
+                    "now): the shards' followers are not kept up to date and cannot take "
+                    "over; start it with every storage node present", len(nodes))
     if updated != topology:
         save_topology(data_dir, updated)
         if mode != "off" and updated.replica_nodes != topology.replica_nodes:

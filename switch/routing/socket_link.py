@@ -99,6 +99,17 @@ class SocketShard:
         self.index = control.index
         self._control = control
         self._opening: asyncio.Task[_Connection] | None = None
+        listeners = getattr(control, "on_failover", None)
+        if listeners is not None:  # after a failover, calls go to the new leader's port
+            listeners.append(self._drop_connection)
+
+    def _drop_connection(self) -> None:
+        """Fail what waits on the old leader's connection (a paused machine's socket stays
+        open, and would hold the shard's calls until it resumes or keepalive ends it)."""
+        opening = self._opening
+        if opening is not None and opening.done() and not opening.cancelled() \
+                and opening.exception() is None:
+            opening.result().close(f"shard {self.index} failed over to a new leader")
 
     async def call(self, blob: bytes, request_ids: list[str]) -> bytes:
         connection = await self._connection()
