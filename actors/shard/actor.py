@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -31,14 +32,15 @@ from actors.shard.combine import Batch, CombiningWriter
 from actors.shard.data_port import DataPort
 from actors.shard.host import ShardConfig, ShardHost
 from actors.shard.replication import (
+    Endpoint,
     Follower,
-    FollowerAnswer,
     ReplicationMode,
     Replicator,
+    SocketFollowerLink,
+    serve_follower_request,
 )
 from actors.shard.stats import ShardStatus
 from actors.topology import Topology
-from persistence.epochs import EpochStart
 from persistence.identity import (
     ForeignShardData,
     ShardDataMissing,
@@ -138,7 +140,7 @@ class ShardActor:
             on_snapshot=after_snapshot)
         if replication is not None and replication.mode != "off":
             host = self._host
-            follower = RayFollowerLink(replication.follower_name)
+            follower = SocketFollowerLink(follower_endpoint(replication.follower_name))
             host.replicator = Replicator(
                 replication.mode, replication.epoch, directory,
                 lambda: host.log, lambda: follower, replication.ack_timeout_s, host.batch_lock)
@@ -199,55 +201,26 @@ class ShardActor:
             self._host.close()
 
 
-class _Answer:
-    """A follower call in flight (the leader's `Pending`)."""
-
-    def __init__(self, ref: Any, on_failure: Callable[[], None]) -> None:
-        self._ref = ref
-        self._on_failure = on_failure
-
-    def result(self, timeout_s: float) -> FollowerAnswer:
+def follower_endpoint(name: str) -> Endpoint:
+    """Where the follower actor `name` listens for its leader, asked over Ray."""
+    def endpoint() -> tuple[str, int, bytes]:
         try:
-            answer: FollowerAnswer = ray.get(self._ref, timeout=timeout_s)
-        except Exception:
-            with contextlib.suppress(Exception):  # a late answer must not pile up
-                ray.cancel(self._ref)
-            self._on_failure()
-            raise
-        return answer
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            raise ConnectionError(f"no follower {name} is running") from None
+        found: Any = ray.get(actor.data_endpoint.remote(), timeout=ENDPOINT_TIMEOUT_S)
+        return str(found[0]), int(found[1]), bytes(found[2])
+    return endpoint
 
 
-class RayFollowerLink:
-    """The leader's way to its follower actor, found by name (it may start later, or be
-    started again by the controller)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._actor: Any = None
-
-    def _found(self) -> Any:
-        if self._actor is None:
-            try:
-                self._actor = ray.get_actor(self._name, namespace=NAMESPACE)
-            except ValueError:
-                raise ConnectionError(f"no follower {self._name} is running") from None
-        return self._actor
-
-    def _forget(self) -> None:
-        self._actor = None
-
-    def join(self, epochs: list[EpochStart], next_seq: int) -> _Answer:
-        return _Answer(self._found().join.remote(epochs, next_seq), self._forget)
-
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> _Answer:
-        return _Answer(self._found().append.remote(epoch, records), self._forget)
+ENDPOINT_TIMEOUT_S = 5.0
 
 
 @ray.remote(max_concurrency=1, concurrency_groups={READS: 1})  # type: ignore[call-overload]
 class FollowerActor:
     """A shard's follower: a copy of its leader's log on another storage node, written only
-    by what the leader ships (actors/shard/replication.py). It becomes the leader's
-    directory when the controller promotes it."""
+    by what the leader ships to its port (actors/shard/replication.py). It becomes the
+    leader's directory when the controller promotes it."""
 
     def __init__(self, shard_index: int, data_dir: str, map_size_bytes: int,
                  identity: ShardIdentity, log_level: str, log_json: bool) -> None:
@@ -256,14 +229,17 @@ class FollowerActor:
                            identity, may_create=True)
         self._log = LmdbLog(directory, map_size_bytes)
         self._follower = Follower(self._log, directory)
+        self._lock = threading.Lock()  # one request at a time, whichever leader sends it
         self._started_ns = time.time_ns()
+        self._port = DataPort(_node_address(), self._serve)
 
-    def join(self, epochs: list[EpochStart], next_seq: int) -> FollowerAnswer:
-        return self._follower.join(epochs, next_seq)
+    def _serve(self, blob: bytes, request_ids: list[str]) -> bytes:
+        with self._lock:
+            return serve_follower_request(self._follower, blob)
 
-    @ray.method(enable_task_events=False)
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> FollowerAnswer:
-        return self._follower.append(epoch, records)
+    @ray.method(concurrency_group=READS)
+    def data_endpoint(self) -> tuple[str, int, bytes]:
+        return self._port.host, self._port.port, self._port.token
 
     @ray.method(concurrency_group=READS)
     def status(self) -> dict[str, Any]:
@@ -272,7 +248,9 @@ class FollowerActor:
                 "node_id": ray.get_runtime_context().get_node_id()}
 
     def close(self) -> None:
-        self._log.close()
+        with self._lock:
+            self._port.close()
+            self._log.close()
 
 
 def storage_nodes() -> dict[str, list[str]]:

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
+from actors.shard.data_port import ANSWER, READY, REQUEST
 from persistence.epochs import (
     EpochStart,
     current_epoch,
@@ -471,6 +473,131 @@ class Replicator:
                 self.waits, self.confirmed = True, True
                 log.info("shard follower in sync at record %d (epoch %d)", self.acked_seq,
                          self.epoch)
+
+
+# ---- the follower's port: records over a socket, not Ray calls ----
+
+class FollowerRequest(msgspec.Struct, frozen=True, array_like=True):
+    """One call to a follower over its data port (actors/shard/data_port.py's framing)."""
+
+    kind: Literal["join", "append"]
+    epoch: int
+    epochs: list[EpochStart]
+    next_seq: int
+    records: list[tuple[int, bytes]]
+
+
+_REQUEST_DECODER = msgspec.msgpack.Decoder(FollowerRequest)
+_ANSWER_DECODER = msgspec.msgpack.Decoder(FollowerAnswer)
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def serve_follower_request(follower: Follower, blob: bytes) -> bytes:
+    """A follower's answer to one request from its port."""
+    request = _REQUEST_DECODER.decode(blob)
+    if request.kind == "join":
+        return _ENCODER.encode(follower.join(request.epochs, request.next_seq))
+    return _ENCODER.encode(follower.append(request.epoch, request.records))
+
+
+Endpoint = Callable[[], tuple[str, int, bytes]]  # the follower's port and token, looked up
+CONNECT_TIMEOUT_S = 5.0
+
+
+class SocketFollowerLink:
+    """The leader's connection to its follower's port (a `FollowerLink`). Requests are
+    pipelined, answers read in order; any failure drops the connection (an answer that
+    timed out would leave the stream out of step) and the next call looks the follower's
+    port up again (it may have restarted elsewhere)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._reader: Any = None
+        self._generation = 0
+        self._sent = 0
+        self._read = 0
+        self._answers: dict[int, FollowerAnswer] = {}
+
+    def join(self, epochs: list[EpochStart], next_seq: int) -> _SocketAnswer:
+        return self._send(FollowerRequest("join", 0, epochs, next_seq, []))
+
+    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> _SocketAnswer:
+        return self._send(FollowerRequest("append", epoch, [], 0, records))
+
+    def _send(self, request: FollowerRequest) -> _SocketAnswer:
+        blob = _ENCODER.encode(request)
+        with self._lock:
+            try:
+                self._connected().sendall(REQUEST.pack(len(blob), 0) + blob)
+            except Exception as error:
+                self._drop()
+                raise ConnectionError(f"the follower's port: {error!r}") from None
+            self._sent += 1
+            return _SocketAnswer(self, self._sent, self._generation)
+
+    def answer(self, ticket: int, generation: int, timeout_s: float) -> FollowerAnswer:
+        with self._lock:
+            if generation != self._generation or self._socket is None:
+                raise ConnectionError("the connection to the follower was lost")
+            try:
+                self._socket.settimeout(timeout_s)
+                while self._read < ticket:
+                    (size,) = ANSWER.unpack(self._exactly(ANSWER.size))
+                    self._read += 1
+                    self._answers[self._read] = _ANSWER_DECODER.decode(self._exactly(size))
+            except Exception as error:
+                self._drop()
+                raise ConnectionError(f"the follower did not answer: {error!r}") from None
+            for older in [t for t in self._answers if t < ticket]:  # never asked for
+                del self._answers[older]
+            return self._answers.pop(ticket)
+
+    def _exactly(self, size: int) -> bytes:
+        data = self._reader.read(size)
+        if len(data) < size:
+            raise ConnectionError("the follower closed the connection")
+        return bytes(data)
+
+    def _connected(self) -> socket.socket:
+        if self._socket is None:
+            host, port, token = self._endpoint()
+            connection = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+            try:
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connection.sendall(token)
+                if connection.recv(len(READY)) != READY:
+                    raise ConnectionError("the follower's port did not accept the token")
+            except BaseException:
+                connection.close()
+                raise
+            self._socket, self._reader = connection, connection.makefile("rb")
+            self._sent = self._read = 0
+            self._answers.clear()
+        return self._socket
+
+    def _drop(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._reader.close()
+                self._socket.close()
+        self._socket = self._reader = None
+        self._generation += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class _SocketAnswer:
+    """A request sent on the follower's port (a `Pending`)."""
+
+    def __init__(self, link: SocketFollowerLink, ticket: int, generation: int) -> None:
+        self._link, self._ticket, self._generation = link, ticket, generation
+
+    def result(self, timeout_s: float) -> FollowerAnswer:
+        return self._link.answer(self._ticket, self._generation, timeout_s)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:

@@ -12,11 +12,13 @@ promoted copy serves the same books.
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import pytest
 
 from actors.messages import FAILED_REPLICA_UNAVAILABLE, GetAccount
+from actors.shard.data_port import DataPort
 from actors.shard.host import ShardHost
 from actors.shard.replication import (
     Follower,
@@ -24,6 +26,8 @@ from actors.shard.replication import (
     NotReplicated,
     ReplicationMode,
     Replicator,
+    SocketFollowerLink,
+    serve_follower_request,
     wait_until,
 )
 from persistence.epochs import EpochStart, load_epochs
@@ -241,5 +245,40 @@ def test_a_record_shipped_before_the_leaders_commit_failed_is_taken_back(
     refused = run(host, [commit("t1", "a", "b", 5)])
     assert [reply.code for reply in refused.replies] == ["storage_full"]
     assert copy.last_seq == host.log.last_seq == 1
+    host.close()
+    copy.close()
+
+
+def test_records_go_to_the_follower_over_its_port_and_a_lost_port_blocks(
+        tmp_path: Path) -> None:
+    """The leader's link in production: the follower's data port (a real socket), requests
+    pipelined and answered in order; a port that goes away fails the batch's wait, and the
+    link connects again to the port it is given next."""
+    follower, copy = follower_on(tmp_path / "follower")
+    lock = threading.Lock()
+
+    def serve(blob: bytes, request_ids: list[str]) -> bytes:
+        with lock:
+            return serve_follower_request(follower, blob)
+
+    port = DataPort("127.0.0.1", serve)
+    ports = [port]
+    link = SocketFollowerLink(lambda: (ports[-1].host, ports[-1].port, ports[-1].token))
+    host = host_on(tmp_path / "leader")
+    host.replicator = Replicator("sync", 1, tmp_path / "leader", lambda: host.log,
+                                 lambda: link, timeout_s=1.0, batch_lock=host.batch_lock)
+    call(host, [account("a"), account("b")])
+    call(host, [commit("t1", "a", "b", 5)])
+    assert copy.last_seq == host.log.last_seq == 2
+    port.close()
+    with pytest.raises(NotReplicated):
+        run(host, [commit("t2", "a", "b", 5)])
+    host.replicator.go_alone()  # type: ignore[union-attr]
+    ports.append(DataPort("127.0.0.1", serve))  # the follower again, on another port
+    assert wait_until(lambda: host.status().replication.waits, 5)  # type: ignore[union-attr]
+    call(host, [commit("t3", "a", "b", 1)])
+    assert copy.last_seq == host.log.last_seq == 4
+    link.close()
+    ports[-1].close()
     host.close()
     copy.close()
