@@ -189,6 +189,12 @@ class ShardActor:
                 "pid": os.getpid()}
 
     @ray.method(concurrency_group=READS)
+    def follower_replaced(self) -> None:
+        """The controller started a new follower actor: confirm it afresh."""
+        if self._host.replicator is not None:
+            self._host.replicator.follower_replaced()
+
+    @ray.method(concurrency_group=READS)
     def go_alone(self) -> None:
         """The controller recorded this shard's follower out of sync: serve without it."""
         if self._host.replicator is not None:
@@ -230,11 +236,14 @@ class FollowerActor:
         self._log = LmdbLog(directory, map_size_bytes)
         self._follower = Follower(self._log, directory)
         self._lock = threading.Lock()  # one request at a time, whichever leader sends it
+        self._closed = False
         self._started_ns = time.time_ns()
         self._port = DataPort(_node_address(), self._serve)
 
     def _serve(self, blob: bytes, request_ids: list[str]) -> bytes:
         with self._lock:
+            if self._closed:  # its log is closed: nothing more is written
+                raise ShardClosed("the follower is closed")
             return serve_follower_request(self._follower, blob)
 
     @ray.method(concurrency_group=READS)
@@ -249,6 +258,7 @@ class FollowerActor:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._port.close()
             self._log.close()
 
@@ -476,22 +486,22 @@ class RayShards:
             self.followers.pop(index, None)
             return None
 
-    def promote(self, index: int, promoted: Topology) -> Any:
-        """Fail shard `index` over to its follower's node under `promoted` (saved already, with
-        the next epoch): the old leader's actor is killed for good (its node is gone: it
-        must never start there again), the follower stops (its directory's lock freed), and
-        a leader starts on that directory under the new name's old name."""
-        leader = ray.get_actor(actor_name(self.switch_id, shard_role(index)),
-                               namespace=NAMESPACE)
-        ray.kill(leader, no_restart=True)
+    def stop_for_promotion(self, index: int) -> None:
+        """Before shard `index` fails over: its old leader's actor is killed for good (its
+        node is gone: it must never start there again) and its follower stops (its
+        directory's lock freed). Either may be gone already (a promotion tried before)."""
+        try:
+            leader = ray.get_actor(actor_name(self.switch_id, shard_role(index)),
+                                   namespace=NAMESPACE)
+        except ValueError:
+            leader = None
+        if leader is not None:
+            ray.kill(leader, no_restart=True)
         follower = self.follower(index)
         if follower is not None:
             ray.kill(follower, no_restart=True)
             _wait_dead(follower)
             self.followers.pop(index, None)
-        actor = self._start_leader(index, promoted)
-        self.actors[index] = actor
-        return actor
 
     def leader_running(self, index: int) -> bool:
         """Whether an actor (alive, or restarting) holds the shard's name."""
@@ -502,8 +512,13 @@ class RayShards:
         return True
 
     def restart_leader(self, index: int, topology: Topology) -> Any:
-        """Start the shard's leader where `topology` says (after a promotion that failed
-        before its new leader started)."""
+        """Start the shard's leader where `topology` says (after a promotion whose new
+        leader did not start); a follower actor left on that node stops first."""
+        follower = self.follower(index)
+        if follower is not None and _runs_on(follower, topology.shard_nodes[index]):
+            ray.kill(follower, no_restart=True)
+            _wait_dead(follower)
+            self.followers.pop(index, None)
         self.actors[index] = self._start_leader(index, topology)
         return self.actors[index]
 
@@ -540,6 +555,15 @@ class RayShards:
 
 FOLLOWER_STOP_TIMEOUT_S = 30.0
 FOLLOWER_START_TIMEOUT_S = 30.0
+
+
+def _runs_on(actor: Any, storage_node: str) -> bool:
+    """Whether the actor runs on that storage node (or cannot say: then it may)."""
+    try:
+        node_id = ray.get(actor.status.remote(), timeout=5)["node_id"]
+    except Exception:
+        return True
+    return node_id in storage_nodes().get(storage_node, [])
 
 
 def _wait_dead(actor: Any) -> None:

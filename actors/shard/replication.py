@@ -63,11 +63,14 @@ RETRY_S = 0.5  # after a failed call to the follower
 class FollowerAnswer(msgspec.Struct, frozen=True, array_like=True):
     """`ok`: the follower holds every record up to `last_seq`. `fenced`: it follows a newer
     epoch (`epoch`); the caller is a deposed leader. `rejoin`: it expects a join first (it
-    restarted, or the records do not follow its log: `last_seq` says where it is)."""
+    restarted, another join came since, or the records do not follow its log: `last_seq`
+    says where it is)."""
 
     kind: Literal["ok", "fenced", "rejoin"]
     last_seq: int
     epoch: int
+    join_id: int = 0  # the join this answers (a join's): appends must name it
+    last_chain: bytes = b""  # the chain of the follower's record `last_seq`
 
 
 class NotReplicated(AfterCommit):
@@ -83,7 +86,8 @@ class Pending(Protocol):
 class FollowerLink(Protocol):
     def join(self, epochs: list[EpochStart], next_seq: int) -> Pending: ...
 
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> Pending: ...
+    def append(self, epoch: int, records: list[tuple[int, bytes]], join_id: int
+               ) -> Pending: ...
 
 
 # ---- the follower ----
@@ -97,6 +101,10 @@ class Follower:
         self._directory = directory
         self.epochs = load_epochs(directory)
         self._joined_epoch = 0  # the leader epoch it joined since it started (0: none)
+        # Each join is numbered; an append must name the latest. An append sent before a
+        # join but arriving after it (a connection the leader gave up on) is refused: it
+        # may carry a record the leader took back by that join.
+        self._join_id = 0
 
     @property
     def last_seq(self) -> int:
@@ -118,14 +126,18 @@ class Follower:
             save_epochs(self._directory, leader_epochs)
             self.epochs = list(leader_epochs)
         self._joined_epoch = theirs
-        return FollowerAnswer("ok", self.last_seq, theirs)
+        self._join_id += 1
+        return FollowerAnswer("ok", self.last_seq, theirs, self._join_id,
+                              self._log.last_chain)
 
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> FollowerAnswer:
-        """Store the records (one fsync) if they extend this copy's log under `epoch`."""
+    def append(self, epoch: int, records: list[tuple[int, bytes]],
+               join_id: int) -> FollowerAnswer:
+        """Store the records (one fsync) if they extend this copy's log under `epoch`, sent
+        by the latest join."""
         mine = current_epoch(self.epochs)
         if epoch < mine:
             return FollowerAnswer("fenced", self.last_seq, mine)
-        if epoch != self._joined_epoch:
+        if epoch != self._joined_epoch or join_id != self._join_id:
             return FollowerAnswer("rejoin", self.last_seq, mine)
         held = [(seq, raw) for seq, raw in records if seq <= self.last_seq]  # a resend
         if held and any(raw_of(stored) != raw for stored, (_, raw) in zip(
@@ -199,6 +211,7 @@ class Replicator:
         self.acked_seq = -1  # the follower's last confirmed record (-1: not known yet)
         self._floor_seq = next_seq - 1  # readers saw up to here before this start
         self._joined = False  # joined under this epoch since the last failure
+        self._join_id = 0  # the follower's number for that join: appends name it
         self._pending: Pending | None = None
         self._lock = threading.Lock()  # the shipper against the writer
         self._stop = threading.Event()
@@ -234,17 +247,21 @@ class Replicator:
                 if records is None:
                     return
                 self._pending = link.append(self.epoch, [*records,
-                                                         (record.seq, raw_of(record))])
+                                                         (record.seq, raw_of(record))],
+                                            self._join_id)
             except Exception as error:
                 self._block(f"the follower could not be reached: {error!r}")
 
     def after_commit(self, record: Record) -> None:
-        if self.mode != "sync" or not self.waits:
+        if self.mode != "sync":
             return
-        if self.blocked:
-            raise NotReplicated(f"record {record.seq} is not on the follower: {self.blocked}")
-        pending, self._pending = self._pending, None
-        assert pending is not None
+        with self._lock:  # one look: the controller's go_alone may come meanwhile
+            pending, self._pending = self._pending, None
+            blocked = self.blocked
+        if pending is None:  # not shipped: blocked in before_commit, or alone (recorded so)
+            if blocked:
+                raise NotReplicated(f"record {record.seq} is not on the follower: {blocked}")
+            return
         fenced = False
         try:
             answer = pending.result(self._timeout_s)
@@ -319,6 +336,11 @@ class Replicator:
             self.blocked = ""
             self._joined, self.confirmed = False, False
 
+    def follower_replaced(self) -> None:
+        """A new follower actor was started: what the old one held proves nothing."""
+        with self._lock:
+            self._joined, self.confirmed = False, False
+
     def committed_seq(self, last_seq: int) -> int:
         """The newest record readers may see: in sync mode, only what the follower holds
         (or what readers could see before this leader started)."""
@@ -352,8 +374,21 @@ class Replicator:
                 self._block(self._refusal(answer, 0), deposed=True)
             if answer.kind != "ok":
                 raise ConnectionError(self._refusal(answer, 0) or answer.kind)
-            self.acked_seq, self._joined = answer.last_seq, True
+            self._accept_join(answer)
         return link
+
+    def _accept_join(self, answer: FollowerAnswer) -> None:
+        """(Under `_lock`.) A join answered ok: the follower's log must be a prefix of this
+        one (its last record's chain is ours at that seq); if not, it cannot be repaired by
+        copying, and the shard stops rather than call it in sync."""
+        if answer.last_seq > 0:
+            mine = self._shard_log().records_from(answer.last_seq, 1)
+            if mine and mine[0].chain != answer.last_chain:
+                self._block(f"the follower's copy differs from this log at record "
+                            f"{answer.last_seq}: give it a fresh copy of the shard "
+                            "(docs/OPERATIONS.md, a follower is out of sync)")
+                raise ConnectionError("the follower's copy differs from this log")
+        self.acked_seq, self._joined, self._join_id = answer.last_seq, True, answer.join_id
 
     def _records(self, seq_from: int, seq_to: int) -> list[tuple[int, bytes]]:
         """Records seq_from..seq_to of the leader's log, raw (raises if it lacks some)."""
@@ -404,7 +439,7 @@ class Replicator:
                 if answer.kind == "fenced":
                     self._block(self._refusal(answer, 0), deposed=True)
                 elif answer.kind == "ok" and not self.waits:
-                    self.acked_seq, self._joined = answer.last_seq, True
+                    self._accept_join(answer)
                     self.confirmed = self.mode == "async"
             self._wait_if_caught_up()
             return True
@@ -419,8 +454,8 @@ class Replicator:
                                         self.acked_seq + SHIP_RECORDS_MAX))
             while len(records) > 1 and sum(len(raw) for _, raw in records) > SHIP_BYTES_MAX:
                 records = records[:len(records) // 2]
-            epoch = self.epoch
-        answer = link.append(epoch, records).result(self._timeout_s)
+            epoch, join_id = self.epoch, self._join_id
+        answer = link.append(epoch, records, join_id).result(self._timeout_s)
         with self._lock:
             if answer.kind == "fenced":
                 self._block(self._refusal(answer, 0), deposed=True)
@@ -448,7 +483,8 @@ class Replicator:
                 records = self._catch_up(self.acked_seq + 1, last)
                 if records is None:
                     return False
-                answer = link.append(self.epoch, records).result(self._timeout_s)
+                answer = link.append(self.epoch, records, self._join_id).result(
+                    self._timeout_s)
                 if answer.kind == "fenced":
                     self._block(self._refusal(answer, 0), deposed=True)
                     return False
@@ -485,6 +521,7 @@ class FollowerRequest(msgspec.Struct, frozen=True, array_like=True):
     epochs: list[EpochStart]
     next_seq: int
     records: list[tuple[int, bytes]]
+    join_id: int = 0
 
 
 _REQUEST_DECODER = msgspec.msgpack.Decoder(FollowerRequest)
@@ -497,7 +534,7 @@ def serve_follower_request(follower: Follower, blob: bytes) -> bytes:
     request = _REQUEST_DECODER.decode(blob)
     if request.kind == "join":
         return _ENCODER.encode(follower.join(request.epochs, request.next_seq))
-    return _ENCODER.encode(follower.append(request.epoch, request.records))
+    return _ENCODER.encode(follower.append(request.epoch, request.records, request.join_id))
 
 
 Endpoint = Callable[[], tuple[str, int, bytes]]  # the follower's port and token, looked up
@@ -523,8 +560,9 @@ class SocketFollowerLink:
     def join(self, epochs: list[EpochStart], next_seq: int) -> _SocketAnswer:
         return self._send(FollowerRequest("join", 0, epochs, next_seq, []))
 
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> _SocketAnswer:
-        return self._send(FollowerRequest("append", epoch, [], 0, records))
+    def append(self, epoch: int, records: list[tuple[int, bytes]], join_id: int
+               ) -> _SocketAnswer:
+        return self._send(FollowerRequest("append", epoch, [], 0, records, join_id))
 
     def _send(self, request: FollowerRequest) -> _SocketAnswer:
         blob = _ENCODER.encode(request)

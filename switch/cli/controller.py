@@ -47,7 +47,7 @@ CONTROLLER_TICK_S = 0.5
 STATUS_TIMEOUT_S = 2.0
 
 
-FOLLOWER_RETRY_S = 10.0  # a follower that would not start is tried again after this
+RETRY_S = 10.0  # a follower or leader that would not start is tried again after this
 
 
 class ReplicationController:
@@ -66,6 +66,7 @@ class ReplicationController:
         # with less (an empty copy made after a lost volume) is never promoted.
         self._confirmed_seq: dict[int, int] = {}
         self._follower_tried: dict[int, float] = {}
+        self._leader_tried: dict[int, float] = {}
 
     def start(self) -> ReplicationController:
         if self._mode != "off" and any(self.topology.replica_nodes):
@@ -143,23 +144,30 @@ class ReplicationController:
                           "not in sync" if follower_node in alive else "gone too", leader_node)
             return
         self._waiting_logged.discard(shard)
-        if not self.shards.leader_running(shard):  # a promotion that failed half way
+        if not self.shards.leader_running(shard) and self._may_try(self._leader_tried, shard):
             log.warning("shard %d: no leader runs on %s: starting it", shard, leader_node)
-            self.shards.restart_leader(shard, topology)
+            self.shards.restart_leader(shard, topology)  # (a promotion that stopped half way)
         if follower_node in alive and self.shards.follower(shard) is None:
             self._start_follower(shard)
 
     def _start_follower(self, shard: int) -> None:
         """A new follower copy may start empty: it is recorded out of sync before it runs."""
-        if time.monotonic() - self._follower_tried.get(shard, -FOLLOWER_RETRY_S) \
-                < FOLLOWER_RETRY_S:
+        if not self._may_try(self._follower_tried, shard):
             return
-        self._follower_tried[shard] = time.monotonic()
         if self.topology.replica_in_sync(shard):
             self._save(replica_synced(self.topology, shard, False))
         log.info("shard %d: starting its follower on storage node %s", shard,
                  self.topology.replica_node(shard))
         self.shards.start_follower(shard, self.topology)
+        self.shards.actors[shard].follower_replaced.remote()  # what it confirmed is moot
+
+    @staticmethod
+    def _may_try(tried: dict[int, float], shard: int) -> bool:
+        """At most one attempt per RETRY_S per shard (an actor that cannot start)."""
+        if time.monotonic() - tried.get(shard, -RETRY_S) < RETRY_S:
+            return False
+        tried[shard] = time.monotonic()
+        return True
 
     def _promotable(self, shard: int) -> bool:
         """Its follower holds what it was last confirmed to hold, under the shard's epoch
@@ -197,12 +205,13 @@ class ReplicationController:
         shard answers 503 meanwhile): the controller goes on with the other shards."""
         old = self.topology
         new = promoted(old, shard)
-        self._save(new)  # first: from here on only the new leader's epoch is acknowledged
         log.warning("shard %d: storage node %s is gone; promoting its follower on %s under "
                     "epoch %d", shard, old.shard_nodes[shard], new.shard_nodes[shard],
                     new.shard_epoch(shard))
-        self.shards.promote(shard, new)
+        self.shards.stop_for_promotion(shard)  # may be tried again: nothing saved yet
+        self._save(new)  # the new leader starts under the new epoch from here on
         self._confirmed_seq.pop(shard, None)
+        self.shards.restart_leader(shard, new)
 
     def _save(self, topology: Topology) -> None:
         save_topology(self._data_dir, topology)

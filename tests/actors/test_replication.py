@@ -33,6 +33,7 @@ from actors.shard.replication import (
 from persistence.epochs import EpochStart, load_epochs
 from persistence.lmdb_log import LmdbLog
 from persistence.log import StorageFull
+from persistence.records import raw_of
 from tests.actors.test_host import account, call, commit, host_on, run
 
 MAP_BYTES = 1 << 24
@@ -61,8 +62,10 @@ class InProcess:
     def join(self, epochs: list[EpochStart], next_seq: int) -> Done | Lost:
         return Done(self.follower.join(epochs, next_seq)) if self.reachable else Lost()
 
-    def append(self, epoch: int, records: list[tuple[int, bytes]]) -> Done | Lost:
-        return Done(self.follower.append(epoch, records)) if self.reachable else Lost()
+    def append(self, epoch: int, records: list[tuple[int, bytes]], join_id: int
+               ) -> Done | Lost:
+        return Done(self.follower.append(epoch, records, join_id)) if self.reachable \
+            else Lost()
 
 
 def follower_on(path: Path) -> tuple[Follower, LmdbLog]:
@@ -153,7 +156,7 @@ def test_a_follower_refuses_a_deposed_leader_and_a_returning_copy_cuts_its_tail(
     assert [r.payload for r in copy_a.records_from(1, 10)] == \
         [r.payload for r in host_b.log.records_from(1, 10)]  # t-lost is gone from A
     # A's old leader, had it kept running: its epoch-1 records are refused by either copy.
-    assert follower_a.append(1, [(4, b"x")]).kind == "fenced"
+    assert follower_a.append(1, [(4, b"x")], 1).kind == "fenced"
     assert follower_a.join([EpochStart(1, 1)], 4).kind == "fenced"
     # A leader still on epoch 1 (a paused process that resumes) gets no batch acknowledged:
     # its commit fails, it refuses every call after, and the controller cannot release it.
@@ -280,5 +283,45 @@ def test_records_go_to_the_follower_over_its_port_and_a_lost_port_blocks(
     assert copy.last_seq == host.log.last_seq == 4
     link.close()
     ports[-1].close()
+    host.close()
+    copy.close()
+
+
+def test_an_append_from_before_the_latest_join_is_refused(tmp_path: Path) -> None:
+    """A record sent on a connection the leader gave up on may arrive after the leader joined
+    again to take it back (review): the follower refuses appends that do not name its
+    latest join."""
+    follower, copy = follower_on(tmp_path / "follower")
+    source = host_on(tmp_path / "source")
+    call(source, [account("a")])
+    (record,) = source.log.records_from(1, 1)
+    first = follower.join([EpochStart(1, 1)], 1)
+    second = follower.join([EpochStart(1, 1)], 1)
+    late = follower.append(1, [(1, raw_of(record))], first.join_id)
+    assert (late.kind, copy.last_seq) == ("rejoin", 0)
+    assert follower.append(1, [(1, raw_of(record))], second.join_id).kind == "ok"
+    source.close()
+    copy.close()
+
+
+def test_a_follower_whose_copy_differs_is_never_called_in_sync(tmp_path: Path) -> None:
+    """A copy whose last record is not this leader's at that seq (another history) cannot be
+    repaired by copying: the leader stops instead of confirming it."""
+    follower, copy = follower_on(tmp_path / "follower")
+    other = replicated(tmp_path / "other", InProcess(follower))
+    call(other, [account("x")])
+    call(other, [account("y")])  # the copy holds the other leader's records 1 and 2
+    other.close()
+    unreplicated = host_on(tmp_path / "leader")  # this leader's own records 1 to 3
+    for name in ("p", "q", "r"):
+        call(unreplicated, [account(name)])
+    unreplicated.close()
+    host = replicated(tmp_path / "leader", InProcess(follower))
+    with contextlib.suppress(NotReplicated):
+        run(host, [account("a")])
+    call_failed = run(host, [account("b")])
+    assert call_failed.failed == FAILED_REPLICA_UNAVAILABLE
+    state = host.status().replication
+    assert state is not None and not state.confirmed and "differs" in state.blocked
     host.close()
     copy.close()
