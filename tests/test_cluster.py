@@ -161,6 +161,8 @@ def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
         setup_accounts(switch.url, switch.headers)
         shards = _wait_for(switch, "followers in sync", _all_in_sync)
         assert [(s["storage_node"], s["epoch"]) for s in shards] == [("a", 1), ("b", 1)]
+        shown = switch.http.get("/dashboard/data").json()["shards"]
+        assert [(row["epoch"], row["replication"]) for row in shown] == [(1, "in_sync")] * 2
         load = Load(switch.url, 11, switch.headers)
         load.start(clients=4)
         time.sleep(2.0)

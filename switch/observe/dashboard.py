@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from switch.api.errors import dumps_exact
+from switch.observe.cluster import replication_shown
 from switch.observe.metrics import Metrics
 from switch.observe.monitor import Monitor
 
@@ -36,6 +37,10 @@ def dashboard_data(monitor: Monitor, ray_dashboard_url: str | None,
         "transfers": s["transfers"], "in_doubt": s["in_doubt"], "queue_depth": s["queue_depth"],
         "last_seq": s["last_seq"], "log_bytes": s["log_bytes"],
         "snapshot_age_seconds": s["snapshot_age_seconds"], "recovery_ms": s["recovery_ms"],
+        "epoch": s["replication"].epoch if s.get("replication") else 1,
+        "replication": replication_shown(s.get("replication")),
+        "follower_lag_records": s["replication"].lag_records if s.get("replication")
+        else None,
     } for s in monitor.shards]
     nodes: dict[str, dict[str, Any]] = {}
     for shard in shards:

@@ -62,11 +62,18 @@ function usage(p, alarmPercent) {
   return { text, cls: "good" };
 }
 
+function replicationShown(s) {
+  const lag = s.follower_lag_records ? ` (${number(s.follower_lag_records)} behind)` : "";
+  const cls = { in_sync: "good", off: "", async: "", catching_up: "warn", blocked: "bad" };
+  return { text: `${s.replication}${lag}`, cls: cls[s.replication] || "" };
+}
+
 function render(data) {
   const nodes = Object.fromEntries(data.nodes.map((n) => [n.node_id, n]));
   rows("shards", data.shards.map((s) => [
     `${(nodes[s.node_id] || {}).ip || "?"} ${String(s.node_id).slice(0, 8)}`, s.shard,
-    { text: s.state, cls: s.state === "serving" ? "good" : "bad" }, s.restarts, s.pid,
+    { text: s.state, cls: s.state === "serving" ? "good" : "bad" }, s.restarts, s.epoch,
+    replicationShown(s), s.pid,
     s.slots, number(s.accounts), number(s.transfers), number(s.queue_depth), s.in_doubt,
     number(s.last_seq), (s.log_bytes / 1048576).toFixed(1), s.snapshot_age_seconds.toFixed(0),
     s.recovery_ms.toFixed(1),
