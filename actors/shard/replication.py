@@ -58,6 +58,7 @@ SHIP_RECORDS_MAX = 1_000  # records in one catch-up call
 SHIP_BYTES_MAX = 8 << 20
 SHIP_IDLE_S = 0.05  # the background shipper's pause when the follower has everything
 RETRY_S = 0.5  # after a failed call to the follower
+START_GRACE_S = 30.0  # a follower not reachable this soon after the leader started: info
 
 
 class FollowerAnswer(msgspec.Struct, frozen=True, array_like=True):
@@ -215,6 +216,7 @@ class Replicator:
         self._pending: Pending | None = None
         self._lock = threading.Lock()  # the shipper against the writer
         self._stop = threading.Event()
+        self._started_s = time.monotonic()
         self._shipper: threading.Thread | None = None
         if mode != "off":
             self._shipper = threading.Thread(target=self._ship_forever, daemon=True,
@@ -414,8 +416,11 @@ class Replicator:
                 with self._lock:
                     self._joined = False
                 if repr(error) != failed_before:  # once per kind of failure, not per retry
-                    log.warning("replication: the follower cannot be copied (%r); retrying "
-                                "every %.1f s", error, RETRY_S)
+                    # (at start its follower may not run yet: that is no news)
+                    starting = time.monotonic() - self._started_s < START_GRACE_S
+                    log.log(logging.INFO if starting else logging.WARNING,
+                            "replication: the follower cannot be copied (%r); retrying every "
+                            "%.1f s", error, RETRY_S)
                 failed_before = repr(error)
                 self._stop.wait(RETRY_S)
                 continue
