@@ -172,6 +172,8 @@ def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
             "storage_node"] == "a" and shards[1]["epoch"] == 2 and shards[1]["state"] ==
             "serving", timeout_s=60)
         print(f"shard 1 leads on a {time.monotonic() - lost_at:.1f} s after node b was lost")
+        metrics = switch.http.get("/metrics").text
+        assert 'payswitch_shard_epoch{shard="1"} 2.0' in metrics, metrics[-2000:]
         time.sleep(2.0)  # the load goes on against the new leader
         load.finish()
         assert not load.failures, load.failures

@@ -154,6 +154,7 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
     for shard in shards:
         merged.add_metric([str(shard["shard"])], shard["calls_merged"])
     yield merged
+    yield from _replication_metrics(shards)
     for name in ("batches", "commands", "events"):
         counter = CounterMetricFamily(f"payswitch_shard_{name}", f"{name} applied by the shard",
                                       labels=["shard"])
@@ -172,6 +173,28 @@ def _shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
             buckets.append(("+Inf", float(histogram["cumulative"][-1])))
             histograms.add_metric([str(shard["shard"])], buckets, histogram["sum"])
         yield histograms
+
+
+def _replication_metrics(shards: list[dict[str, Any]]) -> Iterator[Any]:
+    """Shards with a follower (docs/CLUSTER.md, Replication): alert on blocked, and on a lag
+    that keeps growing (the follower cannot take over while it lags)."""
+    replicated = [(str(shard["shard"]), shard["replication"]) for shard in shards
+                  if shard.get("replication") is not None]
+    families = (
+        ("epoch", "the shard's leader epoch (raised by each failover)",
+         lambda state: state.epoch),
+        ("follower_lag_records", "records the shard's follower lacks",
+         lambda state: state.lag_records),
+        ("replication_waits", "1 while each commit waits for the follower (sync, in sync)",
+         lambda state: int(state.waits)),
+        ("replication_blocked", "1 while the shard refuses calls until the controller "
+         "records its follower out of sync", lambda state: int(bool(state.blocked))),
+    )
+    for name, help_text, value in families:
+        family = GaugeMetricFamily(f"payswitch_shard_{name}", help_text, labels=["shard"])
+        for shard, state in replicated:
+            family.add_metric([shard], float(value(state)))
+        yield family
 
 
 def _ledger_metrics(totals: dict[str, list[int]]) -> Iterator[Any]:
