@@ -11,19 +11,21 @@ Every tick (`CONTROLLER_TICK_S`) it looks at each replicated shard, blocked lead
   does not wait for its follower (alone) has it recorded out of sync.
 - Its leader's storage node is gone from the Ray cluster and its follower is in sync, under
   the shard's epoch, holding at least what it was last confirmed to hold: the follower is
-  **promoted**. The topology is saved first (next epoch, leader and follower nodes swapped,
-  follower out of sync), then the old leader's actor is killed for good, the follower's
-  actor stops, and a leader starts on the follower's directory under the new epoch; it
-  recovers while the controller goes on. Routers find it by name. A follower that is not in
-  sync is never promoted (it may lack acknowledged transfers): the shard waits for its
-  node, and the log says so.
+  **promoted**: the old leader's actor is killed for good, the follower's actor stops
+  (freeing its directory), the topology is saved (next epoch, leader and follower nodes
+  swapped, follower out of sync), and a leader starts on the follower's directory under
+  the new epoch; it recovers while the controller goes on. Each step may be repeated: a
+  promotion that stops half way is finished at a later tick. Routers find it by name. A
+  follower that is not in sync is never promoted (it may lack acknowledged transfers): the
+  shard waits for its node, and the log says so.
 - Its follower's node is in the cluster but no follower runs (the node returned, or was
   added): one is started, recorded out of sync first (its copy may start empty). A returning
   old leader's directory becomes that follower and cuts what the new leader never held.
 
-The order of each change (topology saved before the leader acts on it) is what makes a
-promotion safe: the topology calls a follower in sync only after its leader confirmed it
-holds every record, and no longer once the leader stops waiting for it. Followers are all
+What makes a promotion safe: the topology calls a follower in sync only after its leader
+confirmed it holds every record, and no longer once the leader stops waiting for it (a
+follower is recorded out of sync before its leader is let go on alone); and the new epoch
+fences the old leader, whose follower refuses it. Followers are all
 recorded out of sync when the switch starts (switch/cli/serve.py), and confirmed again.
 """
 
