@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from actors.topology import LOCAL_NODE, Placement, round_robin
+from actors.topology import (
+    LOCAL_NODE,
+    Placement,
+    promoted,
+    replica_synced,
+    round_robin,
+    with_replicas,
+)
 from persistence.layout import shard_directory
 from persistence.topology import (
     TOPOLOGY_FILE,
@@ -110,3 +118,34 @@ def test_placement_follows_the_table_not_the_shard_count() -> None:
     assert {Placement(moved).shard_of(i) for i in ids} == {0, 1}
     assert [Placement(moved).shard_of(i) for i in ids] != [Placement(topology).shard_of(i)
                                                             for i in ids]
+
+
+def test_followers_go_on_the_next_storage_node_and_a_version_2_file_still_loads(
+        tmp_path: Path) -> None:
+    """Replication (format 3) adds each shard's follower, epoch and in-sync flag; a version 2
+    file (no followers) reads as every shard in epoch 1 without one."""
+    plain = round_robin(3, 64, switch_id="s", nodes=["a", "b", "c"])
+    save_topology(tmp_path, plain)
+    loaded = load_topology(tmp_path)
+    assert loaded is not None and loaded.format_version == 2
+    assert [(loaded.replica_node(i), loaded.shard_epoch(i), loaded.replica_in_sync(i))
+            for i in range(3)] == [("", 1, False)] * 3
+    replicated = with_replicas(loaded, ["a", "b", "c"])
+    assert replicated.format_version == 3
+    assert replicated.shard_nodes == ["a", "b", "c"]
+    assert replicated.replica_nodes == ["b", "c", "a"]
+    assert replicated.shard_epochs == [1, 1, 1] and replicated.replicas_in_sync == [False] * 3
+    save_topology(tmp_path, replicated)
+    assert load_topology(tmp_path) == replicated
+    assert with_replicas(plain, ["a"]) == plain  # one node: nowhere to put a follower
+
+
+def test_only_an_in_sync_follower_is_promoted_under_the_next_epoch() -> None:
+    topology = with_replicas(round_robin(2, 64, switch_id="s", nodes=["a", "b"]), ["a", "b"])
+    with pytest.raises(ValueError, match="not in sync"):
+        promoted(topology, 1)
+    after = promoted(replica_synced(topology, 1, True), 1)
+    assert after.shard_nodes == ["a", "a"] and after.replica_nodes == ["b", "b"]
+    assert after.shard_epochs == [1, 2] and after.replicas_in_sync == [False, False]
+    with pytest.raises(ValueError, match="follower on its leader's node"):
+        msgspec.structs.replace(topology, replica_nodes=["a", "a"]).check()
