@@ -641,12 +641,3 @@ class _SocketAnswer:
 
     def result(self, timeout_s: float) -> FollowerAnswer:
         return self._link.answer(self._ticket, self._generation, timeout_s)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

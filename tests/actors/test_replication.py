@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,6 @@ from actors.shard.replication import (
     Replicator,
     SocketFollowerLink,
     serve_follower_request,
-    wait_until,
 )
 from persistence.epochs import EpochStart, load_epochs
 from persistence.lmdb_log import LmdbLog
@@ -37,6 +38,15 @@ from persistence.records import raw_of
 from tests.actors.test_host import account, call, commit, host_on, run
 
 MAP_BYTES = 1 << 24
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Done:
