@@ -32,12 +32,13 @@ from actors.messages import BatchReply, Command
 # second hold); all read by the same decoder (fields added since have defaults). A new event
 # kind, or a new meaning of one, is a new format: an older release then stops with "upgrade
 # payswitch" instead of failing on a tag it does not know or misreading one.
-FORMAT_VERSION = 6  # of records written by this release
+FORMAT_VERSION = 7  # of records written by this release (7: slot moves' events)
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
-SNAPSHOT_FORMAT = 9  # of snapshots written by this release (6: account ids as two buffers;
+SNAPSHOT_FORMAT = 10  # of snapshots written by this release (6: account ids as two buffers;
 # 7: fenced attempts, which an older release would drop; 8: participants' alarm thresholds;
-# 9: may hold staged transfers, which an older release would leave in doubt)
+# 9: may hold staged transfers, which an older release would leave in doubt; 10: slots
+# leaving or gone, whose commands an older release would run)
 LEGACY_RECORD_START = ord("[")  # format 1: an orjson array of events
 LEGACY_SNAPSHOT_START = ord("{")  # format 1: an orjson object
 

@@ -32,15 +32,15 @@ from actors.ledger.events import (
 )
 from actors.ledger.limits import Limits, VelocityState
 from actors.ledger.model import Account, Transfer
-from actors.ledger.pending import PENDING_STATUS, PendingState, PendingStatus
-from actors.ledger.snapshot import (
+from actors.ledger.parts import (
     LimitsEntry,
     PendingEntry,
+    Reservation,
     SettlingEntry,
-    Snapshot,
     VelocityEntry,
 )
-from actors.ledger.state import Reservation
+from actors.ledger.pending import PENDING_STATUS, PendingState, PendingStatus
+from actors.ledger.snapshot import Snapshot
 from actors.ledger.store import ChainDecision, StoredTransfer
 
 

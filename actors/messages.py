@@ -19,6 +19,7 @@ from actors.ledger.events import NdcAlarm
 from actors.ledger.ledger import Verdict
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
+from actors.ledger.parts import SlotState
 from actors.ledger.pending import PendingStatus
 from actors.ledger.queries import ClaimInDoubt, LedgerTotals, PartInDoubt, Settling
 from actors.ledger.registry import ApiKey, Participant
@@ -181,9 +182,45 @@ class Settle(_Message, tag="settle"):
     post: bool
     amount: int
     resolution: Transfer | None
+    # The shards this settle goes to ([]: not said): a shard that gave a side of the pending
+    # transfer away in a slot move settles its own side only when the new holder is named.
+    places: list[int] = []
 
 
 # ---- commands that read ----
+
+# ---- slot moves (actors/ledger/slots.py; switch/routing/slot_move.py drives them) ----
+
+class FreezeSlot(_Message, tag="freeze_slot"):
+    """At the slot's shard: stop serving it and send what it holds (or say it is busy)."""
+
+    slot: int
+    slots: int
+    to_shard: int
+    epoch: int
+
+
+class ImportSlot(_Message, tag="import_slot"):
+    slot: int
+    slots: int
+    from_shard: int
+    epoch: int
+    state: SlotState
+
+
+class ReleaseSlot(_Message, tag="release_slot"):
+    slot: int
+    to_shard: int
+    epoch: int
+
+
+class ThawSlot(_Message, tag="thaw_slot"):
+    slot: int
+
+
+class GetSlotMoves(_Message, tag="slot_moves"):
+    pass
+
 
 class GetPendingStatus(_Message, tag="pending_status"):
     pending_id: str
@@ -237,11 +274,12 @@ Command = (CreateAccount | SetLimits | CreateParticipant | SetParticipantStatus 
            | Stage | ProbePart | ReserveChain | CommitChain
            | ResolveChain | Finalize | Resolve | ClaimPending | FinalizeClaim | Settle
            | GetPendingStatus | ListClaims | ListInDoubt | GetAccount | GetTransfer
-           | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone)
+           | AccountTransfers | BalanceHistory | GetTotals | ListSettling | SettleDone
+           | FreezeSlot | ImportSlot | ReleaseSlot | ThawSlot | GetSlotMoves)
 
 # Commands that only read: never refused at a full queue, never written to the log.
 READS = (GetPendingStatus, ListClaims, ListInDoubt, GetAccount, GetTransfer,
-         AccountTransfers, BalanceHistory, GetTotals, ListSettling, GetRegistry)
+         AccountTransfers, BalanceHistory, GetTotals, ListSettling, GetRegistry, GetSlotMoves)
 
 
 # ---- replies ----
@@ -377,12 +415,30 @@ class Failed(_Message, tag="failed"):
 
     code: str
     message: str
+    slot: int = -1  # slot_moving, slot_moved: the slot, and the shard it goes or went to
+    shard: int = -1
+
+
+class SlotReply(_Message, tag="slot"):
+    """ok (with the slot's state, to a freeze), slot_busy (`in_doubt` things wait for a
+    decision: ask again), slot_moved, slot_move_running, slot_not_frozen or slot_conflict."""
+
+    result: str
+    state: SlotState | None = None
+    in_doubt: int = 0
+    message: str = ""
+
+
+class SlotMovesView(_Message, tag="slot_moves_view"):
+    frozen: dict[int, tuple[int, int]]  # slot: (to shard, epoch)
+    moved: dict[int, int]  # slot: the shard it went to
+    adopted: dict[int, int]  # slot: the epoch it came here under
 
 
 Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict
          | VerdictReply | PartProbed | Applied | ClaimReply | PendingStatusReply | ClaimsReply
          | InDoubtReply | AccountView | TransferView | TransferPage | BalancePage | TotalsReply
-         | SettlingReply | RegistryReply | RegistryView | Failed)
+         | SettlingReply | RegistryReply | RegistryView | SlotReply | SlotMovesView | Failed)
 
 
 class BatchReply(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -416,6 +472,10 @@ FAILED_STORAGE_FULL = "storage_full"
 # it out of sync; nothing of the refused batch was applied (503, retry).
 FAILED_REPLICA_UNAVAILABLE = "replica_unavailable"
 FAILED_INTERNAL = "internal_error"
+# Slot moves: the command is about a slot that is leaving this shard (503, retry), or has
+# left it (the router learns where it went and asks there).
+FAILED_SLOT_MOVING = "slot_moving"
+FAILED_SLOT_MOVED = "slot_moved"
 
 
 R = TypeVar("R")

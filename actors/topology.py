@@ -64,8 +64,8 @@ class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if not 0 < self.shard_count <= self.slots or len(self.slot_table) != self.slots:
             raise ValueError(f"topology has {self.shard_count} shards, {self.slots} slots and "
                              f"a table of {len(self.slot_table)}: inconsistent")
-        if set(self.slot_table) != set(range(self.shard_count)) or self.epoch < 1:
-            raise ValueError("topology's slot table must name every shard, epoch at least 1")
+        if not set(self.slot_table) <= set(range(self.shard_count)) or self.epoch < 1:
+            raise ValueError("topology's slot table must name only its shards, epoch at least 1")
         if any(len(values) not in (0, self.shard_count) for values in (
                 self.replica_nodes, self.shard_epochs, self.replicas_in_sync)):
             raise ValueError("topology's replica lists must name every shard, or none")
@@ -107,12 +107,17 @@ class Placement:
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        self.slot_table = topology.slot_table
+        self.slot_table = list(topology.slot_table)  # its own: a move changes an entry
         self.shard_count = topology.shard_count
         self._slots = topology.slots
 
     def shard_of(self, key: str) -> int:
         return self.slot_table[zlib.crc32(key.encode()) % self._slots]  # slot_of, inlined: hot
+
+    def move(self, slot: int, shard: int) -> None:
+        """A slot now on `shard` (a shard said so: it has moved there)."""
+        if 0 <= slot < self._slots and 0 <= shard < self.shard_count:
+            self.slot_table[slot] = shard
 
 
 def with_replicas(topology: Topology, nodes: Sequence[str]) -> Topology:

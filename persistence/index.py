@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -36,6 +36,7 @@ from actors.ledger.pending import PendingStatus
 from actors.ledger.store import (
     Balances,
     ChainDecision,
+    SlotEntries,
     StoredTransfer,
     coalesced,
     page_of,
@@ -88,6 +89,7 @@ class LmdbStore:
         self._chains: list[tuple[str, ChainDecision]] = []
         self._pending: list[tuple[str, PendingStatus]] = []
         self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
+        self._points: list[tuple[str, list[Balances]]] = []  # another shard's (a slot move)
         self._reading: lmdb.Transaction | None = None
         self._rebuilding: lmdb.Transaction | None = None  # recovery writing what was missing
         self._rebuilt = 0
@@ -147,6 +149,9 @@ class LmdbStore:
                    prefix + encode(Balances(timestamp_ns, *balances)))
                   for account_id, balances in coalesced(self._noted).items()
                   if self._last_balances(account_id) != balances]
+        points += [(account_id.encode() + SEPARATOR + SEQ.pack(point.timestamp),
+                    prefix + encode(point))
+                   for account_id, moved in self._points for point in moved]
         if points:
             writes.append((tables[b"balances"], points, SET))
         writes.append((tables[b"meta"], [(APPLIED_SEQ, SEQ.pack(seq))], SET))
@@ -202,6 +207,7 @@ class LmdbStore:
         self._chains.clear()
         self._pending.clear()
         self._noted.clear()
+        self._points.clear()
 
     # ---- LedgerStore ----
 
@@ -300,6 +306,29 @@ class LmdbStore:
 
     def add_balances(self, account_id: str, balances: tuple[int, int, int, int]) -> None:
         self._noted.append((account_id, balances))
+
+    def add_balance_points(self, account_id: str, points: list[Balances]) -> None:
+        self._points.append((account_id, points))
+
+    def slot_entries(self, in_slot: Callable[[str], bool]) -> SlotEntries:
+        transfers = dict(self._scan(b"transfers", _stored, in_slot))
+        transfers.update({key: stored for key, stored in self._overlay.items() if in_slot(key)})
+        chains = dict(self._scan(b"chains", _chain, in_slot))
+        chains.update({key: decision for key, decision in self._chains if in_slot(key)})
+        pending = dict(self._scan(b"pending", _pending, in_slot))
+        pending.update({key: status for key, status in self._pending if in_slot(key)})
+        return list(transfers.values()), list(chains.items()), list(pending.items())
+
+    def _scan(self, table: bytes, decode: Callable[[bytes], Any],
+              in_slot: Callable[[str], bool] = lambda key: True) -> Iterator[tuple[str, Any]]:
+        """Every entry of a table whose key is in the slot (a full scan: slot moves only)."""
+        if self._tables is None:
+            return
+        with self._env.begin(db=self._tables[table], buffers=False) as txn:
+            for raw_key, value in txn.cursor():
+                key = raw_key.decode()
+                if in_slot(key):
+                    yield key, decode(value[SEQ.size:])
 
     def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int
                         ) -> tuple[list[Balances], int | None]:

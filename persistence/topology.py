@@ -17,8 +17,10 @@ directory is served, read at every later start, never reinterpreted silently.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from persistence.durable_file import write_durably
 from persistence.layout import SHARD_DIRECTORY, shard_directories
 
 TOPOLOGY_FILE = "topology.json"
+TOPOLOGY_LOCK_FILE = "topology.lock"  # flock: one writer of topology.json at a time
 
 
 class TopologyMismatch(Exception):
@@ -60,6 +63,23 @@ def save_topology(data_dir: Path, topology: Topology) -> None:
     """Write the file durably: a crash leaves the old file or the new one, never a torn one."""
     write_durably(topology_path(data_dir),
                   msgspec.json.format(msgspec.json.encode(topology.check()), indent=2) + b"\n")
+
+
+def update_topology(data_dir: Path, change: Callable[[Topology], Topology]) -> Topology:
+    """Read, change and save the topology under an exclusive lock, so that its writers (the
+    replication controller, a slot move in any ingress process) never undo each other."""
+    fd = os.open(data_dir / TOPOLOGY_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a file write: never long
+        saved = load_topology(data_dir)
+        if saved is None:
+            raise TopologyMismatch(f"{data_dir} has no topology to change")
+        changed = change(saved)
+        if changed != saved:
+            save_topology(data_dir, changed)
+        return changed
+    finally:
+        os.close(fd)  # drops the lock
 
 
 def read_topology(data_dir: Path, slots: int) -> Topology:

@@ -13,27 +13,13 @@ import msgspec
 
 from actors.ledger.limits import Limits
 from actors.ledger.model import DEBITS_MUST_NOT_EXCEED_CREDITS, Account, Transfer
+from actors.ledger.parts import SlotState
+from actors.ledger.pending import Claim as Claim  # defined beside PendingState
 from actors.ledger.registry import ApiKey, Participant
 
 
 class _Event(msgspec.Struct, array_like=True, gc=False):
     pass
-
-
-class Claim(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """A post or void Q under way on a pending transfer P, at P's home: P is locked for it.
-
-    For a Q in a linked chain, the chain (its key and Q's place in it) and Q as it will be
-    stored (what it leaves out filled from P): the chain's coordinator decides it.
-    """
-
-    resolving_id: str
-    attempt: int
-    post: bool
-    amount: int
-    chain: str = ""
-    member: int = 0
-    resolving: Transfer | None = None
 
 
 class AccountCreated(_Event, tag="account_created"):
@@ -196,17 +182,56 @@ class AttemptFenced(_Event, tag="attempt_fenced"):
     chain: bool = False
 
 
+
+# ---- slot moves (actors/ledger/slots.py) ----
+
+class SlotFrozen(_Event, tag="slot_frozen"):
+    """At the slot's shard: the slot is being moved to `to_shard` (as exported now): from
+    here on this shard refuses every command about the slot (503, slot_moving)."""
+
+    slot: int
+    slots: int  # the topology's slot count: how ids are placed in slots
+    to_shard: int
+    epoch: int  # the topology epoch the move makes
+
+
+class SlotThawed(_Event, tag="slot_thawed"):
+    """A move given up before the slot left: this shard serves the slot again."""
+
+    slot: int
+
+
+class SlotImported(_Event, tag="slot_imported"):
+    """At the slot's new shard: everything the old one held for it, from here on served."""
+
+    slot: int
+    slots: int
+    from_shard: int
+    epoch: int
+    state: SlotState
+
+
+class SlotMovedOut(_Event, tag="slot_moved_out"):
+    """At the old shard, once the new one holds the slot: its live state here is let go of,
+    and commands about it are answered with where it went."""
+
+    slot: int
+    to_shard: int
+    epoch: int
+
 Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased
          | PendingResolved | PendingExpired | HeldSettled | LimitsChanged | ChainCommitted
          | PartCommitted | PendingSettled | ParticipantCreated | ParticipantStatusChanged
-         | KeyCreated | KeyRevoked | AttemptFenced | AlarmThresholdSet | NdcAlarm)
+         | KeyCreated | KeyRevoked | AttemptFenced | AlarmThresholdSet | NdcAlarm | SlotFrozen
+         | SlotThawed | SlotImported | SlotMovedOut)
 EVENT_TYPES: tuple[type[_Event], ...] = (
     AccountCreated, TransferCommitted, TransferReserved, ReservationPosted, ReservationVoided,
     ReservationHeld, PendingClaimed, PendingClaimReleased, PendingResolved, PendingExpired,
     HeldSettled, LimitsChanged, ChainCommitted, PartCommitted, PendingSettled,
     ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked, AttemptFenced,
-    AlarmThresholdSet, NdcAlarm)
+    AlarmThresholdSet, NdcAlarm, SlotFrozen, SlotThawed, SlotImported, SlotMovedOut)
+SLOT_EVENTS = (SlotFrozen, SlotThawed, SlotImported, SlotMovedOut)  # a switch's own: no stream
 REGISTRY_EVENTS = (ParticipantCreated, ParticipantStatusChanged, KeyCreated, KeyRevoked,
                    AlarmThresholdSet, NdcAlarm)
 

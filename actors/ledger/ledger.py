@@ -21,6 +21,7 @@ import heapq
 import msgspec
 
 import actors.ledger.pending as pending_rules
+from actors.ledger import slots as slots_core
 from actors.ledger.balancing import (
     Rule,
     credit_rules,
@@ -54,6 +55,10 @@ from actors.ledger.events import (
     ReservationHeld,
     ReservationPosted,
     ReservationVoided,
+    SlotFrozen,
+    SlotImported,
+    SlotMovedOut,
+    SlotThawed,
     TransferCommitted,
     TransferReserved,
 )
@@ -75,6 +80,7 @@ from actors.ledger.model import (
     Roles,
     Transfer,
 )
+from actors.ledger.parts import SlotState
 from actors.ledger.pending import PENDING_STATUS, POSTED, VOIDED, PendingState
 from actors.ledger.registry import ApiKey, Participant, RegistryResult
 from actors.ledger.state import LedgerState
@@ -405,6 +411,51 @@ class Ledger(LedgerState):
                 expiring.add(pending_id)
                 events.append(PendingExpired(pending_id))
         return events
+
+    # ---- slot moves (actors/ledger/slots.py) ----
+
+    def freeze_slot(self, slot: int, slots: int, to_shard: int, epoch: int
+                    ) -> tuple[str, list[Event], SlotState | None, int]:
+        """A move's first step here: (result, events, the slot's state, how many things about
+        it are in doubt). Asked again for a slot frozen for the same shard, it sends the state
+        again (a mover that stopped half way resumes)."""
+        moves = self.slot_moves
+        if slot in moves.moved:
+            return "slot_moved", [], None, 0
+        running = next(iter(moves.frozen.items()), None)
+        if running is not None and running[0] != slot:
+            return "slot_move_running", [], None, 0
+        if running is not None and running[1][0] != to_shard:
+            return "slot_move_running", [], None, 0
+        in_slot = slots_core.in_slot_of(slot, slots)
+        events: list[Event] = []
+        if running is None:
+            waiting = slots_core.in_doubt(self, in_slot)
+            if waiting:
+                return "slot_busy", [], None, waiting
+            events.append(SlotFrozen(slot, slots, to_shard, epoch))
+        return "ok", events, slots_core.export(self, in_slot), 0
+
+    def import_slot(self, slot: int, slots: int, from_shard: int, epoch: int, state: SlotState
+                    ) -> tuple[str, list[Event]]:
+        if self.slot_moves.adopted.get(slot) == epoch:
+            return "ok", []  # imported already (the mover asks again after a stop)
+        if any(account.id in self.accounts for account in state.accounts):
+            return "slot_conflict", []
+        return "ok", [SlotImported(slot, slots, from_shard, epoch, state)]
+
+    def release_slot(self, slot: int, to_shard: int, epoch: int) -> tuple[str, list[Event]]:
+        moves = self.slot_moves
+        if moves.moved.get(slot) == to_shard:
+            return "ok", []
+        if moves.frozen.get(slot) != (to_shard, epoch):
+            return "slot_not_frozen", []
+        return "ok", [SlotMovedOut(slot, to_shard, epoch)]
+
+    def thaw_slot(self, slot: int) -> tuple[str, list[Event]]:
+        if slot not in self.slot_moves.frozen:
+            return "slot_not_frozen", []
+        return "ok", [SlotThawed(slot)]
 
     def _checked(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
                  ) -> tuple[TransferResult, Transfer]:

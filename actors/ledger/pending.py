@@ -16,7 +16,6 @@ import msgspec
 from msgspec.structs import replace
 
 from actors.ledger.codes import TransferResult
-from actors.ledger.events import Claim
 from actors.ledger.model import (
     AMOUNT_MAX,
     BALANCING,
@@ -35,6 +34,22 @@ PENDING_STATUS = "pending"
 POSTED = "posted"
 VOIDED = "voided"
 EXPIRED = "expired"
+
+
+class Claim(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A post or void Q under way on a pending transfer P, at P's home: P is locked for it.
+
+    For a Q in a linked chain, the chain (its key and Q's place in it) and Q as it will be
+    stored (what it leaves out filled from P): the chain's coordinator decides it.
+    """
+
+    resolving_id: str
+    attempt: int
+    post: bool
+    amount: int
+    chain: str = ""
+    member: int = 0
+    resolving: Transfer | None = None
 
 
 class PendingState(msgspec.Struct, array_like=True, gc=False):

@@ -11,37 +11,19 @@ from __future__ import annotations
 import msgspec
 
 from actors.ledger.accounts import AccountRows, AccountTable
-from actors.ledger.limits import Limits, Velocity, VelocityState
+from actors.ledger.limits import Velocity
 from actors.ledger.model import Account
-from actors.ledger.pending import PendingState
+from actors.ledger.parts import (
+    FenceEntry,
+    LimitsEntry,
+    PendingEntry,
+    Reservation,
+    SettlingEntry,
+    VelocityEntry,
+)
 from actors.ledger.registry import RegistryState
-from actors.ledger.state import LedgerState, Reservation, Totals
-
-
-class PendingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    pending_id: str
-    state: PendingState
-
-
-class LimitsEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    account_id: str
-    limits: Limits
-
-
-class VelocityEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    account_id: str
-    window: VelocityState
-
-
-class SettlingEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    pending_id: str
-    since_ns: int
-
-
-class FenceEntry(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    key: str  # a transfer's id, or a chain's key
-    attempts: list[int]
-    chain: bool
+from actors.ledger.slots import SlotMovesState
+from actors.ledger.state import LedgerState, Totals
 
 
 class Snapshot(msgspec.Struct, array_like=True, frozen=True):
@@ -55,6 +37,7 @@ class Snapshot(msgspec.Struct, array_like=True, frozen=True):
     account_rows: AccountRows | None = None  # format 4 on: the accounts as packed rows
     registry: RegistryState | None = None  # format 5 on: participants, keys, who is disabled
     fences: list[FenceEntry] = []  # format 7 on: attempts told void that never commit
+    slot_moves: SlotMovesState | None = None  # format 10 on: slots leaving or gone
 
     def account_structs(self) -> list[Account]:
         """The accounts as structs, whichever way this snapshot holds them (audits compare)."""
@@ -81,6 +64,7 @@ def dump(ledger: LedgerState) -> Snapshot:
                 for chain, fenced in ((False, ledger.fenced_transfers),
                                       (True, ledger.fenced_chains))
                 for key, attempts in fenced.items()],
+        slot_moves=ledger.slot_moves if ledger.slot_moves.slots else None,
     )
 
 
@@ -102,6 +86,8 @@ def load(ledger: LedgerState, snapshot: Snapshot) -> None:
     ledger.settling = {entry.pending_id: entry.since_ns for entry in snapshot.settling}
     if snapshot.registry is not None:
         snapshot.registry.restore(ledger.registry)
+    if snapshot.slot_moves is not None:
+        ledger.slot_moves = msgspec.structs.replace(snapshot.slot_moves)
     for fence in snapshot.fences:
         fenced = ledger.fenced_chains if fence.chain else ledger.fenced_transfers
         fenced[fence.key] = set(fence.attempts)

@@ -12,8 +12,6 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import msgspec
-
 from actors.ledger.accounts import AccountTable
 from actors.ledger.events import (
     AccountCreated,
@@ -37,6 +35,10 @@ from actors.ledger.events import (
     ReservationHeld,
     ReservationPosted,
     ReservationVoided,
+    SlotFrozen,
+    SlotImported,
+    SlotMovedOut,
+    SlotThawed,
     TransferCommitted,
     TransferReserved,
 )
@@ -53,26 +55,16 @@ from actors.ledger.model import (
     Roles,
     Transfer,
 )
+from actors.ledger.parts import Reservation as Reservation  # its home since slot moves
 from actors.ledger.pending import EXPIRED, PENDING_STATUS, PendingState, PendingStatus
 from actors.ledger.registry import Registry
+from actors.ledger.slots import SlotMovesState, adopt, drop
 from actors.ledger.store import ChainDecision, LedgerStore, MemoryStore, StoredTransfer
 
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
 _BOTH = Roles.both
 _HOME = Roles.home
-
-
-class Reservation(msgspec.Struct, array_like=True, gc=False):
-    """A side of a transfer held as pending on this shard: a cross-shard part waiting for its
-    home's decision (in doubt), or a part of a committed pending transfer (held)."""
-
-    transfer: Transfer
-    roles: int
-    attempt: int
-    held: bool = False
-    chain: str = ""  # a linked chain's member: the chain's key (its first member's id)
-    member: int = 0  # and its place in the chain
 
 
 class Totals:
@@ -127,6 +119,7 @@ class LedgerState:
         # windows make them, so they stay few.
         self.fenced_transfers: dict[str, set[int]] = {}
         self.fenced_chains: dict[str, set[int]] = {}
+        self.slot_moves = SlotMovesState()  # slots leaving or gone (actors/ledger/slots.py)
         self._expiries: list[tuple[int, str]] = []  # heap of (expires_at_ns, pending id)
         self._history_touched: list[Account] = []  # by the event being applied
         self._appliers: dict[type, Callable[[Any], None]] = {
@@ -154,6 +147,10 @@ class LedgerState:
                 e.participant_id, e.ledger, e.percent),
             NdcAlarm: lambda e: None,  # a record of what was seen: it changes no state
             AttemptFenced: self._apply_attempt_fenced,
+            SlotFrozen: self._apply_slot_frozen,
+            SlotThawed: lambda e: self.slot_moves.frozen.pop(e.slot) and None,
+            SlotImported: self._apply_slot_imported,
+            SlotMovedOut: self._apply_slot_moved_out,
         }
 
     # ---- reads the decisions share ----
@@ -173,6 +170,9 @@ class LedgerState:
         self._expiries = [(s.expires_at_ns, pending_id) for pending_id, s in self.pending.items()
                           if s.expires_at_ns and s.status == PENDING_STATUS]
         heapq.heapify(self._expiries)
+
+    def recount_totals(self) -> None:
+        self.totals = Totals.of(self.accounts.values())
 
     # ---- application (the only mutation) ----
 
@@ -240,6 +240,26 @@ class LedgerState:
         self.store.add_chain(event.chain, ChainDecision(event.attempt, event.timestamps,
                                                         event.amounts, event.resolving))
         self.fenced_chains.pop(event.chain, None)
+
+    def _apply_slot_frozen(self, event: SlotFrozen) -> None:
+        moves = self.slot_moves
+        moves.slots = event.slots
+        moves.frozen[event.slot] = (event.to_shard, event.epoch)
+        moves.adopted.pop(event.slot, None)
+
+    def _apply_slot_imported(self, event: SlotImported) -> None:
+        moves = self.slot_moves
+        moves.slots = event.slots
+        adopt(self, event.state)
+        moves.moved.pop(event.slot, None)
+        moves.adopted[event.slot] = event.epoch
+
+    def _apply_slot_moved_out(self, event: SlotMovedOut) -> None:
+        moves = self.slot_moves
+        if moves.frozen.pop(event.slot)[0] != event.to_shard:
+            raise AssertionError(f"slot {event.slot} moved out to another shard than frozen for")
+        drop(self, event.slot, event.to_shard)
+        moves.moved[event.slot] = event.to_shard
 
     def _apply_attempt_fenced(self, event: AttemptFenced) -> None:
         fenced = self.fenced_chains if event.chain else self.fenced_transfers

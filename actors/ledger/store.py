@@ -58,6 +58,10 @@ class Balances(msgspec.Struct, array_like=True, frozen=True, gc=False):
     credits_pending: int
 
 
+SlotEntries = tuple[list[StoredTransfer], list[tuple[str, ChainDecision]],
+                    list[tuple[str, PendingStatus]]]
+
+
 class LedgerStore(Protocol):
     @property
     def applied_seq(self) -> int:
@@ -97,6 +101,13 @@ class LedgerStore(Protocol):
         """Balances noted in (since_ns, until_ns], oldest first; the last timestamp of the
         page when more follow (the next page's `since_ns`)."""
 
+    def slot_entries(self, in_slot: Callable[[str], bool]) -> SlotEntries:
+        """What is stored under keys of one slot (a slot move carries it): transfers by id,
+        chains' decisions by key, final pending states by id; this batch's writes included."""
+
+    def add_balance_points(self, account_id: str, points: list[Balances]) -> None:
+        """Balance history as another shard kept it (a slot move), at its own times."""
+
     def begin(self) -> None:
         """A batch starts: reads may share one view of the store until `end_reads`."""
 
@@ -129,6 +140,7 @@ class MemoryStore:
         self._staged_chains: dict[str, ChainDecision] = {}
         self._staged_pending: dict[str, PendingStatus] = {}
         self._noted: list[tuple[str, tuple[int, int, int, int]]] = []
+        self._staged_points: list[tuple[str, list[Balances]]] = []
         # What a compacted log no longer holds (the audit of one: the shard's own store):
         # consulted for transfers, chains and pending outcomes this store never saw.
         self.earlier: LedgerStore | None = None
@@ -209,8 +221,22 @@ class MemoryStore:
         page = selected[:limit]
         return page, (page[-1].timestamp if len(selected) > limit else None)
 
+    def slot_entries(self, in_slot: Callable[[str], bool]) -> SlotEntries:
+        transfers = {**self.transfers, **self._staged_transfers}
+        chains = {**self.chains, **self._staged_chains}
+        pending = {**self.pending, **self._staged_pending}
+        return ([stored for key, stored in transfers.items() if in_slot(key)],
+                [(key, decision) for key, decision in chains.items() if in_slot(key)],
+                [(key, status) for key, status in pending.items() if in_slot(key)])
+
+    def add_balance_points(self, account_id: str, points: list[Balances]) -> None:
+        self._staged_points.append((account_id, points))
+
     def flush(self, seq: int, timestamp_ns: int) -> None:
         self.transfers.update(self._staged_transfers)
+        for account_id, points in self._staged_points:
+            self._balances[account_id] = sorted([*self._balances[account_id], *points],
+                                                key=lambda point: point.timestamp)
         for n, entry in enumerate(self._staged_history):
             self._history[position_of(self._next_seq, n)] = entry
         self._next_seq = max(self._next_seq, seq) + 1
@@ -246,6 +272,7 @@ class MemoryStore:
         self._staged_chains.clear()
         self._staged_pending.clear()
         self._noted.clear()
+        self._staged_points.clear()
 
 
 def stage_legacy(store: LedgerStore, index: Any) -> None:

@@ -36,11 +36,14 @@ from actors.messages import (
     CreateParticipant,
     Finalize,
     FinalizeClaim,
+    FreezeSlot,
     GetAccount,
     GetPendingStatus,
     GetRegistry,
+    GetSlotMoves,
     GetTotals,
     GetTransfer,
+    ImportSlot,
     InDoubtReply,
     ListClaims,
     ListInDoubt,
@@ -52,6 +55,7 @@ from actors.messages import (
     RecordNdcAlarm,
     RegistryReply,
     RegistryView,
+    ReleaseSlot,
     Reply,
     Reserve,
     ReserveChain,
@@ -65,7 +69,10 @@ from actors.messages import (
     Settle,
     SettleDone,
     SettlingReply,
+    SlotMovesView,
+    SlotReply,
     Stage,
+    ThawSlot,
     TotalsReply,
     TransferPage,
     TransferReply,
@@ -101,6 +108,9 @@ class CommandTable:
             CreateKey: self._create_key, RevokeKey: self._revoke_key,
             SetAlarmThreshold: self._alarm_threshold, RecordNdcAlarm: self._ndc_alarm,
             GetRegistry: self._registry,
+            FreezeSlot: self._freeze_slot, ImportSlot: self._import_slot,
+            ReleaseSlot: self._release_slot, ThawSlot: self._thaw_slot,
+            GetSlotMoves: self._slot_moves,
         }
 
     def run(self, command: Command, events: list[Event]) -> Reply:
@@ -212,6 +222,39 @@ class CommandTable:
         new_events = self.host.ledger.settled(command.pending_ids)
         self.host.record(new_events, events)
         return Applied(bool(new_events))
+
+    # ---- slot moves ----
+
+    def _freeze_slot(self, command: FreezeSlot, events: list[Event]) -> SlotReply:
+        self.host.next_timestamp()
+        result, new_events, state, waiting = self.host.ledger.freeze_slot(
+            command.slot, command.slots, command.to_shard, command.epoch)
+        self.host.record(new_events, events)
+        return SlotReply(result, state, waiting)
+
+    def _import_slot(self, command: ImportSlot, events: list[Event]) -> SlotReply:
+        self.host.next_timestamp()
+        result, new_events = self.host.ledger.import_slot(
+            command.slot, command.slots, command.from_shard, command.epoch, command.state)
+        self.host.record(new_events, events)
+        return SlotReply(result)
+
+    def _release_slot(self, command: ReleaseSlot, events: list[Event]) -> SlotReply:
+        self.host.next_timestamp()
+        result, new_events = self.host.ledger.release_slot(command.slot, command.to_shard,
+                                                           command.epoch)
+        self.host.record(new_events, events)
+        return SlotReply(result)
+
+    def _thaw_slot(self, command: ThawSlot, events: list[Event]) -> SlotReply:
+        self.host.next_timestamp()
+        result, new_events = self.host.ledger.thaw_slot(command.slot)
+        self.host.record(new_events, events)
+        return SlotReply(result)
+
+    def _slot_moves(self, command: GetSlotMoves, events: list[Event]) -> SlotMovesView:
+        moves = self.host.ledger.slot_moves
+        return SlotMovesView(dict(moves.frozen), dict(moves.moved), dict(moves.adopted))
 
     # ---- the registry ----
 

@@ -48,6 +48,7 @@ from actors.messages import (
     Reply,
 )
 from actors.runtime import GENERATION0_THRESHOLD_DEFAULT, gc_paused
+from actors.shard import slot_guard
 from actors.shard.commands import CommandTable
 from actors.shard.replication import NotReplicated, Replicator
 from actors.shard.stats import ShardStats, ShardStatus
@@ -272,6 +273,11 @@ class ShardHost:
             store.end_reads()
 
     def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
+        moves = self.ledger.slot_moves
+        if moves.closed:  # a slot moved from or through here: is this command about it?
+            refused = slot_guard.refusal(command, moves)
+            if refused is not None:
+                return refused
         try:
             if failpoints.ARMED and not isinstance(command, READS):  # a bug in a write
                 failpoints.raise_for(_about(command))

@@ -60,6 +60,7 @@ from switch.api.registry_api import (
     registry_routes,
 )
 from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
+from switch.api.slots_api import slot_routes
 from switch.api.views import (
     account_from_request,
     account_json,
@@ -618,6 +619,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         Route("/openapi.json", api.openapi, methods=["GET"]),
         *dashboard_routes(monitor, metrics, ray_dashboard_url, watch.data),
         Route("/v1/cluster", cluster_endpoint(monitor, list_nodes), methods=["GET"]),
+        *slot_routes(router, Path(settings.data.dir), api.parse_one),
         *event_routes(EventStream(router.links), StreamSlots(
             settings.server.streams_max, settings.server.streams_per_client_max,
             settings.server.retry_after_seconds), api.visibility.visible_events,

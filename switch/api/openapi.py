@@ -44,6 +44,7 @@ from switch.api.schemas import (
     TransferOut,
     TransferPage,
 )
+from switch.api.slots_api import SlotMoveIn
 from switch.cli.settings import Settings
 from switch.hub.model import PARTY_TYPES
 from switch.hub.schemas import (
@@ -329,6 +330,12 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
         "/v1/cluster": {"get": {"summary": "Nodes and shards, now (operator, auditor)",
                                 "responses": {"200": _json({"type": "object"}, "the cluster"),
                                               **_errors(*ERRORS_OF_AUTH)}}},
+        "/v1/cluster/slot-moves": {"post": {
+            "summary": "Move a slot to another shard, online (operator; docs/CLUSTER.md)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": SlotMoveIn.model_json_schema()}}},
+            "responses": {"200": _json({"type": "object"}, "moved"),
+                          **_errors(400, 409, 413, 415, 422, 503, *ERRORS_OF_AUTH)}}},
         "/dashboard/data": {"get": {"summary": "What the dashboard shows, as JSON",
                                     "responses": {"200": _json({"type": "object"}, "now"),
                                                   **_errors(*ERRORS_OF_AUTH)}}},

@@ -36,12 +36,13 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import ray
 
 from actors.shard.actor import RayShards, storage_nodes
 from actors.shard.stats import ShardStatus
 from actors.topology import Topology, promoted, replica_synced
-from persistence.topology import load_topology, save_topology
+from persistence.topology import load_topology, update_topology
 
 log = logging.getLogger("payswitch.controller")
 
@@ -216,5 +217,7 @@ class ReplicationController:
         self.shards.restart_leader(shard, new)
 
     def _save(self, topology: Topology) -> None:
-        save_topology(self._data_dir, topology)
-        self.topology = topology
+        """Its own fields (followers, epochs, sync) as changed; the slot table and topology
+        epoch as saved (a slot move in an ingress process changes those)."""
+        self.topology = update_topology(self._data_dir, lambda saved: msgspec.structs.replace(
+            topology, slot_table=saved.slot_table, epoch=saved.epoch))

@@ -9,6 +9,7 @@ from pathlib import Path
 try:
     from switch.cli import keys as keys_cli
     from switch.cli import settlement as settlement_cli
+    from switch.cli import slots as slots_cli
     from switch.cli.settings import DEFAULT_CONFIG, load_settings
     from switch.cli.wal import commands as wal_cli
 except ImportError as missing:  # `pip install payswitch` holds the client only
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     wal_cli.add_parser(commands)
     keys_cli.add_parser(commands)
     settlement_cli.add_parser(commands)
+    slots_cli.add_parser(commands)
     return parser
 
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_cli.run(args)
     if args.command == "settlement":
         return settlement_cli.run(args)
+    if args.command == "slots":
+        return slots_cli.run(args)
     if args.command == "serve":
         from switch.cli.serve import serve
 

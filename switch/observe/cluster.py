@@ -48,7 +48,7 @@ async def cluster_view(monitor: Monitor, list_nodes: ListNodes | None) -> dict[s
         except Exception as error:  # Ray's GCS unreachable or slow: the shards still show
             nodes, nodes_error = None, f"Ray's node list did not come: {error!r}"
     rows = {row["shard"]: row for row in monitor.shards}
-    slots = Counter(topology.slot_table)
+    slots = Counter(monitor.router.placement.slot_table)  # as this router knows it now
     names = {node["node_id"]: node["storage_node"] for node in nodes or []}
     shards = []
     for shard in range(topology.shard_count):

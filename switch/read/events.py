@@ -23,9 +23,10 @@ import msgspec
 import orjson
 
 from actors.codec import decode_events
-from actors.ledger.events import EVENT_TYPES, Claim, Event, kind_of
+from actors.ledger.events import EVENT_TYPES, SLOT_EVENTS, Claim, Event, kind_of
 from actors.ledger.limits import Limits
 from actors.ledger.model import Account, Transfer
+from actors.ledger.parts import SlotState
 from actors.ledger.registry import ApiKey, Participant
 from actors.messages import LogFeed
 from switch.api.views import account_json, transfer_json
@@ -76,6 +77,8 @@ def _shown(value: Any) -> Any:
         return value.hex()
     if isinstance(value, list):
         return [_shown(item) for item in value]
+    if isinstance(value, SlotState):  # a slot move's (the WAL tool shows it whole)
+        return msgspec.to_builtins(value)
     return value
 
 
@@ -97,6 +100,8 @@ def _read(value: Any, kind: Any) -> Any:
     text = str(kind)
     if isinstance(value, list) and "list" in text:
         return [_read(item, text.removeprefix("list[").removesuffix("]")) for item in value]
+    if "SlotState" in text:
+        return msgspec.convert(value, SlotState)
     if isinstance(value, dict):
         if "Transfer" in text:
             return transfer_of(value)
@@ -185,7 +190,8 @@ class EventStream:
             events = decode_events(record.payload)
             start = index if record.seq == seq else 0
             found.extend(Delivered(shard, record.seq, i, record.timestamp_ns, events[i])
-                         for i in range(start, len(events)))
+                         for i in range(start, len(events))
+                         if not isinstance(events[i], SLOT_EVENTS))  # the switch's own
             if len(found) >= limit:
                 break
         return found

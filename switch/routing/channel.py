@@ -25,7 +25,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors.codec import decode_reply, encode_commands
-from actors.messages import FAILED_REPLICA_UNAVAILABLE, Command, Failed, Reply
+from actors.messages import (
+    FAILED_REPLICA_UNAVAILABLE,
+    FAILED_SLOT_MOVED,
+    FAILED_SLOT_MOVING,
+    Command,
+    Failed,
+    Reply,
+)
 from switch.observe.context import request_id_var
 
 log = logging.getLogger("payswitch.router")
@@ -44,7 +51,7 @@ SLOW_CALL_S = 1.0
 @dataclass(slots=True)
 class _Group:
     commands: list[Command]
-    future: asyncio.Future[list[Reply | ShardCallFailed]]
+    future: asyncio.Future[list[Reply | Exception]]
     request_id: str
 
 
@@ -54,6 +61,15 @@ class Overloaded(Exception):
 
 class ShardUnavailable(Exception):
     """A shard did not answer a call (its actor died or is unreachable): 503."""
+
+
+class SlotMoving(ShardUnavailable):
+    """The command is about a slot being moved between shards (503 with Retry-After): or,
+    `moved`, about one that has moved, to `shard` (the router asks there)."""
+
+    def __init__(self, message: str, slot: int, shard: int, moved: bool) -> None:
+        super().__init__(message)
+        self.slot, self.shard, self.moved = slot, shard, moved
 
 
 class ShardCallFailed(Exception):
@@ -89,9 +105,11 @@ class ShardChannel:
         self._probe = probe
         self._probing: asyncio.Task[None] | None = None
         self.recovering_since_s: float | None = None  # wall clock, while recovering
+        # Told of each slot a shard says has moved (the router's placement learns it).
+        self.on_slot_moved: Callable[[int, int], None] = lambda slot, shard: None
 
     def submit(self, commands: list[Command], admitted: bool = False
-               ) -> asyncio.Future[list[Reply | ShardCallFailed]]:
+               ) -> asyncio.Future[list[Reply | Exception]]:
         """Queue a group; its future resolves to one reply per command, in order.
 
         `admitted`: the commands finish work already under way (a commit after reservations,
@@ -106,7 +124,7 @@ class ShardChannel:
             raise Overloaded(f"shard {self.shard_index} queue is full")
         if self._loop is None:  # cached: get_running_loop() is a syscall on Python 3.11
             self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Reply | ShardCallFailed]] = self._loop.create_future()
+        future: asyncio.Future[list[Reply | Exception]] = self._loop.create_future()
         self._queue.append(_Group(commands, future, request_id_var.get()))
         self.queued_commands += len(commands)
         if self._drain_task is None:
@@ -167,9 +185,17 @@ class ShardChannel:
             end = start + len(group.commands)
             if not group.future.done():
                 group.future.set_result([
-                    ShardCallFailed(r.code, r.message) if isinstance(r, Failed) else r
+                    self._refusal(r) if isinstance(r, Failed) else r
                     for r in replies[start:end]])
             start = end
+
+    def _refusal(self, failed: Failed) -> ShardCallFailed | SlotMoving:
+        if failed.code == FAILED_SLOT_MOVED:
+            self.on_slot_moved(failed.slot, failed.shard)
+            return SlotMoving(failed.message, failed.slot, failed.shard, moved=True)
+        if failed.code == FAILED_SLOT_MOVING:
+            return SlotMoving(failed.message, failed.slot, failed.shard, moved=False)
+        return ShardCallFailed(failed.code, failed.message)
 
     def _start_probing(self) -> None:
         if self._probe is not None and self._probing is None:

@@ -149,11 +149,16 @@ class ChainRun:
             if resolving is not None:
                 resolution = resolving.stamped(timestamp)
                 post = bool(member.flags & POST_PENDING)
-                for shard in {self.shard_of(resolving.debit_account_id),
-                              self.shard_of(resolving.credit_account_id)}:
-                    calls.append((shard, Settle(member.pending_id, post,
-                                                resolving.amount if post else 0, resolution)))
+                places = settle_places(self.shard_of, resolving)
+                calls += [(shard, Settle(member.pending_id, post,
+                                         resolving.amount if post else 0, resolution, places))
+                          for shard in places]
         return calls
+
+
+def settle_places(shard_of: Callable[[str], int], pending: Transfer) -> list[int]:
+    """The shards holding a pending transfer's sides: where its settle goes (and says so)."""
+    return sorted({shard_of(pending.debit_account_id), shard_of(pending.credit_account_id)})
 
 
 def _committed_member(member: Transfer, index: int, decision: ChainDecision) -> Transfer:

@@ -220,12 +220,10 @@ def settle_calls(shard_of: Callable[[str], int], items: list[tuple[int, Settling
     owners: list[tuple[int, str, list[int]]] = []
     for home, item in items:
         status = item.status
-        places = []
-        for shard in {shard_of(item.debit_account_id), shard_of(item.credit_account_id)}:
-            places.append(len(calls))
-            calls.append((shard, Settle(item.pending_id, status.status == POSTED,
-                                        status.amount_posted, status.resolution)))
-        owners.append((home, item.pending_id, places))
+        shards = sorted({shard_of(item.debit_account_id), shard_of(item.credit_account_id)})
+        owners.append((home, item.pending_id, list(range(len(calls), len(calls) + len(shards)))))
+        calls += [(shard, Settle(item.pending_id, status.status == POSTED, status.amount_posted,
+                                 status.resolution, shards)) for shard in shards]
     return calls, owners
 
 

@@ -74,8 +74,8 @@ from actors.messages import (
 )
 from actors.shard.stats import ShardStatus
 from actors.topology import Placement
-from switch.routing.channel import Overloaded, ShardChannel, ShardUnavailable
-from switch.routing.linked import ChainRun
+from switch.routing.channel import Overloaded, ShardChannel, ShardUnavailable, SlotMoving
+from switch.routing.linked import ChainRun, settle_places
 from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch.router")
@@ -86,6 +86,7 @@ Settlement = tuple[int, str, list[int]]  # a pending transfer's home, its id, se
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
 _STAGED_AT_HOME = -2  # an owner key in round A: the home's reply to `Stage`
+SLOT_HOPS_MAX = 4  # a read follows a moved slot this many shards at most
 ATTEMPT_COUNTER_BITS = 32  # an attempt: a router's random prefix, then its counter
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
@@ -184,6 +185,8 @@ class Router:
                                       call_commands_max, link.status) for link in links]
         self.placement = placement
         self.shard_of = self.placement.shard_of
+        for channel in self.channels:
+            channel.on_slot_moved = placement.move
         self.live: dict[str, asyncio.Future[None]] = {}  # transfer ids under way here
         # Attempts are unique across routers (ingress processes): random high bits
         self._attempt_base = random.getrandbits(31) << ATTEMPT_COUNTER_BITS
@@ -267,7 +270,12 @@ class Router:
         return await self._gather(self._submit(calls, admitted))
 
     async def ask(self, shard: int, command: Command) -> Any:
-        (reply,) = await self.scatter([(shard, command)])
+        """One command's reply; asked again where its slot went if it has moved."""
+        for _ in range(SLOT_HOPS_MAX):
+            (reply,) = await self.scatter([(shard, command)])
+            if not (isinstance(reply, SlotMoving) and reply.moved):
+                break
+            shard = reply.shard
         if isinstance(reply, BaseException):
             raise reply
         return reply
@@ -642,9 +650,9 @@ class Router:
             pending = claimed.pending
             post = bool(transfer.flags & POST_PENDING)
             amount = committed.amount if post else 0
-            for shard in {self.shard_of(pending.debit_account_id),
-                          self.shard_of(pending.credit_account_id)}:
-                calls.append((shard, Settle(pending.id, post, amount, committed)))
+            places = settle_places(self.shard_of, pending)
+            calls += [(shard, Settle(pending.id, post, amount, committed, places))
+                      for shard in places]
         return calls
 
     # ---- reads ----

@@ -249,6 +249,8 @@ ROWS: list[Row] = [
     ("GET", "/metrics", None, STAFF),
     ("GET", "/dashboard/data", None, STAFF),
     ("GET", "/v1/cluster", None, STAFF),
+    ("POST", "/v1/cluster/slot-moves", {"slot": 0, "to_shard": 99},
+     {"operator": 422, "auditor": 403, "bank-a": 403, "bank-b": 403}),  # no shard 99
     ("GET", "/dashboard", None, STAFF),
     ("GET", "/v1/participants", None, OPEN),
     ("GET", "/v1/participants/bank-a", None, {"operator": 200, "auditor": 200, "bank-a": 200,

@@ -1,0 +1,226 @@
+"""Slot moves in the ledger: what a shard holds for one slot, taken out whole on the shard it
+leaves and put in whole on the shard it joins (docs/CLUSTER.md, "Slot moves").
+
+A move goes in four durable steps, each an event applied by `LedgerState.apply` (so recovery,
+followers and the WAL tool see the same state):
+  1. `SlotFrozen` on the old shard: only when nothing about the slot is in doubt there (no
+     cross-shard part waiting for its home's decision, no pending transfer claimed by a post
+     or void under way); from then it refuses every command about the slot, and the reply
+     to the command that froze it carries the slot's state (`export`);
+  2. `SlotImported` on the new shard: that state, from then served there;
+  3. the topology names the new shard for the slot (the mover saves it, under a new epoch);
+  4. `SlotMovedOut` on the old shard: its live state for the slot is let go of (`drop`), and
+     commands about the slot are answered with where it went (routers learn it from that).
+At no moment do two shards accept commands about the slot: the old one refuses them from
+step 1, the new one is sent none before step 3. Held parts of pending transfers move with
+the accounts they hold (a part's roles split when its other side stays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.ledger.accounts import AccountTable
+from actors.ledger.limits import Velocity
+from actors.ledger.model import Account, Roles
+from actors.ledger.parts import (
+    BalancesEntry,
+    ChainEntry,
+    FenceEntry,
+    HistoryEntry,
+    LimitsEntry,
+    PendingEntry,
+    PendingFinalEntry,
+    Reservation,
+    SettlingEntry,
+    SlotState,
+    VelocityEntry,
+)
+from actors.ledger.store import Balances
+from actors.topology import slot_of
+
+if TYPE_CHECKING:
+    from actors.ledger.state import LedgerState
+
+InSlot = Callable[[str], bool]
+_PAGE = 1000
+_TIME_MAX = 2**64 - 1
+
+
+class SlotMovesState(msgspec.Struct, array_like=True, gc=False):
+    """A shard's part in slot moves, as a snapshot keeps it."""
+
+    slots: int = 0  # the topology's slot count (0: no move ever touched this shard)
+    frozen: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)  # slot: (to, epoch)
+    moved: dict[int, int] = msgspec.field(default_factory=dict)  # slot: the shard it went to
+    adopted: dict[int, int] = msgspec.field(default_factory=dict)  # slot: the move's epoch
+    # Held parts given away with their accounts: transfer id -> the shard holding them now
+    # (a settle sent here by a router that has not heard of the move is told where to go).
+    parts_moved: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)  # (slot, shard)
+
+    def in_slot(self, slot: int) -> InSlot:
+        return in_slot_of(slot, self.slots)
+
+    @property
+    def closed(self) -> bool:
+        """Whether any slot is refused here (the hot path checks nothing otherwise)."""
+        return bool(self.frozen or self.moved or self.parts_moved)
+
+
+def in_slot_of(slot: int, slots: int) -> InSlot:
+    return lambda key: slot_of(key, slots) == slot
+
+
+def roles_in_slot(reservation: Reservation, in_slot: InSlot) -> int:
+    transfer, roles, moved = reservation.transfer, reservation.roles, 0
+    if roles & Roles.debit and in_slot(transfer.debit_account_id):
+        moved |= Roles.debit
+    if roles & Roles.credit and in_slot(transfer.credit_account_id):
+        moved |= Roles.credit
+    if roles & Roles.home and in_slot(transfer.id):
+        moved |= Roles.home
+    return moved
+
+
+def in_doubt(state: LedgerState, in_slot: InSlot) -> int:
+    """How many things about the slot wait for a decision here (a move waits for none)."""
+    parts = sum(1 for r in state.reservations.values()
+                if not r.held and (roles_in_slot(r, in_slot) or (r.chain and in_slot(r.chain))
+                                   or in_slot(r.transfer.id)))
+    claims = sum(1 for pending_id, s in state.pending.items()
+                 if s.claim is not None and in_slot(pending_id))
+    return parts + claims
+
+
+def export(state: LedgerState, in_slot: InSlot) -> SlotState:
+    """Everything this shard holds for the slot (nothing of it in doubt: see `in_doubt`)."""
+    store = state.store
+    accounts = [msgspec.structs.replace(a) for a in state.accounts.values() if in_slot(a.id)]
+    moved_ids = {a.id for a in accounts}
+    histories = [HistoryEntry(a.id, _history_ids(state, a)) for a in accounts]
+    homed, chains, finals = store.slot_entries(in_slot)
+    transfers = {stored.transfer.id: stored for stored in homed}
+    for history in histories:
+        for transfer_id in history.transfer_ids:
+            if transfer_id not in transfers:
+                stored = store.transfer(transfer_id)
+                if stored is None:
+                    raise AssertionError(f"history names {transfer_id}, which is not indexed")
+                transfers[transfer_id] = stored
+    reservations = []
+    for reservation in state.reservations.values():
+        roles = roles_in_slot(reservation, in_slot)
+        if roles:
+            reservations.append(msgspec.structs.replace(reservation, roles=roles))
+    return SlotState(
+        accounts=accounts,
+        limits=[LimitsEntry(i, limits) for i, limits in state.limits.items() if i in moved_ids],
+        velocity=[VelocityEntry(i, v.state()) for i, v in state.velocity.items()
+                  if i in moved_ids],
+        reservations=reservations,
+        pending=[PendingEntry(i, s) for i, s in state.pending.items() if in_slot(i)],
+        settling=[SettlingEntry(i, since) for i, since in state.settling.items() if in_slot(i)],
+        fences=[FenceEntry(key, sorted(attempts), chain)
+                for chain, fenced in ((False, state.fenced_transfers),
+                                      (True, state.fenced_chains))
+                for key, attempts in fenced.items() if in_slot(key)],
+        homed_count=len(homed),
+        transfers=list(transfers.values()),
+        histories=histories,
+        chains=[ChainEntry(key, decision) for key, decision in chains],
+        pending_finals=[PendingFinalEntry(i, status) for i, status in finals],
+        balances=[BalancesEntry(a.id, _balance_points(state, a.id)) for a in accounts],
+    )
+
+
+def _history_ids(state: LedgerState, account: Account) -> list[str]:
+    newest_first: list[str] = []
+    before: int | None = None
+    while True:
+        page, before = state.store.history(account.id, account.history_head, _PAGE, before)
+        newest_first += [transfer.id for transfer in page]
+        if before is None:
+            return newest_first[::-1]
+
+
+def _balance_points(state: LedgerState, account_id: str) -> list[Balances]:
+    points: list[Balances] = []
+    since = 0
+    while True:
+        page, following = state.store.balance_history(account_id, since, _TIME_MAX, _PAGE)
+        points += page
+        if following is None:
+            return points
+        since = following
+
+
+def drop(state: LedgerState, slot: int, to_shard: int) -> None:
+    """The slot has left: its live state here goes (the store keeps what it wrote, unread:
+    every command about the slot is refused here from now on)."""
+    moves = state.slot_moves
+    in_slot = moves.in_slot(slot)
+    kept = [account for account in state.accounts.values() if not in_slot(account.id)]
+    state.accounts = AccountTable.of(kept, state.accounts.live_max)
+    _forget(in_slot, state.limits, state.velocity)
+    for transfer_id, reservation in list(state.reservations.items()):
+        roles = roles_in_slot(reservation, in_slot)
+        if roles:
+            moves.parts_moved[transfer_id] = (slot, to_shard)
+            reservation.roles &= ~roles
+            if not reservation.roles:
+                del state.reservations[transfer_id]
+    _forget(in_slot, state.pending, state.settling, state.fenced_transfers, state.fenced_chains)
+    homed, _, _ = state.store.slot_entries(in_slot)  # counted on the new shard from now
+    state.homed_count -= len(homed)
+    state.rebuild_expiries()
+    state.recount_totals()
+
+
+def _forget(in_slot: InSlot, *tables: dict[str, Any]) -> None:
+    for table in tables:
+        for key in [key for key in table if in_slot(key)]:
+            del table[key]
+
+
+def adopt(state: LedgerState, moved: SlotState) -> None:
+    """The slot's state from its old shard, served here from now on."""
+    store = state.store
+    for stored in moved.transfers:
+        store.add_transfer(stored, if_absent=True)
+    heads: dict[str, int] = {}
+    for history in moved.histories:
+        head = 0
+        for transfer_id in history.transfer_ids:
+            head = store.add_history(history.account_id, transfer_id, head)
+        heads[history.account_id] = head
+    for account in moved.accounts:
+        state.accounts.add(msgspec.structs.replace(
+            account, history_head=heads.get(account.id, 0)))
+    for entry in moved.balances:
+        store.add_balance_points(entry.account_id, entry.points)
+    for chain in moved.chains:
+        if store.chain(chain.key) is None:
+            store.add_chain(chain.key, chain.decision)
+    for final in moved.pending_finals:
+        store.add_pending_final(final.pending_id, final.status)
+    state.limits.update({entry.account_id: entry.limits for entry in moved.limits})
+    state.velocity.update({entry.account_id: Velocity.from_state(entry.window)
+                           for entry in moved.velocity})
+    for reservation in moved.reservations:
+        here = state.reservations.get(reservation.transfer.id)
+        if here is None:
+            state.reservations[reservation.transfer.id] = msgspec.structs.replace(reservation)
+        else:  # the transfer's other side is held here already: one part, both roles
+            here.roles |= reservation.roles
+        state.slot_moves.parts_moved.pop(reservation.transfer.id, None)
+    state.pending.update({entry.pending_id: entry.state for entry in moved.pending})
+    state.settling.update({entry.pending_id: entry.since_ns for entry in moved.settling})
+    for fence in moved.fences:
+        fenced = state.fenced_chains if fence.chain else state.fenced_transfers
+        fenced.setdefault(fence.key, set()).update(fence.attempts)
+    state.homed_count += moved.homed_count
+    state.rebuild_expiries()
+    state.recount_totals()

@@ -1,0 +1,67 @@
+"""`payswitch slots move SLOT --to SHARD`: move a slot to another shard while the switch runs.
+
+A client of the running switch's operator API (`POST /v1/cluster/slot-moves`): the ingress
+process that answers drives the move (switch/routing/slot_move.py). The operator key is
+read from `--key`, else PAYSWITCH_KEY, else the data directory's operator.key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from switch.api.registry_api import OPERATOR_KEY_FILE
+
+REQUEST_TIMEOUT_S = 660.0  # above the longest wait for transfers in doubt (600 s)
+
+
+def add_parser(commands: Any) -> None:
+    slots = commands.add_parser("slots", help="move slots between shards (the switch running)")
+    sub = slots.add_subparsers(dest="slots_command", required=True)
+    move = sub.add_parser("move", help="move a slot to another shard, online; asked again, "
+                          "a move that stopped half way is finished")
+    move.add_argument("slot", type=int)
+    move.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
+    move.add_argument("--url", default="http://127.0.0.1:8000", help="the switch's address")
+    move.add_argument("--key", help="an operator key (else PAYSWITCH_KEY, else --data-dir's)")
+    move.add_argument("--data-dir", type=Path, help="where the switch keeps operator.key")
+    move.add_argument("--busy-timeout-ms", type=int, default=10_000,
+                      help="how long to wait for the slot's transfers in doubt")
+
+
+def run(args: argparse.Namespace) -> int:
+    key = args.key or os.environ.get("PAYSWITCH_KEY") or _key_file(args.data_dir)
+    if not key:
+        print("payswitch slots: no operator key: pass --key, set PAYSWITCH_KEY, or --data-dir "
+              "of the running switch (its operator.key)", file=sys.stderr)
+        return 2
+    try:
+        response = httpx.post(f"{args.url.rstrip('/')}/v1/cluster/slot-moves", json={
+            "slot": args.slot, "to_shard": args.to_shard,
+            "busy_timeout_ms": args.busy_timeout_ms},
+            headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT_S)
+    except httpx.HTTPError as error:
+        print(f"payswitch slots: no answer from {args.url} ({error}); is the switch running "
+              "there? Ask again: a move that stopped half way is finished", file=sys.stderr)
+        return 1
+    body = response.json() if response.headers.get("content-type", "").startswith(
+        "application/json") else {"message": response.text}
+    if response.status_code != 200:
+        print(f"payswitch slots: {response.status_code} {body.get('code', '')}: "
+              f"{body.get('message', '')}", file=sys.stderr)
+        return 1
+    print(f"slot {body['slot']} moved from shard {body['from_shard']} to shard "
+          f"{body['to_shard']} (topology epoch {body['epoch']}): {body['accounts']} accounts, "
+          f"{body['transfers']} transfers, {body['seconds']} s")
+    return 0
+
+
+def _key_file(data_dir: Path | None) -> str:
+    if data_dir is None or not (data_dir / OPERATOR_KEY_FILE).is_file():
+        return ""
+    return (data_dir / OPERATOR_KEY_FILE).read_text().strip()

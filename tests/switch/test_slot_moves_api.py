@@ -1,0 +1,111 @@
+"""`payswitch slots move` against a running switch (real Ray, LMDB, HTTP over a socket):
+a slot moves under load, nothing acknowledged is lost, bad moves change nothing, and the
+switch serves the moved slot after a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from actors.topology import slot_of
+from persistence.topology import load_topology
+from tests.conftest import RunningSwitch, assert_balanced, switch_settings
+from tests.switch.test_api import LIMITED, account, transfer
+
+ACCOUNTS = [f"s{i}" for i in range(24)]
+
+
+def slots_move(switch: RunningSwitch, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switch.cli", "slots", "move", *args, "--url", switch.url,
+         "--data-dir", switch.settings.data.dir], capture_output=True, text=True, timeout=120)
+
+
+class Load(threading.Thread):
+    """Arrays of transfers between the accounts until stopped; what was acknowledged."""
+
+    def __init__(self, switch: RunningSwitch) -> None:
+        super().__init__(daemon=True)
+        self.client = httpx.Client(base_url=switch.url, timeout=30, headers={
+            "Authorization": f"Bearer {switch.operator_key}"})
+        self.stop = threading.Event()
+        self.acknowledged: dict[str, dict[str, Any]] = {}
+        self.refused_503 = 0
+
+    def run(self) -> None:
+        round_ = 0
+        while not self.stop.is_set():
+            batch = [transfer(f"L{round_}-{i}", ACCOUNTS[i], ACCOUNTS[(i + round_ + 1) % 24],
+                              1 + i) for i in range(24)]
+            round_ += 1
+            while True:  # a 503 (the slot moving) is retried with the same ids
+                response = self.client.post("/v1/transfers", json=batch)
+                if response.status_code != 503:
+                    break
+                self.refused_503 += 1
+            assert response.status_code in (200, 201, 207), response.text
+            for item, result in zip(batch, response.json()["results"], strict=True):
+                if result["result"] in ("ok", "exists"):
+                    self.acknowledged[item["id"]] = item
+
+
+def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
+        ray_session: None, tmp_path: Path) -> None:
+    switch = RunningSwitch(switch_settings(tmp_path / "data", shards=2)).start()
+    try:
+        switch.post("/v1/accounts", [account("bank")] + [account(a, LIMITED) for a in ACCOUNTS])
+        switch.post("/v1/transfers", [transfer(f"seed-{a}", "bank", a, 100_000)
+                                      for a in ACCOUNTS])
+        data_dir = Path(switch.settings.data.dir)
+        before = load_topology(data_dir)
+        assert before is not None
+        slot = slot_of("s3", before.slots)
+        from_shard = before.slot_table[slot]
+        to_shard = 1 - from_shard
+
+        for args, code in (([str(slot), "--to", "7"], "shard_unknown"),
+                           ([str(before.slots), "--to", "0"], "slot_unknown"),
+                           ([str(slot), "--to", str(from_shard)], "slot_already_there")):
+            refused = slots_move(switch, *args)
+            assert refused.returncode == 1 and code in refused.stderr, refused.stderr
+        assert switch.post("/v1/cluster/slot-moves", {"slot": "3", "to_shard": 0}
+                           ).status_code == 400
+        assert load_topology(data_dir) == before
+
+        load = Load(switch)
+        load.start()
+        while len(load.acknowledged) < 200:
+            load.join(0.05)
+        moved = slots_move(switch, str(slot), "--to", str(to_shard))
+        assert moved.returncode == 0, moved.stderr
+        assert f"slot {slot} moved from shard {from_shard} to shard {to_shard}" in moved.stdout
+        acknowledged_at_move = len(load.acknowledged)
+        while len(load.acknowledged) < acknowledged_at_move + 200:
+            load.join(0.05)
+        load.stop.set()
+        load.join(30)
+
+        after = load_topology(data_dir)
+        assert after is not None and after.slot_table[slot] == to_shard
+        assert after.epoch == before.epoch + 1
+        cluster = switch.get("/v1/cluster").json()
+        slots_by_shard = {row["shard"]: row["slots"] for row in cluster["shards"]}
+        assert slots_by_shard[to_shard] == before.slot_table.count(to_shard) + 1
+        for transfer_id, sent in list(load.acknowledged.items())[::7]:
+            stored = switch.get(f"/v1/transfers/{transfer_id}").json()
+            assert stored["amount"] == sent["amount"], stored
+        balances = {name: switch.account(name) for name in ["bank", *ACCOUNTS]}
+        assert_balanced(switch.totals_at_rest())
+
+        switch.restart()
+        assert {name: switch.account(name) for name in ["bank", *ACCOUNTS]} == balances
+        assert switch.post("/v1/transfers", [transfer("after", "s3", "s4", 1)]
+                           ).json()["results"][0]["result"] == "ok"
+        assert_balanced(switch.totals_at_rest())
+    finally:
+        switch.stop()
