@@ -163,6 +163,9 @@ class ProbePart(_Message, tag="probe_part"):
 
     transfer_id: str
     attempt: int
+    # The sides the prober expects here: a shard that gave their slot away must not answer
+    # "absent" for them (the part may be on the slot's new shard).
+    accounts: list[str] = []
 
 
 class ClaimPending(_Message, tag="claim"):
@@ -182,9 +185,9 @@ class Settle(_Message, tag="settle"):
     post: bool
     amount: int
     resolution: Transfer | None
-    # The shards this settle goes to ([]: not said): a shard that gave a side of the pending
-    # transfer away in a slot move settles its own side only when the new holder is named.
-    places: list[int] = []
+    # The sides the sender expects this shard to hold ([]: not said): a shard that gave one
+    # away in a slot move refuses, saying where it went, rather than settle only the other.
+    accounts: list[str] = []
 
 
 # ---- commands that read ----
@@ -198,6 +201,7 @@ class FreezeSlot(_Message, tag="freeze_slot"):
     slots: int
     to_shard: int
     epoch: int
+    account: str = ""  # a pin: this account alone, not its slot
 
 
 class ImportSlot(_Message, tag="import_slot"):
@@ -206,16 +210,22 @@ class ImportSlot(_Message, tag="import_slot"):
     from_shard: int
     epoch: int
     state: SlotState
+    account: str = ""
+    pinned: bool = True  # an account's: pinned there (else unpinned: to its slot's shard)
 
 
 class ReleaseSlot(_Message, tag="release_slot"):
     slot: int
     to_shard: int
     epoch: int
+    account: str = ""
+    pinned: bool = True
+    homed_count: int = 0  # as the freeze's state said
 
 
 class ThawSlot(_Message, tag="thaw_slot"):
     slot: int
+    account: str = ""
 
 
 class GetSlotMoves(_Message, tag="slot_moves"):
@@ -417,6 +427,8 @@ class Failed(_Message, tag="failed"):
     message: str
     slot: int = -1  # slot_moving, slot_moved: the slot, and the shard it goes or went to
     shard: int = -1
+    account: str = ""  # a pinned account's move: the account (then not its whole slot)
+    pinned: bool = True  # that account pinned to `shard` (else unpinned: its slot is there)
 
 
 class SlotReply(_Message, tag="slot"):
@@ -433,6 +445,9 @@ class SlotMovesView(_Message, tag="slot_moves_view"):
     frozen: dict[int, tuple[int, int]]  # slot: (to shard, epoch)
     moved: dict[int, int]  # slot: the shard it went to
     adopted: dict[int, int]  # slot: the epoch it came here under
+    frozen_accounts: dict[str, tuple[int, int]] = {}  # pins under way: account: (to, epoch)
+    moved_accounts: dict[str, tuple[int, bool]] = {}  # accounts gone: (shard, pinned there)
+    adopted_accounts: dict[str, tuple[int, bool]] = {}  # came alone: (epoch, pinned here)
 
 
 Reply = (AccountReply | TransferReply | ReserveReply | PartsReply | ChainReply | ChainVerdict

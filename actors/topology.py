@@ -15,7 +15,8 @@ import msgspec
 
 TOPOLOGY_FORMAT_VERSION = 2  # 2 names the switch and each shard's storage node
 REPLICATED_FORMAT_VERSION = 3  # 3 adds each shard's follower, leader epoch and sync state
-FORMAT_VERSIONS_READ = (1, 2, 3)  # a version 1 file is upgraded when it is next served
+PINNED_FORMAT_VERSION = 4  # 4 adds pinned accounts (an older release would place them wrong)
+FORMAT_VERSIONS_READ = (1, 2, 3, 4)  # a version 1 file is upgraded when it is next served
 LOCAL_NODE = "local"  # the storage node of the embedded one-machine Ray
 
 
@@ -42,6 +43,9 @@ class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     replica_nodes: list[str] = msgspec.field(default_factory=list)
     shard_epochs: list[int] = msgspec.field(default_factory=list)
     replicas_in_sync: list[bool] = msgspec.field(default_factory=list)
+    # Version 4 (`payswitch slots pin`): accounts placed on a shard of the operator's choice
+    # rather than their slot's (everything keyed by such an id goes there).
+    pins: dict[str, int] = msgspec.field(default_factory=dict)
 
     def replica_node(self, shard: int) -> str:
         return self.replica_nodes[shard] if self.replica_nodes else ""
@@ -69,6 +73,8 @@ class Topology(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if any(len(values) not in (0, self.shard_count) for values in (
                 self.replica_nodes, self.shard_epochs, self.replicas_in_sync)):
             raise ValueError("topology's replica lists must name every shard, or none")
+        if any(not 0 <= shard < self.shard_count for shard in self.pins.values()):
+            raise ValueError("topology pins an account to a shard it does not have")
         if self.replica_nodes and any(node and node == leader for node, leader in zip(
                 self.replica_nodes, self.shard_nodes, strict=True)):
             raise ValueError("topology puts a shard's follower on its leader's node")
@@ -108,15 +114,28 @@ class Placement:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.slot_table = list(topology.slot_table)  # its own: a move changes an entry
+        self.pins = dict(topology.pins)
         self.shard_count = topology.shard_count
         self._slots = topology.slots
 
     def shard_of(self, key: str) -> int:
+        if self.pins:
+            pinned = self.pins.get(key)
+            if pinned is not None:
+                return pinned
         return self.slot_table[zlib.crc32(key.encode()) % self._slots]  # slot_of, inlined: hot
 
-    def move(self, slot: int, shard: int) -> None:
-        """A slot now on `shard` (a shard said so: it has moved there)."""
-        if 0 <= slot < self._slots and 0 <= shard < self.shard_count:
+    def move(self, slot: int, shard: int, account: str = "", pinned: bool = True) -> None:
+        """A slot now on `shard`, or an account pinned there, or unpinned (its slot being
+        there): a shard said it has moved there."""
+        if not 0 <= shard < self.shard_count:
+            return
+        if account and pinned:
+            self.pins[account] = shard
+            return
+        if account:
+            self.pins.pop(account, None)
+        if 0 <= slot < self._slots:
             self.slot_table[slot] = shard
 
 
@@ -160,3 +179,12 @@ def promoted(topology: Topology, shard: int) -> Topology:
     return replica_synced(msgspec.structs.replace(
         topology, shard_nodes=leaders, replica_nodes=replicas, shard_epochs=epochs),
         shard, False)
+
+
+def placed_as(topology: Topology, saved: Topology) -> Topology:
+    """`topology` with the placement `saved` has (slot table, pins, epoch): what a writer of
+    other fields (the replication controller) saves, so that a slot move made meanwhile by
+    an ingress process is kept."""
+    return msgspec.structs.replace(
+        topology, slot_table=saved.slot_table, pins=saved.pins, epoch=saved.epoch,
+        format_version=max(saved.format_version, topology.format_version))

@@ -85,6 +85,7 @@ class LmdbStore:
         # This batch's writes, per table, in order.
         self._transfers_new: list[StoredTransfer] = []
         self._transfers_kept: list[StoredTransfer] = []  # indexed unless indexed already
+        self._transfers_replaced: list[StoredTransfer] = []  # over any copy (slot moves)
         self._history: list[tuple[str, int]] = []  # transfer id, previous position
         self._chains: list[tuple[str, ChainDecision]] = []
         self._pending: list[tuple[str, PendingStatus]] = []
@@ -130,6 +131,10 @@ class LmdbStore:
             writes.append((tables[b"transfers"], [
                 (stored.transfer.id.encode(), prefix + encode(stored))
                 for stored in self._transfers_kept], KEEP))
+        if self._transfers_replaced:
+            writes.append((tables[b"transfers"], [
+                (stored.transfer.id.encode(), prefix + encode(stored))
+                for stored in self._transfers_replaced], SET))
         if self._history:
             if seq != self._next_seq:  # the positions handed out name another record
                 raise IndexConflict(f"history staged for record {self._next_seq} goes into "
@@ -203,6 +208,7 @@ class LmdbStore:
         self._overlay.clear()
         self._transfers_new.clear()
         self._transfers_kept.clear()
+        self._transfers_replaced.clear()
         self._history.clear()
         self._chains.clear()
         self._pending.clear()
@@ -309,6 +315,11 @@ class LmdbStore:
 
     def add_balance_points(self, account_id: str, points: list[Balances]) -> None:
         self._points.append((account_id, points))
+
+    def replace_transfer(self, stored: StoredTransfer) -> None:
+        self._overlay[stored.transfer.id] = stored
+        self._cache.pop(stored.transfer.id, None)
+        self._transfers_replaced.append(stored)
 
     def slot_entries(self, in_slot: Callable[[str], bool]) -> SlotEntries:
         transfers = dict(self._scan(b"transfers", _stored, in_slot))

@@ -22,8 +22,9 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from actors.shard.actor import STORAGE_DIR_ENV, STORAGE_LABEL
+from actors.topology import slot_of
 from persistence.identity import IDENTITY_FILE
-from tests.chaos import Load, audit, free_port, setup_accounts, transfer
+from tests.chaos import ACCOUNTS, Load, audit, free_port, setup_accounts, transfer
 from tests.launcher import SwitchProcess
 
 NODE_OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -213,6 +214,46 @@ def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
         assert not load.failures, load.failures
         audit(switch.url, load)
         assert not set(followers) & set(_follower_pids())
+    finally:
+        switch.kill_session()
+
+
+def test_a_slot_moves_and_an_account_is_pinned_across_nodes_under_load(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Shard 0 on node a, shard 1 on node b, each with its follower on the other (sync): a
+    slot and a hot account move from one node's shard to the other's under load. Nothing
+    acknowledged is lost, the books balance, and the followers stay in sync (the import is
+    one record, shipped like any)."""
+    for name in ("a", "b"):
+        add_storage_node(cluster, name, tmp_path / name)
+    cluster.wait_for_nodes()
+    switch = joined(cluster, tmp_path).start()
+    try:
+        setup_accounts(switch.url, switch.headers)
+        _wait_for(switch, "followers in sync", _all_in_sync)
+        before = json.loads((tmp_path / "ingress" / "topology.json").read_text())
+        slot = slot_of(ACCOUNTS[0], before["slots"])
+        from_shard = before["slot_table"][slot]
+        hot_shard = before["slot_table"][slot_of(ACCOUNTS[1], before["slots"])]
+        load = Load(switch.url, 21, switch.headers)
+        load.start(clients=4)
+        time.sleep(1.5)
+        moved = switch.http.post("/v1/cluster/slot-moves", json={
+            "slot": slot, "to_shard": 1 - from_shard})
+        assert moved.status_code == 200, moved.text
+        pinned = switch.http.post("/v1/cluster/pins", json={
+            "account_id": ACCOUNTS[1], "to_shard": 1 - hot_shard})
+        assert pinned.status_code == 200, pinned.text
+        time.sleep(1.5)  # the load goes on against the new places
+        load.finish()
+        assert not load.failures, load.failures
+        assert len(load.acked) > 50
+        audit(switch.url, load)
+        saved = json.loads((tmp_path / "ingress" / "topology.json").read_text())
+        assert saved["slot_table"][slot] == 1 - from_shard
+        assert saved["pins"] == {ACCOUNTS[1]: 1 - hot_shard}
+        assert saved["epoch"] == before["epoch"] + 2 and saved["format_version"] == 4
+        _wait_for(switch, "followers still in sync", _all_in_sync)
     finally:
         switch.kill_session()
 

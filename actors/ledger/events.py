@@ -193,12 +193,14 @@ class SlotFrozen(_Event, tag="slot_frozen"):
     slots: int  # the topology's slot count: how ids are placed in slots
     to_shard: int
     epoch: int  # the topology epoch the move makes
+    account: str = ""  # a pin: this account alone moves (`slot` is its slot), not the slot
 
 
 class SlotThawed(_Event, tag="slot_thawed"):
     """A move given up before the slot left: this shard serves the slot again."""
 
     slot: int
+    account: str = ""
 
 
 class SlotImported(_Event, tag="slot_imported"):
@@ -209,6 +211,8 @@ class SlotImported(_Event, tag="slot_imported"):
     from_shard: int
     epoch: int
     state: SlotState
+    account: str = ""
+    pinned: bool = True  # an account's: pinned here (else unpinned: back on its slot's shard)
 
 
 class SlotMovedOut(_Event, tag="slot_moved_out"):
@@ -218,6 +222,10 @@ class SlotMovedOut(_Event, tag="slot_moved_out"):
     slot: int
     to_shard: int
     epoch: int
+    account: str = ""
+    pinned: bool = True  # an account's: pinned there (else unpinned: back on its slot's shard)
+    homed_count: int = 0  # transfers homed in what left (the shard's count goes down by it)
+
 
 Event = (AccountCreated | TransferCommitted | TransferReserved | ReservationPosted
          | ReservationVoided | ReservationHeld | PendingClaimed | PendingClaimReleased

@@ -80,7 +80,7 @@ from actors.ledger.model import (
     Roles,
     Transfer,
 )
-from actors.ledger.parts import SlotState
+from actors.ledger.parts import Reservation, SlotState
 from actors.ledger.pending import PENDING_STATUS, POSTED, VOIDED, PendingState
 from actors.ledger.registry import ApiKey, Participant, RegistryResult
 from actors.ledger.state import LedgerState
@@ -401,8 +401,11 @@ class Ledger(LedgerState):
         """Pending transfers whose timeout has passed, and that nobody is resolving: expire."""
         events: list[Event] = []
         expiring: set[str] = set()
+        moves = self.slot_moves
         while self._expiries and self._expiries[0][0] <= now_ns:
             _, pending_id = heapq.heappop(self._expiries)
+            if (moves.frozen or moves.frozen_accounts) and moves.leaving(pending_id):
+                continue  # its new home expires it (or this one, when the move is given up)
             state = self.pending.get(pending_id)  # gone from memory once final
             # The heap may hold a transfer twice (pushed again when a claim was released);
             # these events are not applied yet, so the state alone cannot tell: expire once.
@@ -412,50 +415,82 @@ class Ledger(LedgerState):
                 events.append(PendingExpired(pending_id))
         return events
 
-    # ---- slot moves (actors/ledger/slots.py) ----
+    # ---- slot moves and pins (actors/ledger/slots.py) ----
 
-    def freeze_slot(self, slot: int, slots: int, to_shard: int, epoch: int
+    def freeze_slot(self, slot: int, slots: int, to_shard: int, epoch: int, account: str = ""
                     ) -> tuple[str, list[Event], SlotState | None, int]:
-        """A move's first step here: (result, events, the slot's state, how many things about
-        it are in doubt). Asked again for a slot frozen for the same shard, it sends the state
-        again (a mover that stopped half way resumes)."""
+        """A move's first step here: (result, events, what moves, how many things about it
+        are in doubt). A pin (`account`) moves that account alone. Asked again for a move
+        frozen already, it sends the state again (a mover that stopped half way resumes)."""
         moves = self.slot_moves
-        if slot in moves.moved:
+        if (account in moves.moved_accounts) if account else (slot in moves.moved):
             return "slot_moved", [], None, 0
-        running = next(iter(moves.frozen.items()), None)
-        if running is not None and running[0] != slot:
+        running = moves.running()
+        if running and [(s, a, to) for s, a, to, _ in running] != [
+                (-1 if account else slot, account, to_shard)]:
             return "slot_move_running", [], None, 0
-        if running is not None and running[1][0] != to_shard:
-            return "slot_move_running", [], None, 0
-        in_slot = slots_core.in_slot_of(slot, slots)
+        if account and not running:
+            refused = self._unpinnable(account)
+            if refused:
+                return refused, [], None, 0
+        in_unit = moves.unit(slot, account, slots)
         events: list[Event] = []
-        if running is None:
-            waiting = slots_core.in_doubt(self, in_slot)
+        if not running:
+            waiting = slots_core.in_doubt(self, in_unit)
             if waiting:
                 return "slot_busy", [], None, waiting
-            events.append(SlotFrozen(slot, slots, to_shard, epoch))
-        return "ok", events, slots_core.export(self, in_slot), 0
+            events.append(SlotFrozen(slot, slots, to_shard, epoch, account))
+        return "ok", events, slots_core.export(self, in_unit), 0
 
-    def import_slot(self, slot: int, slots: int, from_shard: int, epoch: int, state: SlotState
-                    ) -> tuple[str, list[Event]]:
-        if self.slot_moves.adopted.get(slot) == epoch:
-            return "ok", []  # imported already (the mover asks again after a stop)
-        if any(account.id in self.accounts for account in state.accounts):
-            return "slot_conflict", []
-        return "ok", [SlotImported(slot, slots, from_shard, epoch, state)]
+    def _unpinnable(self, account: str) -> str:
+        """Why this account cannot move alone: it is not here, or its id is also a transfer's
+        or a chain's key here (a pin places everything keyed by the id: that would move)."""
+        if account not in self.accounts:
+            return "account_not_found"
+        if self.store.transfer(account) is not None or self.store.chain(account) is not None \
+                or account in self.pending or account in self.reservations:
+            return "account_id_shared"
+        return ""
 
-    def release_slot(self, slot: int, to_shard: int, epoch: int) -> tuple[str, list[Event]]:
+    def import_slot(self, slot: int, slots: int, from_shard: int, epoch: int, state: SlotState,
+                    account: str = "", pinned: bool = True) -> tuple[str, list[Event]]:
         moves = self.slot_moves
-        if moves.moved.get(slot) == to_shard:
-            return "ok", []
-        if moves.frozen.get(slot) != (to_shard, epoch):
-            return "slot_not_frozen", []
-        return "ok", [SlotMovedOut(slot, to_shard, epoch)]
+        adopted = moves.adopted_accounts.get(account, (0, True))[0] if account \
+            else moves.adopted.get(slot)
+        if adopted == epoch:
+            return "ok", []  # imported already (the mover asks again after a stop)
+        if any(moved.id in self.accounts for moved in state.accounts):
+            return "slot_conflict", []
+        if account and (slot in moves.frozen or slot in moves.moved):
+            return "slot_move_running", []  # its slot is leaving here, or has left
+        if any(self._holds_otherwise(part) for part in state.reservations):
+            return "slot_busy", []  # a part of the same transfer here waits for a decision
+        return "ok", [SlotImported(slot, slots, from_shard, epoch, state, account, pinned)]
 
-    def thaw_slot(self, slot: int) -> tuple[str, list[Event]]:
-        if slot not in self.slot_moves.frozen:
+    def _holds_otherwise(self, part: Reservation) -> bool:
+        """This shard holds a part of the same transfer that cannot be joined with it: one
+        of another attempt, one in doubt, or one of the same side."""
+        here = self.reservations.get(part.transfer.id)
+        return here is not None and (here.attempt != part.attempt or not here.held
+                                     or bool(here.roles & part.roles) or here.chain != part.chain)
+
+    def release_slot(self, slot: int, to_shard: int, epoch: int, account: str = "",
+                     pinned: bool = True, homed_count: int = 0) -> tuple[str, list[Event]]:
+        moves = self.slot_moves
+        gone = moves.moved_accounts.get(account, (-1, True))[0] if account \
+            else moves.moved.get(slot)
+        if gone == to_shard:
+            return "ok", []
+        frozen = moves.frozen_accounts.get(account) if account else moves.frozen.get(slot)
+        if frozen != (to_shard, epoch):
             return "slot_not_frozen", []
-        return "ok", [SlotThawed(slot)]
+        return "ok", [SlotMovedOut(slot, to_shard, epoch, account, pinned, homed_count)]
+
+    def thaw_slot(self, slot: int, account: str = "") -> tuple[str, list[Event]]:
+        moves = self.slot_moves
+        if (account not in moves.frozen_accounts) if account else (slot not in moves.frozen):
+            return "slot_not_frozen", []
+        return "ok", [SlotThawed(slot, account)]
 
     def _checked(self, transfer: Transfer, roles: int, funds: ChainFunds | None = None
                  ) -> tuple[TransferResult, Transfer]:

@@ -51,26 +51,59 @@ _TIME_MAX = 2**64 - 1
 
 
 class SlotMovesState(msgspec.Struct, array_like=True, gc=False):
-    """A shard's part in slot moves, as a snapshot keeps it."""
+    """A shard's part in slot moves and pins, as a snapshot keeps it. A pin moves one
+    account (everything keyed by its id) rather than a slot: the same steps."""
 
     slots: int = 0  # the topology's slot count (0: no move ever touched this shard)
     frozen: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)  # slot: (to, epoch)
     moved: dict[int, int] = msgspec.field(default_factory=dict)  # slot: the shard it went to
     adopted: dict[int, int] = msgspec.field(default_factory=dict)  # slot: the move's epoch
-    # Held parts given away with their accounts: transfer id -> the shard holding them now
-    # (a settle sent here by a router that has not heard of the move is told where to go).
-    parts_moved: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)  # (slot, shard)
+    # Unused since settles name the sides they expect (kept: 471fada's snapshots hold it).
+    parts_moved: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    frozen_accounts: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    # Accounts that left: the shard they went to, and whether they were pinned there (else
+    # unpinned: back on their slot's shard).
+    moved_accounts: dict[str, tuple[int, bool]] = msgspec.field(default_factory=dict)
+    # Accounts that came here alone: (the move's epoch, whether pinned here; else unpinned,
+    # this being their slot's shard).
+    adopted_accounts: dict[str, tuple[int, bool]] = msgspec.field(default_factory=dict)
 
-    def in_slot(self, slot: int) -> InSlot:
-        return in_slot_of(slot, self.slots)
+    def pinned_here(self, key: str) -> bool:
+        adopted = self.adopted_accounts.get(key)
+        return adopted is not None and adopted[1]
+
+    def unit(self, slot: int, account: str, slots: int = 0) -> InSlot:
+        """What a move carries from here: every key of the slot but accounts pinned here
+        (they stay), or (a pin) the one account's id."""
+        if account:
+            return account.__eq__
+        in_slot = in_unit(slot, slots or self.slots)
+        if not self.adopted_accounts:
+            return in_slot
+        return lambda key: in_slot(key) and not self.pinned_here(key)
 
     @property
     def closed(self) -> bool:
-        """Whether any slot is refused here (the hot path checks nothing otherwise)."""
-        return bool(self.frozen or self.moved or self.parts_moved)
+        """Whether anything is refused here (the hot path checks nothing otherwise)."""
+        return bool(self.frozen or self.moved or self.frozen_accounts or self.moved_accounts)
+
+    def leaving(self, key: str) -> bool:
+        """Whether the key is in a slot (or is an account) frozen here for a move."""
+        if key in self.frozen_accounts:
+            return True
+        return bool(self.frozen) and slot_of(key, self.slots) in self.frozen and \
+            not self.pinned_here(key)
+
+    def running(self) -> list[tuple[int, str, int, int]]:
+        """Moves under way from here: (slot, account or "", to shard, epoch)."""
+        return [(slot, "", to, epoch) for slot, (to, epoch) in self.frozen.items()] + [
+            (-1, account, to, epoch) for account, (to, epoch) in self.frozen_accounts.items()]
 
 
-def in_slot_of(slot: int, slots: int) -> InSlot:
+def in_unit(slot: int, slots: int, account: str = "") -> InSlot:
+    """What a move carries: every key of the slot, or (a pin) the one account's id."""
+    if account:
+        return account.__eq__
     return lambda key: slot_of(key, slots) == slot
 
 
@@ -157,24 +190,23 @@ def _balance_points(state: LedgerState, account_id: str) -> list[Balances]:
         since = following
 
 
-def drop(state: LedgerState, slot: int, to_shard: int) -> None:
-    """The slot has left: its live state here goes (the store keeps what it wrote, unread:
-    every command about the slot is refused here from now on)."""
+def drop(state: LedgerState, slot: int, account: str, homed_count: int) -> None:
+    """The slot (or pinned account) has left: its live state here goes (the store keeps
+    what it wrote, unread: every command about it is refused here from now on)."""
     moves = state.slot_moves
-    in_slot = moves.in_slot(slot)
+    in_slot = moves.unit(slot, account)
     kept = [account for account in state.accounts.values() if not in_slot(account.id)]
     state.accounts = AccountTable.of(kept, state.accounts.live_max)
     _forget(in_slot, state.limits, state.velocity)
     for transfer_id, reservation in list(state.reservations.items()):
         roles = roles_in_slot(reservation, in_slot)
         if roles:
-            moves.parts_moved[transfer_id] = (slot, to_shard)
             reservation.roles &= ~roles
             if not reservation.roles:
                 del state.reservations[transfer_id]
-    _forget(in_slot, state.pending, state.settling, state.fenced_transfers, state.fenced_chains)
-    homed, _, _ = state.store.slot_entries(in_slot)  # counted on the new shard from now
-    state.homed_count -= len(homed)
+    # Fences stay too (copied, not moved): one may guard a side that stays here.
+    _forget(in_slot, state.pending, state.settling)
+    state.homed_count -= homed_count  # counted on the new shard from now
     state.rebuild_expiries()
     state.recount_totals()
 
@@ -185,11 +217,16 @@ def _forget(in_slot: InSlot, *tables: dict[str, Any]) -> None:
             del table[key]
 
 
-def adopt(state: LedgerState, moved: SlotState) -> None:
-    """The slot's state from its old shard, served here from now on."""
+def adopt(state: LedgerState, moved: SlotState, in_unit: InSlot) -> None:
+    """The slot's state from its old shard, served here from now on. A transfer homed in it
+    replaces a copy this shard kept as one of its parts' (the home's names the attempt that
+    committed it: redrive's parts are answered by it); any other is kept as a copy."""
     store = state.store
     for stored in moved.transfers:
-        store.add_transfer(stored, if_absent=True)
+        if in_unit(stored.transfer.id):
+            store.replace_transfer(stored)
+        else:
+            store.add_transfer(stored, if_absent=True)
     heads: dict[str, int] = {}
     for history in moved.histories:
         head = 0

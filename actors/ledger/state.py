@@ -58,7 +58,7 @@ from actors.ledger.model import (
 from actors.ledger.parts import Reservation as Reservation  # its home since slot moves
 from actors.ledger.pending import EXPIRED, PENDING_STATUS, PendingState, PendingStatus
 from actors.ledger.registry import Registry
-from actors.ledger.slots import SlotMovesState, adopt, drop
+from actors.ledger.slots import SlotMovesState, adopt, drop, in_unit
 from actors.ledger.store import ChainDecision, LedgerStore, MemoryStore, StoredTransfer
 
 _DEBIT = Roles.debit
@@ -148,7 +148,7 @@ class LedgerState:
             NdcAlarm: lambda e: None,  # a record of what was seen: it changes no state
             AttemptFenced: self._apply_attempt_fenced,
             SlotFrozen: self._apply_slot_frozen,
-            SlotThawed: lambda e: self.slot_moves.frozen.pop(e.slot) and None,
+            SlotThawed: self._apply_slot_thawed,
             SlotImported: self._apply_slot_imported,
             SlotMovedOut: self._apply_slot_moved_out,
         }
@@ -241,25 +241,50 @@ class LedgerState:
                                                         event.amounts, event.resolving))
         self.fenced_chains.pop(event.chain, None)
 
+    # Slot moves: a slot's entries keyed by its number; a pin's by its account's id.
+
     def _apply_slot_frozen(self, event: SlotFrozen) -> None:
         moves = self.slot_moves
         moves.slots = event.slots
-        moves.frozen[event.slot] = (event.to_shard, event.epoch)
-        moves.adopted.pop(event.slot, None)
+        if event.account:
+            moves.frozen_accounts[event.account] = (event.to_shard, event.epoch)
+        else:
+            moves.frozen[event.slot] = (event.to_shard, event.epoch)
+
+    def _apply_slot_thawed(self, event: SlotThawed) -> None:
+        moves = self.slot_moves
+        if event.account:
+            del moves.frozen_accounts[event.account]
+        else:
+            del moves.frozen[event.slot]
+        self.rebuild_expiries()  # its pending transfers' expiries were passed over meanwhile
 
     def _apply_slot_imported(self, event: SlotImported) -> None:
         moves = self.slot_moves
         moves.slots = event.slots
-        adopt(self, event.state)
-        moves.moved.pop(event.slot, None)
-        moves.adopted[event.slot] = event.epoch
+        adopt(self, event.state, in_unit(event.slot, event.slots, event.account))
+        for account in event.state.accounts:  # here again (left before, pinned or unpinned)
+            moves.moved_accounts.pop(account.id, None)
+        if event.account:
+            moves.adopted_accounts[event.account] = (event.epoch, event.pinned)
+        else:
+            moves.moved.pop(event.slot, None)
+            moves.adopted[event.slot] = event.epoch
 
     def _apply_slot_moved_out(self, event: SlotMovedOut) -> None:
         moves = self.slot_moves
-        if moves.frozen.pop(event.slot)[0] != event.to_shard:
-            raise AssertionError(f"slot {event.slot} moved out to another shard than frozen for")
-        drop(self, event.slot, event.to_shard)
-        moves.moved[event.slot] = event.to_shard
+        frozen = moves.frozen_accounts.pop(event.account) if event.account else \
+            moves.frozen.pop(event.slot)
+        if frozen[0] != event.to_shard:
+            raise AssertionError(f"slot {event.slot} {event.account} moved out to another "
+                                 "shard than frozen for")
+        drop(self, event.slot, event.account, event.homed_count)
+        if event.account:
+            moves.moved_accounts[event.account] = (event.to_shard, event.pinned)
+            moves.adopted_accounts.pop(event.account, None)
+        else:
+            moves.moved[event.slot] = event.to_shard
+            moves.adopted.pop(event.slot, None)
 
     def _apply_attempt_fenced(self, event: AttemptFenced) -> None:
         fenced = self.fenced_chains if event.chain else self.fenced_transfers

@@ -101,6 +101,9 @@ class LedgerStore(Protocol):
         """Balances noted in (since_ns, until_ns], oldest first; the last timestamp of the
         page when more follow (the next page's `since_ns`)."""
 
+    def replace_transfer(self, stored: StoredTransfer) -> None:
+        """Index a transfer over any copy of it (a slot move brings its home's record)."""
+
     def slot_entries(self, in_slot: Callable[[str], bool]) -> SlotEntries:
         """What is stored under keys of one slot (a slot move carries it): transfers by id,
         chains' decisions by key, final pending states by id; this batch's writes included."""
@@ -232,11 +235,15 @@ class MemoryStore:
     def add_balance_points(self, account_id: str, points: list[Balances]) -> None:
         self._staged_points.append((account_id, points))
 
+    def replace_transfer(self, stored: StoredTransfer) -> None:
+        self._staged_transfers[stored.transfer.id] = stored
+
     def flush(self, seq: int, timestamp_ns: int) -> None:
         self.transfers.update(self._staged_transfers)
-        for account_id, points in self._staged_points:
-            self._balances[account_id] = sorted([*self._balances[account_id], *points],
-                                                key=lambda point: point.timestamp)
+        for account_id, points in self._staged_points:  # by time, one point a time (as LMDB)
+            by_time = {point.timestamp: point for point in self._balances[account_id]}
+            by_time.update({point.timestamp: point for point in points})
+            self._balances[account_id] = [by_time[t] for t in sorted(by_time)]
         for n, entry in enumerate(self._staged_history):
             self._history[position_of(self._next_seq, n)] = entry
         self._next_seq = max(self._next_seq, seq) + 1

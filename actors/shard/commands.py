@@ -228,33 +228,37 @@ class CommandTable:
     def _freeze_slot(self, command: FreezeSlot, events: list[Event]) -> SlotReply:
         self.host.next_timestamp()
         result, new_events, state, waiting = self.host.ledger.freeze_slot(
-            command.slot, command.slots, command.to_shard, command.epoch)
+            command.slot, command.slots, command.to_shard, command.epoch, command.account)
         self.host.record(new_events, events)
         return SlotReply(result, state, waiting)
 
     def _import_slot(self, command: ImportSlot, events: list[Event]) -> SlotReply:
         self.host.next_timestamp()
         result, new_events = self.host.ledger.import_slot(
-            command.slot, command.slots, command.from_shard, command.epoch, command.state)
+            command.slot, command.slots, command.from_shard, command.epoch, command.state,
+            command.account, command.pinned)
         self.host.record(new_events, events)
         return SlotReply(result)
 
     def _release_slot(self, command: ReleaseSlot, events: list[Event]) -> SlotReply:
         self.host.next_timestamp()
-        result, new_events = self.host.ledger.release_slot(command.slot, command.to_shard,
-                                                           command.epoch)
+        result, new_events = self.host.ledger.release_slot(
+            command.slot, command.to_shard, command.epoch, command.account, command.pinned,
+            command.homed_count)
         self.host.record(new_events, events)
         return SlotReply(result)
 
     def _thaw_slot(self, command: ThawSlot, events: list[Event]) -> SlotReply:
         self.host.next_timestamp()
-        result, new_events = self.host.ledger.thaw_slot(command.slot)
+        result, new_events = self.host.ledger.thaw_slot(command.slot, command.account)
         self.host.record(new_events, events)
         return SlotReply(result)
 
     def _slot_moves(self, command: GetSlotMoves, events: list[Event]) -> SlotMovesView:
         moves = self.host.ledger.slot_moves
-        return SlotMovesView(dict(moves.frozen), dict(moves.moved), dict(moves.adopted))
+        return SlotMovesView(dict(moves.frozen), dict(moves.moved), dict(moves.adopted),
+                             dict(moves.frozen_accounts), dict(moves.moved_accounts),
+                             dict(moves.adopted_accounts))
 
     # ---- the registry ----
 

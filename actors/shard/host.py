@@ -275,7 +275,7 @@ class ShardHost:
     def _run(self, index: int, command: Command, events: list[Event]) -> Reply:
         moves = self.ledger.slot_moves
         if moves.closed:  # a slot moved from or through here: is this command about it?
-            refused = slot_guard.refusal(command, moves)
+            refused = slot_guard.refusal(command, self.ledger)
             if refused is not None:
                 return refused
         try:
@@ -291,7 +291,9 @@ class ShardHost:
         """The log is full: answer what only reads; refuse what writes (storage_full)."""
         self._log.store.begin()
         try:
-            return [self._commands.run(command, []) if isinstance(command, READS)
+            moves = self.ledger.slot_moves
+            return [(moves.closed and slot_guard.refusal(command, self.ledger))
+                    or self._commands.run(command, []) if isinstance(command, READS)
                     else Failed(FAILED_STORAGE_FULL, reason) for command in commands]
         finally:
             self._log.store.end_reads()

@@ -44,7 +44,7 @@ from switch.api.schemas import (
     TransferOut,
     TransferPage,
 )
-from switch.api.slots_api import SlotMoveIn
+from switch.api.slots_api import PinIn, SlotMoveIn
 from switch.cli.settings import Settings
 from switch.hub.model import PARTY_TYPES
 from switch.hub.schemas import (
@@ -336,6 +336,12 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
                 "schema": SlotMoveIn.model_json_schema()}}},
             "responses": {"200": _json({"type": "object"}, "moved"),
                           **_errors(400, 409, 413, 415, 422, 503, *ERRORS_OF_AUTH)}}},
+        "/v1/cluster/pins": {"post": {
+            "summary": "Place a hot account on a shard of its own choosing, online (operator)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": PinIn.model_json_schema()}}},
+            "responses": {"200": _json({"type": "object"}, "moved"),
+                          **_errors(400, 404, 409, 413, 415, 422, 503, *ERRORS_OF_AUTH)}}},
         "/dashboard/data": {"get": {"summary": "What the dashboard shows, as JSON",
                                     "responses": {"200": _json({"type": "object"}, "now"),
                                                   **_errors(*ERRORS_OF_AUTH)}}},

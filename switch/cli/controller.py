@@ -36,12 +36,11 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import ray
 
 from actors.shard.actor import RayShards, storage_nodes
 from actors.shard.stats import ShardStatus
-from actors.topology import Topology, promoted, replica_synced
+from actors.topology import Topology, placed_as, promoted, replica_synced
 from persistence.topology import load_topology, update_topology
 
 log = logging.getLogger("payswitch.controller")
@@ -217,7 +216,7 @@ class ReplicationController:
         self.shards.restart_leader(shard, new)
 
     def _save(self, topology: Topology) -> None:
-        """Its own fields (followers, epochs, sync) as changed; the slot table and topology
-        epoch as saved (a slot move in an ingress process changes those)."""
-        self.topology = update_topology(self._data_dir, lambda saved: msgspec.structs.replace(
-            topology, slot_table=saved.slot_table, epoch=saved.epoch))
+        """Its own fields (followers, epochs, sync) as changed; the slot table, pins and
+        topology epoch as saved (slot moves in the ingress processes change those)."""
+        self.topology = update_topology(self._data_dir,
+                                        lambda saved: placed_as(topology, saved))

@@ -1,8 +1,10 @@
-"""`payswitch slots move SLOT --to SHARD`: move a slot to another shard while the switch runs.
+"""`payswitch slots move SLOT --to SHARD` and `payswitch slots pin ACCOUNT --to SHARD`: move a
+slot, or one hot account, to another shard while the switch runs.
 
-A client of the running switch's operator API (`POST /v1/cluster/slot-moves`): the ingress
-process that answers drives the move (switch/routing/slot_move.py). The operator key is
-read from `--key`, else PAYSWITCH_KEY, else the data directory's operator.key.
+Clients of the running switch's operator API (`POST /v1/cluster/slot-moves`, `POST
+/v1/cluster/pins`): the ingress process that answers drives the move
+(switch/routing/slot_move.py). The operator key is read from `--key`, else PAYSWITCH_KEY,
+else the data directory's operator.key. Asked again, a move that stopped half way finishes.
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ REQUEST_TIMEOUT_S = 660.0  # above the longest wait for transfers in doubt (600 
 
 
 def add_parser(commands: Any) -> None:
-    slots = commands.add_parser("slots", help="move slots between shards (the switch running)")
+    slots = commands.add_parser("slots", help="move slots, or pin hot accounts, between "
+                                "shards (the switch running)")
     sub = slots.add_subparsers(dest="slots_command", required=True)
-    move = sub.add_parser("move", help="move a slot to another shard, online; asked again, "
-                          "a move that stopped half way is finished")
+    move = sub.add_parser("move", help="move a slot to another shard, online")
     move.add_argument("slot", type=int)
-    move.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
-    move.add_argument("--url", default="http://127.0.0.1:8000", help="the switch's address")
-    move.add_argument("--key", help="an operator key (else PAYSWITCH_KEY, else --data-dir's)")
-    move.add_argument("--data-dir", type=Path, help="where the switch keeps operator.key")
-    move.add_argument("--busy-timeout-ms", type=int, default=10_000,
-                      help="how long to wait for the slot's transfers in doubt")
+    pin = sub.add_parser("pin", help="place one account on a shard of your choice, online (to "
+                         "its slot's shard: unpinned); see docs/CLUSTER.md for a shard of its "
+                         "own")
+    pin.add_argument("account_id")
+    for each in (move, pin):
+        each.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
+        each.add_argument("--url", default="http://127.0.0.1:8000", help="the switch's address")
+        each.add_argument("--key", help="an operator key (else PAYSWITCH_KEY, else "
+                          "--data-dir's operator.key)")
+        each.add_argument("--data-dir", type=Path, help="where the switch keeps operator.key")
+        each.add_argument("--busy-timeout-ms", type=int, default=10_000,
+                          help="how long to wait for its transfers in doubt")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
         print("payswitch slots: no operator key: pass --key, set PAYSWITCH_KEY, or --data-dir "
               "of the running switch (its operator.key)", file=sys.stderr)
         return 2
+    path, unit = ("/v1/cluster/pins", {"account_id": args.account_id}) \
+        if args.slots_command == "pin" else ("/v1/cluster/slot-moves", {"slot": args.slot})
     try:
-        response = httpx.post(f"{args.url.rstrip('/')}/v1/cluster/slot-moves", json={
-            "slot": args.slot, "to_shard": args.to_shard,
-            "busy_timeout_ms": args.busy_timeout_ms},
+        response = httpx.post(f"{args.url.rstrip('/')}{path}", json={
+            **unit, "to_shard": args.to_shard, "busy_timeout_ms": args.busy_timeout_ms},
             headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT_S)
     except httpx.HTTPError as error:
         print(f"payswitch slots: no answer from {args.url} ({error}); is the switch running "
@@ -55,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"payswitch slots: {response.status_code} {body.get('code', '')}: "
               f"{body.get('message', '')}", file=sys.stderr)
         return 1
-    print(f"slot {body['slot']} moved from shard {body['from_shard']} to shard "
-          f"{body['to_shard']} (topology epoch {body['epoch']}): {body['accounts']} accounts, "
+    what = f"account {body['account_id']}" if "account_id" in body else f"slot {body['slot']}"
+    print(f"{what} moved from shard {body['from_shard']} to shard {body['to_shard']} "
+          f"(topology epoch {body['epoch']}): {body['accounts']} accounts, "
           f"{body['transfers']} transfers, {body['seconds']} s")
     return 0
 

@@ -11,10 +11,11 @@ import ray
 
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.model import Account
-from actors.messages import AccountView, GetAccount
+from actors.messages import FAILED_SLOT_MOVED, AccountView, Failed, GetAccount
 from actors.shard.actor import NAMESPACE, RayShard, actor_name, create_named
 from actors.topology import Topology
 from switch.read.query import QueryEngine, QueryInvalid
+from switch.routing.router import SLOT_HOPS_MAX
 
 
 # A cache of what the shards logged, rebuilt from their feeds when it starts: Ray restarts it
@@ -26,11 +27,19 @@ class QueryActor:
                       for index, actor in enumerate(shard_actors)]
         self.engine = QueryEngine(self.links, topology, self._fetch_accounts)
 
-    async def _fetch_accounts(self, shard: int, account_ids: list[str]) -> list[Account | None]:
+    async def _fetch_accounts(self, shard: int, account_ids: list[str], hops: int = 0
+                              ) -> list[Account | None]:
         reply = decode_reply(await self.links[shard].call(
             encode_commands([GetAccount(account_id) for account_id in account_ids]), []))
-        return [view.account if isinstance(view, AccountView) else None
-                for view in reply.replies]
+        found: list[Account | None] = []
+        for account_id, view in zip(account_ids, reply.replies, strict=True):
+            if isinstance(view, Failed) and view.code == FAILED_SLOT_MOVED and \
+                    hops < SLOT_HOPS_MAX:  # its slot moved: asked where it went
+                self.engine.placement.move(view.slot, view.shard, view.account, view.pinned)
+                found += await self._fetch_accounts(view.shard, [account_id], hops + 1)
+            else:
+                found.append(view.account if isinstance(view, AccountView) else None)
+        return found
 
     async def query(self, kind: str, *args: Any) -> list[Any]:
         """["ok", result] or ["invalid", message] (a bad filter or cursor)."""

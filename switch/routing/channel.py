@@ -106,7 +106,8 @@ class ShardChannel:
         self._probing: asyncio.Task[None] | None = None
         self.recovering_since_s: float | None = None  # wall clock, while recovering
         # Told of each slot a shard says has moved (the router's placement learns it).
-        self.on_slot_moved: Callable[[int, int], None] = lambda slot, shard: None
+        self.on_slot_moved: Callable[[int, int, str, bool], None] = \
+            lambda slot, shard, account, pinned: None
 
     def submit(self, commands: list[Command], admitted: bool = False
                ) -> asyncio.Future[list[Reply | Exception]]:
@@ -191,7 +192,7 @@ class ShardChannel:
 
     def _refusal(self, failed: Failed) -> ShardCallFailed | SlotMoving:
         if failed.code == FAILED_SLOT_MOVED:
-            self.on_slot_moved(failed.slot, failed.shard)
+            self.on_slot_moved(failed.slot, failed.shard, failed.account, failed.pinned)
             return SlotMoving(failed.message, failed.slot, failed.shard, moved=True)
         if failed.code == FAILED_SLOT_MOVING:
             return SlotMoving(failed.message, failed.slot, failed.shard, moved=False)

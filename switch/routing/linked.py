@@ -149,16 +149,20 @@ class ChainRun:
             if resolving is not None:
                 resolution = resolving.stamped(timestamp)
                 post = bool(member.flags & POST_PENDING)
-                places = settle_places(self.shard_of, resolving)
-                calls += [(shard, Settle(member.pending_id, post,
-                                         resolving.amount if post else 0, resolution, places))
-                          for shard in places]
+                calls += settles(self.shard_of, member.pending_id, resolving, post,
+                                 resolving.amount if post else 0, resolution)
         return calls
 
 
-def settle_places(shard_of: Callable[[str], int], pending: Transfer) -> list[int]:
-    """The shards holding a pending transfer's sides: where its settle goes (and says so)."""
-    return sorted({shard_of(pending.debit_account_id), shard_of(pending.credit_account_id)})
+def settles(shard_of: Callable[[str], int], pending_id: str, pending: Transfer, post: bool,
+            amount: int, resolution: Transfer | None) -> list[tuple[int, Settle]]:
+    """A final pending transfer's settle commands: one per shard holding its sides, naming
+    the sides it expects there."""
+    by_shard: dict[int, list[str]] = {}
+    for account_id in (pending.debit_account_id, pending.credit_account_id):
+        by_shard.setdefault(shard_of(account_id), []).append(account_id)
+    return [(shard, Settle(pending_id, post, amount, resolution, accounts))
+            for shard, accounts in sorted(by_shard.items())]
 
 
 def _committed_member(member: Transfer, index: int, decision: ChainDecision) -> Transfer:

@@ -139,8 +139,11 @@ class Redriver:
         calls: list[Call] = []
         owners: list[int] = []
         for place, (_, part) in enumerate(staged):
+            transfer = part.transfer
+            sides = [transfer.debit_account_id, transfer.credit_account_id]
             for shard in remote_shards(part, router.shard_of):
-                calls.append((shard, ProbePart(part.transfer.id, part.attempt)))
+                calls.append((shard, ProbePart(transfer.id, part.attempt, [
+                    side for side in sides if router.shard_of(side) == shard])))
                 owners.append(place)
         present: list[bool | None] = [True] * len(staged)  # None: a part did not answer
         for place, reply in zip(owners, await router.scatter(calls, admitted=True),
@@ -223,7 +226,10 @@ def settle_calls(shard_of: Callable[[str], int], items: list[tuple[int, Settling
         shards = sorted({shard_of(item.debit_account_id), shard_of(item.credit_account_id)})
         owners.append((home, item.pending_id, list(range(len(calls), len(calls) + len(shards)))))
         calls += [(shard, Settle(item.pending_id, status.status == POSTED, status.amount_posted,
-                                 status.resolution, shards)) for shard in shards]
+                                 status.resolution, [account for account in (
+                                     item.debit_account_id, item.credit_account_id)
+                                     if shard_of(account) == shard]))
+                  for shard in shards]
     return calls, owners
 
 

@@ -65,7 +65,6 @@ from actors.messages import (
     Reply,
     Reserve,
     ReserveReply,
-    Settle,
     SettleDone,
     Stage,
     TotalsReply,
@@ -75,7 +74,7 @@ from actors.messages import (
 from actors.shard.stats import ShardStatus
 from actors.topology import Placement
 from switch.routing.channel import Overloaded, ShardChannel, ShardUnavailable, SlotMoving
-from switch.routing.linked import ChainRun, settle_places
+from switch.routing.linked import ChainRun, settles
 from switch.routing.transport import ShardLink
 
 log = logging.getLogger("payswitch.router")
@@ -650,9 +649,7 @@ class Router:
             pending = claimed.pending
             post = bool(transfer.flags & POST_PENDING)
             amount = committed.amount if post else 0
-            places = settle_places(self.shard_of, pending)
-            calls += [(shard, Settle(pending.id, post, amount, committed, places))
-                      for shard in places]
+            calls += settles(self.shard_of, pending.id, pending, post, amount, committed)
         return calls
 
     # ---- reads ----

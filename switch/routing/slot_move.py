@@ -35,13 +35,13 @@ from actors.messages import (
     ThawSlot,
     expect,
 )
-from actors.topology import Topology
+from actors.topology import PINNED_FORMAT_VERSION, Topology, slot_of
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch.slots")
 BUSY_POLL_S = 0.05
 LoadTopology = Callable[[], Topology]
-SaveMove = Callable[[int, int, int], Topology]  # (slot, shard, epoch) -> the saved topology
+SaveMove = Callable[[int, int, int, str], Topology]  # (slot, shard, epoch, account) -> saved
 
 
 class SlotMoveRefused(Exception):
@@ -62,64 +62,96 @@ class SlotMoved:
     transfers: int
     seconds: float
     resumed: bool
+    account: str = ""  # a pin's
 
     def json(self) -> dict[str, object]:
         return {"slot": self.slot, "from_shard": self.from_shard, "to_shard": self.to_shard,
                 "epoch": self.epoch, "accounts": self.accounts, "transfers": self.transfers,
-                "seconds": round(self.seconds, 3), "resumed": self.resumed}
+                "seconds": round(self.seconds, 3), "resumed": self.resumed,
+                **({"account_id": self.account} if self.account else {})}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What moves: a slot, or (a pin) one account, which is in `slot`."""
+
+    slot: int
+    account: str = ""
+
+    def __str__(self) -> str:
+        return f"account {self.account}" if self.account else f"slot {self.slot}"
 
 
 async def move_slot(router: Router, load: LoadTopology, save: SaveMove, slot: int,
                     to_shard: int, busy_timeout_s: float = 10.0) -> SlotMoved:
-    started = time.monotonic()
     topology = load()
     if not 0 <= slot < topology.slots:
         raise SlotMoveRefused(422, "slot_unknown", f"slot {slot} does not exist: this switch "
                               f"has slots 0 to {topology.slots - 1}")
+    return await _move(router, load, save, topology, Unit(slot), to_shard, busy_timeout_s)
+
+
+async def pin_account(router: Router, load: LoadTopology, save: SaveMove, account: str,
+                      to_shard: int, busy_timeout_s: float = 10.0) -> SlotMoved:
+    """The account alone to `to_shard` (pinned there); to its slot's shard: unpinned."""
+    topology = load()
+    return await _move(router, load, save, topology, Unit(slot_of(account, topology.slots),
+                                                              account), to_shard, busy_timeout_s)
+
+
+async def _move(router: Router, load: LoadTopology, save: SaveMove, topology: Topology,
+                unit: Unit, to_shard: int, busy_timeout_s: float) -> SlotMoved:
+    started = time.monotonic()
     if not 0 <= to_shard < topology.shard_count:
         raise SlotMoveRefused(422, "shard_unknown", f"shard {to_shard} does not exist: this "
                               f"switch has shards 0 to {topology.shard_count - 1}")
-    from_shard, epoch, resumed = await _start(router, topology, slot, to_shard)
-    frozen = await _freeze(router, from_shard, FreezeSlot(slot, topology.slots, to_shard, epoch),
-                           busy_timeout_s)
+    from_shard, epoch, resumed = await _start(router, topology, unit, to_shard)
+    slot, slots, account = unit.slot, topology.slots, unit.account
+    pinned = bool(account) and topology.slot_table[slot] != to_shard  # else unpinned
+    frozen = await _freeze(router, from_shard, FreezeSlot(slot, slots, to_shard, epoch,
+                                                          account), busy_timeout_s)
     assert frozen.state is not None
     imported = expect(await router.ask(to_shard, ImportSlot(
-        slot, topology.slots, from_shard, epoch, frozen.state)), SlotReply)
-    if imported.result != "ok":  # nothing was imported: the old shard serves the slot again
-        await router.ask(from_shard, ThawSlot(slot))
-        raise SlotMoveRefused(409, imported.result, f"shard {to_shard} refused slot {slot} "
+        slot, slots, from_shard, epoch, frozen.state, account, pinned)), SlotReply)
+    if imported.result != "ok":  # nothing was imported: the old shard serves it again
+        await router.ask(from_shard, ThawSlot(slot, account))
+        raise SlotMoveRefused(409, imported.result, f"shard {to_shard} refused {unit} "
                               f"({imported.result}); nothing moved")
-    save(slot, to_shard, epoch)
-    released = expect(await router.ask(from_shard, ReleaseSlot(slot, to_shard, epoch)),
-                      SlotReply)
+    save(slot, to_shard, epoch, account)
+    released = expect(await router.ask(from_shard, ReleaseSlot(
+        slot, to_shard, epoch, account, pinned, frozen.state.homed_count)), SlotReply)
     if released.result != "ok":
-        raise SlotMoveRefused(409, released.result, f"shard {from_shard} did not release slot "
-                              f"{slot} ({released.result})")
-    router.placement.move(slot, to_shard)
+        raise SlotMoveRefused(409, released.result, f"shard {from_shard} did not release "
+                              f"{unit} ({released.result})")
+    router.placement.move(slot, to_shard, account, pinned)
     moved = SlotMoved(slot, from_shard, to_shard, epoch, len(frozen.state.accounts),
-                      len(frozen.state.transfers), time.monotonic() - started, resumed)
-    log.warning("slot %d moved from shard %d to shard %d under epoch %d: %d accounts, %d "
-                "transfers, %.3f s", slot, from_shard, to_shard, epoch, moved.accounts,
+                      len(frozen.state.transfers), time.monotonic() - started, resumed, account)
+    log.warning("%s moved from shard %d to shard %d under epoch %d: %d accounts, %d "
+                "transfers, %.3f s", unit, from_shard, to_shard, epoch, moved.accounts,
                 moved.transfers, moved.seconds)
     return moved
 
 
-async def _start(router: Router, topology: Topology, slot: int, to_shard: int
+async def _start(router: Router, topology: Topology, unit: Unit, to_shard: int
                  ) -> tuple[int, int, bool]:
-    """The shard the slot leaves and the move's epoch: a new move's, or one that stopped half
-    way (the same move is finished; any other is refused until it is)."""
+    """The shard it leaves and the move's epoch: a new move's, or one that stopped half way
+    (the same move is finished; any other is refused until it is)."""
     views = [expect(view, SlotMovesView) for view in await router.ask_all(GetSlotMoves())]
-    running = [(shard, moving, to, epoch) for shard, view in enumerate(views)
-               for moving, (to, epoch) in view.frozen.items()]
+    running = [(shard, Unit(moving), to, epoch) for shard, view in enumerate(views)
+               for moving, (to, epoch) in view.frozen.items()] + [
+        (shard, Unit(slot_of(account, topology.slots), account), to, epoch)
+        for shard, view in enumerate(views)
+        for account, (to, epoch) in view.frozen_accounts.items()]
     for shard, moving, to, epoch in running:
-        if (moving, to) != (slot, to_shard):
-            raise SlotMoveRefused(409, "slot_move_running", f"slot {moving} is being moved from "
+        if (moving, to) != (unit, to_shard):
+            raise SlotMoveRefused(409, "slot_move_running", f"{moving} is being moved from "
                                   f"shard {shard} to shard {to}: finish it first (ask for that "
                                   "move again)")
         return shard, epoch, True
-    from_shard = topology.slot_table[slot]
+    from_shard = topology.pins.get(unit.account, topology.slot_table[unit.slot]) \
+        if unit.account else topology.slot_table[unit.slot]
     if from_shard == to_shard:
-        raise SlotMoveRefused(409, "slot_already_there", f"slot {slot} is on shard {to_shard} "
+        raise SlotMoveRefused(409, "slot_already_there", f"{unit} is on shard {to_shard} "
                               "already; nothing moved")
     return from_shard, topology.epoch + 1, False
 
@@ -127,23 +159,34 @@ async def _start(router: Router, topology: Topology, slot: int, to_shard: int
 async def _freeze(router: Router, shard: int, freeze: FreezeSlot, busy_timeout_s: float
                   ) -> SlotReply:
     deadline = time.monotonic() + busy_timeout_s
+    unit = Unit(freeze.slot, freeze.account)
     while True:
         reply = expect(await router.ask(shard, freeze), SlotReply)
         if reply.result == "ok":
             return reply
         if reply.result != "slot_busy":
-            raise SlotMoveRefused(409, reply.result, f"shard {shard} refused to move slot "
-                                  f"{freeze.slot}: {reply.result}")
+            status = 404 if reply.result == "account_not_found" else 409
+            raise SlotMoveRefused(status, reply.result, f"shard {shard} refused to move {unit}: "
+                                  f"{reply.result}; nothing moved")
         if time.monotonic() > deadline:
-            raise SlotMoveRefused(409, "slot_busy", f"slot {freeze.slot} still has "
-                                  f"{reply.in_doubt} transfers in doubt on shard {shard} after "
+            raise SlotMoveRefused(409, "slot_busy", f"{unit} still has {reply.in_doubt} "
+                                  f"transfers in doubt on shard {shard} after "
                                   f"{busy_timeout_s:g} s; nothing moved: try again")
         await asyncio.sleep(BUSY_POLL_S)
 
 
-def moved_in(topology: Topology, slot: int, shard: int, epoch: int) -> Topology:
-    """The topology with the slot on `shard`, at least at `epoch`."""
-    table = list(topology.slot_table)
-    table[slot] = shard
-    return msgspec.structs.replace(topology, slot_table=table,
+def moved_in(topology: Topology, slot: int, shard: int, epoch: int, account: str = ""
+             ) -> Topology:
+    """The topology with the slot on `shard` (or the account pinned there, or unpinned if
+    that is its slot's shard), at least at `epoch`."""
+    table, pins = list(topology.slot_table), dict(topology.pins)
+    if not account:
+        table[slot] = shard
+    elif table[slot_of(account, topology.slots)] == shard:
+        pins.pop(account, None)
+    else:
+        pins[account] = shard
+    version = max(topology.format_version, PINNED_FORMAT_VERSION) if pins else \
+        topology.format_version
+    return msgspec.structs.replace(topology, slot_table=table, pins=pins, format_version=version,
                                    epoch=max(topology.epoch, epoch)).check()

@@ -11,6 +11,7 @@ import pytest
 from actors.topology import (
     LOCAL_NODE,
     Placement,
+    placed_as,
     promoted,
     replica_synced,
     round_robin,
@@ -25,7 +26,9 @@ from persistence.topology import (
     read_topology,
     resolve_topology,
     save_topology,
+    update_topology,
 )
+from switch.routing.slot_move import moved_in
 
 
 def test_a_new_directory_gets_the_asked_layout_on_the_storage_nodes(tmp_path: Path) -> None:
@@ -149,3 +152,18 @@ def test_only_an_in_sync_follower_is_promoted_under_the_next_epoch() -> None:
     assert after.shard_epochs == [1, 2] and after.replicas_in_sync == [False, False]
     with pytest.raises(ValueError, match="follower on its leader's node"):
         msgspec.structs.replace(topology, replica_nodes=["a", "a"]).check()
+
+
+def test_the_controllers_save_keeps_a_slot_move_made_meanwhile(tmp_path: Path) -> None:
+    """The replication controller holds the topology it started with; a slot move and a pin
+    saved since by an ingress process survive its next save (under the topology's lock)."""
+    started = with_replicas(round_robin(2, 8, nodes=("a", "b")), ("a", "b"))
+    save_topology(tmp_path, started)
+    update_topology(tmp_path, lambda saved: moved_in(saved, 3, 0, 2, ""))
+    away = 1 - Placement(started).shard_of("hot")  # not its slot's shard: a pin
+    update_topology(tmp_path, lambda saved: moved_in(saved, 0, away, 3, "hot"))
+    controllers = replica_synced(started, 1, True)  # its change, on its old copy
+    saved = update_topology(tmp_path, lambda now: placed_as(controllers, now))
+    assert saved.slot_table[3] == 0 and saved.pins == {"hot": away} and saved.epoch == 3
+    assert saved.format_version == 4 and saved.replicas_in_sync == [False, True]
+    assert load_topology(tmp_path) == saved

@@ -251,6 +251,8 @@ ROWS: list[Row] = [
     ("GET", "/v1/cluster", None, STAFF),
     ("POST", "/v1/cluster/slot-moves", {"slot": 0, "to_shard": 99},
      {"operator": 422, "auditor": 403, "bank-a": 403, "bank-b": 403}),  # no shard 99
+    ("POST", "/v1/cluster/pins", {"account_id": "nope", "to_shard": 99},
+     {"operator": 422, "auditor": 403, "bank-a": 403, "bank-b": 403}),
     ("GET", "/dashboard", None, STAFF),
     ("GET", "/v1/participants", None, OPEN),
     ("GET", "/v1/participants/bank-a", None, {"operator": 200, "auditor": 200, "bank-a": 200,

@@ -20,10 +20,14 @@ from tests.switch.test_api import LIMITED, account, transfer
 ACCOUNTS = [f"s{i}" for i in range(24)]
 
 
-def slots_move(switch: RunningSwitch, *args: str) -> subprocess.CompletedProcess[str]:
+def slots(switch: RunningSwitch, verb: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "switch.cli", "slots", "move", *args, "--url", switch.url,
+        [sys.executable, "-m", "switch.cli", "slots", verb, *args, "--url", switch.url,
          "--data-dir", switch.settings.data.dir], capture_output=True, text=True, timeout=120)
+
+
+def slots_move(switch: RunningSwitch, *args: str) -> subprocess.CompletedProcess[str]:
+    return slots(switch, "move", *args)
 
 
 class Load(threading.Thread):
@@ -84,6 +88,12 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
         moved = slots_move(switch, str(slot), "--to", str(to_shard))
         assert moved.returncode == 0, moved.stderr
         assert f"slot {slot} moved from shard {from_shard} to shard {to_shard}" in moved.stdout
+        hot_shard = before.slot_table[slot_of("s7", before.slots)]
+        pinned = slots(switch, "pin", "s7", "--to", str(1 - hot_shard))
+        assert pinned.returncode == 0, pinned.stderr
+        assert f"account s7 moved from shard {hot_shard}" in pinned.stdout
+        missing = slots(switch, "pin", "nobody", "--to", "0")
+        assert missing.returncode == 1 and "account_not_found" in missing.stderr
         acknowledged_at_move = len(load.acknowledged)
         while len(load.acknowledged) < acknowledged_at_move + 200:
             load.join(0.05)
@@ -92,7 +102,7 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
 
         after = load_topology(data_dir)
         assert after is not None and after.slot_table[slot] == to_shard
-        assert after.epoch == before.epoch + 1
+        assert after.epoch == before.epoch + 2 and after.pins == {"s7": 1 - hot_shard}
         cluster = switch.get("/v1/cluster").json()
         slots_by_shard = {row["shard"]: row["slots"] for row in cluster["shards"]}
         assert slots_by_shard[to_shard] == before.slot_table.count(to_shard) + 1
@@ -101,11 +111,18 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
             assert stored["amount"] == sent["amount"], stored
         balances = {name: switch.account(name) for name in ["bank", *ACCOUNTS]}
         assert_balanced(switch.totals_at_rest())
+        listed = switch.get("/v1/accounts?limit=100").json()["accounts"]  # the read model
+        assert {a["id"]: a for a in listed}["s3"] == balances["s3"]
 
         switch.restart()
         assert {name: switch.account(name) for name in ["bank", *ACCOUNTS]} == balances
         assert switch.post("/v1/transfers", [transfer("after", "s3", "s4", 1)]
                            ).json()["results"][0]["result"] == "ok"
         assert_balanced(switch.totals_at_rest())
-    finally:
         switch.stop()
+        verified = subprocess.run([sys.executable, "-m", "switch.cli", "wal", "verify",
+                                   str(data_dir)], capture_output=True, text=True, timeout=300)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        if switch.fleet is not None:
+            switch.stop()
