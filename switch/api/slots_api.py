@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -51,6 +51,8 @@ class PinIn(BaseModel):
     account_id: Id
     to_shard: Annotated[StrictInt, Field(ge=0)]
     busy_timeout_ms: Annotated[StrictInt, Field(ge=0, le=BUSY_TIMEOUT_MS_MAX)] = 10_000
+    # First move every other slot and pinned account off that shard: a shard of its own
+    alone: StrictBool = False
 
 
 PIN = TypeAdapter(PinIn)
@@ -88,7 +90,8 @@ def slot_routes(router: Router, data_dir: Path, parse: Parse) -> list[Route]:
         try:
             async with one_at_a_time.held():
                 moved = await pin_account(router, load, save, body.account_id,
-                                          body.to_shard, body.busy_timeout_ms / 1000)
+                                          body.to_shard, body.busy_timeout_ms / 1000,
+                                          body.alone)
         except SlotMoveRefused as refused:
             raise ApiError(refused.status, refused.code, refused.message) from None
         return json_response(moved.json())

@@ -32,6 +32,8 @@ def add_parser(commands: Any) -> None:
                          "its slot's shard: unpinned); see docs/CLUSTER.md for a shard of its "
                          "own")
     pin.add_argument("account_id")
+    pin.add_argument("--alone", action="store_true", help="first move every other slot and "
+                     "pinned account off that shard: a shard of its own")
     for each in (move, pin):
         each.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
         each.add_argument("--url", default="http://127.0.0.1:8000", help="the switch's address")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print("payswitch slots: no operator key: pass --key, set PAYSWITCH_KEY, or --data-dir "
               "of the running switch (its operator.key)", file=sys.stderr)
         return 2
-    path, unit = ("/v1/cluster/pins", {"account_id": args.account_id}) \
+    path, unit = ("/v1/cluster/pins", {"account_id": args.account_id, "alone": args.alone}) \
         if args.slots_command == "pin" else ("/v1/cluster/slot-moves", {"slot": args.slot})
     try:
         response = httpx.post(f"{args.url.rstrip('/')}{path}", json={
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
               f"{body.get('message', '')}", file=sys.stderr)
         return 1
     what = f"account {body['account_id']}" if "account_id" in body else f"slot {body['slot']}"
+    if body.get("made_room"):
+        print(f"{body['made_room']} slots and pinned accounts moved off shard "
+              f"{body['to_shard']} first")
     print(f"{what} moved from shard {body['from_shard']} to shard {body['to_shard']} "
           f"(topology epoch {body['epoch']}): {body['accounts']} accounts, "
           f"{body['transfers']} transfers, {body['seconds']} s")

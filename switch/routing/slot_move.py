@@ -18,8 +18,10 @@ served by two shards: the old one refuses from step 1, the new one is asked afte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,12 +65,14 @@ class SlotMoved:
     seconds: float
     resumed: bool
     account: str = ""  # a pin's
+    made_room: int = 0  # a pin `alone`: the slots and pins moved off its shard first
 
     def json(self) -> dict[str, object]:
         return {"slot": self.slot, "from_shard": self.from_shard, "to_shard": self.to_shard,
                 "epoch": self.epoch, "accounts": self.accounts, "transfers": self.transfers,
                 "seconds": round(self.seconds, 3), "resumed": self.resumed,
-                **({"account_id": self.account} if self.account else {})}
+                **({"account_id": self.account, "made_room": self.made_room}
+                   if self.account else {})}
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,53 @@ async def move_slot(router: Router, load: LoadTopology, save: SaveMove, slot: in
 
 
 async def pin_account(router: Router, load: LoadTopology, save: SaveMove, account: str,
-                      to_shard: int, busy_timeout_s: float = 10.0) -> SlotMoved:
-    """The account alone to `to_shard` (pinned there); to its slot's shard: unpinned."""
+                      to_shard: int, busy_timeout_s: float = 10.0, alone: bool = False
+                      ) -> SlotMoved:
+    """The account alone to `to_shard` (pinned there); to its slot's shard: unpinned.
+    `alone`: first every other slot and pinned account leaves that shard, so that the
+    account has it to itself (each moved as `slots move` would, one at a time)."""
+    started = time.monotonic()
     topology = load()
-    return await _move(router, load, save, topology, Unit(slot_of(account, topology.slots),
-                                                              account), to_shard, busy_timeout_s)
+    if not 0 <= to_shard < topology.shard_count:  # before anything moves
+        raise SlotMoveRefused(422, "shard_unknown", f"shard {to_shard} does not exist: this "
+                              f"switch has shards 0 to {topology.shard_count - 1}")
+    made_room = await _make_room(router, load, save, to_shard, account, busy_timeout_s) \
+        if alone else 0
+    topology = load()
+    pinned = await _move(router, load, save, topology, Unit(
+        slot_of(account, topology.slots), account), to_shard, busy_timeout_s)
+    return dataclasses.replace(pinned, made_room=made_room,
+                               seconds=time.monotonic() - started)
+
+
+async def _make_room(router: Router, load: LoadTopology, save: SaveMove, shard: int,
+                     account: str, busy_timeout_s: float) -> int:
+    """Move every slot off `shard` (each to the other shard with the fewest slots) and
+    unpin every other account pinned there; returns how many moved."""
+    topology = load()
+    if topology.shard_count < 2:
+        raise SlotMoveRefused(409, "no_other_shard", "a switch of one shard cannot give an "
+                              "account a shard of its own")
+    moved = 0
+    for other in [pinned for pinned, on in topology.pins.items() if on == shard and
+                  pinned != account]:
+        home = topology.slot_table[slot_of(other, topology.slots)]
+        target = home if home != shard else _least_loaded(topology, shard)
+        await _move(router, load, save, load(), Unit(slot_of(other, topology.slots), other),
+                    target, busy_timeout_s)
+        moved += 1
+    for slot in [slot for slot, on in enumerate(topology.slot_table) if on == shard]:
+        now = load()
+        await _move(router, load, save, now, Unit(slot), _least_loaded(now, shard),
+                    busy_timeout_s)
+        moved += 1
+    return moved
+
+
+def _least_loaded(topology: Topology, leaving: int) -> int:
+    counts = Counter(topology.slot_table)
+    return min((shard for shard in range(topology.shard_count) if shard != leaving),
+               key=lambda shard: (counts[shard], shard))
 
 
 async def _move(router: Router, load: LoadTopology, save: SaveMove, topology: Topology,

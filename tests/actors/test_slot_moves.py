@@ -78,8 +78,9 @@ class Cluster:
         return await move_slot(self.router, self.load, self.save, slot, to_shard,
                                busy_timeout_s)
 
-    async def pin(self, account: str, to_shard: int) -> Any:
-        return await pin_account(self.router, self.load, self.save, account, to_shard, 1.0)
+    async def pin(self, account: str, to_shard: int, alone: bool = False) -> Any:
+        return await pin_account(self.router, self.load, self.save, account, to_shard, 1.0,
+                                 alone)
 
 
 def ids_in(slot: int, prefix: str, count: int) -> list[str]:
@@ -423,5 +424,28 @@ def test_a_part_of_the_same_transfer_in_doubt_on_the_new_shard_stops_the_move(
         assert all(view.frozen == {} for view in views)  # given up: shard 1 serves it again
         view = await router.ask(1, GetAccount(debit))
         assert view.account.debits_pending == 4
+
+    asyncio.run(drive())
+
+
+def test_a_hot_account_gets_a_shard_of_its_own(cluster: Cluster) -> None:
+    """`slots pin --alone`: every other slot (and pinned account) leaves the shard first."""
+    hot = ids_in(SLOT, "h", 1)[0]
+    others = ids_on(cluster.router, 0, SLOT, "o", 3) + ids_on(cluster.router, 1, SLOT, "k", 3)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "") for a in [hot, *others]])
+        assert await create(router, [transfer(f"x{n}", other, hot, 10 + n)
+                                     for n, other in enumerate(others)]) == ["ok"] * 6
+        before = await balances(router, [hot, *others])
+        books_before = await books(router)
+        pinned = await cluster.pin(hot, 0, alone=True)
+        assert pinned.made_room == SLOTS // 2  # shard 0's slots, moved to shard 1
+        assert 0 not in cluster.topology.slot_table and cluster.topology.pins == {hot: 0}
+        assert list(cluster.hosts[0].ledger.accounts) == [hot]
+        assert await balances(router, [hot, *others]) == before
+        assert await books(router) == books_before
+        assert await create(router, [transfer("y1", hot, others[0], 1)]) == ["ok"]
 
     asyncio.run(drive())
