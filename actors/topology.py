@@ -132,10 +132,9 @@ class Placement:
             return
         if account and pinned:
             self.pins[account] = shard
-            return
-        if account:
+        elif account:  # unpinned: its slot's shard (which later moves may have changed)
             self.pins.pop(account, None)
-        if 0 <= slot < self._slots:
+        elif 0 <= slot < self._slots:
             self.slot_table[slot] = shard
 
 

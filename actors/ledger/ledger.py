@@ -447,6 +447,8 @@ class Ledger(LedgerState):
         or a chain's key here (a pin places everything keyed by the id: that would move)."""
         if account not in self.accounts:
             return "account_not_found"
+        if self.slot_moves.pinned_here(account):
+            return ""  # pinned already: whatever is keyed by its id lives here with it
         if self.store.transfer(account) is not None or self.store.chain(account) is not None \
                 or account in self.pending or account in self.reservations:
             return "account_id_shared"
@@ -461,8 +463,8 @@ class Ledger(LedgerState):
             return "ok", []  # imported already (the mover asks again after a stop)
         if any(moved.id in self.accounts for moved in state.accounts):
             return "slot_conflict", []
-        if account and (slot in moves.frozen or slot in moves.moved):
-            return "slot_move_running", []  # its slot is leaving here, or has left
+        if account and not pinned and (slot in moves.frozen or slot in moves.moved):
+            return "slot_move_running", []  # unpinned to a shard its slot is leaving or left
         if any(self._holds_otherwise(part) for part in state.reservations):
             return "slot_busy", []  # a part of the same transfer here waits for a decision
         return "ok", [SlotImported(slot, slots, from_shard, epoch, state, account, pinned)]

@@ -92,3 +92,5 @@ class SlotState(msgspec.Struct, array_like=True, frozen=True, gc=False):
     chains: list[ChainEntry]
     pending_finals: list[PendingFinalEntry]
     balances: list[BalancesEntry]
+    # The slot's accounts pinned to other shards: its new shard sends their commands there
+    pinned_away: dict[str, int] = {}

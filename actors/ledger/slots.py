@@ -166,6 +166,8 @@ def export(state: LedgerState, in_slot: InSlot) -> SlotState:
         chains=[ChainEntry(key, decision) for key, decision in chains],
         pending_finals=[PendingFinalEntry(i, status) for i, status in finals],
         balances=[BalancesEntry(a.id, _balance_points(state, a.id)) for a in accounts],
+        pinned_away={account: shard for account, (shard, pinned)
+                     in state.slot_moves.moved_accounts.items() if pinned and in_slot(account)},
     )
 
 

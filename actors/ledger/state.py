@@ -265,6 +265,9 @@ class LedgerState:
         adopt(self, event.state, in_unit(event.slot, event.slots, event.account))
         for account in event.state.accounts:  # here again (left before, pinned or unpinned)
             moves.moved_accounts.pop(account.id, None)
+        moves.moved_accounts.update({account: (shard, True) for account, shard  # elsewhere
+                                     in event.state.pinned_away.items()
+                                     if not moves.pinned_here(account)})
         if event.account:
             moves.adopted_accounts[event.account] = (event.epoch, event.pinned)
         else:
@@ -285,6 +288,10 @@ class LedgerState:
         else:
             moves.moved[event.slot] = event.to_shard
             moves.adopted.pop(event.slot, None)
+            in_slot = in_unit(event.slot, moves.slots)
+            for account in [a for a, (_, pinned) in moves.adopted_accounts.items()
+                            if not pinned and in_slot(a)]:  # unpinned here: left with it
+                del moves.adopted_accounts[account]
 
     def _apply_attempt_fenced(self, event: AttemptFenced) -> None:
         fenced = self.fenced_chains if event.chain else self.fenced_transfers

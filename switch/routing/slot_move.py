@@ -28,13 +28,17 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.messages import (
+    AccountView,
     FreezeSlot,
+    GetAccount,
     GetSlotMoves,
+    GetTransfer,
     ImportSlot,
     ReleaseSlot,
     SlotMovesView,
     SlotReply,
     ThawSlot,
+    TransferView,
     expect,
 )
 from actors.topology import PINNED_FORMAT_VERSION, Topology, slot_of
@@ -106,13 +110,29 @@ async def pin_account(router: Router, load: LoadTopology, save: SaveMove, accoun
     if not 0 <= to_shard < topology.shard_count:  # before anything moves
         raise SlotMoveRefused(422, "shard_unknown", f"shard {to_shard} does not exist: this "
                               f"switch has shards 0 to {topology.shard_count - 1}")
-    made_room = await _make_room(router, load, save, to_shard, account, busy_timeout_s) \
-        if alone else 0
+    made_room = 0
+    if alone:  # what the pin itself would refuse, refused before anything moves
+        await _pinnable(router, topology, account, to_shard)
+        made_room = await _make_room(router, load, save, to_shard, account, busy_timeout_s)
     topology = load()
     pinned = await _move(router, load, save, topology, Unit(
         slot_of(account, topology.slots), account), to_shard, busy_timeout_s)
     return dataclasses.replace(pinned, made_room=made_room,
                                seconds=time.monotonic() - started)
+
+
+async def _pinnable(router: Router, topology: Topology, account: str, to_shard: int) -> None:
+    if topology.pins.get(account) == to_shard:
+        raise SlotMoveRefused(409, "slot_already_there", f"account {account} is on shard "
+                              f"{to_shard} already; nothing moved")
+    shard = router.shard_of(account)
+    view = expect(await router.ask(shard, GetAccount(account)), AccountView)
+    if view.account is None:
+        raise SlotMoveRefused(404, "account_not_found", f"no account {account}; nothing moved")
+    if account not in topology.pins and expect(await router.ask(
+            shard, GetTransfer(account)), TransferView).transfer is not None:
+        raise SlotMoveRefused(409, "account_id_shared", f"{account} is also a transfer's id: "
+                              "it cannot be pinned; nothing moved")
 
 
 async def _make_room(router: Router, load: LoadTopology, save: SaveMove, shard: int,

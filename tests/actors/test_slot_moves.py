@@ -40,10 +40,11 @@ SLOTS = 64
 class Cluster:
     """Two shard hosts on LMDB, a router over them, the topology a mover saves."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shards: int = 2) -> None:
         self.root = root
-        self.topology: Topology = round_robin(2, SLOTS)
-        self.hosts = [self._host(index) for index in range(2)]
+        self.shards = shards
+        self.topology: Topology = round_robin(shards, SLOTS)
+        self.hosts = [self._host(index) for index in range(shards)]
         self.router = self._router()
 
     def _host(self, index: int) -> ShardHost:
@@ -60,10 +61,10 @@ class Cluster:
         (`stale_router`: one that has not heard of any move), else the saved one."""
         for host in self.hosts:
             host.close()
-        self.hosts = [self._host(index) for index in range(2)]
+        self.hosts = [self._host(index) for index in range(self.shards)]
         saved = self.topology
         if stale_router:
-            self.topology = round_robin(2, SLOTS)
+            self.topology = round_robin(self.shards, SLOTS)
         self.router = self._router()
         self.topology = saved
 
@@ -447,5 +448,77 @@ def test_a_hot_account_gets_a_shard_of_its_own(cluster: Cluster) -> None:
         assert await balances(router, [hot, *others]) == before
         assert await books(router) == books_before
         assert await create(router, [transfer("y1", hot, others[0], 1)]) == ["ok"]
+
+    asyncio.run(drive())
+
+
+def test_a_slots_new_shard_sends_its_accounts_pinned_elsewhere_on(tmp_path: Path) -> None:
+    """Review: the slot's new shard did not know of its account pinned to another shard, so
+    a router that learned the slot's move but not the pin created the account again there."""
+    cluster = Cluster(tmp_path, shards=3)
+    slot = 3  # on shard 0 of three
+    hot, mate = ids_in(slot, "w", 2)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "") for a in (hot, mate)])
+        assert await create(router, [transfer("w1", mate, hot, 9)]) == ["ok"]
+        await cluster.pin(hot, 1)
+        await cluster.move(slot, 2)
+
+    async def stale() -> None:  # a router that heard of neither
+        router = Router([LocalShard(i, host) for i, host in enumerate(cluster.hosts)],
+                        Placement(round_robin(3, SLOTS)), 10_000, 8190)
+        view = await router.ask(router.shard_of(mate), GetAccount(mate))
+        assert view.account is not None and router.shard_of(mate) == 2  # learned the slot
+        view = await router.ask(router.shard_of(hot), GetAccount(hot))
+        assert view.account is not None and view.account.credits_posted == 9
+        assert router.shard_of(hot) == 1
+        again = await router.create_accounts([Account(hot, "USD", 1, "o", 0, "")])
+        assert again[0][0] == "exists"  # type: ignore[index]
+
+    try:
+        asyncio.run(drive())
+        asyncio.run(stale())
+    finally:
+        for host in cluster.hosts:
+            host.close()
+
+
+def test_a_shard_of_its_own_for_an_account_whose_slot_is_on_that_shard(
+        cluster: Cluster) -> None:
+    """Review: the account left with its slot, and pinning it back was refused."""
+    slot = 4  # on shard 0
+    hot, mate = ids_in(slot, "s", 2)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "") for a in (hot, mate)])
+        pinned = await cluster.pin(hot, 0, alone=True)
+        assert pinned.to_shard == 0 and 0 not in cluster.topology.slot_table
+        assert list(cluster.hosts[0].ledger.accounts) == [hot]
+        assert router.shard_of(mate) == 1
+
+    asyncio.run(drive())
+
+
+def test_a_pin_alone_that_would_be_refused_moves_nothing_first(cluster: Cluster) -> None:
+    """Review: `--alone` moved every slot off the shard, then its pin was refused."""
+    hot = ids_in(SLOT, "h", 1)[0]
+    shared = ids_in(SLOT, "z", 2)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
+                                      for a in (hot, *shared)])
+        assert await create(router, [transfer(shared[0], shared[1], shared[0], 1)]) == ["ok"]
+        await cluster.pin(hot, 0)
+        table = list(cluster.topology.slot_table)
+        for account, code in ((hot, "slot_already_there"), ("nobody", "account_not_found"),
+                              (shared[0], "account_id_shared")):
+            with pytest.raises(SlotMoveRefused) as refused:
+                await cluster.pin(account, 0, alone=True)
+            assert refused.value.code == code
+            assert cluster.topology.slot_table == table
 
     asyncio.run(drive())
