@@ -336,10 +336,11 @@ class LmdbStore:
         if self._tables is None:
             return
         with self._env.begin(db=self._tables[table], buffers=False) as txn:
-            for raw_key, value in txn.cursor():
+            cursor = txn.cursor()
+            for raw_key in cursor.iternext(keys=True, values=False):
                 key = raw_key.decode()
                 if in_slot(key):
-                    yield key, decode(value[SEQ.size:])
+                    yield key, decode(cursor.value()[SEQ.size:])
 
     def balance_history(self, account_id: str, since_ns: int, until_ns: int, limit: int
                         ) -> tuple[list[Balances], int | None]:

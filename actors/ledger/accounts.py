@@ -184,6 +184,27 @@ class AccountTable:
         for account, row in zip(accounts, rows, strict=True):
             pack_into(data, row * ROW_BYTES, *fields(account))
 
+    def without(self, leaving: set[str]) -> AccountTable:
+        """The table less these accounts (they moved to another shard with their slot): the
+        other rows copied as they are, in order (a slot move's one removal of rows)."""
+        self._write_back(list(self.live.values()), self._live_rows)
+        table = AccountTable(self.live_max)
+        kept_ids: list[str] = []
+        kept_rows = bytearray()
+        data = self.data
+        for row, account_id in enumerate(self.rows):
+            if account_id in leaving:
+                continue
+            if row in self.user_data:
+                table.user_data[len(kept_ids)] = self.user_data[row]
+            kept_ids.append(account_id)
+            kept_rows += data[row * ROW_BYTES:(row + 1) * ROW_BYTES]
+        table.rows = IdIndex(kept_ids)
+        table.data = kept_rows
+        table.ledgers, table.owners = list(self.ledgers), list(self.owners)
+        table._ledger_of, table._owner_of = dict(self._ledger_of), dict(self._owner_of)
+        return table
+
     # ---- snapshots ----
 
     def snapshot_rows(self) -> AccountRows:

@@ -18,12 +18,12 @@ the accounts they hold (a part's roles split when its other side stays).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.ledger.accounts import AccountTable
 from actors.ledger.limits import Velocity
 from actors.ledger.model import Account, Roles
 from actors.ledger.parts import (
@@ -104,7 +104,8 @@ def in_unit(slot: int, slots: int, account: str = "") -> InSlot:
     """What a move carries: every key of the slot, or (a pin) the one account's id."""
     if account:
         return account.__eq__
-    return lambda key: slot_of(key, slots) == slot
+    crc32 = zlib.crc32  # slot_of, inlined: it runs over every account and stored key
+    return lambda key: crc32(key.encode()) % slots == slot
 
 
 def roles_in_slot(reservation: Reservation, in_slot: InSlot) -> int:
@@ -131,7 +132,8 @@ def in_doubt(state: LedgerState, in_slot: InSlot) -> int:
 def export(state: LedgerState, in_slot: InSlot) -> SlotState:
     """Everything this shard holds for the slot (nothing of it in doubt: see `in_doubt`)."""
     store = state.store
-    accounts = [msgspec.structs.replace(a) for a in state.accounts.values() if in_slot(a.id)]
+    table = state.accounts
+    accounts = [msgspec.structs.replace(table[i]) for i in table if in_slot(i)]
     moved_ids = {a.id for a in accounts}
     histories = [HistoryEntry(a.id, _history_ids(state, a)) for a in accounts]
     homed, chains, finals = store.slot_entries(in_slot)
@@ -197,8 +199,9 @@ def drop(state: LedgerState, slot: int, account: str, homed_count: int) -> None:
     what it wrote, unread: every command about it is refused here from now on)."""
     moves = state.slot_moves
     in_slot = moves.unit(slot, account)
-    kept = [account for account in state.accounts.values() if not in_slot(account.id)]
-    state.accounts = AccountTable.of(kept, state.accounts.live_max)
+    leaving = {account_id for account_id in state.accounts if in_slot(account_id)}
+    state.count_balances([state.accounts[i] for i in leaving], -1)
+    state.accounts = state.accounts.without(leaving)
     _forget(in_slot, state.limits, state.velocity)
     for transfer_id, reservation in list(state.reservations.items()):
         roles = roles_in_slot(reservation, in_slot)
@@ -210,7 +213,6 @@ def drop(state: LedgerState, slot: int, account: str, homed_count: int) -> None:
     _forget(in_slot, state.pending, state.settling)
     state.homed_count -= homed_count  # counted on the new shard from now
     state.rebuild_expiries()
-    state.recount_totals()
 
 
 def _forget(in_slot: InSlot, *tables: dict[str, Any]) -> None:
@@ -262,4 +264,4 @@ def adopt(state: LedgerState, moved: SlotState, in_unit: InSlot) -> None:
         fenced.setdefault(fence.key, set()).update(fence.attempts)
     state.homed_count += moved.homed_count
     state.rebuild_expiries()
-    state.recount_totals()
+    state.count_balances(moved.accounts, 1)

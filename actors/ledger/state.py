@@ -171,8 +171,16 @@ class LedgerState:
                           if s.expires_at_ns and s.status == PENDING_STATUS]
         heapq.heapify(self._expiries)
 
-    def recount_totals(self) -> None:
-        self.totals = Totals.of(self.accounts.values())
+    def count_balances(self, accounts: Iterable[Account], sign: int) -> None:
+        """Accounts come (sign 1) or go (sign -1) with a slot move: the totals follow."""
+        totals = self.totals
+        for account in accounts:
+            if account.ledger not in totals.by_ledger:
+                totals.add(account.ledger, DEBITS_POSTED, 0)
+            for field, value in enumerate((account.debits_posted, account.credits_posted,
+                                           account.debits_pending, account.credits_pending)):
+                if value:
+                    totals.add(account.ledger, field, sign * value)
 
     # ---- application (the only mutation) ----
 
