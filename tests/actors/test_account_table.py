@@ -135,3 +135,22 @@ def test_the_router_matches_the_reference_with_every_account_trimmed_each_batch(
     every account goes back to its row and is made again from it, all the time."""
     monkeypatch.setattr(accounts_module, "LIVE_MAX_DEFAULT", 0)
     test_ledger_model.test_router_over_three_shards_matches_the_reference()
+
+
+def test_a_table_without_some_accounts_keeps_the_others_as_they_are() -> None:
+    """A slot move's removal: the other rows copied in order, live changes and user data
+    with them, and the table still answers (and snapshots) as before."""
+    table = AccountTable.of([replace(_account(f"a{n}", "USD" if n % 2 else "EUR"),
+                                     user_data=f"u{n}" if n % 3 == 0 else "")
+                             for n in range(12)], live_max=4)
+    table["a5"].credits_posted = 55  # live, not yet written back
+    kept = table.without({"a0", "a3", "a7"})
+    expected = [account for account in table.values() if account.id not in {"a0", "a3", "a7"}]
+    assert list(kept) == [account.id for account in expected]
+    assert list(kept.values()) == expected
+    assert kept["a5"].credits_posted == 55 and kept["a6"].user_data == "u6"
+    assert "a3" not in kept and len(kept) == 9
+    again = AccountTable.from_rows(kept.snapshot_rows())
+    assert list(again.values()) == expected
+    kept.add(_account("a3"))  # it may come back (its slot moved back)
+    assert kept["a3"].id == "a3" and len(kept) == 10
