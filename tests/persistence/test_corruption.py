@@ -117,8 +117,12 @@ def assert_whole_or_clear_error(directory: Path, whole: str) -> None:
 
 
 def test_every_record_boundary_keeps_that_prefix(original: tuple[Path, set[str], str, int],
-                                                tmp_path: Path) -> None:
+                                                tmp_path: Path,
+                                                request: pytest.FixtureRequest) -> None:
+    """Every cut recovers that prefix; the WAL tool verifies the first, middle and last (every
+    one with --run-slow: it is a process a cut)."""
     directory, prefixes, _, last_seq = original
+    every = request.config.getoption("--run-slow")
     for cut in range(1, last_seq + 1):
         damaged = copy_of(directory, tmp_path / f"cut{cut}")
         log = LmdbLog(damaged, 1 << 26)
@@ -127,7 +131,8 @@ def test_every_record_boundary_keeps_that_prefix(original: tuple[Path, set[str],
         recovered = probe(damaged)
         assert recovered["ok"] and recovered["last_seq"] == cut - 1, recovered
         assert recovered["digest"] in prefixes
-        assert verify(damaged.parent).returncode == 0
+        if every or cut in (1, last_seq // 2, last_seq):
+            assert verify(damaged.parent).returncode == 0
 
 
 @pytest.mark.parametrize("seed", range(12))
