@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from actors.codec import encode_commands
 from actors.messages import (
     AccountView,
     FreezeSlot,
@@ -41,11 +42,15 @@ from actors.messages import (
     TransferView,
     expect,
 )
+from actors.shard.data_port import FRAME_BYTES_MAX
 from actors.topology import PINNED_FORMAT_VERSION, Topology, slot_of
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch.slots")
 BUSY_POLL_S = 0.05
+# What one import may carry: one batch on a shard's data port (actors/shard/data_port.py
+# refuses larger), and one log record shipped to its follower.
+IMPORT_BYTES_MAX = FRAME_BYTES_MAX // 2
 LoadTopology = Callable[[], Topology]
 SaveMove = Callable[[int, int, int, str], Topology]  # (slot, shard, epoch, account) -> saved
 
@@ -177,8 +182,13 @@ async def _move(router: Router, load: LoadTopology, save: SaveMove, topology: To
     frozen = await _freeze(router, from_shard, FreezeSlot(slot, slots, to_shard, epoch,
                                                           account), busy_timeout_s)
     assert frozen.state is not None
-    imported = expect(await router.ask(to_shard, ImportSlot(
-        slot, slots, from_shard, epoch, frozen.state, account, pinned)), SlotReply)
+    importing = ImportSlot(slot, slots, from_shard, epoch, frozen.state, account, pinned)
+    size = len(encode_commands([importing]))
+    if size > IMPORT_BYTES_MAX:  # a shard's data port takes no larger batch: nothing moves
+        await router.ask(from_shard, ThawSlot(slot, account))
+        raise SlotMoveRefused(409, "slot_too_large", f"{unit} holds {size:,} bytes, more than "
+                              f"a move carries ({IMPORT_BYTES_MAX:,}); nothing moved")
+    imported = expect(await router.ask(to_shard, importing), SlotReply)
     if imported.result != "ok":  # nothing was imported: the old shard serves it again
         await router.ask(from_shard, ThawSlot(slot, account))
         raise SlotMoveRefused(409, imported.result, f"shard {to_shard} refused {unit} "

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import switch.routing.slot_move as slot_move_module
 from actors.codec import decode_snapshot, encode_snapshot
 from actors.ledger import snapshot
 from actors.ledger.ledger import Ledger
@@ -520,5 +521,27 @@ def test_a_pin_alone_that_would_be_refused_moves_nothing_first(cluster: Cluster)
                 await cluster.pin(account, 0, alone=True)
             assert refused.value.code == code
             assert cluster.topology.slot_table == table
+
+    asyncio.run(drive())
+
+
+def test_a_slot_too_large_to_carry_is_not_moved(cluster: Cluster,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import larger than a shard's data port takes would leave the slot frozen for good:
+    the move is given up before it, and the old shard serves the slot again."""
+    monkeypatch.setattr(slot_move_module, "IMPORT_BYTES_MAX", 10)
+    account_id = ids_in(SLOT, "m", 1)[0]
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(account_id, "USD", 1, "o", 0, "")])
+        with pytest.raises(SlotMoveRefused) as refused:
+            await cluster.move(SLOT, 0)
+        assert refused.value.code == "slot_too_large"
+        assert cluster.topology == round_robin(2, SLOTS)
+        views = await router.ask_all(GetSlotMoves())
+        assert all(view.frozen == {} for view in views)
+        view = await router.ask(1, GetAccount(account_id))
+        assert view.account is not None
 
     asyncio.run(drive())
