@@ -7,11 +7,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import switch.routing.slot_move as slot_move_module
 from actors.codec import decode_snapshot, encode_snapshot
+from actors.ledger import slots as slots_core
 from actors.ledger import snapshot
+from actors.ledger.events import SlotFrozen, SlotImported, SlotMovedOut
 from actors.ledger.ledger import Ledger
 from actors.ledger.model import PENDING, POST_PENDING, Account, Roles, Transfer
 from actors.ledger.store import MemoryStore
@@ -30,6 +33,7 @@ from actors.messages import (
 from actors.shard.host import ShardConfig, ShardHost
 from actors.topology import Placement, Topology, round_robin, slot_of
 from persistence.lmdb_log import LmdbLog
+from switch.read.events import event_from_json, event_json
 from switch.routing.channel import SlotMoving
 from switch.routing.router import Router
 from switch.routing.slot_move import SlotMoveRefused, move_slot, moved_in, pin_account
@@ -545,3 +549,24 @@ def test_a_slot_too_large_to_carry_is_not_moved(cluster: Cluster,
         assert view.account is not None
 
     asyncio.run(drive())
+
+
+def test_a_moves_events_survive_the_wal_tools_json(cluster: Cluster) -> None:
+    """`payswitch wal export` shows an import whole, and `settlement verify` reads it back."""
+    moving = ids_in(SLOT, "m", 2)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "") for a in moving])
+        assert await create(router, [transfer("j1", moving[0], moving[1], 5),
+                                     transfer("j2", moving[1], moving[0], 3, PENDING)]) == \
+            ["ok"] * 2
+
+    asyncio.run(drive())
+    ledger = cluster.hosts[1].ledger
+    state = slots_core.export(ledger, slots_core.in_unit(SLOT, SLOTS))
+    assert len(state.accounts) == 2 and state.reservations and state.balances is not None
+    for event in (SlotImported(SLOT, SLOTS, 1, 2, state), SlotMovedOut(SLOT, 0, 2, "", True, 3),
+                  SlotFrozen(SLOT, SLOTS, 0, 2, "acct")):
+        shown = orjson.loads(orjson.dumps(event_json(event)))
+        assert event_from_json(shown) == event
