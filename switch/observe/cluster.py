@@ -64,7 +64,8 @@ async def cluster_view(monitor: Monitor, list_nodes: ListNodes | None) -> dict[s
             "replication": replication_shown(state),
             "follower_lag_records": state.lag_records if state is not None else None})
     return {"switch_id": topology.switch_id, "epoch": topology.epoch, "nodes": nodes,
-            **({"nodes_error": nodes_error} if nodes_error else {}), "shards": shards}
+            **({"nodes_error": nodes_error} if nodes_error else {}), "shards": shards,
+            "pins": dict(monitor.router.placement.pins)}  # accounts on a shard of their own
 
 
 def replication_shown(state: ReplicationState | None) -> str:

@@ -105,6 +105,7 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
         assert after.epoch == before.epoch + 2 and after.pins == {"s7": 1 - hot_shard}
         cluster = switch.get("/v1/cluster").json()
         slots_by_shard = {row["shard"]: row["slots"] for row in cluster["shards"]}
+        assert cluster["pins"] == {"s7": 1 - hot_shard}
         assert slots_by_shard[to_shard] == before.slot_table.count(to_shard) + 1
         for transfer_id, sent in list(load.acknowledged.items())[::7]:
             stored = switch.get(f"/v1/transfers/{transfer_id}").json()
