@@ -5,7 +5,8 @@ slots move`), through its router.
 1. Freeze on the old shard: asked again (every 50 ms, up to `busy_timeout_s`) while something
    about the slot waits for a decision there; then the shard refuses every command about the
    slot, and answers with everything it holds for it.
-2. Import on the new shard.
+2. Import on the new shard: asked again the same way while a part there of one of the slot's
+   transfers waits for its decision (made already: the home committed, the word is on its way).
 3. Save the topology: the slot on the new shard, under the next epoch (under the topology's
    lock, beside the replication controller's writes).
 4. Release on the old shard: it lets go of the slot's state and tells routers that ask where
@@ -188,7 +189,9 @@ async def _move(router: Router, load: LoadTopology, save: SaveMove, topology: To
         await router.ask(from_shard, ThawSlot(slot, account))
         raise SlotMoveRefused(409, "slot_too_large", f"{unit} holds {size:,} bytes, more than "
                               f"a move carries ({IMPORT_BYTES_MAX:,}); nothing moved")
-    imported = expect(await router.ask(to_shard, importing), SlotReply)
+    # A part of one of its transfers may still wait there for a decision made already (the
+    # home committed, the part's word is on its way): the slot stays frozen meanwhile.
+    imported = await _ask_while_busy(router, to_shard, importing, busy_timeout_s)
     if imported.result != "ok":  # nothing was imported: the old shard serves it again
         await router.ask(from_shard, ThawSlot(slot, account))
         raise SlotMoveRefused(409, imported.result, f"shard {to_shard} refused {unit} "
@@ -234,20 +237,28 @@ async def _start(router: Router, topology: Topology, unit: Unit, to_shard: int
 
 async def _freeze(router: Router, shard: int, freeze: FreezeSlot, busy_timeout_s: float
                   ) -> SlotReply:
-    deadline = time.monotonic() + busy_timeout_s
+    reply = await _ask_while_busy(router, shard, freeze, busy_timeout_s)
+    if reply.result == "ok":
+        return reply
     unit = Unit(freeze.slot, freeze.account)
+    if reply.result == "slot_busy":
+        raise SlotMoveRefused(409, "slot_busy", f"{unit} still has {reply.in_doubt} "
+                              f"transfers in doubt on shard {shard} after "
+                              f"{busy_timeout_s:g} s; nothing moved: try again")
+    status = 404 if reply.result == "account_not_found" else 409
+    raise SlotMoveRefused(status, reply.result, f"shard {shard} refused to move {unit}: "
+                          f"{reply.result}; nothing moved")
+
+
+async def _ask_while_busy(router: Router, shard: int, command: FreezeSlot | ImportSlot,
+                          busy_timeout_s: float) -> SlotReply:
+    """Asked again every 50 ms while the shard answers `slot_busy` (something about the
+    slot waits there for a decision), up to `busy_timeout_s`: the last answer."""
+    deadline = time.monotonic() + busy_timeout_s
     while True:
-        reply = expect(await router.ask(shard, freeze), SlotReply)
-        if reply.result == "ok":
+        reply = expect(await router.ask(shard, command), SlotReply)
+        if reply.result != "slot_busy" or time.monotonic() > deadline:
             return reply
-        if reply.result != "slot_busy":
-            status = 404 if reply.result == "account_not_found" else 409
-            raise SlotMoveRefused(status, reply.result, f"shard {shard} refused to move {unit}: "
-                                  f"{reply.result}; nothing moved")
-        if time.monotonic() > deadline:
-            raise SlotMoveRefused(409, "slot_busy", f"{unit} still has {reply.in_doubt} "
-                                  f"transfers in doubt on shard {shard} after "
-                                  f"{busy_timeout_s:g} s; nothing moved: try again")
         await asyncio.sleep(BUSY_POLL_S)
 
 

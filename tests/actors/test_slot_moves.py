@@ -20,6 +20,7 @@ from actors.ledger.model import PENDING, POST_PENDING, Account, Roles, Transfer
 from actors.ledger.store import MemoryStore
 from actors.messages import (
     AccountTransfers,
+    Finalize,
     FreezeSlot,
     GetAccount,
     GetSlotMoves,
@@ -430,6 +431,40 @@ def test_a_part_of_the_same_transfer_in_doubt_on_the_new_shard_stops_the_move(
         assert all(view.frozen == {} for view in views)  # given up: shard 1 serves it again
         view = await router.ask(1, GetAccount(debit))
         assert view.account.debits_pending == 4
+
+    asyncio.run(drive())
+
+
+def test_a_part_in_doubt_on_the_new_shard_decided_meanwhile_does_not_stop_the_move(
+        cluster: Cluster) -> None:
+    """CI under load: a pending transfer's home had committed (its part on the old shard
+    held) while its other part on the new shard still waited for that decision. The import
+    was refused once and the move given up; it waits for the decision instead."""
+    debit = ids_in(SLOT, "m", 1)[0]
+    credit = ids_on(cluster.router, 1, SLOT, "k", 1)[0]
+    other = ids_on(cluster.router, 0, SLOT, "e", 1)[0]
+    pending_id = ids_on(cluster.router, 1, SLOT, "p", 1)[0]
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
+                                      for a in (debit, credit, other)])
+        assert await create(router, [transfer(pending_id, debit, credit, 4, PENDING)]) == ["ok"]
+        reserved = await router.ask(0, Reserve(transfer(pending_id, other, credit, 4),
+                                               Roles.debit, 99))
+        assert reserved.result == "ok"
+
+        async def decide_soon() -> None:
+            await asyncio.sleep(0.3)
+            await router.ask(0, Finalize(pending_id, 99, "void", 1))
+
+        decided = asyncio.create_task(decide_soon())
+        moved = await cluster.move(SLOT, 0, busy_timeout_s=5.0)
+        await decided
+        assert moved.to_shard == 0 and cluster.topology.slot_table[SLOT] == 0
+        view = await router.ask(0, GetAccount(debit))
+        assert view.account.debits_pending == 4
+        assert (await router.ask(0, GetAccount(other))).account.debits_pending == 0
 
     asyncio.run(drive())
 
