@@ -120,6 +120,14 @@ def resolve_topology(data_dir: Path, shards_asked: int, slots_asked: int,
     return Resolved(saved, how)
 
 
+def check_saved_layout(data_dir: Path, shards_asked: int, slots_asked: int) -> None:
+    """Before anything starts: a data directory with a saved topology that the settings
+    disagree with is refused at once (`resolve_topology` checks again, and the rest)."""
+    saved = load_topology(data_dir) if data_dir.is_dir() else None
+    if saved is not None:
+        _refuse_disagreement(data_dir, saved, shards_asked, slots_asked, "saved")
+
+
 def new_switch_id() -> str:
     return uuid.uuid4().hex
 

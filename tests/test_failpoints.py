@@ -1,7 +1,7 @@
 """Each failpoint in the write path, fired under concurrent load: nothing acknowledged is lost,
 nothing is applied twice, the books balance, and `payswitch wal verify` passes afterwards.
 
-One seed per failpoint in `make test`; more with --run-slow.
+Three failpoints, one seed each, in `make test`; every one, five seeds each, with --run-slow.
 """
 
 from __future__ import annotations
@@ -72,15 +72,25 @@ def run_failpoint_scenario(tmp_path: Path, name: str, seed: int) -> None:
     assert "UNBALANCED" not in verified.stdout
 
 
-@pytest.mark.parametrize("name", failpoints.ALL)
+# In `make test` (the suite's 15 minutes): the points no other default test reaches. A batch
+# lost before its commit and a router killed between rounds are what the kill -9 test
+# (tests/test_crash.py) does at random moments; a chain half decided is played by the
+# payments' failpoint test (tests/test_crash_payments.py). All of them with --run-slow.
+DEFAULT = (failpoints.SHARD_AFTER_COMMIT, failpoints.SHARD_SNAPSHOT_MIDWAY,
+           failpoints.ROUTER_AFTER_COMMIT)
+
+
+@pytest.mark.parametrize("name", DEFAULT)
 def test_failpoint(tmp_path: Path, name: str) -> None:
     run_failpoint_scenario(tmp_path, name, seed=1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [2, 3, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("name", failpoints.ALL)
 def test_failpoint_more_seeds(tmp_path: Path, name: str, seed: int) -> None:
+    if seed == 1 and name in DEFAULT:
+        pytest.skip("seed 1 of this one runs in test_failpoint")
     run_failpoint_scenario(tmp_path, name, seed)
 
 

@@ -60,7 +60,8 @@ def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
     finally:
         switch.stop()
     for asked in (4, 1):
-        refused = SwitchProcess(data_dir, free_port(), shards=asked, log_path=log_path)
+        refused_log = tmp_path / f"refused-{asked}.log"
+        refused = SwitchProcess(data_dir, free_port(), shards=asked, log_path=refused_log)
         try:
             refused.start(ready_timeout_s=60)
             raise AssertionError(f"a start with {asked} shards was not refused")
@@ -68,7 +69,9 @@ def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
             assert "exited with 2" in str(error)
         finally:
             refused.kill_session()
-        assert f"holds 2 shards, but the settings ask for {asked}" in log_path.read_text()
+        told = refused_log.read_text()
+        assert f"holds 2 shards, but the settings ask for {asked}" in told
+        assert "Ray" not in told  # refused before Ray started: at once
     # 0: what the data directory says. Every account is there, every re-send is a repeat.
     switch = SwitchProcess(data_dir, free_port(), shards=0, log_path=log_path).start()
     try:

@@ -34,6 +34,7 @@ from actors.topology import LOCAL_NODE, Topology, replica_synced, with_replicas
 from persistence.topology import (
     TOPOLOGY_FILE,
     TopologyMismatch,
+    check_saved_layout,
     mark_shards_created,
     resolve_topology,
     save_topology,
@@ -210,6 +211,12 @@ def serve(settings: Settings) -> int:
     unreachable = ray_cluster_unreachable(settings.ray.address)
     if unreachable:
         log.error("refusing to start: %s", unreachable)
+        return 2
+    try:  # before Ray starts: a wrong --shards is told in a moment, not after seconds
+        check_saved_layout(Path(settings.data.dir).resolve(), settings.shards.count,
+                           settings.shards.slots)
+    except TopologyMismatch as error:
+        log.error("refusing to start: %s", error)
         return 2
     ray_dashboard_url = start_ray(settings)
     try:
