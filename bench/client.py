@@ -88,15 +88,38 @@ async def raw(url: str, key: str, run_id: str, tasks: int, seconds: float) -> di
         return await drive(tasks, seconds, call)
 
 
+class TimedTransport(httpx.AsyncBaseTransport):
+    """httpx's transport, timing each request from its send to its response's headers (the
+    switch writes a response whole: this is the array's round trip, without the queue)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.round_trips_s: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        response = await self._inner.handle_async_request(request)
+        self.round_trips_s.append(time.perf_counter() - started)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 async def batched(url: str, key: str, run_id: str, tasks: int, seconds: float,
                   sizes: list[int], in_flight: int = 2) -> dict[str, Any]:
+    timed = TimedTransport()
     async with AsyncClient(url, key, on_batch=lambda kind, size: sizes.append(size),
-                           requests_in_flight_max=in_flight) as client:
+                           requests_in_flight_max=in_flight, transport=timed) as client:
         async def call(suffix: str, debit: int, credit: int) -> bool:
             created = await client.create_transfer(Transfer(
                 f"{run_id}-{suffix}", f"a{debit}", f"a{credit}", 1, "USD", 1))
             return created.result == "ok"
-        return await drive(tasks, seconds, call)
+        row = await drive(tasks, seconds, call)
+    trips = sorted(timed.round_trips_s)
+    row.update(round_trip_ms_p50=1000 * statistics.median(trips),
+               round_trip_ms_p99=1000 * trips[int(0.99 * (len(trips) - 1))])
+    return row
 
 
 def create_accounts(switch: SwitchProcess) -> None:
@@ -108,7 +131,10 @@ def create_accounts(switch: SwitchProcess) -> None:
 
 def show(label: str, row: dict[str, Any]) -> None:
     print(f"{label:14} {row['calls_per_s']:9,.0f} calls/s  p50 {row['latency_ms_p50']:7.1f} ms"
-          f"  p99 {row['latency_ms_p99']:7.1f} ms  failures {row['failures']}", flush=True)
+          f"  p99 {row['latency_ms_p99']:7.1f} ms  failures {row['failures']}"
+          + (f"  (arrays' round trips: p50 {row['round_trip_ms_p50']:.1f} ms, p99 "
+             f"{row['round_trip_ms_p99']:.1f} ms)" if "round_trip_ms_p50" in row else ""),
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
