@@ -5,16 +5,19 @@ Shared by the kill -9 crash test, the failpoint tests and the WAL tool tests.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import random
 import socket
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 
 ACCOUNTS = [f"acct-{i}" for i in range(40)]
 CLIENTS = 6
@@ -203,29 +206,58 @@ def _matches(sent: dict[str, Any], stored: dict[str, Any]) -> bool:
         stored["flags"][k] == v for k, v in flags_sent.items())
 
 
-def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
-    """Every transfer sent that exists, once no pending one is left (all have a timeout).
-    Read by several threads at once: a soak's rounds send tens of thousands."""
+class _Readers:
+    """GETs from several threads, each on its own kept-alive connection (the standard
+    library's client: httpx's per-request cost made a big audit take tens of seconds)."""
 
-    def stored(transfer_id: str) -> tuple[str, httpx.Response]:
-        for attempt in range(3):  # httpx's pool shared by threads can hand one a closed socket
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port
+        self.headers = headers
+        self._local = threading.local()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        for attempt in range(3):  # a kept-alive connection the server closed: open another
+            connection = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                self._local.connection = connection
             try:
-                return transfer_id, client.get(f"/v1/transfers/{transfer_id}")
-            except httpx.TransportError:
+                connection.request("GET", path, headers=self.headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                self._local.connection = None
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
+
+def _present(url: str, load: Load) -> dict[str, dict[str, Any]]:
+    """Every transfer sent that exists, once no pending one is left (all have a timeout).
+    Read by several threads at once: a soak's rounds send tens of thousands. After the
+    first pass only what may still change is read again: the pending and the absent (a
+    transfer committed and not pending is final)."""
+    readers = _Readers(url, load.headers)
+
+    def stored(transfer_id: str) -> tuple[str, int, bytes]:
+        return (transfer_id, *readers.get(f"/v1/transfers/{urllib.parse.quote(transfer_id)}"))
+
     deadline = time.monotonic() + 60
+    present: dict[str, dict[str, Any]] = {}
+    unsettled = list(load.sent)
     while True:
-        present: dict[str, dict[str, Any]] = {}
-        with ThreadPoolExecutor(AUDIT_READERS) as readers:
-            for transfer_id, response in readers.map(stored, list(load.sent)):
-                assert response.status_code in (200, 404), response.text
-                if response.status_code == 200:
-                    sent, found = load.sent[transfer_id], response.json()
+        with ThreadPoolExecutor(AUDIT_READERS) as pool:
+            for transfer_id, status, body in pool.map(stored, unsettled):
+                assert status in (200, 404), body
+                present.pop(transfer_id, None)
+                if status == 200:
+                    sent, found = load.sent[transfer_id], orjson.loads(body)
                     assert _matches(sent, found), ("a stored transfer changed", sent, found)
                     present[transfer_id] = found
+        unsettled = [i for i in load.sent if i not in present
+                     or present[i].get("status") == "pending"]
         if all(t.get("status") != "pending" for t in present.values()):
             return present
         assert time.monotonic() < deadline, "pending transfers never expired"
@@ -234,7 +266,7 @@ def _present(client: httpx.Client, load: Load) -> dict[str, dict[str, Any]]:
 
 def audit(url: str, load: Load) -> None:
     with httpx.Client(base_url=url, headers=load.headers, timeout=60) as client:
-        present = _present(client, load)
+        present = _present(url, load)
         missing = load.acked - set(present)
         assert not missing, f"acknowledged transfers lost: {sorted(missing)[:10]}"
         assert not (load.rejected & set(present)), "a rejected transfer was applied"
