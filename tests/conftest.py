@@ -102,7 +102,7 @@ class RunningSwitch:
         self.fleet = start_shards(self.settings, self.topology)
         self.router = build_router(self.settings, self.fleet, self.topology)
         placements = self.fleet.placements()
-        self.query_actor = start_query_actor(self.fleet.actors, self.topology)
+        self.query_actor = start_query_actor(self.topology)
         app = create_app(self.router, self.settings, placements=placements,
                          on_tick=RayMetrics().publish, query_actor=self.query_actor,
                          list_nodes=cluster_nodes)

@@ -237,7 +237,7 @@ def serve(settings: Settings) -> int:
                                            shards.options.replication_mode
                                            if shards.options else "off").start()
         try:
-            query_actor = start_query_actor(shards.actors, topology)
+            query_actor = start_query_actor(topology)
             if settings.server.workers > 1:  # N ingress processes, this one supervises
                 return supervise_workers(settings, shards, topology, query_actor,
                                          ray_dashboard_url)

@@ -12,7 +12,7 @@ import ray
 from actors.codec import decode_reply, encode_commands
 from actors.ledger.model import Account
 from actors.messages import FAILED_SLOT_MOVED, AccountView, Failed, GetAccount
-from actors.shard.actor import NAMESPACE, RayShard, actor_name, create_named
+from actors.shard.actor import NAMESPACE, RayShard, RayShards, actor_name, create_named
 from actors.topology import Topology
 from switch.read.query import QueryEngine, QueryInvalid
 from switch.routing.router import SLOT_HOPS_MAX
@@ -22,9 +22,11 @@ from switch.routing.router import SLOT_HOPS_MAX
 # when its process dies, and queries answer 503 read_model_unavailable meanwhile.
 @ray.remote(num_cpus=0, max_restarts=-1)
 class QueryActor:
-    def __init__(self, shard_actors: list[Any], topology: Topology) -> None:
+    def __init__(self, topology: Topology) -> None:
+        # The shards by their names (actor handles as arguments would go through the object
+        # store, which Ray warns about at every start for an actor it restarts).
         self.links = [RayShard(index, actor, topology.switch_id)
-                      for index, actor in enumerate(shard_actors)]
+                      for index, actor in enumerate(RayShards.find(topology).actors)]
         self.engine = QueryEngine(self.links, topology, self._fetch_accounts)
 
     async def _fetch_accounts(self, shard: int, account_ids: list[str], hops: int = 0
@@ -58,10 +60,11 @@ class QueryActor:
 QUERY_ROLE = "query"
 
 
-def start_query_actor(shard_actors: list[Any], topology: Topology) -> Any:
+def start_query_actor(topology: Topology) -> Any:
+    """The read model of the switch whose shards run under the topology's names."""
     def create(name: str) -> Any:
         return QueryActor.options(  # type: ignore[attr-defined]
-            name=name, namespace=NAMESPACE).remote(shard_actors, topology)
+            name=name, namespace=NAMESPACE).remote(topology)
     return create_named(topology.switch_id, QUERY_ROLE, create)
 
 
