@@ -10,19 +10,19 @@ import orjson
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
+# Printed by Ray's C++ core straight to stderr at start-up: the one line not ours to shape.
+RAY_CORE_NOTICE = "Token authentication is enabled for this Ray cluster"
+
 
 def json_lines(path: Path) -> list[dict[str, object]]:
+    """Every line of the log as JSON: the shards' lines too, whole (no Ray prefix)."""
     found = []
     for line in path.read_text(errors="replace").splitlines():
-        start = line.find("{")  # Ray prefixes forwarded worker lines with "(ShardActor pid=..)"
-        if start < 0:
+        if line.startswith(RAY_CORE_NOTICE):
             continue
-        try:
-            entry = orjson.loads(line[start:])
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            found.append(entry)
+        entry = orjson.loads(line)  # raises on a line that is not one JSON object
+        assert isinstance(entry, dict), line
+        found.append(entry)
     return found
 
 
@@ -54,6 +54,10 @@ def test_request_id_reaches_the_access_log_and_the_shard_batch_log(tmp_path: Pat
             assert time.monotonic() < deadline, f"not found in {log_path}"
             time.sleep(0.25)
         assert access[0]["status"] == 201 and access[0]["route"] == "post_transfers"
+        serving = [e["serving"] for e in entries if "serving" in e]  # the banner, as JSON
+        assert len(serving) == 1 and serving[0]["api"].startswith(  # type: ignore[index]
+            f"{switch.url}/v1") and serving[0]["operator_key"].startswith(  # type: ignore[index]
+            str(tmp_path / "data" / "operator.key"))
         assert batches[0]["events"] >= 1 and batches[0]["level"] == "DEBUG"
     finally:
         switch.kill_session()

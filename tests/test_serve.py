@@ -92,9 +92,13 @@ def test_tls_serves_https_only(tmp_path: Path) -> None:
     switch = SwitchProcess(tmp_path / "data", free_port(), shards=1,
                            log_path=tmp_path / "serve.log",
                            extra_env={"PAYSWITCH_SERVER_TLS_CERT": str(cert),
-                                      "PAYSWITCH_SERVER_TLS_KEY": str(key)}).start()
+                                      "PAYSWITCH_SERVER_TLS_KEY": str(key),
+                                      "PAYSWITCH_LOGGING_JSON": "false"}).start()
     try:
         assert switch.url.startswith("https://")
+        told = (tmp_path / "serve.log").read_text()  # readable lines: the banner, as on a tty
+        assert f"serving on {switch.url}" in told and f"dashboard      {switch.url}/dashboard" \
+            in told and "operator key" in told
         assert switch.http.get("/v1/ledgers").status_code == 200
         plain = switch.url.replace("https://", "http://") + "/healthz"
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the port

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -60,8 +61,23 @@ def run_start_up(settings: Settings, shards: RayShards, topology: Topology,
     asyncio.run(app.state.start_up())
 
 
-def serve_http(settings: Settings, app: Starlette, sock: socket.socket | None = None) -> int:
-    """Serve until SIGINT or SIGTERM (uvicorn drains open requests first); 0 once stopped."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling `on_started` once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+
+def serve_http(settings: Settings, app: Starlette, sock: socket.socket | None = None,
+               on_started: Callable[[], None] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM (uvicorn drains open requests first); 0 once stopped.
+    `on_started`: called once the port listens (the banner)."""
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -76,7 +92,7 @@ def serve_http(settings: Settings, app: Starlette, sock: socket.socket | None = 
         ssl_certfile=settings.server.tls_cert or None,
         ssl_keyfile=settings.server.tls_key or None,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_started)
     tune_gc(settings.gc.generation0_threshold, settings.gc.freeze_after_start)
     with contextlib.suppress(KeyboardInterrupt):  # re-raised by uvicorn after it drains
         server.run(sockets=None if sock is None else [sock])

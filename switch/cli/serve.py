@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 import ray._private.ray_constants as ray_constants
+import ray._private.ray_logging as ray_logging
 
 from actors.runtime import configure_logging, tune_malloc
 from actors.shard.actor import (
@@ -39,6 +40,7 @@ from persistence.topology import (
     resolve_topology,
     save_topology,
 )
+from switch.cli.banner import show_serving
 from switch.cli.controller import ReplicationController
 from switch.cli.ingress import ingress_app, serve_http
 from switch.cli.settings import Settings
@@ -67,9 +69,24 @@ def start_ray(settings: Settings) -> str | None:
         options["_node_ip_address"] = bind_local_ray_to_loopback()
         options["labels"] = {STORAGE_LABEL: LOCAL_NODE}  # the one storage node
     tune_malloc()  # before Ray starts its processes: they inherit it
+    if settings.logging.json_lines:
+        pass_worker_lines_whole()
     context = ray.init(**options)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def pass_worker_lines_whole() -> None:
+    """The shards' and followers' log lines, which Ray prints here, as they wrote them: one
+    JSON object per line (and Ray's own notices in this process too). Ray would put a
+    colored `(ShardActor pid=N)` before each and fold repeats into `[repeated Nx]`, which no
+    JSON reader takes. Both switches are read when Ray is imported
+    (RAY_DISABLE_WORKER_LOG_PREFIX, RAY_DEDUP_LOGS): set on the modules, as
+    `bind_local_ray_to_loopback` does for its own."""
+    ray_constants.RAY_DISABLE_WORKER_LOG_PREFIX = True
+    ray_logging.RAY_DEDUP_LOGS = False  # type: ignore[attr-defined]
+    # Ray's own lines in this process (its start-up notices) through our JSON handler too.
+    logging.getLogger("ray").handlers[:] = logging.getLogger().handlers
 
 
 def ray_cluster_unreachable(address: str) -> str | None:
@@ -242,7 +259,9 @@ def serve(settings: Settings) -> int:
                 return supervise_workers(settings, shards, topology, query_actor,
                                          ray_dashboard_url)
             return serve_http(settings, ingress_app(settings, shards, topology, query_actor,
-                                                    ray_dashboard_url))
+                                                    ray_dashboard_url),
+                              on_started=lambda: show_serving(settings, topology,
+                                                              ray_dashboard_url))
         finally:
             controller.stop()
             log.info("stopping shards")

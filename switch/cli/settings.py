@@ -10,11 +10,12 @@ bad value stops the switch before it serves anything, with a message naming the 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -107,7 +108,21 @@ class LoggingSettings(_Section):
     level: str
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    json_lines: bool = Field(alias="json")  # `json` would shadow a BaseModel method
+    # `json` would shadow a BaseModel method. "auto": JSON lines when stderr is not a
+    # terminal (a service, a pipe, a log shipper), readable lines and a banner on one.
+    json_lines: bool = Field(alias="json")
+
+    @field_validator("json_lines", mode="before")
+    @classmethod
+    def _by_terminal(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word == "auto":
+            return not sys.stderr.isatty()
+        if word in ("true", "false"):
+            return word == "true"
+        raise ValueError("true, false or auto")
 
     @model_validator(mode="after")
     def _known_level(self) -> LoggingSettings:

@@ -38,6 +38,7 @@ import ray
 from actors.runtime import configure_logging
 from actors.shard.actor import NAMESPACE, RayShards
 from actors.topology import Topology
+from switch.cli.banner import server_url, show_serving
 from switch.cli.ingress import ingress_app, ray_address, run_start_up, serve_http
 from switch.cli.settings import Settings
 from switch.observe.context import RequestIdFilter
@@ -60,7 +61,7 @@ def supervise_workers(settings: Settings, shards: RayShards, topology: Topology,
     try:
         listener = listening_socket(settings.server.host, settings.server.port)
     except OSError as error:
-        log.error("refusing to start: cannot listen on %s: %s", _url(settings), error)
+        log.error("refusing to start: cannot listen on %s: %s", server_url(settings), error)
         return 2
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no Ray state copied
     stopping = threading.Event()
@@ -84,7 +85,7 @@ def supervise_workers(settings: Settings, shards: RayShards, topology: Topology,
     try:
         for index in range(settings.server.workers):
             workers[index] = start(index)
-        log.info("serving on %s with %d ingress processes", _url(settings), len(workers))
+        show_serving(settings, topology, ray_dashboard_url)  # the port listens already
         return _supervise(workers, start, stopping)
     finally:
         _stop_all(workers)
@@ -126,11 +127,6 @@ def _stop_all(workers: dict[int, BaseProcess]) -> None:
                         STOP_TIMEOUT_S)
             worker.kill()
             worker.join()
-
-
-def _url(settings: Settings) -> str:
-    scheme = "https" if settings.server.tls_cert else "http"
-    return f"{scheme}://{settings.server.host}:{settings.server.port}"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

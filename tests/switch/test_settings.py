@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,20 @@ def test_other_payswitch_variables_are_not_settings() -> None:
     settings = load_settings(environ={"PAYSWITCH_FAILPOINTS": "shard.after_commit=#3",
                                       "PAYSWITCH_LOGGING_JSON": "false"})
     assert settings.logging.json_lines is False
+
+
+@pytest.mark.parametrize(("terminal", "json_lines"), [(True, False), (False, True)])
+def test_logs_are_json_unless_on_a_terminal(monkeypatch: pytest.MonkeyPatch, terminal: bool,
+                                            json_lines: bool) -> None:
+    """`logging.json = "auto"` (the default): readable lines and a banner on a terminal,
+    JSON lines for a service or a pipe; true or false force it."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert load_settings(environ={}).logging.json_lines is json_lines
+    for forced in (True, False):
+        assert load_settings(environ={"PAYSWITCH_LOGGING_JSON": str(forced).lower()}
+                             ).logging.json_lines is forced
+    with pytest.raises(ValueError, match=r"logging\.json: true, false or auto"):
+        load_settings(environ={"PAYSWITCH_LOGGING_JSON": "maybe"})
 
 
 def test_cli_refuses_bad_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
