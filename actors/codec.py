@@ -32,7 +32,8 @@ from actors.messages import BatchReply, Command
 # second hold); all read by the same decoder (fields added since have defaults). A new event
 # kind, or a new meaning of one, is a new format: an older release then stops with "upgrade
 # payswitch" instead of failing on a tag it does not know or misreading one.
-FORMAT_VERSION = 7  # of records written by this release (7: slot moves' events)
+FORMAT_VERSION = 8  # of records written by this release (7: slot moves' events; 8: a
+# voided reservation carries its part, read from format 7 as None)
 FORMAT_MSGPACK_OLDEST = 2
 FORMAT_BYTE = bytes([FORMAT_VERSION])
 SNAPSHOT_FORMAT = 10  # of snapshots written by this release (6: account ids as two buffers;

@@ -53,6 +53,10 @@ class ReservationPosted(_Event, tag="reservation_posted"):
 
 class ReservationVoided(_Event, tag="reservation_voided"):
     transfer_id: str
+    # Format 8: the part as it was reserved (None in older records). A refused transfer is
+    # stored nowhere: this is how a participant's stream shows the release of what its
+    # `transfer_reserved` showed.
+    transfer: Transfer | None = None
 
 
 class ReservationHeld(_Event, tag="reservation_held"):

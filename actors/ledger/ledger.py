@@ -316,7 +316,7 @@ class Ledger(LedgerState):
         if reservation is None or reservation.attempt != attempt or reservation.held:
             return []
         if outcome == VOID:
-            return [ReservationVoided(transfer_id)]
+            return [ReservationVoided(transfer_id, reservation.transfer)]
         if reservation.roles & _HOME and not reservation.chain:
             # A staged transfer's decision: it commits as staged (stamped then; a pending one
             # is held by the commit itself), so `outcome` post or hold and `timestamp` agree.

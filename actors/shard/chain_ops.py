@@ -83,6 +83,7 @@ class ChainOps:
         self._record(new_events, events)
         if new_events:
             reserved = new_events[0].transfer  # type: ignore[union-attr]
+            assert reserved is not None  # a reservation's event carries its transfer
             funds.add(reserved, roles)
             return result, stored, reserved.amount, rules
         if rules and result is not _IN_FLIGHT and not result.startswith("exists"):

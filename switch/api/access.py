@@ -19,6 +19,7 @@ from actors.ledger.events import (
     LimitsChanged,
     NdcAlarm,
     PendingResolved,
+    ReservationVoided,
     TransferCommitted,
     TransferReserved,
     transfer_id_of,
@@ -141,8 +142,8 @@ class Visibility:
 
 
 def _transfer_of(event: Event) -> Transfer | None:
-    if isinstance(event, TransferCommitted | TransferReserved):
-        return event.transfer
+    if isinstance(event, TransferCommitted | TransferReserved | ReservationVoided):
+        return event.transfer  # (a release in a record before format 8: None)
     if isinstance(event, PendingResolved):
         return event.resolution
     return None

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+import orjson
 import pytest
 
 from actors.codec import FORMAT_VERSION, decode_events, encode_events
-from actors.ledger.events import AttemptFenced
+from actors.ledger.events import AttemptFenced, ReservationVoided
 from actors.ledger.ledger import VOID
-from actors.ledger.model import Roles
+from actors.ledger.model import Roles, Transfer
 from actors.messages import Commit, ResolveChain
 from actors.messages import Resolve as ResolveAttempt
 from actors.shard.host import ShardConfig
+from switch.read.events import event_from_json, event_json
 from tests.actors.test_chain_table import commit_chain, fields, part
 from tests.actors.test_host import account, call, host_on, transfer
 
@@ -66,3 +69,17 @@ def test_a_record_with_a_fence_is_of_a_format_an_older_release_refuses() -> None
     payload = encode_events([AttemptFenced("t1", 7)])
     assert payload[0] == FORMAT_VERSION >= 4
     assert decode_events(payload) == [AttemptFenced("t1", 7)]
+
+
+def test_a_voided_reservation_carries_its_part_and_older_records_still_read() -> None:
+    """Format 8: `reservation_voided` holds the part as reserved (a participant's stream
+    shows what was released). A format-7 record's void, written without it, reads as None;
+    the WAL tool's JSON carries it both ways."""
+    reserved = Transfer("t1", "a", "b", 5, "USD", 1)
+    payload = encode_events([ReservationVoided("t1", reserved)])
+    assert payload[0] == FORMAT_VERSION >= 8
+    assert decode_events(payload) == [ReservationVoided("t1", reserved)]
+    older = bytes([7]) + msgspec.msgpack.encode([["reservation_voided", "t1"]])
+    assert decode_events(older) == [ReservationVoided("t1", None)]
+    for event in (ReservationVoided("t1", reserved), ReservationVoided("t1")):
+        assert event_from_json(orjson.loads(orjson.dumps(event_json(event)))) == event

@@ -137,6 +137,35 @@ def test_arrays_answer_forbidden_per_item_and_the_rest_proceeds(switch: RunningS
     assert stolen.status_code == 403 and "transfer" not in stolen.json()
 
 
+def test_a_participant_sees_a_reservation_it_was_shown_released(switch: RunningSwitch) -> None:
+    """Review: a cross-shard transfer refused on its other side left the participant's
+    stream with its wallet's part reserved and never released (the release named only a
+    transfer id, and a refused transfer is stored nowhere)."""
+    token_a = participant_with_key(switch, "bank-a")
+    funded(switch, ("a1", "bank-a"))
+    assert switch.router is not None
+    refusing = next(f"shut-{n}" for n in range(1000)
+                    if switch.router.shard_of(f"shut-{n}") != switch.router.shard_of("a1"))
+    assert switch.post("/v1/accounts", {"id": refusing, "ledger": "USD", "code": 1,
+                                        "owner": "other", "flags": {
+                                            "credits_must_not_exceed_debits": True}}
+                       ).status_code == 201
+    refused = call(switch, "POST", "/v1/transfers", token_a, pay("r1", "a1", refusing))
+    assert refused.status_code == 422 and refused.json()["result"] == "exceeds_debits"
+    deadline = time.monotonic() + 10
+    while True:
+        events = call(switch, "GET", "/v1/events?limit=1000", token_a).json()["events"]
+        about = [e["event"] for e in events if "r1" in (
+            e["event"].get("transfer_id"), e["event"].get("transfer", {}).get("id"))]
+        if any(e["type"] == "reservation_voided" for e in about):
+            break
+        assert time.monotonic() < deadline, [e["type"] for e in about]
+        time.sleep(0.1)
+    voided = next(e for e in about if e["type"] == "reservation_voided")
+    assert voided["transfer"]["debit_account_id"] == "a1"  # what was released, shown
+    assert switch.account("a1")["debits_pending"] == 0
+
+
 def test_a_disabled_participant_is_credited_not_debited(switch: RunningSwitch) -> None:
     token = participant_with_key(switch, "bank-a")
     funded(switch, ("a1", "bank-a"))
