@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import random
-import socket
 import threading
 import time
 import urllib.parse
@@ -18,6 +17,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from tests.launcher import free_port as free_port  # defined there, used from here too
 
 ACCOUNTS = [f"acct-{i}" for i in range(40)]
 CLIENTS = 6
@@ -30,12 +31,6 @@ PENDING_TIMEOUT_MS = 1500
 # settling, an item a full log refused (storage_full: nothing of it applied).
 NEUTRAL = {"pending_transfer_expired", "pending_transfer_already_posted",
            "pending_transfer_already_voided", "in_flight", "storage_full"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def transfer(transfer_id: str, debit: str, credit: str, amount: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,15 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+
+PORT_TRIES = 3
+
+
+def free_port() -> int:
+    """A port nobody listens on now (another process may take it before it is bound)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class SwitchProcess:
@@ -38,6 +48,23 @@ class SwitchProcess:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, ready_timeout_s: float = 120) -> SwitchProcess:
+        """Start and wait until ready. A port taken between its choice and the switch's bind
+        (Ray's own processes take ports too) is chosen again, up to twice."""
+        for attempt in range(PORT_TRIES):
+            told_before = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start(ready_timeout_s)
+            except RuntimeError:
+                with self.log_path.open("rb") as told:
+                    told.seek(told_before)
+                    taken = b"address already in use" in told.read()
+                if not taken or attempt == PORT_TRIES - 1:
+                    raise
+                self.kill_session()
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, ready_timeout_s: float) -> SwitchProcess:
         inherited = os.environ.items()
         env = {k: v for k, v in inherited if not k.startswith(("RAY_ADDRESS", "PAYSWITCH_"))}
         env.update(self.extra_env)
