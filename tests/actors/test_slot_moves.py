@@ -406,23 +406,32 @@ def test_the_new_home_keeps_the_homes_record_over_a_parts_copy(cluster: Cluster)
     asyncio.run(drive())
 
 
+async def _pending_beside_a_part_in_doubt(cluster: Cluster) -> tuple[str, str, str]:
+    """A pending transfer homed beside the slot (its debit in the slot, on shard 1) and, on
+    shard 0, a part of another attempt of its id waiting for a decision (attempt 99): the
+    debit, the other attempt's debit account, and the pending id."""
+    router = cluster.router
+    debit = ids_in(SLOT, "m", 1)[0]
+    credit = ids_on(router, 1, SLOT, "k", 1)[0]  # beside it, staying
+    other = ids_on(router, 0, SLOT, "e", 1)[0]
+    pending_id = ids_on(router, 1, SLOT, "p", 1)[0]
+    await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
+                                  for a in (debit, credit, other)])
+    assert await create(router, [transfer(pending_id, debit, credit, 4, PENDING)]) == ["ok"]
+    reserved = await router.ask(0, Reserve(transfer(pending_id, other, credit, 4),
+                                           Roles.debit, 99))
+    assert reserved.result == "ok"
+    return debit, other, pending_id
+
+
 def test_a_part_of_the_same_transfer_in_doubt_on_the_new_shard_stops_the_move(
         cluster: Cluster) -> None:
-    """Review: an imported held part was joined with another attempt's part in doubt."""
-    debit = ids_in(SLOT, "m", 1)[0]
-    credit = ids_on(cluster.router, 1, SLOT, "k", 1)[0]  # beside it, staying
-    other = ids_on(cluster.router, 0, SLOT, "e", 1)[0]
-    pending_id = ids_on(cluster.router, 1, SLOT, "p", 1)[0]
+    """Review: an imported held part was joined with another attempt's part in doubt (its
+    router died: nobody decides it within the move's wait)."""
 
     async def drive() -> None:
         router = cluster.router
-        await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
-                                      for a in (debit, credit, other)])
-        assert await create(router, [transfer(pending_id, debit, credit, 4, PENDING)]) == ["ok"]
-        # A retry of its id with other accounts waits in doubt on shard 0 (its router died).
-        reserved = await router.ask(0, Reserve(transfer(pending_id, other, credit, 4),
-                                               Roles.debit, 99))
-        assert reserved.result == "ok"
+        debit, _, _ = await _pending_beside_a_part_in_doubt(cluster)
         with pytest.raises(SlotMoveRefused) as refused:
             await cluster.move(SLOT, 0)
         assert refused.value.code == "slot_busy"
@@ -440,19 +449,10 @@ def test_a_part_in_doubt_on_the_new_shard_decided_meanwhile_does_not_stop_the_mo
     """CI under load: a pending transfer's home had committed (its part on the old shard
     held) while its other part on the new shard still waited for that decision. The import
     was refused once and the move given up; it waits for the decision instead."""
-    debit = ids_in(SLOT, "m", 1)[0]
-    credit = ids_on(cluster.router, 1, SLOT, "k", 1)[0]
-    other = ids_on(cluster.router, 0, SLOT, "e", 1)[0]
-    pending_id = ids_on(cluster.router, 1, SLOT, "p", 1)[0]
 
     async def drive() -> None:
         router = cluster.router
-        await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
-                                      for a in (debit, credit, other)])
-        assert await create(router, [transfer(pending_id, debit, credit, 4, PENDING)]) == ["ok"]
-        reserved = await router.ask(0, Reserve(transfer(pending_id, other, credit, 4),
-                                               Roles.debit, 99))
-        assert reserved.result == "ok"
+        debit, other, pending_id = await _pending_beside_a_part_in_doubt(cluster)
 
         async def decide_soon() -> None:
             await asyncio.sleep(0.3)
