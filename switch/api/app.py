@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -59,7 +59,7 @@ from switch.api.registry_api import (
     bootstrap_operator_key,
     registry_routes,
 )
-from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn
+from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn, array_adapter
 from switch.api.slots_api import slot_routes
 from switch.api.views import (
     account_from_request,
@@ -111,11 +111,8 @@ class Api:
         self.keyring = keyring
         self.visibility = Visibility(router)
         self.coalescer = TransferCoalescer(router, settings.api.batch_items_max)
-        size = Field(min_length=1, max_length=settings.api.batch_items_max)
-        self._accounts: TypeAdapter[list[AccountIn]] = TypeAdapter(
-            Annotated[list[AccountIn], size])
-        self._transfers: TypeAdapter[list[TransferIn]] = TypeAdapter(
-            Annotated[list[TransferIn], size])
+        self._accounts = array_adapter(AccountIn, settings.api.batch_items_max)
+        self._transfers = array_adapter(TransferIn, settings.api.batch_items_max)
 
     # ---- request bodies ----
 
@@ -142,8 +139,9 @@ class Api:
         except ValidationError as error:
             raise _validation_error(error, self.settings.api.batch_items_max) from None
 
-    async def _parse(self, request: Request, one: TypeAdapter[Any], many: TypeAdapter[Any]
-                     ) -> tuple[bool, list[Any]]:
+    async def parse_many(self, request: Request, one: TypeAdapter[Any],
+                         many: TypeAdapter[Any]) -> tuple[bool, list[Any]]:
+        """One object or an array of them: whether it was an array, and the items."""
         body = await self._body(request)
         is_array = body.lstrip()[:1] == b"["
         return is_array, self._validated(body, is_array, one, many)
@@ -605,7 +603,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         for task in tasks:
             task.cancel()
 
-    switch_layer = hub_routes(hub, payments, api.parse_one, settings.server.retry_after_seconds)
+    switch_layer = hub_routes(hub, payments, api.parse_one, api.parse_many,
+                              settings.api.batch_items_max, settings.server.retry_after_seconds)
     routes = [
         Route("/v1/accounts", api.post_accounts, methods=["POST"]),
         Route("/v1/accounts/{account_id}", api.get_account, methods=["GET"]),

@@ -54,8 +54,11 @@ from switch.hub.schemas import (
     PartyOut,
     PartyResult,
     PaymentIn,
+    PaymentItemResult,
     PaymentOut,
+    PaymentRefIn,
     PaymentResult,
+    PaymentResults,
     PositionList,
     PositionOut,
     PositionResult,
@@ -78,7 +81,8 @@ MODELS: list[type[BaseModel]] = [
     BatchResults, TransferPage, AccountList, TransferList, BalancePage, LimitsSet, Ledgers,
     EventPage, Error, ParticipantIn, ParticipantStatusIn, KeyIn, ParticipantOut,
     ParticipantResult, ParticipantList, KeyCreated, KeyResult, KeyList, PaymentIn, PaymentOut,
-    PaymentResult, FundsIn, NetDebitCapIn, PositionOut, PositionList, PositionResult, PartyIn,
+    PaymentResult, PaymentRefIn, PaymentItemResult, PaymentResults, FundsIn, NetDebitCapIn,
+    PositionOut, PositionList, PositionResult, PartyIn,
     PartyOut, PartyResult, QuoteIn, QuoteOut, PublicKey, WindowCloseIn, WindowResult,
     WindowReport, SettlementIn, SettledIn, SettlementOut, SettlementResult]
 CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
@@ -127,9 +131,13 @@ def _read(schema: str, parameters: list[dict[str, Any]], summary: str) -> dict[s
             "responses": {"200": _json(_ref(schema), "found"), **_errors(*ERRORS_OF_READS)}}
 
 
-def _create(one: str, created: str, batch_items_max: int, summary: str) -> dict[str, Any]:
-    body = {"oneOf": [_ref(one), {"type": "array", "items": _ref(one), "minItems": 1,
+def _one_or_array(one: str, batch_items_max: int) -> dict[str, Any]:
+    return {"oneOf": [_ref(one), {"type": "array", "items": _ref(one), "minItems": 1,
                                   "maxItems": batch_items_max}]}
+
+
+def _create(one: str, created: str, batch_items_max: int, summary: str) -> dict[str, Any]:
+    body = _one_or_array(one, batch_items_max)
     return {
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
@@ -144,13 +152,14 @@ def _create(one: str, created: str, batch_items_max: int, summary: str) -> dict[
     }
 
 
-def _write(body: str | None, answers: dict[str, Any], errors: tuple[int, ...], summary: str,
-           parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _write(body: str | dict[str, Any] | None, answers: dict[str, Any], errors: tuple[int, ...],
+           summary: str, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`body`: a model's name, or a schema."""
     operation: dict[str, Any] = {"summary": summary, "parameters": parameters or [],
                                  "responses": {**answers, **_errors(*ERRORS_OF_AUTH, *errors)}}
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": _ref(body)}}}
+            "application/json": {"schema": _ref(body) if isinstance(body, str) else body}}}
     return operation
 
 
@@ -181,13 +190,15 @@ def _registry_paths() -> dict[str, Any]:
     }
 
 
-def _hub_paths() -> dict[str, Any]:
+def _hub_paths(batch_items_max: int) -> dict[str, Any]:
     """The switch layer (switch/hub/routes.py, docs/SWITCH.md)."""
     participant = _id("participant_id")
+    one_or_results = {"oneOf": [_ref("PaymentResult"), _ref("PaymentResults")]}
     return {
-        "/v1/payments": {"post": _write("PaymentIn", {
+        "/v1/payments": {"post": _write(_one_or_array("PaymentIn", batch_items_max), {
             "201": _json(_ref("PaymentResult"), "made (or prepared, two-phase)"),
-            "200": _json(_ref("PaymentResult"), "exists with the same fields"),
+            "200": _json(one_or_results, "exists with the same fields; or, for an array, "
+                                         "one result per item"),
             "409": _json(_ref("PaymentResult"), "exists with different fields"),
             "422": _json(_ref("Error"), "refused: code names the rule (exceeds_net_debit_cap, "
                                         "exceeds_credits, quote_expired, ...)")},
@@ -201,6 +212,14 @@ def _hub_paths() -> dict[str, Any]:
                                         "or voided, ...)")},
             (400, 404, 503), f"{how.capitalize()} a prepared payment (its payee's participant)",
             [_id("payment_id")])} for how in ("fulfil", "abort")},
+        **{f"/v1/payments/{how}": {"post": _write(_one_or_array(
+            "PaymentRefIn", batch_items_max), {
+            "200": _json(one_or_results, f"{how}ed (or already); or, for an array, one "
+                                         "result per item"),
+            "422": _json(_ref("Error"), "one object refused: code names why")},
+            (400, 404, 413, 415, 503), f"{how.capitalize()} prepared payments, one or an "
+                                       "array (their payees' participant)")}
+           for how in ("fulfil", "abort")},
         "/v1/parties": {"post": _write("PartyIn", {
             "201": _json(_ref("PartyResult"), "registered"),
             "200": _json(_ref("PartyResult"), "exists with the same account"),
@@ -354,7 +373,7 @@ def _paths(batch_items_max: int, page_max: int) -> dict[str, Any]:
         "/openapi.json": {"get": {"summary": "This document", **OPEN,
                                   "responses": {"200": _json({"type": "object"}, "it")}}},
         **_registry_paths(),
-        **_hub_paths(),
+        **_hub_paths(batch_items_max),
     }
 
 

@@ -36,6 +36,9 @@ from switch.hub.model import reserved
 from switch.routing.registry import RegistryClient
 
 Parse = Callable[[Request, TypeAdapter[Any]], Awaitable[Any]]
+# One object or an array: (whether an array, the items).
+ParseMany = Callable[[Request, TypeAdapter[Any], TypeAdapter[Any]],
+                     Awaitable[tuple[bool, list[Any]]]]
 _STATUS_OF = {"ok": 201, "exists": 200, "unchanged": 200, "ledger_unknown": 422,
               "participant_not_found": 404, "key_not_found": 404}
 

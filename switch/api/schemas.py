@@ -10,7 +10,7 @@ else about a field is checked here.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,15 @@ Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, examples=["wallet:alice"])]
 LedgerCode = Annotated[StrictStr, Field(pattern=r"^[A-Z][A-Z0-9]{1,11}$", examples=["USD"])]
 Code = Annotated[StrictInt, Field(ge=0, le=CODE_MAX)]
 UserData = Annotated[StrictStr, Field(max_length=USER_DATA_LENGTH_MAX)]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def array_adapter(item: type[M], items_max: int) -> TypeAdapter[list[M]]:
+    """An array body of 1 to `items_max` items (more: 400 batch_too_large)."""
+    size = Field(min_length=1, max_length=items_max)
+    return TypeAdapter(Annotated[list[item], size])  # type: ignore[valid-type,arg-type]
 
 
 class _Strict(BaseModel):

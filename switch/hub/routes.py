@@ -11,6 +11,9 @@ An object a participant may not see answers as if it did not exist (404).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -21,13 +24,27 @@ from actors.ledger.registry import AUDITOR, OPERATOR, PARTICIPANT
 from switch.api.auth import Principal, principal_of, require
 from switch.api.errors import MESSAGES, ApiError, json_response, status_of_result
 from switch.api.params import path_id
-from switch.api.registry_api import Parse
+from switch.api.registry_api import Parse, ParseMany
+from switch.api.schemas import array_adapter
 from switch.hub.model import POST, VOID, Position, normalized, party_valid
 from switch.hub.payments import Payments, PaymentTerms, PaymentView
 from switch.hub.quotes import Quote
-from switch.hub.schemas import FUNDS, NET_DEBIT_CAP, PARTY, PAYMENT, QUOTE
+from switch.hub.schemas import (
+    FUNDS,
+    NET_DEBIT_CAP,
+    PARTY,
+    PAYMENT,
+    PAYMENT_REF,
+    QUOTE,
+    PaymentIn,
+    PaymentRefIn,
+)
 from switch.hub.service import Hub
 from switch.hub.signing import public_key_hex
+from switch.routing.channel import ShardCallFailed
+
+log = logging.getLogger(__name__)
+Answer = tuple[str, PaymentView | None]
 
 
 def position_json(position: Position) -> dict[str, Any]:
@@ -55,16 +72,23 @@ def quote_json(quote_id: str, quote: Quote) -> dict[str, Any]:
             "expires_at": quote.expires_at}
 
 
-def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: int
-               ) -> list[BaseRoute]:
+def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany,
+               batch_items_max: int, retry_after_seconds: int) -> list[BaseRoute]:
+    payments_array = array_adapter(PaymentIn, batch_items_max)
+    refs_array = array_adapter(PaymentRefIn, batch_items_max)
+
     async def post_payment(request: Request) -> Response:
+        """One payment, or an array of them (bulk): each item is its own payment, answered
+        by its own result; the payments of one array go to the router together."""
         principal = require(request, OPERATOR, PARTICIPANT)
-        body = await parse(request, PAYMENT)
-        terms = PaymentTerms(body.id, body.quote_id, body.payer_account_id,
-                             body.payee_account_id, body.amount, body.ledger,
-                             body.mode == "two_phase", body.timeout_ms)
-        result, made = await payments.pay(terms, principal.participant_id, principal.key_id)
-        return await _payment_answer(principal, body.id, result, created=True, made=made)
+        is_array, bodies = await parse_many(request, PAYMENT, payments_array)
+        calls = [payments.pay(_terms(body), principal.participant_id, principal.key_id)
+                 for body in bodies]
+        if not is_array:
+            result, made = await calls[0]
+            return await _payment_answer(principal, bodies[0].id, result, created=True,
+                                         made=made)
+        return await _array_answer(bodies, calls)
 
     async def resolve(request: Request, how: str) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
@@ -73,11 +97,29 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
                                                principal.key_id)
         return await _payment_answer(principal, payment_id, result, created=False, made=after)
 
+    async def resolve_many(request: Request, how: str) -> Response:
+        """`POST /v1/payments/fulfil` (or `/abort`) with `{"id"}` or an array of them."""
+        principal = require(request, OPERATOR, PARTICIPANT)
+        is_array, refs = await parse_many(request, PAYMENT_REF, refs_array)
+        calls = [payments.resolve(ref.id, how, principal.participant_id, principal.key_id)
+                 for ref in refs]
+        if not is_array:
+            result, after = await calls[0]
+            return await _payment_answer(principal, refs[0].id, result, created=False,
+                                         made=after)
+        return await _array_answer(refs, calls)
+
     async def fulfil(request: Request) -> Response:
         return await resolve(request, POST)
 
     async def abort(request: Request) -> Response:
         return await resolve(request, VOID)
+
+    async def fulfil_many(request: Request) -> Response:
+        return await resolve_many(request, POST)
+
+    async def abort_many(request: Request) -> Response:
+        return await resolve_many(request, VOID)
 
     async def _payment_answer(principal: Principal, payment_id: str, result: str,
                               created: bool, made: PaymentView | None = None) -> Response:
@@ -94,6 +136,18 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
         if status >= 400:
             answer.update(code=result, message=MESSAGES.get(result, result))
         return json_response(answer, status, retry_after_seconds if status == 503 else None)
+
+    async def _array_answer(items: Sequence[PaymentIn | PaymentRefIn],
+                            calls: Sequence[Awaitable[Answer]]) -> Response:
+        """Every item's result, in order. What refuses one item (a rule, a quote, a full log)
+        is that item's result; a shard overloaded or unavailable is the whole request's
+        (429/503: resend the same array, the items made answer exists), once every item has
+        had its turn."""
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        results = []
+        for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
+            results.append({"index": index, "id": item.id, **_item_result(item.id, answer)})
+        return json_response({"results": results})
 
     async def get_payment(request: Request) -> Response:
         principal = principal_of(request)
@@ -201,6 +255,8 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
 
     return [
         Route("/v1/payments", post_payment, methods=["POST"]),
+        Route("/v1/payments/fulfil", fulfil_many, methods=["POST"]),
+        Route("/v1/payments/abort", abort_many, methods=["POST"]),
         Route("/v1/payments/{payment_id}", get_payment, methods=["GET"]),
         Route("/v1/payments/{payment_id}/fulfil", fulfil, methods=["POST"]),
         Route("/v1/payments/{payment_id}/abort", abort, methods=["POST"]),
@@ -215,3 +271,25 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, retry_after_seconds: 
     ]
 
 
+
+
+def _terms(body: PaymentIn) -> PaymentTerms:
+    return PaymentTerms(body.id, body.quote_id, body.payer_account_id, body.payee_account_id,
+                        body.amount, body.ledger, body.mode == "two_phase", body.timeout_ms)
+
+
+def _item_result(payment_id: str, answer: Answer | BaseException) -> dict[str, Any]:
+    """One array item's result: its code, and when made or found, its state and time."""
+    if isinstance(answer, ApiError):
+        return {"result": answer.code}
+    if isinstance(answer, ShardCallFailed):
+        if answer.code == "internal_error":
+            log.error("payment %s answered internal_error: %s", payment_id, answer,
+                      exc_info=answer)
+        return {"result": answer.code}
+    if isinstance(answer, BaseException):
+        raise answer  # overloaded, a shard unavailable: the whole request's (429, 503)
+    result, view = answer
+    if view is None:
+        return {"result": result}
+    return {"result": result, "state": view.state, "timestamp": view.timestamp}

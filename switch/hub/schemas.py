@@ -116,6 +116,13 @@ class PaymentIn(_Strict):
         return self
 
 
+class PaymentRefIn(_Strict):
+    """A prepared payment to fulfil or abort, in `POST /v1/payments/fulfil` and `/abort`
+    (one object, or an array of them: bulk, as Mojaloop's bulk transfers)."""
+
+    id: Id
+
+
 class FundsIn(_Strict):
     id: Id = Field(description="idempotency: the same id again moves nothing")
     ledger: LedgerCode
@@ -169,6 +176,23 @@ class PaymentResult(BaseModel):
     result: str = Field(description="ok, exists, exists_with_different_*, or the rule that "
                                     "refused it (exceeds_net_debit_cap, exceeds_credits, ...)")
     payment: PaymentOut | None = None
+
+
+class PaymentItemResult(BaseModel):
+    """One item of an array of payments (or of fulfils, or aborts), in the array's order."""
+
+    index: int
+    id: str
+    result: str = Field(description="as for one payment: ok, exists, exists_with_different_*, "
+                                    "or the rule that refused it")
+    state: Literal["prepared", "committed", "aborted", "expired"] | None = Field(
+        None, description="ok and exists: the payment's state now")
+    timestamp: int | None = Field(None, description="ok and exists: when it was made or "
+                                                    "prepared (ns since the epoch)")
+
+
+class PaymentResults(BaseModel):
+    results: list[PaymentItemResult]
 
 
 class WindowCloseIn(_Strict):
@@ -246,5 +270,6 @@ SETTLED = TypeAdapter(SettledIn)
 PARTY = TypeAdapter(PartyIn)
 QUOTE = TypeAdapter(QuoteIn)
 PAYMENT = TypeAdapter(PaymentIn)
+PAYMENT_REF = TypeAdapter(PaymentRefIn)
 FUNDS = TypeAdapter(FundsIn)
 NET_DEBIT_CAP = TypeAdapter(NetDebitCapIn)

@@ -217,6 +217,13 @@ ROWS: list[Row] = [
      {"operator": 200, "auditor": 403, "bank-a": 404, "bank-b": 200}),
     ("POST", "/v1/payments/nope/fulfil", None,
      {"operator": 404, "auditor": 403, "bank-a": 404, "bank-b": 404}),
+    # arrays answer 200 with each item's result (who may do what: tests/switch/test_hub.py)
+    ("POST", "/v1/payments", lambda: [_payment(fresh("pay"), "acc-a", "acc-b")],
+     {"operator": 200, "auditor": 403, "bank-a": 200, "bank-b": 200}),
+    ("POST", "/v1/payments/fulfil", [{"id": "nope"}],
+     {"operator": 200, "auditor": 403, "bank-a": 200, "bank-b": 200}),
+    ("POST", "/v1/payments/abort", [{"id": "nope"}],
+     {"operator": 200, "auditor": 403, "bank-a": 200, "bank-b": 200}),
     ("POST", "/v1/parties", lambda: {"type": "EMAIL", "id": f"{fresh('alias')}@example.com",
                                      "account_id": "acc-a"},
      {"operator": 201, "auditor": 403, "bank-a": 201, "bank-b": 422}),

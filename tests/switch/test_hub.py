@@ -388,3 +388,84 @@ def test_one_payment_sent_many_times_at_once_is_applied_once(hub: Switch) -> Non
     assert [a.json()["result"] for a in answers].count("ok") == 1
     assert (hub.balance(alice), hub.balance(bob)) == (930, 70)
     assert hub.position(payer)["position"] == 70
+
+
+# ---- payments in arrays (bulk) ----
+
+def test_an_array_of_payments_answers_each_in_order_and_moves_each_once(hub: Switch) -> None:
+    """Each item is its own payment: one refused by the cap, one of another participant's
+    wallet and one with a bad quote answer their own codes; the others move; a repeat of
+    the array answers exists for the ones made and moves nothing more."""
+    payer, payee, other = hub.participant(), hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob, carol = hub.wallet(payer, 1_000), hub.wallet(payee), hub.wallet(other, 50)
+    ids = [fresh("bulk") for _ in range(5)]
+    body = [{"id": ids[0], "payer_account_id": alice, "payee_account_id": bob, "amount": 60,
+             "ledger": USD},
+            {"id": ids[1], "payer_account_id": alice, "payee_account_id": bob, "amount": 30,
+             "ledger": USD, "mode": "two_phase"},
+            {"id": ids[2], "payer_account_id": alice, "payee_account_id": bob, "amount": 11,
+             "ledger": USD},  # 60 + 30 reserved + 11 > 100, whatever the order they run in
+            {"id": ids[3], "payer_account_id": carol, "payee_account_id": bob, "amount": 5,
+             "ledger": USD},  # not the payer's wallet
+            {"id": ids[4], "quote_id": "not-a-quote"}]
+    answer = hub.as_(payer, "POST", "/v1/payments", body)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["index"], r["id"]) for r in results] == list(enumerate(ids))
+    codes = [r["result"] for r in results]
+    assert codes[3:] == ["payer_account_not_found", "quote_invalid"]
+    assert sorted(codes[:3]) == ["exceeds_net_debit_cap", "ok", "ok"], codes
+    made = {r["id"]: r for r in results if r["result"] == "ok"}
+    assert all(isinstance(r["timestamp"], int) for r in made.values())
+    assert {made[i]["state"] for i in made} <= {"committed", "prepared"}
+    moved = sum(item["amount"] for item in body[:3] if item["id"] in made
+                and item.get("mode") != "two_phase")
+    assert hub.balance(bob) == moved
+    again = hub.as_(payer, "POST", "/v1/payments", body).json()["results"]
+    assert [r["result"] for r in again if r["id"] in made] == ["exists"] * len(made)
+    assert hub.balance(bob) == moved and hub.balance(carol) == 50
+
+
+def test_prepared_payments_are_fulfilled_and_aborted_in_arrays(hub: Switch) -> None:
+    payer, payee, third = hub.participant(), hub.participant(), hub.participant()
+    hub.ready(payer, 1_000)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    ids = [fresh("bulk2") for _ in range(6)]
+    prepared = hub.as_(payer, "POST", "/v1/payments", [
+        {"id": payment_id, "payer_account_id": alice, "payee_account_id": bob, "amount": 10,
+         "ledger": USD, "mode": "two_phase"} for payment_id in ids]).json()["results"]
+    assert [r["state"] for r in prepared] == ["prepared"] * 6
+    assert hub.as_(payer, "POST", "/v1/payments/fulfil", [{"id": ids[0]}]).json()[
+        "results"][0]["result"] == "payment_not_found"  # the payee's to say
+    assert hub.as_(third, "POST", "/v1/payments/abort", [{"id": ids[0]}]).json()[
+        "results"][0]["result"] == "payment_not_found"
+    fulfilled = hub.as_(payee, "POST", "/v1/payments/fulfil",
+                        [{"id": i} for i in ids[:4]] + [{"id": fresh("none")}]).json()
+    assert [r["result"] for r in fulfilled["results"]] == ["ok"] * 4 + ["payment_not_found"]
+    assert {r["state"] for r in fulfilled["results"][:4]} == {"committed"}
+    aborted = hub.as_(payee, "POST", "/v1/payments/abort", [{"id": i} for i in ids[3:]])
+    assert [r["result"] for r in aborted.json()["results"]] == [
+        "pending_transfer_already_posted", "ok", "ok"]
+    one = hub.as_(payee, "POST", "/v1/payments/fulfil", {"id": ids[0]})  # one object
+    assert one.status_code == 200 and one.json()["result"] == "exists"
+    assert one.json()["payment"]["state"] == "committed"
+    assert (hub.balance(alice), hub.balance(bob)) == (960, 40)
+    assert hub.position(payer)["position"] == 40 and hub.position(payee)["position"] == -40
+
+
+def test_bad_payment_arrays_are_refused_whole(hub: Switch) -> None:
+    bank = hub.participant()
+    alice = hub.wallet(bank, 100)
+    item = {"id": fresh("bad"), "payer_account_id": alice, "payee_account_id": alice,
+            "amount": 1, "ledger": USD}
+    for path, body, code in [("/v1/payments", [], "batch_empty"),
+                             ("/v1/payments", [item, {**item, "amount": 1.5}],
+                              "validation_error"),
+                             ("/v1/payments/fulfil", [], "batch_empty"),
+                             ("/v1/payments/abort", [{"id": "x", "more": 1}],
+                              "validation_error"),
+                             ("/v1/payments/fulfil", [{"id": "bad id"}], "validation_error")]:
+        answer = hub.as_(bank, "POST", path, body)
+        assert (answer.status_code, answer.json()["code"]) == (400, code), (path, answer.text)
+    assert hub.balance(alice) == 100
