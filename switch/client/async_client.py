@@ -32,16 +32,21 @@ from switch.client.wire import account_body, account_of, transfer_body, transfer
 
 BATCH_ITEMS_MAX = 8190
 RETRY_STATUSES = (429, 503)
+# An item's result that is not final: sent again (a window closing meanwhile: a payment).
+RETRY_RESULTS = ("in_flight", "window_draining")
+PAYMENTS, FULFILS, ABORTS = "payments", "payments/fulfil", "payments/abort"
 JSON = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
 class Created:
-    """One item's answer: its id, its result code, and its timestamp when it exists."""
+    """One item's answer: its id, its result code, and its timestamp when it exists (a
+    payment's: also its state, `prepared`, `committed`, `aborted` or `expired`)."""
 
     id: str
     result: str
     timestamp: int | None = None
+    state: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,7 +90,7 @@ class AsyncClient:
         self._on_batch = on_batch
         self._batchers = {kind: Batcher(self._sender(kind), batch_items_max,
                                         requests_in_flight_max, self._batch_observer(kind))
-                          for kind in ("transfers", "accounts")}
+                          for kind in ("transfers", "accounts", PAYMENTS, FULFILS, ABORTS)}
 
     def _sender(self, kind: str) -> Callable[[list[dict[str, Any]]],
                                              Awaitable[list[dict[str, Any]]]]:
@@ -131,6 +136,34 @@ class AsyncClient:
         (created,) = await self._submit("accounts", [account_body(account)])
         return created
 
+    async def create_payment(self, payment_id: str, payer_account_id: str | None = None,
+                             payee_account_id: str | None = None, amount: int | None = None,
+                             ledger: str | None = None, *, quote_id: str | None = None,
+                             two_phase: bool = False, timeout_ms: int | None = None
+                             ) -> Created:
+        """A payment between participants' wallets (docs/SWITCH.md): from a quote, or with
+        its fields in full; `two_phase` prepares it (then `fulfil_payment` or
+        `abort_payment`). Concurrent calls travel as one array of payments."""
+        body: dict[str, Any] = {"id": payment_id}
+        for name, value in (("quote_id", quote_id), ("payer_account_id", payer_account_id),
+                            ("payee_account_id", payee_account_id), ("amount", amount),
+                            ("ledger", ledger), ("timeout_ms", timeout_ms)):
+            if value is not None:
+                body[name] = value
+        if two_phase:
+            body["mode"] = "two_phase"
+        (created,) = await self._submit(PAYMENTS, [body])
+        return created
+
+    async def fulfil_payment(self, payment_id: str) -> Created:
+        """Commit a prepared payment (its payee's participant)."""
+        (created,) = await self._submit(FULFILS, [{"id": payment_id}])
+        return created
+
+    async def abort_payment(self, payment_id: str) -> Created:
+        (created,) = await self._submit(ABORTS, [{"id": payment_id}])
+        return created
+
     async def _submit(self, kind: str, bodies: list[dict[str, Any]]) -> list[Created]:
         entries = await self._batchers[kind].submit(bodies)
         created = []
@@ -138,7 +171,8 @@ class AsyncClient:
             if entry["retried"] and entry["result"].startswith("exists_with_different_"):
                 raise IdConflict(entry["result"], f"{entry['id']} was used with other "
                                  "fields by another request")
-            created.append(Created(entry["id"], entry["result"], entry.get("timestamp")))
+            created.append(Created(entry["id"], entry["result"], entry.get("timestamp"),
+                                   entry.get("state")))
         return created
 
     async def _post_array(self, kind: str, items: list[dict[str, Any]]
@@ -176,7 +210,7 @@ class AsyncClient:
         attempt whose outcome was unknown, an answer is a retry's."""
         for entry in results:
             index = entry["index"]
-            if answers[index] is None and entry["result"] != "in_flight":
+            if answers[index] is None and entry["result"] not in RETRY_RESULTS:
                 entry["retried"] = attempt > 0  # the entry is this call's own, decoded here
                 answers[index] = entry
 

@@ -53,6 +53,20 @@ class Client:
     def create_account(self, account: Account) -> Created:
         return self._run(self._client.create_account(account))
 
+    def create_payment(self, payment_id: str, payer_account_id: str | None = None,
+                       payee_account_id: str | None = None, amount: int | None = None,
+                       ledger: str | None = None, **options: Any) -> Created:
+        """Options as AsyncClient.create_payment's: quote_id, two_phase, timeout_ms."""
+        return self._run(self._client.create_payment(payment_id, payer_account_id,
+                                                     payee_account_id, amount, ledger,
+                                                     **options))
+
+    def fulfil_payment(self, payment_id: str) -> Created:
+        return self._run(self._client.fulfil_payment(payment_id))
+
+    def abort_payment(self, payment_id: str) -> Created:
+        return self._run(self._client.abort_payment(payment_id))
+
     def get_account(self, account_id: str) -> Account:
         return self._run(self._client.get_account(account_id))
 

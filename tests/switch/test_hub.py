@@ -3,6 +3,7 @@ caps, funds in and out, immediate payments between participants (docs/SWITCH.md)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -469,3 +470,42 @@ def test_bad_payment_arrays_are_refused_whole(hub: Switch) -> None:
         answer = hub.as_(bank, "POST", path, body)
         assert (answer.status_code, answer.json()["code"]) == (400, code), (path, answer.text)
     assert hub.balance(alice) == 100
+
+
+def test_the_client_sends_concurrent_payments_and_fulfils_as_arrays(hub: Switch) -> None:
+    """One call per payment in the application, few requests on the wire (counted on the
+    server), each caller its own result; two-phase ones fulfilled by the payee's client."""
+    from switch.client import AsyncClient, Client
+    from tests.switch.test_client import requests_served
+
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 3_500)
+    alice, bob = hub.wallet(payer, 100_000), hub.wallet(payee)
+    ids = [fresh("cp") for _ in range(300)]
+    sizes: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        url = hub.running.url
+        async with AsyncClient(url, hub.keys[payer], on_batch=lambda kind, size: sizes.append(
+                (kind, size))) as paying, AsyncClient(url, hub.keys[payee]) as paid:
+            before = requests_served(hub.running, "post_payment")
+            made = await asyncio.gather(*(paying.create_payment(
+                payment_id, alice, bob, 10, USD, two_phase=n % 2 == 1)
+                for n, payment_id in enumerate(ids)))
+            served = requests_served(hub.running, "post_payment") - before
+            assert 1 <= served <= 10, served  # 300 calls, a handful of requests
+            assert [m.id for m in made] == ids
+            assert [(m.result, m.state) for m in made] == [
+                ("ok", "prepared" if n % 2 else "committed") for n in range(300)]
+            over = await paying.create_payment(fresh("cp"), alice, bob, 600, USD)
+            assert over.result == "exceeds_net_debit_cap"  # 150 x 10 made, 150 x 10 held
+            fulfilled = await asyncio.gather(*(paid.fulfil_payment(i) for i in ids[1::2]))
+            assert {(f.result, f.state) for f in fulfilled} == {("ok", "committed")}
+            assert (await paying.fulfil_payment(ids[1])).result == "payment_not_found"
+
+    asyncio.run(scenario())
+    assert any(kind == "payments" and size > 50 for kind, size in sizes), sizes
+    assert hub.balance(bob) == 3_000
+    with Client(hub.running.url, hub.keys[payee]) as client, ThreadPoolExecutor(4) as pool:
+        aborts = list(pool.map(client.abort_payment, ids[1::2][:8]))  # the sync client
+    assert {a.result for a in aborts} == {"pending_transfer_already_posted"}
