@@ -426,6 +426,12 @@ def test_an_array_of_payments_answers_each_in_order_and_moves_each_once(hub: Swi
     again = hub.as_(payer, "POST", "/v1/payments", body).json()["results"]
     assert [r["result"] for r in again if r["id"] in made] == ["exists"] * len(made)
     assert hub.balance(bob) == moved and hub.balance(carol) == 50
+    twice = fresh("bulk")  # one id twice in an array: made once, like a transfer's
+    item = {"id": twice, "payer_account_id": alice, "payee_account_id": bob, "amount": 1,
+            "ledger": USD}
+    answers = hub.as_(payer, "POST", "/v1/payments", [item, item]).json()["results"]
+    assert sorted(r["result"] for r in answers) == ["exists", "ok"], answers
+    assert hub.balance(bob) == moved + 1
 
 
 def test_prepared_payments_are_fulfilled_and_aborted_in_arrays(hub: Switch) -> None:
