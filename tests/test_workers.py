@@ -26,6 +26,7 @@ from tests.chaos import (
     transfer,
 )
 from tests.launcher import SwitchProcess
+from tests.switch.test_metrics import samples
 from tests.test_crash import _wait_until_nothing_in_doubt
 
 
@@ -63,6 +64,20 @@ def _send_again_until_answered(switch: SwitchProcess, load: Load, timeout_s: flo
         load.answered.update(unit)
         load.record(batch, response)
     return len(units)
+
+
+def _metrics_count_every_worker(switch: SwitchProcess, requests: int = 40) -> None:
+    """/metrics sums the workers' counters: whichever worker answers a scrape counts every
+    request (was: its own only)."""
+    for _ in range(requests):  # a connection each: the workers take turns accepting
+        httpx.get(switch.url + "/v1/hub/public-key", headers=switch.headers)
+    counts = []
+    for _ in range(6):
+        found = samples(httpx.get(switch.url + "/metrics", headers=switch.headers).text)
+        counts.append(sum(value for (name, labels), value in found.items()
+                          if name == "payswitch_http_requests_total"
+                          and ("route", "public_key") in labels))
+    assert counts == [requests] * 6, counts
 
 
 def _results(response: httpx.Response) -> list[Any]:
@@ -132,5 +147,6 @@ def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         _wait_until_nothing_in_doubt(switch)
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
+        _metrics_count_every_worker(switch)
     finally:
         switch.kill_session()

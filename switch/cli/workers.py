@@ -22,9 +22,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from switch.cli.banner import server_url, show_serving
 from switch.cli.ingress import ingress_app, ray_address, run_start_up, serve_http
 from switch.cli.settings import Settings
 from switch.observe.context import RequestIdFilter
+from switch.observe.metrics import MULTIPROCESS_DIR_ENV
 from switch.read.query_actor import find_query_actor
 
 log = logging.getLogger("payswitch")
@@ -81,6 +84,9 @@ def supervise_workers(settings: Settings, shards: RayShards, topology: Topology,
         log.info("ingress worker %d started (pid %s)", index, process.pid)
         return process
 
+    # Each worker's request counters in files here: /metrics sums them over the workers
+    # (those started again included: a dead worker's counts stay).
+    os.environ[MULTIPROCESS_DIR_ENV] = tempfile.mkdtemp(prefix="payswitch-metrics-")
     workers: dict[int, BaseProcess] = {}
     try:
         for index in range(settings.server.workers):
@@ -90,6 +96,7 @@ def supervise_workers(settings: Settings, shards: RayShards, topology: Topology,
     finally:
         _stop_all(workers)
         listener.close()
+        shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR_ENV), ignore_errors=True)
 
 
 def _supervise(workers: dict[int, BaseProcess], start: Callable[[int], BaseProcess],

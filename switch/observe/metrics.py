@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,9 @@ from switch.observe.monitor import Monitor
 access_log = logging.getLogger("payswitch.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Set by `payswitch serve --workers N` for its workers (prometheus_client's multiprocess
+# mode: each worker's counters in files there, /metrics sums them over the workers).
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0)
 
@@ -38,10 +42,24 @@ class Metrics:
         self.auth_failures = Counter(
             "payswitch_auth_failures", "Requests refused before any route: unauthenticated, "
             "participant_disabled, rate_limited", ["reason"], registry=self.registry)
-        self.registry.register(_MonitorCollector(monitor))
+        self.transfers = Counter("payswitch_transfers", "transfers by result code", ["result"],
+                                 registry=self.registry)
+        monitor.on_results = self._count_results
+        shards = _MonitorCollector(monitor)
+        self.registry.register(shards)
+        self._exported = self.registry
+        shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if shared_dir:  # several workers: the counters of all (the shards' are the same)
+            self._exported = CollectorRegistry()
+            MultiProcessCollector(self._exported, path=shared_dir)
+            self._exported.register(shards)
+
+    def _count_results(self, results: dict[str, int]) -> None:
+        for result, count in results.items():
+            self.transfers.labels(result).inc(count)
 
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        return bytes(generate_latest(self._exported))
 
 
 class RequestContext:
@@ -115,11 +133,6 @@ class _MonitorCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         monitor = self.monitor
-        results = CounterMetricFamily("payswitch_transfers", "transfers by result code",
-                                      labels=["result"])
-        for result, count in sorted(monitor.results_total.items()):
-            results.add_metric([result], count)
-        yield results
         yield from _shard_metrics(monitor.shards)
         yield from _ledger_metrics(monitor.totals)
 

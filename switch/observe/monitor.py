@@ -90,6 +90,8 @@ class Monitor:
         self._samples_max = samples
         self.current = Interval()
         self.results_total: Counter[str] = Counter()
+        # Hears each interval's result codes (the metrics' transfers counter).
+        self.on_results: Callable[[dict[str, int]], None] | None = None
         self.shards: list[dict[str, Any]] = []
         self.totals: dict[str, list[int]] = {}
         self.hottest: list[tuple[str, int]] = []
@@ -147,6 +149,8 @@ class Monitor:
         elapsed = now - self.last_tick if self.last_tick else self.interval_s
         interval, self.current = self.current, Interval()
         self.results_total.update(interval.results)
+        if self.on_results is not None:
+            self.on_results(interval.results)
         latencies = sorted(interval.latencies_s)
         self._append(self.series, now, interval.transfers / elapsed,
                      1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99))
