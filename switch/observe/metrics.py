@@ -51,7 +51,7 @@ class Metrics:
         shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
         if shared_dir:  # several workers: the counters of all (the shards' are the same)
             self._exported = CollectorRegistry()
-            MultiProcessCollector(self._exported, path=shared_dir)
+            MultiProcessCollector(self._exported, path=shared_dir)  # type: ignore[no-untyped-call]
             self._exported.register(shards)
 
     def _count_results(self, results: dict[str, int]) -> None:
