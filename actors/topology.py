@@ -115,6 +115,7 @@ class Placement:
         self.topology = topology
         self.slot_table = list(topology.slot_table)  # its own: a move changes an entry
         self.pins = dict(topology.pins)
+        self.epoch = topology.epoch  # the topology's, as moves made or learned here raise it
         self.shard_count = topology.shard_count
         self._slots = topology.slots
 
@@ -125,11 +126,13 @@ class Placement:
                 return pinned
         return self.slot_table[zlib.crc32(key.encode()) % self._slots]  # slot_of, inlined: hot
 
-    def move(self, slot: int, shard: int, account: str = "", pinned: bool = True) -> None:
+    def move(self, slot: int, shard: int, account: str = "", pinned: bool = True,
+             epoch: int = 0) -> None:
         """A slot now on `shard`, or an account pinned there, or unpinned (its slot being
-        there): a shard said it has moved there."""
+        there): a shard said it has moved there (under `epoch`, when known)."""
         if not 0 <= shard < self.shard_count:
             return
+        self.epoch = max(self.epoch, epoch)
         if account and pinned:
             self.pins[account] = shard
         elif account:  # unpinned: its slot's shard (which later moves may have changed)

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 
 from switch.api.registry_api import OPERATOR_KEY_FILE
+from switch.cli.banner import server_url
+from switch.cli.settings import BadSettings, load_settings
 
 REQUEST_TIMEOUT_S = 660.0  # above the longest wait for transfers in doubt (600 s)
 
@@ -36,7 +38,8 @@ def add_parser(commands: Any) -> None:
                      "pinned account off that shard: a shard of its own")
     for each in (move, pin):
         each.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
-        each.add_argument("--url", default="http://127.0.0.1:8000", help="the switch's address")
+        each.add_argument("--url", help="the switch's address (default: where `payswitch "
+                          "serve` listens with the same settings: config, PAYSWITCH_SERVER_*)")
         each.add_argument("--key", help="an operator key (else PAYSWITCH_KEY, else "
                           "--data-dir's operator.key)")
         each.add_argument("--data-dir", type=Path, help="where the switch keeps operator.key")
@@ -50,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
         print("payswitch slots: no operator key: pass --key, set PAYSWITCH_KEY, or --data-dir "
               "of the running switch (its operator.key)", file=sys.stderr)
         return 2
+    if not args.url:
+        try:
+            args.url = server_url(load_settings())
+        except BadSettings as error:
+            print(f"payswitch slots: pass --url (the settings do not load: {error})",
+                  file=sys.stderr)
+            return 2
     path, unit = ("/v1/cluster/pins", {"account_id": args.account_id, "alone": args.alone}) \
         if args.slots_command == "pin" else ("/v1/cluster/slot-moves", {"slot": args.slot})
     try:

@@ -63,7 +63,8 @@ async def cluster_view(monitor: Monitor, list_nodes: ListNodes | None) -> dict[s
             "epoch": state.epoch if state is not None else topology.shard_epoch(shard),
             "replication": replication_shown(state),
             "follower_lag_records": state.lag_records if state is not None else None})
-    return {"switch_id": topology.switch_id, "epoch": topology.epoch, "nodes": nodes,
+    return {"switch_id": topology.switch_id, "epoch": monitor.router.placement.epoch,
+            "nodes": nodes,
             **({"nodes_error": nodes_error} if nodes_error else {}), "shards": shards,
             "pins": dict(monitor.router.placement.pins)}  # accounts on a shard of their own
 

@@ -202,7 +202,7 @@ async def _move(router: Router, load: LoadTopology, save: SaveMove, topology: To
     if released.result != "ok":
         raise SlotMoveRefused(409, released.result, f"shard {from_shard} did not release "
                               f"{unit} ({released.result})")
-    router.placement.move(slot, to_shard, account, pinned)
+    router.placement.move(slot, to_shard, account, pinned, epoch)
     moved = SlotMoved(slot, from_shard, to_shard, epoch, len(frozen.state.accounts),
                       len(frozen.state.transfers), time.monotonic() - started, resumed, account)
     log.warning("%s moved from shard %d to shard %d under epoch %d: %d accounts, %d "

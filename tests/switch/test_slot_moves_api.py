@@ -4,6 +4,7 @@ switch serves the moved slot after a restart."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -106,6 +107,7 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
         cluster = switch.get("/v1/cluster").json()
         slots_by_shard = {row["shard"]: row["slots"] for row in cluster["shards"]}
         assert cluster["pins"] == {"s7": 1 - hot_shard}
+        assert cluster["epoch"] == after.epoch  # (was the epoch at start)
         assert slots_by_shard[to_shard] == before.slot_table.count(to_shard) + 1
         for transfer_id, sent in list(load.acknowledged.items())[::7]:
             stored = switch.get(f"/v1/transfers/{transfer_id}").json()
@@ -127,3 +129,16 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
     finally:
         if switch.fleet is not None:
             switch.stop()
+
+
+def test_the_slots_command_asks_where_serve_listens() -> None:
+    """Without --url it asks the address `payswitch serve` takes from the same settings
+    (PAYSWITCH_SERVER_PORT here), not a port of its own (a newcomer's recipe failed on it)."""
+    from tests.chaos import free_port
+
+    port = free_port()
+    ran = subprocess.run([sys.executable, "-m", "switch.cli", "slots", "move", "0", "--to", "0",
+                          "--key", "k"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PAYSWITCH_SERVER_PORT": str(port)})
+    assert ran.returncode == 1 and f"no answer from http://127.0.0.1:{port}" in ran.stderr, \
+        ran.stderr
