@@ -73,7 +73,11 @@ def _metrics_count_every_worker(switch: SwitchProcess, requests: int = 40) -> No
         httpx.get(switch.url + "/v1/hub/public-key", headers=switch.headers)
     counts = []
     for _ in range(6):
-        found = samples(httpx.get(switch.url + "/metrics", headers=switch.headers).text)
+        text = httpx.get(switch.url + "/metrics", headers=switch.headers).text
+        for family in ("payswitch_participant_position", "payswitch_shard_queue_depth",
+                       "payswitch_transfers_total"):  # the polled ones too
+            assert f"# TYPE {family} " in text, family
+        found = samples(text)
         counts.append(sum(value for (name, labels), value in found.items()
                           if name == "payswitch_http_requests_total"
                           and ("route", "public_key") in labels))

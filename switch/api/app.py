@@ -28,7 +28,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from actors.ledger.model import Transfer
 from actors.ledger.registry import AUDITOR, OPERATOR, PARTICIPANT, Participant
 from actors.messages import (
-    FAILED_INTERNAL,
     FAILED_STORAGE_FULL,
     AccountReply,
     AccountTransfers,
@@ -85,7 +84,12 @@ from switch.observe.monitor import Monitor
 from switch.read.events import EventStream
 from switch.read.events_api import EVENTS_PATH, StreamSlots, event_routes
 from switch.read.query_api import query_routes
-from switch.routing.channel import Overloaded, ShardCallFailed, ShardUnavailable
+from switch.routing.channel import (
+    Overloaded,
+    ShardCallFailed,
+    ShardUnavailable,
+    is_item_failure,
+)
 from switch.routing.coalesce import TransferCoalescer
 from switch.routing.redrive import Redriver
 from switch.routing.registry import RegistryClient
@@ -314,7 +318,7 @@ def _created(
     for outcome in outcomes:
         # In an array, a command its shard refused (a bug: internal_error; a full log:
         # storage_full) is that item's answer; anything else fails the request (429, 503).
-        if isinstance(outcome, BaseException) and not (is_array and _item_failure(outcome)):
+        if isinstance(outcome, BaseException) and not (is_array and is_item_failure(outcome)):
             raise outcome
     if not is_array:
         result, row = outcomes[0]  # type: ignore[misc]
@@ -355,11 +359,6 @@ def _result_code(outcome: Outcome) -> str:
     if isinstance(outcome, ShardCallFailed):
         return outcome.code
     return outcome[0]  # type: ignore[index]
-
-
-def _item_failure(error: BaseException) -> bool:
-    return isinstance(error, ShardCallFailed) and error.code in (FAILED_INTERNAL,
-                                                                 FAILED_STORAGE_FULL)
 
 
 def _validation_error(error: ValidationError, batch_items_max: int) -> ApiError:
@@ -559,7 +558,9 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     payments = Payments(hub, windows, settings.hub, key, api.coalescer)
     watch = HubWatch(hub, windows, settings.monitor.interval_ms,
                      records_alarms=not worker_index)  # one ingress records each crossing
-    metrics.registry.register(HubCollector(watch))
+    if not worker_index:  # and counts it: with --workers N, /metrics sums the workers'
+        watch.on_alarm = metrics.count_alarm
+    metrics.register(HubCollector(watch))
 
     async def enable(participant: Participant, key_id: str) -> None:
         async with hub.control_lock.held():  # not while a window closes (it lists them)

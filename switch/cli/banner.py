@@ -18,7 +18,8 @@ log = logging.getLogger("payswitch")
 
 def server_url(settings: Settings) -> str:
     scheme = "https" if settings.server.tls_cert else "http"
-    return f"{scheme}://{settings.server.host}:{settings.server.port}"
+    host = settings.server.host
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.server.port}"
 
 
 def serving_facts(settings: Settings, topology: Topology, ray_dashboard_url: str | None

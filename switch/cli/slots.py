@@ -19,7 +19,7 @@ import httpx
 
 from switch.api.registry_api import OPERATOR_KEY_FILE
 from switch.cli.banner import server_url
-from switch.cli.settings import BadSettings, load_settings
+from switch.cli.settings import DEFAULT_CONFIG, BadSettings, load_settings
 
 REQUEST_TIMEOUT_S = 660.0  # above the longest wait for transfers in doubt (600 s)
 
@@ -39,7 +39,9 @@ def add_parser(commands: Any) -> None:
     for each in (move, pin):
         each.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
         each.add_argument("--url", help="the switch's address (default: where `payswitch "
-                          "serve` listens with the same settings: config, PAYSWITCH_SERVER_*)")
+                          "serve` listens with the same settings: --config, PAYSWITCH_SERVER_*)")
+        each.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                          help="the TOML settings file serve was given (for the default --url)")
         each.add_argument("--key", help="an operator key (else PAYSWITCH_KEY, else "
                           "--data-dir's operator.key)")
         each.add_argument("--data-dir", type=Path, help="where the switch keeps operator.key")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not args.url:
         try:
-            args.url = server_url(load_settings())
+            args.url = server_url(load_settings(args.config))
         except BadSettings as error:
             print(f"payswitch slots: pass --url (the settings do not load: {error})",
                   file=sys.stderr)

@@ -66,6 +66,20 @@ class RetryPolicy:
         return float(max(retry_after_s, ceiling * random.uniform(0.5, 1.0)))
 
 
+def _units(items: list[dict[str, Any]]) -> list[list[int]]:
+    """The array's units: each item alone, or a linked chain's items together."""
+    units: list[list[int]] = []
+    chain: list[int] = []
+    for place, item in enumerate(items):
+        chain.append(place)
+        if not item.get("flags", {}).get("linked"):
+            units.append(chain)
+            chain = []
+    if chain:
+        units.append(chain)
+    return units
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, retry_after_s: float = 0.0) -> None:
         super().__init__(reason)
@@ -177,17 +191,25 @@ class AsyncClient:
 
     async def _post_array(self, kind: str, items: list[dict[str, Any]]
                           ) -> list[dict[str, Any]]:
-        """POST one array until every item has a final answer (or the deadline passes)."""
+        """POST one array until every item has a final answer (or the deadline passes).
+        A retry sends again only the units (an item, or a linked chain whole) without one:
+        an item refused already, sent again, could be made after its caller was told no."""
         deadline = time.monotonic() + self.retry.deadline_s
         answers: list[dict[str, Any] | None] = [None] * len(items)
+        units = _units(items)
+        waiting = units
         attempt = 0
-        body = orjson.dumps(items)
         while True:
+            places = [place for unit in waiting for place in unit]
             try:
-                self._note(answers, await self._post(f"/v1/{kind}", body), attempt)
-                if all(answer is not None for answer in answers):
+                results = await self._post(f"/v1/{kind}", orjson.dumps(
+                    [items[place] for place in places]))
+                self._note(answers, waiting, places, results, attempt)
+                waiting = [unit for unit in waiting if answers[unit[0]] is None]
+                if not waiting:
                     return [answer for answer in answers if answer is not None]
-                retry = _Retry("in_flight")
+                retry = _Retry(next((entry["result"] for entry in results
+                                     if entry["result"] in RETRY_RESULTS), "in_flight"))
             except _Retry as refused:
                 retry = refused
             attempt += 1
@@ -204,15 +226,21 @@ class AsyncClient:
         return list(answer["results"])
 
     @staticmethod
-    def _note(answers: list[dict[str, Any] | None], results: list[dict[str, Any]],
-              attempt: int) -> None:
-        """An item's first final answer stands; `in_flight` is not final. After a first
-        attempt whose outcome was unknown, an answer is a retry's."""
-        for entry in results:
-            index = entry["index"]
-            if answers[index] is None and entry["result"] not in RETRY_RESULTS:
+    def _note(answers: list[dict[str, Any] | None], sent: list[list[int]], places: list[int],
+              results: list[dict[str, Any]], attempt: int) -> None:
+        """A unit's answers, if final for all its items (`in_flight` is not): taken from one
+        response, so a chain's members agree. After a first attempt whose outcome was
+        unknown, an answer is a retry's. `places`: each sent item's place in the array."""
+        entries = {places[entry["index"]]: entry for entry in results}
+        for unit in sent:
+            found = [entries.get(place) for place in unit]
+            if any(entry is None or entry["result"] in RETRY_RESULTS for entry in found):
+                continue
+            for place, entry in zip(unit, found, strict=True):
+                assert entry is not None
                 entry["retried"] = attempt > 0  # the entry is this call's own, decoded here
-                answers[index] = entry
+                entry["index"] = place
+                answers[place] = entry
 
     # ---- reads (retried like writes: they change nothing) ----
 

@@ -12,7 +12,6 @@ An object a participant may not see answers as if it did not exist (404).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -41,9 +40,13 @@ from switch.hub.schemas import (
 )
 from switch.hub.service import Hub
 from switch.hub.signing import public_key_hex
-from switch.routing.channel import ShardCallFailed
+from switch.routing.channel import (
+    Overloaded,
+    ShardCallFailed,
+    ShardUnavailable,
+    is_item_failure,
+)
 
-log = logging.getLogger(__name__)
 Answer = tuple[str, PaymentView | None]
 
 
@@ -143,10 +146,21 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         is that item's result; a shard overloaded or unavailable is the whole request's
         (429/503: resend the same array, the items made answer exists), once every item has
         had its turn."""
-        answers = await asyncio.gather(*calls, return_exceptions=True)
+        answers: list[Answer | BaseException] = list(
+            await asyncio.gather(*calls, return_exceptions=True))
+        repeats = [place for place, answer in enumerate(answers) if isinstance(answer, tuple)
+                   and answer[0] == "exists" and answer[1] is None]
+        found = await asyncio.gather(*(payments.view(items[place].id) for place in repeats))
+        for place, view in zip(repeats, found, strict=True):  # made before: as it is now
+            answers[place] = ("exists", view)
+        failures = [answer for answer in answers if isinstance(answer, BaseException)
+                    and not isinstance(answer, ApiError) and not is_item_failure(answer)]
+        if failures:  # a bug first (500, logged), else overloaded or unavailable (429, 503)
+            raise next((failure for failure in failures
+                        if not isinstance(failure, Overloaded | ShardUnavailable)), failures[0])
         results = []
         for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
-            results.append({"index": index, "id": item.id, **_item_result(item.id, answer)})
+            results.append({"index": index, "id": item.id, **_item_result(answer)})
         return json_response({"results": results})
 
     async def get_payment(request: Request) -> Response:
@@ -271,24 +285,16 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
     ]
 
 
-
-
 def _terms(body: PaymentIn) -> PaymentTerms:
     return PaymentTerms(body.id, body.quote_id, body.payer_account_id, body.payee_account_id,
                         body.amount, body.ledger, body.mode == "two_phase", body.timeout_ms)
 
 
-def _item_result(payment_id: str, answer: Answer | BaseException) -> dict[str, Any]:
+def _item_result(answer: Answer | BaseException) -> dict[str, Any]:
     """One array item's result: its code, and when made or found, its state and time."""
-    if isinstance(answer, ApiError):
+    if isinstance(answer, ApiError | ShardCallFailed):  # a rule, or a shard's refusal of it
         return {"result": answer.code}
-    if isinstance(answer, ShardCallFailed):
-        if answer.code == "internal_error":
-            log.error("payment %s answered internal_error: %s", payment_id, answer,
-                      exc_info=answer)
-        return {"result": answer.code}
-    if isinstance(answer, BaseException):
-        raise answer  # overloaded, a shard unavailable: the whole request's (429, 503)
+    assert not isinstance(answer, BaseException)  # (the others fail the whole request)
     result, view = answer
     if view is None:
         return {"result": result}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from switch.hub.model import Position
@@ -35,7 +35,8 @@ class HubWatch:
         self.positions: list[dict[str, Any]] = []
         self.open_windows: list[dict[str, Any]] = []
         self.truncated = False
-        self.alarms: dict[tuple[str, str], int] = {}  # crossings seen, per participant, ledger
+        # Hears each crossing (participant, ledger): the metrics' count.
+        self.on_alarm: Callable[[str, str], None] | None = None
         self._alarmed: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
@@ -80,7 +81,8 @@ class HubWatch:
             if self.records_alarms:
                 await self.hub.record_alarm(standing, participant)  # raises: tried next tick
             self._alarmed.add(key)
-            self.alarms[key] = self.alarms.get(key, 0) + 1
+            if self.on_alarm is not None:
+                self.on_alarm(participant, standing.ledger)
             log.warning("ndc_alarm: %s on %s uses %.1f%% of its net debit cap (alarm at %d%%)",
                         participant, standing.ledger, used, standing.alarm_percent)
         elif not alarm:
@@ -110,9 +112,3 @@ class HubCollector(Collector):
             cap.add_metric(key, row["net_debit_cap"])
         yield position
         yield cap
-        alarms = CounterMetricFamily("payswitch_ndc_alarms", "Positions crossing their alarm "
-                                     "threshold (percent of the cap) upwards, seen by this "
-                                     "ingress", labels=labels)
-        for (participant, ledger), count in sorted(self.watch.alarms.items()):
-            alarms.add_metric([participant, ledger], count)
-        yield alarms

@@ -44,6 +44,9 @@ class Metrics:
             "participant_disabled, rate_limited", ["reason"], registry=self.registry)
         self.transfers = Counter("payswitch_transfers", "transfers by result code", ["result"],
                                  registry=self.registry)
+        self.ndc_alarms = Counter("payswitch_ndc_alarms", "Positions crossing their alarm "
+                                  "threshold (percent of the cap) upwards",
+                                  ["participant", "ledger"], registry=self.registry)
         monitor.on_results = self._count_results
         shards = _MonitorCollector(monitor)
         self.registry.register(shards)
@@ -53,6 +56,15 @@ class Metrics:
             self._exported = CollectorRegistry()
             MultiProcessCollector(self._exported, path=shared_dir)  # type: ignore[no-untyped-call]
             self._exported.register(shards)
+
+    def register(self, collector: Collector) -> None:
+        """A collector of figures polled (the same in every worker): on /metrics."""
+        self.registry.register(collector)
+        if self._exported is not self.registry:
+            self._exported.register(collector)
+
+    def count_alarm(self, participant: str, ledger: str) -> None:
+        self.ndc_alarms.labels(participant, ledger).inc()
 
     def _count_results(self, results: dict[str, int]) -> None:
         for result, count in results.items():

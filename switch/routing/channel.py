@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 from actors.codec import decode_reply, encode_commands
 from actors.messages import (
+    FAILED_INTERNAL,
     FAILED_REPLICA_UNAVAILABLE,
     FAILED_SLOT_MOVED,
     FAILED_SLOT_MOVING,
+    FAILED_STORAGE_FULL,
     Command,
     Failed,
     Reply,
@@ -79,6 +81,14 @@ class ShardCallFailed(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def is_item_failure(error: BaseException) -> bool:
+    """A shard's refusal that, in an array, is that item's result (internal_error: a bug,
+    logged by the shard; storage_full: its log is full), the other items being applied;
+    any other error fails the whole request (429, 503)."""
+    return isinstance(error, ShardCallFailed) and error.code in (FAILED_INTERNAL,
+                                                                 FAILED_STORAGE_FULL)
 
 
 class ShardChannel:

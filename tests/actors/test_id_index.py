@@ -43,11 +43,13 @@ def test_ids_loaded_at_once_answer_as_a_dict(ids: list[str], absent: list[str]) 
 def test_ids_whose_hashes_collide_are_told_apart_by_their_bytes(
         monkeypatch: pytest.MonkeyPatch, collide: object) -> None:
     monkeypatch.setattr(id_index_module, "_hash_of", collide)
-    ids = [f"acct-{n}" for n in range(2500)] + ["é", "e", "ée"]  # grows the table twice
+    # 1,103 ids: the table grows twice (at 513 and 1,025 ids); each lookup probes them all
+    ids = [f"acct-{n}" for n in range(1100)] + ["é", "e", "ée"]
     index = IdIndex(ids[:100])
     for account_id in ids[100:]:
         index.add(account_id)
-    _answers_like_a_dict(index, ids, ["acct-2500", "acct-", "x", "é" * 2])
+    _answers_like_a_dict(index, ids, ["acct-1100", "acct-", "x", "é" * 2])
+    assert len(index._slots) == 4096
 
 
 def test_an_index_holds_ids_in_a_few_dozen_bytes_each() -> None:

@@ -62,3 +62,42 @@ def test_one_caller_alone_is_sent_at_once() -> None:
     sender.release.set()
     (result,) = asyncio.run(batcher.submit([{"id": "alone"}]))
     assert result["id"] == "alone" and [len(a) for a in sender.arrays] == [1]
+
+
+def test_a_retry_sends_again_only_what_has_no_final_answer() -> None:
+    """An item already refused is not sent again beside one still in flight: sent again, it
+    could be made after its caller was told it was refused (found by review). A chain is
+    sent again whole, and its answers are taken from one response."""
+    import httpx
+    import orjson
+
+    from switch.client import AsyncClient, RetryPolicy, Transfer
+
+    sent: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        items = orjson.loads(request.content)
+        sent.append([item["id"] for item in items])
+        first = len(sent) == 1
+        codes = {"refused": "exceeds_credits", "slow": "in_flight" if first else "ok",
+                 "c1": "linked_event_failed" if first else "ok",
+                 "c2": "in_flight" if first else "ok"}
+        return httpx.Response(200, json={"results": [
+            {"index": index, "id": item["id"], "result": codes[item["id"]]}
+            for index, item in enumerate(items)]})
+
+    async def scenario() -> list[Any]:
+        async with AsyncClient("http://switch.test", "key", requests_in_flight_max=1,
+                               transport=httpx.MockTransport(answer),
+                               retry=RetryPolicy(backoff_first_ms=1)) as client:
+            def transfer(transfer_id: str) -> Transfer:
+                return Transfer(transfer_id, "a", "b", 1, "USD", 1)
+            return list(await asyncio.gather(
+                client.create_transfer(transfer("refused")),
+                client.create_transfer(transfer("slow")),
+                client.create_transfer_chain([transfer("c1"), transfer("c2")])))
+
+    refused, slow, chain = asyncio.run(scenario())
+    assert sent == [["refused", "slow", "c1", "c2"], ["slow", "c1", "c2"]]
+    assert (refused.result, slow.result) == ("exceeds_credits", "ok")
+    assert [member.result for member in chain] == ["ok", "ok"]

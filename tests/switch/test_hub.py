@@ -425,6 +425,8 @@ def test_an_array_of_payments_answers_each_in_order_and_moves_each_once(hub: Swi
     assert hub.balance(bob) == moved
     again = hub.as_(payer, "POST", "/v1/payments", body).json()["results"]
     assert [r["result"] for r in again if r["id"] in made] == ["exists"] * len(made)
+    assert {r["id"]: (r["state"], r["timestamp"]) for r in again if r["id"] in made} == {
+        i: (made[i]["state"], made[i]["timestamp"]) for i in made}  # as made, read back
     assert hub.balance(bob) == moved and hub.balance(carol) == 50
     twice = fresh("bulk")  # one id twice in an array: made once, like a transfer's
     item = {"id": twice, "payer_account_id": alice, "payee_account_id": bob, "amount": 1,

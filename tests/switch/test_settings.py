@@ -80,3 +80,11 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--data-dir", "--shards"):
         assert flag in out
+
+
+def test_the_switch_url_brackets_an_ipv6_host() -> None:
+    from switch.cli.banner import server_url
+
+    assert server_url(load_settings(environ={})) == "http://127.0.0.1:8080"
+    assert server_url(load_settings(environ={}, overrides={"server.host": "::"})) == \
+        "http://[::]:8080"
