@@ -180,12 +180,13 @@ def _all_in_sync(shards: list[dict[str, Any]]) -> bool:
 
 
 def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
-        cluster: Cluster, tmp_path: Path) -> None:
+        cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Two storage nodes, sync replication (the default with two): shard 0 leads on a with
     its follower on b, shard 1 the other way. Node b is lost under load (its processes
     killed, not a graceful stop): shard 1's follower on a is promoted under epoch 2, and
     every acknowledged transfer is there. Node b returns with its disk: it rejoins as
-    follower of both shards, its log cut back to what epoch 2 keeps, and copied again."""
+    follower of both shards, its log cut back to what epoch 2 keeps, and copied again. With
+    --run-slow, then: kill -9 of both followers under load, copied back in sync."""
     nodes = {name: add_storage_node(cluster, name, tmp_path / name) for name in ("a", "b")}
     cluster.wait_for_nodes()
     switch = joined(cluster, tmp_path).start()
@@ -229,6 +230,8 @@ def test_a_lost_storage_node_fails_over_to_followers_and_returns_as_follower(
         saved = _saved_when(tmp_path, lambda saved: saved["replicas_in_sync"] == [True, True])
         assert saved["replica_nodes"] == ["b", "b"]
 
+        if not request.config.getoption("--run-slow"):
+            return  # (the loss of node b above recorded followers out of sync and back)
         # kill -9 of the followers under load: each leader's unconfirmed batch is answered
         # 503 (never acknowledged), the controller records the follower out of sync, the
         # leader goes on alone, Ray restarts the follower, and it is copied back in sync.
