@@ -16,16 +16,24 @@ from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
 
-def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
-    log_path = tmp_path / "serve.log"
-    switch = SwitchProcess(tmp_path / "data", free_port(), shards=2, log_path=log_path).start()
+def test_ctrl_c_stops_cleanly_another_shard_count_is_refused_and_a_restart_recovers(
+        tmp_path: Path) -> None:
+    """One switch's life: served, stopped with Ctrl-C, refused when asked for another shard
+    count (before Ray starts), then served as its data directory says, with everything."""
+    data_dir, log_path = tmp_path / "data", tmp_path / "serve.log"
+    switch = SwitchProcess(data_dir, free_port(), shards=2, log_path=log_path).start()
+    accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"},
+                {"id": "alice", "ledger": "USD", "code": 1, "owner": "psp"}] + [
+        {"id": f"acct-{n}", "ledger": "USD", "code": 1, "owner": "psp"} for n in range(24)]
+    transfers = [{"id": "t1", "debit_account_id": "bank", "credit_account_id": "alice",
+                  "amount": 1234, "ledger": "USD", "code": 1}] + [
+        {"id": f"t-{n}", "debit_account_id": f"acct-{n}",
+         "credit_account_id": f"acct-{(n * 7 + 3) % 24}", "amount": n + 1, "ledger": "USD",
+         "code": 1} for n in range(24)]
     try:
-        accounts = [{"id": "bank", "ledger": "USD", "code": 1, "owner": "op"},
-                    {"id": "alice", "ledger": "USD", "code": 1, "owner": "psp"}]
         switch.http.post("/v1/accounts", json=accounts).raise_for_status()
-        switch.http.post("/v1/transfers", json={
-            "id": "t1", "debit_account_id": "bank", "credit_account_id": "alice",
-            "amount": 1234, "ledger": "USD", "code": 1}).raise_for_status()
+        results = switch.http.post("/v1/transfers", json=transfers).json()["results"]
+        assert {r["result"] for r in results} == {"ok"}
         assert switch.process is not None
         # A terminal's Ctrl-C reaches the whole foreground process group, Ray's too.
         os.killpg(switch.process.pid, signal.SIGINT)
@@ -36,29 +44,8 @@ def test_ctrl_c_stops_cleanly_and_a_restart_recovers(tmp_path: Path) -> None:
         assert "stopping shards" in output
         # Where the operator's key is, never the key itself.
         assert "operator.key" in output and switch.operator_key not in output
-        switch.start()
-        alice = switch.http.get("/v1/accounts/alice").json()
-        assert alice["credits_posted"] == 1234
-        assert switch.http.get("/v1/transfers/t1").json()["amount"] == 1234
     finally:
         switch.kill_session()
-
-
-def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
-        tmp_path: Path) -> None:
-    data_dir, log_path = tmp_path / "data", tmp_path / "serve.log"
-    switch = SwitchProcess(data_dir, free_port(), shards=2, log_path=log_path).start()
-    accounts = [{"id": f"acct-{n}", "ledger": "USD", "code": 1, "owner": "psp"}
-                for n in range(24)]
-    transfers = [{"id": f"t-{n}", "debit_account_id": f"acct-{n}",
-                  "credit_account_id": f"acct-{(n * 7 + 3) % 24}", "amount": n + 1,
-                  "ledger": "USD", "code": 1} for n in range(24)]
-    try:
-        switch.http.post("/v1/accounts", json=accounts).raise_for_status()
-        results = switch.http.post("/v1/transfers", json=transfers).json()["results"]
-        assert {r["result"] for r in results} == {"ok"}
-    finally:
-        switch.stop()
     for asked in (4, 1):
         refused_log = tmp_path / f"refused-{asked}.log"
         refused = SwitchProcess(data_dir, free_port(), shards=asked, log_path=refused_log)
@@ -75,6 +62,9 @@ def test_a_restart_with_another_shard_count_is_refused_then_served_as_saved(
     # 0: what the data directory says. Every account is there, every re-send is a repeat.
     switch = SwitchProcess(data_dir, free_port(), shards=0, log_path=log_path).start()
     try:
+        alice = switch.http.get("/v1/accounts/alice").json()
+        assert alice["credits_posted"] == 1234
+        assert switch.http.get("/v1/transfers/t1").json()["amount"] == 1234
         for account in accounts:
             assert switch.http.get(f"/v1/accounts/{account['id']}").status_code == 200
         again = switch.http.post("/v1/transfers", json=transfers).json()["results"]
