@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
+from persistence.topology import load_topology
 from tests.chaos import (
     ACCOUNTS,
     Load,
@@ -82,6 +83,27 @@ def _metrics_count_every_worker(switch: SwitchProcess, requests: int = 40) -> No
                           if name == "payswitch_http_requests_total"
                           and ("route", "public_key") in labels))
     assert counts == [requests] * 6, counts
+
+
+def _workers_started_again_know_the_moves_before_them(switch: SwitchProcess) -> None:
+    """A slot moved, then every worker killed: those the supervisor starts again place ids
+    by the saved topology (was: the one the supervisor started with), so every scrape shows
+    the move and its epoch."""
+    saved = load_topology(switch.data_dir)
+    assert saved is not None
+    moved = switch.http.post("/v1/cluster/slot-moves", json={
+        "slot": 5, "to_shard": 1 - saved.slot_table[5]})
+    assert moved.status_code == 200, moved.text
+    killed = set(worker_pids(switch))
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while set(pids := worker_pids(switch)) & killed or len(pids) != 2:
+        assert time.monotonic() < deadline, pids
+        time.sleep(0.1)
+    epochs = [httpx.get(switch.url + "/v1/cluster", headers=switch.headers,
+                        timeout=30).json()["epoch"] for _ in range(6)]  # a connection each
+    assert epochs == [moved.json()["epoch"]] * 6, epochs
 
 
 def _results(response: httpx.Response) -> list[Any]:
@@ -152,5 +174,6 @@ def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
         _metrics_count_every_worker(switch)
+        _workers_started_again_know_the_moves_before_them(switch)
     finally:
         switch.kill_session()

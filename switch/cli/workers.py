@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,6 +41,7 @@ import ray
 from actors.runtime import configure_logging
 from actors.shard.actor import NAMESPACE, RayShards
 from actors.topology import Topology
+from persistence.topology import load_topology
 from switch.cli.banner import server_url, show_serving
 from switch.cli.ingress import ingress_app, ray_address, run_start_up, serve_http
 from switch.cli.settings import Settings
@@ -150,8 +152,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def run_worker(settings: Settings, topology: Topology, gcs_address: str,
                ray_dashboard_url: str | None, index: int, supervisor_pid: int,
                listener: socket.socket) -> None:
-    """One worker process: join Ray, find the switch's actors, serve until told to stop."""
+    """One worker process: join Ray, find the switch's actors, serve until told to stop.
+    It places ids by the topology saved now: slot moves and pins made since the supervisor
+    started (a worker started again after one) are in it."""
     configure_logging(settings.logging.level, settings.logging.json_lines)
+    topology = load_topology(Path(settings.data.dir)) or topology
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
     _stop_when_orphaned(supervisor_pid)
