@@ -605,7 +605,8 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
             task.cancel()
 
     switch_layer = hub_routes(hub, payments, api.parse_one, api.parse_many,
-                              settings.api.batch_items_max, settings.server.retry_after_seconds)
+                              settings.api.batch_items_max, settings.server.retry_after_seconds,
+                              metrics.count_payments)
     routes = [
         Route("/v1/accounts", api.post_accounts, methods=["POST"]),
         Route("/v1/accounts/{account_id}", api.get_account, methods=["GET"]),

@@ -12,7 +12,7 @@ An object a participant may not see answers as if it did not exist (404).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -48,6 +48,7 @@ from switch.routing.channel import (
 )
 
 Answer = tuple[str, PaymentView | None]
+ACTIONS = {POST: "fulfil", VOID: "abort"}
 
 
 def position_json(position: Position) -> dict[str, Any]:
@@ -76,7 +77,9 @@ def quote_json(quote_id: str, quote: Quote) -> dict[str, Any]:
 
 
 def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany,
-               batch_items_max: int, retry_after_seconds: int) -> list[BaseRoute]:
+               batch_items_max: int, retry_after_seconds: int,
+               count: Callable[[str, Iterable[str]], None]) -> list[BaseRoute]:
+    """`count(action, results)`: each payment's, fulfil's or abort's result (the metrics)."""
     payments_array = array_adapter(PaymentIn, batch_items_max)
     refs_array = array_adapter(PaymentRefIn, batch_items_max)
 
@@ -88,16 +91,16 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         calls = [payments.pay(_terms(body), principal.participant_id, principal.key_id)
                  for body in bodies]
         if not is_array:
-            result, made = await calls[0]
+            result, made = await _counted("pay", calls[0])
             return await _payment_answer(principal, bodies[0].id, result, created=True,
                                          made=made)
-        return await _array_answer(bodies, calls)
+        return await _array_answer("pay", bodies, calls)
 
     async def resolve(request: Request, how: str) -> Response:
         principal = require(request, OPERATOR, PARTICIPANT)
         payment_id = path_id(request, "payment_id")
-        result, after = await payments.resolve(payment_id, how, principal.participant_id,
-                                               principal.key_id)
+        result, after = await _counted(ACTIONS[how], payments.resolve(
+            payment_id, how, principal.participant_id, principal.key_id))
         return await _payment_answer(principal, payment_id, result, created=False, made=after)
 
     async def resolve_many(request: Request, how: str) -> Response:
@@ -107,10 +110,20 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         calls = [payments.resolve(ref.id, how, principal.participant_id, principal.key_id)
                  for ref in refs]
         if not is_array:
-            result, after = await calls[0]
+            result, after = await _counted(ACTIONS[how], calls[0])
             return await _payment_answer(principal, refs[0].id, result, created=False,
                                          made=after)
-        return await _array_answer(refs, calls)
+        return await _array_answer(ACTIONS[how], refs, calls)
+
+    async def _counted(action: str, call: Awaitable[Answer]) -> Answer:
+        """One object's answer, counted (a refusal before the ledger too, then raised)."""
+        try:
+            answer = await call
+        except ApiError as refused:
+            count(action, [refused.code])
+            raise
+        count(action, [answer[0]])
+        return answer
 
     async def fulfil(request: Request) -> Response:
         return await resolve(request, POST)
@@ -140,7 +153,7 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
             answer.update(code=result, message=MESSAGES.get(result, result))
         return json_response(answer, status, retry_after_seconds if status == 503 else None)
 
-    async def _array_answer(items: Sequence[PaymentIn | PaymentRefIn],
+    async def _array_answer(action: str, items: Sequence[PaymentIn | PaymentRefIn],
                             calls: Sequence[Awaitable[Answer]]) -> Response:
         """Every item's result, in order. What refuses one item (a rule, a quote, a full log)
         is that item's result; a shard overloaded or unavailable is the whole request's
@@ -161,6 +174,7 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         results = []
         for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
             results.append({"index": index, "id": item.id, **_item_result(answer)})
+        count(action, [result["result"] for result in results])
         return json_response({"results": results})
 
     async def get_payment(request: Request) -> Response:

@@ -6,11 +6,12 @@ in the shards, and the books, is exported from the Monitor's latest poll by a co
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -47,6 +48,9 @@ class Metrics:
         self.ndc_alarms = Counter("payswitch_ndc_alarms", "Positions crossing their alarm "
                                   "threshold (percent of the cap) upwards",
                                   ["participant", "ledger"], registry=self.registry)
+        self.payments = Counter("payswitch_payments", "Payments between participants, their "
+                                "fulfils and aborts, by result", ["action", "result"],
+                                registry=self.registry)
         monitor.on_results = self._count_results
         shards = _MonitorCollector(monitor)
         self.registry.register(shards)
@@ -62,6 +66,11 @@ class Metrics:
         self.registry.register(collector)
         if self._exported is not self.registry:
             self._exported.register(collector)
+
+    def count_payments(self, action: str, results: Iterable[str]) -> None:
+        """`action`: pay, fulfil or abort."""
+        for result, count in collections.Counter(results).items():
+            self.payments.labels(action, result).inc(count)
 
     def count_alarm(self, participant: str, ledger: str) -> None:
         self.ndc_alarms.labels(participant, ledger).inc()

@@ -517,3 +517,36 @@ def test_the_client_sends_concurrent_payments_and_fulfils_as_arrays(hub: Switch)
     with Client(hub.running.url, hub.keys[payee]) as client, ThreadPoolExecutor(4) as pool:
         aborts = list(pool.map(client.abort_payment, ids[1::2][:8]))  # the sync client
     assert {a.result for a in aborts} == {"pending_transfer_already_posted"}
+
+
+def test_payments_are_counted_by_action_and_result_on_metrics(hub: Switch) -> None:
+    """What operators watch: payments made and refused (the cap above all), fulfils and
+    aborts, one object or an array, refusals before the ledger included."""
+    from tests.switch.test_metrics import samples
+
+    def counts() -> dict[tuple[str, str], float]:
+        found = samples(hub.op("GET", "/metrics").text)
+        return {(dict(labels)["action"], dict(labels)["result"]): value
+                for (name, labels), value in found.items() if name == "payswitch_payments_total"}
+
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    before = counts()
+    assert hub.pay(alice, bob, 60).status_code == 201
+    assert hub.pay(alice, bob, 50).json()["code"] == "exceeds_net_debit_cap"
+    assert hub.post_payment({"id": fresh("p"), "quote_id": "nope"}).status_code == 422
+    prepared = fresh("p")
+    hub.as_(payer, "POST", "/v1/payments", [
+        {"id": prepared, "payer_account_id": alice, "payee_account_id": bob, "amount": 10,
+         "ledger": USD, "mode": "two_phase"},
+        {"id": fresh("p"), "payer_account_id": alice, "payee_account_id": bob, "amount": 90,
+         "ledger": USD}])
+    assert hub.as_(payee, "POST", f"/v1/payments/{prepared}/fulfil").status_code == 200
+    hub.as_(payee, "POST", "/v1/payments/abort", [{"id": prepared}])
+    after = counts()
+    grown = {key: after[key] - before.get(key, 0) for key in after
+             if after[key] != before.get(key, 0)}
+    assert grown == {("pay", "ok"): 2, ("pay", "exceeds_net_debit_cap"): 2,
+                     ("pay", "quote_invalid"): 1, ("fulfil", "ok"): 1,
+                     ("abort", "pending_transfer_already_posted"): 1}, grown
