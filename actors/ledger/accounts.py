@@ -28,6 +28,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter
 
@@ -79,6 +80,7 @@ class AccountTable:
         self._ledger_of: dict[str, int] = {}
         self._owner_of: dict[str, int] = {}
         self.user_data: dict[int, str] = {}
+        self._owned: Counter[int] | None = None  # accounts per owner index, once asked
 
     # ---- as a dict of accounts ----
 
@@ -146,9 +148,27 @@ class AccountTable:
         self._name_index(account.ledger, self.ledgers, self._ledger_of)
         row = self.rows.add(account.id)
         self.data += row_bytes
+        if self._owned is not None:
+            self._owned[owner_index] += 1
         if account.user_data:
             self.user_data[row] = account.user_data
         return self[account.id]
+
+    def owned(self, owner: str) -> int:
+        """How many accounts of this table `owner` owns (counted from the rows once, then
+        kept as accounts are added)."""
+        index = self._owner_of.get(owner)
+        if index is None:
+            return 0
+        if self._owned is None:
+            self._owned = Counter(self._owner_indexes())
+        return self._owned[index]
+
+    def _owner_indexes(self) -> array[int]:
+        indexes = array("I", self.data)[_OWNER_WORD::ROW_BYTES // 4]
+        if sys.byteorder != "little":  # rows are little-endian
+            indexes.byteswap()
+        return indexes
 
     @staticmethod
     def _name_index(name: str, names: list[str], index_of: dict[str, int]) -> None:
@@ -241,9 +261,7 @@ class AccountTable:
         if not rows:
             return
         ledger_indexes = self.data[_LEDGER_OFFSET::ROW_BYTES]  # one byte a row
-        owner_indexes = array("I", self.data)[_OWNER_WORD::ROW_BYTES // 4]
-        if sys.byteorder != "little":  # rows are little-endian
-            owner_indexes.byteswap()
+        owner_indexes = self._owner_indexes()
         if (max(ledger_indexes) >= len(self.ledgers) or max(owner_indexes) >= len(self.owners)
                 or any(not 0 <= row < rows for row in self.user_data)):
             raise ValueError("a snapshot's rows name ledgers, owners or rows it does not hold")

@@ -22,6 +22,9 @@ class AccountResult(StrEnum):
     exists_with_different_flags = "exists_with_different_flags"
     exists_with_different_user_data = "exists_with_different_user_data"
     exists = "exists"
+    # A participant's key made as many accounts for it on this shard as it may
+    # (auth.accounts_per_participant_max, shared out over the shards).
+    account_quota_exceeded = "account_quota_exceeded"
 
 
 class TransferResult(StrEnum):

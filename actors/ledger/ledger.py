@@ -137,6 +137,9 @@ class Ledger(LedgerState):
             if participant_id and existing.owner != participant_id:
                 return AccountResult.forbidden, []
             return account_exists(existing, account), []
+        quota = self.accounts_per_participant_max
+        if participant_id and quota and self.accounts.owned(account.owner) >= quota:
+            return AccountResult.account_quota_exceeded, []
         if account.timestamp <= 0:
             raise ValueError(f"account {account.id} is not stamped")
         events: list[Event] = [AccountCreated(account, key_id)]

@@ -101,6 +101,9 @@ class LedgerState:
         self.ledgers = frozenset(ledgers)
         self.store: LedgerStore = store if store is not None else MemoryStore()
         self.accounts = AccountTable()
+        # How many accounts a participant's key may make for it on this shard (0: no bound):
+        # a rule of creation only (accounts made before stay; replay never checks it).
+        self.accounts_per_participant_max = 0
         self.homed_count = 0  # transfers committed with this shard as their home
         self.reservations: dict[str, Reservation] = {}
         self.pending: dict[str, PendingState] = {}  # open pending transfers homed here

@@ -106,6 +106,7 @@ class ShardConfig:
     gc_freeze: bool = True
     log_level: str = "INFO"
     log_json: bool = True
+    accounts_per_participant_max: int = 0  # on this shard (0: no bound)
 
 
 class ShardHost:
@@ -142,6 +143,7 @@ class ShardHost:
 
     def _recover(self) -> tuple[Ledger, RecoveryReport]:
         ledger = Ledger(self.config.ledgers, self._log.store)
+        ledger.accounts_per_participant_max = self.config.accounts_per_participant_max
 
         def load(body: bytes) -> Any:
             live, legacy_index = decode_snapshot(body)

@@ -16,6 +16,8 @@ MESSAGES: dict[str, str] = {
     "flags_invalid": "The flags debits_must_not_exceed_credits and "
     "credits_must_not_exceed_debits cannot both be set.",
     "ledger_unknown": "The ledger is not one of the switch's configured ledgers.",
+    "account_quota_exceeded": "The participant has opened as many accounts as it may "
+    "(auth.accounts_per_participant_max): ask the operator.",
     "amount_invalid": "The amount must be an integer of minor units, 0 < amount < 2^63.",
     "accounts_must_be_different": "The debit and credit accounts must be different.",
     "debit_account_not_found": "The debit account does not exist.",

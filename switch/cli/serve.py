@@ -196,10 +196,12 @@ def _with_replication(data_dir: Path, topology: Topology, mode: ReplicationMode,
 def start_shards(settings: Settings, topology: Topology) -> RayShards:
     """Start every shard and wait until each has recovered; raises if any cannot start."""
     data_dir = Path(settings.data.dir).resolve()
+    quota = settings.auth.accounts_per_participant_max
     configs = [ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
                            settings.api.history_page_max, settings.gc.generation0_threshold,
                            settings.gc.freeze_after_start, settings.logging.level,
-                           settings.logging.json_lines)
+                           settings.logging.json_lines,
+                           -(-quota // topology.shard_count))  # each shard's share (0: none)
                for index in range(topology.shard_count)]
     options = ShardOptions(str(data_dir), settings.wal.map_size_bytes,
                            settings.shards.transfer_cache_max,

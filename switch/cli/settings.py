@@ -142,6 +142,9 @@ class AuthSettings(_Section):
     requests_per_second: float = Field(gt=0)
     burst: int = Positive
     refresh_interval_ms: int = Field(gt=0, le=1000)  # revocation reaches every ingress by then
+    # Accounts a participant's keys may open for it, in all (0: no bound): accounts live in
+    # memory. Shared out evenly over the shards (each refuses past its share).
+    accounts_per_participant_max: int = Field(ge=0)
 
 
 class FeeRule(_Section):

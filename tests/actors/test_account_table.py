@@ -154,3 +154,33 @@ def test_a_table_without_some_accounts_keeps_the_others_as_they_are() -> None:
     assert list(again.values()) == expected
     kept.add(_account("a3"))  # it may come back (its slot moved back)
     assert kept["a3"].id == "a3" and len(kept) == 10
+
+
+def test_a_participant_opens_at_most_its_quota_here_and_the_operator_any() -> None:
+    """accounts_per_participant_max on this shard: its own keys' creations past it answer
+    account_quota_exceeded and change nothing; a repeat still answers exists; the operator
+    opens more for it; the count holds across a snapshot and a slot's accounts leaving."""
+    from actors.ledger.codes import AccountResult
+    from actors.ledger.ledger import Ledger
+    from tests.actors.ledger_helpers import apply_all
+
+    ledger = Ledger(["USD"])
+    ledger.accounts_per_participant_max = 3
+
+    def create(account_id: str, by: str) -> AccountResult:
+        result, events = ledger.create_account(
+            Account(account_id, "USD", 1, "psp", 0, "", 1), participant_id=by)
+        apply_all(ledger, events)
+        return result
+
+    assert [create(f"w{n}", "psp") for n in range(4)] == [AccountResult.ok] * 3 + [
+        AccountResult.account_quota_exceeded]
+    assert "w3" not in ledger.accounts and ledger.accounts.owned("psp") == 3
+    assert create("w0", "psp") == AccountResult.exists
+    assert create("w4", "") == AccountResult.ok  # the operator: not bound
+    assert create("w5", "psp") == AccountResult.account_quota_exceeded
+    reloaded = AccountTable.from_rows(ledger.accounts.snapshot_rows())
+    assert reloaded.owned("psp") == 4 and reloaded.owned("nobody") == 0
+    ledger.accounts = reloaded.without({"w0", "w1"})
+    assert ledger.accounts.owned("psp") == 2
+    assert create("w5", "psp") == AccountResult.ok

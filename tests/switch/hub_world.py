@@ -117,6 +117,8 @@ FEES = {USD: [{"fixed": 0, "basis_points": 0}],  # the ledger's own: none
 def hub_switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switch]:
     running = RunningSwitch(switch_settings(tmp_path_factory.mktemp("hub") / "data",
                                             **{"hub.fees": FEES,
-                                               "hub.gross_ledgers": [GROSS]})).start()
+                                               "hub.gross_ledgers": [GROSS],
+                                               "auth.accounts_per_participant_max": 8}
+                                            )).start()
     yield Switch(running)
     running.stop()

@@ -550,3 +550,24 @@ def test_payments_are_counted_by_action_and_result_on_metrics(hub: Switch) -> No
     assert grown == {("pay", "ok"): 2, ("pay", "exceeds_net_debit_cap"): 2,
                      ("pay", "quote_invalid"): 1, ("fulfil", "ok"): 1,
                      ("abort", "pending_transfer_already_posted"): 1}, grown
+
+
+def test_a_participant_opens_at_most_its_quota_of_accounts(hub: Switch) -> None:
+    """auth.accounts_per_participant_max (8 here, over 3 shards: 3 each): its own keys'
+    creations past a shard's share answer account_quota_exceeded and open nothing; the
+    operator still opens accounts for it."""
+    bank = hub.participant()
+    ids = [fresh("q") for _ in range(20)]
+    body = [{"id": account_id, "ledger": USD, "code": 1, "owner": bank,
+             "flags": {"debits_must_not_exceed_credits": True}} for account_id in ids]
+    results = hub.as_(bank, "POST", "/v1/accounts", body).json()["results"]
+    made = [r["id"] for r in results if r["result"] == "ok"]
+    refused = [r["id"] for r in results if r["result"] == "account_quota_exceeded"]
+    assert 3 <= len(made) <= 9 and len(made) + len(refused) == 20, results
+    assert hub.as_(bank, "GET", f"/v1/accounts/{refused[0]}").status_code == 404
+    again = hub.as_(bank, "POST", "/v1/accounts", body).json()["results"]
+    assert {r["id"]: r["result"] for r in again} == {
+        **{i: "exists" for i in made}, **{i: "account_quota_exceeded" for i in refused}}
+    one = hub.as_(bank, "POST", "/v1/accounts", body[ids.index(refused[0])])
+    assert (one.status_code, one.json()["code"]) == (422, "account_quota_exceeded")
+    assert hub.wallet(bank)  # the operator's: not bound

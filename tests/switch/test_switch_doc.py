@@ -28,36 +28,36 @@ def test_the_worked_example(switch: RunningSwitch) -> None:
     call("POST", "/v1/participants/bank-a/funds", {  # step 2
         "id": "f1", "ledger": "USD", "direction": "in", "amount": 1_000_000}, expect=201)
     call("PUT", "/v1/participants/bank-a/ledgers/USD/net-debit-cap", {"net_debit_cap": 500_000})
-    for wallet, bank in (("alice", "bank-a"), ("bob", "bank-b")):  # step 3
+    for wallet, bank in (("alice-a", "bank-a"), ("bob-b", "bank-b")):  # step 3
         call("POST", "/v1/accounts", {"id": wallet, "ledger": "USD", "code": 1, "owner": bank,
                                       "flags": {"debits_must_not_exceed_credits": True}},
              key=keys[bank], expect=201)
     call("POST", "/v1/accounts", {"id": "cash", "ledger": "USD", "code": 1, "owner": "hub"},
          expect=201)
     call("POST", "/v1/transfers", {"id": "load", "debit_account_id": "cash",
-                                   "credit_account_id": "alice", "amount": 1_000_000,
+                                   "credit_account_id": "alice-a", "amount": 1_000_000,
                                    "ledger": "USD", "code": 1}, expect=201)
-    call("POST", "/v1/parties", {"type": "MSISDN", "id": "+254700000001", "account_id": "bob"},
+    call("POST", "/v1/parties", {"type": "MSISDN", "id": "+254700000001", "account_id": "bob-b"},
          key=keys["bank-b"], expect=201)
     quote = call("POST", "/v1/quotes", {  # step 4
-        "payer_account_id": "alice", "payee": {"type": "MSISDN", "id": "+254700000001"},
+        "payer_account_id": "alice-a", "payee": {"type": "MSISDN", "id": "+254700000001"},
         "amount": 12_000, "amount_type": "RECEIVE", "ledger": "USD"}, key=keys["bank-a"],
         expect=201)
     call("POST", "/v1/payments", {"id": "p1", "quote_id": quote["quote_id"]},
          key=keys["bank-a"], expect=201)
     fee = quote["fee"]
-    assert switch.account("alice")["debits_posted"] == 12_000 + fee
-    assert switch.account("bob")["credits_posted"] == 12_000
+    assert switch.account("alice-a")["debits_posted"] == 12_000 + fee
+    assert switch.account("bob-b")["credits_posted"] == 12_000
     positions = {bank: call("GET", f"/v1/participants/{bank}/positions")["positions"][0]
                  for bank in keys}
     assert (positions["bank-a"]["position"], positions["bank-a"]["headroom"]) == (12_000,
                                                                                   488_000)
     assert positions["bank-b"]["position"] == -12_000
     refused = switch.client.post(switch.url + "/v1/payments", json={  # step 5
-        "id": "p2", "payer_account_id": "alice", "payee_account_id": "bob", "amount": 488_001,
+        "id": "p2", "payer_account_id": "alice-a", "payee_account_id": "bob-b", "amount": 488_001,
         "ledger": "USD"})
     assert refused.json()["code"] == "exceeds_net_debit_cap"
-    assert switch.account("bob")["credits_posted"] == 12_000  # it moved nothing
+    assert switch.account("bob-b")["credits_posted"] == 12_000  # it moved nothing
     call("POST", "/v1/settlement-windows/close", {"ledger": "USD"})  # step 6
     found = call("GET", "/v1/settlement-windows/USD.1/report")
     nets = {row["participant_id"]: row["net"] for row in found["participants"]}
