@@ -268,8 +268,7 @@ def serve(settings: Settings) -> int:
             controller.stop()
             log.info("stopping shards")
             stop_shards(shards)
-            log.info("stopped: every acknowledged write is in the shards' logs under %s",
-                     Path(settings.data.dir).resolve())
+            log.info("stopped: every acknowledged write is in the shards' logs")
     finally:
         ray.shutdown()
         sys.stdout.flush()

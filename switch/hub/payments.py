@@ -91,10 +91,12 @@ class Payments:
             raise ApiError(422, "account_not_found")
         if not self.hub.enabled(account.owner, account.ledger):
             raise ApiError(422, "owner_not_enabled")
-        (outcome,) = await self.hub.router.create_accounts(
-            [party_account(party_type, value, account)], key_id=key_id)
+        (outcome,) = await self.hub.router.create_accounts(  # as the caller: its quota binds
+            [party_account(party_type, value, account)], key_id=key_id,
+            participant_id=caller_participant)
         result = result_of(outcome)
-        return "party_taken" if result.startswith("exists_with_different_") else result
+        taken = result == "forbidden" or result.startswith("exists_with_different_")
+        return "party_taken" if taken else result  # (another's alias: nothing of it told)
 
     async def party(self, party_type: str, value: str) -> Account | None:
         """The account an alias names (None: no such alias)."""

@@ -116,11 +116,11 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         return await _array_answer(ACTIONS[how], refs, calls)
 
     async def _counted(action: str, call: Awaitable[Answer]) -> Answer:
-        """One object's answer, counted (a refusal before the ledger too, then raised)."""
+        """One object's answer, counted (a refusal or failure too, then raised)."""
         try:
             answer = await call
-        except ApiError as refused:
-            count(action, [refused.code])
+        except BaseException as failed:
+            count(action, [_code_of(failed)])
             raise
         count(action, [answer[0]])
         return answer
@@ -166,6 +166,7 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         found = await asyncio.gather(*(payments.view(items[place].id) for place in repeats))
         for place, view in zip(repeats, found, strict=True):  # made before: as it is now
             answers[place] = ("exists", view)
+        count(action, [_code_of(answer) for answer in answers])
         failures = [answer for answer in answers if isinstance(answer, BaseException)
                     and not isinstance(answer, ApiError) and not is_item_failure(answer)]
         if failures:  # a bug first (500, logged), else overloaded or unavailable (429, 503)
@@ -174,7 +175,6 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         results = []
         for index, (item, answer) in enumerate(zip(items, answers, strict=True)):
             results.append({"index": index, "id": item.id, **_item_result(answer)})
-        count(action, [result["result"] for result in results])
         return json_response({"results": results})
 
     async def get_payment(request: Request) -> Response:
@@ -302,6 +302,19 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
 def _terms(body: PaymentIn) -> PaymentTerms:
     return PaymentTerms(body.id, body.quote_id, body.payer_account_id, body.payee_account_id,
                         body.amount, body.ledger, body.mode == "two_phase", body.timeout_ms)
+
+
+def _code_of(answer: Answer | BaseException) -> str:
+    """What the metrics count an answer as: its result, or what failed it."""
+    if isinstance(answer, ApiError | ShardCallFailed):
+        return answer.code
+    if isinstance(answer, Overloaded):
+        return "overloaded"
+    if isinstance(answer, ShardUnavailable):
+        return "shard_unavailable"
+    if isinstance(answer, BaseException):
+        return "internal_error"
+    return answer[0]
 
 
 def _item_result(answer: Answer | BaseException) -> dict[str, Any]:

@@ -571,3 +571,9 @@ def test_a_participant_opens_at_most_its_quota_of_accounts(hub: Switch) -> None:
     one = hub.as_(bank, "POST", "/v1/accounts", body[ids.index(refused[0])])
     assert (one.status_code, one.json()["code"]) == (422, "account_quota_exceeded")
     assert hub.wallet(bank)  # the operator's: not bound
+    # Aliases are accounts it owns: its key's registrations are bound too (found by review).
+    target = made[0]
+    answers = [hub.as_(bank, "POST", "/v1/parties", {"type": "EMAIL", "id": f"{fresh('a')}@x.io",
+                                                     "account_id": target}) for _ in range(12)]
+    codes = [a.json()["result"] for a in answers]
+    assert "account_quota_exceeded" in codes and set(codes) <= {"ok", "account_quota_exceeded"}
