@@ -160,7 +160,7 @@ class AccountTable:
 
     def _count_owners(self) -> None:
         """Counted from the rows where a table is made from rows (a snapshot, a slot leaving:
-        work of the table's size already, ~40 ms a million), not in a batch."""
+        work of the table's size there already), not inside a batch."""
         self._owned = Counter(self._owner_indexes())
 
     def _owner_indexes(self) -> array[int]:

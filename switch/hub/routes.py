@@ -119,7 +119,7 @@ def hub_routes(hub: Hub, payments: Payments, parse: Parse, parse_many: ParseMany
         """One object's answer, counted (a refusal or failure too, then raised)."""
         try:
             answer = await call
-        except BaseException as failed:
+        except Exception as failed:  # (a request cancelled, its client gone: not counted)
             count(action, [_code_of(failed)])
             raise
         count(action, [answer[0]])
