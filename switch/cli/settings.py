@@ -183,6 +183,9 @@ class HubSettings(_Section):
 
     quote_expiry_ms: int = Field(default=60_000, gt=0)  # how long a quote's terms bind
     prepare_timeout_ms: int = Field(default=30_000, gt=0)  # a two-phase payment's default expiry
+    # Two-phase payments an ingress process prepared, kept so that their fulfil or abort
+    # needs no read of the payment first (0: always read).
+    prepared_kept_max: int = Field(default=100_000, ge=0)
     alarm_percent: int = Field(default=80, ge=1, le=100)  # of its cap: a position's alarm
     window_close_interval_s: int = Field(default=0, ge=0)  # 0: the operator closes windows
     gross_ledgers: list[str] = Field(default_factory=list)  # payments settle at once there

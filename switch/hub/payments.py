@@ -79,6 +79,10 @@ class Payments:
         self.settings = settings
         self.key = key
         self.coalescer = coalescer
+        # Payments prepared here (oldest first): a fulfil or abort of one starts from what
+        # was prepared instead of reading its wallet leg back (a shard round trip). Their
+        # terms never change; their state is the ledger's to answer.
+        self._prepared: dict[str, PaymentView] = {}
 
     # ---- parties ----
 
@@ -151,8 +155,19 @@ class Payments:
                 payment, key_id, gross=gross) + self._window_leg(payment, number, key_id))
         if result != "ok" or made is None:
             return result, None
-        return result, PaymentView(payment, "prepared" if terms.two_phase else "committed",
-                                   made.timestamp)
+        made_view = PaymentView(payment, "prepared" if terms.two_phase else "committed",
+                                made.timestamp)
+        if terms.two_phase:
+            self._keep_prepared(made_view)
+        return result, made_view
+
+    def _keep_prepared(self, view: PaymentView) -> None:
+        kept = self._prepared
+        if self.settings.prepared_kept_max == 0:
+            return
+        while len(kept) >= self.settings.prepared_kept_max:
+            del kept[next(iter(kept))]
+        kept[view.payment.id] = view
 
     def _window_leg(self, payment: Payment, number: int, key_id: str) -> list[Transfer]:
         if payment.payer_participant == payment.payee_participant or \
@@ -240,7 +255,7 @@ class Payments:
         """Fulfil ("post") or abort ("void") a prepared payment, all its legs as one chain.
         Only its payee's participant (or the operator) may; to anyone else it does not
         exist."""
-        view = await self.view(payment_id)
+        view = self._prepared.get(payment_id) or await self.view(payment_id)
         if view is None or (caller_participant
                             and caller_participant != view.payment.payee_participant):
             raise ApiError(404, "payment_not_found")
@@ -255,6 +270,7 @@ class Payments:
             outcomes = await self.hub.router.create_transfers(resolutions)
             result = payment_result(resolutions, [result_of(o) for o in outcomes])
         if result in ("ok", "exists"):  # as resolved: no need to read it back
+            self._prepared.pop(payment_id, None)
             return result, PaymentView(view.payment, "committed" if how == POST else "aborted",
                                        view.timestamp)
         after = await self.view(payment_id)

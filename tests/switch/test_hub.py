@@ -276,6 +276,36 @@ def test_prepare_then_fulfil(hub: Switch) -> None:
         "pending_transfer_already_posted"
 
 
+def test_a_payment_prepared_here_is_fulfilled_without_reading_it_first(hub: Switch) -> None:
+    """The ingress keeps what it prepared (hub.prepared_kept_max): its fulfil goes straight
+    to the chain of posts, with no read of the wallet leg (a shard round trip) first; who may
+    fulfil is checked all the same."""
+    payer, payee = hub.participant(), hub.participant()
+    hub.ready(payer, 100)
+    alice, bob = hub.wallet(payer, 1_000), hub.wallet(payee)
+    payment_id = fresh("pay")
+    assert hub.pay(alice, bob, 70, payment_id=payment_id, mode="two_phase").status_code == 201
+    router = hub.running.router
+    assert router is not None
+    asked: list[str] = []
+    original = router.ask
+
+    async def counting(shard: int, command: Any) -> Any:
+        asked.append(type(command).__name__)
+        return await original(shard, command)
+
+    router.ask = counting  # type: ignore[method-assign]
+    try:
+        path = f"/v1/payments/{payment_id}"
+        assert hub.as_(payer, "POST", f"{path}/fulfil").status_code == 404  # the payee's
+        done = hub.as_(payee, "POST", f"{path}/fulfil")
+        assert done.status_code == 200 and done.json()["payment"]["state"] == "committed"
+        assert "GetTransfer" not in asked, asked
+    finally:
+        del router.ask
+    assert (hub.balance(alice), hub.balance(bob)) == (930, 70)
+
+
 def test_abort_and_expiry_release_everything(hub: Switch) -> None:
     payer, payee = hub.participant(), hub.participant()
     hub.ready(payer, 100)
