@@ -98,6 +98,11 @@ Outcome = tuple[str, Any] | BaseException
 OnOutcome = Callable[[int, Outcome], None]
 
 
+def _moved(outcome: object) -> bool:
+    """A shard's answer that the slot has moved (it applied nothing; the router learned)."""
+    return isinstance(outcome, SlotMoving) and outcome.moved
+
+
 class _TellingOutcomes(list[Outcome | None]):
     """The outcomes of a batch, telling `on_outcome` of each as it is set. Every item is set
     once, in the same step of the wave that makes it final (see `create_transfers`). With
@@ -108,17 +113,21 @@ class _TellingOutcomes(list[Outcome | None]):
         self._on_outcome = on_outcome
         self._held = held
         self._told: set[int] = set()
+        self.sending_on = True  # a slot_moved answer is not told: the item is sent again
+
+    def _tellable(self, outcome: Outcome | None) -> bool:
+        return outcome is not None and not (self.sending_on and _moved(outcome))
 
     def __setitem__(self, index: Any, outcome: Any) -> None:
         super().__setitem__(index, outcome)
-        if outcome is not None and not self._held:
+        if self._tellable(outcome) and not self._held:
             self._on_outcome(index, outcome)
 
     def tell_set(self) -> None:
         if not self._held:
             return
         for index, outcome in enumerate(self):
-            if outcome is not None and index not in self._told:
+            if self._tellable(outcome) and index not in self._told:
                 self._told.add(index)
                 self._on_outcome(index, outcome)
 
@@ -163,8 +172,10 @@ class _Cross:
         """A part, or the home, is surely not there: refused by a rule, or its command
         never left this router. Such an attempt can never commit."""
         replies = [self.committed, *self.reserved.values()]
-        return self.unsent or any(isinstance(reply, TransferReply | ReserveReply)
-                                  and reply.result != _OK for reply in replies)
+        return self.unsent or any(
+            isinstance(reply, SlotMoving)  # the shard applied nothing: the slot is not there
+            or (isinstance(reply, TransferReply | ReserveReply) and reply.result != _OK)
+            for reply in replies)
 
 
 class Router:
@@ -302,17 +313,22 @@ class Router:
         """Create accounts (with their limits, when given, in the same shard batch); `key_id`
         names the key that asked (recorded with each), `participant_id` for whom."""
         given = limits or [None] * len(accounts)
-        calls: list[Call] = [(self.shard_of(a.id), CreateAccount(a, lim, key_id,
-                                                                 participant_id))
-                             for a, lim in zip(accounts, given, strict=True)]
-        outcomes: list[Outcome] = []
-        for reply in await self.scatter(calls):
-            if isinstance(reply, BaseException):
-                outcomes.append(reply)
-            else:
-                created = expect(reply, AccountReply)
-                outcomes.append((created.result, created.account))
-        return outcomes
+        commands = [CreateAccount(a, lim, key_id, participant_id)
+                    for a, lim in zip(accounts, given, strict=True)]
+        replies: list[Any] = [None] * len(accounts)
+        places = list(range(len(accounts)))
+        for _ in range(SLOT_HOPS_MAX):  # again where a moved slot is now (nothing applied)
+            sent = await self.scatter([(self.shard_of(accounts[i].id), commands[i])
+                                       for i in places])
+            for place, reply in zip(places, sent, strict=True):
+                replies[place] = reply
+            places = [place for place, reply in zip(places, sent, strict=True)
+                      if _moved(reply)]
+            if not places:
+                break
+        return [reply if isinstance(reply, BaseException)
+                else (expect(reply, AccountReply).result, expect(reply, AccountReply).account)
+                for reply in replies]
 
     # ---- transfers ----
 
@@ -325,11 +341,25 @@ class Router:
         same point the batch's answer waits for), so its answer may leave at once."""
         outcomes: list[Outcome | None] = [None] * len(transfers) if on_outcome is None \
             else _TellingOutcomes(len(transfers), on_outcome, self.answer_after_finalize)
-        repeats = _Repeats(transfers, self._units(transfers, outcomes))
-        waiting = repeats.units
-        while waiting:
-            await self._run_waves(transfers, waiting, outcomes)
-            waiting = repeats.answer(outcomes)
+        units = self._units(transfers, outcomes)
+        for hop in range(SLOT_HOPS_MAX):
+            last = hop == SLOT_HOPS_MAX - 1
+            if isinstance(outcomes, _TellingOutcomes):
+                outcomes.sending_on = not last
+            repeats = _Repeats(transfers, units)
+            waiting = repeats.units
+            while waiting:
+                await self._run_waves(transfers, waiting, outcomes)
+                waiting = repeats.answer(outcomes)
+            # A slot that moved, told by its old shard (which applied nothing): the router
+            # has learned where it is; the units it refused go again, as a client's retry
+            # would, with the same ids (another ingress process moved it).
+            units = [unit for unit in units if any(_moved(outcomes[i]) for i in unit)]
+            if not units or last:
+                break
+            for unit in units:
+                for index in unit:
+                    outcomes[index] = None
         if isinstance(outcomes, _TellingOutcomes):
             outcomes.tell_set()
         return [outcome for outcome in outcomes if outcome is not None]

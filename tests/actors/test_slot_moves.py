@@ -16,7 +16,7 @@ from actors.ledger import slots as slots_core
 from actors.ledger import snapshot
 from actors.ledger.events import SlotFrozen, SlotImported, SlotMovedOut
 from actors.ledger.ledger import Ledger
-from actors.ledger.model import PENDING, POST_PENDING, Account, Roles, Transfer
+from actors.ledger.model import LINKED, PENDING, POST_PENDING, Account, Roles, Transfer
 from actors.ledger.store import MemoryStore
 from actors.messages import (
     AccountTransfers,
@@ -605,3 +605,49 @@ def test_a_moves_events_survive_the_wal_tools_json(cluster: Cluster) -> None:
                   SlotFrozen(SLOT, SLOTS, 0, 2, "acct")):
         shown = orjson.loads(orjson.dumps(event_json(event)))
         assert event_from_json(shown) == event
+
+
+def test_a_router_that_has_not_heard_of_a_move_writes_there_at_once(cluster: Cluster) -> None:
+    """Another ingress process's router (stale: it started before the move) sends writes
+    about the moved slot to its old shard, which answers `slot_moved`: the router learns and
+    sends them on, so its callers get their answers, not a 503 for a retry to fix."""
+    moving = ids_in(SLOT, "m", 6)
+    elsewhere = ids_on(cluster.router, 0, SLOT, "e", 2)
+    homed = ids_in(SLOT, "t", 3)
+    late = ids_in(SLOT, "n", 1)
+
+    async def drive() -> None:
+        router = cluster.router
+        created = await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
+                                                for a in moving + elsewhere])
+        assert {o[0] for o in created} == {"ok"}  # type: ignore[index]
+        await cluster.move(SLOT, 0)
+
+    asyncio.run(drive())
+    cluster.restart(stale_router=True)
+
+    async def stale_accounts() -> None:
+        router = cluster.router
+        assert router.shard_of(moving[0]) == 1  # it has not heard
+        (account,) = await router.create_accounts([Account(late[0], "USD", 1, "o", 0, "")])
+        assert not isinstance(account, BaseException) and account[0] == "ok"
+        assert router.shard_of(moving[0]) == 0
+
+    asyncio.run(stale_accounts())
+    cluster.restart(stale_router=True)
+
+    async def stale() -> None:
+        router = cluster.router
+        assert router.shard_of(moving[0]) == 1
+        outcomes = await router.create_transfers([
+            transfer(homed[0], moving[0], moving[1], 7),  # homed in the slot, wholly there
+            transfer("c1", moving[2], elsewhere[0], 5),  # one side there
+            transfer(homed[1], elsewhere[1], moving[3], 3, PENDING),  # its home there
+            transfer("l1", moving[4], elsewhere[0], 2, LINKED),  # a chain through it
+            transfer(homed[2], elsewhere[1], moving[5], 1),
+        ])
+        assert [o if isinstance(o, BaseException) else o[0] for o in outcomes] == ["ok"] * 5
+        assert router.shard_of(moving[0]) == 0
+        assert await books(router) == [15, 15, 3, 3]
+
+    asyncio.run(stale())
