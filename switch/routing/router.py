@@ -127,7 +127,7 @@ class _TellingOutcomes(list[Outcome | None]):
         if not self._held:
             return
         for index, outcome in enumerate(self):
-            if self._tellable(outcome) and index not in self._told:
+            if outcome is not None and self._tellable(outcome) and index not in self._told:
                 self._told.add(index)
                 self._on_outcome(index, outcome)
 
