@@ -10,6 +10,7 @@ used twice) comes back as the legs' result codes.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ class Payments:
         # Payments prepared here (oldest first): a fulfil or abort of one starts from what
         # was prepared instead of reading its wallet leg back (a shard round trip). Their
         # terms never change; their state is the ledger's to answer.
-        self._prepared: dict[str, PaymentView] = {}
+        self._prepared: OrderedDict[str, PaymentView] = OrderedDict()
 
     # ---- parties ----
 
@@ -166,7 +167,7 @@ class Payments:
         if self.settings.prepared_kept_max == 0:
             return
         while len(kept) >= self.settings.prepared_kept_max:
-            del kept[next(iter(kept))]
+            kept.popitem(last=False)  # (a dict's first key is slow to find after many dels)
         kept[view.payment.id] = view
 
     def _window_leg(self, payment: Payment, number: int, key_id: str) -> list[Transfer]:
@@ -269,8 +270,8 @@ class Payments:
         else:
             outcomes = await self.hub.router.create_transfers(resolutions)
             result = payment_result(resolutions, [result_of(o) for o in outcomes])
+        self._prepared.pop(payment_id, None)  # resolved, or refused: read it if asked again
         if result in ("ok", "exists"):  # as resolved: no need to read it back
-            self._prepared.pop(payment_id, None)
             return result, PaymentView(view.payment, "committed" if how == POST else "aborted",
                                        view.timestamp)
         after = await self.view(payment_id)

@@ -30,7 +30,7 @@ from actors.messages import (
     ReserveChain,
     Settle,
 )
-from switch.routing.channel import ShardUnavailable
+from switch.routing.channel import ShardUnavailable, SlotMoving
 
 Outcome = tuple[str, Any] | BaseException
 Call = tuple[int, Command]
@@ -119,9 +119,12 @@ class ChainRun:
     def finalize_calls(self) -> list[Call]:
         """Round C: settle the parts round A reserved, by the coordinator's decision."""
         reply = self.committed
-        if not isinstance(reply, ChainReply):
+        if isinstance(reply, SlotMoving):  # the coordinator applied nothing: never commits
+            decision = None
+        elif not isinstance(reply, ChainReply):
             return []  # no answer from the coordinator: only its decision decides; redrive asks
-        decision = reply.decision
+        else:
+            decision = reply.decision
         calls: list[Call] = []
         for shard, shard_reply in self.reserved.items():
             if not isinstance(shard_reply, PartsReply):

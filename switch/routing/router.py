@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +86,7 @@ Settlement = tuple[int, str, list[int]]  # a pending transfer's home, its id, se
 _OK = TransferResult.ok
 _IN_FLIGHT = TransferResult.in_flight
 _STAGED_AT_HOME = -2  # an owner key in round A: the home's reply to `Stage`
-SLOT_HOPS_MAX = 4  # a read follows a moved slot this many shards at most
+SLOT_HOPS_MAX = 4  # a command follows a moved slot this many shards at most
 ATTEMPT_COUNTER_BITS = 32  # an attempt: a router's random prefix, then its counter
 _DEBIT = Roles.debit
 _CREDIT = Roles.credit
@@ -96,6 +97,11 @@ Outcome = tuple[str, Any] | BaseException
 
 
 OnOutcome = Callable[[int, Outcome], None]
+
+
+def _account_outcome(reply: object) -> Outcome:
+    created = expect(reply, AccountReply)
+    return created.result, created.account
 
 
 def _moved(outcome: object) -> bool:
@@ -326,8 +332,7 @@ class Router:
                       if _moved(reply)]
             if not places:
                 break
-        return [reply if isinstance(reply, BaseException)
-                else (expect(reply, AccountReply).result, expect(reply, AccountReply).account)
+        return [reply if isinstance(reply, BaseException) else _account_outcome(reply)
                 for reply in replies]
 
     # ---- transfers ----
@@ -346,7 +351,7 @@ class Router:
             last = hop == SLOT_HOPS_MAX - 1
             if isinstance(outcomes, _TellingOutcomes):
                 outcomes.sending_on = not last
-            repeats = _Repeats(transfers, units)
+            repeats = _Repeats(transfers, units, send_on=not last)
             waiting = repeats.units
             while waiting:
                 await self._run_waves(transfers, waiting, outcomes)
@@ -646,9 +651,10 @@ class Router:
         calls: list[Call] = []
         for cross in crosses:
             reply = cross.committed
-            if not isinstance(reply, TransferReply):
+            if not isinstance(reply, TransferReply | SlotMoving):
                 continue  # no answer from the home: only its decision decides; redrive asks
-            committed = reply.transfer if reply.result == _OK else None
+            committed = reply.transfer if isinstance(reply, TransferReply) and \
+                reply.result == _OK else None  # (a home that said slot_moved applied nothing)
             if cross.claim_shard >= 0:
                 resolution = self._resolution_calls(cross, committed)
                 if len(resolution) > 1:  # the claim's finalize, then the parts' settles
@@ -727,11 +733,15 @@ class _Repeats:
     here, as the id's home would (`exists`, or the first field that differs), without another
     round to the shards: 8,190 copies of one transfer cost one round, not 8,190."""
 
-    def __init__(self, transfers: list[Transfer], units: list[list[int]]) -> None:
+    def __init__(self, transfers: list[Transfer], units: list[list[int]],
+                 send_on: bool = True) -> None:
+        """`send_on`: a lead refused for a moved slot may run again (its answer not told)."""
         self.transfers = transfers
+        self.send_on = send_on
         self.lead: dict[str, int] = {}  # id -> the place whose outcome decides its repeats
         self.waiting: dict[str, list[int]] = {}  # id -> its repeats' places, in order
         self.units: list[list[int]] = []  # the units to run first
+        self.hops: Counter[str] = Counter()  # id -> times its lead was sent on
         for unit in units:
             if len(unit) == 1:
                 transfer_id = transfers[unit[0]].id
@@ -743,11 +753,18 @@ class _Repeats:
 
     def answer(self, outcomes: list[Outcome | None]) -> list[list[int]]:
         """Answer what can be; returns the units to run next (a copy whose earlier attempt
-        stored nothing is a new attempt of its own)."""
+        stored nothing is a new attempt of its own). A lead refused for a moved slot runs
+        again itself (up to SLOT_HOPS_MAX times): the first copy stays the one made."""
         again: list[list[int]] = []
         for transfer_id in list(self.waiting):
             places = self.waiting[transfer_id]
-            outcome = outcomes[self.lead[transfer_id]]
+            lead = self.lead[transfer_id]
+            outcome = outcomes[lead]
+            if self.send_on and _moved(outcome) and self.hops[transfer_id] < SLOT_HOPS_MAX - 1:
+                self.hops[transfer_id] += 1
+                outcomes[lead] = None
+                again.append([lead])
+                continue
             if isinstance(outcome, tuple) and outcome[1] is not None and (
                     outcome[0] == _OK or outcome[0].startswith("exists")):
                 for index in places:

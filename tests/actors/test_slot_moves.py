@@ -651,3 +651,58 @@ def test_a_router_that_has_not_heard_of_a_move_writes_there_at_once(cluster: Clu
         assert await books(router) == [15, 15, 3, 3]
 
     asyncio.run(stale())
+
+
+def _moved_before_a_stale_router(cluster: Cluster, pending: list[Transfer] | None = None
+                                 ) -> None:
+    """Accounts in slot 5 and on shard 0 (and `pending` made), slot 5 moved to shard 0, then
+    a router that has not heard of it."""
+    async def drive() -> None:
+        router = cluster.router
+        created = await router.create_accounts([Account(a, "USD", 1, "o", 0, "")
+                                                for a in ids_in(SLOT, "m", 6)
+                                                + ids_on(router, 0, SLOT, "e", 3)])
+        assert {o[0] for o in created} == {"ok"}  # type: ignore[index]
+        if pending:
+            assert await create(router, pending) == ["ok"] * len(pending)
+        await cluster.move(SLOT, 0)
+
+    asyncio.run(drive())
+    cluster.restart(stale_router=True)
+
+
+@pytest.mark.parametrize("case", ["chain_coordinator", "post_home", "unstaged_home",
+                                  "repeats"])
+def test_a_refusal_for_a_moved_slot_at_the_deciding_shard_leaves_nothing_held(
+        cluster: Cluster, case: str) -> None:
+    """The shard that decides (a chain's coordinator, a post's or an unstaged transfer's
+    home) says slot_moved: it applied nothing, so the attempt's parts and claims elsewhere
+    are voided at once and the attempt sent on commits (was: left for redrive, the resend
+    answering in_flight). Two copies of an id, the first refused so: the first is the one
+    made, the second answered against it."""
+    elsewhere = ids_on(cluster.router, 0, SLOT, "e", 3)
+    moving = ids_in(SLOT, "m", 6)
+    homed = ids_in(SLOT, "t", 1)[0]
+    pending = [transfer("pp", elsewhere[0], elsewhere[1], 9, PENDING)] \
+        if case == "post_home" else None
+    _moved_before_a_stale_router(cluster, pending)
+    batch = {
+        "chain_coordinator": [transfer(homed, elsewhere[0], elsewhere[1], 2, LINKED),
+                              transfer("cz", elsewhere[1], elsewhere[2], 1)],
+        "post_home": [transfer(homed, "", "", 0, POST_PENDING, pending_id="pp")],
+        "unstaged_home": [transfer(homed, elsewhere[0], moving[0], 3)],
+        "repeats": [transfer(homed, elsewhere[0], elsewhere[1], 5),
+                    transfer(homed, elsewhere[0], elsewhere[1], 7)],
+    }[case]
+    expected = ["ok", "exists_with_different_amount"] if case == "repeats" \
+        else ["ok"] * len(batch)
+
+    async def stale() -> None:
+        router = cluster.router
+        router.staged_commit = case != "unstaged_home"
+        outcomes = await router.create_transfers(batch)
+        assert [o if isinstance(o, BaseException) else o[0] for o in outcomes] == expected
+        totals = await books(router)
+        assert totals[2] == totals[3] == 0  # nothing left pending
+
+    asyncio.run(stale())
