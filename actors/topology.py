@@ -119,6 +119,19 @@ class Placement:
         self.shard_count = topology.shard_count
         self._slots = topology.slots
 
+    def adopt(self, topology: Topology) -> bool:
+        """The topology as saved by whoever changed it last (a slot move in another ingress
+        process, a failover), if not older than what this placement knows; False if not
+        taken. The saved one is the truth: a move is saved before its old shard lets go."""
+        if topology.epoch < self.epoch or topology.shard_count != self.shard_count \
+                or topology.slots != self._slots:
+            return False
+        self.topology = topology
+        self.slot_table = list(topology.slot_table)
+        self.pins = dict(topology.pins)
+        self.epoch = topology.epoch
+        return True
+
     def shard_of(self, key: str) -> int:
         if self.pins:
             pinned = self.pins.get(key)

@@ -59,6 +59,32 @@ def load_topology(data_dir: Path) -> Topology | None:
         raise TopologyMismatch(f"{path} cannot be read: {error}") from None
 
 
+class SavedTopology:
+    """The saved topology, read again only when its file changed (a stat per look): how an
+    ingress process hears of a slot move or a failover another process saved."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = topology_path(data_dir)
+        self._seen: tuple[int, int, int] | None = None
+
+    def changed(self) -> Topology | None:
+        """The topology if the file changed since the last look (or at the first), else
+        None; None too while it cannot be read (a look later tries again)."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # (saved by a rename: new inode)
+        if seen == self._seen:
+            return None
+        try:
+            topology = load_topology(self.path.parent)
+        except TopologyMismatch:
+            return None
+        self._seen = seen
+        return topology
+
+
 def save_topology(data_dir: Path, topology: Topology) -> None:
     """Write the file durably: a crash leaves the old file or the new one, never a torn one."""
     write_durably(topology_path(data_dir),

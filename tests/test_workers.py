@@ -86,14 +86,28 @@ def _metrics_count_every_worker(switch: SwitchProcess, requests: int = 40) -> No
 
 
 def _workers_started_again_know_the_moves_before_them(switch: SwitchProcess) -> None:
-    """A slot moved, then every worker killed: those the supervisor starts again place ids
-    by the saved topology (was: the one the supervisor started with), so every scrape shows
-    the move and its epoch."""
+    """A slot moved: every worker shows it within a tick. Then every worker killed: those
+    the supervisor starts again place ids by the saved topology (was: the one the supervisor
+    started with), so every scrape shows the move and its epoch."""
     saved = load_topology(switch.data_dir)
     assert saved is not None
     moved = switch.http.post("/v1/cluster/slot-moves", json={
         "slot": 5, "to_shard": 1 - saved.slot_table[5]})
     assert moved.status_code == 200, moved.text
+    # The worker that did not move it takes the saved topology within a tick (was: kept the
+    # old epoch and slot table until a command met the moved slot).
+    after = load_topology(switch.data_dir)
+    assert after is not None and after.epoch == moved.json()["epoch"]
+    expected = (after.epoch, [after.slot_table.count(shard) for shard in range(2)])
+    deadline = time.monotonic() + 10
+    while True:
+        views = [httpx.get(switch.url + "/v1/cluster", headers=switch.headers,
+                           timeout=30).json() for _ in range(6)]  # a connection each
+        seen = [(v["epoch"], [row["slots"] for row in v["shards"]]) for v in views]
+        if seen == [expected] * 6:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
     killed = set(worker_pids(switch))
     for pid in killed:
         os.kill(pid, signal.SIGKILL)

@@ -40,6 +40,7 @@ from actors.messages import (
 )
 from actors.runtime import release_free_memory
 from persistence.lock import IngressLock
+from persistence.topology import SavedTopology
 from switch.api.access import Visibility, account_refusal, owns
 from switch.api.auth import (
     Authenticate,
@@ -94,6 +95,7 @@ from switch.routing.coalesce import TransferCoalescer
 from switch.routing.redrive import Redriver
 from switch.routing.registry import RegistryClient
 from switch.routing.router import Outcome, Router
+from switch.routing.slot_move import follow_saved
 
 log = logging.getLogger("payswitch.api")
 TRANSFERS_PATH = "/v1/transfers"
@@ -595,6 +597,9 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
         tasks = [asyncio.create_task(redriver.forever(settings.router.redrive_interval_ms)),
                  asyncio.create_task(keyring.refresh_forever()),
                  asyncio.create_task(monitor.run()),
+                 asyncio.create_task(follow_saved(
+                     router.placement, SavedTopology(Path(settings.data.dir)).changed,
+                     settings.monitor.interval_ms / 1000)),
                  asyncio.create_task(watch.run()),
                  *([asyncio.create_task(windows.close_forever(
                      settings.hub.window_close_interval_s))]

@@ -44,7 +44,7 @@ from actors.messages import (
     expect,
 )
 from actors.shard.data_port import FRAME_BYTES_MAX
-from actors.topology import PINNED_FORMAT_VERSION, Topology, slot_of
+from actors.topology import PINNED_FORMAT_VERSION, Placement, Topology, slot_of
 from switch.routing.router import Router
 
 log = logging.getLogger("payswitch.slots")
@@ -54,6 +54,18 @@ BUSY_POLL_S = 0.05
 IMPORT_BYTES_MAX = FRAME_BYTES_MAX // 2
 LoadTopology = Callable[[], Topology]
 SaveMove = Callable[[int, int, int, str], Topology]  # (slot, shard, epoch, account) -> saved
+
+
+async def follow_saved(placement: Placement, changed: Callable[[], Topology | None],
+                       interval_s: float) -> None:
+    """Forever: take the saved topology into this router's placement when it changed, so
+    a move or failover another ingress process made is known here within `interval_s`
+    (before that, a shard's `slot_moved` answer teaches it, command by command)."""
+    while True:
+        saved = changed()
+        if saved is not None and placement.adopt(saved):
+            log.debug("topology under epoch %d taken as saved", saved.epoch)
+        await asyncio.sleep(interval_s)
 
 
 class SlotMoveRefused(Exception):

@@ -20,6 +20,7 @@ from actors.topology import (
 from persistence.layout import shard_directory
 from persistence.topology import (
     TOPOLOGY_FILE,
+    SavedTopology,
     TopologyMismatch,
     load_topology,
     mark_shards_created,
@@ -167,3 +168,19 @@ def test_the_controllers_save_keeps_a_slot_move_made_meanwhile(tmp_path: Path) -
     assert saved.slot_table[3] == 0 and saved.pins == {"hot": away} and saved.epoch == 3
     assert saved.format_version == 4 and saved.replicas_in_sync == [False, True]
     assert load_topology(tmp_path) == saved
+
+
+def test_a_placement_takes_the_saved_topology_once_it_changed_and_never_an_older_one(
+        tmp_path: Path) -> None:
+    first = round_robin(2, 64)
+    save_topology(tmp_path, first)
+    saved = SavedTopology(tmp_path)
+    placement = Placement(first)
+    assert saved.changed() == first and saved.changed() is None  # read again only if changed
+    moved = update_topology(tmp_path, lambda t: moved_in(t, 5, 1 - t.slot_table[5], 2, ""))
+    assert saved.changed() == moved and placement.adopt(moved)
+    assert (placement.epoch, placement.slot_table[5]) == (2, moved.slot_table[5])
+    assert not placement.adopt(first)  # older: what this placement learned stays
+    assert placement.epoch == 2 and placement.slot_table[5] == moved.slot_table[5]
+    (tmp_path / TOPOLOGY_FILE).write_text("{not json")
+    assert saved.changed() is None  # unreadable now: looked at again later
