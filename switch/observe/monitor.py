@@ -85,7 +85,12 @@ class Monitor:
         samples = max(2, int(window_s / self.interval_s))
         self.series: dict[str, deque[Any]] = {
             name: deque(maxlen=samples) for name in (
-                "time", "transfers_per_s", "latency_ms_p50", "latency_ms_p99")}
+                "time", "transfers_per_s", "latency_ms_p50", "latency_ms_p99",
+                "committed_per_s")}
+        # The shards' committed transfers at the last tick when every shard answered: the
+        # switch's rate whichever ingress process (--workers, another machine) sent them.
+        self._committed: int | None = None
+        self._committed_at = 0.0
         self.shard_series: dict[int, dict[str, deque[Any]]] = {}
         self._samples_max = samples
         self.current = Interval()
@@ -153,7 +158,8 @@ class Monitor:
             self.on_results(interval.results)
         latencies = sorted(interval.latencies_s)
         self._append(self.series, now, interval.transfers / elapsed,
-                     1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99))
+                     1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99),
+                     self._committed_rate(shard_statuses, every_shard, now))
         queue_depths = self.router.queue_depths()
         for status in statuses:
             self._shard_sample(status, queue_depths[status["shard"]], now, elapsed)
@@ -233,9 +239,22 @@ class Monitor:
         series["queue_depth"].append(depth)
         self._previous[index] = stats
 
+    def _committed_rate(self, statuses: Sequence[Any], every_shard: bool, now: float
+                        ) -> float:
+        """Transfers committed per second by every shard since the last full reading (0
+        until two readings; a shard not answering leaves the last reading as it was)."""
+        if not every_shard:
+            return 0.0
+        committed = sum(status.transfers for status in statuses)
+        before, before_at = self._committed, self._committed_at
+        self._committed, self._committed_at = committed, now
+        if before is None or now <= before_at:
+            return 0.0
+        return max(0, committed - before) / (now - before_at)  # (a restart may recount)
+
     @staticmethod
     def _append(series: dict[str, deque[Any]], now: float, *values: float) -> None:
         series["time"].append(now)
-        for name, value in zip(["transfers_per_s", "latency_ms_p50", "latency_ms_p99"], values,
-                               strict=True):
+        for name, value in zip(["transfers_per_s", "latency_ms_p50", "latency_ms_p99",
+                                "committed_per_s"], values, strict=True):
             series[name].append(round(value, 3))

@@ -8,6 +8,8 @@ import httpx
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.ledger.model import Roles, Transfer
+from actors.messages import Commit
 from tests.conftest import RunningSwitch
 from tests.switch.test_api import account, transfer
 
@@ -69,3 +71,30 @@ def test_ray_metrics_export_the_same_key_figures(switch: RunningSwitch) -> None:
         assert time.monotonic() < deadline, "Ray never exported the switch's metrics"
         time.sleep(1)
     assert 'shard="0"' in text
+
+
+def test_the_dashboard_rate_is_of_transfers_committed_by_any_ingress(
+        switch: RunningSwitch) -> None:
+    """With several ingress processes each sees its own requests only: the dashboard's
+    throughput is the shards' committed transfers, here ones another process sent (played
+    by commits straight to a shard: this ingress never saw them)."""
+    router = switch.router
+    assert router is not None
+    ids = [f"x{n}" for n in range(400) if router.shard_of(f"x{n}") == 0]
+    debit, credit = ids[0], ids[1]
+    switch.post("/v1/accounts", [account(debit), account(credit)])
+    ticked = len(switch.get("/dashboard/data").json()["series"]["time"])
+    while len(switch.get("/dashboard/data").json()["series"]["time"]) < ticked + 2:
+        time.sleep(0.2)  # the count before them read (a rate needs two readings)
+    transfers = [Transfer(transfer_id, debit, credit, 1, "USD", 1).stamped(1)
+                 for transfer_id in ids[2:42]]
+    assert all(reply.result == "ok" for reply in switch.shard_call(
+        0, [Commit(t, Roles.both) for t in transfers]))
+    deadline = time.monotonic() + 15
+    while True:
+        series = switch.get("/dashboard/data").json()["series"]
+        if max(series["committed_per_s"], default=0) > 0:
+            break
+        assert time.monotonic() < deadline, series
+        time.sleep(0.3)
+    assert max(series["transfers_per_s"]) == 0  # none in this process's requests

@@ -94,7 +94,8 @@ function render(data) {
   rows("rejections", Object.entries(data.rejections).map(([code, count]) => [code, number(count)]));
 
   const series = data.series;
-  draw("chart-throughput", ["transfers/s"], series.time, [series.transfers_per_s]);
+  draw("chart-throughput", ["committed (every ingress)", "in requests here"], series.time,
+       [series.committed_per_s, series.transfers_per_s]);
   draw("chart-latency", ["p50", "p99"], series.time, [series.latency_ms_p50, series.latency_ms_p99]);
   const shardIds = Object.keys(data.shard_series).sort((a, b) => a - b);
   if (shardIds.length) {
@@ -110,9 +111,9 @@ function render(data) {
   state.points = series.time.length;
   state.shards = data.shards.length;
   state.updates += 1;
-  const latest = series.transfers_per_s[series.transfers_per_s.length - 1] || 0;
+  const latest = series.committed_per_s[series.committed_per_s.length - 1] || 0;
   document.getElementById("status").textContent =
-    `${data.shards.length} shards on ${data.nodes.length} node(s) · ${number(Math.round(latest))} transfers/s`;
+    `${data.shards.length} shards on ${data.nodes.length} node(s) · ${number(Math.round(latest))} transfers committed/s`;
 }
 
 async function poll() {
