@@ -245,7 +245,7 @@ class Monitor:
         until two readings; a shard not answering leaves the last reading as it was)."""
         if not every_shard:
             return 0.0
-        committed = sum(status.transfers for status in statuses)
+        committed: int = sum(status.transfers for status in statuses)
         before, before_at = self._committed, self._committed_at
         self._committed, self._committed_at = committed, now
         if before is None or now <= before_at:
