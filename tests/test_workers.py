@@ -85,6 +85,27 @@ def _metrics_count_every_worker(switch: SwitchProcess, requests: int = 40) -> No
     assert counts == [requests] * 6, counts
 
 
+def _a_key_gets_its_whole_rate_on_one_connection(switch: SwitchProcess) -> None:
+    """A client on one keep-alive connection meets one worker: it gets its key's whole
+    burst (the workers share their buckets; each worker's own half gave it 3 of 6), then 429."""
+    created = switch.http.post("/v1/participants", json={"id": "psp-rate", "name": "psp-rate",
+                                                         "ledgers": ["USD"]})
+    assert created.status_code == 201, created.text
+    key = switch.http.post("/v1/keys", json={"role": "participant", "participant_id": "psp-rate",
+                                             "requests_per_second": 3, "burst": 6})
+    assert key.status_code == 201, key.text
+    headers = {"Authorization": f"Bearer {key.json()['secret']}"}
+    deadline = time.monotonic() + 10  # the other worker hears of the new key within a refresh
+    with httpx.Client(base_url=switch.url, headers=headers,
+                      limits=httpx.Limits(max_connections=1)) as one_connection:
+        while one_connection.get("/v1/accounts/none").status_code == 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(2.5)  # the bucket full again
+        statuses = [one_connection.get("/v1/accounts/none").status_code for _ in range(12)]
+    assert 429 not in statuses[:6] and 429 in statuses[6:], statuses
+
+
 def _workers_started_again_know_the_moves_before_them(switch: SwitchProcess) -> None:
     """A slot moved: every worker shows it within a tick. Then every worker killed: those
     the supervisor starts again place ids by the saved topology (was: the one the supervisor
@@ -188,6 +209,7 @@ def test_two_ingress_processes_one_killed_mid_flight_exactly_once_and_atomic(
         audit(switch.url, load)
         resend_acknowledged(switch.url, load)
         _metrics_count_every_worker(switch)
+        _a_key_gets_its_whole_rate_on_one_connection(switch)
         _workers_started_again_know_the_moves_before_them(switch)
     finally:
         switch.kill_session()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from persistence.topology import SavedTopology
 from switch.api.access import Visibility, account_refusal, owns
 from switch.api.auth import (
     Authenticate,
+    Buckets,
     KeyRing,
     TokenBuckets,
     optional_principal,
@@ -60,6 +62,7 @@ from switch.api.registry_api import (
     registry_routes,
 )
 from switch.api.schemas import ACCOUNT, LIMITS, TRANSFER, AccountIn, TransferIn, array_adapter
+from switch.api.shared_buckets import SharedTokenBuckets
 from switch.api.slots_api import slot_routes
 from switch.api.views import (
     account_from_request,
@@ -80,7 +83,7 @@ from switch.hub.window_routes import window_routes
 from switch.hub.windows import Windows
 from switch.observe.cluster import cluster_endpoint
 from switch.observe.dashboard import dashboard_routes
-from switch.observe.metrics import Metrics, RequestContext
+from switch.observe.metrics import MULTIPROCESS_DIR_ENV, Metrics, RequestContext
 from switch.observe.monitor import Monitor
 from switch.read.events import EventStream
 from switch.read.events_api import EVENTS_PATH, StreamSlots, event_routes
@@ -534,6 +537,17 @@ def _waits(scope: Scope) -> bool:
 HUB_CONTROL_LOCK_FILE = "hub-control.lock"
 
 
+def rate_buckets(settings: Settings) -> Buckets:
+    """The rate limits: shared by the workers of `payswitch serve --workers N` (through the
+    directory their supervisor made), else this process's own."""
+    shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if settings.server.workers > 1 and shared_dir:
+        return SharedTokenBuckets(Path(shared_dir), settings.auth.requests_per_second,
+                                  settings.auth.burst, settings.server.workers)
+    return TokenBuckets(settings.auth.requests_per_second, settings.auth.burst,
+                        settings.server.workers)
+
+
 def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None = None,
                placements: list[dict[str, Any]] | None = None,
                on_tick: Callable[[Monitor], None] | None = None,
@@ -646,8 +660,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     app.add_middleware(InFlightLimit, requests_max=settings.server.requests_in_flight_max,
                        retry_after_seconds=settings.server.retry_after_seconds)
     app.add_middleware(Authenticate, keyring=keyring,  # before a request takes a slot
-                       buckets=TokenBuckets(settings.auth.requests_per_second,
-                                            settings.auth.burst, settings.server.workers),
+                       buckets=rate_buckets(settings),
                        failures=metrics.auth_failures)
     app.add_middleware(RequestContext, metrics=metrics,  # outermost: sees every answer
                        access_log=settings.server.access_log)

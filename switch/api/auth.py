@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Counter
 from starlette.requests import Request
@@ -120,9 +121,9 @@ class KeyRing:
 
 class TokenBuckets:
     """A token bucket per key: `rate_per_s` tokens a second, at most `burst` saved (a key's
-    own rate and burst, when it has them, instead). With several ingress processes each
-    holds `1/workers` of every rate and burst: the kernel spreads connections evenly over
-    them, so a key's whole rate is about what was set (docs/CLUSTER.md)."""
+    own rate and burst, when it has them, instead), in this process. With several ingress
+    processes they share theirs (switch/api/shared_buckets.py); this one, holding `1/workers`
+    of every rate and burst, serves only a key the shared table has no room for."""
 
     def __init__(self, rate_per_s: float, burst: int, workers: int = 1) -> None:
         self.rate_per_s = rate_per_s
@@ -159,8 +160,12 @@ def token_of(header: str) -> str | None:
     return None
 
 
+class Buckets(Protocol):
+    def wait_s(self, principal: Principal, now: float) -> float: ...
+
+
 class Authenticate:
-    def __init__(self, app: ASGIApp, keyring: KeyRing, buckets: TokenBuckets,
+    def __init__(self, app: ASGIApp, keyring: KeyRing, buckets: Buckets,
                  failures: Counter) -> None:
         self.app = app
         self.keyring = keyring
