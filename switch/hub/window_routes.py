@@ -30,7 +30,7 @@ def report_json(report: Report, participant_id: str | None) -> dict[str, Any]:
             "participants": [{"participant_id": row.participant_id, "sent": row.sent,
                               "received": row.received, "fees": row.fees, "net": row.net}
                              for row in rows],
-            "payments": len(report.payments), "merkle_root": report.root,
+            "payments": report.payments, "merkle_root": report.root,
             "signature": report.signature}
 
 

@@ -56,7 +56,7 @@ class Report:
     opened_at: int
     closed_at: int | None
     rows: list[Row]
-    payments: list[PaymentInWindow]
+    payments: int  # how many (their list is not kept: a closed report is kept in memory)
     root: str | None  # closed windows only, with the signature
     signature: str | None
 
@@ -214,12 +214,12 @@ class Windows:
         payments = sorted(legs.values(), key=lambda p: p.payment_id)
         rows = rows_of(participants, payments)
         if not marker.flags & CLOSED:
-            return Report(ledger, number, "open", marker.timestamp, None, rows, payments,
+            return Report(ledger, number, "open", marker.timestamp, None, rows, len(payments),
                           None, None)
         closed_at = await self._closed_at(marker_id(ledger, number))
         root = merkle_root(payments)
         signature = self.key.sign(signed_statement(ledger, number, root, closed_at)).hex()
-        final = Report(ledger, number, "closed", marker.timestamp, closed_at, rows, payments,
+        final = Report(ledger, number, "closed", marker.timestamp, closed_at, rows, len(payments),
                        root, signature)
         if len(self._reports) >= REPORTS_KEPT_MAX:
             self._reports.clear()
