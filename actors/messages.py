@@ -37,6 +37,9 @@ class CreateAccount(_Message, tag="account"):
     limits: Limits | None = None
     key_id: str = ""  # who asked (recorded)
     participant_id: str = ""  # for whom ("": the operator)
+    # A participant's accounts this shard may hold, its share of the quota by the slots it
+    # holds as the router knows them (-1: the shard's own share; 0: no quota)
+    quota_share: int = -1
 
 
 class SetLimits(_Message, tag="limits"):

@@ -132,6 +132,16 @@ class Placement:
         self.epoch = topology.epoch
         return True
 
+    def quota_share(self, shard: int, total: int) -> int:
+        """A shard's share of a per-participant bound (`total`, 0: none), by the slots it
+        holds: ids are spread evenly over slots, so a participant's accounts land on each
+        shard in that proportion (rounded up; at least 1 where it holds none, since 0 would
+        mean no bound)."""
+        if total <= 0:
+            return 0
+        held = self.slot_table.count(shard)
+        return max(1, -(-total * held // self._slots))
+
     def shard_of(self, key: str) -> int:
         if self.pins:
             pinned = self.pins.get(key)

@@ -120,11 +120,13 @@ class Ledger(LedgerState):
     # ---- decisions (read-only) ----
 
     def create_account(self, account: Account, limits: Limits | None = None, key_id: str = "",
-                       participant_id: str = "") -> tuple[AccountResult, list[Event]]:
+                       participant_id: str = "", quota_share: int = -1
+                       ) -> tuple[AccountResult, list[Event]]:
         """Create an account, with its limits when given (both, or neither); `key_id`: the
         key that asked, recorded with it; `participant_id`: the participant it asked for
         ("": the operator). What a participant may create is the ingress's check; here, that
-        an id taken by another owner tells it nothing."""
+        an id taken by another owner tells it nothing. `quota_share`: how many accounts of
+        the participant this shard may hold (-1: `accounts_per_participant_max`)."""
         flags = account.flags
         if flags & ~ACCOUNT_FLAGS_ALL or (flags & _DEBITS_LIMITED and flags & _CREDITS_LIMITED):
             return AccountResult.flags_invalid, []
@@ -137,7 +139,7 @@ class Ledger(LedgerState):
             if participant_id and existing.owner != participant_id:
                 return AccountResult.forbidden, []
             return account_exists(existing, account), []
-        quota = self.accounts_per_participant_max
+        quota = self.accounts_per_participant_max if quota_share < 0 else quota_share
         if participant_id and quota and self.accounts.owned(account.owner) >= quota:
             return AccountResult.account_quota_exceeded, []
         if account.timestamp <= 0:

@@ -131,7 +131,7 @@ class CommandTable:
         host, ledger = self.host, self.host.ledger
         account = replace(command.account, timestamp=host.next_timestamp())
         result, new_events = ledger.create_account(account, command.limits, command.key_id,
-                                                    command.participant_id)
+                                                    command.participant_id, command.quota_share)
         host.record(new_events, events)
         if result == "forbidden":  # another's: not shown
             return AccountReply(result)

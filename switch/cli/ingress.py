@@ -34,10 +34,12 @@ def build_router(settings: Settings, shards: RayShards, topology: Topology) -> R
     links: list[ShardLink] = list(shards.links)
     if settings.shards.transport == "socket":
         links = [SocketShard(link) for link in shards.links]
-    return Router(links, Placement(topology), settings.router.shard_queue_commands_max,
-                  settings.router.call_commands_max,
-                  answer_after_finalize=settings.server.workers > 1,
-                  staged_commit=settings.router.staged_commit)
+    router = Router(links, Placement(topology), settings.router.shard_queue_commands_max,
+                    settings.router.call_commands_max,
+                    answer_after_finalize=settings.server.workers > 1,
+                    staged_commit=settings.router.staged_commit)
+    router.accounts_per_participant_max = settings.auth.accounts_per_participant_max
+    return router
 
 
 def ingress_app(settings: Settings, shards: RayShards, topology: Topology, query_actor: Any,

@@ -31,7 +31,7 @@ from actors.shard.actor import (
 )
 from actors.shard.host import ShardConfig
 from actors.shard.replication import ReplicationMode
-from actors.topology import LOCAL_NODE, Topology, replica_synced, with_replicas
+from actors.topology import LOCAL_NODE, Placement, Topology, replica_synced, with_replicas
 from persistence.topology import (
     TOPOLOGY_FILE,
     TopologyMismatch,
@@ -197,11 +197,12 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
     """Start every shard and wait until each has recovered; raises if any cannot start."""
     data_dir = Path(settings.data.dir).resolve()
     quota = settings.auth.accounts_per_participant_max
+    placement = Placement(topology)  # (a router sends each creation its share as it knows it)
     configs = [ShardConfig(index, tuple(settings.ledgers), settings.wal.snapshot_every_events,
                            settings.api.history_page_max, settings.gc.generation0_threshold,
                            settings.gc.freeze_after_start, settings.logging.level,
                            settings.logging.json_lines,
-                           -(-quota // topology.shard_count))  # each shard's share (0: none)
+                           placement.quota_share(index, quota))  # its share (0: none)
                for index in range(topology.shard_count)]
     options = ShardOptions(str(data_dir), settings.wal.map_size_bytes,
                            settings.shards.transfer_cache_max,

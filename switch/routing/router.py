@@ -210,6 +210,9 @@ class Router:
         self._finishing: set[asyncio.Task[None]] = set()
         self.answer_after_finalize = answer_after_finalize
         self.staged_commit = staged_commit
+        # A participant's accounts in all (auth.accounts_per_participant_max; 0: no bound):
+        # each shard is sent its share by the slots it holds (Placement.quota_share).
+        self.accounts_per_participant_max = 0
 
     def made_here(self, attempt: int) -> bool:
         """Whether this router made a cross-shard attempt (its random high bits)."""
@@ -319,13 +322,19 @@ class Router:
         """Create accounts (with their limits, when given, in the same shard batch); `key_id`
         names the key that asked (recorded with each), `participant_id` for whom."""
         given = limits or [None] * len(accounts)
-        commands = [CreateAccount(a, lim, key_id, participant_id)
-                    for a, lim in zip(accounts, given, strict=True)]
         replies: list[Any] = [None] * len(accounts)
         places = list(range(len(accounts)))
+        shares: dict[int, int] = {}  # per shard: the participant's quota there
         for _ in range(SLOT_HOPS_MAX):  # again where a moved slot is now (nothing applied)
-            sent = await self.scatter([(self.shard_of(accounts[i].id), commands[i])
-                                       for i in places])
+            calls: list[Call] = []
+            for place in places:
+                shard = self.shard_of(accounts[place].id)
+                if participant_id and shard not in shares:
+                    shares[shard] = self.placement.quota_share(
+                        shard, self.accounts_per_participant_max)
+                calls.append((shard, CreateAccount(accounts[place], given[place], key_id,
+                                                   participant_id, shares.get(shard, -1))))
+            sent = await self.scatter(calls)
             for place, reply in zip(places, sent, strict=True):
                 replies[place] = reply
             places = [place for place, reply in zip(places, sent, strict=True)

@@ -706,3 +706,27 @@ def test_a_refusal_for_a_moved_slot_at_the_deciding_shard_leaves_nothing_held(
         assert totals[2] == totals[3] == 0  # nothing left pending
 
     asyncio.run(stale())
+
+
+def test_a_participants_quota_is_shared_by_the_slots_each_shard_holds(cluster: Cluster) -> None:
+    """auth.accounts_per_participant_max (8 here) over shards holding 48 and 16 of the 64
+    slots after moves: each shard is sent its share by the slots it holds (6 and 2), not
+    half each (a participant's accounts would meet the fuller shard's half at about 5)."""
+    async def drive() -> None:
+        router = cluster.router
+        router.accounts_per_participant_max = 8
+        for slot in [s for s in range(SLOTS) if cluster.topology.slot_table[s] == 1][:16]:
+            await cluster.move(slot, 0)
+        assert cluster.topology.slot_table.count(0) == 48
+        ids = [f"q{n}" for n in range(200)]
+        outcomes = await router.create_accounts([Account(i, "USD", 1, "psp", 0, "")
+                                                 for i in ids], participant_id="psp")
+        made = [i for i, o in zip(ids, outcomes, strict=True)
+                if not isinstance(o, BaseException) and o[0] == "ok"]
+        assert sorted(router.shard_of(i) for i in made) == [0] * 6 + [1] * 2
+        refused = {o[0] for o in outcomes if not isinstance(o, BaseException)} - {"ok"}
+        assert refused == {"account_quota_exceeded"}
+        operator = await router.create_accounts([Account("q-op", "USD", 1, "psp", 0, "")])
+        assert operator[0][0] == "ok"  # type: ignore[index]  # the operator's: not bound
+
+    asyncio.run(drive())
