@@ -116,6 +116,7 @@ class Placement:
         self.slot_table = list(topology.slot_table)  # its own: a move changes an entry
         self.pins = dict(topology.pins)
         self.epoch = topology.epoch  # the topology's, as moves made or learned here raise it
+        self.learned = False  # a move told by a shard since the last topology adopted
         self.shard_count = topology.shard_count
         self._slots = topology.slots
 
@@ -130,6 +131,7 @@ class Placement:
         self.slot_table = list(topology.slot_table)
         self.pins = dict(topology.pins)
         self.epoch = topology.epoch
+        self.learned = False
         return True
 
     def quota_share(self, shard: int, total: int) -> int:
@@ -156,6 +158,7 @@ class Placement:
         if not 0 <= shard < self.shard_count:
             return
         self.epoch = max(self.epoch, epoch)
+        self.learned = self.learned or not epoch  # told by a shard, not made here
         if account and pinned:
             self.pins[account] = shard
         elif account:  # unpinned: its slot's shard (which later moves may have changed)

@@ -67,19 +67,19 @@ class SavedTopology:
         self.path = topology_path(data_dir)
         self._seen: tuple[int, int, int] | None = None
 
-    def changed(self) -> Topology | None:
-        """The topology if the file changed since the last look (or at the first), else
-        None; None too while it cannot be read (a look later tries again)."""
+    def changed(self, anyway: bool = False) -> Topology | None:
+        """The topology if the file changed since the last look (or at the first, or
+        `anyway`), else None; None too while it cannot be read (a look later tries again)."""
         try:
             stat = self.path.stat()
         except OSError:
             return None
         seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # (saved by a rename: new inode)
-        if seen == self._seen:
+        if seen == self._seen and not anyway:
             return None
         try:
             topology = load_topology(self.path.parent)
-        except TopologyMismatch:
+        except (TopologyMismatch, OSError):
             return None
         self._seen = seen
         return topology

@@ -105,6 +105,9 @@ class LedgerState:
         # a rule of creation only (accounts made before stay; replay never checks it).
         self.accounts_per_participant_max = 0
         self.homed_count = 0  # transfers committed with this shard as their home
+        # Commits applied by this process, at their home (recovery's replay included): a
+        # rate's counter, which slot moves leave alone (homed_count moves with the slot)
+        self.commits_applied = 0
         self.reservations: dict[str, Reservation] = {}
         self.pending: dict[str, PendingState] = {}  # open pending transfers homed here
         # Pending transfers homed here, final, whose held parts may not all be settled yet:
@@ -240,6 +243,7 @@ class LedgerState:
             self.store.add_transfer(StoredTransfer(event.resolving.stamped(event.timestamp)),
                                     if_absent=True)
             self.homed_count += 1
+            self.commits_applied += 1
             return
         transfer = reservation.transfer.stamped(event.timestamp)
         if event.amount:
@@ -317,6 +321,7 @@ class LedgerState:
         self.store.add_transfer(StoredTransfer(transfer, attempt))
         self.fenced_transfers.pop(transfer.id, None)
         self.homed_count += 1
+        self.commits_applied += 1
         if not transfer.flags & PENDING:
             self._post(transfer, roles, indexed=True)
             return

@@ -450,6 +450,7 @@ class ShardHost:
                        for attempts in fenced.values()),
             replication=self.replicator.state(self._log.last_seq)
             if self.replicator is not None else None,
+            commits_applied=ledger.commits_applied,
         )
 
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:

@@ -84,3 +84,4 @@ class ShardStatus(msgspec.Struct, frozen=True):
     calls_merged: int = 0  # callers' batches committed with another's (several ingresses)
     # Its leader epoch and follower (None: no follower): actors/shard/replication.py
     replication: ReplicationState | None = None
+    commits_applied: int = 0  # by this process, homed here: the committed rate's counter

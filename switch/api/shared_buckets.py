@@ -66,7 +66,8 @@ class SharedTokenBuckets:
             found, tokens, when = _SLOT.unpack_from(self._table, offset)
             if found != key:  # a key seen for the first time: a full bucket
                 tokens, when = burst, now
-            tokens = min(burst, tokens + max(0.0, now - when) * rate)
+            now = max(now, when)  # (read before the lock: another worker may be ahead)
+            tokens = min(burst, tokens + (now - when) * rate)
             taken = tokens >= 1
             _SLOT.pack_into(self._table, offset, key, tokens - 1 if taken else tokens, now)
         finally:

@@ -87,10 +87,9 @@ class Monitor:
             name: deque(maxlen=samples) for name in (
                 "time", "transfers_per_s", "latency_ms_p50", "latency_ms_p99",
                 "committed_per_s")}
-        # The shards' committed transfers at the last tick when every shard answered: the
-        # switch's rate whichever ingress process (--workers, another machine) sent them.
-        self._committed: int | None = None
-        self._committed_at = 0.0
+        # Per shard: (its process, its commits applied, when read): the switch's committed
+        # rate whichever ingress process (--workers, another machine) sent them.
+        self._committed: dict[int, tuple[int, int, float]] = {}
         self.shard_series: dict[int, dict[str, deque[Any]]] = {}
         self._samples_max = samples
         self.current = Interval()
@@ -159,7 +158,7 @@ class Monitor:
         latencies = sorted(interval.latencies_s)
         self._append(self.series, now, interval.transfers / elapsed,
                      1000 * percentile(latencies, 0.5), 1000 * percentile(latencies, 0.99),
-                     self._committed_rate(shard_statuses, every_shard, now))
+                     self._committed_rate(shard_statuses, now))
         queue_depths = self.router.queue_depths()
         for status in statuses:
             self._shard_sample(status, queue_depths[status["shard"]], now, elapsed)
@@ -239,18 +238,19 @@ class Monitor:
         series["queue_depth"].append(depth)
         self._previous[index] = stats
 
-    def _committed_rate(self, statuses: Sequence[Any], every_shard: bool, now: float
-                        ) -> float:
-        """Transfers committed per second by every shard since the last full reading (0
-        until two readings; a shard not answering leaves the last reading as it was)."""
-        if not every_shard:
-            return 0.0
-        committed: int = sum(status.transfers for status in statuses)
-        before, before_at = self._committed, self._committed_at
-        self._committed, self._committed_at = committed, now
-        if before is None or now <= before_at:
-            return 0.0
-        return max(0, committed - before) / (now - before_at)  # (a restart may recount)
+    def _committed_rate(self, statuses: Sequence[Any], now: float) -> float:
+        """Transfers committed per second, summed over the shards that answered, each since
+        its last reading (a shard that did not answer counts at its next; a restarted one
+        from its next reading on, since its process counts again from its recovery).
+        Commits, not `transfers`: a slot move carries that count to the new shard at its
+        import and off the old one at its release."""
+        rate = 0.0
+        for status in statuses:
+            before = self._committed.get(status.shard)
+            self._committed[status.shard] = (status.started_ns, status.commits_applied, now)
+            if before is not None and before[0] == status.started_ns and now > before[2]:
+                rate += max(0, status.commits_applied - before[1]) / (now - before[2])
+        return rate
 
     @staticmethod
     def _append(series: dict[str, deque[Any]], now: float, *values: float) -> None:

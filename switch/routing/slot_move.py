@@ -56,13 +56,20 @@ LoadTopology = Callable[[], Topology]
 SaveMove = Callable[[int, int, int, str], Topology]  # (slot, shard, epoch, account) -> saved
 
 
-async def follow_saved(placement: Placement, changed: Callable[[], Topology | None],
+async def follow_saved(placement: Placement, changed: Callable[[bool], Topology | None],
                        interval_s: float) -> None:
     """Forever: take the saved topology into this router's placement when it changed, so
     a move or failover another ingress process made is known here within `interval_s`
     (before that, a shard's `slot_moved` answer teaches it, command by command)."""
     while True:
-        saved = changed()
+        try:
+            # A move learned from a shard's answer since the last adopted (it carries no
+            # epoch: a late answer may name an older shard): the file, saved before any
+            # shard let a slot go, is read again whether or not it changed, and wins.
+            saved = changed(placement.learned)
+        except OSError as error:  # looked at again next time
+            log.warning("the saved topology could not be read: %s", error)
+            saved = None
         if saved is not None and placement.adopt(saved):
             log.debug("topology under epoch %d taken as saved", saved.epoch)
         await asyncio.sleep(interval_s)

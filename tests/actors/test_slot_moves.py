@@ -730,3 +730,30 @@ def test_a_participants_quota_is_shared_by_the_slots_each_shard_holds(cluster: C
         assert operator[0][0] == "ok"  # type: ignore[index]  # the operator's: not bound
 
     asyncio.run(drive())
+
+
+def test_the_committed_counter_does_not_move_with_a_slot(cluster: Cluster) -> None:
+    """The dashboard's committed rate counts each shard's commits applied: a slot move
+    carries `transfers` (homed_count) to the new shard at its import and off the old one
+    only at its release, so a reading between them counted the slot's transfers twice."""
+    moving = ids_in(SLOT, "m", 2)
+    homed = ids_in(SLOT, "t", 30)
+    seen: list[tuple[int, int]] = []
+    save = cluster.save
+
+    def saving(slot: int, shard: int, epoch: int, account: str) -> Topology:
+        seen.append((sum(h.ledger.homed_count for h in cluster.hosts),
+                     sum(h.ledger.commits_applied for h in cluster.hosts)))
+        return save(slot, shard, epoch, account)
+
+    async def drive() -> None:
+        router = cluster.router
+        await router.create_accounts([Account(a, "USD", 1, "o", 0, "") for a in moving])
+        assert await create(router, [transfer(t, moving[0], moving[1], 1)
+                                     for t in homed]) == ["ok"] * 30
+        cluster.save = saving  # type: ignore[method-assign]
+        await cluster.move(SLOT, 0)
+
+    asyncio.run(drive())
+    assert seen == [(60, 30)]  # between import and release: homed twice, committed once
+    assert sum(h.ledger.homed_count for h in cluster.hosts) == 30

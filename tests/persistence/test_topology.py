@@ -182,5 +182,12 @@ def test_a_placement_takes_the_saved_topology_once_it_changed_and_never_an_older
     assert (placement.epoch, placement.slot_table[5]) == (2, moved.slot_table[5])
     assert not placement.adopt(first)  # older: what this placement learned stays
     assert placement.epoch == 2 and placement.slot_table[5] == moved.slot_table[5]
+    # A late slot_moved answer (no epoch) puts the slot back where it was: the placement
+    # knows it learned something, and the file, read again anyway, puts it right.
+    placement.move(5, first.slot_table[5])
+    assert placement.learned and saved.changed() is None
+    again = saved.changed(anyway=True)
+    assert again == moved and placement.adopt(again) and not placement.learned
+    assert placement.slot_table[5] == moved.slot_table[5]
     (tmp_path / TOPOLOGY_FILE).write_text("{not json")
     assert saved.changed() is None  # unreadable now: looked at again later

@@ -35,6 +35,19 @@ def test_one_worker_gives_a_key_its_whole_rate_and_the_other_sees_what_it_took(
     assert takes(second, other, 1000.5, 200) == 100
 
 
+def test_a_worker_whose_clock_was_read_earlier_does_not_rewind_the_bucket(
+        tmp_path: Path) -> None:
+    """`now` is read before the lock: a worker that waited for it holds an older reading
+    than the last taker's. The bucket's time never goes back (that would credit the gap
+    twice)."""
+    first = SharedTokenBuckets(tmp_path, 100, 100, workers=2)
+    second = SharedTokenBuckets(tmp_path, 100, 100, workers=2)
+    one = Principal("k1", "participant", "psp", requests_per_second=1, burst=1)
+    assert first.wait_s(one, 100.0) == 0
+    assert second.wait_s(one, 99.5) > 0  # read before the lock, refused
+    assert first.wait_s(one, 100.5) > 0  # half a token since 100.0, not one since 99.5
+
+
 def test_keys_beyond_the_table_fall_back_to_each_workers_share(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shared, "SLOTS", 4)

@@ -94,7 +94,7 @@ function render(data) {
   rows("rejections", Object.entries(data.rejections).map(([code, count]) => [code, number(count)]));
 
   const series = data.series;
-  draw("chart-throughput", ["committed (every ingress)", "in requests here"], series.time,
+  draw("chart-throughput", ["committed (every ingress)", "in requests here (any result)"], series.time,
        [series.committed_per_s, series.transfers_per_s]);
   draw("chart-latency", ["p50", "p99"], series.time, [series.latency_ms_p50, series.latency_ms_p99]);
   const shardIds = Object.keys(data.shard_series).sort((a, b) => a - b);
