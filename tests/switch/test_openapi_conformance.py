@@ -27,7 +27,7 @@ from tests.conftest import RunningSwitch, switch_settings
 
 OPAQUE = ("cursor", "after")
 # Settings are fixed at import, before pytest's options are parsed: read the command line.
-EXAMPLES = 300 if "--run-slow" in sys.argv else 30
+EXAMPLES = 300 if "--run-slow" in sys.argv else 20
 
 LABELS = [f"{method.upper()} {path}"
           for path, methods in openapi_document(load_settings(environ={})).get("paths", {}).items()
