@@ -79,6 +79,8 @@ class Visibility:
                 missing.append(account_id)
             else:
                 found[account_id] = owner
+        if not missing:  # (the usual case: a payment's two wallets, known)
+            return found
         views = await asyncio.gather(*(self.router.ask(self.router.shard_of(account_id),
                                                        GetAccount(account_id))
                                        for account_id in missing))
