@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from types import ModuleType
 
 try:
-    from switch.cli import keys as keys_cli
-    from switch.cli import settlement as settlement_cli
-    from switch.cli import slots as slots_cli
     from switch.cli.settings import DEFAULT_CONFIG, load_settings
-    from switch.cli.wal import commands as wal_cli
 except ImportError as missing:  # `pip install payswitch` holds the client only
     sys.exit(f"payswitch: the server is not installed ({missing.name} is missing): "
              "pip install 'payswitch[server]'")
 
+# Each command's module, imported only when it runs (or for the whole help): a `wal verify`
+# does not load the key, settlement and slot commands' dependencies first.
+COMMANDS = {"wal": "switch.cli.wal.commands", "keys": "switch.cli.keys",
+            "settlement": "switch.cli.settlement", "slots": "switch.cli.slots"}
 
-def _parser() -> argparse.ArgumentParser:
+
+def _command(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ImportError as missing:
+        sys.exit(f"payswitch: the server is not installed ({missing.name} is missing): "
+                 "pip install 'payswitch[server]'")
+
+
+def _asked(argv: list[str]) -> str | None:
+    """The command named on the command line, if it is one of COMMANDS or serve."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in (*COMMANDS, "serve") else None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payswitch",
         description="An actor-based payment switch: double-entry transfers on Ray shards "
@@ -41,23 +58,18 @@ def _parser() -> argparse.ArgumentParser:
                        "(server.workers; default 1)")
     serve.add_argument("--tls-cert", type=Path, help="serve HTTPS: the certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="serve HTTPS: the private key (PEM)")
-    wal_cli.add_parser(commands)
-    keys_cli.add_parser(commands)
-    settlement_cli.add_parser(commands)
-    slots_cli.add_parser(commands)
+    for name in COMMANDS:
+        if only is None or only == name:
+            _command(name).add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "wal":
-        return wal_cli.run(args)
-    if args.command == "keys":
-        return keys_cli.run(args)
-    if args.command == "settlement":
-        return settlement_cli.run(args)
-    if args.command == "slots":
-        return slots_cli.run(args)
+    arguments = sys.argv[1:] if argv is None else argv
+    args = _parser(_asked(arguments)).parse_args(arguments)
+    if args.command in COMMANDS:
+        result: int = _command(args.command).run(args)
+        return result
     if args.command == "serve":
         from switch.cli.serve import serve
 

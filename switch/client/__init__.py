@@ -5,24 +5,43 @@ safely with the same ids. It needs httpx, orjson and msgspec, not Ray or the ser
 packages: its types are the core's (actors/ledger/model.py, codes.py). See docs/CLIENT.md.
 """
 
-from actors.ledger.codes import AccountResult, TransferResult
-from actors.ledger.model import Account, AccountFlags, Transfer, TransferFlags
-from switch.client.async_client import AsyncClient, Created, RetryPolicy
-from switch.client.errors import (
-    BadRequest,
-    Conflict,
-    DeadlineExceeded,
-    Forbidden,
-    IdConflict,
-    NotFound,
-    PayswitchError,
-    RateLimited,
-    Rejected,
-    ServerError,
-    Unauthenticated,
-    Unavailable,
-)
-from switch.client.sync_client import Client
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.ledger.codes import AccountResult, TransferResult
+    from actors.ledger.model import Account, AccountFlags, Transfer, TransferFlags
+    from switch.client.async_client import AsyncClient, Created, RetryPolicy
+    from switch.client.errors import (
+        BadRequest,
+        Conflict,
+        DeadlineExceeded,
+        Forbidden,
+        IdConflict,
+        NotFound,
+        PayswitchError,
+        RateLimited,
+        Rejected,
+        ServerError,
+        Unauthenticated,
+        Unavailable,
+    )
+    from switch.client.sync_client import Client
+
+# Where each name lives: loaded on first use, so that importing one module of the package
+# (the server's event stream uses `switch.client.wire`) does not load httpx.
+_HOMES = {
+    "AccountResult": "actors.ledger.codes", "TransferResult": "actors.ledger.codes",
+    "Account": "actors.ledger.model", "AccountFlags": "actors.ledger.model",
+    "Transfer": "actors.ledger.model", "TransferFlags": "actors.ledger.model",
+    "AsyncClient": "switch.client.async_client", "Created": "switch.client.async_client",
+    "RetryPolicy": "switch.client.async_client", "Client": "switch.client.sync_client",
+    **dict.fromkeys(("BadRequest", "Conflict", "DeadlineExceeded", "Forbidden", "IdConflict",
+                     "NotFound", "PayswitchError", "RateLimited", "Rejected", "ServerError",
+                     "Unauthenticated", "Unavailable"), "switch.client.errors"),
+}
 
 __all__ = [
     "Account", "AccountFlags", "AccountResult", "AsyncClient", "BadRequest", "Client",
@@ -30,3 +49,13 @@ __all__ = [
     "PayswitchError", "RateLimited", "Rejected", "RetryPolicy", "ServerError", "Transfer",
     "TransferFlags", "TransferResult", "Unauthenticated", "Unavailable",
 ]
+assert set(__all__) == set(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'switch.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
