@@ -92,6 +92,7 @@ from switch.routing.channel import (
     Overloaded,
     ShardCallFailed,
     ShardUnavailable,
+    SlotMoving,
     is_item_failure,
 )
 from switch.routing.coalesce import TransferCoalescer
@@ -391,7 +392,10 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
         return error_response(429, "overloaded", retry_after_seconds=retry_after_seconds)
 
     async def unavailable(request: Request, error: Exception) -> Response:
-        return error_response(503, "shard_unavailable", retry_after_seconds=retry_after_seconds)
+        message = (f"Slot {error.slot} is being moved to another shard; retry in a moment "
+                   "with the same ids.") if isinstance(error, SlotMoving) else None
+        return error_response(503, "shard_unavailable", message,
+                              retry_after_seconds=retry_after_seconds)
 
     async def call_failed(request: Request, error: Exception) -> Response:
         assert isinstance(error, ShardCallFailed)

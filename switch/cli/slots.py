@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             headers={"Authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT_S)
     except httpx.HTTPError as error:
         print(f"payswitch slots: no answer from {args.url} ({error}); is the switch running "
-              "there? Ask again: a move that stopped half way is finished", file=sys.stderr)
+              "there? If it listens elsewhere (serve --port), name it: --url http://HOST:PORT. "
+              "Ask again: a move that stopped half way is finished", file=sys.stderr)
         return 1
     body = response.json() if response.headers.get("content-type", "").startswith(
         "application/json") else {"message": response.text}

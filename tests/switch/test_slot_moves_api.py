@@ -4,6 +4,7 @@ switch serves the moved slot after a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from actors.topology import slot_of
 from persistence.topology import load_topology
+from switch.api.app import _error_handlers
+from switch.routing.channel import ShardUnavailable, SlotMoving
 from tests.conftest import RunningSwitch, assert_balanced, switch_settings
 from tests.switch.test_api import LIMITED, account, transfer
 
@@ -142,3 +146,15 @@ def test_the_slots_command_asks_where_serve_listens() -> None:
                          env={**os.environ, "PAYSWITCH_SERVER_PORT": str(port)})
     assert ran.returncode == 1 and f"no answer from http://127.0.0.1:{port}" in ran.stderr, \
         ran.stderr
+
+
+def test_a_command_about_a_slot_being_moved_says_so() -> None:
+    """The 503 while a slot is frozen names the move (was: "A shard did not answer", though
+    the shard had answered)."""
+    handler = _error_handlers(1)[ShardUnavailable]
+    moving = asyncio.run(handler(None, SlotMoving("frozen", 17, 2, moved=False)))
+    body = orjson.loads(moving.body)
+    assert (moving.status_code, body["code"]) == (503, "shard_unavailable")
+    assert "Slot 17 is being moved" in body["message"] and moving.headers["retry-after"] == "1"
+    dead = orjson.loads(asyncio.run(handler(None, ShardUnavailable("gone"))).body)
+    assert dead["message"] == "A shard did not answer; retry with the same ids."
