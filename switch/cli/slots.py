@@ -1,5 +1,6 @@
 """`payswitch slots move SLOT --to SHARD` and `payswitch slots pin ACCOUNT --to SHARD`: move a
-slot, or one hot account, to another shard while the switch runs.
+slot, or one hot account, to another shard while the switch runs. `payswitch slots where
+[ID ...]`: where ids are placed now (the saved topology; the switch running or not).
 
 Clients of the running switch's operator API (`POST /v1/cluster/slot-moves`, `POST
 /v1/cluster/pins`): the ingress process that answers drives the move
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from actors.topology import Placement, slot_of
+from persistence.topology import TopologyMismatch, load_topology
 from switch.api.registry_api import OPERATOR_KEY_FILE
 from switch.cli.banner import server_url
 from switch.cli.settings import DEFAULT_CONFIG, BadSettings, load_settings
@@ -36,6 +39,12 @@ def add_parser(commands: Any) -> None:
     pin.add_argument("account_id")
     pin.add_argument("--alone", action="store_true", help="first move every other slot and "
                      "pinned account off that shard: a shard of its own")
+    where = sub.add_parser("where", help="the shard of each id given (its slot, or its pin) "
+                           "and the slots each shard holds, from the saved topology")
+    where.add_argument("ids", nargs="*", help="account or transfer ids")
+    where.add_argument("--data-dir", type=Path, help="the switch's data directory (default: "
+                       "data.dir of --config)")
+    where.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     for each in (move, pin):
         each.add_argument("--to", type=int, required=True, dest="to_shard", help="the shard")
         each.add_argument("--url", help="the switch's address (default: where `payswitch "
@@ -50,6 +59,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.slots_command == "where":
+        return _where(args)
     key = args.key or os.environ.get("PAYSWITCH_KEY") or _key_file(args.data_dir)
     if not key:
         print("payswitch slots: no operator key: pass --key, set PAYSWITCH_KEY, or --data-dir "
@@ -86,6 +97,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"{what} moved from shard {body['from_shard']} to shard {body['to_shard']} "
           f"(topology epoch {body['epoch']}): {body['accounts']} accounts, "
           f"{body['transfers']} transfers, {body['seconds']} s")
+    return 0
+
+
+def _where(args: argparse.Namespace) -> int:
+    try:
+        data_dir = args.data_dir or Path(load_settings(args.config).data.dir)
+    except BadSettings as error:
+        print(f"payswitch slots: pass --data-dir (the settings do not load: {error})",
+              file=sys.stderr)
+        return 2
+    try:
+        topology = load_topology(data_dir)
+    except TopologyMismatch as error:
+        print(f"payswitch slots: {error}", file=sys.stderr)
+        return 2
+    if topology is None:
+        print(f"payswitch slots: {data_dir} holds no switch (no topology.json): pass the "
+              "data directory `payswitch serve` was given (--data-dir)", file=sys.stderr)
+        return 2
+    placement = Placement(topology)
+    held = ", ".join(f"shard {shard} {topology.slot_table.count(shard)}"
+                     for shard in range(topology.shard_count))
+    print(f"topology epoch {topology.epoch}: {topology.slots} slots ({held}), "
+          f"{len(topology.pins)} pinned account(s)")
+    for key in args.ids:
+        pinned = " (pinned)" if key in topology.pins else ""
+        print(f"{key}: slot {slot_of(key, topology.slots)}, shard {placement.shard_of(key)}"
+              f"{pinned}")
     return 0
 
 

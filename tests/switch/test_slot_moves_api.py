@@ -107,6 +107,15 @@ def test_a_slot_moves_under_load_and_stays_moved_after_a_restart(
 
         after = load_topology(data_dir)
         assert after is not None and after.slot_table[slot] == to_shard
+        where = subprocess.run([sys.executable, "-m", "switch.cli", "slots", "where", "s7",
+                                ACCOUNTS[0], "--data-dir", str(data_dir)],
+                               capture_output=True, text=True, timeout=60)
+        assert where.returncode == 0, where.stderr
+        first_slot = slot_of(ACCOUNTS[0], after.slots)
+        assert where.stdout.splitlines()[1:] == [
+            f"s7: slot {slot_of('s7', after.slots)}, shard {1 - hot_shard} (pinned)",
+            f"{ACCOUNTS[0]}: slot {first_slot}, shard {after.slot_table[first_slot]}"]
+        assert f"topology epoch {after.epoch}: {after.slots} slots" in where.stdout
         assert after.epoch == before.epoch + 2 and after.pins == {"s7": 1 - hot_shard}
         cluster = switch.get("/v1/cluster").json()
         slots_by_shard = {row["shard"]: row["slots"] for row in cluster["shards"]}
