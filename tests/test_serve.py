@@ -44,6 +44,7 @@ def test_ctrl_c_stops_cleanly_another_shard_count_is_refused_and_a_restart_recov
         assert "stopping shards" in output
         assert output.index("stopped: every acknowledged write") > output.index(
             "stopping shards")  # the last word says it is over
+        assert "stopped: every acknowledged write" in output.strip().splitlines()[-1]
         # Where the operator's key is, never the key itself.
         assert "operator.key" in output and switch.operator_key not in output
     finally:

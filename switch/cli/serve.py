@@ -239,6 +239,7 @@ def serve(settings: Settings) -> int:
         log.error("refusing to start: %s", error)
         return 2
     ray_dashboard_url = start_ray(settings)
+    stopped = False  # the shards stopped cleanly: said last, once Ray is down
     try:
         try:
             topology = open_topology(settings)
@@ -269,7 +270,9 @@ def serve(settings: Settings) -> int:
             controller.stop()
             log.info("stopping shards")
             stop_shards(shards)
-            log.info("stopped: every acknowledged write is in the shards' logs")
+            stopped = True
     finally:
-        ray.shutdown()
+        ray.shutdown()  # (its relay of the shards' lines ends: the last word is ours)
+        if stopped:
+            log.info("stopped: every acknowledged write is in the shards' logs")
         sys.stdout.flush()
