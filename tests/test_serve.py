@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switch.cli.serve import stop_shards
 from tests.chaos import free_port
 from tests.launcher import SwitchProcess
 
@@ -109,3 +110,13 @@ def test_a_ray_address_nobody_answers_is_refused_at_once(tmp_path: Path) -> None
     assert finished.returncode == 2
     assert f"no Ray cluster answers at 127.0.0.1:{port}" in finished.stderr + finished.stdout
     assert not (tmp_path / "data").exists()  # nothing was made
+
+
+def test_a_failed_stop_of_the_shards_is_not_called_clean() -> None:
+    """serve says its last word ("stopped: every acknowledged write ...") only when every
+    shard closed its log: stop_shards tells whether they did."""
+    class Failing:
+        def close(self) -> None:
+            raise TimeoutError("a shard did not close in time")
+
+    assert stop_shards(Failing()) is False  # type: ignore[arg-type]

@@ -217,11 +217,14 @@ def start_shards(settings: Settings, topology: Topology) -> RayShards:
     return shards
 
 
-def stop_shards(shards: RayShards) -> None:
+def stop_shards(shards: RayShards) -> bool:
+    """Close every shard's log; False (logged) if one could not be closed."""
     try:
         shards.close()
     except Exception:
         log.exception("closing shards")
+        return False
+    return True
 
 
 def serve(settings: Settings) -> int:
@@ -269,8 +272,7 @@ def serve(settings: Settings) -> int:
         finally:
             controller.stop()
             log.info("stopping shards")
-            stop_shards(shards)
-            stopped = True
+            stopped = stop_shards(shards)
     finally:
         ray.shutdown()  # (its relay of the shards' lines ends: the last word is ours)
         if stopped:

@@ -109,8 +109,9 @@ def _where(args: argparse.Namespace) -> int:
         return 2
     try:
         topology = load_topology(data_dir)
-    except TopologyMismatch as error:
-        print(f"payswitch slots: {error}", file=sys.stderr)
+    except (TopologyMismatch, OSError) as error:
+        print(f"payswitch slots: {error} (run it as the user the switch runs as, with its "
+              "data directory)", file=sys.stderr)
         return 2
     if topology is None:
         print(f"payswitch slots: {data_dir} holds no switch (no topology.json): pass the "

@@ -45,6 +45,7 @@ from switch.hub.window_model import (
 log = logging.getLogger("payswitch.hub")
 DRAIN_TIMEOUT_S = 30.0
 HISTORY_PAGE = 1000
+HISTORIES_AT_ONCE = 8  # participants' window accounts walked at once for a report
 REPORTS_KEPT_MAX = 256
 
 
@@ -206,9 +207,15 @@ class Windows:
             raise ApiError(404, "window_not_found")
         participants = self._participants(ledger)
         legs: dict[str, PaymentInWindow] = {}
-        histories = await asyncio.gather(*(  # each on its shard, the shards at once
-            self._history(window_account_id(ledger, number, participant))
-            for participant in participants))
+        walking = asyncio.Semaphore(HISTORIES_AT_ONCE)
+
+        async def walk(participant: str) -> list[Transfer]:
+            async with walking:
+                return await self._history(window_account_id(ledger, number, participant))
+
+        # A few at once: the shards work in parallel, and a window of many participants
+        # neither holds every history in memory nor fills a shard's queue with them.
+        histories = await asyncio.gather(*(walk(p) for p in participants))
         for history in histories:
             for leg in history:
                 if leg.code == WINDOW_CODE and leg.id not in legs:

@@ -210,9 +210,10 @@ class Router:
         self._finishing: set[asyncio.Task[None]] = set()
         self.answer_after_finalize = answer_after_finalize
         self.staged_commit = staged_commit
-        # A participant's accounts in all (auth.accounts_per_participant_max; 0: no bound):
-        # each shard is sent its share by the slots it holds (Placement.quota_share).
-        self.accounts_per_participant_max = 0
+        # A participant's accounts in all (auth.accounts_per_participant_max; 0: no bound;
+        # -1, unset: each shard applies its own start-up share): each shard is sent its
+        # share by the slots it holds now (Placement.quota_share).
+        self.accounts_per_participant_max = -1
 
     def made_here(self, attempt: int) -> bool:
         """Whether this router made a cross-shard attempt (its random high bits)."""
@@ -324,14 +325,14 @@ class Router:
         given = limits or [None] * len(accounts)
         replies: list[Any] = [None] * len(accounts)
         places = list(range(len(accounts)))
-        shares: dict[int, int] = {}  # per shard: the participant's quota there
+        bound = self.accounts_per_participant_max if participant_id else -1
         for _ in range(SLOT_HOPS_MAX):  # again where a moved slot is now (nothing applied)
+            shares: dict[int, int] = {}  # per shard, as the table is now (-1: its own)
             calls: list[Call] = []
             for place in places:
                 shard = self.shard_of(accounts[place].id)
-                if participant_id and shard not in shares:
-                    shares[shard] = self.placement.quota_share(
-                        shard, self.accounts_per_participant_max)
+                if bound >= 0 and shard not in shares:
+                    shares[shard] = self.placement.quota_share(shard, bound)
                 calls.append((shard, CreateAccount(accounts[place], given[place], key_id,
                                                    participant_id, shares.get(shard, -1))))
             sent = await self.scatter(calls)

@@ -763,3 +763,48 @@ def test_the_committed_counter_does_not_move_with_a_slot(cluster: Cluster) -> No
     asyncio.run(drive())
     assert seen == [(60, 30)]  # between import and release: homed twice, committed once
     assert sum(h.ledger.homed_count for h in cluster.hosts) == 30
+
+
+def test_a_participants_quota_follows_what_the_router_learns_and_the_shards_own(
+        cluster: Cluster) -> None:
+    """A router that has not heard of moves resends refused creations where the slots are
+    now, with that shard's share as the table stands then (was: the share worked out before
+    it learned, too small). A router told no bound (-1, not built from settings) leaves each
+    shard its own start-up share (was: sent 0, no bound at all)."""
+    moved = [s for s in range(SLOTS) if cluster.topology.slot_table[s] == 1][:16]
+
+    async def move() -> None:
+        for slot in moved:
+            await cluster.move(slot, 0)
+
+    asyncio.run(move())
+    cluster.restart(stale_router=True)
+    for host in cluster.hosts:
+        host.ledger.accounts_per_participant_max = 2  # the shards' own start-up share
+
+    async def stale() -> None:
+        router = cluster.router
+        assert router.accounts_per_participant_max == -1
+        own = await router.create_accounts([Account(f"own{n}", "USD", 1, "psp", 0, "")
+                                            for n in range(40)], participant_id="psp")
+        made = [o for o in own if not isinstance(o, BaseException) and o[0] == "ok"]
+        assert len(made) == 4  # 2 a shard: theirs, not unbounded
+
+    asyncio.run(stale())
+    cluster.restart(stale_router=True)  # again one that has heard of nothing
+
+    async def learning() -> None:
+        router = cluster.router
+        router.accounts_per_participant_max = 8
+        ids = [f"q{n}" for n in range(400) if slot_of(f"q{n}", SLOTS) in moved][:8] + [
+            f"r{n}" for n in range(400) if cluster.topology.slot_table[slot_of(f"r{n}", SLOTS)]
+            == 0 and slot_of(f"r{n}", SLOTS) not in moved][:8]
+        outcomes = await router.create_accounts([Account(i, "USD", 1, "psp2", 0, "")
+                                                 for i in ids], participant_id="psp2")
+        made_here = [i for i, o in zip(ids, outcomes, strict=True)
+                     if not isinstance(o, BaseException) and o[0] == "ok"]
+        # Shard 0 holds 48 of 64 slots now: a share of 6 once the router has learned the
+        # moves its answers told (4 from the table it started with).
+        assert len(made_here) > 4, outcomes
+
+    asyncio.run(learning())

@@ -167,3 +167,12 @@ def test_a_command_about_a_slot_being_moved_says_so() -> None:
     assert "Slot 17 is being moved" in body["message"] and moving.headers["retry-after"] == "1"
     dead = orjson.loads(asyncio.run(handler(None, ShardUnavailable("gone"))).body)
     assert dead["message"] == "A shard did not answer; retry with the same ids."
+
+
+def test_where_says_what_to_do_with_a_topology_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "topology.json").mkdir()  # as unreadable as one of another user's
+    where = subprocess.run([sys.executable, "-m", "switch.cli", "slots", "where", "x",
+                            "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                           timeout=60)
+    assert where.returncode == 2 and "Traceback" not in where.stderr, where.stderr
+    assert "run it as the user the switch runs as" in where.stderr
