@@ -392,8 +392,11 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
         return error_response(429, "overloaded", retry_after_seconds=retry_after_seconds)
 
     async def unavailable(request: Request, error: Exception) -> Response:
-        message = (f"Slot {error.slot} is being moved to another shard; retry in a moment "
-                   "with the same ids.") if isinstance(error, SlotMoving) else None
+        message = None
+        if isinstance(error, SlotMoving):
+            moving = f"Account {error.account}" if error.account else f"Slot {error.slot}"
+            message = (f"{moving} is being moved to another shard; retry in a moment with "
+                       "the same ids.")
         return error_response(503, "shard_unavailable", message,
                               retry_after_seconds=retry_after_seconds)
 

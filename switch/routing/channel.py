@@ -69,9 +69,11 @@ class SlotMoving(ShardUnavailable):
     """The command is about a slot being moved between shards (503 with Retry-After): or,
     `moved`, about one that has moved, to `shard` (the router asks there)."""
 
-    def __init__(self, message: str, slot: int, shard: int, moved: bool) -> None:
+    def __init__(self, message: str, slot: int, shard: int, moved: bool,
+                 account: str = "") -> None:
         super().__init__(message)
         self.slot, self.shard, self.moved = slot, shard, moved
+        self.account = account  # a pinned account moving alone (else the whole slot)
 
 
 class ShardCallFailed(Exception):
@@ -205,7 +207,8 @@ class ShardChannel:
             self.on_slot_moved(failed.slot, failed.shard, failed.account, failed.pinned)
             return SlotMoving(failed.message, failed.slot, failed.shard, moved=True)
         if failed.code == FAILED_SLOT_MOVING:
-            return SlotMoving(failed.message, failed.slot, failed.shard, moved=False)
+            return SlotMoving(failed.message, failed.slot, failed.shard, moved=False,
+                              account=failed.account)
         return ShardCallFailed(failed.code, failed.message)
 
     def _start_probing(self) -> None:

@@ -165,6 +165,8 @@ def test_a_command_about_a_slot_being_moved_says_so() -> None:
     body = orjson.loads(moving.body)
     assert (moving.status_code, body["code"]) == (503, "shard_unavailable")
     assert "Slot 17 is being moved" in body["message"] and moving.headers["retry-after"] == "1"
+    pinning = asyncio.run(handler(None, SlotMoving("frozen", 17, 2, False, account="hot-1")))
+    assert "Account hot-1 is being moved" in orjson.loads(pinning.body)["message"]
     dead = orjson.loads(asyncio.run(handler(None, ShardUnavailable("gone"))).body)
     assert dead["message"] == "A shard did not answer; retry with the same ids."
 
