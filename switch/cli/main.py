@@ -29,9 +29,14 @@ def _command(name: str) -> ModuleType:
 
 
 def _asked(argv: list[str]) -> str | None:
-    """The command named on the command line, if it is one of COMMANDS or serve."""
-    first = next((arg for arg in argv if not arg.startswith("-")), None)
-    return first if first in (*COMMANDS, "serve") else None
+    """The command named on the command line, if it is one of COMMANDS or serve (None, for
+    the whole parser, if help is asked before it: `payswitch -h wal` lists every command)."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in (*COMMANDS, "serve") else None
+    return None
 
 
 def _parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from switch.cli.main import main
+from switch.cli.main import _asked, main
 from switch.cli.settings import load_settings
 
 
@@ -88,3 +88,11 @@ def test_the_switch_url_brackets_an_ipv6_host() -> None:
     assert server_url(load_settings(environ={})) == "http://127.0.0.1:8080"
     assert server_url(load_settings(environ={}, overrides={"server.host": "::"})) == \
         "http://[::]:8080"
+
+
+def test_the_command_line_names_the_one_command_to_load() -> None:
+    """`payswitch` loads only the command it runs; help asked first shows them all."""
+    assert _asked(["wal", "verify", "data"]) == "wal"
+    assert _asked(["serve", "--config", "wal"]) == "serve"
+    assert _asked(["-h", "wal"]) is None and _asked(["--help"]) is None
+    assert _asked(["bogus"]) is None and _asked([]) is None
