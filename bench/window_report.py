@@ -3,11 +3,12 @@
 One switch (default settings), `--participants` participants with caps they never reach and
 `--wallets` wallets; then `--payments` immediate payments between wallets of different
 participants, sent as arrays of payments (`POST /v1/payments`, 8,190 at most each). Then,
-timed: the open window's report (computed at each request), the window's close, the closed
-window's first report (computed, signed and kept) and its second (kept). Each `--sizes`
-value is one window of that many payments, in one switch.
+timed: the open window's report, again after `--more` payments (it reads only what came
+since), the window's close, the closed window's first report (computed, signed and kept)
+and its second (kept). Each `--sizes` value is one window of that many payments (plus
+`--more`), in one switch.
 
-    python -m bench.window_report [--sizes 10000,100000] [--participants 10]
+    python -m bench.window_report [--sizes 10000,100000] [--more 1000] [--participants 10]
 """
 
 from __future__ import annotations
@@ -57,13 +58,17 @@ def timed_report(switch: SwitchProcess, window: str) -> tuple[float, dict[str, A
     return time.perf_counter() - started, answer.json()
 
 
-def measure(switch: SwitchProcess, size: int, participants: int, wallets: int
+def measure(switch: SwitchProcess, size: int, more: int, participants: int, wallets: int
             ) -> dict[str, Any]:
     window = switch.http.post("/v1/settlement-windows/close",
                               json={"ledger": "USD"}).json()["open"]  # a fresh one
     rate = make_payments(switch, window, size, participants, wallets)
     open_s, open_report = timed_report(switch, window)
     assert open_report["payments"] == size, open_report["payments"]
+    make_payments(switch, f"{window}-more", more, participants, wallets)
+    again_s, again = timed_report(switch, window)  # reads what came since the first
+    assert again["payments"] == size + more, again["payments"]
+    size += more
     started = time.perf_counter()
     closed = switch.http.post("/v1/settlement-windows/close", json={"ledger": "USD"},
                               timeout=600)
@@ -74,8 +79,10 @@ def measure(switch: SwitchProcess, size: int, participants: int, wallets: int
     assert final["state"] == "closed" and final["payments"] == size
     assert sum(row["net"] for row in final["participants"]) == 0
     row = {"payments": size, "payments_per_s": rate, "open_report_s": open_s,
-           "close_s": close_s, "closed_report_first_s": first_s, "closed_report_kept_s": kept_s}
-    print(f"{size:>9,} payments ({rate:,.0f}/s made): open report {open_s:.2f} s, close "
+           "open_report_again_s": again_s, "more": more, "close_s": close_s,
+           "closed_report_first_s": first_s, "closed_report_kept_s": kept_s}
+    print(f"{size:>9,} payments ({rate:,.0f}/s made): open report {open_s:.2f} s, again "
+          f"after {more:,} more {again_s:.3f} s, close "
           f"{close_s:.2f} s, closed report {first_s:.2f} s (then kept: {kept_s:.3f} s)",
           flush=True)
     return row
@@ -84,6 +91,8 @@ def measure(switch: SwitchProcess, size: int, participants: int, wallets: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--more", type=int, default=1000,
+                        help="payments made between the open window's two reports")
     parser.add_argument("--participants", type=int, default=10)
     parser.add_argument("--wallets", type=int, default=2000)
     args = parser.parse_args(argv)
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                            log_path=work / "switch.log").start()
     try:
         prepare(switch, args.participants, args.wallets)
-        rows = [measure(switch, int(size), args.participants, args.wallets)
+        rows = [measure(switch, int(size), args.more, args.participants, args.wallets)
                 for size in args.sizes.split(",")]
     finally:
         switch.kill_session()

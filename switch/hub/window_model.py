@@ -91,8 +91,42 @@ class PaymentInWindow:
 
 
 def payment_in_window(leg: Transfer, payer: str, payee: str) -> PaymentInWindow:
-    payment_id, _, fee = leg.user_data.rpartition(";")
-    return PaymentInWindow(payment_id, payer, payee, leg.amount, int(fee or 0), leg.timestamp)
+    return PaymentInWindow(leg.user_data.rpartition(";")[0], payer, payee, leg.amount,
+                           leg_fee(leg), leg.timestamp)
+
+
+def leg_fee(leg: Transfer) -> int:
+    """The fee a window leg carries (its user_data: "payment id;fee")."""
+    return int(leg.user_data.rpartition(";")[2] or 0)
+
+
+@dataclass
+class Tally:
+    """One participant's sums in an open window, as far as its window account's history has
+    been read: a later report reads only the legs after `newest_id` (history is newest
+    first, and only grows at its head)."""
+
+    newest_id: str | None = None
+    sent: int = 0
+    received: int = 0
+    fees: int = 0
+    payments: int = 0  # the window legs it paid
+
+    def add(self, leg: Transfer, account_id: str) -> None:
+        """One entry of the account's history (entries that are not window legs: nothing)."""
+        if leg.code != WINDOW_CODE:
+            return
+        if leg.debit_account_id == account_id:
+            self.sent += leg.amount
+            self.fees += leg_fee(leg)
+            self.payments += 1
+        else:
+            self.received += leg.amount
+
+    def plus(self, newer: Tally) -> Tally:
+        return Tally(newer.newest_id or self.newest_id, self.sent + newer.sent,
+                     self.received + newer.received, self.fees + newer.fees,
+                     self.payments + newer.payments)
 
 
 @dataclass(frozen=True)

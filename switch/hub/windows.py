@@ -32,6 +32,7 @@ from switch.hub.window_model import (
     WINDOW_CODE,
     PaymentInWindow,
     Row,
+    Tally,
     closing,
     marker_id,
     merkle_root,
@@ -45,6 +46,7 @@ from switch.hub.window_model import (
 log = logging.getLogger("payswitch.hub")
 DRAIN_TIMEOUT_S = 30.0
 HISTORY_PAGE = 1000
+HISTORY_PAGE_FIRST = 64  # the first page of a catch-up: what came since the last report
 HISTORIES_AT_ONCE = 8  # participants' window accounts walked at once for a report
 REPORTS_KEPT_MAX = 256
 
@@ -68,6 +70,9 @@ class Windows:
         self.key = key
         self._open: dict[str, int] = {}
         self._reports: dict[tuple[str, int], Report] = {}  # closed windows': final
+        # Open windows' sums per participant, read so far; one report catches up at a time.
+        self._tallies: dict[tuple[str, int], dict[str, Tally]] = {}
+        self._tallying: dict[tuple[str, int], asyncio.Lock] = {}
 
     async def open_window(self, ledger: str) -> int:
         if ledger not in self._open:
@@ -206,6 +211,9 @@ class Windows:
         if marker is None:
             raise ApiError(404, "window_not_found")
         participants = self._participants(ledger)
+        if not marker.flags & CLOSED:
+            return await self._open_report(ledger, number, marker.timestamp, participants)
+        self._forget_tallies(ledger, number + 1)
         legs: dict[str, PaymentInWindow] = {}
         walking = asyncio.Semaphore(HISTORIES_AT_ONCE)
 
@@ -223,9 +231,6 @@ class Windows:
                                                      _participant(leg.credit_account_id))
         payments = sorted(legs.values(), key=lambda p: p.payment_id)
         rows = rows_of(participants, payments)
-        if not marker.flags & CLOSED:
-            return Report(ledger, number, "open", marker.timestamp, None, rows, len(payments),
-                          None, None)
         closed_at = await self._closed_at(marker_id(ledger, number))
         root = merkle_root(payments)
         signature = self.key.sign(signed_statement(ledger, number, root, closed_at)).hex()
@@ -235,6 +240,56 @@ class Windows:
             self._reports.clear()
         self._reports[(ledger, number)] = final
         return final
+
+    async def _open_report(self, ledger: str, number: int, opened_at: int,
+                           participants: list[str]) -> Report:
+        """An open window's report from each participant's sums, caught up with the legs
+        committed since the last report here: a report costs what came since, not the
+        whole window (a closed window's, which needs every leg for its root, reads all)."""
+        self._forget_tallies(ledger, number)
+        window = (ledger, number)
+        async with self._tallying.setdefault(window, asyncio.Lock()):
+            tallies = self._tallies.setdefault(window, {})
+            walking = asyncio.Semaphore(HISTORIES_AT_ONCE)
+
+            async def catch_up(participant: str) -> None:
+                async with walking:
+                    tallies[participant] = await self._caught_up(
+                        window_account_id(ledger, number, participant),
+                        tallies.get(participant) or Tally())
+
+            await asyncio.gather(*(catch_up(p) for p in participants))
+            rows = [Row(p, tallies[p].sent, tallies[p].received, tallies[p].fees)
+                    for p in participants]
+            payments = sum(tallies[p].payments for p in participants)
+        return Report(ledger, number, "open", opened_at, None, rows, payments, None, None)
+
+    async def _caught_up(self, account_id: str, tally: Tally) -> Tally:
+        """`tally` with the legs after its newest; if that leg is no longer in the history
+        (which only grows at its head), the sums of the whole history instead."""
+        newer = Tally()
+        before: int | None = None
+        limit = HISTORY_PAGE_FIRST
+        while True:
+            page = expect(await self.hub.router.ask(
+                self.hub.router.shard_of(account_id),
+                AccountTransfers(account_id, limit, before)), TransferPage)
+            for leg in page.transfers:
+                if leg.id == tally.newest_id:
+                    return tally.plus(newer)
+                if newer.newest_id is None:
+                    newer.newest_id = leg.id
+                newer.add(leg, account_id)
+            if page.next_position is None:
+                return newer
+            before = page.next_position
+            limit = min(HISTORY_PAGE, limit * 4)
+
+    def _forget_tallies(self, ledger: str, below: int) -> None:
+        """Drop the sums of this ledger's windows numbered below `below` (closed since)."""
+        for window in [w for w in self._tallies if w[0] == ledger and w[1] < below]:
+            del self._tallies[window]
+            self._tallying.pop(window, None)
 
     async def _history(self, account_id: str) -> list[Transfer]:
         legs: list[Transfer] = []

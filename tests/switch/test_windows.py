@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from actors.ledger.registry import Participant
-from actors.messages import CreateAccount, CreateParticipant
+from actors.messages import AccountTransfers, CreateAccount, CreateParticipant
 from switch.hub.window_model import marker_id, signed_statement, window_accounts
 from tests.conftest import RunningSwitch, switch_settings
 from tests.switch.hub_world import GROSS, USD, Switch, fresh
@@ -352,3 +352,51 @@ def test_a_participant_without_a_window_account_does_not_stop_a_close(switch: Ru
         time.sleep(0.1)
     closed = switch.post("/v1/settlement-windows/close", {"ledger": USD})
     assert closed.status_code == 200, closed.text
+
+
+def test_an_open_windows_report_reads_only_what_came_since_the_last(hub: Switch) -> None:
+    """A report of an open window catches up from the last one (was: every leg of the window
+    read again at each request), and its sums are the closed window's, read in full."""
+    ledger = "EUR"  # the fixture's ledger with fees
+    a, b = hub.participant(ledgers=(ledger,)), hub.participant(ledgers=(ledger,))
+    for bank in (a, b):
+        hub.ready(bank, 1_000_000, ledger=ledger)
+    wa, wb = hub.wallet(a, 500_000, ledger), hub.wallet(b, 500_000, ledger)
+    window = close(hub, ledger)["open"]
+
+    def pay(count: int, start: int) -> None:
+        answer = hub.op("POST", "/v1/payments", [
+            {"id": fresh("tally"), "payer_account_id": (wa, wb)[n % 3 == 0],
+             "payee_account_id": (wb, wa)[n % 3 == 0], "amount": 100 + n, "ledger": ledger}
+            for n in range(start, start + count)])
+        assert answer.status_code == 200, answer.text
+        assert {r["result"] for r in answer.json()["results"]} == {"ok"}
+
+    pay(150, 0)
+    assert report(hub, window)["payments"] == 150
+    router = hub.running.router
+    assert router is not None
+    asked = router.ask
+    legs_read: list[int] = []
+
+    async def counting(shard: int, command: Any) -> Any:
+        reply = await asked(shard, command)
+        if isinstance(command, AccountTransfers):
+            legs_read.append(len(reply.transfers))
+        return reply
+
+    router.ask = counting  # type: ignore[method-assign]
+    try:
+        pay(5, 150)
+        caught_up = report(hub, window)
+    finally:
+        del router.ask  # the class's again
+    assert caught_up["payments"] == 155
+    assert sum(legs_read) < 150, legs_read  # what came since, in the first small page
+    close(hub, ledger)
+    final = report(hub, window)
+    assert final["state"] == "closed" and final["payments"] == 155
+    assert caught_up["participants"] == final["participants"]
+    sent_by_a = sum(100 + n for n in range(155) if n % 3)
+    assert row(final, a)["sent"] == sent_by_a and row(final, b)["received"] == sent_by_a
+    assert row(final, a)["fees"] > 0
