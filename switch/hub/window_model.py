@@ -14,7 +14,7 @@ window's report is final, and anyone with the log can derive it again.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actors.ledger.model import CLOSING_DEBIT, HISTORY, PENDING, POST_PENDING, Account, Transfer
 from actors.ledger.pending import UNSPECIFIED_CODE
@@ -100,33 +100,53 @@ def leg_fee(leg: Transfer) -> int:
     return int(leg.user_data.rpartition(";")[2] or 0)
 
 
+def window_participant(account_id: str) -> str:
+    """The participant of a window account (`hub:window:L:N:P`)."""
+    return account_id.split(":", 4)[4]
+
+
 @dataclass
 class Tally:
-    """One participant's sums in an open window, as far as its window account's history has
-    been read: a later report reads only the legs after `newest_id` (history is newest
-    first, and only grows at its head)."""
+    """What one participant paid in an open window, as far as its window account's history
+    has been read: a later report reads only the entries after `newest_id` (history is
+    newest first, and only grows at its head). Each leg is counted once, from its payer's
+    history, for its payer and its payee alike, so the nets of any set of tallies sum to
+    zero, whatever committed between two histories' reads."""
 
     newest_id: str | None = None
     sent: int = 0
-    received: int = 0
     fees: int = 0
-    payments: int = 0  # the window legs it paid
+    payments: int = 0
+    received_by: dict[str, int] = field(default_factory=dict)  # per payee participant
 
     def add(self, leg: Transfer, account_id: str) -> None:
-        """One entry of the account's history (entries that are not window legs: nothing)."""
-        if leg.code != WINDOW_CODE:
+        """One entry of the account's history: a window leg it paid counts; the rest (legs it
+        received, counted from their payers' histories, and the close) does not."""
+        if leg.code != WINDOW_CODE or leg.debit_account_id != account_id:
             return
-        if leg.debit_account_id == account_id:
-            self.sent += leg.amount
-            self.fees += leg_fee(leg)
-            self.payments += 1
-        else:
-            self.received += leg.amount
+        self.sent += leg.amount
+        self.fees += leg_fee(leg)
+        self.payments += 1
+        payee = window_participant(leg.credit_account_id)
+        self.received_by[payee] = self.received_by.get(payee, 0) + leg.amount
 
     def plus(self, newer: Tally) -> Tally:
+        received_by = dict(self.received_by)
+        for payee, amount in newer.received_by.items():
+            received_by[payee] = received_by.get(payee, 0) + amount
         return Tally(newer.newest_id or self.newest_id, self.sent + newer.sent,
-                     self.received + newer.received, self.fees + newer.fees,
-                     self.payments + newer.payments)
+                     self.fees + newer.fees, self.payments + newer.payments, received_by)
+
+
+def tally_rows(participants: list[str], tallies: dict[str, Tally]) -> list[Row]:
+    """The report's rows from what each participant paid (a payee the list lacks included)."""
+    received: dict[str, int] = dict.fromkeys(participants, 0)
+    for tally in tallies.values():
+        for payee, amount in tally.received_by.items():
+            received[payee] = received.get(payee, 0) + amount
+    empty = Tally()
+    return [Row(p, tallies.get(p, empty).sent, received[p], tallies.get(p, empty).fees)
+            for p in sorted(received)]
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,10 @@ from switch.hub.window_model import (
     payment_in_window,
     rows_of,
     signed_statement,
+    tally_rows,
     window_account_id,
     window_accounts,
+    window_participant,
 )
 
 log = logging.getLogger("payswitch.hub")
@@ -48,6 +50,7 @@ DRAIN_TIMEOUT_S = 30.0
 HISTORY_PAGE = 1000
 HISTORY_PAGE_FIRST = 64  # the first page of a catch-up: what came since the last report
 HISTORIES_AT_ONCE = 8  # participants' window accounts walked at once for a report
+WALKS_MAX = 4  # a history read again from its head after its account moved shard
 REPORTS_KEPT_MAX = 256
 
 
@@ -210,26 +213,27 @@ class Windows:
         marker = await self._account(marker_id(ledger, number))
         if marker is None:
             raise ApiError(404, "window_not_found")
-        participants = self._participants(ledger)
         if not marker.flags & CLOSED:
-            return await self._open_report(ledger, number, marker.timestamp, participants)
+            return await self._open_report(ledger, number, marker.timestamp,
+                                           self._participants(ledger))
         self._forget_tallies(ledger, number + 1)
-        legs: dict[str, PaymentInWindow] = {}
+        await self.hub.keyring.refresh()  # every payer (enabled through another ingress too)
+        participants = self._participants(ledger)
         walking = asyncio.Semaphore(HISTORIES_AT_ONCE)
 
-        async def walk(participant: str) -> list[Transfer]:
+        async def walk(participant: str) -> list[PaymentInWindow]:
+            """The legs this participant paid (each leg is read from its payer's history)."""
+            account_id = window_account_id(ledger, number, participant)
             async with walking:
-                return await self._history(window_account_id(ledger, number, participant))
+                entries, _ = await self._entries(account_id, None, HISTORY_PAGE)
+            return [payment_in_window(leg, participant, window_participant(
+                leg.credit_account_id)) for leg in entries
+                if leg.code == WINDOW_CODE and leg.debit_account_id == account_id]
 
         # A few at once: the shards work in parallel, and a window of many participants
         # neither holds every history in memory nor fills a shard's queue with them.
-        histories = await asyncio.gather(*(walk(p) for p in participants))
-        for history in histories:
-            for leg in history:
-                if leg.code == WINDOW_CODE and leg.id not in legs:
-                    legs[leg.id] = payment_in_window(leg, _participant(leg.debit_account_id),
-                                                     _participant(leg.credit_account_id))
-        payments = sorted(legs.values(), key=lambda p: p.payment_id)
+        paid = await asyncio.gather(*(walk(p) for p in participants))
+        payments = sorted((p for legs in paid for p in legs), key=lambda p: p.payment_id)
         rows = rows_of(participants, payments)
         closed_at = await self._closed_at(marker_id(ledger, number))
         root = merkle_root(payments)
@@ -243,7 +247,7 @@ class Windows:
 
     async def _open_report(self, ledger: str, number: int, opened_at: int,
                            participants: list[str]) -> Report:
-        """An open window's report from each participant's sums, caught up with the legs
+        """An open window's report from what each participant paid, caught up with the legs
         committed since the last report here: a report costs what came since, not the
         whole window (a closed window's, which needs every leg for its root, reads all)."""
         self._forget_tallies(ledger, number)
@@ -252,56 +256,60 @@ class Windows:
             tallies = self._tallies.setdefault(window, {})
             walking = asyncio.Semaphore(HISTORIES_AT_ONCE)
 
-            async def catch_up(participant: str) -> None:
+            async def catch_up(participant: str) -> tuple[str, Tally]:
                 async with walking:
-                    tallies[participant] = await self._caught_up(
+                    return participant, await self._caught_up(
                         window_account_id(ledger, number, participant),
                         tallies.get(participant) or Tally())
 
-            await asyncio.gather(*(catch_up(p) for p in participants))
-            rows = [Row(p, tallies[p].sent, tallies[p].received, tallies[p].fees)
-                    for p in participants]
-            payments = sum(tallies[p].payments for p in participants)
+            # All or nothing: a walk that fails leaves every tally as it was.
+            tallies.update(await asyncio.gather(*(catch_up(p) for p in participants)))
+            rows = tally_rows(participants, tallies)
+            payments = sum(tally.payments for tally in tallies.values())
         return Report(ledger, number, "open", opened_at, None, rows, payments, None, None)
 
     async def _caught_up(self, account_id: str, tally: Tally) -> Tally:
         """`tally` with the legs after its newest; if that leg is no longer in the history
-        (which only grows at its head), the sums of the whole history instead."""
+        (which only grows at its head), what the whole history says instead."""
         newer = Tally()
-        before: int | None = None
-        limit = HISTORY_PAGE_FIRST
-        while True:
-            page = expect(await self.hub.router.ask(
-                self.hub.router.shard_of(account_id),
-                AccountTransfers(account_id, limit, before)), TransferPage)
-            for leg in page.transfers:
-                if leg.id == tally.newest_id:
-                    return tally.plus(newer)
-                if newer.newest_id is None:
-                    newer.newest_id = leg.id
-                newer.add(leg, account_id)
-            if page.next_position is None:
-                return newer
-            before = page.next_position
-            limit = min(HISTORY_PAGE, limit * 4)
+        entries, met = await self._entries(account_id, tally.newest_id, HISTORY_PAGE_FIRST)
+        for leg in entries:
+            if newer.newest_id is None:
+                newer.newest_id = leg.id
+            newer.add(leg, account_id)
+        return tally.plus(newer) if met else newer
+
+    async def _entries(self, account_id: str, stop_id: str | None, first_limit: int
+                       ) -> tuple[list[Transfer], bool]:
+        """The account's history, newest first, down to the entry `stop_id` (left out), and
+        whether it was met. A page's position is a place in one shard's log: if the account
+        moved to another shard during the walk, it is read again from the head there."""
+        router = self.hub.router
+        for _ in range(WALKS_MAX):
+            shard = router.shard_of(account_id)
+            entries: list[Transfer] = []
+            before: int | None = None
+            limit = first_limit
+            while True:
+                page = expect(await router.ask(shard, AccountTransfers(account_id, limit,
+                                                                       before)), TransferPage)
+                if router.shard_of(account_id) != shard:
+                    break  # moved (the ask followed it): positions from here mean nothing
+                for leg in page.transfers:
+                    if leg.id == stop_id:
+                        return entries, True
+                    entries.append(leg)
+                if page.next_position is None:
+                    return entries, False
+                before = page.next_position
+                limit = min(HISTORY_PAGE, limit * 4)
+        raise ApiError(503, "shard_unavailable", retry_after_seconds=1)
 
     def _forget_tallies(self, ledger: str, below: int) -> None:
         """Drop the sums of this ledger's windows numbered below `below` (closed since)."""
         for window in [w for w in self._tallies if w[0] == ledger and w[1] < below]:
             del self._tallies[window]
             self._tallying.pop(window, None)
-
-    async def _history(self, account_id: str) -> list[Transfer]:
-        legs: list[Transfer] = []
-        before: int | None = None
-        while True:
-            page = expect(await self.hub.router.ask(
-                self.hub.router.shard_of(account_id),
-                AccountTransfers(account_id, HISTORY_PAGE, before)), TransferPage)
-            legs += page.transfers
-            if page.next_position is None:
-                return legs
-            before = page.next_position
 
     async def _closed_at(self, marker: str) -> int:
         view = expect(await self.hub.router.ask(self.hub.router.shard_of(f"{marker}:close"),
@@ -313,6 +321,3 @@ class Windows:
                                          GetAccount(account_id))
         return expect(view, AccountView).account
 
-
-def _participant(window_account: str) -> str:
-    return window_account.split(":", 4)[4]
