@@ -136,6 +136,9 @@ class ShardHost:
         self.full: str | None = None  # why it takes no more writes (its map is full)
         self.replicator: Replicator | None = None  # set by its actor when it has a follower
         self.batch_lock = threading.Lock()  # held while a batch runs (replication waits on it)
+        # Held by the reads thread while it reads the log (the feed, the status) and by a
+        # rebuild or close while it closes it: no read meets a closed LMDB environment.
+        self._log_in_use = threading.Lock()
 
     @property
     def log(self) -> RecordLog:
@@ -347,8 +350,9 @@ class ShardHost:
         try:
             self._log.store.discard()
             self.wait_for_snapshot()
-            self._log.close()
-            self._log = self._open_log()
+            with self._log_in_use:
+                self._log.close()
+                self._log = self._open_log()
             self.ledger, _ = self._recover()
         except Exception as error:
             self.broken = f"shard {self.config.shard_index} could not rebuild its state: {error!r}"
@@ -427,28 +431,31 @@ class ShardHost:
             self._snapshot_thread.join()
 
     def status(self) -> ShardStatus:
+        """(On the reads thread, while batches run: copies of what a batch may change.)"""
         ledger = self.ledger
+        with self._log_in_use:
+            last_seq, used, bound = (self._log.last_seq, self._log.stored_bytes(),
+                                     self._log.map_size_bytes())
         return ShardStatus(
             shard=self.config.shard_index,
             accounts=len(ledger.accounts),
             transfers=ledger.homed_count,
             in_doubt=len(ledger.reservations),
             pending_open=len(ledger.pending),
-            last_seq=self._log.last_seq,
+            last_seq=last_seq,
             recovery_ms=round(self.recovery.duration_ms, 3),
             recovered_records=self.recovery.records_replayed,
             snapshot_seq=self.recovery.snapshot_seq,
             snapshot_seq_written=self.snapshot_seq_written,
             snapshot_age_seconds=round(time.time() - self.snapshot_written_at, 3),
-            log_bytes=(used := self._log.stored_bytes()),
-            log_used_ratio=round(used / bound, 4) if (bound := self._log.map_size_bytes())
-            else 0.0,
+            log_bytes=used,
+            log_used_ratio=round(used / bound, 4) if bound else 0.0,
             stats=self.stats.export(),
             totals=totals(ledger),
             fences=sum(len(attempts) for fenced in (ledger.fenced_transfers,
                                                     ledger.fenced_chains)
-                       for attempts in fenced.values()),
-            replication=self.replicator.state(self._log.last_seq)
+                       for attempts in list(fenced.values())),
+            replication=self.replicator.state(last_seq)
             if self.replicator is not None else None,
             commits_applied=ledger.commits_applied,
         )
@@ -456,6 +463,10 @@ class ShardHost:
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
         """Committed records from `from_seq` (at most `records_max`, and no more than about
         `bytes_max` of payload): the log feed. Safe on another thread than the batches'."""
+        with self._log_in_use:
+            return self._read_log(from_seq, records_max, bytes_max)
+
+    def _read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
         log_ = self._log
         last_seq = log_.last_seq
         if self.replicator is not None:  # sync: nothing a failover could take back
@@ -473,7 +484,8 @@ class ShardHost:
         if self.replicator is not None:
             self.replicator.close()
         self.wait_for_snapshot()
-        self._log.close()
+        with self._log_in_use:
+            self._log.close()
 
 
 __all__ = ["Reply", "ShardConfig", "ShardHost"]

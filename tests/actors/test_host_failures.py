@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -181,4 +182,38 @@ def test_a_snapshot_cut_frees_the_slots_of_readers_that_died(tmp_path: Path) -> 
     host.take_snapshot()
     host.wait_for_snapshot()
     assert dead not in readers()
+    host.close()
+
+
+def test_a_log_feed_read_while_the_batch_thread_rebuilds_is_answered_whole(
+        tmp_path: Path) -> None:
+    """The reads thread reads the log feed while the batch thread rebuilds (after a full log
+    or a command that raised): the rebuild waits for the read (was: it closed the log under
+    it, and the read failed as 'LMDB cannot read it', a spurious 503 on /v1/events; seen in
+    the soak test's full-log round)."""
+    host = host_on(tmp_path)
+    call(host, [account("bank"), account("a")])
+    run(host, [commit(f"t-{n}", "bank", "a", 1) for n in range(10)])
+    log_ = host.log
+    reading, rebuilt = threading.Event(), threading.Event()
+    real_range = log_._raw_range
+
+    def paused_range(seq_from: int, seq_to: int | None) -> Any:
+        reading.set()
+        rebuilt.wait(timeout=1.0)  # the rebuild goes first, unless it waits for this read
+        return real_range(seq_from, seq_to)
+
+    log_._raw_range = paused_range  # type: ignore[method-assign]
+    feeds: list[Any] = []
+    reader = threading.Thread(target=lambda: feeds.append(host.read_log(1, 100, 1 << 20)))
+    reader.start()
+    assert reading.wait(timeout=5.0)
+    rebuild = threading.Thread(target=host._rebuild)
+    rebuild.start()
+    rebuild.join(timeout=0.3)
+    rebuilt.set()
+    reader.join(timeout=5.0)
+    rebuild.join(timeout=5.0)
+    assert feeds and [r.seq for r in feeds[0].records] == [1, 2]
+    assert host.read_log(1, 100, 1 << 20).last_seq == 2  # the rebuilt log serves too
     host.close()
