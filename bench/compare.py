@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.throughput import OUT_DIR, bench_accounts
+from persistence.topology import default_shard_count
 
 ACCOUNTS = 10_000
 
@@ -41,7 +42,8 @@ def parser_for(prog: str, doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--transfers", type=int, default=60_000)
     parser.add_argument("--modes", nargs="+", default=["single", "array8190"])
-    parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--shards", type=int, default=default_shard_count(os.cpu_count() or 1),
+                        help="the switch's default for a new directory: half the cores")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--port", type=int, default=18080)

@@ -1,7 +1,7 @@
 """Do many holds cost clients anything? One transfer per request at a moderate load, measured
 before and after `--holds` pending transfers are made (the hardening issue, item 14).
 
-Starts a switch (default settings: one shard per CPU) with `--accounts` accounts. Then:
+Starts a switch (default settings: half the CPUs as shards) with `--accounts` accounts. Then:
 
 1. `--runs` measurements of one transfer per request (wrk, `--connections` connections,
    `--transfers` transfers each): p50, p99, and every answer that is not 2xx (a 429 is one).

@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", default="30s")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="mix")
-    parser.add_argument("--shards", type=int, default=0, help="for a started switch; 0 = CPUs")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="for a started switch; 0 = the switch's default")
     parser.add_argument("--port", type=int, default=18081)
     parser.add_argument("--ui", action="store_true", help="Locust's web UI on 127.0.0.1:8089")
     parser.add_argument("--key", help="an operator key, for --host (default: "
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url, key = args.host, args.key or os.environ.get("PAYSWITCH_API_KEY", "")
         if url is None:
-            switch = SwitchProcess(work / "data", args.port, args.shards or (os.cpu_count() or 1),
+            switch = SwitchProcess(work / "data", args.port, args.shards,
                                    work / "switch.log").start()
             url, key = switch.url, switch.operator_key
         headers = {"Authorization": f"Bearer {key}"}

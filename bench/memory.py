@@ -1,6 +1,6 @@
 """Resident memory per process of a running switch: per account, and while transfers stream.
 
-Starts `payswitch serve` (its own Ray, default settings: one shard per CPU) and measures every
+Starts `payswitch serve` (its own Ray, default settings: half the CPUs as shards) and measures every
 process of its session (the ingress, each shard actor, the read model's actor, and Ray's own)
 from /proc: `RssAnon` (the process's own memory: its heap) and `RssFile` (file pages mapped
 and resident: for a shard, the LMDB pages it read, which the kernel may drop at will).

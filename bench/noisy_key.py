@@ -1,7 +1,7 @@
 """Does one noisy key cost the others? (the trust issue: "one noisy key must not raise the
 others' p99 by more than 20%").
 
-Starts a switch (default settings: one shard per CPU). Two participants, `quiet` and `noisy`,
+Starts a switch (default settings: half the CPUs as shards). Two participants, `quiet` and `noisy`,
 each with a key and `--accounts` funded wallets. Then, alternately, `--runs` times each:
 
 - quiet alone: one transfer per request from the quiet key (wrk, `--connections`

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wallets", type=int, default=10_000)
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated, of {', '.join(MODES + CLIENT_MODES)}")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="the switch's shard count (0: its default for a new directory)")
     parser.add_argument("--tasks", type=int, default=CLIENT_TASKS,
                         help="the client modes' application tasks")
     args = parser.parse_args(argv)
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     modes = args.modes.split(",")
     work = Path(tempfile.mkdtemp(prefix="payswitch-payments-"))
-    switch = SwitchProcess(work / "data", free_port(), shards=0,
+    switch = SwitchProcess(work / "data", free_port(), shards=args.shards,
                            log_path=work / "switch.log").start()
     rows: list[dict[str, Any]] = []
     try:

@@ -5,7 +5,7 @@ same distributions (uniform; 20% of transfers with one side on one of 10 hot acc
 
 1. **The HTTP stack's own ceiling** (bench/bare_stack.py): Starlette on uvicorn with
    httptools, answering each JSON POST with nothing behind it; wrk, 64 connections.
-2. **payswitch**, default settings (its own Ray, one shard per CPU): one transfer per request
+2. **payswitch**, default settings (its own Ray, half the CPUs as shards): one transfer per request
    (wrk, 64 connections, `--transfers`), and arrays of 8,190 (4 senders).
 3. **PostgreSQL 15** (bench/postgres_peer.py: fsync on, synchronous commit): one PL/pgSQL
    call per transfer (pgbench, `--pg-clients` clients), and 100 transfers per transaction

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import orjson
 
+from persistence.topology import default_shard_count
 from tests.launcher import SwitchProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="single, arrayN (arrays of N), linkedK-N (linked chains of K "
                         "in arrays of N), twophaseN (reserve then post, in "
                         "arrays of N)")
-    parser.add_argument("--shards", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--shards", type=int, default=default_shard_count(os.cpu_count() or 1),
+                        help="the switch's default for a new directory: half the cores")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--port", type=int, default=18080)

@@ -1,9 +1,10 @@
 """A data directory's saved topology (`topology.json`): written durably the first time the
 directory is served, read at every later start, never reinterpreted silently.
 
-- A new directory: the topology the settings ask for (one shard per CPU when they ask for 0,
-  shards dealt round-robin to the storage nodes there are) is written with a new switch id
-  and `shards_created` false (temporary file, fsync, rename, fsync of the directory). Each
+- A new directory: the topology the settings ask for (half the CPUs, at least one, when
+  they ask for 0; shards dealt round-robin to the storage nodes there are) is written with
+  a new switch id and `shards_created` false (temporary file, fsync, rename, fsync of the
+  directory). Each
   shard then makes its directory on its node (persistence/identity.py) and the caller saves
   the topology again with `shards_created` true: from then on a shard directory that goes
   missing is noticed by its shard instead of being recreated empty.
@@ -117,12 +118,22 @@ def read_topology(data_dir: Path, slots: int) -> Topology:
     return round_robin(len(shard_directories(data_dir)), slots)
 
 
+def default_shard_count(cpu_count: int) -> int:
+    """A new data directory's shards when none are asked: half the machine's cores, at least
+    one. The ingress processes need about as much CPU as the shards they drive, and a
+    transfer across shards costs about three shard commands where one shard needs one: on
+    2 cores one shard carries more than two (bench/RESULTS.md, "How many shards on 2
+    cores")."""
+    return max(1, cpu_count // 2)
+
+
 def resolve_topology(data_dir: Path, shards_asked: int, slots_asked: int,
                      cpu_count: int, storage_nodes: Sequence[str] = (LOCAL_NODE,)) -> Resolved:
     """The topology to serve `data_dir` with; saves it if the directory had none, or had a
     version 1 one ("upgraded").
 
-    `shards_asked` 0 means "what the data directory says" (for a new one: `cpu_count`).
+    `shards_asked` 0 means "what the data directory says" (for a new one:
+    `default_shard_count(cpu_count)`).
     `storage_nodes`: the names of the storage nodes a new directory's shards are dealt to.
     Raises TopologyMismatch when the settings disagree with the data.
     """
@@ -134,7 +145,7 @@ def resolve_topology(data_dir: Path, shards_asked: int, slots_asked: int,
         if present:
             saved, how = round_robin(present, slots_asked, switch_id=new_switch_id()), "adopted"
         else:
-            saved, how = round_robin(shards_asked or cpu_count, slots_asked,
+            saved, how = round_robin(shards_asked or default_shard_count(cpu_count), slots_asked,
                                      switch_id=new_switch_id(), nodes=sorted(storage_nodes),
                                      shards_created=False), "created"
     elif not saved.switch_id:

@@ -56,7 +56,8 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--data-dir", help="where the shards keep their logs (data.dir)")
-    serve.add_argument("--shards", type=int, help="number of shard actors; 0 = one per CPU")
+    serve.add_argument("--shards", type=int, help="number of shard actors; 0 = what the data "
+                       "directory says (for a new one: half the CPUs, at least one)")
     serve.add_argument("--ray-address", help="join this Ray cluster (ray.address; default: "
                        "start an embedded one-machine Ray). See docs/CLUSTER.md")
     serve.add_argument("--workers", type=int, help="HTTP ingress processes sharing the port "

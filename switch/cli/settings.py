@@ -69,7 +69,7 @@ class DataSettings(_Section):
 
 
 class ShardSettings(_Section):
-    count: int = Field(ge=0)  # 0: what the data directory says (one per CPU for a new one)
+    count: int = Field(ge=0)  # 0: what the data directory says (half the CPUs if new)
     slots: int = Positive
     transfer_cache_max: int = Positive  # recently indexed transfers each shard keeps in memory
     transport: Literal["socket", "ray"] = "socket"  # how the router's batches reach a shard

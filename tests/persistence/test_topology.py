@@ -22,6 +22,7 @@ from persistence.topology import (
     TOPOLOGY_FILE,
     SavedTopology,
     TopologyMismatch,
+    default_shard_count,
     load_topology,
     mark_shards_created,
     read_topology,
@@ -64,8 +65,10 @@ def test_a_version_1_topology_is_upgraded_once_with_its_shards_on_the_local_node
     assert again.how == "saved" and again.topology == upgraded.topology
 
 
-def test_zero_means_one_per_cpu_for_a_new_directory_then_what_it_says(tmp_path: Path) -> None:
-    assert resolve_topology(tmp_path, 0, 64, cpu_count=5).topology.shard_count == 5
+def test_zero_means_half_the_cores_for_a_new_directory_then_what_it_says(tmp_path: Path
+                                                                         ) -> None:
+    assert [default_shard_count(cores) for cores in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 4]
+    assert resolve_topology(tmp_path, 0, 64, cpu_count=10).topology.shard_count == 5
     again = resolve_topology(tmp_path, 0, 64, cpu_count=2)  # another machine: same data
     assert again.how == "saved" and again.topology.shard_count == 5
 

@@ -17,7 +17,7 @@ def test_defaults_come_from_the_file() -> None:
     assert settings.server.host == "127.0.0.1" and settings.server.port == 8080
     assert settings.data.dir == "./data" and settings.api.batch_items_max == 8190
     assert settings.wal.map_size_bytes > 0 and settings.ledgers["USD"] == 2
-    assert settings.shards.count == 0  # what the data directory says (one per CPU if new)
+    assert settings.shards.count == 0  # what the data directory says (half the CPUs if new)
 
 
 def test_environment_then_flags_override() -> None:
