@@ -102,6 +102,7 @@ from switch.routing.router import Outcome, Router
 from switch.routing.slot_move import follow_saved
 
 log = logging.getLogger("payswitch.api")
+UNAVAILABLE_LOG_EVERY_S = 5.0  # a shard down answers many 503s: their cause, now and then
 TRANSFERS_PATH = "/v1/transfers"
 PAYMENTS_PATH = "/v1/payments"
 MEMORY_RELEASE_INTERVAL_S = 30.0
@@ -391,12 +392,22 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
     async def overloaded(request: Request, error: Exception) -> Response:
         return error_response(429, "overloaded", retry_after_seconds=retry_after_seconds)
 
+    unlogged = {"since_s": 0.0, "count": 0}  # 503s not logged since the last line
+
     async def unavailable(request: Request, error: Exception) -> Response:
         message = None
         if isinstance(error, SlotMoving):
             moving = f"Account {error.account}" if error.account else f"Slot {error.slot}"
             message = (f"{moving} is being moved to another shard; retry in a moment with "
                        "the same ids.")
+        else:  # the cause, which the answer does not tell: at most a line every few seconds
+            now_s = time.monotonic()
+            if now_s - unlogged["since_s"] >= UNAVAILABLE_LOG_EVERY_S:
+                log.warning("answered 503 shard_unavailable: %s (and %d more since the last "
+                            "such line)", error or type(error).__name__, unlogged["count"])
+                unlogged.update(since_s=now_s, count=0)
+            else:
+                unlogged["count"] += 1
         return error_response(503, "shard_unavailable", message,
                               retry_after_seconds=retry_after_seconds)
 

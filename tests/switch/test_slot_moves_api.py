@@ -5,6 +5,7 @@ switch serves the moved slot after a restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from actors.topology import slot_of
 from persistence.topology import load_topology
@@ -169,6 +171,19 @@ def test_a_command_about_a_slot_being_moved_says_so() -> None:
     assert "Account hot-1 is being moved" in orjson.loads(pinning.body)["message"]
     dead = orjson.loads(asyncio.run(handler(None, ShardUnavailable("gone"))).body)
     assert dead["message"] == "A shard did not answer; retry with the same ids."
+
+
+def test_a_shard_unavailable_503_logs_its_cause_now_and_then(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The answer says only that a shard did not answer; the log says why (was: nothing, so a
+    race in the soak test was found only with a hook), at most a line every few seconds."""
+    handler = _error_handlers(1)[ShardUnavailable]
+    with caplog.at_level(logging.WARNING, logger="payswitch.api"):
+        for cause in ("StoreDamaged: LMDB cannot read it", "the same again", "and again"):
+            asyncio.run(handler(None, ShardUnavailable(cause)))
+    lines = [r.getMessage() for r in caplog.records if "503 shard_unavailable" in r.getMessage()]
+    assert lines == ["answered 503 shard_unavailable: StoreDamaged: LMDB cannot read it "
+                     "(and 0 more since the last such line)"]
 
 
 def test_where_says_what_to_do_with_a_topology_it_cannot_read(tmp_path: Path) -> None:
