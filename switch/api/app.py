@@ -404,7 +404,7 @@ def _error_handlers(retry_after_seconds: int) -> dict[Any, Callable[..., Any]]:
             now_s = time.monotonic()
             if now_s - unlogged["since_s"] >= UNAVAILABLE_LOG_EVERY_S:
                 log.warning("answered 503 shard_unavailable: %s (and %d more since the last "
-                            "such line)", error or type(error).__name__, unlogged["count"])
+                            "such line)", str(error) or type(error).__name__, unlogged["count"])
                 unlogged.update(since_s=now_s, count=0)
             else:
                 unlogged["count"] += 1
