@@ -143,7 +143,8 @@ class ShardActor:
             follower = SocketFollowerLink(follower_endpoint(replication.follower_name))
             host.replicator = Replicator(
                 replication.mode, replication.epoch, directory,
-                lambda: host.log, lambda: follower, replication.ack_timeout_s, host.batch_lock)
+                lambda: host.log_reads, lambda: follower, replication.ack_timeout_s,
+                host.batch_lock)
         tune_gc(config.gc_generation0_threshold, config.gc_freeze)
         self._started_ns = time.time_ns()  # this process's: the monitor counts restarts by it
         # Ray's calls and every data-port connection's: one writer, their batches merged

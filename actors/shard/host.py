@@ -109,6 +109,26 @@ class ShardConfig:
     accounts_per_participant_max: int = 0  # on this shard (0: no bound)
 
 
+class LockedLogReads:
+    """Reads of a host's log from a thread other than its batches': each one under the lock a
+    rebuild takes to close and reopen the log, so none meets a closed LMDB environment."""
+
+    def __init__(self, host: ShardHost) -> None:
+        self._host = host
+
+    @property
+    def last_seq(self) -> int:
+        return self._host.log.last_seq
+
+    def records_from(self, seq_from: int, count: int) -> list[Record]:
+        with self._host.log_in_use:
+            return self._host.log.records_from(seq_from, count)
+
+    def first_seq_stored(self) -> int:
+        with self._host.log_in_use:
+            return self._host.log.first_seq_stored()
+
+
 class ShardHost:
     def __init__(
         self,
@@ -138,11 +158,16 @@ class ShardHost:
         self.batch_lock = threading.Lock()  # held while a batch runs (replication waits on it)
         # Held by the reads thread while it reads the log (the feed, the status) and by a
         # rebuild or close while it closes it: no read meets a closed LMDB environment.
-        self._log_in_use = threading.Lock()
+        self.log_in_use = threading.Lock()
 
     @property
     def log(self) -> RecordLog:
         return self._log
+
+    @property
+    def log_reads(self) -> LockedLogReads:
+        """The log as another thread reads it (the replication shipper's)."""
+        return LockedLogReads(self)
 
     def _recover(self) -> tuple[Ledger, RecoveryReport]:
         ledger = Ledger(self.config.ledgers, self._log.store)
@@ -350,7 +375,7 @@ class ShardHost:
         try:
             self._log.store.discard()
             self.wait_for_snapshot()
-            with self._log_in_use:
+            with self.log_in_use:
                 self._log.close()
                 self._log = self._open_log()
             self.ledger, _ = self._recover()
@@ -433,7 +458,7 @@ class ShardHost:
     def status(self) -> ShardStatus:
         """(On the reads thread, while batches run: copies of what a batch may change.)"""
         ledger = self.ledger
-        with self._log_in_use:
+        with self.log_in_use:
             last_seq, used, bound = (self._log.last_seq, self._log.stored_bytes(),
                                      self._log.map_size_bytes())
         return ShardStatus(
@@ -463,7 +488,7 @@ class ShardHost:
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
         """Committed records from `from_seq` (at most `records_max`, and no more than about
         `bytes_max` of payload): the log feed. Safe on another thread than the batches'."""
-        with self._log_in_use:
+        with self.log_in_use:
             return self._read_log(from_seq, records_max, bytes_max)
 
     def _read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
@@ -484,7 +509,7 @@ class ShardHost:
         if self.replicator is not None:
             self.replicator.close()
         self.wait_for_snapshot()
-        with self._log_in_use:
+        with self.log_in_use:
             self._log.close()
 
 

@@ -48,7 +48,7 @@ from persistence.epochs import (
     save_epochs,
 )
 from persistence.lmdb_log import LmdbLog
-from persistence.log import AfterCommit, RecordLog
+from persistence.log import AfterCommit
 from persistence.records import CorruptRecord, Record, decode_record, raw_of
 
 log = logging.getLogger("payswitch.replication")
@@ -82,6 +82,18 @@ class NotReplicated(AfterCommit):
 class Pending(Protocol):
     def result(self, timeout_s: float) -> FollowerAnswer:
         """The follower's answer; raises if it does not come within `timeout_s`."""
+
+
+class LogReads(Protocol):
+    """What the shipper reads of the leader's log (a RecordLog; in a shard, reads taken
+    under the host's lock, since a rebuild closes and reopens the log: ShardHost.log_reads)."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def records_from(self, seq_from: int, count: int) -> list[Record]: ...
+
+    def first_seq_stored(self) -> int: ...
 
 
 class FollowerLink(Protocol):
@@ -191,7 +203,7 @@ class Replicator:
     batch lock, then `_lock`."""
 
     def __init__(self, mode: ReplicationMode, epoch: int, directory: Path,
-                 shard_log: Callable[[], RecordLog], link: Callable[[], FollowerLink | None],
+                 shard_log: Callable[[], LogReads], link: Callable[[], FollowerLink | None],
                  timeout_s: float, batch_lock: threading.Lock) -> None:
         self.mode = mode
         self._batch_lock = batch_lock  # the shard's: no batch runs while it is held

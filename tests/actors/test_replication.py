@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ def follower_on(path: Path) -> tuple[Follower, LmdbLog]:
 def replicated(path: Path, link: InProcess | None, epoch: int = 1,
                mode: ReplicationMode = "sync") -> ShardHost:
     host = host_on(path)
-    host.replicator = Replicator(mode, epoch, path, lambda: host.log,
+    host.replicator = Replicator(mode, epoch, path, lambda: host.log_reads,  # as the actor
                                  lambda: link, timeout_s=1.0, batch_lock=host.batch_lock)
     return host
 
@@ -335,3 +336,38 @@ def test_a_follower_whose_copy_differs_is_never_called_in_sync(tmp_path: Path) -
     assert state is not None and not state.confirmed and "differs" in state.blocked
     host.close()
     copy.close()
+
+
+def test_the_shipper_reading_the_log_while_the_batch_thread_rebuilds_gets_its_records(
+        tmp_path: Path) -> None:
+    """The shipper thread (async mode, or sync gone alone) reads records while a rebuild
+    closes and reopens the log: the rebuild waits for the read (was: it closed the LMDB
+    environment under it; a reviewer's finding beside the reads thread's)."""
+    follower, _ = follower_on(tmp_path / "follower")
+    host = replicated(tmp_path / "leader", InProcess(follower), mode="async")
+    call(host, [account("a"), account("b")])
+    call(host, [commit("t1", "a", "b", 5)])
+    log_ = host.log
+    reading, rebuilt = threading.Event(), threading.Event()
+    real_range = log_._raw_range
+
+    def paused_range(seq_from: int, seq_to: int | None) -> Any:
+        reading.set()
+        rebuilt.wait(timeout=1.0)  # the rebuild goes first, unless it waits for this read
+        return real_range(seq_from, seq_to)
+
+    log_._raw_range = paused_range  # type: ignore[method-assign]
+    shipped: list[Any] = []
+    assert host.replicator is not None
+    replicator = host.replicator
+    reader = threading.Thread(target=lambda: shipped.append(replicator._records(1, 2)))
+    reader.start()
+    assert reading.wait(timeout=5.0)
+    rebuild = threading.Thread(target=host._rebuild)
+    rebuild.start()
+    rebuild.join(timeout=0.3)
+    rebuilt.set()
+    reader.join(timeout=5.0)
+    rebuild.join(timeout=5.0)
+    assert shipped and [seq for seq, _ in shipped[0]] == [1, 2]
+    host.close()
