@@ -16,6 +16,11 @@ from switch.cli.settings import Settings
 log = logging.getLogger("payswitch")
 
 
+
+def counted(count: int, noun: str) -> str:
+    """"1 shard", "2 shards": the console's counts (one shard is the default on 2 cores)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
 def server_url(settings: Settings) -> str:
     scheme = "https" if settings.server.tls_cert else "http"
     host = settings.server.host
@@ -33,8 +38,8 @@ def serving_facts(settings: Settings, topology: Topology, ray_dashboard_url: str
         "dashboard": f"{url}/dashboard",
         "metrics": f"{url}/metrics",
         "health": f"{url}/healthz  {url}/readyz",
-        "data": f"{data_dir}: {topology.shard_count} shards, {topology.slots} slots, "
-                f"{followers} followers, topology epoch {topology.epoch}",
+        "data": f"{data_dir}: {counted(topology.shard_count, 'shard')}, {topology.slots} "
+                f"slots, {counted(followers, 'follower')}, topology epoch {topology.epoch}",
         "operator_key": f"{data_dir / OPERATOR_KEY_FILE} (send: Authorization: Bearer <key>)",
         "ingress": f"{settings.server.workers} process(es)",
     }

@@ -40,7 +40,7 @@ from persistence.topology import (
     resolve_topology,
     save_topology,
 )
-from switch.cli.banner import show_serving
+from switch.cli.banner import counted, show_serving
 from switch.cli.controller import ReplicationController
 from switch.cli.ingress import ingress_app, serve_http
 from switch.cli.settings import Settings
@@ -144,8 +144,8 @@ def open_topology(settings: Settings) -> Topology:
         log.warning("data directory %s: its %s (version 1) now names the switch and puts every "
                     "shard on the storage node %r", data_dir, TOPOLOGY_FILE, LOCAL_NODE)
     elif resolved.how == "created":
-        log.info("new data directory %s: %d shards, %d slots, on storage nodes %s", data_dir,
-                 topology.shard_count, topology.slots, ", ".join(sorted(set(
+        log.info("new data directory %s: %s, %d slots, on storage nodes %s", data_dir,
+                 counted(topology.shard_count, "shard"), topology.slots, ", ".join(sorted(set(
                      topology.shard_nodes))))
     topology = _with_replication(data_dir, topology, replication_mode(settings, list(nodes)),
                                  sorted(nodes))

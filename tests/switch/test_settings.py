@@ -90,6 +90,13 @@ def test_the_switch_url_brackets_an_ipv6_host() -> None:
         "http://[::]:8080"
 
 
+def test_the_console_counts_one_shard_in_the_singular() -> None:
+    """One shard is the default on 2 cores: the banner said "1 shards, 0 followers"."""
+    from switch.cli.banner import counted
+
+    assert [counted(n, "shard") for n in (0, 1, 2)] == ["0 shards", "1 shard", "2 shards"]
+
+
 def test_the_command_line_names_the_one_command_to_load() -> None:
     """`payswitch` loads only the command it runs; help asked first shows them all."""
     assert _asked(["wal", "verify", "data"]) == "wal"
