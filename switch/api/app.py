@@ -671,6 +671,7 @@ def create_app(router: Router, settings: Settings, ray_dashboard_url: str | None
     app = Starlette(routes=_one_route_per_path(routes), lifespan=lifespan,
                     exception_handlers=handlers)
     app.state.start_up = start_up
+    app.state.windows = windows  # (tests make its idea of the open window stale)
     app.add_middleware(DirectRoute, posts={
         TRANSFERS_PATH: api.post_transfers,
         PAYMENTS_PATH: next(route.endpoint for route in switch_layer if isinstance(route, Route)

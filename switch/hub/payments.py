@@ -194,7 +194,7 @@ class Payments:
             if window in WINDOW_CLOSED:
                 number = await self.windows.moved_on(payment.ledger, number)
             elif window in WINDOW_MISSING:
-                await self.windows.ensure_accounts(payment.ledger, number, [
+                number = await self.windows.accounts_in_open_window(payment.ledger, [
                     payment.payer_participant, payment.payee_participant])
             elif "exists" in results and any(r != "exists" for r in results) and \
                     (stored := await self._stored_window(payment.id)) not in (None, number):

@@ -120,6 +120,17 @@ class Windows:
             if result_of(outcome) not in ("ok", "exists"):
                 raise RuntimeError(f"window account {account.id}: {result_of(outcome)}")
 
+    async def accounts_in_open_window(self, ledger: str, participants: list[str]) -> int:
+        """These participants' accounts in the window open now, made under the control lock
+        (no close runs between reading which window is open and making them); its number.
+        A payment that met a window without an account for a participant calls this: its
+        own idea of the open window may be one another ingress closed meanwhile, where an
+        account made now would take the payment into a closed window."""
+        async with self.hub.control_lock.held():
+            number = await self.open_window_now(ledger)
+            await self.ensure_accounts(ledger, number, participants)
+        return number
+
     async def prepare(self) -> None:
         """At start-up: every participant's account in its ledgers' open windows (a crash
         may have fallen between enabling a participant and making it)."""

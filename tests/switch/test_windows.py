@@ -400,3 +400,29 @@ def test_an_open_windows_report_reads_only_what_came_since_the_last(hub: Switch)
     sent_by_a = sum(100 + n for n in range(155) if n % 3)
     assert row(final, a)["sent"] == sent_by_a and row(final, b)["received"] == sent_by_a
     assert row(final, a)["fees"] > 0
+
+
+def test_a_payment_through_an_ingress_that_missed_a_close_lands_in_the_open_window(
+        hub: Switch) -> None:
+    """An ingress whose idea of the open window is one another ingress closed: a payment
+    between participants enabled after that close (accounts only in the open window) meets
+    no account in the closed one. It is made in the open window (was: 500, the accounts asked
+    for in the closed window, whose closed marker answered exists_with_different_flags)."""
+    hub.participant()  # (a first window exists once a participant does)
+    closed = close(hub)["open"]  # this test's window, closed below
+    close(hub)
+    e, f = hub.participant(), hub.participant()  # accounts only in the open window
+    for bank in (e, f):
+        hub.ready(bank, 10_000)
+    we, wf = hub.wallet(e, 1_000), hub.wallet(f, 1_000)
+    server = hub.running._server
+    assert server is not None
+    windows = server.config.app.state.windows
+    ledger, number = closed.split(".")
+    now_open = windows._open[ledger]
+    windows._open[ledger] = int(number)  # as if another ingress had closed it
+    made = hub.pay(we, wf, 40)
+    assert made.status_code == 201, made.text
+    assert report(hub, closed)["payments"] == 0
+    assert row(report(hub, f"{ledger}.{now_open}"), e)["sent"] == 40
+    assert windows._open[ledger] == now_open
