@@ -4,10 +4,9 @@ directory is served, read at every later start, never reinterpreted silently.
 - A new directory: the topology the settings ask for (half the CPUs, at least one, when
   they ask for 0; shards dealt round-robin to the storage nodes there are) is written with
   a new switch id and `shards_created` false (temporary file, fsync, rename, fsync of the
-  directory). Each
-  shard then makes its directory on its node (persistence/identity.py) and the caller saves
-  the topology again with `shards_created` true: from then on a shard directory that goes
-  missing is noticed by its shard instead of being recreated empty.
+  directory). Each shard then makes its directory on its node (persistence/identity.py)
+  and the caller saves the topology again with `shards_created` true: from then on a shard
+  directory that goes missing is noticed by its shard instead of being recreated empty.
 - A directory with shards but no topology (written by a release before topologies): the
   topology is adopted once from the shard directories present (slots dealt round-robin, as
   those releases did) and saved; the caller logs that it did so.

@@ -16,10 +16,10 @@ from switch.cli.settings import Settings
 log = logging.getLogger("payswitch")
 
 
-
 def counted(count: int, noun: str) -> str:
     """"1 shard", "2 shards": the console's counts (one shard is the default on 2 cores)."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
 
 def server_url(settings: Settings) -> str:
     scheme = "https" if settings.server.tls_cert else "http"

@@ -3,6 +3,8 @@ record, recovery, a full map."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,33 @@ CONFIG = ShardConfig(0, ("USD",), snapshot_every_events=1_000_000)
 
 def host_on(path: Path, config: ShardConfig = CONFIG, map_size_bytes: int = 1 << 24) -> ShardHost:
     return ShardHost(config, lambda: LmdbLog(path, map_size_bytes))
+
+
+def read_while_rebuilding(host: ShardHost, read: Callable[[], Any]) -> list[Any]:
+    """`read` on another thread, paused inside the log, while the batch thread rebuilds (as
+    after a full log): what it read (nothing if it failed). A rebuild that does not wait
+    for the read closes the log under it."""
+    log_ = host.log
+    reading, rebuilt = threading.Event(), threading.Event()
+    real_range = log_._raw_range
+
+    def paused_range(seq_from: int, seq_to: int | None) -> Any:
+        reading.set()
+        rebuilt.wait(timeout=1.0)  # the rebuild goes first, unless it waits for this read
+        return real_range(seq_from, seq_to)
+
+    log_._raw_range = paused_range  # type: ignore[method-assign]
+    read_back: list[Any] = []
+    reader = threading.Thread(target=lambda: read_back.append(read()))
+    reader.start()
+    assert reading.wait(timeout=5.0)
+    rebuild = threading.Thread(target=host._rebuild)
+    rebuild.start()
+    rebuild.join(timeout=0.3)
+    rebuilt.set()
+    reader.join(timeout=5.0)
+    rebuild.join(timeout=5.0)
+    return read_back
 
 
 def run(host: ShardHost, commands: list[Command]) -> BatchReply:

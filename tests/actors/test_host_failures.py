@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,15 @@ from actors.shard.commands import CommandTable
 from actors.shard.host import ShardBroken, ShardHost
 from persistence.index import IndexConflict, put_all
 from persistence.lmdb_log import LmdbLog
-from tests.actors.test_host import CONFIG, account, call, commit, host_on, run
+from tests.actors.test_host import (
+    CONFIG,
+    account,
+    call,
+    commit,
+    host_on,
+    read_while_rebuilding,
+    run,
+)
 from tests.persistence.test_lmdb_log import kill_a_reader
 
 
@@ -194,26 +201,7 @@ def test_a_log_feed_read_while_the_batch_thread_rebuilds_is_answered_whole(
     host = host_on(tmp_path)
     call(host, [account("bank"), account("a")])
     run(host, [commit(f"t-{n}", "bank", "a", 1) for n in range(10)])
-    log_ = host.log
-    reading, rebuilt = threading.Event(), threading.Event()
-    real_range = log_._raw_range
-
-    def paused_range(seq_from: int, seq_to: int | None) -> Any:
-        reading.set()
-        rebuilt.wait(timeout=1.0)  # the rebuild goes first, unless it waits for this read
-        return real_range(seq_from, seq_to)
-
-    log_._raw_range = paused_range  # type: ignore[method-assign]
-    feeds: list[Any] = []
-    reader = threading.Thread(target=lambda: feeds.append(host.read_log(1, 100, 1 << 20)))
-    reader.start()
-    assert reading.wait(timeout=5.0)
-    rebuild = threading.Thread(target=host._rebuild)
-    rebuild.start()
-    rebuild.join(timeout=0.3)
-    rebuilt.set()
-    reader.join(timeout=5.0)
-    rebuild.join(timeout=5.0)
+    feeds = read_while_rebuilding(host, lambda: host.read_log(1, 100, 1 << 20))
     assert feeds and [r.seq for r in feeds[0].records] == [1, 2]
     assert host.read_log(1, 100, 1 << 20).last_seq == 2  # the rebuilt log serves too
     host.close()

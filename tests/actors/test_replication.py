@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,7 +35,7 @@ from persistence.epochs import EpochStart, load_epochs
 from persistence.lmdb_log import LmdbLog
 from persistence.log import StorageFull
 from persistence.records import raw_of
-from tests.actors.test_host import account, call, commit, host_on, run
+from tests.actors.test_host import account, call, commit, host_on, read_while_rebuilding, run
 
 MAP_BYTES = 1 << 24
 
@@ -347,27 +346,8 @@ def test_the_shipper_reading_the_log_while_the_batch_thread_rebuilds_gets_its_re
     host = replicated(tmp_path / "leader", InProcess(follower), mode="async")
     call(host, [account("a"), account("b")])
     call(host, [commit("t1", "a", "b", 5)])
-    log_ = host.log
-    reading, rebuilt = threading.Event(), threading.Event()
-    real_range = log_._raw_range
-
-    def paused_range(seq_from: int, seq_to: int | None) -> Any:
-        reading.set()
-        rebuilt.wait(timeout=1.0)  # the rebuild goes first, unless it waits for this read
-        return real_range(seq_from, seq_to)
-
-    log_._raw_range = paused_range  # type: ignore[method-assign]
-    shipped: list[Any] = []
-    assert host.replicator is not None
     replicator = host.replicator
-    reader = threading.Thread(target=lambda: shipped.append(replicator._records(1, 2)))
-    reader.start()
-    assert reading.wait(timeout=5.0)
-    rebuild = threading.Thread(target=host._rebuild)
-    rebuild.start()
-    rebuild.join(timeout=0.3)
-    rebuilt.set()
-    reader.join(timeout=5.0)
-    rebuild.join(timeout=5.0)
+    assert replicator is not None
+    shipped = read_while_rebuilding(host, lambda: replicator._records(1, 2))
     assert shipped and [seq for seq, _ in shipped[0]] == [1, 2]
     host.close()
