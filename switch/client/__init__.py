@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Unauthenticated,
         Unavailable,
     )
+    from switch.client.ids import IdGenerator, new_id
     from switch.client.sync_client import Client
 
 # Where each name lives: loaded on first use, so that importing one module of the package
@@ -38,6 +39,7 @@ _HOMES = {
     "Transfer": "actors.ledger.model", "TransferFlags": "actors.ledger.model",
     "AsyncClient": "switch.client.async_client", "Created": "switch.client.async_client",
     "RetryPolicy": "switch.client.async_client", "Client": "switch.client.sync_client",
+    "IdGenerator": "switch.client.ids", "new_id": "switch.client.ids",
     **dict.fromkeys(("BadRequest", "Conflict", "DeadlineExceeded", "Forbidden", "IdConflict",
                      "NotFound", "PayswitchError", "RateLimited", "Rejected", "ServerError",
                      "Unauthenticated", "Unavailable"), "switch.client.errors"),
@@ -45,9 +47,10 @@ _HOMES = {
 
 __all__ = [
     "Account", "AccountFlags", "AccountResult", "AsyncClient", "BadRequest", "Client",
-    "Conflict", "Created", "DeadlineExceeded", "Forbidden", "IdConflict", "NotFound",
+    "Conflict", "Created", "DeadlineExceeded", "Forbidden", "IdConflict", "IdGenerator",
+    "NotFound",
     "PayswitchError", "RateLimited", "Rejected", "RetryPolicy", "ServerError", "Transfer",
-    "TransferFlags", "TransferResult", "Unauthenticated", "Unavailable",
+    "TransferFlags", "TransferResult", "Unauthenticated", "Unavailable", "new_id",
 ]
 assert set(__all__) == set(_HOMES)
 

@@ -23,3 +23,17 @@ def test_the_documented_example_runs(switch: RunningSwitch, tmp_path: Path) -> N
                               "PAYSWITCH_API_KEY": switch.operator_key})
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["['ok',", "'ok']", "2400"]
+
+
+def test_the_client_loads_nothing_of_the_server() -> None:
+    """`pip install payswitch` is the client alone: none of Ray, LMDB or the server's web
+    stack may be needed to use it."""
+    probe = ("import sys\n"
+             "import switch.client as c\n"
+             "c.AsyncClient, c.Client, c.new_id(), c.Transfer, c.TransferResult\n"
+             "print(sorted(m for m in ('ray', 'lmdb', 'starlette', 'uvicorn', 'persistence',"
+             " 'switch.api', 'switch.routing') if m in sys.modules))\n")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, cwd=DOC.parents[1])
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
