@@ -27,6 +27,9 @@ COUNTER_BITS = 74  # uuid7's rand_a (12) and rand_b (62)
 RAND_A_BITS = 12
 RAND_B_BITS = 62
 COUNTER_START_BITS = COUNTER_BITS - 1  # a fresh millisecond starts in the lower half
+TAIL_BITS = 48  # the last group of the text: 12 hex digits
+TAIL_DIGITS = TAIL_BITS // 4
+TAIL_MASK = (1 << TAIL_BITS) - 1
 VERSION = 7
 VARIANT = 0b10
 
@@ -40,6 +43,9 @@ class IdGenerator:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._counter = 0
+        # The text of all but the last 48 bits, for the millisecond and counter it was made
+        # for: kept while they hold (formatting it each time cost more than the rest).
+        self._head_of = (-1, -1, "")
 
     def __call__(self) -> str:
         with self._lock:
@@ -53,7 +59,11 @@ class IdGenerator:
                     self._last_ms += 1
                     self._counter = secrets.randbits(COUNTER_START_BITS)
             last_ms, counter = self._last_ms, self._counter
-        return _uuid7_text(last_ms, counter)
+            ms_of_head, counter_of_head, head = self._head_of
+            if ms_of_head != last_ms or counter_of_head != counter >> TAIL_BITS:
+                head = _uuid7_text(last_ms, counter)[:-TAIL_DIGITS]
+                self._head_of = (last_ms, counter >> TAIL_BITS, head)
+        return f"{head}{counter & TAIL_MASK:012x}"
 
 
 def _uuid7_text(unix_ms: int, counter: int) -> str:

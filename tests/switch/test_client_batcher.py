@@ -101,3 +101,41 @@ def test_a_retry_sends_again_only_what_has_no_final_answer() -> None:
     assert sent == [["refused", "slow", "c1", "c2"], ["slow", "c1", "c2"]]
     assert (refused.result, slow.result) == ("exceeds_credits", "ok")
     assert [member.result for member in chain] == ["ok", "ok"]
+
+
+def test_callers_answered_ride_the_next_array_with_those_that_waited() -> None:
+    """Two arrays in flight and a group waiting: when one array comes back, its callers'
+    next calls go in one array with the group that waited, not after it (else the callers
+    split into ever more groups, each waiting a whole round trip for a free request)."""
+    gates: list[asyncio.Event] = []
+    arrays: list[int] = []
+
+    async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        arrays.append(len(items))
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+        return [{"id": item["id"], "result": "ok"} for item in items]
+
+    batcher = Batcher(send, requests_in_flight_max=2)
+
+    async def caller(n: int, calls: int) -> None:
+        for call in range(calls):
+            await batcher.submit([{"id": f"c{n}-{call}"}])
+
+    async def scenario() -> None:
+        looping = [asyncio.ensure_future(caller(n, 2)) for n in range(100)]
+        await asyncio.sleep(0.01)
+        assert arrays == [50, 50]  # both requests in flight
+        waiting = [asyncio.ensure_future(caller(100 + n, 1)) for n in range(30)]
+        await asyncio.sleep(0.01)
+        gates[0].set()  # the first array's 50 callers call again
+        await asyncio.sleep(0.01)
+        assert arrays[2] == 80, arrays
+        while not all(task.done() for task in looping + waiting):
+            for gate in gates:
+                gate.set()
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*looping, *waiting)
+
+    asyncio.run(scenario())

@@ -70,3 +70,14 @@ def test_threads_sharing_one_generator_get_unique_ids_each_growing() -> None:
         thread.join()
     assert all(mine == sorted(mine) for mine in made)
     assert len({made_id for mine in made for made_id in mine}) == 16_000
+
+
+def test_an_id_reads_its_whole_counter_when_it_carries_past_the_last_group() -> None:
+    ids = IdGenerator(Clock(7))
+    ids()
+    ids._counter = (5 << 60) + (1 << 48) - 3  # three ids before the last group wraps
+    made = [ids() for _ in range(6)]
+    counters = [uuid.UUID(one).int & ((1 << 62) - 1) | (uuid.UUID(one).int >> 64 & 0xFFF) << 62
+                for one in made]
+    assert counters == [(5 << 60) + (1 << 48) - 2 + n for n in range(6)]
+    assert made == sorted(made)
