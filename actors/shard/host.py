@@ -457,6 +457,8 @@ class ShardHost:
 
     def status(self) -> ShardStatus:
         """(On the reads thread, while batches run: copies of what a batch may change.)"""
+        if self.broken is not None:  # its log is closed, its memory a failed batch's
+            return self._broken_status(self.broken)
         ledger = self.ledger
         with self.log_in_use:
             last_seq, used, bound = (self._log.last_seq, self._log.stored_bytes(),
@@ -484,6 +486,14 @@ class ShardHost:
             if self.replicator is not None else None,
             commits_applied=ledger.commits_applied,
         )
+
+    def _broken_status(self, why: str) -> ShardStatus:
+        return ShardStatus(
+            shard=self.config.shard_index, accounts=0, transfers=0, in_doubt=0,
+            pending_open=0, last_seq=self._log.last_seq, recovery_ms=0.0,
+            recovered_records=0, snapshot_seq=0, snapshot_seq_written=0,
+            snapshot_age_seconds=0.0, log_bytes=0, log_used_ratio=0.0,
+            stats=self.stats.export(), totals=[], broken=why)
 
     def read_log(self, from_seq: int, records_max: int, bytes_max: int) -> LogFeed:
         """Committed records from `from_seq` (at most `records_max`, and no more than about

@@ -85,3 +85,4 @@ class ShardStatus(msgspec.Struct, frozen=True):
     # Its leader epoch and follower (None: no follower): actors/shard/replication.py
     replication: ReplicationState | None = None
     commits_applied: int = 0  # by this process, homed here: the committed rate's counter
+    broken: str | None = None  # why it serves nothing until restarted (its figures are 0)

@@ -40,6 +40,7 @@ from actors.messages import (
     TransferView,
 )
 from actors.runtime import release_free_memory
+from actors.shard.stats import ShardStatus
 from persistence.lock import IngressLock
 from persistence.topology import SavedTopology
 from switch.api.access import Visibility, account_refusal, owns
@@ -293,15 +294,15 @@ class Api:
         """Open to anyone (a load balancer's probe); each shard's figures (its ledgers'
         totals among them) only with an operator's or auditor's key. A shard that does not
         answer makes it 503, naming the shard: `recovering` once its actor died and Ray
-        restarts it (it answers 503 at once then), `not_answering` before that is known."""
+        restarts it (it answers 503 at once then), `not_answering` before that is known,
+        `broken` (with its `reason`) once it could not rebuild its state: a restart is due."""
         answered = await self.router.statuses_answered(timeout_s=5)
-        statuses = [status for status in answered if status is not None]
+        statuses = [status for status in answered if status is not None and not status.broken]
         if len(statuses) < len(answered):
             recovering, now_s = self.router.recovering(), time.time()
-            details = [{"shard": shard, "state": "recovering", "recovering_for_ms":
-                        int(1000 * (now_s - recovering[shard]))} if shard in recovering else
-                       {"shard": shard, "state": "not_answering"}
-                       for shard, status in enumerate(answered) if status is None]
+            details = [_not_serving(shard, status, recovering, now_s)
+                       for shard, status in enumerate(answered)
+                       if status is None or status.broken]
             names = ", ".join(str(detail["shard"]) for detail in details)
             return error_response(503, "shard_unavailable", f"shard {names} not serving",
                                   retry_after_seconds=1, details=details)
@@ -313,6 +314,17 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.settings))
+
+
+def _not_serving(shard: int, status: ShardStatus | None, recovering: dict[int, float],
+                 now_s: float) -> dict[str, Any]:
+    """What /readyz says of a shard that does not serve."""
+    if status is not None and status.broken:
+        return {"shard": shard, "state": "broken", "reason": status.broken}
+    if shard in recovering:
+        return {"shard": shard, "state": "recovering",
+                "recovering_for_ms": int(1000 * (now_s - recovering[shard]))}
+    return {"shard": shard, "state": "not_answering"}
 
 
 def _created(

@@ -139,6 +139,9 @@ def test_a_rebuild_that_fails_stops_the_shard_loudly(tmp_path: Path,
     assert host.broken is not None
     with pytest.raises(ShardBroken):  # nothing more is served, not a half-applied state
         host.handle(encode_commands([GetAccount("a")]))
+    status = host.status()  # says why, for /readyz (it raised on the closed log instead)
+    assert status.broken is not None and "the disk went away" in status.broken
+    assert (status.accounts, status.totals) == (0, [])  # no half-applied state shown
 
 
 def _raise_in_commit(payload: bytes, timestamp_ns: int) -> Any:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import pytest
+
+from actors.shard.stats import ShardStatus
 from tests.conftest import RunningSwitch, assert_balanced
 
 
@@ -147,3 +151,25 @@ def test_health_readiness_ledgers_and_openapi(switch: RunningSwitch) -> None:
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["id"]  # the rest is required unless posting or voiding
     assert {"pending_id", "timeout_ms", "flags"} <= set(schema["properties"])
+
+
+def test_a_broken_shard_makes_readyz_503_with_its_reason(switch: RunningSwitch,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A shard that could not rebuild its state answers its status (it raised on its closed
+    log before: `not_answering`, without why); /readyz names it broken, with the reason."""
+    router = switch.router
+    assert router is not None
+    real = router.statuses_answered
+
+    async def one_broken(timeout_s: float = 2.0) -> list[ShardStatus | None]:
+        statuses = await real(timeout_s)
+        why = "shard 1 could not rebuild its state: OSError('the disk went away')"
+        return [msgspec.structs.replace(status, broken=why) if shard == 1 and status else status
+                for shard, status in enumerate(statuses)]
+
+    monkeypatch.setattr(router, "statuses_answered", one_broken)
+    ready = switch.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["code"] == "shard_unavailable"
+    assert ready.json()["details"] == [{"shard": 1, "state": "broken", "reason": (
+        "shard 1 could not rebuild its state: OSError('the disk went away')")}]
