@@ -24,7 +24,7 @@ from typing import Any
 SendArray = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unit:
     items: list[dict[str, Any]]
     future: asyncio.Future[list[dict[str, Any]]]
