@@ -142,6 +142,10 @@ class Monitor:
 
     async def tick(self) -> None:
         answered = await self.router.statuses_answered()  # beside the batches, not queued
+        # A broken shard answers, with zeros (actors/shard/host.py): as one that does not
+        # answer, its books stay as last seen, its row marked broken.
+        broken = {index for index, status in enumerate(answered) if status and status.broken}
+        answered = [None if index in broken else status for index, status in enumerate(answered)]
         await self._note_restarts([s for s in answered if s is not None])
         shard_statuses = [s for s in answered if s is not None]
         statuses: list[dict[str, Any]] = [msgspec.structs.asdict(s) for s in shard_statuses]
@@ -162,7 +166,7 @@ class Monitor:
         queue_depths = self.router.queue_depths()
         for status in statuses:
             self._shard_sample(status, queue_depths[status["shard"]], now, elapsed)
-        self.shards = self._shard_rows(answered, statuses, queue_depths)
+        self.shards = self._shard_rows(answered, statuses, queue_depths, broken)
         for status in statuses:
             filling = status["log_used_ratio"] >= LOG_FULL_WARNING_RATIO
             if filling and status["shard"] not in self._warned_full:
@@ -185,7 +189,7 @@ class Monitor:
             self.on_tick(self)
 
     def _shard_rows(self, answered: Sequence[object | None], statuses: list[dict[str, Any]],
-                    queue_depths: list[int]) -> list[dict[str, Any]]:
+                    queue_depths: list[int], broken: set[int]) -> list[dict[str, Any]]:
         """One row per shard: its status now, or as last seen while it does not answer."""
         by_shard = {status["shard"]: status for status in statuses}
         before = {row["shard"]: row for row in self.shards}
@@ -195,8 +199,8 @@ class Monitor:
             status = by_shard.get(index) or before.get(index)
             if status is None:  # not seen since the start: nothing to show of it yet
                 continue
-            state = "serving" if index in by_shard and channel.recovering_since_s is None \
-                else "recovering"
+            state = "broken" if index in broken else "serving" if index in by_shard and \
+                channel.recovering_since_s is None else "recovering"
             rows.append({**status, **placements[index], "queue_depth": queue_depths[index],
                          "state": state, "restarts": self.restarts[index]})
         return rows

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 import pytest
 
 from actors.shard.stats import ShardStatus
+from switch.observe.monitor import Monitor
 from tests.conftest import RunningSwitch, assert_balanced
 
 
@@ -173,3 +175,30 @@ def test_a_broken_shard_makes_readyz_503_with_its_reason(switch: RunningSwitch,
     assert ready.status_code == 503 and ready.json()["code"] == "shard_unavailable"
     assert ready.json()["details"] == [{"shard": 1, "state": "broken", "reason": (
         "shard 1 could not rebuild its state: OSError('the disk went away')")}]
+
+
+def test_a_broken_shard_leaves_the_books_as_last_seen_and_is_shown_broken(
+        switch: RunningSwitch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor (dashboard, /metrics) takes a broken shard's status, whose figures are
+    zeros, as one that does not answer: the ledgers' totals stay as last seen (summed with
+    its empty totals they lost its money), its row says broken."""
+    router = switch.router
+    assert router is not None
+    open_accounts(switch, "carol")
+    switch.post("/v1/transfers", transfer("mon-1", "bank", "carol", 5))
+    monitor = Monitor(router)
+    asyncio.run(monitor.tick())
+    while monitor.totals["USD"][0] != monitor.totals["USD"][1]:  # a cross-shard one in flight
+        asyncio.run(monitor.tick())
+    seen = {ledger: list(sums) for ledger, sums in monitor.totals.items()}
+    real = router.statuses_answered
+
+    async def one_broken(timeout_s: float = 2.0) -> list[ShardStatus | None]:
+        return [msgspec.structs.replace(status, broken="shard 1 could not rebuild")
+                if shard == 1 and status else status
+                for shard, status in enumerate(await real(timeout_s))]
+
+    monkeypatch.setattr(router, "statuses_answered", one_broken)
+    asyncio.run(monitor.tick())
+    assert monitor.totals == seen
+    assert [row["state"] for row in monitor.shards if row["shard"] == 1] == ["broken"]
